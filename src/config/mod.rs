@@ -1,0 +1,10 @@
+//! Configuration: the UCI grammar ([`uci`]) and the typed, validated model ([`model`]).
+//!
+//! # Layout
+//! - `uci.rs`: text → sections with options and line numbers; grammar errors carry the line.
+//! - `model.rs`: sections → [`Config`], collecting every [`Problem`] (errors and warnings) with file and line.
+
+pub mod model;
+pub mod uci;
+
+pub use model::{Config, DiscoveryConfig, GatewayConfig, MainConfig, Problem, Severity, SubscriberConfig, WireguardConfig};

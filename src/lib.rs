@@ -1,0 +1,25 @@
+//! mnigs — the Mesh Network Internet Gateway System.
+//!
+//! One daemon that either publishes this router as an Internet gateway on a community mesh, or finds
+//! such gateways, registers with the best one and routes Internet traffic through a tunnel to it.
+//!
+//! # Layout
+//! - [`config`]: UCI grammar and the typed, validated configuration.
+//! - [`validate`]: type checks for every string that may reach a program's argv.
+//! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
+//! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI.
+//! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
+//! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
+//! - [`subscriber`]: gateway selection and the supervisor state machine of the subscriber role.
+//! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
+//! - [`tunnel`]: tunnel methods (WireGuard first), each with a gateway and a subscriber side.
+//! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
+//! - [`daemon`]: wires the roles, the server and signals together.
+//! - [`cli`]: the command-line client of the daemon's local control methods.
+//! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
+
+pub mod config;
+pub mod log;
+pub mod sys;
+pub mod testbed;
+pub mod validate;

@@ -1,0 +1,142 @@
+//! Running external programs: argv only, never a shell, always with a timeout.
+//!
+//! Every command is logged at debug level and appended to an in-process command log, so tests
+//! can assert that hostile input reached no program at all.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Default time a command may take before it is killed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdError {
+    /// The program could not be started (not installed, no permission).
+    Spawn { argv: String, reason: String },
+    /// It ran longer than allowed and was killed.
+    Timeout { argv: String, after: Duration },
+    /// It exited unsuccessfully; `stderr` is what it said.
+    Failed { argv: String, code: Option<i32>, stderr: String },
+}
+
+impl fmt::Display for CmdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdError::Spawn { argv, reason } => write!(f, "cannot run `{argv}`: {reason}"),
+            CmdError::Timeout { argv, after } => write!(f, "`{argv}` timed out after {after:?}"),
+            CmdError::Failed { argv, code, stderr } => {
+                let code = code.map_or_else(|| "a signal".to_string(), |c| c.to_string());
+                write!(f, "`{argv}` exited with {code}: {}", stderr.trim())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CmdError {}
+
+impl CmdError {
+    /// The program's stderr, if it ran and failed.
+    pub fn stderr(&self) -> &str {
+        match self {
+            CmdError::Failed { stderr, .. } => stderr,
+            _ => "",
+        }
+    }
+}
+
+/// Runs `argv` and returns its stdout.
+pub fn run(argv: &[&str]) -> Result<String, CmdError> {
+    run_full(argv, None, DEFAULT_TIMEOUT)
+}
+
+/// Runs `argv` with `input` on its stdin and returns its stdout.
+pub fn run_input(argv: &[&str], input: &str) -> Result<String, CmdError> {
+    run_full(argv, Some(input), DEFAULT_TIMEOUT)
+}
+
+/// Runs `argv`, feeding `input` if given, killing it after `timeout`.
+pub fn run_full(argv: &[&str], input: Option<&str>, timeout: Duration) -> Result<String, CmdError> {
+    let line = argv.join(" ");
+    record(&line);
+    let (program, args) = argv.split_first().expect("argv is never empty");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CmdError::Spawn { argv: line.clone(), reason: e.to_string() })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A program that exits without reading its input is judged by its exit status.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    // Drain pipes on threads so a chatty program cannot block on a full pipe.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CmdError::Timeout { argv: line, after: timeout });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(CmdError::Spawn { argv: line, reason: e.to_string() }),
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(CmdError::Failed { argv: line, code: status.code(), stderr })
+    }
+}
+
+fn record(line: &str) {
+    crate::log::debug(&format!("run: {line}"));
+    if let Ok(mut log) = LOG.lock() {
+        // Bounded: the log is for tests and diagnostics, not an archive.
+        if log.len() >= 1000 {
+            log.remove(0);
+        }
+        log.push(line.to_string());
+    }
+}
+
+/// The commands run so far by this process (most recent last, at most 1000).
+pub fn history() -> Vec<String> {
+    LOG.lock().map(|l| l.clone()).unwrap_or_default()
+}
+
+/// Forgets the command history (tests call this before the part they observe).
+pub fn clear_history() {
+    if let Ok(mut log) = LOG.lock() {
+        log.clear();
+    }
+}
+
+/// Whether `program` can be found on `PATH`.
+pub fn available(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+    })
+}

@@ -1,0 +1,8 @@
+//! The only place with side effects on the system: spawning programs and touching `/proc`.
+//!
+//! # Layout
+//! - `cmd.rs`: run an argv (never a shell) with a timeout, capture stdout/stderr, log every command.
+//! - `net.rs`: addresses, routes, links, forwarding and NAT, built on `cmd`.
+
+pub mod cmd;
+pub mod net;

@@ -1,0 +1,1 @@
+//! Addresses, routes, links, forwarding and NAT.

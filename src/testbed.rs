@@ -1,0 +1,1 @@
+//! Network-namespace meshes for the demo and the end-to-end tests.
