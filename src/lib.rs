@@ -16,10 +16,22 @@
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
 //! - [`daemon`]: wires the roles, the server and signals together.
 //! - [`cli`]: the command-line client of the daemon's local control methods.
+//! - [`demo`]: the single-host demo (`mnigs demo`).
+//! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod discovery;
+pub mod gateway;
 pub mod log;
+pub mod protocol;
+pub mod rpc;
+pub mod store;
+pub mod subscriber;
 pub mod sys;
 pub mod testbed;
+pub mod tunnel;
 pub mod validate;

@@ -7,4 +7,7 @@
 pub mod model;
 pub mod uci;
 
-pub use model::{Config, DiscoveryConfig, GatewayConfig, MainConfig, Problem, Severity, SubscriberConfig, WireguardConfig};
+pub use model::{
+    Config, DEFAULT_PATH, DEFAULT_RPC_PORT, DiscoveryConfig, GatewayConfig, MainConfig, Prefix,
+    Problem, Severity, SubscriberConfig, WireguardConfig, from_text, load,
+};

@@ -22,7 +22,11 @@ pub enum CmdError {
     /// It ran longer than allowed and was killed.
     Timeout { argv: String, after: Duration },
     /// It exited unsuccessfully; `stderr` is what it said.
-    Failed { argv: String, code: Option<i32>, stderr: String },
+    Failed {
+        argv: String,
+        code: Option<i32>,
+        stderr: String,
+    },
 }
 
 impl fmt::Display for CmdError {
@@ -51,27 +55,39 @@ impl CmdError {
 }
 
 /// Runs `argv` and returns its stdout.
-pub fn run(argv: &[&str]) -> Result<String, CmdError> {
+pub fn run<S: AsRef<str>>(argv: &[S]) -> Result<String, CmdError> {
     run_full(argv, None, DEFAULT_TIMEOUT)
 }
 
 /// Runs `argv` with `input` on its stdin and returns its stdout.
-pub fn run_input(argv: &[&str], input: &str) -> Result<String, CmdError> {
+pub fn run_input<S: AsRef<str>>(argv: &[S], input: &str) -> Result<String, CmdError> {
     run_full(argv, Some(input), DEFAULT_TIMEOUT)
 }
 
 /// Runs `argv`, feeding `input` if given, killing it after `timeout`.
-pub fn run_full(argv: &[&str], input: Option<&str>, timeout: Duration) -> Result<String, CmdError> {
+pub fn run_full<S: AsRef<str>>(
+    argv: &[S],
+    input: Option<&str>,
+    timeout: Duration,
+) -> Result<String, CmdError> {
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
     let line = argv.join(" ");
     record(&line);
     let (program, args) = argv.split_first().expect("argv is never empty");
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| CmdError::Spawn { argv: line.clone(), reason: e.to_string() })?;
+        .map_err(|e| CmdError::Spawn {
+            argv: line.clone(),
+            reason: e.to_string(),
+        })?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         // A program that exits without reading its input is judged by its exit status.
         let _ = stdin.write_all(text.as_bytes());
@@ -96,10 +112,18 @@ pub fn run_full(argv: &[&str], input: Option<&str>, timeout: Duration) -> Result
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(CmdError::Timeout { argv: line, after: timeout });
+                return Err(CmdError::Timeout {
+                    argv: line,
+                    after: timeout,
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(CmdError::Spawn { argv: line, reason: e.to_string() }),
+            Err(e) => {
+                return Err(CmdError::Spawn {
+                    argv: line,
+                    reason: e.to_string(),
+                });
+            }
         }
     };
     let stdout = out_reader.join().unwrap_or_default();
@@ -107,7 +131,11 @@ pub fn run_full(argv: &[&str], input: Option<&str>, timeout: Duration) -> Result
     if status.success() {
         Ok(stdout)
     } else {
-        Err(CmdError::Failed { argv: line, code: status.code(), stderr })
+        Err(CmdError::Failed {
+            argv: line,
+            code: status.code(),
+            stderr,
+        })
     }
 }
 
@@ -136,7 +164,6 @@ pub fn clear_history() {
 
 /// Whether `program` can be found on `PATH`.
 pub fn available(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }

@@ -1,1 +1,293 @@
-//! Addresses, routes, links, forwarding and NAT.
+//! Links, addresses, routes, forwarding and NAT, each one `ip`/`nft`/`iptables` argv.
+//!
+//! Callers pass typed values (addresses) or names already checked by [`crate::validate`]; nothing
+//! here builds a shell string. Removal functions are idempotent: removing what is not there is not
+//! an error, so teardown after a crash can run them blindly.
+
+use super::cmd::{self, CmdError};
+use std::net::IpAddr;
+
+/// Whether an error from `ip`/`nft`/`iptables` only says that the thing is already gone.
+fn is_absent(e: &CmdError) -> bool {
+    let s = e.stderr();
+    [
+        "Cannot find device",
+        "No such file or directory",
+        "No such process",
+        "does not exist",
+        "Bad rule",
+        "No chain/target/match",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
+}
+
+fn ignore_absent(r: Result<String, CmdError>) -> Result<(), CmdError> {
+    match r {
+        Err(e) if !is_absent(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a network interface exists.
+pub fn link_exists(ifname: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(ifname).exists()
+}
+
+/// Deletes an interface if it exists.
+pub fn link_delete(ifname: &str) -> Result<(), CmdError> {
+    if !link_exists(ifname) {
+        return Ok(());
+    }
+    ignore_absent(cmd::run(&["ip", "link", "del", "dev", ifname]))
+}
+
+/// Sets an interface's MTU and brings it up.
+pub fn link_up(ifname: &str, mtu: u16) -> Result<(), CmdError> {
+    cmd::run(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        ifname,
+        "mtu",
+        &mtu.to_string(),
+        "up",
+    ])
+    .map(drop)
+}
+
+/// Adds (or keeps) `addr/len` on an interface.
+pub fn addr_replace(ifname: &str, addr: IpAddr, len: u8) -> Result<(), CmdError> {
+    let a = format!("{addr}/{len}");
+    cmd::run(&["ip", family(addr), "addr", "replace", &a, "dev", ifname]).map(drop)
+}
+
+/// Points `dst` (an `addr/len` prefix) at an interface, replacing any route with the same key.
+pub fn route_replace(dst: &str, ifname: &str, v6: bool) -> Result<(), CmdError> {
+    let fam = if v6 { "-6" } else { "-4" };
+    cmd::run(&["ip", fam, "route", "replace", dst, "dev", ifname]).map(drop)
+}
+
+/// `ip -j route show` of one family, optionally only routes of one protocol, all tables.
+pub fn routes_json(v6: bool, protocol: Option<&str>) -> Result<String, CmdError> {
+    let mut argv = vec![
+        "ip",
+        "-j",
+        if v6 { "-6" } else { "-4" },
+        "route",
+        "show",
+        "table",
+        "all",
+    ];
+    if let Some(p) = protocol {
+        argv.extend(["proto", p]);
+    }
+    cmd::run(&argv)
+}
+
+fn family(addr: IpAddr) -> &'static str {
+    if addr.is_ipv6() { "-6" } else { "-4" }
+}
+
+/// Turns on IPv4 and IPv6 forwarding (a gateway forwards its subscribers' traffic).
+pub fn enable_forwarding() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")?;
+    std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1\n")
+}
+
+/// Which NAT tool to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatBackend {
+    /// nftables: one table `inet mnigs` with address sets.
+    Nft,
+    /// iptables/ip6tables: one chain `MNIGS-NAT` in the nat table.
+    Iptables,
+}
+
+const NFT_TABLE: &str = "mnigs";
+const IPT_CHAIN: &str = "MNIGS-NAT";
+
+/// Source NAT of subscribers' addresses out of the uplink interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nat {
+    /// Tool in use.
+    pub backend: NatBackend,
+    /// The uplink interface (already validated).
+    pub wan: String,
+}
+
+impl Nat {
+    /// Picks the backend: `nft`, `iptables`, or `auto` (nft when it works, else iptables).
+    pub fn choose(setting: &str, wan: &str) -> Nat {
+        let backend = match setting {
+            "nft" => NatBackend::Nft,
+            "iptables" => NatBackend::Iptables,
+            _ if cmd::available("nft") && cmd::run(&["nft", "list", "tables"]).is_ok() => {
+                NatBackend::Nft
+            }
+            _ => NatBackend::Iptables,
+        };
+        Nat {
+            backend,
+            wan: wan.to_string(),
+        }
+    }
+
+    /// Creates the NAT table or chain, empty (anything left by an earlier run is replaced).
+    pub fn setup(&self) -> Result<(), CmdError> {
+        self.teardown()?;
+        match self.backend {
+            NatBackend::Nft => {
+                let script = nft_table_script(&self.wan);
+                cmd::run_input(&["nft", "-f", "-"], &script).map(drop)
+            }
+            NatBackend::Iptables => {
+                for ipt in ["iptables", "ip6tables"] {
+                    cmd::run(&[ipt, "-w", "-t", "nat", "-N", IPT_CHAIN])?;
+                    cmd::run(&[ipt, "-w", "-t", "nat", "-A", "POSTROUTING", "-j", IPT_CHAIN])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes the NAT table or chain and everything in it.
+    pub fn teardown(&self) -> Result<(), CmdError> {
+        match self.backend {
+            NatBackend::Nft => {
+                ignore_absent(cmd::run(&["nft", "delete", "table", "inet", NFT_TABLE]))
+            }
+            NatBackend::Iptables => {
+                for ipt in ["iptables", "ip6tables"] {
+                    ignore_absent(cmd::run(&[
+                        ipt,
+                        "-w",
+                        "-t",
+                        "nat",
+                        "-D",
+                        "POSTROUTING",
+                        "-j",
+                        IPT_CHAIN,
+                    ]))?;
+                    ignore_absent(cmd::run(&[ipt, "-w", "-t", "nat", "-F", IPT_CHAIN]))?;
+                    ignore_absent(cmd::run(&[ipt, "-w", "-t", "nat", "-X", IPT_CHAIN]))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Masquerades traffic from `addr` (a subscriber's tunnel address).
+    pub fn add(&self, addr: IpAddr) -> Result<(), CmdError> {
+        match self.backend {
+            NatBackend::Nft => cmd::run(&nft_element("add", addr)).map(drop),
+            NatBackend::Iptables => {
+                let rule = ipt_rule(addr, &self.wan);
+                let check: Vec<&str> = ipt_argv(addr, "-C", &rule);
+                if cmd::run(&check).is_ok() {
+                    return Ok(());
+                }
+                cmd::run(&ipt_argv(addr, "-A", &rule)).map(drop)
+            }
+        }
+    }
+
+    /// Stops masquerading `addr`.
+    pub fn remove(&self, addr: IpAddr) -> Result<(), CmdError> {
+        match self.backend {
+            NatBackend::Nft => ignore_absent(cmd::run(&nft_element("delete", addr))),
+            NatBackend::Iptables => {
+                ignore_absent(cmd::run(&ipt_argv(addr, "-D", &ipt_rule(addr, &self.wan))))
+            }
+        }
+    }
+}
+
+/// The nft script that creates our table: two address sets and masquerade out of `wan`.
+pub fn nft_table_script(wan: &str) -> String {
+    format!(
+        "table inet {NFT_TABLE} {{\n\
+         \tset sub4 {{ type ipv4_addr; }}\n\
+         \tset sub6 {{ type ipv6_addr; }}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\toifname \"{wan}\" ip saddr @sub4 masquerade\n\
+         \t\toifname \"{wan}\" ip6 saddr @sub6 masquerade\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+fn nft_element(verb: &str, addr: IpAddr) -> Vec<String> {
+    let set = if addr.is_ipv6() { "sub6" } else { "sub4" };
+    ["nft", verb, "element", "inet", NFT_TABLE, set]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("{{ {addr} }}")])
+        .collect()
+}
+
+fn ipt_rule(addr: IpAddr, wan: &str) -> Vec<String> {
+    let host = if addr.is_ipv6() {
+        format!("{addr}/128")
+    } else {
+        format!("{addr}/32")
+    };
+    vec![
+        "-s".into(),
+        host,
+        "-o".into(),
+        wan.into(),
+        "-j".into(),
+        "MASQUERADE".into(),
+    ]
+}
+
+fn ipt_argv<'a>(addr: IpAddr, verb: &'a str, rule: &'a [String]) -> Vec<&'a str> {
+    let tool = if addr.is_ipv6() {
+        "ip6tables"
+    } else {
+        "iptables"
+    };
+    let mut argv = vec![tool, "-w", "-t", "nat", verb, IPT_CHAIN];
+    argv.extend(rule.iter().map(String::as_str));
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_script_masquerades_both_families_out_of_wan() {
+        let s = nft_table_script("wan0");
+        assert!(s.contains("oifname \"wan0\" ip saddr @sub4 masquerade"));
+        assert!(s.contains("oifname \"wan0\" ip6 saddr @sub6 masquerade"));
+    }
+
+    #[test]
+    fn iptables_rules_are_per_host() {
+        let a: IpAddr = "100.127.0.2".parse().unwrap();
+        let rule = ipt_rule(a, "wan0");
+        assert_eq!(
+            ipt_argv(a, "-A", &rule),
+            [
+                "iptables",
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "MNIGS-NAT",
+                "-s",
+                "100.127.0.2/32",
+                "-o",
+                "wan0",
+                "-j",
+                "MASQUERADE"
+            ]
+        );
+        let b: IpAddr = "fd7e::2".parse().unwrap();
+        assert_eq!(ipt_argv(b, "-D", &ipt_rule(b, "wan0"))[0], "ip6tables");
+    }
+}

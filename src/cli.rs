@@ -1,0 +1,401 @@
+//! The command line: argh definitions and the client commands that talk to a running daemon.
+//!
+//! Exit codes: 0 success, 1 the action failed or the config is invalid, 3 the daemon is not running.
+
+use crate::config::Config;
+use crate::daemon;
+use crate::rpc::client::{self, ClientError};
+use argh::FromArgs;
+use serde_json::{Value, json};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/config/mnigs";
+
+/// Exit code: the daemon does not answer.
+pub const EXIT_NOT_RUNNING: i32 = 3;
+
+fn default_config() -> PathBuf {
+    PathBuf::from(DEFAULT_CONFIG)
+}
+
+#[derive(FromArgs, Debug)]
+/// mnigs: Mesh Network Internet Gateway System.
+pub struct Args {
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+    #[argh(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+/// The subcommands.
+pub enum Cmd {
+    /// run the daemon
+    Daemon(DaemonArgs),
+    /// show the daemon's state
+    Status(StatusArgs),
+    /// list known gateways
+    Gateways(GatewaysArgs),
+    /// list subscriber sessions on this gateway
+    Sessions(SessionsArgs),
+    /// scan the mesh for gateways now
+    Scan(ScanArgs),
+    /// connect to a gateway
+    Connect(ConnectArgs),
+    /// leave the current gateway
+    Disconnect(DisconnectArgs),
+    /// check a configuration file
+    CheckConfig(CheckArgs),
+    /// single-host demo in network namespaces (root)
+    Demo(DemoArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "daemon")]
+/// Run the daemon in the foreground.
+pub struct DaemonArgs {
+    /// configuration file
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+}
+
+macro_rules! read_command {
+    ($t:ident, $name:literal, $doc:literal) => {
+        #[derive(FromArgs, Debug)]
+        #[argh(subcommand, name = $name)]
+        #[doc = $doc]
+        pub struct $t {
+            /// configuration file
+            #[argh(option, short = 'c', default = "default_config()")]
+            pub config: PathBuf,
+            /// print JSON
+            #[argh(switch)]
+            pub json: bool,
+        }
+    };
+}
+read_command!(StatusArgs, "status", "Show the daemon's state.");
+read_command!(
+    GatewaysArgs,
+    "gateways",
+    "List the gateways this node knows."
+);
+read_command!(
+    SessionsArgs,
+    "sessions",
+    "List the subscriber sessions on this gateway."
+);
+read_command!(ScanArgs, "scan", "Scan the mesh for gateways now.");
+read_command!(
+    DisconnectArgs,
+    "disconnect",
+    "Leave the current gateway and stay offline until scan or connect."
+);
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "connect")]
+/// Connect to the gateway at ADDRESS.
+pub struct ConnectArgs {
+    /// gateway mesh address
+    #[argh(positional)]
+    pub address: String,
+    /// gateway RPC port
+    #[argh(option, short = 'p')]
+    pub port: Option<u16>,
+    /// tunnel method
+    #[argh(option, short = 'm')]
+    pub method: Option<String>,
+    /// configuration file
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check-config")]
+/// Check a configuration file; print every problem as FILE:LINE: section.option: message.
+pub struct CheckArgs {
+    /// configuration file
+    #[argh(option, short = 'c', default = "default_config()")]
+    pub config: PathBuf,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "demo")]
+/// Build a four-node mesh in network namespaces, run a gateway and a subscriber, and reach the fake Internet through the tunnel.
+pub struct DemoArgs {
+    /// keep the demo running until Ctrl-C instead of tearing it down at once
+    #[argh(switch)]
+    pub hold: bool,
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub fn main(args: Args) -> i32 {
+    if args.version {
+        println!("mnigs {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let Some(cmd) = args.command else {
+        eprintln!("mnigs: no command given; try `mnigs help`");
+        return 1;
+    };
+    match cmd {
+        Cmd::Daemon(a) => match daemon::run(&a.config) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("mnigs: {e}");
+                1
+            }
+        },
+        Cmd::CheckConfig(a) => check_config(&a.config),
+        Cmd::Demo(a) => crate::demo::run(a.hold),
+        Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
+        Cmd::Gateways(a) => {
+            client_cmd(&a.config, a.json, "listGateways", json!({}), print_gateways)
+        }
+        Cmd::Sessions(a) => {
+            client_cmd(&a.config, a.json, "listSessions", json!({}), print_sessions)
+        }
+        Cmd::Scan(a) => client_cmd(&a.config, a.json, "scan", json!({}), print_scan),
+        Cmd::Disconnect(a) => client_cmd(&a.config, a.json, "disconnect", json!({}), print_plain),
+        Cmd::Connect(a) => {
+            if a.address.parse::<IpAddr>().is_err() {
+                eprintln!(
+                    "mnigs: '{}' is not an IPv4 or IPv6 address",
+                    a.address.escape_debug()
+                );
+                return 1;
+            }
+            let mut params = json!({"address": a.address});
+            if let Some(p) = a.port {
+                params["port"] = json!(p);
+            }
+            if let Some(m) = a.method {
+                params["method"] = json!(m);
+            }
+            client_cmd(&a.config, a.json, "connect", params, print_plain)
+        }
+    }
+}
+
+fn check_config(path: &Path) -> i32 {
+    match crate::config::model::load(path) {
+        Ok((_, warnings)) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            println!("{}: ok", path.display());
+            0
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            1
+        }
+    }
+}
+
+/// Where the CLI reaches the daemon: loopback when it listens on a wildcard address.
+pub fn control_addr(cfg: &Config) -> SocketAddr {
+    let ip = match cfg.main.listen.first() {
+        None => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Some(IpAddr::V6(a)) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Some(IpAddr::V4(a)) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(a) => *a,
+    };
+    SocketAddr::new(ip, cfg.main.rpc_port)
+}
+
+fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn(&Value)) -> i32 {
+    let cfg = match daemon::load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mnigs: {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let addr = control_addr(&cfg);
+    let timeout = if method == "scan" || method == "connect" {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(5)
+    };
+    match client::call(addr, method, params, timeout) {
+        Ok(v) => {
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+            } else {
+                human(&v);
+            }
+            if v.get("success") == Some(&Value::Bool(false)) {
+                1
+            } else {
+                0
+            }
+        }
+        Err(ClientError::Connect(a, e)) => {
+            eprintln!(
+                "mnigs: the daemon is not running (no answer on {a}: {e}); start it with `/etc/init.d/mnigs start` or `mnigs daemon -c FILE`"
+            );
+            EXIT_NOT_RUNNING
+        }
+        Err(ClientError::Rpc(e)) if e.code == daemon::FORBIDDEN => {
+            eprintln!("mnigs: {}", e.message);
+            1
+        }
+        Err(e) => {
+            eprintln!("mnigs: {e}");
+            1
+        }
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_plain(v: &Value) {
+    if v["success"] == json!(false) {
+        eprintln!("mnigs: {}", s(&v["errorMsg"]));
+    } else {
+        println!("ok");
+    }
+}
+
+fn print_status(v: &Value) {
+    println!("node        {} (mnigs {})", s(&v["name"]), s(&v["version"]));
+    match &v["gateway"] {
+        Value::Null => println!("gateway     disabled"),
+        g => println!(
+            "gateway     {} of {} subscribers, methods {}",
+            s(&g["terms"]["subscribers"]),
+            s(&g["terms"]["maxSubscribers"]),
+            g["methods"]
+                .as_array()
+                .map(|m| m.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
+        ),
+    }
+    match &v["subscriber"] {
+        Value::Null => println!("subscriber  disabled"),
+        sub => {
+            println!("subscriber  {}", s(&sub["state"]));
+            if !sub["gateway"].is_null() {
+                let g = &sub["gateway"];
+                println!(
+                    "  via       {} at {} port {}",
+                    s(&g["name"]),
+                    s(&g["address"]),
+                    s(&g["port"])
+                );
+                println!(
+                    "  tunnel    {} {} ({})",
+                    s(&sub["interface"]),
+                    s(&sub["ipv4"]),
+                    s(&sub["method"])
+                );
+                println!("  lease     {} s left", s(&sub["leaseLeft"]));
+            }
+            if !sub["lastError"].is_null() {
+                println!("  last error {}", s(&sub["lastError"]));
+            }
+        }
+    }
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    let empty = rows.is_empty();
+    for r in rows {
+        line(r);
+    }
+    if empty {
+        println!("(none)");
+    }
+}
+
+fn print_gateways(v: &Value) {
+    let rows = v["gateways"].as_array().cloned().unwrap_or_default();
+    table(
+        &[
+            "NAME", "ADDRESS", "PORT", "FOUND BY", "LOAD", "SEEN", "FAILURES",
+        ],
+        rows.iter()
+            .map(|g| {
+                let t = &g["info"]["terms"];
+                vec![
+                    s(&g["name"]),
+                    s(&g["address"]),
+                    s(&g["port"]),
+                    s(&g["how"]),
+                    format!("{}/{}", s(&t["subscribers"]), s(&t["maxSubscribers"])),
+                    format!("{}s ago", s(&g["seenAgo"])),
+                    s(&g["failures"]),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn print_sessions(v: &Value) {
+    let rows = v["sessions"].as_array().cloned().unwrap_or_default();
+    table(
+        &["NAME", "ADDRESS", "METHOD", "IPV4", "IPV6", "EXPIRES"],
+        rows.iter()
+            .map(|x| {
+                vec![
+                    s(&x["name"]),
+                    s(&x["address"]),
+                    s(&x["method"]),
+                    s(&x["ipv4"]),
+                    s(&x["ipv6"]),
+                    format!("{}s", s(&x["expiresIn"])),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn print_scan(v: &Value) {
+    let rows = v["gateways"].as_array().cloned().unwrap_or_default();
+    table(
+        &["NAME", "ADDRESS", "PORT", "FOUND BY", "RTT"],
+        rows.iter()
+            .map(|g| {
+                vec![
+                    s(&g["name"]),
+                    s(&g["address"]),
+                    s(&g["port"]),
+                    s(&g["how"]),
+                    format!("{:.1} ms", g["rttMs"].as_f64().unwrap_or(0.0)),
+                ]
+            })
+            .collect(),
+    );
+}

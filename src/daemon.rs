@@ -1,0 +1,371 @@
+//! The daemon: loads the config, opens the store, starts the roles and the RPC server, and waits
+//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the log level).
+
+use crate::config::{self, Config};
+use crate::gateway::service::{Gateway, now};
+use crate::log;
+use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
+use crate::rpc::server::{Caller, Handler, Server};
+use crate::store::Store;
+use crate::subscriber::supervisor::{self, Command, Supervisor};
+use crate::tunnel::{Method, wireguard};
+use nix::sys::signal::{SigSet, Signal};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// JSON-RPC error code for a local control method called from outside `authorized_network`.
+pub const FORBIDDEN: i64 = -32001;
+
+/// Everything the RPC handlers need.
+pub struct Node {
+    cfg: Config,
+    store: Arc<Mutex<Store>>,
+    gateway: Option<Gateway>,
+    subscriber: Option<supervisor::Handle>,
+}
+
+const LOCAL_METHODS: &[&str] = &[
+    "status",
+    "listGateways",
+    "listSessions",
+    "scan",
+    "connect",
+    "disconnect",
+];
+
+impl Node {
+    /// A node with the roles given.
+    pub fn new(
+        cfg: Config,
+        store: Arc<Mutex<Store>>,
+        gateway: Option<Gateway>,
+        subscriber: Option<supervisor::Handle>,
+    ) -> Node {
+        Node {
+            cfg,
+            store,
+            gateway,
+            subscriber,
+        }
+    }
+
+    fn authorized(&self, addr: IpAddr) -> bool {
+        self.cfg
+            .main
+            .authorized_network
+            .iter()
+            .any(|p| p.contains(addr))
+    }
+
+    fn node_info(&self) -> Value {
+        let (methods, terms, uplink) = match &self.gateway {
+            Some(g) => g.offer(),
+            None => (vec![], Default::default(), Default::default()),
+        };
+        let info = NodeInfo {
+            success: true,
+            name: self.cfg.main.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            gateway: self.gateway.is_some(),
+            methods,
+            terms,
+            uplink,
+            gateways: vec![],
+        };
+        serde_json::to_value(info).expect("serializes")
+    }
+
+    fn status(&self) -> Value {
+        let gateway = self.gateway.as_ref().map(|g| {
+            let (methods, terms, uplink) = g.offer();
+            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink, "sessions": g.sessions()})
+        });
+        let subscriber = self
+            .subscriber
+            .as_ref()
+            .map(|s| s.status.lock().expect("not poisoned").clone());
+        json!({"success": true, "name": self.cfg.main.name, "version": env!("CARGO_PKG_VERSION"),
+               "gateway": gateway, "subscriber": subscriber})
+    }
+
+    fn gateways(&self) -> Result<Value, RpcError> {
+        let rows = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .gateways()
+            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        let t = now();
+        let list: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                json!({"name": r.name, "address": r.address, "port": r.port, "how": r.how, "hops": r.hops,
+                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info})
+            })
+            .collect();
+        Ok(json!({"success": true, "gateways": list}))
+    }
+
+    fn subscriber_call(&self, make: impl FnOnce(mpsc::Sender<Value>) -> Command) -> Value {
+        match &self.subscriber {
+            Some(s) => s.ask(make),
+            None => Failure::permanent("the subscriber role is disabled on this node").to_value(),
+        }
+    }
+}
+
+fn sid_param(req: &Request) -> Result<String, RpcError> {
+    Ok(req.params.string("sid", 0)?.to_string())
+}
+
+impl Handler for Node {
+    fn call(&self, caller: &Caller, req: &Request) -> Result<Value, RpcError> {
+        let m = req.method.as_str();
+        if LOCAL_METHODS.contains(&m) && !self.authorized(caller.addr) {
+            return Err(RpcError::new(
+                FORBIDDEN,
+                format!(
+                    "permission denied: {m} is only answered to authorized_network callers, not {}",
+                    caller.addr
+                ),
+            ));
+        }
+        let not_gateway = || Failure::permanent("this node is not a gateway").to_value();
+        match m {
+            "nodeInfo" => Ok(self.node_info()),
+            "requestConnection" => {
+                let r = ConnectionRequest::from_params(&req.params)?;
+                Ok(self
+                    .gateway
+                    .as_ref()
+                    .map_or_else(not_gateway, |g| g.request_connection(caller, r)))
+            }
+            "renewConnection" => {
+                let sid = sid_param(req)?;
+                Ok(self
+                    .gateway
+                    .as_ref()
+                    .map_or_else(not_gateway, |g| g.renew(caller, &sid)))
+            }
+            "releaseConnection" => {
+                let sid = sid_param(req)?;
+                Ok(self
+                    .gateway
+                    .as_ref()
+                    .map_or_else(not_gateway, |g| g.release(caller, &sid)))
+            }
+            "status" => Ok(self.status()),
+            "listGateways" => self.gateways(),
+            "listSessions" => {
+                let sessions = self
+                    .gateway
+                    .as_ref()
+                    .map_or(Value::Array(vec![]), Gateway::sessions);
+                Ok(json!({"success": true, "sessions": sessions}))
+            }
+            "scan" => Ok(self.subscriber_call(Command::Scan)),
+            "disconnect" => Ok(self.subscriber_call(Command::Disconnect)),
+            "connect" => {
+                let address: IpAddr = req.params.string("address", 0)?.parse().map_err(|_| {
+                    RpcError::invalid_params("address must be an IPv4 or IPv6 address")
+                })?;
+                let port = req
+                    .params
+                    .opt_port("port", 1)?
+                    .unwrap_or(self.cfg.main.rpc_port);
+                let method = req.params.opt_string("method", 2)?.map(str::to_string);
+                if let Some(m) = &method {
+                    crate::validate::method(m).map_err(RpcError::invalid_params)?;
+                }
+                Ok(self.subscriber_call(|reply| Command::Connect {
+                    address,
+                    port,
+                    method,
+                    reply,
+                }))
+            }
+            other => Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!("unknown method '{}'", other.escape_debug()),
+            )),
+        }
+    }
+}
+
+/// Our WireGuard private key, made on first use and kept in the store.
+fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
+    let store = store.lock().expect("not poisoned");
+    if let Some(k) = store
+        .get_kv(wireguard::PRIVATE_KEY)
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(k);
+    }
+    let k = wireguard::generate_key().map_err(|e| format!("cannot make a WireGuard key: {e}"))?;
+    store
+        .set_kv(wireguard::PRIVATE_KEY, &k)
+        .map_err(|e| e.to_string())?;
+    Ok(k)
+}
+
+fn methods(
+    cfg: &Config,
+    names: &[String],
+    ifname: &str,
+    store: &Mutex<Store>,
+) -> Result<Vec<Box<dyn Method>>, String> {
+    let mut out: Vec<Box<dyn Method>> = Vec::new();
+    for name in names {
+        match name.as_str() {
+            "wireguard" => {
+                let key = wireguard_key(store)?;
+                let wg = &cfg.wireguard;
+                let m = wireguard::Wireguard::new(ifname, wg.listen_port, wg.mtu, key)
+                    .map_err(|e| e.to_string())?;
+                out.push(Box::new(m));
+            }
+            other => return Err(format!("method {other} is not supported by this version")),
+        }
+    }
+    Ok(out)
+}
+
+/// Loads and checks a config file, printing every problem to stderr.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    match config::model::load(path) {
+        Ok((cfg, warnings)) => {
+            for w in warnings {
+                log::warn(&w.to_string());
+            }
+            Ok(cfg)
+        }
+        Err(problems) => {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            Err(format!("invalid configuration:\n{}", lines.join("\n")))
+        }
+    }
+}
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+pub fn run(path: &Path) -> Result<(), String> {
+    let cfg = load_config(path)?;
+    if let Some(level) = log::Level::parse(&cfg.main.log_level) {
+        log::set_level(level);
+    }
+    // Block the signals before any thread starts so that only `wait` below receives them.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    let store = Store::open(&cfg.main.database).map_err(|e| e.to_string())?;
+    let store = Arc::new(Mutex::new(store));
+    let gateway = if cfg.gateway.enabled {
+        let m = methods(&cfg, &cfg.gateway.methods, &cfg.wireguard.interface, &store)?;
+        let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
+        let g = Gateway::new(cfg.gateway.clone(), m, store.clone(), Some(nat));
+        if let Err(e) = g.start() {
+            g.shutdown();
+            return Err(e);
+        }
+        Some(g)
+    } else {
+        None
+    };
+    let subscriber = if cfg.subscriber.enabled {
+        let mut m = methods(
+            &cfg,
+            &cfg.subscriber.methods[..1],
+            &cfg.wireguard.client_interface,
+            &store,
+        )?;
+        Some(Supervisor::spawn(cfg.clone(), store.clone(), m.remove(0)))
+    } else {
+        None
+    };
+    let node = Arc::new(Node {
+        cfg: cfg.clone(),
+        store,
+        gateway,
+        subscriber,
+    });
+    let server = match Server::start(&cfg.main.listen, cfg.main.rpc_port, node.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            shutdown(node);
+            return Err(e);
+        }
+    };
+    log::info(&format!(
+        "{} listening on port {}",
+        cfg.main.name,
+        server.port()
+    ));
+
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let expiry = node.gateway.is_some().then(|| {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            loop {
+                let next = node.gateway.as_ref().and_then(Gateway::expire);
+                let wait = next.map_or(1, |t| (t - now()).clamp(0, 1)) as u64;
+                match stop_rx
+                    .recv_timeout(Duration::from_secs(wait).max(Duration::from_millis(200)))
+                {
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
+            }
+        })
+    });
+
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => match load_config(path) {
+                Ok(new) => {
+                    if let Some(level) = log::Level::parse(&new.main.log_level) {
+                        log::set_level(level);
+                    }
+                    log::info(
+                        "configuration reloaded (log level applied; other changes take effect on restart)",
+                    );
+                }
+                Err(e) => log::error(&format!(
+                    "reload refused, keeping the running configuration: {e}"
+                )),
+            },
+            Ok(s) => {
+                log::info(&format!("{s}: stopping"));
+                break;
+            }
+            Err(e) => return Err(format!("waiting for signals: {e}")),
+        }
+    }
+    server.stop();
+    drop(stop_tx);
+    if let Some(t) = expiry {
+        let _ = t.join();
+    }
+    shutdown(node);
+    Ok(())
+}
+
+fn shutdown(node: Arc<Node>) {
+    let Ok(node) = Arc::try_unwrap(node) else {
+        log::error("internal: node still shared at shutdown");
+        return;
+    };
+    if let Some(s) = node.subscriber {
+        s.shutdown();
+    }
+    if let Some(g) = node.gateway {
+        g.shutdown();
+    }
+}

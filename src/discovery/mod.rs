@@ -1,0 +1,86 @@
+//! Finding gateways: each method yields [`Candidate`]s; [`probe`] asks them all for `nodeInfo`
+//! concurrently (bounded) and keeps those that answer as gateways.
+//!
+//! # Layout
+//! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
+
+pub mod routes;
+
+use crate::protocol::NodeInfo;
+use crate::rpc::client;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A node that may be a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Candidate {
+    /// Its mesh address.
+    pub address: IpAddr,
+    /// RPC port to ask.
+    pub port: u16,
+    /// How it was found (`routes:babel`, …).
+    pub how: String,
+    /// Distance in hops or path cost, as far as the method knows (0: unknown).
+    pub hops: u32,
+}
+
+impl Candidate {
+    /// Where to send the probe.
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// A candidate that answered `nodeInfo`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Who answered.
+    pub candidate: Candidate,
+    /// What it said.
+    pub info: NodeInfo,
+    /// How long the answer took.
+    pub rtt: Duration,
+}
+
+/// Asks every candidate for `nodeInfo`, at most `concurrency` at once, each within `timeout`.
+/// Candidates that do not answer or answer nonsense are left out.
+pub fn probe(candidates: Vec<Candidate>, concurrency: usize, timeout: Duration) -> Vec<Answer> {
+    let limit = Arc::new(smol::lock::Semaphore::new(concurrency.max(1)));
+    let ex = smol::Executor::new();
+    let tasks: Vec<_> = candidates
+        .into_iter()
+        .map(|c| {
+            let limit = limit.clone();
+            ex.spawn(async move {
+                let _permit = limit.acquire().await;
+                let started = std::time::Instant::now();
+                let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
+                    .await
+                    .ok()?;
+                let info: NodeInfo = serde_json::from_value(v).ok()?;
+                Some(Answer {
+                    candidate: c,
+                    info,
+                    rtt: started.elapsed(),
+                })
+            })
+        })
+        .collect();
+    smol::block_on(ex.run(async {
+        let mut out = Vec::new();
+        for t in tasks {
+            if let Some(a) = t.await {
+                out.push(a);
+            }
+        }
+        out
+    }))
+}
+
+/// Removes repeated (address, port) pairs, keeping the first.
+pub fn dedup(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|c| seen.insert((c.address, c.port)));
+    candidates
+}

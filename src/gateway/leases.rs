@@ -1,0 +1,451 @@
+//! The lease book: who holds a lease on this gateway, sans I/O.
+//!
+//! Every operation takes the current time and returns the [`Action`]s the caller must carry out
+//! (configure or remove a subscriber's tunnel end); the book itself never touches the system, so
+//! each rule is unit-tested here and only execution is tested end to end.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One subscriber's lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// Session id issued by the gateway.
+    pub sid: String,
+    /// The caller's source address: only it may renew or release.
+    pub owner: IpAddr,
+    /// The subscriber's node name.
+    pub name: String,
+    /// Tunnel method.
+    pub method: String,
+    /// Address-pool slot (0-based) assigned to this subscriber.
+    pub slot: u32,
+    /// Method-specific options the subscriber sent (e.g. its WireGuard public key).
+    pub options: Map<String, Value>,
+    /// Unix time of the grant.
+    pub granted_at: i64,
+    /// Unix time at which the lease ends unless renewed.
+    pub expires_at: i64,
+}
+
+/// What the executor must do after a lease-book operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Configure this subscriber's tunnel end and NAT.
+    Accept(Lease),
+    /// Remove this subscriber's tunnel end and NAT.
+    Remove(Lease),
+}
+
+/// Why a lease-book operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every slot is taken (temporary).
+    Full,
+    /// No live session has this sid.
+    UnknownSession,
+    /// The session belongs to another address.
+    NotOwner,
+}
+
+impl Refusal {
+    /// The message sent to the caller.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Refusal::Full => "gateway is full: every subscriber slot is taken, try again later",
+            Refusal::UnknownSession => "unknown or expired session id",
+            Refusal::NotOwner => "session belongs to another address",
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn temporary(&self) -> bool {
+        matches!(self, Refusal::Full)
+    }
+}
+
+/// What a subscriber asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    /// The caller's source address.
+    pub owner: IpAddr,
+    /// A sid it already holds, if any.
+    pub sid: Option<String>,
+    /// Its node name.
+    pub name: String,
+    /// Tunnel method.
+    pub method: String,
+    /// Method-specific options.
+    pub options: Map<String, Value>,
+}
+
+/// The leases of one gateway.
+#[derive(Debug, Clone)]
+pub struct LeaseBook {
+    capacity: u32,
+    lease_seconds: u32,
+    leases: BTreeMap<String, Lease>,
+}
+
+impl LeaseBook {
+    /// An empty book with `capacity` slots and leases of `lease_seconds`.
+    pub fn new(capacity: u32, lease_seconds: u32) -> LeaseBook {
+        LeaseBook {
+            capacity,
+            lease_seconds,
+            leases: BTreeMap::new(),
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Lease length in seconds.
+    pub fn lease_seconds(&self) -> u32 {
+        self.lease_seconds
+    }
+
+    /// Live leases, by sid.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// Number of live leases.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether no lease is live.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    /// The lease with this sid.
+    pub fn get(&self, sid: &str) -> Option<&Lease> {
+        self.leases.get(sid)
+    }
+
+    /// Grants a lease, or returns the caller's live one (idempotent repeat).
+    ///
+    /// A repeat with the same method and options changes nothing but the expiry. A repeat with other
+    /// options or another method replaces the old tunnel end (remove, then accept). `new_sid` is only
+    /// called when a new session is made.
+    pub fn grant(
+        &mut self,
+        now: i64,
+        ask: Ask,
+        new_sid: impl FnOnce() -> String,
+    ) -> Result<(Lease, Vec<Action>), Refusal> {
+        let held = ask.sid.as_ref().and_then(|sid| self.leases.get(sid));
+        if held.is_some_and(|l| l.owner != ask.owner) {
+            return Err(Refusal::NotOwner);
+        }
+        let expires_at = now + i64::from(self.lease_seconds);
+        if let Some(existing) = self.leases.values_mut().find(|l| l.owner == ask.owner) {
+            existing.expires_at = expires_at;
+            if existing.method == ask.method && existing.options == ask.options {
+                existing.name = ask.name;
+                return Ok((existing.clone(), vec![]));
+            }
+            let old = existing.clone();
+            existing.method = ask.method;
+            existing.options = ask.options;
+            existing.name = ask.name;
+            let new = existing.clone();
+            return Ok((new.clone(), vec![Action::Remove(old), Action::Accept(new)]));
+        }
+        let slot = self.free_slot().ok_or(Refusal::Full)?;
+        let lease = Lease {
+            sid: new_sid(),
+            owner: ask.owner,
+            name: ask.name,
+            method: ask.method,
+            slot,
+            options: ask.options,
+            granted_at: now,
+            expires_at,
+        };
+        self.leases.insert(lease.sid.clone(), lease.clone());
+        Ok((lease.clone(), vec![Action::Accept(lease)]))
+    }
+
+    /// Extends a lease by a full period; returns the new expiry.
+    pub fn renew(&mut self, now: i64, owner: IpAddr, sid: &str) -> Result<i64, Refusal> {
+        let expires_at = now + i64::from(self.lease_seconds);
+        let lease = self.owned_mut(now, owner, sid)?;
+        lease.expires_at = expires_at;
+        Ok(lease.expires_at)
+    }
+
+    /// Ends a lease at its owner's request.
+    pub fn release(&mut self, now: i64, owner: IpAddr, sid: &str) -> Result<Vec<Action>, Refusal> {
+        self.owned_mut(now, owner, sid)?;
+        let lease = self.leases.remove(sid).expect("checked above");
+        Ok(vec![Action::Remove(lease)])
+    }
+
+    /// Ends a lease whatever its owner (undoing a grant whose execution failed; shutdown).
+    pub fn revoke(&mut self, sid: &str) -> Option<Action> {
+        self.leases.remove(sid).map(Action::Remove)
+    }
+
+    /// Ends every lease whose time is up.
+    pub fn expire(&mut self, now: i64) -> Vec<Action> {
+        let dead: Vec<String> = self
+            .leases
+            .values()
+            .filter(|l| l.expires_at <= now)
+            .map(|l| l.sid.clone())
+            .collect();
+        dead.into_iter()
+            .filter_map(|sid| self.revoke(&sid))
+            .collect()
+    }
+
+    /// When the next lease ends, if any.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.leases.values().map(|l| l.expires_at).min()
+    }
+
+    /// Takes back leases saved before a restart: live ones are kept and must be re-applied (returned
+    /// as `Accept`), expired ones and ones that no longer fit (slot beyond capacity, duplicate owner
+    /// or slot) are dropped and returned as `Remove` so their remains are cleaned up.
+    pub fn restore(&mut self, now: i64, saved: Vec<Lease>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for lease in saved {
+            let clash = self
+                .leases
+                .values()
+                .any(|l| l.owner == lease.owner || l.slot == lease.slot);
+            if lease.expires_at <= now
+                || lease.slot >= self.capacity
+                || clash
+                || self.leases.contains_key(&lease.sid)
+            {
+                actions.push(Action::Remove(lease));
+            } else {
+                self.leases.insert(lease.sid.clone(), lease.clone());
+                actions.push(Action::Accept(lease));
+            }
+        }
+        actions
+    }
+
+    fn owned_mut(&mut self, now: i64, owner: IpAddr, sid: &str) -> Result<&mut Lease, Refusal> {
+        let lease = self
+            .leases
+            .get_mut(sid)
+            .filter(|l| l.expires_at > now)
+            .ok_or(Refusal::UnknownSession)?;
+        if lease.owner != owner {
+            return Err(Refusal::NotOwner);
+        }
+        Ok(lease)
+    }
+
+    fn free_slot(&self) -> Option<u32> {
+        if self.leases.len() >= self.capacity as usize {
+            return None;
+        }
+        let used: std::collections::BTreeSet<u32> = self.leases.values().map(|l| l.slot).collect();
+        (0..self.capacity).find(|s| !used.contains(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn ask(owner: &str) -> Ask {
+        Ask {
+            owner: ip(owner),
+            sid: None,
+            name: "n".into(),
+            method: "wireguard".into(),
+            options: Map::new(),
+        }
+    }
+
+    fn sids() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("sid{n}")
+        }
+    }
+
+    #[test]
+    fn grants_and_assigns_distinct_slots() {
+        let mut b = LeaseBook::new(3, 60);
+        let mut s = sids();
+        let (a, acts) = b.grant(100, ask("fd77::1"), &mut s).unwrap();
+        assert_eq!(acts, vec![Action::Accept(a.clone())]);
+        assert_eq!((a.slot, a.expires_at, a.granted_at), (0, 160, 100));
+        let (c, _) = b.grant(100, ask("fd77::2"), &mut s).unwrap();
+        assert_eq!(c.slot, 1);
+        assert_ne!(a.sid, c.sid);
+    }
+
+    #[test]
+    fn repeat_from_same_caller_is_idempotent() {
+        let mut b = LeaseBook::new(3, 60);
+        let mut s = sids();
+        let (a, _) = b.grant(100, ask("fd77::1"), &mut s).unwrap();
+        let (again, acts) = b.grant(110, ask("fd77::1"), &mut s).unwrap();
+        assert!(acts.is_empty());
+        assert_eq!(again.sid, a.sid);
+        assert_eq!(again.expires_at, 170);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn repeat_with_new_key_replaces_the_tunnel_end() {
+        let mut b = LeaseBook::new(3, 60);
+        let mut s = sids();
+        let (a, _) = b.grant(100, ask("fd77::1"), &mut s).unwrap();
+        let mut second = ask("fd77::1");
+        second.options.insert("publicKey".into(), json!("new"));
+        let (n, acts) = b.grant(101, second, &mut s).unwrap();
+        assert_eq!(n.sid, a.sid);
+        assert_eq!(n.slot, a.slot);
+        assert!(
+            matches!(&acts[..], [Action::Remove(old), Action::Accept(new)] if old.options.is_empty() && new.options["publicKey"] == "new")
+        );
+    }
+
+    #[test]
+    fn full_is_temporary_and_frees_on_release() {
+        let mut b = LeaseBook::new(1, 60);
+        let mut s = sids();
+        let (a, _) = b.grant(0, ask("fd77::1"), &mut s).unwrap();
+        let e = b.grant(0, ask("fd77::2"), &mut s).unwrap_err();
+        assert_eq!(e, Refusal::Full);
+        assert!(e.temporary());
+        assert_eq!(
+            b.release(1, ip("fd77::1"), &a.sid).unwrap(),
+            vec![Action::Remove(a)]
+        );
+        assert!(b.grant(2, ask("fd77::2"), &mut s).is_ok());
+    }
+
+    #[test]
+    fn only_the_owner_may_renew_or_release() {
+        let mut b = LeaseBook::new(2, 60);
+        let (a, _) = b.grant(0, ask("fd77::1"), sids()).unwrap();
+        assert_eq!(b.renew(1, ip("fd77::9"), &a.sid), Err(Refusal::NotOwner));
+        assert_eq!(b.release(1, ip("fd77::9"), &a.sid), Err(Refusal::NotOwner));
+        assert_eq!(
+            b.renew(1, ip("fd77::1"), "nope"),
+            Err(Refusal::UnknownSession)
+        );
+        assert_eq!(b.renew(30, ip("fd77::1"), &a.sid), Ok(90));
+        assert_eq!(b.len(), 1);
+        // Naming someone else's sid in a request is refused too.
+        let mut thief = ask("fd77::9");
+        thief.sid = Some(a.sid.clone());
+        assert_eq!(b.grant(31, thief, sids()).unwrap_err(), Refusal::NotOwner);
+    }
+
+    #[test]
+    fn leases_expire_on_time_even_if_the_subscriber_vanished() {
+        let mut b = LeaseBook::new(2, 60);
+        let (a, _) = b.grant(0, ask("fd77::1"), sids()).unwrap();
+        assert_eq!(b.next_expiry(), Some(60));
+        assert!(b.expire(59).is_empty());
+        assert_eq!(b.expire(60), vec![Action::Remove(a.clone())]);
+        assert!(b.is_empty());
+        assert_eq!(
+            b.renew(61, ip("fd77::1"), &a.sid),
+            Err(Refusal::UnknownSession)
+        );
+        assert_eq!(b.next_expiry(), None);
+    }
+
+    #[test]
+    fn an_expired_but_not_yet_swept_lease_cannot_be_renewed() {
+        let mut b = LeaseBook::new(2, 60);
+        let (a, _) = b.grant(0, ask("fd77::1"), sids()).unwrap();
+        assert_eq!(
+            b.renew(60, ip("fd77::1"), &a.sid),
+            Err(Refusal::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn two_callers_racing_for_the_last_slot() {
+        use std::sync::{Arc, Barrier, Mutex};
+        let book = Arc::new(Mutex::new(LeaseBook::new(2, 60)));
+        book.lock()
+            .unwrap()
+            .grant(0, ask("fd77::1"), || "first".into())
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = ["fd77::2", "fd77::3"]
+            .into_iter()
+            .map(|who| {
+                let (book, barrier) = (book.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    book.lock()
+                        .unwrap()
+                        .grant(0, ask(who), || format!("sid-{who}"))
+                        .map(|(l, _)| l.slot)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        assert_eq!(
+            results.iter().filter(|r| **r == Err(Refusal::Full)).count(),
+            1
+        );
+        assert!(results.contains(&Ok(1)));
+        assert_eq!(book.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn restore_keeps_live_leases_and_drops_the_rest() {
+        let mut b = LeaseBook::new(2, 60);
+        let mk = |sid: &str, owner: &str, slot, exp| Lease {
+            sid: sid.into(),
+            owner: ip(owner),
+            name: "n".into(),
+            method: "wireguard".into(),
+            slot,
+            options: Map::new(),
+            granted_at: 0,
+            expires_at: exp,
+        };
+        let live = mk("a", "fd77::1", 0, 100);
+        let dead = mk("b", "fd77::2", 1, 10);
+        let too_far = mk("c", "fd77::3", 5, 100);
+        let same_slot = mk("d", "fd77::4", 0, 100);
+        let acts = b.restore(
+            50,
+            vec![
+                live.clone(),
+                dead.clone(),
+                too_far.clone(),
+                same_slot.clone(),
+            ],
+        );
+        assert_eq!(
+            acts,
+            vec![
+                Action::Accept(live),
+                Action::Remove(dead),
+                Action::Remove(too_far),
+                Action::Remove(same_slot)
+            ]
+        );
+        assert_eq!(b.len(), 1);
+    }
+}

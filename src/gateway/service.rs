@@ -1,0 +1,493 @@
+//! The gateway role: RPC handlers on top of the lease book, executing its actions through the
+//! tunnel method and NAT, and keeping sessions in the store so they survive a restart.
+
+use super::leases::{Action, Ask, Lease, LeaseBook};
+use crate::config::GatewayConfig;
+use crate::config::model::Prefix;
+use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
+use crate::rpc::server::Caller;
+use crate::store::{SessionRow, Store};
+use crate::sys::net::Nat;
+use crate::tunnel::{GatewayNet, Method, Peer};
+use crate::{log, validate};
+use serde_json::{Value, json};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+/// Unix time now, in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A new session id: 128 bits from the OS CSPRNG, as 32 hex digits.
+pub fn new_sid() -> String {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n > 0 {
+            filled += n as usize;
+        } else {
+            assert_eq!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::Interrupted,
+                "getrandom failed"
+            );
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` looks like a sid we issue.
+fn is_sid(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Addresses handed out from the pools: slot `s` gets host `s + 2`, the gateway host 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pools {
+    v4: Prefix,
+    v6: Option<Prefix>,
+}
+
+impl Pools {
+    /// Pools from the configuration.
+    pub fn new(v4: Prefix, v6: Option<Prefix>) -> Pools {
+        Pools { v4, v6 }
+    }
+
+    /// How many subscribers the pools can address (network, gateway and broadcast excluded).
+    pub fn slots(&self) -> u32 {
+        let v4 = self.v4.host_count().saturating_sub(3);
+        let v6 = self
+            .v6
+            .map_or(u128::MAX, |p| p.host_count().saturating_sub(3));
+        v4.min(v6).min(u128::from(u32::MAX)) as u32
+    }
+
+    /// The gateway's own tunnel addresses.
+    pub fn gateway(&self) -> GatewayNet {
+        GatewayNet {
+            ipv4: v4(self.v4.nth_host(1)),
+            cidr4: self.v4.len,
+            ipv6: self.v6.map(|p| (v6(p.nth_host(1)), p.len)),
+        }
+    }
+
+    /// The addresses of slot `slot`.
+    pub fn subscriber(&self, slot: u32) -> (Ipv4Addr, Option<Ipv6Addr>) {
+        let n = u128::from(slot) + 2;
+        (v4(self.v4.nth_host(n)), self.v6.map(|p| v6(p.nth_host(n))))
+    }
+}
+
+fn v4(a: Option<IpAddr>) -> Ipv4Addr {
+    match a {
+        Some(IpAddr::V4(a)) => a,
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+fn v6(a: Option<IpAddr>) -> Ipv6Addr {
+    match a {
+        Some(IpAddr::V6(a)) => a,
+        _ => Ipv6Addr::UNSPECIFIED,
+    }
+}
+
+struct Inner {
+    book: LeaseBook,
+    methods: Vec<Box<dyn Method>>,
+    /// `None` only in tests that must not touch the system.
+    nat: Option<Nat>,
+}
+
+/// The gateway role.
+pub struct Gateway {
+    cfg: GatewayConfig,
+    pools: Pools,
+    store: Arc<Mutex<Store>>,
+    inner: Mutex<Inner>,
+}
+
+impl Gateway {
+    /// A gateway that has not touched the system yet; [`Gateway::start`] sets it up. With `nat`
+    /// `None` no NAT is configured (for tests of the RPC surface).
+    pub fn new(
+        cfg: GatewayConfig,
+        methods: Vec<Box<dyn Method>>,
+        store: Arc<Mutex<Store>>,
+        nat: Option<Nat>,
+    ) -> Gateway {
+        let pools = Pools::new(cfg.ipv4_pool, cfg.ipv6_pool);
+        let capacity = cfg.max_subscribers.min(pools.slots());
+        Gateway {
+            inner: Mutex::new(Inner {
+                book: LeaseBook::new(capacity, cfg.lease_seconds),
+                methods,
+                nat,
+            }),
+            cfg,
+            pools,
+            store,
+        }
+    }
+
+    /// Sets up forwarding, NAT and every method, then restores the leases saved in the store.
+    pub fn start(&self) -> Result<(), String> {
+        crate::sys::net::enable_forwarding()
+            .map_err(|e| format!("cannot enable forwarding: {e}"))?;
+        let mut inner = self.inner.lock().expect("not poisoned");
+        if let Some(nat) = &inner.nat {
+            nat.setup().map_err(|e| format!("cannot set up NAT: {e}"))?;
+        }
+        let net = self.pools.gateway();
+        for m in inner.methods.iter_mut() {
+            m.prepare(&net)
+                .map_err(|e| format!("cannot prepare {}: {e}", m.name()))?;
+        }
+        let saved = self.saved_leases();
+        let actions = inner.book.restore(now(), saved);
+        for action in actions {
+            if let Err(e) = self.execute(&mut inner, &action, None) {
+                log::warn(&format!("restoring a saved session: {e}"));
+            }
+        }
+        let backend = inner.nat.as_ref().map(|n| format!("{:?}", n.backend));
+        log::info(&format!(
+            "gateway up: {} live session(s) restored, NAT via {}",
+            inner.book.len(),
+            backend.unwrap_or("nothing".into())
+        ));
+        Ok(())
+    }
+
+    fn saved_leases(&self) -> Vec<Lease> {
+        let rows = match self.store.lock().expect("not poisoned").sessions() {
+            Ok(rows) => rows,
+            Err(e) => {
+                log::error(&format!("cannot read saved sessions: {e}"));
+                return vec![];
+            }
+        };
+        rows.into_iter()
+            .filter_map(|r| {
+                Some(Lease {
+                    owner: r.owner.parse().ok()?,
+                    options: r.options.as_object().cloned().unwrap_or_default(),
+                    sid: r.sid,
+                    name: r.name,
+                    method: r.method,
+                    slot: r.slot,
+                    granted_at: r.granted_at,
+                    expires_at: r.expires_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Carries out one action; returns the method's grant fields for an `Accept`.
+    fn execute(
+        &self,
+        inner: &mut Inner,
+        action: &Action,
+        via: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let (Action::Accept(lease) | Action::Remove(lease)) = action;
+        let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
+        let peer = Peer {
+            ipv4,
+            ipv6,
+            options: &lease.options,
+            via,
+        };
+        let Inner { methods, nat, .. } = inner;
+        let method = methods.iter_mut().find(|m| m.name() == lease.method);
+        let store = self.store.lock().expect("not poisoned");
+        match action {
+            Action::Accept(_) => {
+                let method =
+                    method.ok_or_else(|| format!("method {} is not offered", lease.method))?;
+                let fields = method.accept(&peer).map_err(|e| e.to_string())?;
+                for addr in std::iter::once(IpAddr::V4(ipv4)).chain(ipv6.map(IpAddr::V6)) {
+                    if let Some(nat) = nat {
+                        nat.add(addr).map_err(|e| e.to_string())?;
+                    }
+                }
+                store
+                    .save_session(&session_row(lease, ipv4, ipv6))
+                    .map_err(|e| e.to_string())?;
+                Ok(fields)
+            }
+            Action::Remove(_) => {
+                let mut problems = Vec::new();
+                if let Some(Err(e)) = method.map(|m| m.remove(&peer)) {
+                    problems.push(e.to_string());
+                }
+                for addr in std::iter::once(IpAddr::V4(ipv4)).chain(ipv6.map(IpAddr::V6)) {
+                    if let Some(Err(e)) = nat.as_ref().map(|n| n.remove(addr)) {
+                        problems.push(e.to_string());
+                    }
+                }
+                if let Err(e) = store.delete_session(&lease.sid) {
+                    problems.push(e.to_string());
+                }
+                log::info(&format!(
+                    "session of {} ({}) removed",
+                    lease.name, lease.owner
+                ));
+                if problems.is_empty() {
+                    Ok(Default::default())
+                } else {
+                    Err(problems.join("; "))
+                }
+            }
+        }
+    }
+
+    /// The methods offered and the current terms.
+    pub fn offer(&self) -> (Vec<String>, Terms, Uplink) {
+        let inner = self.inner.lock().expect("not poisoned");
+        let terms = Terms {
+            max_subscribers: inner.book.capacity(),
+            subscribers: inner.book.len() as u32,
+            lease_seconds: inner.book.lease_seconds(),
+            price: self.cfg.price,
+            bandwidth_down: self.cfg.bandwidth_down,
+            bandwidth_up: self.cfg.bandwidth_up,
+        };
+        let methods = inner.methods.iter().map(|m| m.name().to_string()).collect();
+        (
+            methods,
+            terms,
+            Uplink {
+                healthy: true,
+                checked_ago: None,
+            },
+        )
+    }
+
+    /// `requestConnection`: checks every value, then grants (or repeats) a lease and configures it.
+    pub fn request_connection(&self, caller: &Caller, req: ConnectionRequest) -> Value {
+        match self.try_request(caller, req) {
+            Ok(grant) => serde_json::to_value(grant).expect("grant serializes"),
+            Err(f) => f.to_value(),
+        }
+    }
+
+    fn try_request(&self, caller: &Caller, req: ConnectionRequest) -> Result<Grant, Failure> {
+        validate::node_name(&req.name).map_err(|e| Failure::permanent(format!("name: {e}")))?;
+        if req.sid.as_deref().is_some_and(|sid| !is_sid(sid)) {
+            return Err(Failure::permanent("sid must be 32 hexadecimal digits"));
+        }
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let offered: Vec<&str> = inner.methods.iter().map(|m| m.name()).collect();
+        let Some(method) = inner.methods.iter().find(|m| m.name() == req.method) else {
+            return Err(Failure::permanent(format!(
+                "method '{}' is not offered by this gateway (offers: {})",
+                req.method.escape_debug(),
+                offered.join(", ")
+            )));
+        };
+        method
+            .check_options(&req.options)
+            .map_err(Failure::permanent)?;
+        let ask = Ask {
+            owner: caller.addr,
+            sid: req.sid,
+            name: req.name,
+            method: req.method,
+            options: req.options,
+        };
+        let (lease, actions) = inner.book.grant(now(), ask, new_sid).map_err(|r| {
+            if r.temporary() {
+                Failure::temporary(r.message())
+            } else {
+                Failure::permanent(r.message())
+            }
+        })?;
+        let mut fields = Default::default();
+        for action in &actions {
+            match self.execute(&mut inner, action, caller.host.as_deref()) {
+                Ok(f) => fields = f,
+                Err(e) => {
+                    log::error(&format!("cannot configure session of {}: {e}", lease.name));
+                    if let Some(undo) = inner.book.revoke(&lease.sid) {
+                        let _ = self.execute(&mut inner, &undo, None);
+                    }
+                    return Err(Failure::temporary(format!(
+                        "gateway could not configure the tunnel: {e}"
+                    )));
+                }
+            }
+        }
+        if actions.is_empty() {
+            // An idempotent repeat: the tunnel is in place; answer with the same fields again.
+            let action = Action::Accept(lease.clone());
+            fields = self
+                .execute(&mut inner, &action, caller.host.as_deref())
+                .map_err(Failure::temporary)?;
+        }
+        if !actions.is_empty() {
+            log::info(&format!(
+                "session granted to {} ({}) via {}",
+                lease.name, lease.owner, lease.method
+            ));
+        }
+        let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
+        let net = self.pools.gateway();
+        Ok(Grant {
+            success: true,
+            sid: lease.sid,
+            timeout: inner.book.lease_seconds(),
+            method: lease.method,
+            ipv4: ipv4.to_string(),
+            cidr4: net.cidr4,
+            ipv4gateway: net.ipv4.to_string(),
+            ipv6: ipv6.map(|a| a.to_string()),
+            cidr6: net.ipv6.map(|(_, len)| len),
+            ipv6gateway: net.ipv6.map(|(a, _)| a.to_string()),
+            extra: fields,
+        })
+    }
+
+    /// `renewConnection`.
+    pub fn renew(&self, caller: &Caller, sid: &str) -> Value {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        match inner.book.renew(now(), caller.addr, sid) {
+            Ok(expires_at) => {
+                if let Err(e) = self
+                    .store
+                    .lock()
+                    .expect("not poisoned")
+                    .set_session_expiry(sid, expires_at)
+                {
+                    log::warn(&format!("cannot save renewal: {e}"));
+                }
+                let r = Renewal {
+                    success: true,
+                    timeout: inner.book.lease_seconds(),
+                };
+                serde_json::to_value(r).expect("serializes")
+            }
+            Err(r) => Failure::permanent(r.message()).to_value(),
+        }
+    }
+
+    /// `releaseConnection`.
+    pub fn release(&self, caller: &Caller, sid: &str) -> Value {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        match inner.book.release(now(), caller.addr, sid) {
+            Ok(actions) => {
+                for a in &actions {
+                    if let Err(e) = self.execute(&mut inner, a, None) {
+                        log::warn(&format!("release left something behind: {e}"));
+                    }
+                }
+                json!({"success": true})
+            }
+            Err(r) => Failure::permanent(r.message()).to_value(),
+        }
+    }
+
+    /// Removes expired leases; returns when the next one ends.
+    pub fn expire(&self) -> Option<i64> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        for action in inner.book.expire(now()) {
+            if let Action::Remove(l) = &action {
+                log::info(&format!("lease of {} ({}) expired", l.name, l.owner));
+            }
+            if let Err(e) = self.execute(&mut inner, &action, None) {
+                log::warn(&format!("expiry left something behind: {e}"));
+            }
+        }
+        inner.book.next_expiry()
+    }
+
+    /// Live sessions, for `listSessions`.
+    pub fn sessions(&self) -> Value {
+        let inner = self.inner.lock().expect("not poisoned");
+        let t = now();
+        let list: Vec<Value> = inner
+            .book
+            .leases()
+            .map(|l| {
+                let (ipv4, ipv6) = self.pools.subscriber(l.slot);
+                json!({"sid": l.sid, "name": l.name, "address": l.owner.to_string(), "method": l.method,
+                       "ipv4": ipv4.to_string(), "ipv6": ipv6.map(|a| a.to_string()),
+                       "expiresIn": (l.expires_at - t).max(0), "grantedAt": l.granted_at})
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    /// Removes every tunnel end, the methods' shared parts and NAT; the sessions stay in the store
+    /// so that a restart restores them.
+    pub fn shutdown(&self) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let Inner { methods, nat, .. } = &mut *inner;
+        for m in methods.iter_mut() {
+            if let Err(e) = m.shutdown() {
+                log::warn(&format!("{} shutdown: {e}", m.name()));
+            }
+        }
+        if let Some(Err(e)) = nat.as_ref().map(Nat::teardown) {
+            log::warn(&format!("NAT teardown: {e}"));
+        }
+        log::info("gateway stopped");
+    }
+}
+
+fn session_row(l: &Lease, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> SessionRow {
+    SessionRow {
+        sid: l.sid.clone(),
+        owner: l.owner.to_string(),
+        name: l.name.clone(),
+        method: l.method.clone(),
+        slot: l.slot,
+        ipv4: ipv4.to_string(),
+        ipv6: ipv6.map(|a| a.to_string()),
+        options: Value::Object(l.options.clone()),
+        granted_at: l.granted_at,
+        expires_at: l.expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_are_128_bit_hex_and_distinct() {
+        let a = new_sid();
+        assert!(is_sid(&a));
+        assert_ne!(a, new_sid());
+    }
+
+    #[test]
+    fn pools_hand_out_hosts_after_the_gateway() {
+        let p = Pools::new(
+            "100.127.0.0/24".parse().unwrap(),
+            Some("fd7e:7e7e::/64".parse().unwrap()),
+        );
+        assert_eq!(p.slots(), 253);
+        let g = p.gateway();
+        assert_eq!(g.ipv4, Ipv4Addr::new(100, 127, 0, 1));
+        assert_eq!(g.ipv6, Some(("fd7e:7e7e::1".parse().unwrap(), 64)));
+        assert_eq!(
+            p.subscriber(0),
+            (
+                Ipv4Addr::new(100, 127, 0, 2),
+                Some("fd7e:7e7e::2".parse().unwrap())
+            )
+        );
+        let small = Pools::new("10.0.0.0/29".parse().unwrap(), None);
+        assert_eq!(small.slots(), 5);
+        assert_eq!(small.subscriber(4).0, Ipv4Addr::new(10, 0, 0, 6));
+    }
+}

@@ -1,0 +1,190 @@
+//! JSON-RPC over HTTP/1.1, as a client: blocking for the CLI and registration, async (smol) for
+//! probing many candidates at once. Both share the framing below.
+
+use crate::protocol::{self, Request, RpcError};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Largest answer read.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Nobody answered at the address (connection refused, unreachable).
+    Connect(SocketAddr, std::io::Error),
+    /// No complete answer in time.
+    Timeout(SocketAddr),
+    /// The answer was not a valid HTTP JSON-RPC answer.
+    BadAnswer(SocketAddr, String),
+    /// The server answered with a JSON-RPC error.
+    Rpc(RpcError),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(a, e) => write!(f, "cannot reach {a}: {e}"),
+            ClientError::Timeout(a) => write!(f, "{a} did not answer in time"),
+            ClientError::BadAnswer(a, why) => write!(f, "bad answer from {a}: {why}"),
+            ClientError::Rpc(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The bytes of an HTTP request carrying one JSON-RPC call.
+pub fn encode(addr: SocketAddr, method: &str, params: Value) -> Vec<u8> {
+    let body = Request::encode(1, method, params);
+    let mut out = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads a whole HTTP answer (the server closes the connection) into the JSON-RPC result.
+pub fn decode(addr: SocketAddr, raw: &[u8]) -> Result<Value, ClientError> {
+    let bad = |why: String| ClientError::BadAnswer(addr, why);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let start = match resp.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(bad("answer cut short".into())),
+        Err(e) => return Err(bad(format!("not HTTP: {e}"))),
+    };
+    let length = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
+    let mut body = &raw[start..];
+    if let Some(n) = length {
+        if body.len() < n {
+            return Err(bad("answer cut short".into()));
+        }
+        body = &body[..n];
+    }
+    match protocol::parse_response(body) {
+        Ok(v) => Ok(v),
+        Err(e) if resp.code == Some(200) => Err(ClientError::Rpc(e)),
+        Err(e) => Err(bad(format!(
+            "HTTP {}: {}",
+            resp.code.unwrap_or(0),
+            e.message
+        ))),
+    }
+}
+
+/// Calls `method` at `addr` and waits at most `timeout` in all.
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout(addr),
+        _ => ClientError::Connect(addr, e),
+    })?;
+    let left = |_| {
+        deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let timed_out = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout(addr),
+        _ => ClientError::BadAnswer(addr, e.to_string()),
+    };
+    stream
+        .set_write_timeout(Some(left(())))
+        .map_err(timed_out)?;
+    stream
+        .write_all(&encode(addr, method, params))
+        .map_err(timed_out)?;
+    stream.set_read_timeout(Some(left(()))).map_err(timed_out)?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_ANSWER as u64)
+        .read_to_end(&mut raw)
+        .map_err(timed_out)?;
+    decode(addr, &raw)
+}
+
+/// Async [`call`], for use inside a smol executor.
+pub async fn call_async(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = smol::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Connect(addr, e))?;
+        stream
+            .write_all(&encode(addr, method, params))
+            .await
+            .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
+        let mut raw = Vec::new();
+        (&mut stream)
+            .take(MAX_ANSWER as u64)
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
+        decode(addr, &raw)
+    };
+    smol::future::or(exchange, async {
+        smol::Timer::after(timeout).await;
+        Err(ClientError::Timeout(addr))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "[fd77::3]:65533".parse().unwrap()
+    }
+
+    #[test]
+    fn request_names_the_host() {
+        let raw = String::from_utf8(encode(addr(), "nodeInfo", serde_json::json!({}))).unwrap();
+        assert!(raw.starts_with("POST /jsonrpc HTTP/1.1\r\nHost: [fd77::3]:65533\r\n"));
+        assert!(
+            raw.ends_with(r#""method":"nodeInfo","params":{}}"#),
+            "{raw}"
+        );
+    }
+
+    #[test]
+    fn decodes_result_and_errors() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 41\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"a\":1}}";
+        assert_eq!(decode(addr(), ok).unwrap()["a"], 1);
+        let err = b"HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32601,\"message\":\"no\"}}";
+        assert!(matches!(decode(addr(), err), Err(ClientError::Rpc(e)) if e.code == -32601));
+        assert!(matches!(
+            decode(addr(), b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{}"),
+            Err(ClientError::BadAnswer(..))
+        ));
+        assert!(matches!(
+            decode(addr(), b"garbage"),
+            Err(ClientError::BadAnswer(..))
+        ));
+    }
+}

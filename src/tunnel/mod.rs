@@ -1,0 +1,97 @@
+//! Tunnel methods: how a subscriber's traffic reaches its gateway.
+//!
+//! Each method is one file implementing [`Method`], with a gateway side (prepare once, accept and
+//! remove subscribers, shut down) and a subscriber side (connect from the gateway's grant,
+//! disconnect). Every step is idempotent: running it twice changes nothing the second time, so
+//! reconciliation after a crash can simply run it again.
+//!
+//! # Layout
+//! - `wireguard.rs`: WireGuard, kernel module when present, otherwise `wireguard-go`.
+
+pub mod wireguard;
+
+use crate::protocol::Grant;
+use crate::sys::cmd::CmdError;
+use serde_json::{Map, Value};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a tunnel step failed.
+#[derive(Debug)]
+pub enum TunnelError {
+    /// A program failed.
+    Command(CmdError),
+    /// The gateway's answer or our own state lacked something the method needs.
+    Invalid(String),
+}
+
+impl std::fmt::Display for TunnelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelError::Command(e) => e.fmt(f),
+            TunnelError::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for TunnelError {}
+
+impl From<CmdError> for TunnelError {
+    fn from(e: CmdError) -> Self {
+        TunnelError::Command(e)
+    }
+}
+
+/// The gateway's own addresses inside the tunnels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayNet {
+    /// IPv4 address of the gateway's tunnel end.
+    pub ipv4: Ipv4Addr,
+    /// Prefix length of the IPv4 pool.
+    pub cidr4: u8,
+    /// IPv6 address and prefix length, if the gateway has an IPv6 pool.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+}
+
+/// One subscriber as the gateway side of a method sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peer<'a> {
+    /// Its IPv4 address inside the tunnel.
+    pub ipv4: Ipv4Addr,
+    /// Its IPv6 address inside the tunnel.
+    pub ipv6: Option<Ipv6Addr>,
+    /// The method options it sent (already checked with [`Method::check_options`]).
+    pub options: &'a Map<String, Value>,
+    /// The gateway address the subscriber contacted, as it wrote it (for endpoints).
+    pub via: Option<&'a str>,
+}
+
+/// A tunnel method.
+pub trait Method: Send {
+    /// The method's protocol name (`wireguard`, …).
+    fn name(&self) -> &'static str;
+
+    /// Checks a subscriber's method options before anything is configured; the error names the problem.
+    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String>;
+
+    /// Gateway: sets up what all subscribers share (interface, keys, listen port, own addresses).
+    fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError>;
+
+    /// Gateway: configures one subscriber's tunnel end; returns the method's fields for the grant.
+    fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError>;
+
+    /// Gateway: removes one subscriber's tunnel end.
+    fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError>;
+
+    /// Gateway: removes everything [`Method::prepare`] made.
+    fn shutdown(&mut self) -> Result<(), TunnelError>;
+
+    /// Subscriber: the options to send in `requestConnection`.
+    fn request_options(&self) -> Map<String, Value>;
+
+    /// Subscriber: brings the tunnel up from the gateway's grant and routes Internet traffic through
+    /// it; the route to `gateway` itself stays on the mesh. Returns the interface name.
+    fn connect(&mut self, gateway: IpAddr, grant: &Grant) -> Result<String, TunnelError>;
+
+    /// Subscriber: takes the tunnel and its routes down.
+    fn disconnect(&mut self) -> Result<(), TunnelError>;
+}

@@ -1,0 +1,271 @@
+//! WireGuard: one interface on the gateway with a peer per subscriber; one interface on the
+//! subscriber with the gateway as its only peer.
+//!
+//! The kernel module is used when `ip link add … type wireguard` works, otherwise `wireguard-go`
+//! (which daemonizes and exits by itself when its interface is deleted).
+
+use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::protocol::Grant;
+use crate::sys::{cmd, net};
+use crate::validate;
+use serde_json::{Map, Value, json};
+use std::net::{IpAddr, SocketAddr};
+
+/// Key in the store under which a node keeps its WireGuard private key.
+pub const PRIVATE_KEY: &str = "wireguard.private_key";
+
+/// Makes a new private key with `wg genkey`.
+pub fn generate_key() -> Result<String, TunnelError> {
+    Ok(cmd::run(&["wg", "genkey"])?.trim().to_string())
+}
+
+/// Derives the public key of `private` with `wg pubkey`.
+pub fn public_key(private: &str) -> Result<String, TunnelError> {
+    let public = cmd::run_input(&["wg", "pubkey"], &format!("{private}\n"))?
+        .trim()
+        .to_string();
+    validate::wg_key(&public).map_err(TunnelError::Invalid)?;
+    Ok(public)
+}
+
+/// Creates a WireGuard interface: kernel first, then `wireguard-go`. Existing ones are kept.
+fn create_link(ifname: &str) -> Result<(), TunnelError> {
+    if net::link_exists(ifname) {
+        return Ok(());
+    }
+    if cmd::run(&["ip", "link", "add", "dev", ifname, "type", "wireguard"]).is_ok() {
+        return Ok(());
+    }
+    crate::log::debug("no kernel WireGuard, using wireguard-go");
+    cmd::run(&["wireguard-go", ifname])?;
+    if net::link_exists(ifname) {
+        Ok(())
+    } else {
+        Err(TunnelError::Invalid(format!(
+            "wireguard-go did not create interface {ifname}"
+        )))
+    }
+}
+
+/// The WireGuard method, for one role.
+pub struct Wireguard {
+    ifname: String,
+    listen_port: u16,
+    mtu: u16,
+    private_key: String,
+    public_key: String,
+}
+
+impl Wireguard {
+    /// A method instance using interface `ifname` (already validated) and our key pair.
+    pub fn new(
+        ifname: &str,
+        listen_port: u16,
+        mtu: u16,
+        private_key: String,
+    ) -> Result<Wireguard, TunnelError> {
+        let public_key = public_key(&private_key)?;
+        Ok(Wireguard {
+            ifname: ifname.to_string(),
+            listen_port,
+            mtu,
+            private_key,
+            public_key,
+        })
+    }
+
+    /// A method instance whose public key is already known (no program runs).
+    pub fn with_keys(
+        ifname: &str,
+        listen_port: u16,
+        mtu: u16,
+        private_key: String,
+        public_key: String,
+    ) -> Wireguard {
+        Wireguard {
+            ifname: ifname.to_string(),
+            listen_port,
+            mtu,
+            private_key,
+            public_key,
+        }
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    fn set_private_key(&self, extra: &[&str]) -> Result<(), TunnelError> {
+        let mut argv = vec!["wg", "set", &self.ifname, "private-key", "/dev/stdin"];
+        argv.extend_from_slice(extra);
+        cmd::run_input(&argv, &format!("{}\n", self.private_key))?;
+        Ok(())
+    }
+}
+
+fn peer_key(options: &Map<String, Value>) -> Result<&str, TunnelError> {
+    options
+        .get("publicKey")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TunnelError::Invalid("options.publicKey is missing".into()))
+}
+
+fn allowed_ips(peer: &Peer<'_>) -> String {
+    match peer.ipv6 {
+        Some(v6) => format!("{}/32,{v6}/128", peer.ipv4),
+        None => format!("{}/32", peer.ipv4),
+    }
+}
+
+impl Method for Wireguard {
+    fn name(&self) -> &'static str {
+        "wireguard"
+    }
+
+    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String> {
+        match options.get("publicKey") {
+            Some(Value::String(k)) => {
+                validate::wg_key(k).map_err(|e| format!("options.publicKey: {e}"))
+            }
+            Some(_) => Err("options.publicKey must be a string".into()),
+            None => Err("options.publicKey is required for wireguard".into()),
+        }
+    }
+
+    fn prepare(&mut self, gw: &GatewayNet) -> Result<(), TunnelError> {
+        // Peers left by an earlier run are dropped: the lease book re-adds the live ones.
+        net::link_delete(&self.ifname)?;
+        create_link(&self.ifname)?;
+        self.set_private_key(&["listen-port", &self.listen_port.to_string()])?;
+        net::addr_replace(&self.ifname, IpAddr::V4(gw.ipv4), gw.cidr4)?;
+        if let Some((v6, len)) = gw.ipv6 {
+            net::addr_replace(&self.ifname, IpAddr::V6(v6), len)?;
+        }
+        net::link_up(&self.ifname, self.mtu)?;
+        Ok(())
+    }
+
+    fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
+        let key = peer_key(peer.options)?;
+        cmd::run(&[
+            "wg",
+            "set",
+            &self.ifname,
+            "peer",
+            key,
+            "allowed-ips",
+            &allowed_ips(peer),
+        ])?;
+        let mut fields = Map::new();
+        fields.insert("publicKey".into(), json!(self.public_key));
+        fields.insert("listenPort".into(), json!(self.listen_port));
+        fields.insert("mtu".into(), json!(self.mtu));
+        if let Some(via) = peer.via {
+            let host = via
+                .parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, self.listen_port).to_string());
+            if let Ok(endpoint) = host {
+                fields.insert("endpoint".into(), json!(endpoint));
+            }
+        }
+        Ok(fields)
+    }
+
+    fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
+        if !net::link_exists(&self.ifname) {
+            return Ok(());
+        }
+        let key = peer_key(peer.options)?;
+        cmd::run(&["wg", "set", &self.ifname, "peer", key, "remove"])?;
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        Ok(net::link_delete(&self.ifname)?)
+    }
+
+    fn request_options(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("publicKey".into(), json!(self.public_key));
+        m
+    }
+
+    fn connect(&mut self, gateway: IpAddr, grant: &Grant) -> Result<String, TunnelError> {
+        let field = |k: &str| grant.extra.get(k);
+        let gw_key = field("publicKey")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TunnelError::Invalid("gateway's answer lacks publicKey".into()))?;
+        validate::wg_key(gw_key)
+            .map_err(|e| TunnelError::Invalid(format!("gateway publicKey: {e}")))?;
+        let port = field("listenPort")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                TunnelError::Invalid("gateway's answer lacks a valid listenPort".into())
+            })?;
+        let mtu = field("mtu")
+            .and_then(Value::as_u64)
+            .and_then(|m| u16::try_from(m).ok())
+            .unwrap_or(self.mtu);
+        // The endpoint is the address we reached the gateway at: it is routed over the mesh.
+        let endpoint = SocketAddr::new(gateway, port).to_string();
+        let (ipv4, ipv6) = grant_addresses(grant)?;
+        net::link_delete(&self.ifname)?;
+        create_link(&self.ifname)?;
+        let mut allowed = "0.0.0.0/0".to_string();
+        if ipv6.is_some() {
+            allowed.push_str(",::/0");
+        }
+        self.set_private_key(&[
+            "peer",
+            gw_key,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            &allowed,
+            "persistent-keepalive",
+            "25",
+        ])?;
+        net::addr_replace(&self.ifname, IpAddr::V4(ipv4.0), ipv4.1)?;
+        if let Some((v6, len)) = ipv6 {
+            net::addr_replace(&self.ifname, IpAddr::V6(v6), len)?;
+        }
+        net::link_up(&self.ifname, mtu)?;
+        // Two halves override any default route without replacing it, so the original default comes
+        // back by itself when the interface goes, even after a crash.
+        for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+            net::route_replace(half, &self.ifname, false)?;
+        }
+        if ipv6.is_some() {
+            for half in ["::/1", "8000::/1"] {
+                net::route_replace(half, &self.ifname, true)?;
+            }
+        }
+        Ok(self.ifname.clone())
+    }
+
+    fn disconnect(&mut self) -> Result<(), TunnelError> {
+        Ok(net::link_delete(&self.ifname)?)
+    }
+}
+
+type V4 = (std::net::Ipv4Addr, u8);
+type V6 = (std::net::Ipv6Addr, u8);
+
+/// The tunnel addresses a grant assigns us, checked.
+pub fn grant_addresses(grant: &Grant) -> Result<(V4, Option<V6>), TunnelError> {
+    let bad = |what: &str| TunnelError::Invalid(format!("gateway's answer has an invalid {what}"));
+    let v4 = grant.ipv4.parse().map_err(|_| bad("ipv4"))?;
+    if grant.cidr4 > 32 {
+        return Err(bad("cidr4"));
+    }
+    let v6 = match (&grant.ipv6, grant.cidr6) {
+        (Some(a), Some(len)) if len <= 128 => Some((a.parse().map_err(|_| bad("ipv6"))?, len)),
+        (Some(a), None) => Some((a.parse().map_err(|_| bad("ipv6"))?, 128)),
+        (Some(_), Some(_)) => return Err(bad("cidr6")),
+        (None, _) => None,
+    };
+    Ok(((v4, grant.cidr4), v6))
+}
