@@ -1,7 +1,393 @@
-//! `mnigs demo`: the single-host demo.
+//! `mnigs demo` and the end-to-end tests share this: a [`Scenario`] puts a gateway daemon and a
+//! subscriber daemon on the [`Testbed`] mesh (sub — relay — gw — inet), from UCI files, and offers
+//! the checks both need (status, ping through the tunnel, what the daemons left on the system).
 
-/// Runs the demo; returns the exit code.
-pub fn run(_hold: bool) -> i32 {
-    eprintln!("demo: not yet");
-    1
+use crate::testbed::{Node, Testbed};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A gateway and a subscriber on a namespace mesh.
+pub struct Scenario {
+    /// The mesh; dropping the scenario removes it with everything running in it.
+    pub bed: Testbed,
+    exe: PathBuf,
+    /// Gateway daemon's PID, while running.
+    pub gw_pid: Option<u32>,
+    /// Subscriber daemon's PID, while running.
+    pub sub_pid: Option<u32>,
+    /// The gateway's WireGuard interface.
+    pub gw_wg: String,
+    /// The subscriber's WireGuard interface.
+    pub sub_wg: String,
+}
+
+impl Scenario {
+    /// Builds the mesh and writes both UCI files; `exe` is the mnigs binary, `lease_seconds` the
+    /// gateway's lease length.
+    pub fn new(exe: &Path, lease_seconds: u32) -> Result<Scenario, String> {
+        let bed = Testbed::build()?;
+        let gw_wg = bed.unique_ifname("g");
+        let sub_wg = bed.unique_ifname("s");
+        let s = Scenario {
+            exe: exe.to_path_buf(),
+            gw_pid: None,
+            sub_pid: None,
+            gw_wg,
+            sub_wg,
+            bed,
+        };
+        let gw = format!(
+            "config mnigs 'main'\n\toption name 'gw'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface '{wan}'\n\
+             \toption lease_seconds '{lease_seconds}'\n\toption max_subscribers '10'\n\tlist method 'wireguard'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n",
+            db = s.bed.dir.join("gw.db").display(),
+            wan = s.bed.wan_ifname(),
+            wg = s.gw_wg,
+        );
+        let sub = format!(
+            "config mnigs 'main'\n\toption name 'sub'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
+             config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '1000'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
+            db = s.bed.dir.join("sub.db").display(),
+            wg = s.sub_wg,
+        );
+        std::fs::write(s.config(Node::Gw), gw)
+            .map_err(|e| format!("writing gateway config: {e}"))?;
+        std::fs::write(s.config(Node::Sub), sub)
+            .map_err(|e| format!("writing subscriber config: {e}"))?;
+        Ok(s)
+    }
+
+    /// The UCI file of `node` (gw or sub).
+    pub fn config(&self, node: Node) -> PathBuf {
+        self.bed.dir.join(format!("{}.uci", node.name()))
+    }
+
+    /// The daemon log of `node`.
+    pub fn log(&self, node: Node) -> PathBuf {
+        self.bed.dir.join(format!("{}.log", node.name()))
+    }
+
+    /// Starts the daemon of `node` and waits until its RPC answers.
+    pub fn start(&mut self, node: Node) -> Result<u32, String> {
+        let conf = self.config(node);
+        let exe = self.exe.to_string_lossy().to_string();
+        let argv = [exe.as_str(), "daemon", "-c", &conf.to_string_lossy()];
+        let pid = self.bed.spawn(node, &argv, &self.log(node))?;
+        match node {
+            Node::Gw => self.gw_pid = Some(pid),
+            _ => self.sub_pid = Some(pid),
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.cli(node, &["status", "--json"]).is_ok() {
+                return Ok(pid);
+            }
+            if crate::testbed::process_ended(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "{} daemon did not come up; its log:\n{}",
+            node.name(),
+            self.tail(node)
+        ))
+    }
+
+    /// Sends `signal` to the daemon of `node` and waits for it to end.
+    pub fn stop(&mut self, node: Node, signal: i32) -> bool {
+        let pid = match node {
+            Node::Gw => self.gw_pid.take(),
+            _ => self.sub_pid.take(),
+        };
+        pid.is_some_and(|p| self.bed.stop(p, signal, Duration::from_secs(15)))
+    }
+
+    /// Runs `mnigs ARGS -c CONFIG` in `node`'s namespace.
+    pub fn cli(&self, node: Node, args: &[&str]) -> Result<String, String> {
+        let exe = self.exe.to_string_lossy().to_string();
+        let conf = self.config(node).to_string_lossy().to_string();
+        let mut argv = vec![exe.as_str()];
+        argv.extend_from_slice(args);
+        argv.extend(["-c", conf.as_str()]);
+        self.bed
+            .exec_full(node, &argv, None, Duration::from_secs(90))
+            .map_err(|e| e.to_string())
+    }
+
+    /// `mnigs status --json` of `node`.
+    pub fn status(&self, node: Node) -> Result<Value, String> {
+        let out = self.cli(node, &["status", "--json"])?;
+        serde_json::from_str(&out).map_err(|e| format!("status is not JSON: {e}: {out}"))
+    }
+
+    /// Waits until the subscriber reports `connected`.
+    pub fn wait_connected(&self, timeout: Duration, stop: &AtomicBool) -> Result<Value, String> {
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = self.status(Node::Sub) {
+                if s["subscriber"]["state"] == "connected" {
+                    return Ok(s);
+                }
+            }
+            if start.elapsed() > timeout || stop.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "subscriber not connected after {:?}; its log:\n{}",
+                    start.elapsed(),
+                    self.tail(Node::Sub)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One ping from sub to the fake Internet host.
+    pub fn ping_inet(&self, wait_s: &str) -> bool {
+        let target = Testbed::INET_HOST.to_string();
+        self.bed
+            .exec(Node::Sub, &["ping", "-n", "-c", "1", "-W", wait_s, &target])
+            .is_ok()
+    }
+
+    /// Counts, on the inet host, echo requests by source: installs the counters once.
+    pub fn watch_inet(&self) -> Result<(), String> {
+        let script = format!(
+            "table inet mnwatch {{\n chain input {{ type filter hook input priority 0; policy accept;\n\
+             ip saddr {} icmp type echo-request counter\n icmp type echo-request counter\n }}\n}}\n",
+            Testbed::GW_UPLINK
+        );
+        self.bed
+            .exec_full(
+                Node::Inet,
+                &["nft", "-f", "-"],
+                Some(&script),
+                Duration::from_secs(5),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// (echo requests from the gateway's uplink address, echo requests from anyone) seen on inet.
+    pub fn inet_counts(&self) -> Result<(u64, u64), String> {
+        let out = self
+            .bed
+            .exec(
+                Node::Inet,
+                &["nft", "list", "chain", "inet", "mnwatch", "input"],
+            )
+            .map_err(|e| e.to_string())?;
+        let counts: Vec<u64> = out
+            .lines()
+            .filter_map(|l| {
+                l.split("packets ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        match counts[..] {
+            [from_gw, all] => Ok((from_gw, all)),
+            _ => Err(format!("unexpected counter listing: {out}")),
+        }
+    }
+
+    /// What mnigs may leave on `node`: links, addresses, routes of all tables, rules, WireGuard
+    /// peers and nftables rules, as text to compare before and after.
+    pub fn system_state(&self, node: Node) -> String {
+        let views: [&[&str]; 6] = [
+            &["ip", "-o", "link", "show"],
+            &["ip", "-o", "addr", "show"],
+            &["ip", "route", "show", "table", "all"],
+            &["ip", "-6", "route", "show", "table", "all"],
+            &["ip", "rule", "show"],
+            &["nft", "list", "ruleset"],
+        ];
+        let mut out = String::new();
+        for argv in views {
+            let text = self
+                .bed
+                .exec(node, argv)
+                .unwrap_or_else(|e| format!("({e})"));
+            // Babel's own routes and link counters move on their own; keep what mnigs owns.
+            for line in text.lines().filter(|l| !l.contains("proto babel")) {
+                let line = line.split(" link/").next().unwrap_or(line);
+                out.push_str(line.split("\\    valid_lft").next().unwrap_or(line));
+                out.push('\n');
+            }
+        }
+        out.push_str(
+            &self
+                .bed
+                .exec(node, &["wg", "show", "all"])
+                .unwrap_or_default(),
+        );
+        out
+    }
+
+    /// The last lines of `node`'s daemon log.
+    pub fn tail(&self, node: Node) -> String {
+        let text = std::fs::read_to_string(self.log(node)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn step(started: Instant, what: &str) {
+    println!("[{:6.2}s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// Runs the demo; returns the exit code. Ctrl-C at any point tears everything down.
+pub fn run(hold: bool) -> i32 {
+    let handler = nix::sys::signal::SigHandler::Handler(on_signal);
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { nix::sys::signal::signal(sig, handler) };
+    }
+    match demo(hold) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            1
+        }
+    }
+}
+
+fn demo(hold: bool) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
+    let t = Instant::now();
+    let interrupted = || {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            Err("interrupted".to_string())
+        } else {
+            Ok(())
+        }
+    };
+    println!(
+        "mnigs demo: sub — relay — gw — inet in network namespaces; Babel on the mesh, WireGuard to the gateway"
+    );
+    let mut s = Scenario::new(&exe, 60)?;
+    step(
+        t,
+        &format!(
+            "namespaces {}-* built, babeld started on sub, relay and gw",
+            s.bed.ns(Node::Sub).trim_end_matches("-sub")
+        ),
+    );
+    let converged = s.bed.wait_converged(Duration::from_secs(20))?;
+    step(
+        t,
+        &format!("Babel routes converged in {:.2}s", converged.as_secs_f64()),
+    );
+    interrupted()?;
+    s.watch_inet()?;
+    let before = s.ping_inet("1");
+    step(
+        t,
+        &format!(
+            "before mnigs: ping sub → Internet host {} {}",
+            Testbed::INET_HOST,
+            if before {
+                "WORKS (unexpected)"
+            } else {
+                "fails, as it should"
+            }
+        ),
+    );
+    s.start(Node::Gw)?;
+    step(
+        t,
+        &format!(
+            "gateway daemon up on gw ({}), WireGuard {} listening, NAT out of {}",
+            Testbed::mesh_v6(Node::Gw),
+            s.gw_wg,
+            s.bed.wan_ifname()
+        ),
+    );
+    interrupted()?;
+    let sub_started = Instant::now();
+    s.start(Node::Sub)?;
+    step(t, "subscriber daemon up on sub: scanning Babel routes");
+    let status = s.wait_connected(Duration::from_secs(30), &INTERRUPTED)?;
+    let sub = &status["subscriber"];
+    step(
+        t,
+        &format!(
+            "gateway found and registered: {} at {} via {}, tunnel {} with {}",
+            text(&sub["gateway"]["name"]),
+            text(&sub["gateway"]["address"]),
+            text(&sub["method"]),
+            text(&sub["interface"]),
+            text(&sub["ipv4"])
+        ),
+    );
+    let mut reached = false;
+    while sub_started.elapsed() < Duration::from_secs(10) && !reached {
+        interrupted()?;
+        reached = s.ping_inet("1");
+    }
+    if !reached {
+        return Err(format!(
+            "Internet host not reachable through the tunnel; subscriber log:\n{}",
+            s.tail(Node::Sub)
+        ));
+    }
+    let (from_gw, all) = s.inet_counts()?;
+    step(
+        t,
+        &format!(
+            "Internet reachable: ping sub → {} works, {:.2}s after the subscriber started; inet saw {from_gw} of {all} echo request(s) from the gateway's uplink address {}",
+            Testbed::INET_HOST,
+            sub_started.elapsed().as_secs_f64(),
+            Testbed::GW_UPLINK
+        ),
+    );
+    if hold {
+        println!(
+            "holding; press Ctrl-C to tear down (status: ip netns exec {} {} status -c {})",
+            s.bed.ns(Node::Sub),
+            exe.display(),
+            s.config(Node::Sub).display()
+        );
+        while !INTERRUPTED.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    s.cli(Node::Sub, &["disconnect"])?;
+    step(
+        t,
+        &format!(
+            "disconnected: ping now {}",
+            if s.ping_inet("1") {
+                "still works (unexpected)"
+            } else {
+                "fails again"
+            }
+        ),
+    );
+    s.stop(Node::Sub, libc::SIGTERM);
+    s.stop(Node::Gw, libc::SIGTERM);
+    step(t, "daemons stopped; removing namespaces");
+    drop(s);
+    step(t, "done");
+    Ok(())
 }

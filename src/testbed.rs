@@ -852,7 +852,7 @@ fn child_ended(child: &mut Child) -> bool {
 }
 
 /// Whether `pid` is gone or a zombie (reaping orphans can be slow; a zombie no longer runs).
-fn process_ended(pid: u32) -> bool {
+pub fn process_ended(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => matches!(proc_stat_field(&stat, 0), Some("Z" | "X")),
         Err(_) => true,
