@@ -130,10 +130,9 @@ impl Scenario {
     pub fn wait_connected(&self, timeout: Duration, stop: &AtomicBool) -> Result<Value, String> {
         let start = Instant::now();
         loop {
-            if let Ok(s) = self.status(Node::Sub) {
-                if s["subscriber"]["state"] == "connected" {
-                    return Ok(s);
-                }
+            match self.status(Node::Sub) {
+                Ok(s) if s["subscriber"]["state"] == "connected" => return Ok(s),
+                _ => {}
             }
             if start.elapsed() > timeout || stop.load(Ordering::Relaxed) {
                 return Err(format!(
