@@ -212,10 +212,17 @@ fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
     Ok(k)
 }
 
+/// Which end of the tunnels a method instance serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Gateway,
+    Subscriber,
+}
+
 fn methods(
     cfg: &Config,
     names: &[String],
-    ifname: &str,
+    role: Role,
     store: &Mutex<Store>,
 ) -> Result<Vec<Box<dyn Method>>, String> {
     let mut out: Vec<Box<dyn Method>> = Vec::new();
@@ -224,7 +231,11 @@ fn methods(
             "wireguard" => {
                 let key = wireguard_key(store)?;
                 let wg = &cfg.wireguard;
-                let m = wireguard::Wireguard::new(ifname, wg.listen_port, wg.mtu, key)
+                let (ifname, port) = match role {
+                    Role::Gateway => (&wg.interface, wg.listen_port),
+                    Role::Subscriber => (&wg.client_interface, wg.client_listen_port),
+                };
+                let m = wireguard::Wireguard::new(ifname, port, wg.mtu, key)
                     .map_err(|e| e.to_string())?;
                 out.push(Box::new(m));
             }
@@ -268,7 +279,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let store = Store::open(&cfg.main.database).map_err(|e| e.to_string())?;
     let store = Arc::new(Mutex::new(store));
     let gateway = if cfg.gateway.enabled {
-        let m = methods(&cfg, &cfg.gateway.methods, &cfg.wireguard.interface, &store)?;
+        let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
         let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
         let g = Gateway::new(cfg.gateway.clone(), m, store.clone(), Some(nat));
         if let Err(e) = g.start() {
@@ -280,12 +291,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         None
     };
     let subscriber = if cfg.subscriber.enabled {
-        let mut m = methods(
-            &cfg,
-            &cfg.subscriber.methods[..1],
-            &cfg.wireguard.client_interface,
-            &store,
-        )?;
+        let mut m = methods(&cfg, &cfg.subscriber.methods[..1], Role::Subscriber, &store)?;
         Some(Supervisor::spawn(cfg.clone(), store.clone(), m.remove(0)))
     } else {
         None

@@ -221,12 +221,25 @@ impl Scenario {
                 out.push('\n');
             }
         }
-        out.push_str(
-            &self
+        // wireguard-go's sockets are shared by all namespaces: show only interfaces living here.
+        let wg = self
+            .bed
+            .exec(node, &["wg", "show", "interfaces"])
+            .unwrap_or_default();
+        for ifname in wg.split_whitespace() {
+            if self
                 .bed
-                .exec(node, &["wg", "show", "all"])
-                .unwrap_or_default(),
-        );
+                .exec(node, &["ip", "link", "show", "dev", ifname])
+                .is_ok()
+            {
+                out.push_str(
+                    &self
+                        .bed
+                        .exec(node, &["wg", "show", ifname])
+                        .unwrap_or_default(),
+                );
+            }
+        }
         out
     }
 

@@ -301,6 +301,9 @@ pub struct WireguardConfig {
     pub mtu: u16,
     /// Name of the subscriber side's WireGuard interface (`option client_interface`).
     pub client_interface: String,
+    /// UDP port of the subscriber side (`option client_listen_port`); the gateway learns it so
+    /// that it can start the handshake itself, e.g. right after a gateway restart.
+    pub client_listen_port: u16,
 }
 
 impl Default for WireguardConfig {
@@ -308,6 +311,7 @@ impl Default for WireguardConfig {
         WireguardConfig {
             interface: "mnigs-wg".into(),
             client_interface: "mnigs-wgc".into(),
+            client_listen_port: 51821,
             listen_port: 51820,
             mtu: 1420,
         }
@@ -992,6 +996,7 @@ config wireguard 'wireguard'
                 listen_port: 51820,
                 mtu: 1420,
                 client_interface: "mnigs-wgc".into(),
+                client_listen_port: 51821,
             }
         );
         let d = DiscoveryConfig::default();
@@ -1112,6 +1117,7 @@ config wireguard
                 listen_port: 1,
                 mtu: 9000,
                 client_interface: "mnigs-wgc".into(),
+                client_listen_port: 51821,
             }
         );
     }

@@ -201,6 +201,7 @@ impl Gateway {
         let (Action::Accept(lease) | Action::Remove(lease)) = action;
         let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
         let peer = Peer {
+            owner: lease.owner,
             ipv4,
             ipv6,
             options: &lease.options,

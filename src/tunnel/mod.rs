@@ -55,6 +55,8 @@ pub struct GatewayNet {
 /// One subscriber as the gateway side of a method sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Peer<'a> {
+    /// The subscriber's mesh address (the source of its requests).
+    pub owner: IpAddr,
     /// Its IPv4 address inside the tunnel.
     pub ipv4: Ipv4Addr,
     /// Its IPv6 address inside the tunnel.

@@ -50,6 +50,7 @@ fn create_link(ifname: &str) -> Result<(), TunnelError> {
 /// The WireGuard method, for one role.
 pub struct Wireguard {
     ifname: String,
+    /// Our UDP port: the gateway's listening port, or the subscriber's own.
     listen_port: u16,
     mtu: u16,
     private_key: String,
@@ -111,6 +112,12 @@ fn peer_key(options: &Map<String, Value>) -> Result<&str, TunnelError> {
         .ok_or_else(|| TunnelError::Invalid("options.publicKey is missing".into()))
 }
 
+fn peer_port(v: &Value) -> Option<u16> {
+    v.as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+}
+
 fn allowed_ips(peer: &Peer<'_>) -> String {
     match peer.ipv6 {
         Some(v6) => format!("{}/32,{v6}/128", peer.ipv4),
@@ -126,10 +133,16 @@ impl Method for Wireguard {
     fn check_options(&self, options: &Map<String, Value>) -> Result<(), String> {
         match options.get("publicKey") {
             Some(Value::String(k)) => {
-                validate::wg_key(k).map_err(|e| format!("options.publicKey: {e}"))
+                validate::wg_key(k).map_err(|e| format!("options.publicKey: {e}"))?
             }
-            Some(_) => Err("options.publicKey must be a string".into()),
-            None => Err("options.publicKey is required for wireguard".into()),
+            Some(_) => return Err("options.publicKey must be a string".into()),
+            None => return Err("options.publicKey is required for wireguard".into()),
+        }
+        match options.get("listenPort") {
+            Some(v) if peer_port(v).is_none() => {
+                Err("options.listenPort must be a port number 1-65535".into())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -148,15 +161,27 @@ impl Method for Wireguard {
 
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
         let key = peer_key(peer.options)?;
-        cmd::run(&[
+        let allowed = allowed_ips(peer);
+        let mut argv = vec![
             "wg",
             "set",
             &self.ifname,
             "peer",
             key,
             "allowed-ips",
-            &allowed_ips(peer),
-        ])?;
+            &allowed,
+        ];
+        // Knowing the subscriber's port, the gateway starts the handshake itself; after a
+        // gateway restart the subscriber would otherwise wait for its rekey timeout.
+        let endpoint = peer
+            .options
+            .get("listenPort")
+            .and_then(peer_port)
+            .map(|p| SocketAddr::new(peer.owner, p).to_string());
+        if let Some(endpoint) = &endpoint {
+            argv.extend(["endpoint", endpoint, "persistent-keepalive", "25"]);
+        }
+        cmd::run(&argv)?;
         let mut fields = Map::new();
         fields.insert("publicKey".into(), json!(self.public_key));
         fields.insert("listenPort".into(), json!(self.listen_port));
@@ -188,6 +213,7 @@ impl Method for Wireguard {
     fn request_options(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("publicKey".into(), json!(self.public_key));
+        m.insert("listenPort".into(), json!(self.listen_port));
         m
     }
 
@@ -218,7 +244,10 @@ impl Method for Wireguard {
         if ipv6.is_some() {
             allowed.push_str(",::/0");
         }
+        let port = self.listen_port.to_string();
         self.set_private_key(&[
+            "listen-port",
+            &port,
             "peer",
             gw_key,
             "endpoint",

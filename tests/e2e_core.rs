@@ -1,0 +1,211 @@
+//! End to end, as root: a gateway and a subscriber two Babel hops apart; the subscriber finds the
+//! gateway by itself, registers, and reaches the fake Internet host through WireGuard (userspace
+//! wireguard-go here, the kernel has no module). Skips loudly without root; fails under MNIGS_E2E=1.
+
+use mnigs::demo::Scenario;
+use mnigs::testbed::{Node, Testbed, e2e_gate};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+static NEVER: AtomicBool = AtomicBool::new(false);
+
+fn ready(lease: u32) -> Scenario {
+    let s = Scenario::new(EXE.as_ref(), lease).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    s
+}
+
+fn ping_within(s: &Scenario, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if s.ping_inet("1") {
+            return true;
+        }
+    }
+    false
+}
+
+/// WireGuard peers configured on the gateway's interface.
+fn gw_peers(s: &Scenario) -> usize {
+    s.bed
+        .exec(Node::Gw, &["wg", "show", &s.gw_wg, "peers"])
+        .map(|o| o.lines().count())
+        .unwrap_or(0)
+}
+
+/// Addresses in the gateway's NAT set (empty when the table is gone).
+fn gw_nat_elements(s: &Scenario) -> String {
+    let out = s
+        .bed
+        .exec(Node::Gw, &["nft", "list", "set", "inet", "mnigs", "sub4"])
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.contains("elements"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn sessions(s: &Scenario) -> usize {
+    let out = s.cli(Node::Gw, &["sessions", "--json"]).expect("sessions");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    v["sessions"].as_array().expect("list").len()
+}
+
+#[test]
+fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
+    if !e2e_gate("subscriber_finds_gateway_over_babel_and_reaches_the_internet") {
+        return;
+    }
+    let mut s = ready(60);
+    let sub_before = s.system_state(Node::Sub);
+    let gw_before = s.system_state(Node::Gw);
+    let default_before = s
+        .bed
+        .exec(Node::Sub, &["ip", "route", "show", "default"])
+        .unwrap();
+    assert!(
+        default_before.contains("default dev mesh0"),
+        "sub has its original default route: {default_before}"
+    );
+    s.watch_inet().unwrap();
+    assert!(
+        !s.ping_inet("1"),
+        "without mnigs the Internet host must be unreachable from sub"
+    );
+
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let status = s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    let sub = &status["subscriber"];
+    assert_eq!(sub["gateway"]["name"], "gw");
+    assert_eq!(sub["method"], "wireguard");
+    assert_eq!(sub["interface"], s.sub_wg.as_str());
+    assert_eq!(sub["ipv4"], "100.127.0.2");
+    assert!(
+        ping_within(&s, Duration::from_secs(5)),
+        "ping through the tunnel; sub log:\n{}",
+        s.tail(Node::Sub)
+    );
+    let (from_gw, all) = s.inet_counts().unwrap();
+    assert!(
+        from_gw >= 1,
+        "inet saw the ping from the gateway's uplink address"
+    );
+    assert_eq!(
+        from_gw, all,
+        "every echo request reached inet from the uplink address (NAT)"
+    );
+    assert_eq!(gw_peers(&s), 1);
+    assert!(gw_nat_elements(&s).contains("100.127.0.2"));
+    assert_eq!(sessions(&s), 1);
+    let gateways = s.cli(Node::Sub, &["gateways"]).unwrap();
+    assert!(
+        gateways.contains("gw") && gateways.contains("routes:babel"),
+        "{gateways}"
+    );
+
+    // Disconnect: the lease is released and the subscriber is back as it was.
+    s.cli(Node::Sub, &["disconnect"]).unwrap();
+    assert_eq!(
+        s.system_state(Node::Sub),
+        sub_before,
+        "disconnect leaves nothing on sub"
+    );
+    assert_eq!(
+        s.bed
+            .exec(Node::Sub, &["ip", "route", "show", "default"])
+            .unwrap(),
+        default_before
+    );
+    assert_eq!(gw_peers(&s), 0, "release removes the peer");
+    assert_eq!(gw_nat_elements(&s), "", "release removes the NAT entry");
+    assert_eq!(sessions(&s), 0);
+    assert!(!s.ping_inet("1"));
+    assert_eq!(
+        s.status(Node::Sub).unwrap()["subscriber"]["state"],
+        "disconnected"
+    );
+
+    // Scan connects again.
+    s.cli(Node::Sub, &["scan"]).unwrap();
+    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(5)));
+
+    // SIGTERM tears everything down on both nodes.
+    assert!(
+        s.stop(Node::Sub, libc::SIGTERM),
+        "subscriber stops on SIGTERM"
+    );
+    assert!(s.stop(Node::Gw, libc::SIGTERM), "gateway stops on SIGTERM");
+    assert_eq!(
+        s.system_state(Node::Sub),
+        sub_before,
+        "SIGTERM leaves nothing on sub"
+    );
+    assert_eq!(
+        s.system_state(Node::Gw),
+        gw_before,
+        "SIGTERM leaves nothing on gw"
+    );
+    assert!(!s.ping_inet("1"));
+}
+
+#[test]
+fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
+    if !e2e_gate("sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies") {
+        return;
+    }
+    let lease = 8;
+    let mut s = ready(lease);
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(5)));
+
+    // The gateway restarts; the session comes back from the store and traffic flows again
+    // without the subscriber registering anew.
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    assert_eq!(gw_peers(&s), 0);
+    s.start(Node::Gw).unwrap();
+    assert_eq!(sessions(&s), 1, "session restored from the store");
+    assert_eq!(gw_peers(&s), 1);
+    assert!(
+        ping_within(&s, Duration::from_secs(5)),
+        "traffic flows after the gateway restart"
+    );
+
+    // The subscriber dies without releasing: the gateway keeps the lease until it runs out, then
+    // removes the peer and the NAT entry.
+    assert!(s.stop(Node::Sub, libc::SIGKILL));
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        gw_peers(&s),
+        1,
+        "the lease is still live right after the kill"
+    );
+    let limit = Duration::from_secs(u64::from(lease) + 3);
+    while gw_peers(&s) > 0 && killed.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        gw_peers(&s),
+        0,
+        "peer removed after the lease ran out (waited {:?})",
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "not removed before its time"
+    );
+    assert_eq!(gw_nat_elements(&s), "");
+    assert_eq!(sessions(&s), 0);
+    assert!(
+        s.tail(Node::Gw).contains("expired"),
+        "gateway log says the lease expired"
+    );
+    let _ = Testbed::INET_HOST;
+}

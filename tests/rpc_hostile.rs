@@ -1,0 +1,209 @@
+//! Hostile requests against a real gateway RPC server in this process (no root needed): each
+//! gets a clear error and no program runs. One test function, one process: the command log is
+//! process-wide.
+
+use mnigs::config::Config;
+use mnigs::daemon::Node;
+use mnigs::gateway::service::Gateway;
+use mnigs::rpc::server::Server;
+use mnigs::store::Store;
+use mnigs::sys::cmd;
+use mnigs::tunnel::wireguard::Wireguard;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+
+const KEY: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
+
+fn raw_post(addr: SocketAddr, body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may refuse before reading everything.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    raw_post(addr, body.to_string().as_bytes()).1
+}
+
+fn start(cfg: Config) -> (Server, SocketAddr) {
+    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+    let wg = Wireguard::with_keys("mnigs-nx-test", 51820, 1420, KEY.into(), KEY.into());
+    let gw = Gateway::new(cfg.gateway.clone(), vec![Box::new(wg)], store.clone(), None);
+    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let server = Server::start(&[ip], 0, node).unwrap();
+    let port = server.port();
+    (server, SocketAddr::new(ip, port))
+}
+
+fn connection(name: &str, key: Value) -> Value {
+    json!({"name": name, "method": "wireguard", "options": {"publicKey": key}})
+}
+
+fn assert_failure(v: &Value, mentions: &str) {
+    let r = &v["result"];
+    assert_eq!(r["success"], false, "{v}");
+    let msg = r["errorMsg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(mentions),
+        "error '{msg}' should mention '{mentions}'"
+    );
+}
+
+#[test]
+fn hostile_requests_get_clear_errors_and_run_nothing() {
+    let mut cfg = Config::default();
+    cfg.gateway.enabled = true;
+    let (server, addr) = start(cfg.clone());
+    cmd::clear_history();
+
+    // Protocol-level faults.
+    let (_, v) = raw_post(addr, b"this is not json");
+    assert_eq!(v["error"]["code"], -32700, "{v}");
+    let (status, v) = raw_post(addr, &vec![b' '; 1024 * 1024]);
+    assert_eq!(status, 413);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 65536"),
+        "{v}"
+    );
+    assert_eq!(
+        call(addr, "noSuchMethod", json!({}))["error"]["code"],
+        -32601
+    );
+    let wrong_type = call(
+        addr,
+        "requestConnection",
+        json!({"name": 5, "method": "wireguard"}),
+    );
+    assert_eq!(wrong_type["error"]["code"], -32602);
+    assert!(
+        wrong_type["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name must be a string")
+    );
+    assert_eq!(
+        call(addr, "renewConnection", json!({}))["error"]["code"],
+        -32602
+    );
+    assert_eq!(
+        call(addr, "requestConnection", json!([1, 2]))["error"]["code"],
+        -32602
+    );
+
+    // Application-level refusals, each naming the problem.
+    let openvpn = json!({"name": "n1", "method": "openvpn", "options": {}});
+    assert_failure(&call(addr, "requestConnection", openvpn), "not offered");
+    for bad_key in [
+        json!("short"),
+        json!(KEY.replace('=', "A")),
+        json!("$(reboot)"),
+        json!("-x"),
+        json!(42),
+        json!(null),
+    ] {
+        assert_failure(
+            &call(addr, "requestConnection", connection("n1", bad_key)),
+            "publicKey",
+        );
+    }
+    for bad_name in [
+        "a;rm -rf /",
+        "$(reboot)",
+        "`id`",
+        "a\nb",
+        "-x",
+        "",
+        "näme",
+        &"x".repeat(100),
+    ] {
+        assert_failure(
+            &call(addr, "requestConnection", connection(bad_name, json!(KEY))),
+            "name",
+        );
+    }
+    let bad_sid = json!({"sid": "../../etc", "name": "n1", "method": "wireguard", "options": {"publicKey": KEY}});
+    assert_failure(&call(addr, "requestConnection", bad_sid), "sid");
+    assert_failure(
+        &call(addr, "renewConnection", json!({"sid": "0".repeat(32)})),
+        "unknown",
+    );
+    assert_failure(
+        &call(addr, "releaseConnection", json!({"sid": "x; ls"})),
+        "unknown",
+    );
+
+    assert_eq!(
+        cmd::history(),
+        Vec::<String>::new(),
+        "no program ran for any hostile request"
+    );
+    assert_eq!(
+        call(addr, "listSessions", json!({}))["result"]["sessions"],
+        json!([])
+    );
+
+    // Control: a well-formed request does reach the tunnel method (which fails here, as the
+    // interface does not exist), and the failed grant is undone.
+    let ok = call(addr, "requestConnection", connection("n1", json!(KEY)));
+    assert_eq!(ok["result"]["temporaryError"], true, "{ok}");
+    assert!(
+        cmd::history()
+            .iter()
+            .any(|c| c.starts_with("wg set mnigs-nx-test peer")),
+        "{:?}",
+        cmd::history()
+    );
+    assert_eq!(
+        call(addr, "listSessions", json!({}))["result"]["sessions"],
+        json!([])
+    );
+    server.stop();
+
+    // Local control methods are refused to callers outside authorized_network.
+    cfg.main.authorized_network = vec!["10.99.0.0/16".parse().unwrap()];
+    let (server, addr) = start(cfg);
+    for m in [
+        "status",
+        "listGateways",
+        "listSessions",
+        "scan",
+        "connect",
+        "disconnect",
+    ] {
+        let v = call(addr, m, json!({}));
+        assert_eq!(v["error"]["code"], -32001, "{m}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("authorized_network")
+        );
+    }
+    assert_eq!(
+        call(addr, "nodeInfo", json!({}))["result"]["gateway"],
+        true,
+        "nodeInfo stays public"
+    );
+    server.stop();
+}
