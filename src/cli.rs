@@ -230,16 +230,15 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
     };
     match client::call(addr, method, params, timeout) {
         Ok(v) => {
+            let failed = v.get("success") == Some(&Value::Bool(false));
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+            } else if failed {
+                eprintln!("mnigs: {}", s(&v["errorMsg"]));
             } else {
                 human(&v);
             }
-            if v.get("success") == Some(&Value::Bool(false)) {
-                1
-            } else {
-                0
-            }
+            i32::from(failed)
         }
         Err(ClientError::Connect(a, e)) => {
             eprintln!(
@@ -266,12 +265,8 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print_plain(v: &Value) {
-    if v["success"] == json!(false) {
-        eprintln!("mnigs: {}", s(&v["errorMsg"]));
-    } else {
-        println!("ok");
-    }
+fn print_plain(_: &Value) {
+    println!("ok");
 }
 
 fn print_status(v: &Value) {
