@@ -531,7 +531,15 @@ impl<'f> Builder<'f> {
         }
         let mut m = self.config.main.clone();
         let mut r = self.reader(s, label);
-        r.single("name", &mut m.name, text(validate::node_name));
+        r.single("name", &mut m.name, |v| {
+            // Empty (as shipped): the uci-defaults script fills it at first boot; until then the
+            // host name stands in.
+            if v.is_empty() {
+                Ok(host_name())
+            } else {
+                text(validate::node_name)(v)
+            }
+        });
         r.single("rpc_port", &mut m.rpc_port, port);
         r.list("listen", &mut m.listen, ip_address);
         r.single("database", &mut m.database, |v| {
@@ -749,6 +757,29 @@ impl<'s> Reader<'s, '_, '_> {
 }
 
 /// A validated string option.
+/// This machine's host name made into a valid node name (`mnigs` if nothing is left).
+pub fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let clean = clean.trim_start_matches('-').to_string();
+    if validate::node_name(&clean).is_ok() {
+        clean
+    } else {
+        "mnigs".to_string()
+    }
+}
+
 fn text(check: fn(&str) -> Result<(), String>) -> impl Fn(&str) -> Result<String, String> {
     move |v| check(v).map(|()| v.to_string())
 }
