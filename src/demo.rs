@@ -27,6 +27,11 @@ impl Scenario {
     /// Builds the mesh and writes both UCI files; `exe` is the mnigs binary, `lease_seconds` the
     /// gateway's lease length.
     pub fn new(exe: &Path, lease_seconds: u32) -> Result<Scenario, String> {
+        Scenario::with_nat(exe, lease_seconds, "auto")
+    }
+
+    /// Like [`Scenario::new`], with the gateway's `option nat` (auto, nft or iptables).
+    pub fn with_nat(exe: &Path, lease_seconds: u32, nat: &str) -> Result<Scenario, String> {
         let bed = Testbed::build()?;
         let gw_wg = bed.unique_ifname("g");
         let sub_wg = bed.unique_ifname("s");
@@ -41,7 +46,7 @@ impl Scenario {
         let gw = format!(
             "config mnigs 'main'\n\toption name 'gw'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
              config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface '{wan}'\n\
-             \toption lease_seconds '{lease_seconds}'\n\toption max_subscribers '10'\n\tlist method 'wireguard'\n\n\
+             \toption lease_seconds '{lease_seconds}'\n\toption max_subscribers '10'\n\toption nat '{nat}'\n\tlist method 'wireguard'\n\n\
              config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n",
             db = s.bed.dir.join("gw.db").display(),
             wan = s.bed.wan_ifname(),

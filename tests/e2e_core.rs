@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
 static NEVER: AtomicBool = AtomicBool::new(false);
 
-fn ready(lease: u32) -> Scenario {
-    let s = Scenario::new(EXE.as_ref(), lease).expect("testbed");
+fn ready(lease: u32, nat: &str) -> Scenario {
+    let s = Scenario::with_nat(EXE.as_ref(), lease, nat).expect("testbed");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");
@@ -34,6 +34,21 @@ fn gw_peers(s: &Scenario) -> usize {
         .exec(Node::Gw, &["wg", "show", &s.gw_wg, "peers"])
         .map(|o| o.lines().count())
         .unwrap_or(0)
+}
+
+/// The gateway's per-subscriber iptables NAT rules (empty when the chain is gone).
+fn gw_iptables_rules(s: &Scenario) -> String {
+    let out = s
+        .bed
+        .exec(
+            Node::Gw,
+            &["iptables", "-w", "-t", "nat", "-S", "MNIGS-NAT"],
+        )
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.starts_with("-A"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Addresses in the gateway's NAT set (empty when the table is gone).
@@ -59,7 +74,7 @@ fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
     if !e2e_gate("subscriber_finds_gateway_over_babel_and_reaches_the_internet") {
         return;
     }
-    let mut s = ready(60);
+    let mut s = ready(60, "auto");
     let sub_before = s.system_state(Node::Sub);
     let gw_before = s.system_state(Node::Gw);
     let default_before = s
@@ -159,11 +174,27 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
         return;
     }
     let lease = 8;
-    let mut s = ready(lease);
+    let mut s = ready(lease, "iptables");
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(
+        gw_iptables_rules(&s).contains("-s 100.127.0.2/32 -o wan0 -j MASQUERADE"),
+        "iptables NAT in use"
+    );
+    assert_eq!(
+        gw_nat_elements(&s),
+        "",
+        "no nftables table of ours with nat 'iptables'"
+    );
+    s.watch_inet().unwrap();
+    assert!(ping_within(&s, Duration::from_secs(5)));
+    let (from_gw, all) = s.inet_counts().unwrap();
+    assert!(
+        from_gw >= 1 && from_gw == all,
+        "iptables NAT: inet sees the uplink address"
+    );
 
     // The gateway restarts; the session comes back from the store and traffic flows again
     // without the subscriber registering anew.
@@ -201,11 +232,20 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
         killed.elapsed() >= Duration::from_secs(2),
         "not removed before its time"
     );
-    assert_eq!(gw_nat_elements(&s), "");
+    assert_eq!(gw_iptables_rules(&s), "", "expiry removes the NAT rule");
     assert_eq!(sessions(&s), 0);
     assert!(
         s.tail(Node::Gw).contains("expired"),
         "gateway log says the lease expired"
+    );
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    let nat = s
+        .bed
+        .exec(Node::Gw, &["iptables", "-w", "-t", "nat", "-S"])
+        .unwrap();
+    assert!(
+        !nat.contains("MNIGS"),
+        "SIGTERM removes the iptables chain: {nat}"
     );
     let _ = Testbed::INET_HOST;
 }
