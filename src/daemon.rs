@@ -302,8 +302,8 @@ pub fn run(path: &Path) -> Result<(), String> {
         None
     };
     let subscriber = if cfg.subscriber.enabled {
-        let mut m = methods(&cfg, &cfg.subscriber.methods[..1], Role::Subscriber, &store)?;
-        Some(Supervisor::spawn(cfg.clone(), store.clone(), m.remove(0)))
+        let m = methods(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
+        Some(Supervisor::spawn(cfg.clone(), store.clone(), m))
     } else {
         None
     };

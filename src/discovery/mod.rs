@@ -6,6 +6,7 @@
 
 pub mod routes;
 
+use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
 use crate::rpc::client;
 use std::net::{IpAddr, SocketAddr};
@@ -76,6 +77,40 @@ pub fn probe(candidates: Vec<Candidate>, concurrency: usize, timeout: Duration) 
         }
         out
     }))
+}
+
+/// How hard a scan may probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Probes in flight at once.
+    pub concurrency: usize,
+    /// Time allowed for one probe.
+    pub timeout: Duration,
+}
+
+/// Runs every configured discovery section and merges their candidates (first finding wins);
+/// the limits are the most generous of the sections'. A section that fails is logged and skipped.
+pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
+    let mut candidates = Vec::new();
+    let mut limits = Limits {
+        concurrency: 1,
+        timeout: Duration::from_millis(50),
+    };
+    for d in sections {
+        limits.concurrency = limits.concurrency.max(d.concurrency as usize);
+        limits.timeout = limits
+            .timeout
+            .max(Duration::from_millis(u64::from(d.timeout_ms)));
+        let found = match d.method.as_str() {
+            "routes" => routes::discover(d),
+            other => Err(format!("method {other} is not supported")),
+        };
+        match found {
+            Ok(c) => candidates.extend(c),
+            Err(e) => crate::log::warn(&format!("discovery {}: {e}", d.section)),
+        }
+    }
+    (dedup(candidates), limits)
 }
 
 /// Removes repeated (address, port) pairs, keeping the first.

@@ -16,8 +16,8 @@ pub struct Wants {
 pub struct Choice {
     /// The gateway's answer.
     pub answer: Answer,
-    /// The method to ask for.
-    pub method: String,
+    /// The methods to try, in our order of preference (all offered by the gateway).
+    pub methods: Vec<String>,
     /// Lower is better.
     pub score: f64,
 }
@@ -40,7 +40,7 @@ pub fn unusable(a: &Answer, wants: &Wants) -> Option<String> {
     if info.terms.max_subscribers > 0 && info.terms.subscribers >= info.terms.max_subscribers {
         return Some("full".into());
     }
-    if common_method(a, wants).is_none() {
+    if common_methods(a, wants).is_empty() {
         return Some(format!(
             "offers none of our methods ({})",
             info.methods.join(", ")
@@ -49,12 +49,10 @@ pub fn unusable(a: &Answer, wants: &Wants) -> Option<String> {
     None
 }
 
-fn common_method(a: &Answer, wants: &Wants) -> Option<String> {
-    wants
-        .methods
-        .iter()
-        .find(|m| a.info.methods.contains(m))
-        .cloned()
+/// Our methods that the gateway offers, in our order of preference.
+pub fn common_methods(a: &Answer, wants: &Wants) -> Vec<String> {
+    let offered = |m: &&String| a.info.methods.contains(m);
+    wants.methods.iter().filter(offered).cloned().collect()
 }
 
 /// Score of a usable gateway: answer time plus path cost plus load, lower is better.
@@ -73,12 +71,10 @@ pub fn rank(answers: &[Answer], wants: &Wants) -> Vec<Choice> {
     let mut choices: Vec<Choice> = answers
         .iter()
         .filter(|a| unusable(a, wants).is_none())
-        .filter_map(|a| {
-            Some(Choice {
-                method: common_method(a, wants)?,
-                score: score(a),
-                answer: a.clone(),
-            })
+        .map(|a| Choice {
+            methods: common_methods(a, wants),
+            score: score(a),
+            answer: a.clone(),
         })
         .collect();
     choices.sort_by(|x, y| x.score.total_cmp(&y.score));
@@ -152,7 +148,7 @@ mod tests {
             names,
             [("b", "fd77::2".to_string()), ("a", "fd77::1".to_string())]
         );
-        assert_eq!(r[0].method, "wireguard");
+        assert_eq!(r[0].methods, ["wireguard"]);
     }
 
     #[test]

@@ -53,7 +53,8 @@ struct Current {
 pub struct Supervisor {
     cfg: Config,
     store: Arc<Mutex<Store>>,
-    method: Box<dyn Method>,
+    /// Our tunnel methods, in our order of preference.
+    methods: Vec<Box<dyn Method>>,
     status: Arc<Mutex<Value>>,
     current: Option<Current>,
     auto: bool,
@@ -91,13 +92,13 @@ impl Handle {
 
 impl Supervisor {
     /// Starts the supervisor thread.
-    pub fn spawn(cfg: Config, store: Arc<Mutex<Store>>, method: Box<dyn Method>) -> Handle {
+    pub fn spawn(cfg: Config, store: Arc<Mutex<Store>>, methods: Vec<Box<dyn Method>>) -> Handle {
         let status = Arc::new(Mutex::new(json!({"state": "starting"})));
         let (tx, rx) = mpsc::channel();
         let mut sup = Supervisor {
             cfg,
             store,
-            method,
+            methods,
             status: status.clone(),
             current: None,
             auto: true,
@@ -192,11 +193,12 @@ impl Supervisor {
     /// After a restart: the connection saved in the store is renewed and brought back up if the
     /// gateway still knows it; otherwise its remains are removed.
     fn resume(&mut self) {
-        let saved = match self.store.lock().expect("not poisoned").connection() {
+        let saved = self.store.lock().expect("not poisoned").connection();
+        let saved = match saved {
             Ok(Some(row)) => row,
             Ok(None) => {
                 // An interface left by a run that died before saving its connection.
-                let _ = self.method.disconnect();
+                self.disconnect_all();
                 return;
             }
             Err(e) => {
@@ -204,7 +206,7 @@ impl Supervisor {
                 return;
             }
         };
-        let _ = self.method.disconnect();
+        self.disconnect_all();
         let parsed = (
             saved.gateway_address.parse::<IpAddr>(),
             serde_json::from_value::<Grant>(saved.grant.clone()),
@@ -222,7 +224,7 @@ impl Supervisor {
         )
         .map(outcome::<Renewal>)
         {
-            Ok(Ok(Ok(r))) => match self.method.connect(ip, &grant) {
+            Ok(Ok(Ok(r))) => match self.tunnel_up(ip, &grant) {
                 Ok(interface) => {
                     log::info(&format!(
                         "resumed session with {} after restart",
@@ -262,26 +264,10 @@ impl Supervisor {
     fn scan(&mut self) -> Vec<Answer> {
         self.state = "scanning";
         self.publish();
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let (mut concurrency, mut timeout) = (1usize, Duration::from_millis(50));
-        for d in &self.cfg.discovery {
-            concurrency = concurrency.max(d.concurrency as usize);
-            timeout = timeout.max(Duration::from_millis(u64::from(d.timeout_ms)));
-            match d.method.as_str() {
-                "routes" => match discovery::routes::discover(d) {
-                    Ok(c) => candidates.extend(c),
-                    Err(e) => log::warn(&format!("discovery {}: {e}", d.section)),
-                },
-                other => log::warn(&format!(
-                    "discovery {}: method {other} is not supported",
-                    d.section
-                )),
-            }
-        }
-        let candidates = discovery::dedup(candidates);
+        let (candidates, limits) = discovery::gather(&self.cfg.discovery);
         let count = candidates.len();
         let started = Instant::now();
-        let answers = discovery::probe(candidates, concurrency, timeout);
+        let answers = discovery::probe(candidates, limits.concurrency, limits.timeout);
         let gateways: Vec<Answer> = answers.into_iter().filter(|a| a.info.gateway).collect();
         log::info(&format!(
             "scan: {count} candidate(s), {} gateway(s) in {:?}",
@@ -330,17 +316,8 @@ impl Supervisor {
             self.fail(format!("no usable gateway among {} found", found.len()));
         }
         for choice in choices {
-            match self.register(&choice.answer, &choice.method) {
-                Ok(()) => return,
-                Err(e) => {
-                    self.fail(format!("{}: {e}", choice.answer.info.name));
-                    let c = &choice.answer.candidate;
-                    let _ = self
-                        .store
-                        .lock()
-                        .expect("not poisoned")
-                        .record_gateway_failure(&c.address.to_string(), c.port);
-                }
+            if self.register_any(&choice.answer, &choice.methods).is_ok() {
+                return;
             }
         }
         self.next_scan = Instant::now() + RETRY;
@@ -387,24 +364,63 @@ impl Supervisor {
         if let Some(why) = select::unusable(&answer, &wants) {
             return failure(format!("{} cannot be used: {why}", answer.info.name));
         }
-        let method = select::rank(std::slice::from_ref(&answer), &wants)
+        let methods = select::rank(std::slice::from_ref(&answer), &wants)
             .remove(0)
-            .method;
+            .methods;
         self.leave("switching gateway");
-        match self.register(&answer, &method) {
+        match self.register_any(&answer, &methods) {
             Ok(()) => json!({"success": true, "gateway": answer.info.name}),
-            Err(e) => {
-                self.fail(e.clone());
-                failure(e)
+            Err(e) => failure(e),
+        }
+    }
+
+    /// Tries each method in turn (our preference among those the gateway offers) until one
+    /// connects; every failure is logged, kept as the last error and counted in the store.
+    fn register_any(&mut self, a: &Answer, methods: &[String]) -> Result<(), String> {
+        let mut last = format!("{} offers none of our methods", a.info.name);
+        for m in methods {
+            match self.register(a, m) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = format!("{} via {m}: {e}", a.info.name);
+                    self.fail(last.clone());
+                    let c = &a.candidate;
+                    let _ = self
+                        .store
+                        .lock()
+                        .expect("not poisoned")
+                        .record_gateway_failure(&c.address.to_string(), c.port);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn method_mut(&mut self, name: &str) -> Result<&mut Box<dyn Method>, String> {
+        self.methods
+            .iter_mut()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| format!("method {name} is not available here"))
+    }
+
+    /// Brings up the tunnel of the grant's method.
+    fn tunnel_up(&mut self, gateway: IpAddr, grant: &Grant) -> Result<String, String> {
+        let method = self.method_mut(&grant.method)?;
+        method.connect(gateway, grant).map_err(|e| e.to_string())
+    }
+
+    /// Takes down whatever tunnel any of our methods may have up (each is idempotent).
+    fn disconnect_all(&mut self) {
+        for m in self.methods.iter_mut() {
+            if let Err(e) = m.disconnect() {
+                log::warn(&format!("{} teardown: {e}", m.name()));
             }
         }
     }
 
     /// `requestConnection` at the gateway, then the tunnel.
     fn register(&mut self, a: &Answer, method: &str) -> Result<(), String> {
-        if method != self.method.name() {
-            return Err(format!("method {method} is not available here"));
-        }
+        let options = self.method_mut(method)?.request_options();
         self.state = "connecting";
         self.publish();
         let gateway = a.candidate.socket();
@@ -413,7 +429,7 @@ impl Supervisor {
             name: self.cfg.main.name.clone(),
             port: Some(self.cfg.main.rpc_port),
             method: method.to_string(),
-            options: self.method.request_options(),
+            options,
         };
         let answer = client::call(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
             .map_err(|e| e.to_string())?;
@@ -425,10 +441,10 @@ impl Supervisor {
             "registered with {} at {gateway}: {} {}/{}",
             a.info.name, grant.method, grant.ipv4, grant.cidr4
         ));
-        let interface = match self.method.connect(gateway.ip(), &grant) {
+        let interface = match self.tunnel_up(gateway.ip(), &grant) {
             Ok(i) => i,
             Err(e) => {
-                let _ = self.method.disconnect();
+                self.disconnect_all();
                 let _ = client::call(
                     gateway,
                     "releaseConnection",
@@ -536,9 +552,7 @@ impl Supervisor {
     /// The current gateway is gone: take the tunnel down and look for another one at once.
     fn lost(&mut self, why: String) {
         self.fail(why);
-        if let Err(e) = self.method.disconnect() {
-            log::warn(&format!("tunnel teardown: {e}"));
-        }
+        self.disconnect_all();
         self.current = None;
         self.forget_connection();
         self.state = "idle";
@@ -556,9 +570,7 @@ impl Supervisor {
                 Duration::from_secs(2),
             );
         }
-        if let Err(e) = self.method.disconnect() {
-            log::warn(&format!("tunnel teardown: {e}"));
-        }
+        self.disconnect_all();
         self.forget_connection();
         self.state = "idle";
     }
