@@ -7,7 +7,13 @@
 //!
 //! # Layout
 //! - `wireguard.rs`: WireGuard, kernel module when present, otherwise `wireguard-go`.
+//! - `openvpn.rs`: one OpenVPN 2.6 server, a certificate per subscriber.
+//! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
+//! - `route.rs`: no tunnel, routes on a layer-2 mesh.
 
+pub mod iptunnel;
+pub mod openvpn;
+pub mod route;
 pub mod wireguard;
 
 use crate::protocol::Grant;
