@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 pub const MAX_PEM: usize = 4096;
 
 /// How long the subscriber waits for its tunnel to come up before giving up on the method.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Common name the gateway gives its server certificate (checked by clients).
 const SERVER_CN: &str = "mnigs-gateway";
@@ -269,8 +269,11 @@ fn stop(pidfile: &Path) {
 /// Tail of an openvpn log, for error messages.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(" Note: ") && !l.contains("WARNING"))
+        .collect();
+    lines[lines.len().saturating_sub(12)..].join(" | ")
 }
 
 /// Sends one command to the management socket and returns the server's answer line.
