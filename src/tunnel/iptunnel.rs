@@ -108,6 +108,24 @@ impl IpTunnel {
     }
 }
 
+/// Our source address towards `dst`, from `ip route get`.
+fn source_towards(dst: IpAddr) -> Result<IpAddr, TunnelError> {
+    let out = cmd::run(&["ip", "-o", "route", "get", &dst.to_string()])?;
+    parse_src(&out)
+        .ok_or_else(|| TunnelError::Invalid(format!("no source address towards {dst}: {out}")))
+}
+
+/// The `src` address of an `ip -o route get` line.
+fn parse_src(route: &str) -> Option<IpAddr> {
+    let mut words = route.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "src" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// `ip addr replace LOCAL peer REMOTE/32 dev IF`.
 fn point_to_point(ifname: &str, local: Ipv4Addr, remote: Ipv4Addr) -> Result<(), TunnelError> {
     let peer = format!("{remote}/32");
@@ -187,7 +205,8 @@ impl Method for IpTunnel {
             .unwrap_or(self.mtu);
         let ifname = self.client_ifname.clone();
         net::link_delete(&ifname)?;
-        self.create(&ifname, gateway, None)?;
+        // IPv6 tunnels send nothing without a local address; ours is the one the gateway sees.
+        self.create(&ifname, gateway, Some(source_towards(gateway)?))?;
         point_to_point(&ifname, ipv4, gw4)?;
         net::link_up(&ifname, mtu)?;
         for half in ["0.0.0.0/1", "128.0.0.0/1"] {
@@ -223,6 +242,17 @@ mod tests {
             "type ip6gre remote fd77::2 ttl 64"
         );
         assert_eq!(Kind::Ipip.link_args(v4, None)[1], "ipip");
+    }
+
+    #[test]
+    fn source_of_a_route() {
+        let line = "fd77::3 from :: dev m0 proto kernel src fd77::1 metric 256 pref medium";
+        assert_eq!(parse_src(line), Some("fd77::1".parse().unwrap()));
+        assert_eq!(
+            parse_src("10.0.0.1 dev e0 src 10.0.0.2 uid 0"),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(parse_src("local 10.0.0.1 dev lo"), None);
     }
 
     #[test]

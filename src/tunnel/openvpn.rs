@@ -556,7 +556,16 @@ impl Method for Openvpn {
                 break;
             }
             if Instant::now() >= deadline || self.pid().is_none() {
-                let why = log_tail(&log);
+                let mut why = log_tail(&log);
+                if let Some(pid) = self.pid() {
+                    let wchan =
+                        std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                    why.push_str(&format!(" [DIAG pid {pid} wchan {wchan} stat {stat}]"));
+                } else {
+                    why.push_str(" [DIAG no pid]");
+                }
                 self.disconnect()?;
                 return Err(TunnelError::Invalid(format!(
                     "openvpn tunnel to {gateway} not up within {CONNECT_TIMEOUT:?}: {why}"
