@@ -555,20 +555,19 @@ impl Method for Openvpn {
             if up {
                 break;
             }
-            if Instant::now() >= deadline || self.pid().is_none() {
-                let mut why = log_tail(&log);
-                if let Some(pid) = self.pid() {
-                    let wchan =
-                        std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-                    let stat =
-                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                    why.push_str(&format!(" [DIAG pid {pid} wchan {wchan} stat {stat}]"));
-                } else {
-                    why.push_str(" [DIAG no pid]");
-                }
+            // The daemon writes its pid file a moment after the parent returns.
+            let started = deadline - CONNECT_TIMEOUT;
+            let died = self.pid().is_none() && started.elapsed() > Duration::from_secs(2);
+            if died || Instant::now() >= deadline {
+                let why = log_tail(&log);
                 self.disconnect()?;
+                let what = if died {
+                    "exited".to_string()
+                } else {
+                    format!("not up within {CONNECT_TIMEOUT:?}")
+                };
                 return Err(TunnelError::Invalid(format!(
-                    "openvpn tunnel to {gateway} not up within {CONNECT_TIMEOUT:?}: {why}"
+                    "openvpn tunnel to {gateway} {what}: {why}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
