@@ -202,7 +202,8 @@ impl Bed {
         } else {
             format!(
                 "config subscriber 'subscriber'\n\toption enabled '1'\n{list}\n\
-                 config discovery 'd'\n\toption method 'routes'\n\toption timeout_ms '500'\n\n"
+                 config discovery 'd'\n\toption method 'routes'\n\toption protocol '99'\n\
+                 \toption timeout_ms '500'\n\n"
             )
         };
         let text = format!(
@@ -546,16 +547,43 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
     bed.write_conf("gw", &["openvpn", "wireguard"], 30);
     bed.write_conf("s1", &["openvpn", "wireguard"], 0);
     bed.start("gw");
-    bed.start("s1");
     // The gateway still offers openvpn, but its server is gone.
     let server = openvpn_pid(&bed.ovpn_dir("gw").join("server")).expect("server pid");
     assert_eq!(unsafe { libc::kill(server, libc::SIGKILL) }, 0);
+    // Discovery finds the gateway by a host route of protocol 99 (as a mesh protocol would
+    // install it); the subscriber then chooses and falls back on its own.
+    bed.exec(
+        "s1",
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.78.0.1/32",
+            "dev",
+            "e0",
+            "proto",
+            "99",
+        ],
+    )
+    .unwrap();
     let started = Instant::now();
-    let out = connect(&bed, "s1", None);
-    assert!(out.is_ok(), "{out:?}\n{}", bed.tail("s1"));
+    bed.start("s1");
+    let mut st = bed.status("s1");
+    while st["subscriber"]["state"] != "connected" && started.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(200));
+        st = bed.status("s1");
+    }
+    assert_eq!(st["subscriber"]["state"], "connected", "{}", bed.tail("s1"));
     println!("fallback: connected after {:?}", started.elapsed());
-    let st = bed.status("s1");
     assert_eq!(st["subscriber"]["method"], "wireguard", "{st}");
+    let gws: Value =
+        serde_json::from_str(&bed.cli("s1", &["gateways", "--json"]).unwrap()).unwrap();
+    println!("fallback: the subscriber's stored gateways: {gws}");
+    let failures = gws["gateways"][0]["failures"].as_u64().unwrap_or(0);
+    assert!(
+        failures >= 1,
+        "the store does not count the openvpn failure: {gws}"
+    );
     let log = std::fs::read_to_string(bed.log("s1")).unwrap();
     let failed = log
         .lines()
@@ -563,8 +591,6 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
     assert!(failed.is_some(), "no openvpn failure logged:\n{log}");
     println!("fallback: {}", failed.unwrap());
     assert!(bed.ping_within("s1", Duration::from_secs(10)));
-    let gws = bed.cli("s1", &["gateways", "--json"]).unwrap();
-    println!("fallback: the subscriber's gateway list: {gws}");
     // Nothing of the failed openvpn attempt is left on the subscriber.
     assert!(bed.exec("s1", &["ip", "link", "show", "ovc"]).is_err());
     let client = openvpn_pid(&bed.ovpn_dir("s1").join("client"));
@@ -575,6 +601,20 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
 
     bed.stop("s1", libc::SIGTERM);
     bed.stop("gw", libc::SIGTERM);
+    bed.exec(
+        "s1",
+        &[
+            "ip",
+            "route",
+            "del",
+            "10.78.0.1/32",
+            "dev",
+            "e0",
+            "proto",
+            "99",
+        ],
+    )
+    .unwrap();
     assert_same(&before[0], &bed.state("gw"), "gw state");
     assert_same(&before[1], &bed.state("s1"), "s1 state");
 }

@@ -285,8 +285,9 @@ fn manage(socket: &Path, command: &str) -> Result<String, TunnelError> {
         .map_err(err)?;
     let mut writer = stream.try_clone().map_err(err)?;
     let mut reader = BufReader::new(stream);
+    // One command at a time: openvpn drops output still queued when it reads `quit`.
     writer
-        .write_all(format!("{command}\nquit\n").as_bytes())
+        .write_all(format!("{command}\n").as_bytes())
         .map_err(err)?;
     let mut line = String::new();
     loop {
@@ -296,6 +297,7 @@ fn manage(socket: &Path, command: &str) -> Result<String, TunnelError> {
         }
         // Skip the banner and real-time notifications (`>INFO:…`, `>LOG:…`).
         if line.starts_with("SUCCESS:") || line.starts_with("ERROR:") {
+            let _ = writer.write_all(b"quit\n");
             return Ok(line.trim_end().to_string());
         }
     }
