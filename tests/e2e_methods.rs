@@ -455,6 +455,11 @@ fn openvpn_carries_two_subscribers_and_expiry_cuts_one() {
         cut.unwrap()
     );
     assert_eq!(std::fs::read_dir(&ccd).unwrap().count(), 1);
+    let daemon_log = std::fs::read_to_string(bed.log("gw")).unwrap();
+    assert!(
+        !daemon_log.contains("left something behind"),
+        "the expiry did not remove everything:\n{daemon_log}"
+    );
     // The orphaned client keeps trying (after its 10 s ping timeout), and is refused: its
     // certificate has no client-config file any more.
     let gw_log = bed.ovpn_dir("gw").join("server/openvpn.log");
