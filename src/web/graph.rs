@@ -83,7 +83,9 @@ pub struct SeenSubscriber {
 }
 
 /// Builds the graph: ourselves, the gateways seen (the one we use, at `current`, marked), and our
-/// subscribers. Duplicates by address are merged (a gateway may also be our subscriber).
+/// subscribers. Gateways that answered with the same name are one node reached at several
+/// addresses (IPv4 and IPv6 of one router): one node, one link with the fewest hops. Subscribers
+/// already drawn (a gateway that is also our subscriber) are not drawn twice.
 pub fn build(
     own_name: &str,
     own_gateway: bool,
@@ -100,7 +102,20 @@ pub fn build(
         gateway: own_gateway,
     });
     for gw in gateways {
-        if g.nodes.iter().any(|n| n.id == gw.address) {
+        let is_current = current == Some(gw.address.as_str());
+        let same = g
+            .nodes
+            .iter()
+            .position(|n| n.kind == Kind::Gateway && (n.id == gw.address || n.name == gw.name));
+        if let Some(i) = same {
+            let id = g.nodes[i].id.clone();
+            if let Some(link) = g.links.iter_mut().find(|l| l.to == id) {
+                link.current |= is_current;
+                if gw.hops < link.hops {
+                    link.hops = gw.hops;
+                    link.how = gw.how.clone();
+                }
+            }
             continue;
         }
         g.nodes.push(GraphNode {
@@ -115,7 +130,7 @@ pub fn build(
             to: gw.address.clone(),
             hops: gw.hops,
             how: gw.how.clone(),
-            current: current == Some(gw.address.as_str()),
+            current: is_current,
         });
     }
     for s in subscribers {
@@ -171,6 +186,21 @@ mod tests {
         let v = serde_json::to_value(&g).unwrap();
         assert_eq!(v["nodes"][0]["kind"], "self");
         assert_eq!(v["nodes"][1]["kind"], "gateway");
+    }
+
+    #[test]
+    fn one_node_at_two_addresses_is_drawn_once() {
+        let g = build(
+            "sub",
+            false,
+            &[gw("fd77::3", "gw", 3), gw("10.77.0.3", "gw", 2)],
+            Some("10.77.0.3"),
+            &[],
+        );
+        assert_eq!(g.nodes.len(), 2);
+        assert_eq!(g.links.len(), 1);
+        assert!(g.links[0].current);
+        assert_eq!(g.links[0].hops, 2);
     }
 
     #[test]
