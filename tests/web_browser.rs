@@ -45,10 +45,7 @@ fn drive(s: &Scenario, node: Node, args: &[&str]) -> String {
     let script = script.to_string_lossy();
     let mut argv = vec!["node", script.as_ref()];
     argv.extend_from_slice(args);
-    match s
-        .bed
-        .exec_full(node, &argv, None, Duration::from_secs(240))
-    {
+    match s.bed.exec_full(node, &argv, None, Duration::from_secs(240)) {
         Ok(out) => out,
         Err(e) => panic!(
             "browser run {args:?} failed: {e}\nsubscriber log:\n{}",
@@ -125,6 +122,9 @@ fn page_in_chromium_scans_connects_and_disconnects() {
         "page-readonly.png",
     ] {
         let len = std::fs::metadata(out_dir.join(shot)).map_or(0, |m| m.len());
-        assert!(len > 5000, "screenshot {shot} missing or empty ({len} bytes)");
+        assert!(
+            len > 5000,
+            "screenshot {shot} missing or empty ({len} bytes)"
+        );
     }
 }
