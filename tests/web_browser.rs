@@ -75,6 +75,33 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     s.wait_connected(Duration::from_secs(30), &NEVER)
         .expect("subscriber connects by itself");
 
+    // The LuCI backend on the same node, run as rpcd runs it, sees the tunnel too.
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("luci-app-mnigs/root/usr/libexec/rpcd/luci.mnigs");
+    let (bin, conf) = (
+        format!("MNIGS_BIN={EXE}"),
+        format!("MNIGS_CONFIG={}", s.config(Node::Sub).display()),
+    );
+    let answer = s
+        .bed
+        .exec_full(
+            Node::Sub,
+            &[
+                "env",
+                &bin,
+                &conf,
+                &plugin.to_string_lossy(),
+                "call",
+                "status",
+            ],
+            Some("{}"),
+            Duration::from_secs(20),
+        )
+        .expect("rpcd plugin runs");
+    let st: serde_json::Value = serde_json::from_str(&answer).expect("plugin prints JSON");
+    assert_eq!(st["subscriber"]["state"], "connected", "{st}");
+    assert_eq!(st["subscriber"]["interface"], s.sub_wg.as_str(), "{st}");
+
     // A mesh neighbour, outside authorized_network, sees the page but cannot act.
     let sub_addr = Testbed::mesh_v4(Node::Sub);
     let remote_url = format!("http://{sub_addr}:65533/");
