@@ -91,9 +91,28 @@ fn client_commands_say_plainly_when_the_daemon_is_not_running() {
             text(&out.stderr)
         );
     }
+    // With --json, scripts get a JSON object on stdout as well, and the same exit code.
+    for cmd in ["status", "gateways", "sessions", "scan", "disconnect"] {
+        let out = mnigs(&[cmd, "--json", "-c", c.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(3), "{cmd}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert_eq!(v["success"], false);
+        assert_eq!(v["notRunning"], true);
+        assert_eq!(v["exitCode"], 3);
+    }
     let out = mnigs(&["connect", "not-an-address", "-c", c.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not an IPv4 or IPv6 address"));
+    let out = mnigs(&[
+        "connect",
+        "not-an-address",
+        "--json",
+        "-c",
+        c.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["notRunning"], false);
     let out = mnigs(&["--version"]);
     assert!(text(&out.stdout).starts_with("mnigs "));
     std::fs::remove_dir_all(d).unwrap();
