@@ -311,16 +311,21 @@ fn print_status(v: &Value) {
                     s(&g["address"]),
                     s(&g["port"])
                 );
+                let addresses: Vec<String> = [&sub["ipv4"], &sub["ipv6"]]
+                    .into_iter()
+                    .filter(|a| !a.is_null())
+                    .map(s)
+                    .collect();
                 println!(
                     "  tunnel    {} {} ({})",
                     s(&sub["interface"]),
-                    s(&sub["ipv4"]),
+                    addresses.join(", "),
                     s(&sub["method"])
                 );
                 println!("  lease     {} s left", s(&sub["leaseLeft"]));
             }
             if !sub["lastError"].is_null() {
-                println!("  last error {}", s(&sub["lastError"]));
+                println!("  error     {}", s(&sub["lastError"]));
             }
         }
     }

@@ -75,6 +75,21 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     s.wait_connected(Duration::from_secs(30), &NEVER)
         .expect("subscriber connects by itself");
 
+    // What the CLI shows meanwhile (kept beside the screenshots for the README).
+    let cli: Vec<String> = [["status"], ["gateways"]]
+        .iter()
+        .map(|a| {
+            let out = s.cli(Node::Sub, a).expect("cli");
+            format!("$ mnigs {}\n{out}", a[0])
+        })
+        .collect();
+    std::fs::write(out_dir.join("cli.txt"), cli.join("")).expect("cli.txt");
+    assert!(
+        cli[0].contains(&format!("  tunnel    {}", s.sub_wg)),
+        "{}",
+        cli[0]
+    );
+
     // The LuCI backend on the same node, run as rpcd runs it, sees the tunnel too.
     let plugin = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("luci-app-mnigs/root/usr/libexec/rpcd/luci.mnigs");

@@ -109,13 +109,13 @@ function renderGateways(list, st) {
 
 function renderSessions(list) {
   const rows = list.map((s) => [s.name, s.address, s.method, [s.ipv4, s.ipv6].filter(Boolean).join(' · '), s.expiresIn + ' s']);
-  fillTable('sessions', rows, 5, 'No subscribers (or this node is not a gateway).');
+  fillTable('sessions', rows, 5, 'No subscribers.');
 }
 
 // A radial layout: ourselves in the middle, every other node on a ring; nodes a richer discovery
 // source reports as relays (kind "node") go on an inner ring.
 function renderGraph(graph) {
-  const W = 560, H = 320, cx = W / 2, cy = H / 2;
+  const W = 560, H = 280, cx = W / 2, cy = H / 2;
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
   svg.setAttribute('role', 'img');
@@ -129,8 +129,8 @@ function renderGraph(graph) {
     pos[n.id] = [cx + r * 1.6 * Math.cos(a), cy + r * Math.sin(a)];
   });
   pos.self = [cx, cy];
-  place(inner, 70);
-  place(outer, 125);
+  place(inner, 60);
+  place(outer, 105);
   for (const l of graph.links) {
     const a = pos[l.from], b = pos[l.to];
     if (!a || !b) continue;
@@ -155,8 +155,15 @@ function renderGraph(graph) {
     const c = document.createElementNS(SVG, 'circle');
     c.setAttribute('cx', p[0]); c.setAttribute('cy', p[1]); c.setAttribute('r', n.kind === 'self' ? 14 : 11);
     g.appendChild(c);
+    // The label goes outwards from the centre so that it does not sit on the node's links.
     const t = document.createElementNS(SVG, 'text');
-    t.setAttribute('x', p[0]); t.setAttribute('y', p[1] + 26);
+    const dx = p[0] - cx, dy = p[1] - cy, len = Math.hypot(dx, dy);
+    if (len < 1) {
+      t.setAttribute('x', p[0]); t.setAttribute('y', p[1] + 30);
+    } else {
+      t.setAttribute('x', p[0] + (dx / len) * 20); t.setAttribute('y', p[1] + (dy / len) * 20 + 4);
+      t.setAttribute('text-anchor', dx > 5 ? 'start' : dx < -5 ? 'end' : 'middle');
+    }
     t.textContent = n.name + (n.gateway ? ' ⇄ Internet' : '');
     g.appendChild(t);
     const title = document.createElementNS(SVG, 'title');
@@ -175,6 +182,7 @@ async function refresh() {
     renderStatus(st);
     renderGateways(gws.gateways || [], st);
     renderSessions(sess.sessions || []);
+    document.getElementById('sessions-section').hidden = !st.gateway;
     renderGraph(graph);
     document.body.dataset.loaded = String(Date.now());
   } catch (e) {

@@ -105,7 +105,7 @@ const browser = await chromium.launch({
     '--disable-component-update', '--disable-sync'],
 });
 let failed = false;
-const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
 const external = [];
 page.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin)) external.push(r.url()); });
 page.on('pageerror', (e) => { console.error('page error: ' + e.message); failed = true; });
