@@ -26,14 +26,13 @@ fn calls(dir: &Path) -> Vec<Call> {
     let mut out = Vec::new();
     for f in std::fs::read_dir(dir).expect("hook dir").flatten() {
         let name = f.file_name().to_string_lossy().to_string();
-        let Some((event, pid)) = name.split_once('.') else {
+        // EVENT.PID; EVENT.PID.tmp is one still being written.
+        let Some((event, Ok(pid))) = name.split_once('.').map(|(e, p)| (e, p.parse::<u32>()))
+        else {
             continue;
         };
         let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-        // The hook writes the file in one go; skip one caught half written.
-        if !text.ends_with("END\n") {
-            continue;
-        }
+        assert!(text.ends_with("END\n"), "{name} is complete once renamed");
         let env = text
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -41,7 +40,7 @@ fn calls(dir: &Path) -> Vec<Call> {
             .collect();
         out.push(Call {
             event: event.to_string(),
-            pid: pid.parse().expect("pid"),
+            pid,
             env,
         });
     }

@@ -67,6 +67,17 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     let out = out_dir.to_string_lossy().to_string();
 
     let mut s = Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    // The subscriber shows mesh neighbours the read-only page, as the shipped config does.
+    let conf = s.config(Node::Sub);
+    let text = std::fs::read_to_string(&conf).expect("config");
+    std::fs::write(
+        &conf,
+        text.replace(
+            "config mnigs 'main'\n",
+            "config mnigs 'main'\n\toption web 'readonly'\n",
+        ),
+    )
+    .expect("config");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");

@@ -151,7 +151,8 @@ pub struct MainConfig {
     /// One of [`LOG_LEVELS`] (`option log_level`).
     pub log_level: String,
     /// What callers outside `authorized_network` get from the built-in page (`option web`:
-    /// `full`, `readonly` (default) or `off`).
+    /// `full`, `readonly` or `off`). Absent means `off`, as before the page existed; the shipped
+    /// config sets `readonly`.
     pub web: crate::web::Access,
 }
 
@@ -173,7 +174,7 @@ impl Default for MainConfig {
                 },
             ],
             log_level: "info".into(),
-            web: crate::web::Access::Readonly,
+            web: crate::web::Access::Off,
         }
     }
 }

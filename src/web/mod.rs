@@ -18,8 +18,10 @@ pub enum Access {
     /// node is trusted).
     Full,
     /// The page and the read methods (status, gateways, sessions, graph); actions are refused.
+    /// What the shipped config sets.
     Readonly,
-    /// No page (403) and no local control method, as before the page existed.
+    /// No page (403) and no local control method, as before the page existed. The default when
+    /// the option is absent.
     Off,
 }
 

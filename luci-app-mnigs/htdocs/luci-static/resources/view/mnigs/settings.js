@@ -34,7 +34,7 @@ return view.extend({
 		o.value('readonly', _('Read only'));
 		o.value('off', _('Nothing'));
 		o.value('full', _('Full control (trusted mesh only)'));
-		o.default = 'readonly';
+		o.default = 'off';
 		o = s.option(form.ListValue, 'log_level', _('Log level'));
 		[ 'error', 'warn', 'info', 'debug' ].forEach(function(l) { o.value(l); });
 		o.default = 'info';
