@@ -1,12 +1,23 @@
 //! The built-in page over real HTTP, without root: a daemon with no role on loopback whose
 //! authorized_network leaves loopback out, so the test is a "mesh" caller, under each
-//! `option web`; and an authorized caller, who always gets the full page.
+//! `option web`; and an authorized caller, who always gets the full page. Then an in-process
+//! gateway with a subscriber session: read-only callers see the session and the graph, not its id.
 
-use serde_json::Value;
+use mnigs::config::Config;
+use mnigs::daemon::Node;
+use mnigs::gateway::service::Gateway;
+use mnigs::protocol::Grant;
+use mnigs::rpc::server::Server;
+use mnigs::store::Store;
+use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
+use mnigs::web::Access;
+use serde_json::{Map, Value, json};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
@@ -149,4 +160,134 @@ fn page_and_methods_follow_option_web() {
     assert!(!refused(&rpc(d.1, "disconnect")));
     drop(d);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A gateway-side tunnel method that configures nothing.
+struct NoTunnel;
+
+impl Method for NoTunnel {
+    fn name(&self) -> &'static str {
+        "wireguard"
+    }
+    fn check_options(&self, _: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
+    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn accept(&mut self, _: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
+        Ok(Map::new())
+    }
+    fn remove(&mut self, _: &Peer<'_>) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn request_options(&self) -> Map<String, Value> {
+        Map::new()
+    }
+    fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
+        Err(TunnelError::Invalid("gateway-only test method".into()))
+    }
+    fn disconnect(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+}
+
+/// A JSON-RPC call to `to` from the local address `from` (127.0.0.0/8 gives us many callers).
+fn call_from(from: Ipv4Addr, to: u16, method: &str, params: Value) -> Value {
+    // SAFETY: plain socket calls on a descriptor we own; handed to TcpStream on success.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from(from).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&raw const a).cast(), len), 0, "bind {from}");
+        a.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+        a.sin_port = to.to_be();
+        assert_eq!(libc::connect(fd, (&raw const a).cast(), len), 0);
+        TcpStream::from_raw_fd(fd)
+    };
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+#[test]
+fn read_only_callers_see_sessions_and_graph_without_session_ids() {
+    let mut cfg = Config::default();
+    cfg.main.name = "gw-page".into();
+    cfg.main.authorized_network = vec!["127.0.0.1/32".parse().unwrap()];
+    cfg.main.web = Access::Readonly;
+    cfg.gateway.enabled = true;
+    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+    let gw = Gateway::new(
+        cfg.gateway.clone(),
+        vec![Box::new(NoTunnel)],
+        store.clone(),
+        None,
+    );
+    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let server = Server::start(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, node).unwrap();
+    let port = server.port();
+
+    let subscriber = Ipv4Addr::new(127, 0, 0, 5);
+    let grant = call_from(
+        subscriber,
+        port,
+        "requestConnection",
+        json!({"name": "sub-5", "method": "wireguard", "options": {}}),
+    );
+    let sid = grant["result"]["sid"]
+        .as_str()
+        .expect("granted")
+        .to_string();
+
+    let owner = call_from(Ipv4Addr::LOCALHOST, port, "listSessions", json!({}));
+    assert_eq!(owner["result"]["sessions"][0]["sid"], sid.as_str());
+
+    let stranger = Ipv4Addr::new(127, 0, 0, 9);
+    let list = call_from(stranger, port, "listSessions", json!({}));
+    let session = &list["result"]["sessions"][0];
+    assert_eq!(session["name"], "sub-5", "{list}");
+    assert_eq!(session["address"], "127.0.0.5");
+    assert!(session.get("sid").is_none(), "session id leaked: {list}");
+    let status = call_from(stranger, port, "status", json!({}));
+    assert_eq!(status["result"]["access"], "readonly");
+    assert!(
+        status["result"]["gateway"]["sessions"][0]
+            .get("sid")
+            .is_none(),
+        "{status}"
+    );
+    assert!(
+        !status.to_string().contains(&sid),
+        "session id leaked: {status}"
+    );
+
+    let graph = call_from(stranger, port, "meshGraph", json!({}));
+    let g = &graph["result"];
+    assert_eq!(g["nodes"][0]["gateway"], true, "{graph}");
+    assert_eq!(g["nodes"][1]["kind"], "subscriber", "{graph}");
+    assert_eq!(g["nodes"][1]["name"], "sub-5");
+    assert_eq!(g["links"][0]["how"], "session");
+    assert_eq!(g["links"][0]["to"], "self");
+
+    let release = call_from(stranger, port, "releaseConnection", json!({"sid": sid}));
+    assert_eq!(
+        release["result"]["success"], false,
+        "only the owner may release"
+    );
+    assert!(call_from(stranger, port, "disconnect", json!({}))["error"]["code"] == -32001);
+    server.stop();
 }
