@@ -13,7 +13,7 @@ use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
 use mnigs::web::Access;
 use serde_json::{Map, Value, json};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
