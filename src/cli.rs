@@ -125,6 +125,9 @@ pub struct CheckArgs {
     /// configuration file
     #[argh(option, short = 'c', default = "default_config()")]
     pub config: PathBuf,
+    /// print JSON: {"success", "file", "problems": [{file, line, place, severity, message}]}
+    #[argh(switch)]
+    pub json: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -154,7 +157,7 @@ pub fn main(args: Args) -> i32 {
                 1
             }
         },
-        Cmd::CheckConfig(a) => check_config(&a.config),
+        Cmd::CheckConfig(a) => check_config(&a.config, a.json),
         Cmd::Demo(a) => crate::demo::run(a.hold),
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
         Cmd::Gateways(a) => {
@@ -185,7 +188,24 @@ pub fn main(args: Args) -> i32 {
     }
 }
 
-fn check_config(path: &Path) -> i32 {
+fn check_config(path: &Path, as_json: bool) -> i32 {
+    if as_json {
+        let (ok, problems) = match crate::config::model::load(path) {
+            Ok((_, warnings)) => (true, warnings),
+            Err(problems) => (false, problems),
+        };
+        let list: Vec<Value> = problems
+            .iter()
+            .map(|p| {
+                json!({"file": p.file.display().to_string(), "line": p.line, "place": p.place,
+                       "severity": if p.is_error() { "error" } else { "warning" },
+                       "message": p.message, "text": p.to_string()})
+            })
+            .collect();
+        let v = json!({"success": ok, "file": path.display().to_string(), "problems": list});
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        return i32::from(!ok);
+    }
     match crate::config::model::load(path) {
         Ok((_, warnings)) => {
             for w in &warnings {

@@ -452,6 +452,9 @@ fn shutdown(node: Arc<Node>) {
     if let Some(s) = node.subscriber {
         s.shutdown();
     }
+    crate::hooks::wait_idle(Duration::from_secs(
+        u64::from(node.cfg.subscriber.hook_timeout) + 1,
+    ));
     if let Some(g) = node.gateway {
         g.shutdown();
     }

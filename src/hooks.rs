@@ -27,15 +27,47 @@
 //! Order within one connection: `register` (the gateway granted a lease) → `connect` (the tunnel
 //! is up) … `disconnect` (the tunnel is down) → `release` (the lease was given back; not sent
 //! when the gateway vanished). `failover` follows `disconnect` when the gateway was lost rather
-//! than left, before looking for another one.
+//! than left, before looking for another one. A session resumed after a daemon restart gets
+//! `connect` only (it was registered before). Hooks run concurrently with each other; when the
+//! daemon stops it waits for running hooks (at most their timeout) before exiting, so that
+//! `disconnect` and `release` hooks of the final teardown finish.
 
 use crate::config::Config;
 use crate::log;
 use crate::protocol::Grant;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How many hooks are running, for [`wait_idle`].
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+fn running_add(delta: isize) {
+    let (count, changed) = &RUNNING;
+    let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+    *n = n.saturating_add_signed(delta);
+    changed.notify_all();
+}
+
+/// Waits until no hook is running or `limit` has passed; returns whether all had ended.
+pub fn wait_idle(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let (count, changed) = &RUNNING;
+    let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        n = changed
+            .wait_timeout(n, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    true
+}
 
 /// Something that happens to the subscriber's Internet access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,12 +239,17 @@ pub fn fire(cfg: &Config, event: Event, env: &HookEnv) -> Option<JoinHandle<()>>
         .set("NODE", &cfg.main.name)
         .vars
         .clone();
+    running_add(1);
     let spawned = std::thread::Builder::new()
         .name(format!("hook-{}", event.name()))
-        .spawn(move || run(&path, &vars, timeout));
+        .spawn(move || {
+            run(&path, &vars, timeout);
+            running_add(-1);
+        });
     match spawned {
         Ok(h) => Some(h),
         Err(e) => {
+            running_add(-1);
             log::error(&format!(
                 "cannot start a thread for the {event:?} hook: {e}"
             ));
@@ -304,6 +341,23 @@ mod tests {
             assert_eq!(got.get(k).map(String::as_str), Some(v), "{k}");
         }
         assert!(!got.contains_key("MNIGS_REASON"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn wait_idle_waits_for_running_hooks() {
+        let dir = tempdir("idle");
+        let done = dir.join("done");
+        let mut cfg = Config::default();
+        cfg.subscriber.hooks.on_disconnect = Some(script(
+            &dir,
+            "slow",
+            &format!("sleep 0.3; touch '{}'", done.display()),
+        ));
+        let handle = fire(&cfg, Event::Disconnect, &HookEnv::new()).unwrap();
+        assert!(wait_idle(Duration::from_secs(5)));
+        assert!(done.exists(), "wait_idle returned before the hook ended");
+        handle.join().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -48,6 +48,22 @@ fn check_config_prints_every_problem_with_file_and_line() {
         "{stdout}"
     );
 
+    let out = mnigs(&["check-config", "--json", "-c", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["success"], false);
+    let problems = v["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["line"] == 2 && p["place"] == "main.rpc_port" && p["severity"] == "error")
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["line"] == 3 && p["severity"] == "warning")
+    );
+
     let good = d.join("good");
     std::fs::write(&good, "config mnigs 'main'\n\toption name 'n1'\n").unwrap();
     let out = mnigs(&["check-config", "-c", good.to_str().unwrap()]);

@@ -214,4 +214,22 @@ fn hooks_fire_once_per_event_with_the_session_values() {
     );
     assert_eq!(count(&dir, "register"), 2);
     assert_eq!(count(&dir, "connect"), 2);
+
+    // The gateway is back; the subscriber finds it again. Stopping the subscriber daemon then
+    // releases the lease, and the daemon waits for those hooks before it exits.
+    s.start(Node::Gw).expect("gateway restarts");
+    s.wait_connected(Duration::from_secs(30), &NEVER)
+        .expect("reconnects after failover");
+    wait_count(&dir, "connect", 3);
+    assert!(s.stop(Node::Sub, libc::SIGTERM), "subscriber stops");
+    assert_eq!(
+        count(&dir, "disconnect"),
+        3,
+        "disconnect hook ran before exit"
+    );
+    assert_eq!(count(&dir, "release"), 2, "release hook ran before exit");
+    assert_eq!(
+        var(&last(&dir, "release"), "MNIGS_REASON"),
+        "daemon stopping"
+    );
 }
