@@ -287,3 +287,210 @@ fn rpcd_plugin_passes_shellcheck() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Runs tests/luci/harness.mjs on a view; None when node is missing (and MNIGS_E2E is unset).
+fn harness(mode: &str, view: &str) -> Option<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = match Command::new("node")
+        .arg(dir.join("tests/luci/harness.mjs"))
+        .arg(mode)
+        .arg(app().join(format!("htdocs/luci-static/resources/view/mnigs/{view}.js")))
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if std::env::var("MNIGS_E2E").is_ok_and(|v| v == "1") => {
+            panic!("node is needed for the LuCI view tests: {e}")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED LuCI view harness: node is not installed");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{view}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("harness prints JSON"))
+}
+
+#[test]
+fn status_view_renders_and_its_buttons_call_the_plugin() {
+    let Some(r) = harness("status", "status") else {
+        return;
+    };
+    assert_eq!(
+        r["loadCalls"],
+        serde_json::json!(["status", "gateways", "sessions"])
+    );
+    let page = r["page"].as_str().unwrap();
+    for want in [
+        "State connected",
+        "gw (10.77.0.3)",
+        "mnigs-wgc, wireguard",
+        "100.127.0.2, fd7e:7e7e::2",
+        "10.77.0.3:65533 routes:babel 1/10 - 3 s ago in use",
+        "gw2 10.77.0.9:65533",
+        "other 10.77.0.7 wireguard 100.127.0.3 250 s",
+    ] {
+        assert!(page.contains(want), "status view lacks {want:?}: {page}");
+    }
+    let clicked = r["clicked"].as_array().unwrap();
+    let by_label = |l: &str| {
+        clicked
+            .iter()
+            .find(|c| c["label"] == l)
+            .unwrap_or_else(|| panic!("no {l} button"))["calls"]
+            .clone()
+    };
+    assert_eq!(by_label("Scan")[0]["method"], "scan");
+    assert_eq!(by_label("Disconnect")[0]["method"], "disconnect");
+    let connect = by_label("Connect");
+    assert_eq!(connect[0]["method"], "connect");
+    assert_eq!(
+        connect[0]["params"],
+        serde_json::json!({"address": "10.77.0.9", "port": 65533}),
+        "Connect goes to the gateway not in use"
+    );
+    assert_eq!(
+        clicked.len(),
+        3,
+        "one Connect button: the gateway in use has none"
+    );
+    assert_eq!(r["notes"][2]["text"], "Connected to gw2.");
+    assert_eq!(r["polls"], serde_json::json!([5]));
+    assert_eq!(r["saveHidden"], true);
+}
+
+/// The options the daemon reads in each section, from src/config/model.rs.
+fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/model.rs"))
+            .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for section in ["main", "gateway", "subscriber", "wireguard", "discovery"] {
+        let start = src
+            .find(&format!("    fn {section}(&mut self"))
+            .unwrap_or_else(|| panic!("fn {section}"));
+        let body = &src[start + 10..];
+        let body = &body[..body.find("\n    fn ").unwrap_or(body.len())];
+        let mut names = BTreeSet::new();
+        for call in ["r.single(", "r.list("] {
+            for piece in body.split(call).skip(1) {
+                let piece = piece.trim_start();
+                if let Some(rest) = piece.strip_prefix('"') {
+                    names.insert(rest[..rest.find('"').unwrap()].to_string());
+                }
+            }
+        }
+        out.insert(section.to_string(), names);
+    }
+    for e in mnigs::hooks::Event::ALL {
+        out.get_mut("subscriber")
+            .unwrap()
+            .insert(e.option().to_string());
+    }
+    out
+}
+
+/// Datatype names LuCI's validation.js knows (the ones a view may combine with and/or).
+const LUCI_DATATYPES: &[&str] = &[
+    "integer",
+    "uinteger",
+    "float",
+    "ufloat",
+    "ipaddr",
+    "ip4addr",
+    "ip6addr",
+    "cidr",
+    "cidr4",
+    "cidr6",
+    "ipmask",
+    "port",
+    "portrange",
+    "macaddr",
+    "hostname",
+    "network",
+    "host",
+    "hostport",
+    "string",
+    "range",
+    "min",
+    "max",
+    "rangelength",
+    "minlength",
+    "maxlength",
+    "and",
+    "or",
+    "neg",
+    "list",
+    "uciname",
+];
+
+#[test]
+fn settings_view_offers_only_options_the_daemon_reads() {
+    let Some(r) = harness("settings", "settings") else {
+        return;
+    };
+    let known = daemon_options();
+    let sections = r["sections"].as_array().unwrap();
+    let types: Vec<&str> = sections
+        .iter()
+        .map(|s| {
+            if s["cls"] == "NamedSection" {
+                s["args"][1].as_str().unwrap()
+            } else {
+                s["args"][0].as_str().unwrap()
+            }
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["mnigs", "gateway", "subscriber", "discovery", "wireguard"]
+    );
+    assert_eq!(
+        sections[3]["cls"], "GridSection",
+        "discovery sections as a grid"
+    );
+    for (s, ty) in sections.iter().zip(&types) {
+        let section = if *ty == "mnigs" { "main" } else { ty };
+        let daemon = &known[section];
+        for o in s["options"].as_array().unwrap() {
+            let name = o["name"].as_str().unwrap();
+            assert!(
+                daemon.contains(name),
+                "settings offers {section}.{name}, which the daemon does not read"
+            );
+            if let Some(dt) = o["datatype"].as_str() {
+                for word in dt.split(|c: char| !c.is_ascii_alphanumeric()) {
+                    let is_number = word.bytes().all(|b| b.is_ascii_digit());
+                    assert!(
+                        word.is_empty() || is_number || LUCI_DATATYPES.contains(&word),
+                        "{section}.{name}: unknown LuCI datatype {word} in {dt}"
+                    );
+                }
+            }
+        }
+    }
+    // Every hook option is offered, each validated as an absolute path.
+    let sub = &sections[2]["options"];
+    for e in mnigs::hooks::Event::ALL {
+        let o = sub
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == e.option())
+            .unwrap_or_else(|| panic!("{} missing", e.option()));
+        assert_eq!(o["validate"], "function");
+    }
+    let web = sections[0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "web")
+        .expect("option web");
+    assert_eq!(
+        web["values"],
+        serde_json::json!(["readonly", "off", "full"])
+    );
+}

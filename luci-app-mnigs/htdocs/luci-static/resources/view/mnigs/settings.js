@@ -2,6 +2,16 @@
 'require view';
 'require form';
 
+// Absolute paths only, as the daemon requires (hooks, database).
+function absolutePath(section_id, value) {
+	return (value == null || value === '' || value.charAt(0) === '/') ? true : _('Must be an absolute path');
+}
+
+// Interface names: at most 15 characters, no spaces or slashes (the kernel's rules).
+function interfaceName(section_id, value) {
+	return (value == null || value === '' || /^[^\s\/:]{1,15}$/.test(value)) ? true : _('Not a valid interface name');
+}
+
 // Settings of mnigs: /etc/config/mnigs, section by section, with the same limits the daemon
 // checks (`mnigs check-config` names file and line of anything LuCI lets through).
 
@@ -24,7 +34,7 @@ return view.extend({
 		o.datatype = 'ipaddr';
 		o.placeholder = '::';
 		o = s.option(form.Value, 'database', _('Database'), _('SQLite file for gateways seen and sessions.'));
-		o.datatype = 'string';
+		o.validate = absolutePath;
 		o.placeholder = '/var/lib/mnigs/mnigs.db';
 		o = s.option(form.DynamicList, 'authorized_network', _('Authorized networks'),
 			_('Callers from these networks may control the node (scan, connect, disconnect).'));
@@ -45,7 +55,7 @@ return view.extend({
 		o = s.option(form.Flag, 'enabled', _('Enabled'));
 		o.rmempty = false;
 		o = s.option(form.Value, 'wan_interface', _('Uplink interface'), _('Interface towards the Internet.'));
-		o.datatype = 'network';
+		o.validate = interfaceName;
 		o = s.option(form.Value, 'max_subscribers', _('Maximum subscribers'));
 		o.datatype = 'range(1,65535)';
 		o.placeholder = '10';
@@ -98,7 +108,7 @@ return view.extend({
 		].forEach(function(h) {
 			o = s.taboption('hooks', form.Value, h[0], h[1],
 				h[2] + ' ' + _('An executable (absolute path), run with MNIGS_* variables in its environment.'));
-			o.datatype = 'file';
+			o.validate = absolutePath;
 			o.optional = true;
 		});
 		o = s.taboption('hooks', form.Value, 'hook_timeout', _('Hook timeout'), _('Seconds before a hook is killed.'));
@@ -118,7 +128,7 @@ return view.extend({
 		o = s.option(form.DynamicList, 'port', _('Ports'), _('RPC ports to probe.'));
 		o.datatype = 'port';
 		o = s.option(form.DynamicList, 'interface', _('Interfaces'));
-		o.datatype = 'network';
+		o.validate = interfaceName;
 		o.optional = true;
 		o.modalonly = true;
 		o = s.option(form.DynamicList, 'prefix', _('Prefixes'), _('Only candidates inside these prefixes.'));
@@ -137,13 +147,13 @@ return view.extend({
 			_('Settings of the WireGuard tunnel method.'));
 		s.addremove = true;
 		o = s.option(form.Value, 'interface', _('Gateway interface'));
-		o.datatype = 'and(maxlength(15),network)';
+		o.validate = interfaceName;
 		o.placeholder = 'mnigs-wg';
 		o = s.option(form.Value, 'listen_port', _('Gateway UDP port'));
 		o.datatype = 'port';
 		o.placeholder = '51820';
 		o = s.option(form.Value, 'client_interface', _('Subscriber interface'));
-		o.datatype = 'and(maxlength(15),network)';
+		o.validate = interfaceName;
 		o = s.option(form.Value, 'mtu', _('MTU'));
 		o.datatype = 'range(1280,9000)';
 		o.placeholder = '1420';

@@ -9,16 +9,16 @@
 // subscribers of this gateway, and Scan / Disconnect. Everything comes from the rpcd plugin
 // luci.mnigs, which asks the daemon through `mnigs ... --json`.
 
-var callStatus = rpc.declare({ object: 'luci.mnigs', method: 'status', expect: { } });
-var callGateways = rpc.declare({ object: 'luci.mnigs', method: 'gateways', expect: { } });
-var callSessions = rpc.declare({ object: 'luci.mnigs', method: 'sessions', expect: { } });
-var callScan = rpc.declare({ object: 'luci.mnigs', method: 'scan', expect: { } });
-var callDisconnect = rpc.declare({ object: 'luci.mnigs', method: 'disconnect', expect: { } });
+var callStatus = rpc.declare({ object: 'luci.mnigs', method: 'status', expect: { '': {} } });
+var callGateways = rpc.declare({ object: 'luci.mnigs', method: 'gateways', expect: { '': {} } });
+var callSessions = rpc.declare({ object: 'luci.mnigs', method: 'sessions', expect: { '': {} } });
+var callScan = rpc.declare({ object: 'luci.mnigs', method: 'scan', expect: { '': {} } });
+var callDisconnect = rpc.declare({ object: 'luci.mnigs', method: 'disconnect', expect: { '': {} } });
 var callConnect = rpc.declare({
 	object: 'luci.mnigs',
 	method: 'connect',
 	params: [ 'address', 'port' ],
-	expect: { }
+	expect: { '': {} }
 });
 
 function text(v) {
