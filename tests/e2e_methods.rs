@@ -623,3 +623,50 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
     assert_same(&before[0], &bed.state("gw"), "gw state");
     assert_same(&before[1], &bed.state("s1"), "s1 state");
 }
+
+/// OpenVPN across the Babel mesh of [`mnigs::demo::Scenario`] (two hops, IPv6 link-locals,
+/// discovery by Babel routes): the subscriber finds the gateway, connects by openvpn on its own,
+/// and SIGTERM while connected leaves both nodes as they were.
+#[test]
+fn openvpn_over_a_babel_mesh_and_sigterm_cleans_up() {
+    if !gate("openvpn_over_a_babel_mesh_and_sigterm_cleans_up") {
+        return;
+    }
+    use mnigs::demo::Scenario;
+    use mnigs::testbed::Node;
+    let extra = "config openvpn 'openvpn'\n\toption interface 'ovs'\n\toption client_interface 'ovc'\n\
+                 \toption directory '@DIR@/@NODE@-ovpn'\n";
+    let mut s =
+        Scenario::with_methods(EXE.as_ref(), 60, "auto", &["openvpn"], extra).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    let before = [s.system_state(Node::Gw), s.system_state(Node::Sub)];
+    assert!(!s.ping_inet("1"), "negative control");
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let st = s.wait_connected(Duration::from_secs(60), &never).unwrap();
+    assert_eq!(st["subscriber"]["method"], "openvpn", "{st}");
+    let start = Instant::now();
+    let mut ok = false;
+    while !ok && start.elapsed() < Duration::from_secs(10) {
+        ok = s.ping_inet("1");
+    }
+    assert!(
+        ok,
+        "no ping through openvpn over the mesh\n{}",
+        s.tail(Node::Sub)
+    );
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    let pids = s.bed.netns_pids();
+    let babeld: Vec<u32> = Node::MESH
+        .iter()
+        .filter_map(|n| s.bed.babeld_pid(*n))
+        .collect();
+    let others: Vec<&u32> = pids.iter().filter(|p| !babeld.contains(p)).collect();
+    assert!(others.is_empty(), "processes left in the mesh: {others:?}");
+    assert_same(&before[0], &s.system_state(Node::Gw), "gw state");
+    assert_same(&before[1], &s.system_state(Node::Sub), "sub state");
+}
