@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
 const INET_HOST: &str = "203.0.113.7";
+const INET_HOST6: &str = "2001:db8:113::7";
 const GW: &str = "10.78.0.1";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -49,6 +50,8 @@ struct Bed {
     dir: PathBuf,
     children: Vec<(String, Child)>,
     namespaces: Vec<String>,
+    /// Whether the gateway hands out IPv6 addresses too (its default pool).
+    v6_pool: bool,
 }
 
 const NODES: [&str; 4] = ["gw", "s1", "s2", "inet"];
@@ -67,6 +70,7 @@ impl Bed {
             dir,
             children: vec![],
             namespaces: vec![],
+            v6_pool: false,
         };
         for n in NODES {
             let ns = bed.ns(n);
@@ -132,6 +136,8 @@ impl Bed {
                 "link set wan0 up",
                 "address add 198.51.100.1/24 dev wan0",
                 "route add default via 198.51.100.2",
+                "address add 2001:db8:100::1/64 dev wan0",
+                "route add ::/0 via 2001:db8:100::2",
             ],
         );
         for (n, a) in [("s1", "10.78.0.11/24"), ("s2", "10.78.0.12/24")] {
@@ -151,6 +157,8 @@ impl Bed {
                 "link set wan0 up",
                 "address add 198.51.100.2/24 dev wan0",
                 "address add 203.0.113.7/32 dev lo",
+                "address add 2001:db8:100::2/64 dev wan0",
+                "address add 2001:db8:113::7/128 dev lo",
             ],
         );
         bed
@@ -194,10 +202,15 @@ impl Bed {
             .iter()
             .map(|m| format!("\tlist method '{m}'\n"))
             .collect();
+        let pool6 = if self.v6_pool {
+            ""
+        } else {
+            "\toption ipv6_pool ''\n"
+        };
         let role = if node == "gw" {
             format!(
                 "config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\
-                 \toption lease_seconds '{lease}'\n\toption ipv6_pool ''\n{list}\n"
+                 \toption lease_seconds '{lease}'\n{pool6}{list}\n"
             )
         } else {
             format!(
@@ -280,6 +293,14 @@ impl Bed {
     fn ping(&self, node: &str) -> bool {
         self.exec(node, &["ping", "-n", "-c", "1", "-W", "1", INET_HOST])
             .is_ok()
+    }
+
+    fn ping6(&self, node: &str) -> bool {
+        self.exec(
+            node,
+            &["ping", "-6", "-n", "-c", "1", "-W", "1", INET_HOST6],
+        )
+        .is_ok()
     }
 
     fn ping_within(&self, node: &str, limit: Duration) -> bool {
@@ -402,7 +423,9 @@ fn openvpn_carries_two_subscribers_and_expiry_cuts_one() {
         return;
     }
     let mut bed = Bed::build();
+    bed.v6_pool = true;
     let before: Vec<String> = ["gw", "s2"].iter().map(|n| bed.state(n)).collect();
+    assert!(!bed.ping6("s1"), "negative control (IPv6)");
     assert!(
         !bed.ping("s1"),
         "negative control: s1 reaches inet without a gateway"
@@ -427,6 +450,14 @@ fn openvpn_carries_two_subscribers_and_expiry_cuts_one() {
             bed.ping_within(s, Duration::from_secs(10)),
             "{s} cannot ping through openvpn"
         );
+        // IPv6 from the gateway's pool, NATed like IPv4.
+        assert!(st["subscriber"]["ipv6"].is_string(), "{st}");
+        let start = Instant::now();
+        let mut ok6 = false;
+        while !ok6 && start.elapsed() < Duration::from_secs(10) {
+            ok6 = bed.ping6(s);
+        }
+        assert!(ok6, "{s} cannot ping6 through openvpn");
     }
     // Each subscriber holds its own certificate, issued for its own key.
     let c1 = std::fs::read_to_string(bed.ovpn_dir("s1").join("client/client.crt")).unwrap();

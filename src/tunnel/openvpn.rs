@@ -102,6 +102,10 @@ pub fn server_argv(dir: &Path, ifname: &str, port: u16, mtu: u16, net: &GatewayN
     opt(&["--tun-mtu", &mtu.to_string()]);
     let mask = netmask(net.cidr4).to_string();
     opt(&["--ifconfig", &net.ipv4.to_string(), &mask]);
+    if let Some((v6, len)) = net.ipv6 {
+        // The second address only matters for point-to-point; in subnet mode it is the gateway's.
+        opt(&["--ifconfig-ipv6", &format!("{v6}/{len}"), &v6.to_string()]);
+    }
     opt(&[
         "--ca",
         &p("ca.crt"),
@@ -129,6 +133,15 @@ pub fn server_argv(dir: &Path, ifname: &str, port: u16, mtu: u16, net: &GatewayN
     opt(&["--writepid", &p("openvpn.pid"), "--log", &p("openvpn.log")]);
     opt(&["--daemon", "mnigs-openvpn", "--verb", "3"]);
     argv
+}
+
+/// The client-config file of one subscriber: its pool addresses.
+pub fn client_config(net: &GatewayNet, peer: &Peer<'_>) -> String {
+    let mut text = format!("ifconfig-push {} {}\n", peer.ipv4, netmask(net.cidr4));
+    if let (Some(v6), Some((gw6, len))) = (peer.ipv6, net.ipv6) {
+        text.push_str(&format!("ifconfig-ipv6-push {v6}/{len} {gw6}\n"));
+    }
+    text
 }
 
 /// The client's command line for a grant already written to `dir`.
@@ -321,6 +334,8 @@ pub struct Openvpn {
     dir: PathBuf,
     /// The subscriber's certificate request (client side), made once from its key.
     csr: String,
+    /// Gateway: its tunnel addresses, from `prepare`.
+    net: Option<GatewayNet>,
 }
 
 impl Openvpn {
@@ -367,6 +382,7 @@ impl Openvpn {
             mtu,
             dir,
             csr,
+            net: None,
         })
     }
 
@@ -438,6 +454,7 @@ impl Method for Openvpn {
         }
         let log = self.dir.join("openvpn.log");
         let _ = std::fs::remove_file(&log);
+        self.net = Some(gw.clone());
         let argv = server_argv(&self.dir, &self.ifname, self.port, self.mtu, gw);
         cmd::run(&argv)?;
         // The daemon forks before it opens its tun device and management socket.
@@ -469,11 +486,11 @@ impl Method for Openvpn {
             sign(&self.dir, &req, &cn, &crt, false)?;
             let _ = std::fs::remove_file(&req);
         }
-        let mask = netmask(self.gateway_len(peer));
-        write(
-            &self.ccd(&cn),
-            &format!("ifconfig-push {} {mask}\n", peer.ipv4),
-        )?;
+        let net = self
+            .net
+            .clone()
+            .ok_or_else(|| TunnelError::Invalid("openvpn is not prepared".into()))?;
+        write(&self.ccd(&cn), &client_config(&net, peer))?;
         let mut fields = Map::new();
         fields.insert("certificate".into(), json!(read(&crt)?));
         fields.insert("ca".into(), json!(read(&self.dir.join("ca.crt"))?));
@@ -540,7 +557,7 @@ impl Method for Openvpn {
             .and_then(|m| u16::try_from(m).ok())
             .filter(|m| (1280..=9000).contains(m))
             .unwrap_or(self.mtu);
-        let ((ipv4, _), _) = super::wireguard::grant_addresses(grant)?;
+        let ((ipv4, _), ipv6) = super::wireguard::grant_addresses(grant)?;
         self.disconnect()?;
         write(&self.dir.join("client.crt"), cert)?;
         write(&self.dir.join("ca.crt"), ca)?;
@@ -577,6 +594,11 @@ impl Method for Openvpn {
         for half in ["0.0.0.0/1", "128.0.0.0/1"] {
             net::route_replace(half, &self.ifname, false)?;
         }
+        if ipv6.is_some() {
+            for half in ["::/1", "8000::/1"] {
+                net::route_replace(half, &self.ifname, true)?;
+            }
+        }
         Ok(self.ifname.clone())
     }
 
@@ -584,24 +606,6 @@ impl Method for Openvpn {
         stop(&self.dir.join("openvpn.pid"));
         // openvpn deletes its tun device on exit; one killed hard may leave it.
         Ok(net::link_delete(&self.ifname)?)
-    }
-}
-
-impl Openvpn {
-    /// Prefix length of the tunnel subnet; the server's `--ifconfig` mask decides it, and the
-    /// pushed mask must match, so it is read back from the interface.
-    fn gateway_len(&self, peer: &Peer<'_>) -> u8 {
-        let out =
-            cmd::run(&["ip", "-4", "-o", "addr", "show", "dev", &self.ifname]).unwrap_or_default();
-        out.split_whitespace()
-            .filter_map(|w| w.split_once('/'))
-            .find_map(|(a, l)| {
-                let a: Ipv4Addr = a.parse().ok()?;
-                let l: u8 = l.parse().ok()?;
-                let m = u32::from(netmask(l));
-                (u32::from(a) & m == u32::from(peer.ipv4) & m).then_some(l)
-            })
-            .unwrap_or(24)
     }
 }
 
@@ -632,6 +636,38 @@ mod tests {
         );
         assert!(a.starts_with("mn647f0002"));
         assert!(a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn client_config_holds_the_pool_addresses() {
+        let options = Map::new();
+        let mut peer = Peer {
+            owner: "fd77::1".parse().unwrap(),
+            ipv4: Ipv4Addr::new(100, 127, 0, 2),
+            ipv6: None,
+            options: &options,
+            via: None,
+        };
+        let mut net = GatewayNet {
+            ipv4: Ipv4Addr::new(100, 127, 0, 1),
+            cidr4: 24,
+            ipv6: None,
+        };
+        assert_eq!(
+            client_config(&net, &peer),
+            "ifconfig-push 100.127.0.2 255.255.255.0\n"
+        );
+        net.ipv6 = Some(("fd7e::1".parse().unwrap(), 64));
+        peer.ipv6 = Some("fd7e::2".parse().unwrap());
+        assert_eq!(
+            client_config(&net, &peer),
+            "ifconfig-push 100.127.0.2 255.255.255.0\nifconfig-ipv6-push fd7e::2/64 fd7e::1\n"
+        );
+        let argv = server_argv(Path::new("/d"), "ovs", 1194, 1400, &net).join(" ");
+        assert!(
+            argv.contains("--ifconfig-ipv6 fd7e::1/64 fd7e::1"),
+            "{argv}"
+        );
     }
 
     #[test]
