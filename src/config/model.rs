@@ -1177,6 +1177,14 @@ config wireguard 'wireguard'
     }
 
     #[test]
+    fn shipped_file_states_the_tunnel_method_defaults() {
+        let (c, warnings) = check(include_str!("../../files/etc/config/mnigs")).unwrap();
+        assert_eq!(warnings, vec![]);
+        assert_eq!(c.openvpn, OpenvpnConfig::default());
+        assert_eq!(c.iptunnel, IptunnelConfig::default());
+    }
+
+    #[test]
     fn tunnel_method_sections_are_read() {
         let (c, _) = check("").unwrap();
         assert_eq!(c.openvpn.port, 1194);
