@@ -578,6 +578,23 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
     if !gate("falls_back_to_wireguard_when_openvpn_is_broken") {
         return;
     }
+    // Killed: the gateway notices when asked and refuses openvpn with a temporary error.
+    fallback(libc::SIGKILL, "the openvpn server is not running");
+}
+
+#[test]
+fn falls_back_to_wireguard_when_openvpn_does_not_answer() {
+    if !gate("falls_back_to_wireguard_when_openvpn_does_not_answer") {
+        return;
+    }
+    // Frozen: the port stays open but nothing answers; the subscriber gives up after its bound.
+    fallback(libc::SIGSTOP, "not up within");
+}
+
+/// The gateway offers [openvpn, wireguard] and its openvpn server gets `signal`; the subscriber
+/// (preferring openvpn) must end up on wireguard with the openvpn failure, saying `why`, logged
+/// and counted in its store.
+fn fallback(signal: i32, why: &str) {
     let mut bed = Bed::build();
     let before: Vec<String> = ["gw", "s1"].iter().map(|n| bed.state(n)).collect();
     bed.write_conf("gw", &["openvpn", "wireguard"], 30);
@@ -585,7 +602,7 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
     bed.start("gw");
     // The gateway still offers openvpn, but its server is gone.
     let server = openvpn_pid(&bed.ovpn_dir("gw").join("server")).expect("server pid");
-    assert_eq!(unsafe { libc::kill(server, libc::SIGKILL) }, 0);
+    assert_eq!(unsafe { libc::kill(server, signal) }, 0);
     // Discovery finds the gateway by a host route of protocol 99 (as a mesh protocol would
     // install it); the subscriber then chooses and falls back on its own.
     bed.exec(
@@ -623,8 +640,11 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
     let log = std::fs::read_to_string(bed.log("s1")).unwrap();
     let failed = log
         .lines()
-        .find(|l| l.contains("gw via openvpn: tunnel setup failed"));
-    assert!(failed.is_some(), "no openvpn failure logged:\n{log}");
+        .find(|l| l.contains("gw via openvpn: ") && l.contains(why));
+    assert!(
+        failed.is_some(),
+        "no openvpn failure ({why}) logged:\n{log}"
+    );
     println!("fallback: {}", failed.unwrap());
     assert!(bed.ping_within("s1", Duration::from_secs(10)));
     // Nothing of the failed openvpn attempt is left on the subscriber.
@@ -635,6 +655,7 @@ fn falls_back_to_wireguard_when_openvpn_is_broken() {
         "the failed openvpn client still has a pid file"
     );
 
+    unsafe { libc::kill(server, libc::SIGCONT) };
     bed.stop("s1", libc::SIGTERM);
     bed.stop("gw", libc::SIGTERM);
     bed.exec(
@@ -700,4 +721,40 @@ fn openvpn_over_a_babel_mesh_and_sigterm_cleans_up() {
     assert!(others.is_empty(), "processes left in the mesh: {others:?}");
     assert_same(&before[0], &s.system_state(Node::Gw), "gw state");
     assert_same(&before[1], &s.system_state(Node::Sub), "sub state");
+}
+
+/// One gateway serving two methods at once: s1 by openvpn, s2 by wireguard. Both methods put the
+/// pool's prefix on their interface, so only per-subscriber host routes send each reply back
+/// through the right tunnel.
+#[test]
+fn one_gateway_serves_openvpn_and_wireguard_at_once() {
+    if !gate("one_gateway_serves_openvpn_and_wireguard_at_once") {
+        return;
+    }
+    let mut bed = Bed::build();
+    let before = bed.state("gw");
+    bed.write_conf("gw", &["openvpn", "wireguard"], 30);
+    bed.write_conf("s1", &["openvpn"], 0);
+    bed.write_conf("s2", &["wireguard"], 0);
+    bed.start("gw");
+    bed.start("s1");
+    bed.start("s2");
+    for (s, m) in [("s1", "openvpn"), ("s2", "wireguard")] {
+        let out = connect(&bed, s, Some(m));
+        assert!(out.is_ok(), "{s}: {out:?}\n{}", bed.tail(s));
+        assert_eq!(bed.status(s)["subscriber"]["method"], m);
+    }
+    for s in ["s1", "s2"] {
+        assert!(
+            bed.ping_within(s, Duration::from_secs(10)),
+            "{s} cannot ping while the other method is in use too"
+        );
+    }
+    bed.cli("s1", &["disconnect"]).unwrap();
+    assert!(bed.ping("s2"), "s2 lost its tunnel when s1 left");
+    bed.cli("s2", &["disconnect"]).unwrap();
+    for n in ["s1", "s2", "gw"] {
+        bed.stop(n, libc::SIGTERM);
+    }
+    assert_same(&before, &bed.state("gw"), "gw state");
 }

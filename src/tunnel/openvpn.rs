@@ -31,6 +31,9 @@ pub const MAX_PEM: usize = 4096;
 /// How long the subscriber waits for its tunnel to come up before giving up on the method.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Refused attempts (ICMP port unreachable) after which the subscriber gives up at once.
+const REFUSALS: usize = 2;
+
 /// Common name the gateway gives its server certificate (checked by clients).
 const SERVER_CN: &str = "mnigs-gateway";
 
@@ -475,6 +478,11 @@ impl Method for Openvpn {
     }
 
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
+        if self.pid().is_none() {
+            return Err(TunnelError::Invalid(
+                "the openvpn server is not running".into(),
+            ));
+        }
         let csr = Self::csr_of(peer.options)?;
         let cn = client_cn(peer.ipv4, csr);
         let issued = self.dir.join("issued");
@@ -491,6 +499,7 @@ impl Method for Openvpn {
             .clone()
             .ok_or_else(|| TunnelError::Invalid("openvpn is not prepared".into()))?;
         write(&self.ccd(&cn), &client_config(&net, peer))?;
+        super::host_routes(&self.ifname, peer, true)?;
         let mut fields = Map::new();
         fields.insert("certificate".into(), json!(read(&crt)?));
         fields.insert("ca".into(), json!(read(&self.dir.join("ca.crt"))?));
@@ -508,6 +517,9 @@ impl Method for Openvpn {
             std::fs::remove_file(&ccd).map_err(|e| io("cannot remove", &ccd, e))?;
         }
         let _ = std::fs::remove_file(self.dir.join("issued").join(format!("{cn}.crt")));
+        if net::link_exists(&self.ifname) {
+            super::host_routes(&self.ifname, peer, false)?;
+        }
         let socket = self.dir.join("mgmt.sock");
         if self.pid().is_some() && socket.exists() {
             let answer = manage(&socket, &format!("kill {cn}"))?;
@@ -577,11 +589,16 @@ impl Method for Openvpn {
             // The daemon writes its pid file a moment after the parent returns.
             let started = deadline - CONNECT_TIMEOUT;
             let died = self.pid().is_none() && started.elapsed() > Duration::from_secs(2);
-            if died || Instant::now() >= deadline {
+            // Port unreachable, twice: nothing listens there, no point in waiting any longer.
+            let refused = std::fs::read_to_string(&log)
+                .is_ok_and(|text| text.matches("ECONNREFUSED").count() >= REFUSALS);
+            if died || refused || Instant::now() >= deadline {
                 let why = log_tail(&log);
                 self.disconnect()?;
                 let what = if died {
                     "exited".to_string()
+                } else if refused {
+                    "refused: no server listens on that port".to_string()
                 } else {
                     format!("not up within {CONNECT_TIMEOUT:?}")
                 };
