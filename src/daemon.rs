@@ -1,5 +1,6 @@
 //! The daemon: loads the config, opens the store, starts the roles and the RPC server, and waits
-//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the log level).
+//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the config, applying
+//! what can change live and keeping live tunnels — see [`crate::config::reload`]).
 
 use crate::config::{self, Config};
 use crate::gateway::service::{Gateway, now};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// JSON-RPC error code for a local control method called from outside `authorized_network`.
@@ -22,7 +23,8 @@ pub const FORBIDDEN: i64 = -32001;
 
 /// Everything the RPC handlers need.
 pub struct Node {
-    cfg: Config,
+    /// The running configuration; replaced on reload.
+    cfg: RwLock<Config>,
     store: Arc<Mutex<Store>>,
     gateway: Option<Gateway>,
     subscriber: Option<supervisor::Handle>,
@@ -46,15 +48,57 @@ impl Node {
         subscriber: Option<supervisor::Handle>,
     ) -> Node {
         Node {
-            cfg,
+            cfg: RwLock::new(cfg),
             store,
             gateway,
             subscriber,
         }
     }
 
+    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Config> {
+        self.cfg.read().expect("not poisoned")
+    }
+
+    /// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
+    pub fn reload(&self, path: &Path) {
+        let new = match load_config(path) {
+            Ok(new) => new,
+            Err(e) => {
+                log::error(&format!(
+                    "reload refused, keeping the running configuration: {e}"
+                ));
+                return;
+            }
+        };
+        let plan = config::reload::plan(&self.cfg(), new);
+        let cfg = plan.effective;
+        if let Some(level) = log::Level::parse(&cfg.main.log_level) {
+            log::set_level(level);
+        }
+        if let Some(g) = &self.gateway {
+            g.reconfigure(&cfg.gateway);
+        }
+        if let Some(s) = &self.subscriber {
+            let copy = Box::new(cfg.clone());
+            s.ask(|reply| Command::Reload(copy, reply));
+        }
+        *self.cfg.write().expect("not poisoned") = cfg;
+        let applied = if plan.applied.is_empty() {
+            "no live option changed".to_string()
+        } else {
+            format!("applied {}", plan.applied.join(", "))
+        };
+        log::info(&format!("configuration reloaded: {applied}"));
+        if !plan.need_restart.is_empty() {
+            log::warn(&format!(
+                "changed in the file but kept until the daemon restarts: {}",
+                plan.need_restart.join(", ")
+            ));
+        }
+    }
+
     fn authorized(&self, addr: IpAddr) -> bool {
-        self.cfg
+        self.cfg()
             .main
             .authorized_network
             .iter()
@@ -68,7 +112,7 @@ impl Node {
         };
         let info = NodeInfo {
             success: true,
-            name: self.cfg.main.name.clone(),
+            name: self.cfg().main.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             gateway: self.gateway.is_some(),
             methods,
@@ -88,7 +132,7 @@ impl Node {
             .subscriber
             .as_ref()
             .map(|s| s.status.lock().expect("not poisoned").clone());
-        json!({"success": true, "name": self.cfg.main.name, "version": env!("CARGO_PKG_VERSION"),
+        json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
                "gateway": gateway, "subscriber": subscriber})
     }
 
@@ -176,7 +220,7 @@ impl Handler for Node {
                 let port = req
                     .params
                     .opt_port("port", 1)?
-                    .unwrap_or(self.cfg.main.rpc_port);
+                    .unwrap_or(self.cfg().main.rpc_port);
                 let method = req.params.opt_string("method", 2)?.map(str::to_string);
                 if let Some(m) = &method {
                     crate::validate::method(m).map_err(RpcError::invalid_params)?;
@@ -307,12 +351,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     } else {
         None
     };
-    let node = Arc::new(Node {
-        cfg: cfg.clone(),
-        store,
-        gateway,
-        subscriber,
-    });
+    let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
     let server = match Server::start(&cfg.main.listen, cfg.main.rpc_port, node.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -345,19 +384,7 @@ pub fn run(path: &Path) -> Result<(), String> {
 
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => match load_config(path) {
-                Ok(new) => {
-                    if let Some(level) = log::Level::parse(&new.main.log_level) {
-                        log::set_level(level);
-                    }
-                    log::info(
-                        "configuration reloaded (log level applied; other changes take effect on restart)",
-                    );
-                }
-                Err(e) => log::error(&format!(
-                    "reload refused, keeping the running configuration: {e}"
-                )),
-            },
+            Ok(Signal::SIGHUP) => node.reload(path),
             Ok(s) => {
                 log::info(&format!("{s}: stopping"));
                 break;
