@@ -5,6 +5,7 @@
 use crate::config::{self, Config};
 use crate::gateway::service::{Gateway, now};
 use crate::log;
+use crate::persist::{self, Persister};
 use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
@@ -331,8 +332,17 @@ pub fn run(path: &Path) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
-    let store = Store::open(&cfg.main.database).map_err(|e| e.to_string())?;
+    let persist_path = cfg.main.persist_path.clone();
+    let (store, restored) =
+        persist::open(&cfg.main.database, persist_path.as_deref()).map_err(|e| e.to_string())?;
+    match (&restored, &persist_path) {
+        (Ok(true), Some(p)) => log::info(&format!("state restored from {}", p.display())),
+        (Err(e), _) => log::warn(e),
+        _ => {}
+    }
+    let persister = persist_path.map(|p| Persister::new(&p, &store));
     let store = Arc::new(Mutex::new(store));
+    let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
         let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
         let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
@@ -382,6 +392,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         })
     });
 
+    let (persist_stop, persist_rx) = mpsc::channel::<()>();
+    let persist_thread = persister.map(|p| {
+        let node = node.clone();
+        std::thread::spawn(move || persist_loop(p, &node, &persist_rx))
+    });
+
     loop {
         match signals.wait() {
             Ok(Signal::SIGHUP) => node.reload(path),
@@ -397,8 +413,55 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some(t) = expiry {
         let _ = t.join();
     }
+    drop(persist_stop);
+    let persister = persist_thread.and_then(|t| t.join().ok());
     shutdown(node);
+    if let Some(mut p) = persister {
+        // After the roles' teardown, so the copy holds what must survive: keys and gateways.
+        if let Err(e) = p.save(&persist_store.lock().expect("not poisoned")) {
+            log::error(&format!(
+                "cannot copy the state to {}: {e}",
+                p.path().display()
+            ));
+        }
+        log::info(&format!(
+            "state copied to {} {} time(s) this run, {} bytes",
+            p.path().display(),
+            p.writes,
+            p.bytes
+        ));
+    }
     Ok(())
+}
+
+/// Copies the store to flash every `persist_interval` seconds (read anew each time, so a reload
+/// applies) if it changed; returns the persister when `stop` is dropped.
+fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Persister {
+    let mut last = std::time::Instant::now();
+    loop {
+        let interval = Duration::from_secs(u64::from(node.cfg().main.persist_interval));
+        let left = interval.saturating_sub(last.elapsed());
+        if left.is_zero() {
+            last = std::time::Instant::now();
+            let store = node.store.lock().expect("not poisoned");
+            match p.save(&store) {
+                Ok(true) => log::debug(&format!(
+                    "state copied to {} ({} copies, {} bytes this run)",
+                    p.path().display(),
+                    p.writes,
+                    p.bytes
+                )),
+                Ok(false) => {}
+                Err(e) => log::error(&format!("cannot copy the state: {e}")),
+            }
+            continue;
+        }
+        // Wake at least every minute so that a shorter interval from a reload takes effect.
+        match stop.recv_timeout(left.min(Duration::from_secs(60))) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return p,
+        }
+    }
 }
 
 fn shutdown(node: Arc<Node>) {

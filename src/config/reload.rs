@@ -4,7 +4,7 @@
 //! the database file, which roles run, the tunnel methods and their interfaces, the gateway's
 //! address pools, uplink and NAT backend. Changing them under live tunnels would cut those tunnels,
 //! so a reload keeps their running values and names them as waiting for a restart. Everything
-//! else — the node's name, log level, authorized networks, the gateway's terms (price, bandwidth,
+//! else — the node's name, log level, authorized networks, the flash copy's interval, the gateway's terms (price, bandwidth,
 //! max_subscribers, lease_seconds), the subscriber's intervals and max_price, the discovery
 //! sections — is taken from the new file and applied live.
 
@@ -38,6 +38,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(main.rpc_port, "main.rpc_port");
     keep!(main.listen, "main.listen");
     keep!(main.database, "main.database");
+    keep!(main.persist_path, "main.persist_path");
     keep!(gateway.enabled, "gateway.enabled");
     keep!(gateway.wan_interface, "gateway.wan_interface");
     keep!(gateway.ipv4_pool, "gateway.ipv4_pool");
@@ -59,6 +60,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.name, "main.name");
     live!(main.log_level, "main.log_level");
     live!(main.authorized_network, "main.authorized_network");
+    live!(main.persist_interval, "main.persist_interval");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
     live!(gateway.lease_seconds, "gateway.lease_seconds");
     live!(gateway.price, "gateway.price");
