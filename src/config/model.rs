@@ -1264,7 +1264,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 37);
+        assert_eq!(rows, 40);
     }
 
     #[test]
