@@ -296,6 +296,10 @@ fn ipk_packages_hold_exactly_what_opkg_needs() {
             "./etc/config/mnigs".to_string(),
             (0o600, Some(files.join("etc/config/mnigs"))),
         ),
+        (
+            "./lib/upgrade/keep.d/mnigs".to_string(),
+            (0o644, Some(files.join("lib/upgrade/keep.d/mnigs"))),
+        ),
     ]);
     for e in fs::read_dir(files.join("etc/uci-defaults"))
         .unwrap()
