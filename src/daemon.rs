@@ -316,9 +316,23 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Makes a panic in any thread end the whole process, as `panic = "abort"` does.
+///
+/// Our release profile aborts on panic, but the OpenWrt feed builds with `panic = "unwind"`;
+/// there a panicking thread would die alone and leave a daemon without, say, its supervisor
+/// while its tunnel and routes stay up. Aborting lets procd respawn a whole, fresh daemon.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> Result<(), String> {
     let cfg = load_config(path)?;
+    abort_on_panic();
     limit_malloc_arenas();
     if let Some(level) = log::Level::parse(&cfg.main.log_level) {
         log::set_level(level);
