@@ -399,5 +399,29 @@ fn ipk_packages_hold_exactly_what_opkg_needs() {
     assert_eq!(fields["Installed-Size"], size.to_string());
     let depends: Vec<&str> = fields["Depends"].split(", ").collect();
     assert!(depends.contains(&"luci-base") && depends.contains(&"mnigs"));
+
+    // Other architectures take a cross-built binary; without one the script refuses.
+    let refused = Command::new(&script)
+        .args(["mips_24kc", "--out", work.join("mips").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "needs --binary");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--binary"));
+    let stdout = run(&[
+        script.to_str().unwrap(),
+        "mips_24kc",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--out",
+        work.join("mips").to_str().unwrap(),
+    ]);
+    let mips = work.join(format!("mips/mnigs_{version}_mips_24kc.ipk"));
+    assert!(
+        String::from_utf8(stdout)
+            .unwrap()
+            .starts_with(mips.to_str().unwrap())
+    );
+    let (_, fields) = open_package(&mips, &work.join("m"), &["conffiles", "postinst", "prerm"]);
+    assert_eq!(fields["Architecture"], "mips_24kc");
     let _ = fs::remove_dir_all(&work);
 }
