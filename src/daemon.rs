@@ -29,6 +29,8 @@ pub struct Node {
     store: Arc<Mutex<Store>>,
     gateway: Option<Gateway>,
     subscriber: Option<supervisor::Handle>,
+    /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
+    persisted: Mutex<Option<Value>>,
 }
 
 const LOCAL_METHODS: &[&str] = &[
@@ -53,6 +55,7 @@ impl Node {
             store,
             gateway,
             subscriber,
+            persisted: Mutex::new(None),
         }
     }
 
@@ -133,8 +136,9 @@ impl Node {
             .subscriber
             .as_ref()
             .map(|s| s.status.lock().expect("not poisoned").clone());
+        let persist = self.persisted.lock().expect("not poisoned").clone();
         json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber})
+               "gateway": gateway, "subscriber": subscriber, "persist": persist})
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
@@ -452,6 +456,11 @@ pub fn run(path: &Path) -> Result<(), String> {
 /// applies) if it changed; returns the persister when `stop` is dropped.
 fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Persister {
     let mut last = std::time::Instant::now();
+    let publish = |p: &Persister| {
+        *node.persisted.lock().expect("not poisoned") = Some(json!({
+            "path": p.path().display().to_string(), "writes": p.writes, "bytes": p.bytes}));
+    };
+    publish(&p);
     loop {
         let interval = Duration::from_secs(u64::from(node.cfg().main.persist_interval));
         let left = interval.saturating_sub(last.elapsed());
@@ -459,12 +468,15 @@ fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Per
             last = std::time::Instant::now();
             let store = node.store.lock().expect("not poisoned");
             match p.save(&store) {
-                Ok(true) => log::debug(&format!(
-                    "state copied to {} ({} copies, {} bytes this run)",
-                    p.path().display(),
-                    p.writes,
-                    p.bytes
-                )),
+                Ok(true) => {
+                    publish(&p);
+                    log::debug(&format!(
+                        "state copied to {} ({} copies, {} bytes this run)",
+                        p.path().display(),
+                        p.writes,
+                        p.bytes
+                    ));
+                }
                 Ok(false) => {}
                 Err(e) => log::error(&format!("cannot copy the state: {e}")),
             }
