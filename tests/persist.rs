@@ -69,6 +69,19 @@ fn gateway_keys_survive_a_reboot_through_the_flash_copy() {
         "periodic copy made; log:\n{}",
         s.tail(Node::Gw)
     );
+    // `status` counts the copies written to flash.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counted = || s.status(Node::Gw).unwrap()["persist"].clone();
+    while counted()["writes"] == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let p = counted();
+    assert_eq!(p["path"], flash.display().to_string());
+    assert!(p["writes"].as_u64().unwrap() >= 1, "{p}");
+    assert!(
+        p["bytes"].as_u64().unwrap() >= 4096 * p["writes"].as_u64().unwrap(),
+        "each copy is a whole database of 4 KB pages: {p}"
+    );
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     assert!(s.stop(Node::Sub, libc::SIGTERM));
