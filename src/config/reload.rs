@@ -61,6 +61,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.log_level, "main.log_level");
     live!(main.authorized_network, "main.authorized_network");
     live!(main.persist_interval, "main.persist_interval");
+    live!(main.web, "main.web");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
     live!(gateway.lease_seconds, "gateway.lease_seconds");
     live!(gateway.price, "gateway.price");
@@ -69,6 +70,8 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(subscriber.scan_interval, "subscriber.scan_interval");
     live!(subscriber.probe_interval, "subscriber.probe_interval");
     live!(subscriber.max_price, "subscriber.max_price");
+    live!(subscriber.hooks, "subscriber hooks");
+    live!(subscriber.hook_timeout, "subscriber.hook_timeout");
     live!(discovery, "discovery");
     Reload {
         effective,
