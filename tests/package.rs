@@ -399,6 +399,23 @@ fn ipk_packages_hold_exactly_what_opkg_needs() {
     assert_eq!(fields["Installed-Size"], size.to_string());
     let depends: Vec<&str> = fields["Depends"].split(", ").collect();
     assert!(depends.contains(&"luci-base") && depends.contains(&"mnigs"));
+    if let Ok(make) = fs::read_to_string(app.join("Makefile")) {
+        let var = |name: &str| {
+            make.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:=")))
+                .unwrap_or_else(|| panic!("{name} in luci-app-mnigs/Makefile"))
+                .to_string()
+        };
+        let mut want = vec!["libc".to_string()];
+        want.extend(
+            var("LUCI_DEPENDS")
+                .split_whitespace()
+                .filter_map(|d| d.strip_prefix('+'))
+                .map(str::to_string),
+        );
+        assert_eq!(depends, want, "the app's Makefile's LUCI_DEPENDS");
+        assert_eq!(fields["Description"], var("LUCI_TITLE"));
+    }
 
     // Other architectures take a cross-built binary; without one the script refuses.
     let refused = Command::new(&script)
