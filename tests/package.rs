@@ -206,6 +206,9 @@ fn open_package(ipk: &Path, work: &Path, scripts: &[&str]) -> (PathBuf, BTreeMap
         let call = format!("default_{s} \"$0\" \"$@\"");
         assert!(text.contains(&call), "{s} hands over to {call}: {text}");
         run(&["sh", "-n", cdir.join(s).to_str().unwrap()]);
+        if Command::new("shellcheck").arg("--version").output().is_ok() {
+            run(&["shellcheck", "--norc", cdir.join(s).to_str().unwrap()]);
+        }
     }
     let fields = control_fields(&fs::read_to_string(cdir.join("control")).unwrap());
     (dir, fields)
