@@ -152,6 +152,12 @@ fn route_steps_are_idempotent_and_removal_is_complete() {
         sub.disconnect().unwrap();
         sub.disconnect().unwrap();
         assert_same(&before, &state());
+        // After a crash a new instance knows nothing, and still removes what the last one made.
+        sub.connect("10.0.0.2".parse().unwrap(), &grant("route"))
+            .unwrap();
+        drop(sub);
+        Route::new().disconnect().unwrap();
+        assert_same(&before, &state());
         gw.shutdown().unwrap();
         assert_same(&before, &state());
     });

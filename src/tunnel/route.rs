@@ -17,12 +17,39 @@ use std::net::IpAddr;
 /// Route protocol number of the routes this method adds.
 pub const PROTO: &str = "77";
 
+/// Suffix of the label our subscriber address carries (`e0:mn`).
+const LABEL: &str = ":mn";
+
+/// (address, interface) of each labelled address in `ip -o -4 addr show` output.
+fn labelled(listing: &str) -> Vec<(String, String)> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let dev = w.get(1)?;
+            let i = w.iter().position(|x| *x == "inet")?;
+            let addr = w.get(i + 1)?;
+            // `ip -o` ends each continued line with a backslash glued to the label.
+            w.iter()
+                .any(|x| x.trim_end_matches('\\').ends_with(LABEL))
+                .then(|| (addr.to_string(), dev.to_string()))
+        })
+        .collect()
+}
+
 /// The halves that together override a default route without replacing it.
 const HALVES: [&str; 2] = ["0.0.0.0/1", "128.0.0.0/1"];
 
 fn absent(e: &CmdError) -> bool {
     let s = e.stderr();
-    s.contains("No such process") || s.contains("Cannot find device") || s.contains("not exist")
+    [
+        "No such process",
+        "Cannot find device",
+        "not exist",
+        "Address not found",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
 }
 
 fn ignore_absent(r: Result<String, CmdError>) -> Result<(), TunnelError> {
@@ -114,7 +141,13 @@ impl Method for Route {
         self.disconnect()?;
         let dev = dev_towards(gateway)?;
         let addr = format!("{ipv4}/32");
-        cmd::run(&["ip", "-4", "addr", "replace", &addr, "dev", &dev])?;
+        let mut argv = vec!["ip", "-4", "addr", "replace", &addr, "dev", &dev];
+        // The label finds the address again after a crash (labels are at most 15 characters).
+        let label = format!("{dev}{LABEL}");
+        if label.len() <= 15 {
+            argv.extend(["label", &label]);
+        }
+        cmd::run(&argv)?;
         self.added = Some((addr, dev.clone()));
         for half in HALVES {
             let mut argv: Vec<String> = ["ip", "-4", "route", "replace", half]
@@ -133,7 +166,13 @@ impl Method for Route {
                 "ip", "-4", "route", "del", half, "proto", PROTO,
             ]))?;
         }
-        if let Some((addr, dev)) = self.added.take() {
+        let mut ours = self.added.take().into_iter().collect::<Vec<_>>();
+        let pattern = format!("*{LABEL}");
+        let listed = cmd::run(&["ip", "-o", "-4", "addr", "show", "label", &pattern])?;
+        ours.extend(labelled(&listed));
+        ours.sort();
+        ours.dedup();
+        for (addr, dev) in ours {
             ignore_absent(cmd::run(&["ip", "-4", "addr", "del", &addr, "dev", &dev]))?;
         }
         Ok(())
@@ -143,6 +182,16 @@ impl Method for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_addresses_are_found() {
+        let out = "2: e0    inet 100.127.0.2/32 scope global e0:mn\\       valid_lft forever\n\
+                   2: e0    inet 10.78.0.11/24 scope global e0\\       valid_lft forever\n";
+        assert_eq!(
+            labelled(out),
+            [("100.127.0.2/32".to_string(), "e0".to_string())]
+        );
+    }
 
     #[test]
     fn next_hop_of_either_family() {
