@@ -56,7 +56,7 @@ const MODULES: [&str; 11] = [
 ];
 
 /// Every result line the guest must print as `ok`.
-const EXPECTED: [&str; 19] = [
+const EXPECTED: [&str; 21] = [
     "no-modules-no-tunnels",
     "insmod",
     "control",
@@ -76,6 +76,8 @@ const EXPECTED: [&str; 19] = [
     "wireguard-cut",
     "expiry",
     "teardown",
+    "listing-gw",
+    "listing-sub",
 ];
 
 fn gate() -> bool {
@@ -282,6 +284,16 @@ $IP -n sub addr add 10.77.0.1/24 dev m0; $IP -n sub addr add fd77::1/64 dev m0 n
 $IP -n gw addr add 10.77.0.3/24 dev m0; $IP -n gw addr add fd77::3/64 dev m0 nodad
 $IP -n gw addr add 198.51.100.1/24 dev wan0; $IP -n gw route add default via 198.51.100.2
 $IP -n inet addr add 198.51.100.2/24 dev wan0; $IP -n inet addr add 203.0.113.7/32 dev lo
+# The gateway turns forwarding on and leaves it on; start with it on.
+$IP netns exec gw sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding'
+# Everything mnigs may touch, listed before and after.
+listing() { for c in "-o link show" "-o addr show" "route show table all" "-6 route show table all" "rule show"; do $IP -n $1 $c; done | sed 's/ link\/.*//; s/\\ *valid_lft.*//'; $IP netns exec $1 nft list ruleset; }
+# Links settle first (carrier, link-local addresses), so the listings compare.
+for i in $(seq 1 50); do
+  n=0; for ns in gw sub; do $IP -n $ns -6 -o addr show dev m0 | grep -q fe80 && n=$((n+1)); done
+  [ $n = 2 ] && ! $IP -n gw -o link show | grep -q NO-CARRIER && break; sleep 0.1
+done
+listing gw > /tmp/before-gw; listing sub > /tmp/before-sub
 $IP netns exec gw mnigs daemon -c /etc/gw.uci > /tmp/gw.log 2>&1 &
 GWPID=$!
 $IP netns exec sub mnigs daemon -c /etc/sub.uci > /tmp/sub.log 2>&1 &
@@ -323,6 +335,10 @@ for i in $(seq 1 100); do [ "$($IP -n gw -o link show | grep -c ': mnt')" = 0 ] 
 [ $gone = 1 ] && echo "RESULT expiry ok" || echo "RESULT expiry FAIL"
 $IP -n sub link del mnigs-tun
 kill $GWPID; for i in $(seq 1 50); do kill -0 $GWPID 2>/dev/null || break; sleep 0.2; done
+for n in gw sub; do
+  listing $n > /tmp/after-$n
+  diff /tmp/before-$n /tmp/after-$n > /tmp/diff-$n && echo "RESULT listing-$n ok" || { echo "RESULT listing-$n FAIL"; cat /tmp/diff-$n; }
+done
 left=$($IP -n gw -o link show | grep -c -e ': mnt' -e ': mnigs'; $IP -n sub -o link show | grep -c ': mnigs'; $IP netns exec gw nft list ruleset | grep -c mnigs)
 left=$(echo $left)
 [ "$left" = "0 0 0" ] && echo "RESULT teardown ok" || echo "RESULT teardown FAIL: $left"
