@@ -200,7 +200,7 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Makes an EC key and a self-signed certificate (a CA when `ca`) unless `key` exists.
+/// Makes an EC key and a self-signed certificate (the gateway's CA) unless both exist.
 fn self_signed(key: &Path, cert: &Path, cn: &str) -> Result<(), TunnelError> {
     if key.exists() && cert.exists() {
         return Ok(());
@@ -457,6 +457,8 @@ impl Method for Openvpn {
         }
         let log = self.dir.join("openvpn.log");
         let _ = std::fs::remove_file(&log);
+        // A socket left by a crashed server must not pass for the new one's.
+        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
         self.net = Some(gw.clone());
         let argv = server_argv(&self.dir, &self.ifname, self.port, self.mtu, gw);
         cmd::run(&argv)?;
