@@ -678,7 +678,8 @@ fn fallback(signal: i32, why: &str) {
 
 /// OpenVPN across the Babel mesh of [`mnigs::demo::Scenario`] (two hops, IPv6 link-locals,
 /// discovery by Babel routes): the subscriber finds the gateway, connects by openvpn on its own,
-/// and SIGTERM while connected leaves both nodes as they were.
+/// gets back in after a gateway restart, and SIGTERM while connected leaves both nodes as they
+/// were.
 #[test]
 fn openvpn_over_a_babel_mesh_and_sigterm_cleans_up() {
     if !gate("openvpn_over_a_babel_mesh_and_sigterm_cleans_up") {
@@ -709,6 +710,28 @@ fn openvpn_over_a_babel_mesh_and_sigterm_cleans_up() {
         ok,
         "no ping through openvpn over the mesh\n{}",
         s.tail(Node::Sub)
+    );
+    // A gateway restart: the session is restored from the store, the server comes back with the
+    // same CA, and the subscriber's client gets back in by itself.
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    assert!(!s.ping_inet("1"), "ping passed with the gateway down");
+    s.start(Node::Gw).unwrap();
+    let start = Instant::now();
+    let mut back = false;
+    while !back && start.elapsed() < Duration::from_secs(40) {
+        back = s.ping_inet("1");
+    }
+    assert!(
+        back,
+        "no ping after the gateway restarted\n{}\n--- gw\n{}\n--- server log\n{}\n--- client log\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw),
+        std::fs::read_to_string(s.bed.dir.join("gw-ovpn/server/openvpn.log")).unwrap_or_default(),
+        std::fs::read_to_string(s.bed.dir.join("sub-ovpn/client/openvpn.log")).unwrap_or_default()
+    );
+    println!(
+        "openvpn: back {:?} after the gateway restarted",
+        start.elapsed()
     );
     assert!(s.stop(Node::Sub, libc::SIGTERM));
     assert!(s.stop(Node::Gw, libc::SIGTERM));

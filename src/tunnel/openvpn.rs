@@ -155,7 +155,13 @@ pub fn client_argv(dir: &Path, ifname: &str, gateway: IpAddr, port: u16, mtu: u1
     let mut opt = |items: &[&str]| argv.extend(items.iter().map(|s| s.to_string()));
     opt(&["--client", "--dev", ifname, "--dev-type", "tun", "--nobind"]);
     opt(&["--remote", &gateway.to_string(), &port.to_string(), proto]);
-    opt(&["--tun-mtu", &mtu.to_string(), "--route-noexec"]);
+    // The tun device (and so our routes through it) survives reconnects, e.g. a gateway restart.
+    opt(&[
+        "--tun-mtu",
+        &mtu.to_string(),
+        "--route-noexec",
+        "--persist-tun",
+    ]);
     opt(&[
         "--ca",
         &p("ca.crt"),
@@ -722,5 +728,6 @@ mod tests {
         assert!(line.contains("--remote fd77::3 1194 udp6"));
         assert!(line.contains("--verify-x509-name mnigs-gateway name"));
         assert!(line.contains("--route-noexec"));
+        assert!(line.contains("--persist-tun"));
     }
 }
