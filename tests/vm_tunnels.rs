@@ -56,7 +56,7 @@ const MODULES: [&str; 11] = [
 ];
 
 /// Every result line the guest must print as `ok`.
-const EXPECTED: [&str; 21] = [
+const EXPECTED: [&str; 22] = [
     "no-modules-no-tunnels",
     "insmod",
     "control",
@@ -74,6 +74,7 @@ const EXPECTED: [&str; 21] = [
     "wireguard-kernel",
     "wireguard-clean",
     "wireguard-cut",
+    "gw-restart",
     "expiry",
     "teardown",
     "listing-gw",
@@ -326,6 +327,15 @@ t ipip4 10.77.0.3 ipip
 t gre6 fd77::3 gre
 t ipip6 fd77::3 ipip
 t wireguard 10.77.0.3 wireguard
+# Gateway restart: the session comes back from the store and the tunnel carries traffic again.
+$IP netns exec sub mnigs connect 10.77.0.3 -m gre -c /etc/sub.uci >/dev/null 2>&1
+kill $GWPID; for i in $(seq 1 50); do kill -0 $GWPID 2>/dev/null || break; sleep 0.2; done
+ping_inet && echo "RESULT gw-restart FAIL: ping with the gateway down"
+$IP netns exec gw mnigs daemon -c /etc/gw.uci >> /tmp/gw.log 2>&1 &
+GWPID=$!
+back=0; for i in $(seq 1 20); do ping_inet && { back=1; break; }; done
+[ $back = 1 ] && echo "RESULT gw-restart ok" || echo "RESULT gw-restart FAIL"
+$IP netns exec sub mnigs disconnect -c /etc/sub.uci >/dev/null 2>&1
 # Expiry: the subscriber's daemon dies while connected; the gateway removes the tunnel itself.
 $IP netns exec sub mnigs connect 10.77.0.3 -m ipip -c /etc/sub.uci >/dev/null 2>&1
 [ "$($IP -n gw -o link show | grep -c ': mnt')" = 1 ] || echo "RESULT expiry FAIL: no tunnel to expire"
