@@ -189,6 +189,7 @@ fn openvpn_gateway_steps_are_idempotent_and_shutdown_is_complete() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("mnigs-ovpn-idem-{}", std::process::id()));
+    let cleanup = Cleanup(dir.clone());
     let d = dir.clone();
     in_netns(move || {
         let before = state();
@@ -234,5 +235,25 @@ fn openvpn_gateway_steps_are_idempotent_and_shutdown_is_complete() {
         );
         assert_same(&before, &state());
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(cleanup);
+}
+
+/// Removes the test's directory and stops the server it may have left running (a failed
+/// assertion skips `shutdown`), by the PID in its pid file.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let pidfile = self.0.join("server/openvpn.pid");
+        if let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.starts_with(b"openvpn") {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
