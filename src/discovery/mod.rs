@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
+//! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
 
+pub mod neighbours;
 pub mod routes;
 
 use crate::config::DiscoveryConfig;
@@ -103,6 +105,7 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
             .max(Duration::from_millis(u64::from(d.timeout_ms)));
         let found = match d.method.as_str() {
             "routes" => routes::discover(d),
+            "neighbours" => neighbours::discover(d),
             other => Err(format!("method {other} is not supported")),
         };
         match found {
