@@ -19,6 +19,7 @@
 //! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
+//! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
 
 pub mod cli;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod discovery;
 pub mod gateway;
 pub mod log;
+pub mod netlab;
 pub mod protocol;
 pub mod rpc;
 pub mod store;

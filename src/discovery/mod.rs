@@ -11,8 +11,8 @@ pub mod routes;
 use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
 use crate::rpc::client;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A node that may be a gateway.
@@ -47,38 +47,56 @@ pub struct Answer {
 }
 
 /// Asks every candidate for `nodeInfo`, at most `concurrency` at once, each within `timeout`.
-/// Candidates that do not answer or answer nonsense are left out.
+/// Candidates that do not answer or answer nonsense are left out; answers come in candidate order.
+///
+/// `concurrency` workers pull candidates from a shared cursor, so memory grows with the
+/// concurrency, not with the number of candidates (10,000 spawned tasks cost megabytes). The
+/// concurrency is capped by the open-file limit, less a reserve for the rest of the daemon.
 pub fn probe(candidates: Vec<Candidate>, concurrency: usize, timeout: Duration) -> Vec<Answer> {
-    let limit = Arc::new(smol::lock::Semaphore::new(concurrency.max(1)));
-    let ex = smol::Executor::new();
-    let tasks: Vec<_> = candidates
-        .into_iter()
-        .map(|c| {
-            let limit = limit.clone();
-            ex.spawn(async move {
-                let _permit = limit.acquire().await;
-                let started = std::time::Instant::now();
-                let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
-                    .await
-                    .ok()?;
-                let info: NodeInfo = serde_json::from_value(v).ok()?;
-                Some(Answer {
-                    candidate: c,
-                    info,
-                    rtt: started.elapsed(),
-                })
-            })
-        })
-        .collect();
-    smol::block_on(ex.run(async {
-        let mut out = Vec::new();
-        for t in tasks {
-            if let Some(a) = t.await {
-                out.push(a);
+    let workers = concurrency
+        .max(1)
+        .min(candidates.len())
+        .min(crate::sys::fd_budget());
+    let next = Cell::new(0usize);
+    let found: RefCell<Vec<(usize, Answer)>> = RefCell::new(Vec::new());
+    let ex = smol::LocalExecutor::new();
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (candidates, next, found) = (&candidates, &next, &found);
+        tasks.push(ex.spawn(async move {
+            loop {
+                let i = next.get();
+                let Some(c) = candidates.get(i) else { break };
+                next.set(i + 1);
+                if let Some(a) = probe_one(c, timeout).await {
+                    found.borrow_mut().push((i, a));
+                }
             }
+        }));
+    }
+    smol::block_on(ex.run(async {
+        for t in tasks {
+            t.await;
         }
-        out
-    }))
+    }));
+    drop(ex);
+    let mut found = found.into_inner();
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, a)| a).collect()
+}
+
+/// One `nodeInfo` probe.
+async fn probe_one(c: &Candidate, timeout: Duration) -> Option<Answer> {
+    let started = std::time::Instant::now();
+    let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
+        .await
+        .ok()?;
+    let info: NodeInfo = serde_json::from_value(v).ok()?;
+    Some(Answer {
+        candidate: c.clone(),
+        info,
+        rtt: started.elapsed(),
+    })
 }
 
 /// How hard a scan may probe.
