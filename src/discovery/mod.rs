@@ -5,6 +5,8 @@
 //! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
 //! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
 
+pub mod sha2;
+pub mod bencode;
 pub mod neighbours;
 pub mod routes;
 
