@@ -40,7 +40,7 @@ pub const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
 pub const DISCOVERY_METHODS: &[&str] = &["routes", "neighbours", "cjdns", "yggdrasil", "gossip"];
 
 /// The discovery methods this version implements.
-pub const SUPPORTED_DISCOVERY_METHODS: &[&str] = &["routes", "neighbours"];
+pub const SUPPORTED_DISCOVERY_METHODS: &[&str] = &["routes", "neighbours", "cjdns"];
 
 /// An IPv4 or IPv6 prefix such as `100.127.0.0/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -252,7 +252,10 @@ mod tests {
         let v = parse(b"d0000005:error12:Auth failed.4:txid2:t1e").unwrap();
         assert_eq!(v.get("error").and_then(Value::as_str), Some("Auth failed."));
         let v = parse(b"d5:peersl3:ab13:cd2e4:morei1e2:msi-3ee").unwrap();
-        assert_eq!(v.get("peers").and_then(Value::as_list).map(<[_]>::len), Some(2));
+        assert_eq!(
+            v.get("peers").and_then(Value::as_list).map(<[_]>::len),
+            Some(2)
+        );
         assert_eq!(v.get("more").and_then(Value::as_int), Some(1));
         assert_eq!(v.get("ms").and_then(Value::as_int), Some(-3));
     }
@@ -263,7 +266,10 @@ mod tests {
             ("q", Value::str("auth")),
             ("args", Value::dict([("page", Value::Int(0))])),
             ("aq", Value::str("RouterModule_getPeers")),
-            ("list", Value::List(vec![Value::Int(-7), Value::Bytes(vec![0, 255])])),
+            (
+                "list",
+                Value::List(vec![Value::Int(-7), Value::Bytes(vec![0, 255])]),
+            ),
         ]);
         let raw = v.emit();
         assert_eq!(

@@ -4,11 +4,13 @@
 //! # Layout
 //! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
 //! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
+//! - `cjdns.rs` (+ `bencode.rs`, `sha2.rs`): breadth-first walk through cjdroute's admin API.
 
-pub mod sha2;
 pub mod bencode;
+pub mod cjdns;
 pub mod neighbours;
 pub mod routes;
+pub mod sha2;
 
 use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
@@ -126,6 +128,7 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
         let found = match d.method.as_str() {
             "routes" => routes::discover(d),
             "neighbours" => neighbours::discover(d),
+            "cjdns" => cjdns::discover(d),
             other => Err(format!("method {other} is not supported")),
         };
         match found {
