@@ -40,7 +40,7 @@ pub const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
 pub const DISCOVERY_METHODS: &[&str] = &["routes", "neighbours", "cjdns", "yggdrasil", "gossip"];
 
 /// The discovery methods this version implements.
-pub const SUPPORTED_DISCOVERY_METHODS: &[&str] = &["routes", "neighbours", "cjdns"];
+pub const SUPPORTED_DISCOVERY_METHODS: &[&str] = &["routes", "neighbours", "cjdns", "yggdrasil"];
 
 /// An IPv4 or IPv6 prefix such as `100.127.0.0/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -289,6 +289,9 @@ pub struct DiscoveryConfig {
     pub password: Option<String>,
     /// `cjdns`: cjdroute.conf to read the admin password from (`option cjdroute_conf`).
     pub cjdroute_conf: Option<PathBuf>,
+    /// `yggdrasil`: only nodes advertising `mnigs` in their Yggdrasil NodeInfo become
+    /// candidates (`option nodeinfo_only`).
+    pub nodeinfo_only: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -309,6 +312,7 @@ impl Default for DiscoveryConfig {
             max_nodes: 2000,
             password: None,
             cjdroute_conf: None,
+            nodeinfo_only: false,
         }
     }
 }
@@ -677,6 +681,7 @@ impl<'f> Builder<'f> {
         r.single("password", &mut d.password, |v| {
             admin_password(v).map(|()| (!v.is_empty()).then(|| v.to_string()))
         });
+        r.single("nodeinfo_only", &mut d.nodeinfo_only, boolean);
         r.single("cjdroute_conf", &mut d.cjdroute_conf, |v| {
             if v.is_empty() {
                 Ok(None)
@@ -1301,7 +1306,7 @@ gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
 subscriber s | list method wireguard; list method gre | s.method | unknown tunnel method 'gre'; supported: wireguard
-discovery | option method yggdrasil | @discovery[0].method | discovery method 'yggdrasil' is not supported by this version
+discovery | option method gossip | @discovery[0].method | discovery method 'gossip' is not supported by this version
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'
@@ -1316,6 +1321,7 @@ discovery d | option sweep fd00::/120 | d.sweep | must be an IPv4 prefix of at m
 discovery d | option admin 'unix://rel/sock' | d.admin | admin endpoint must be HOST:PORT, tcp://HOST:PORT or unix:///PATH, got 'unix://rel/sock'
 discovery d | option admin 'example.org:9001' | d.admin | admin endpoint must be HOST:PORT, tcp://HOST:PORT or unix:///PATH, got 'example.org:9001'
 discovery d | option max_depth 0 | d.max_depth | must be a whole number 1-64, got '0'
+discovery d | option nodeinfo_only 2 | d.nodeinfo_only | must be a boolean (0/1, true/false, yes/no, on/off, enabled/disabled), got '2'
 discovery d | option max_nodes 1000001 | d.max_nodes | must be a whole number 1-1000000, got '1000001'
 discovery d | option password 'a b' | d.password | password must be at most 256 printable ASCII characters without spaces
 wireguard w | option mtu 1279 | w.mtu | must be a whole number 1280-9000, got '1279'
@@ -1335,7 +1341,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 45);
+        assert_eq!(rows, 46);
     }
 
     #[test]

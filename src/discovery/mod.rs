@@ -5,12 +5,14 @@
 //! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
 //! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
 //! - `cjdns.rs` (+ `bencode.rs`, `sha2.rs`): breadth-first walk through cjdroute's admin API.
+//! - `yggdrasil.rs`: breadth-first walk through Yggdrasil's admin socket, NodeInfo adverts.
 
 pub mod bencode;
 pub mod cjdns;
 pub mod neighbours;
 pub mod routes;
 pub mod sha2;
+pub mod yggdrasil;
 
 use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
@@ -129,6 +131,7 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
             "routes" => routes::discover(d),
             "neighbours" => neighbours::discover(d),
             "cjdns" => cjdns::discover(d),
+            "yggdrasil" => yggdrasil::discover(d),
             other => Err(format!("method {other} is not supported")),
         };
         match found {
