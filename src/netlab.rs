@@ -116,6 +116,15 @@ impl Lab {
         Ok(pid)
     }
 
+    /// An interface name unique among labs, for programs whose state is not per namespace
+    /// (wireguard-go keeps `/var/run/wireguard/<ifname>.sock` in the host's file system).
+    /// `role`: 1–4 letters.
+    pub fn unique_ifname(&self, role: &str) -> String {
+        let mut name = format!("w{}{role}", std::process::id());
+        name.truncate(15);
+        name
+    }
+
     /// Stops a process this lab started: SIGTERM, then SIGKILL after `wait`. False if `pid` is
     /// not ours.
     pub fn stop(&self, pid: u32, wait: Duration) -> bool {
@@ -155,5 +164,145 @@ impl Drop for Lab {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // wireguard-go sockets of interfaces named by `unique_ifname`, left if it was killed.
+        let ours = format!("w{}", std::process::id());
+        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&ours) && name.ends_with(".sock") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// One Yggdrasil node of a lab.
+#[derive(Debug, Clone)]
+pub struct YggNode {
+    /// Its namespace.
+    pub ns: String,
+    /// Its admin endpoint (`unix:///…`).
+    pub admin: String,
+    /// Its key, as `getSelf` reports it.
+    pub key: String,
+    /// Its 200::/7 address, as `getSelf` reports it.
+    pub address: std::net::Ipv6Addr,
+    /// PID of its yggdrasil.
+    pub pid: u32,
+}
+
+impl Lab {
+    /// Builds a line of Yggdrasil nodes, one per namespace in `names` (each created here), linked
+    /// by veth pairs with IPv4 /30s (no link-local zones needed); node i dials node i+1. Node i
+    /// gets `nodeinfo[i]` (if any) as its Yggdrasil NodeInfo. Returns once every node has its
+    /// peers up.
+    pub fn yggdrasil_line(
+        &self,
+        names: &[&str],
+        nodeinfo: &[Option<serde_json::Value>],
+    ) -> Result<Vec<YggNode>, String> {
+        if !cmd::available("yggdrasil") {
+            return Err("netlab: `yggdrasil` is not installed (Debian package yggdrasil)".into());
+        }
+        let e = |r: Result<String, CmdError>| r.map(drop).map_err(|e| e.to_string());
+        let nss: Vec<String> = names
+            .iter()
+            .map(|n| self.add_ns(n))
+            .collect::<Result<_, _>>()?;
+        for i in 0..nss.len().saturating_sub(1) {
+            let (right, left) = (format!("y{i}r"), format!("y{}l", i + 1));
+            self.veth(&nss[i], &right, &nss[i + 1], &left)
+                .map_err(|e| e.to_string())?;
+            e(self.exec(
+                &nss[i],
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.251.{i}.1/30"),
+                    "dev",
+                    &right,
+                ],
+            ))?;
+            e(self.exec(
+                &nss[i + 1],
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.251.{i}.2/30"),
+                    "dev",
+                    &left,
+                ],
+            ))?;
+        }
+        let mut nodes = Vec::new();
+        // The far end first: a refused first dial is retried only after a back-off.
+        for i in (0..nss.len()).rev() {
+            let mut conf: serde_json::Value = serde_json::from_str(
+                &cmd::run(&["yggdrasil", "-genconf", "-json"]).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| format!("yggdrasil -genconf: {e}"))?;
+            let sock = self.dir.join(format!("ygg-{}.sock", names[i]));
+            let admin = format!("unix://{}", sock.display());
+            conf["AdminListen"] = admin.clone().into();
+            conf["MulticastInterfaces"] = serde_json::json!([]);
+            conf["IfName"] = "ygg0".into();
+            conf["Listen"] = serde_json::json!(["tcp://0.0.0.0:7000"]);
+            conf["Peers"] = if i + 1 < nss.len() {
+                serde_json::json!([format!("tcp://10.251.{i}.2:7000")])
+            } else {
+                serde_json::json!([])
+            };
+            if let Some(info) = nodeinfo.get(i).cloned().flatten() {
+                conf["NodeInfo"] = info;
+            }
+            let path = self.dir.join(format!("ygg-{}.conf", names[i]));
+            std::fs::write(&path, conf.to_string()).map_err(|e| e.to_string())?;
+            let path_s = path.display().to_string();
+            let log = self.dir.join(format!("ygg-{}.log", names[i]));
+            let pid = self.spawn(&nss[i], &["yggdrasil", "-useconffile", &path_s], &log)?;
+            nodes.push(YggNode {
+                ns: nss[i].clone(),
+                admin,
+                key: String::new(),
+                address: std::net::Ipv6Addr::UNSPECIFIED,
+                pid,
+            });
+        }
+        nodes.reverse();
+        use crate::discovery::yggdrasil::{Admin, Endpoint, SocketAdmin};
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let want = usize::from(i > 0) + usize::from(i + 1 < names.len());
+            let mut admin = SocketAdmin::new(Endpoint::parse(&n.admin)?, Duration::from_secs(2));
+            loop {
+                let me = admin.call("getSelf", serde_json::json!({}));
+                let peers = admin.call("getPeers", serde_json::json!({}));
+                if let (Ok(me), Ok(peers)) = (me, peers) {
+                    let up = peers["peers"].as_array().map_or(0, Vec::len);
+                    if up >= want {
+                        n.key = me["key"].as_str().unwrap_or_default().to_string();
+                        n.address = me["address"]
+                            .as_str()
+                            .and_then(|a| a.parse().ok())
+                            .ok_or("getSelf: no address")?;
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    let log =
+                        std::fs::read_to_string(self.dir.join(format!("ygg-{}.log", names[i])))
+                            .unwrap_or_default();
+                    return Err(format!(
+                        "yggdrasil in {} did not come up; its log:\n{log}",
+                        n.ns
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(nodes)
     }
 }

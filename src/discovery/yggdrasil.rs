@@ -433,6 +433,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn addresses_of_real_keys() {
+        // Printed by `yggdrasil -useconffile … -address` (0.4.7) for generated keys.
+        for (key, addr) in [
+            (
+                "0d1faa4c9b62e9fe0143b93ea8450c89d16e3c21f01195aa4443816da9583d3a",
+                "204:5c0a:b66c:93a2:c03f:d788:d82a:f75e",
+            ),
+            (
+                "1297f7b1190270b7a35d834868854c3e6d62a4e119af6bd28027705413bca08f",
+                "203:d680:84ee:6fd8:f485:ca27:cb79:77ab",
+            ),
+        ] {
+            assert_eq!(address_of(&key_bytes(key).unwrap()).to_string(), addr);
+        }
+        assert!(key_bytes("12").is_err());
+        assert!(key_bytes(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
     fn address_from_key() {
         // A key whose inverse starts with 0x0f: n = 4, then the bits after the first zero.
         let mut key = [0u8; 32];

@@ -1,0 +1,209 @@
+//! End to end, as root: discovery on real meshes in namespaces (netlab). Skips loudly without
+//! root; fails under MNIGS_E2E=1 when something is missing.
+//!
+//! - Yggdrasil: four real `yggdrasil` daemons in a line, the gateway three hops from the
+//!   subscriber; found by the breadth-first walk and by its NodeInfo advert, and the subscriber
+//!   connects through it.
+
+use mnigs::config::DiscoveryConfig;
+use mnigs::discovery::{self, yggdrasil};
+use mnigs::netlab::Lab;
+use mnigs::testbed::e2e_gate;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+
+fn ok(r: Result<String, mnigs::sys::cmd::CmdError>) {
+    r.expect("command in the lab");
+}
+
+/// Links `gw_ns` to a new `inet` namespace holding 203.0.113.7, as the gateway's uplink `wan0`.
+fn uplink(lab: &Lab, gw_ns: &str) -> String {
+    let inet = lab.add_ns("inet").unwrap();
+    lab.veth(gw_ns, "wan0", &inet, "up0").unwrap();
+    ok(lab.exec(
+        gw_ns,
+        &["ip", "addr", "add", "198.51.100.1/24", "dev", "wan0"],
+    ));
+    ok(lab.exec(
+        &inet,
+        &["ip", "addr", "add", "198.51.100.2/24", "dev", "up0"],
+    ));
+    ok(lab.exec(&inet, &["ip", "addr", "add", "203.0.113.7/32", "dev", "lo"]));
+    ok(lab.exec(
+        gw_ns,
+        &["ip", "route", "add", "default", "via", "198.51.100.2"],
+    ));
+    inet
+}
+
+fn gateway_conf(lab: &Lab, name: &str) -> String {
+    let wg = lab.unique_ifname(&format!("g{}", &name[name.len().saturating_sub(1)..]));
+    format!(
+        "config mnigs 'main'\n\toption name '{name}'\n\tlist listen '::'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+         config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\toption nat 'nft'\n\tlist method 'wireguard'\n\n\
+         config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n",
+        db = lab.dir.join(format!("{name}.db")).display()
+    )
+}
+
+fn write(lab: &Lab, name: &str, text: &str) -> String {
+    let p = lab.dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn log_of(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let start = s.len().saturating_sub(6000);
+    s[s.floor_char_boundary(start)..].to_string()
+}
+
+/// `mnigs status --json` in `ns`.
+fn status(lab: &Lab, ns: &str, conf: &str) -> Option<Value> {
+    let out = lab
+        .exec_full(
+            ns,
+            &[EXE, "status", "--json", "-c", conf],
+            None,
+            Duration::from_secs(10),
+        )
+        .ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+#[test]
+fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
+    if !e2e_gate("yggdrasil_gateway_three_hops_away_is_found_and_used") {
+        return;
+    }
+    let lab = Lab::new("ygg").unwrap();
+    let advert = json!({"mnigs": {"port": 65533}});
+    let nodes = lab
+        .yggdrasil_line(
+            &["sub", "r1", "r2", "gw"],
+            &[None, None, None, Some(advert)],
+        )
+        .unwrap();
+    let (sub, gw) = (&nodes[0], &nodes[3]);
+
+    // The key → address derivation agrees with the daemon's own.
+    for n in &nodes {
+        let key = yggdrasil::key_bytes(&n.key).unwrap();
+        assert_eq!(yggdrasil::address_of(&key), n.address, "{}", n.ns);
+    }
+
+    // Walk from sub, inside its namespace (the admin socket is a file, reachable from here).
+    let mut admin = yggdrasil::SocketAdmin::new(
+        yggdrasil::Endpoint::parse(&sub.admin).unwrap(),
+        Duration::from_secs(8),
+    );
+    let caps = yggdrasil::Caps {
+        max_depth: 8,
+        max_nodes: 100,
+    };
+    // Yggdrasil's routing needs a moment after the peerings are up before remote calls to far
+    // nodes answer: walk again until the whole line is seen.
+    let start = Instant::now();
+    let w = loop {
+        let w = yggdrasil::walk(&mut admin, caps).unwrap();
+        if w.nodes.len() == 4 || start.elapsed() > Duration::from_secs(30) {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let depth_of = |addr| w.nodes.iter().find(|n| n.address == addr).map(|n| n.depth);
+    assert_eq!(w.nodes.len(), 4, "{:?}", w.nodes);
+    assert_eq!(depth_of(gw.address), Some(3), "gateway three hops away");
+    let c = yggdrasil::candidates(&w, &[65533], false);
+    assert_eq!(c.len(), 3, "every other node by BFS");
+    let only = yggdrasil::candidates(&w, &[65533], true);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].address, std::net::IpAddr::V6(gw.address));
+    assert_eq!(only[0].how, "yggdrasil:nodeinfo");
+    // The depth cap holds on the real mesh too.
+    let w2 = yggdrasil::walk(
+        &mut admin,
+        yggdrasil::Caps {
+            max_depth: 2,
+            max_nodes: 100,
+        },
+    )
+    .unwrap();
+    assert_eq!(w2.nodes.len(), 3);
+
+    // The real thing: a gateway daemon on gw, a subscriber on sub that finds it through
+    // Yggdrasil only and reaches the fake Internet through it.
+    let inet = uplink(&lab, &gw.ns);
+    let _ = inet;
+    let gw_conf = write(&lab, "gw.uci", &gateway_conf(&lab, "gw"));
+    let gw_log = lab.dir.join("gw.log");
+    lab.spawn(&gw.ns, &[EXE, "daemon", "-c", &gw_conf], &gw_log)
+        .unwrap();
+    let sub_conf = write(
+        &lab,
+        "sub.uci",
+        &format!(
+            "config mnigs 'main'\n\toption name 'sub'\n\tlist listen '::1'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
+             config discovery 'ygg'\n\toption method 'yggdrasil'\n\toption admin '{admin}'\n\toption nodeinfo_only '1'\n\toption timeout_ms '3000'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
+            wg = lab.unique_ifname("s"),
+            db = lab.dir.join("sub.db").display(),
+            admin = sub.admin,
+        ),
+    );
+    // Gateway up before the subscriber's first scan.
+    let start = Instant::now();
+    while status(&lab, &gw.ns, &gw_conf).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "gateway did not start:\n{}",
+            log_of(&gw_log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = DiscoveryConfig {
+        method: "yggdrasil".into(),
+        admin: Some(sub.admin.clone()),
+        nodeinfo_only: true,
+        ..DiscoveryConfig::default()
+    };
+    let sub_log = lab.dir.join("sub.log");
+    lab.spawn(&sub.ns, &[EXE, "daemon", "-c", &sub_conf], &sub_log)
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let s = status(&lab, &sub.ns, &sub_conf);
+        if s.as_ref()
+            .is_some_and(|s| s["subscriber"]["state"] == "connected")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "subscriber not connected: {s:?}\nsub log:\n{}\ngw log:\n{}",
+            log_of(&sub_log),
+            log_of(&gw_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pinged = (0..10).any(|_| {
+        lab.exec(
+            &sub.ns,
+            &["ping", "-n", "-c", "1", "-W", "1", "203.0.113.7"],
+        )
+        .is_ok()
+    });
+    assert!(
+        pinged,
+        "ping through the gateway; sub log:\n{}",
+        log_of(&sub_log)
+    );
+    // And the discovery section the subscriber used, run from here, names the gateway first.
+    let (found, _) = discovery::gather(&[cfg]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].address, std::net::IpAddr::V6(gw.address));
+}
