@@ -116,6 +116,28 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Runs `f` on a new thread that has entered namespace `ns` (a network namespace is per
+    /// thread), so library code (a scan, a probe) can be exercised inside the lab without a
+    /// helper process.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a namespace file we hold open; it changes only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "netlab: thread in the namespace panicked".to_string())?
+    }
+
     /// An interface name unique among labs, for programs whose state is not per namespace
     /// (wireguard-go keeps `/var/run/wireguard/<ifname>.sock` in the host's file system).
     /// `role`: 1–4 letters.

@@ -207,3 +207,135 @@ fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].address, std::net::IpAddr::V6(gw.address));
 }
+
+/// sub — near — far: sub's discovery reaches only `near`, a node running mnigs without a role
+/// whose store knows the far gateway (and, forged, a non-gateway and an empty address).
+#[test]
+fn gossip_teaches_a_far_gateway_and_forgeries_are_dropped() {
+    if !e2e_gate("gossip_teaches_a_far_gateway_and_forgeries_are_dropped") {
+        return;
+    }
+    use mnigs::discovery::Scanner;
+    use mnigs::store::{GatewayRow, Store};
+    let lab = Lab::new("gos").unwrap();
+    let sub = lab.add_ns("sub").unwrap();
+    let near = lab.add_ns("near").unwrap();
+    let far = lab.add_ns("far").unwrap();
+    lab.veth(&sub, "s0", &near, "n0").unwrap();
+    lab.veth(&near, "n1", &far, "f0").unwrap();
+    ok(lab.exec(&sub, &["ip", "addr", "add", "10.252.0.1/30", "dev", "s0"]));
+    ok(lab.exec(&near, &["ip", "addr", "add", "10.252.0.2/30", "dev", "n0"]));
+    ok(lab.exec(&near, &["ip", "addr", "add", "10.252.1.1/30", "dev", "n1"]));
+    ok(lab.exec(&far, &["ip", "addr", "add", "10.252.1.2/30", "dev", "f0"]));
+    ok(lab.exec(
+        &sub,
+        &["ip", "route", "add", "10.252.1.0/30", "via", "10.252.0.2"],
+    ));
+    ok(lab.exec(
+        &far,
+        &["ip", "route", "add", "10.252.0.0/30", "via", "10.252.1.1"],
+    ));
+    ok(lab.exec(&near, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    lab.veth(&far, "wan0", &far, "wan1").unwrap();
+    ok(lab.exec(
+        &far,
+        &["ip", "addr", "add", "198.51.100.1/24", "dev", "wan0"],
+    ));
+
+    let gw_conf = write(&lab, "far.uci", &gateway_conf(&lab, "far"));
+    let gw_log = lab.dir.join("far.log");
+    lab.spawn(&far, &[EXE, "daemon", "-c", &gw_conf], &gw_log)
+        .unwrap();
+
+    // near knows the far gateway from an earlier scan of its own; two entries are forgeries.
+    let db = lab.dir.join("near.db");
+    {
+        let store = Store::open(&db).unwrap();
+        let t = mnigs::gateway::service::now();
+        for (address, gateway) in [
+            ("10.252.1.2", true),
+            ("10.252.1.1", false),
+            ("10.252.1.3", false),
+        ] {
+            store
+                .upsert_gateway(&GatewayRow {
+                    address: address.into(),
+                    port: 65533,
+                    name: if gateway { "far" } else { "forged" }.into(),
+                    info: Value::Null,
+                    how: "routes:babel".into(),
+                    hops: 1,
+                    first_seen: t,
+                    last_seen: t,
+                    failures: 0,
+                })
+                .unwrap();
+        }
+    }
+    let near_conf = write(
+        &lab,
+        "near.uci",
+        &format!(
+            "config mnigs 'main'\n\toption name 'near'\n\tlist listen '0.0.0.0'\n\toption database '{}'\n\toption log_level 'debug'\n",
+            db.display()
+        ),
+    );
+    let near_log = lab.dir.join("near.log");
+    lab.spawn(&near, &[EXE, "daemon", "-c", &near_conf], &near_log)
+        .unwrap();
+    let start = Instant::now();
+    while status(&lab, &near, &near_conf).is_none() || status(&lab, &far, &gw_conf).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "daemons did not start:\n{}\n{}",
+            log_of(&near_log),
+            log_of(&gw_log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let reach = DiscoveryConfig {
+        section: "l2".into(),
+        method: "neighbours".into(),
+        protocol: None,
+        interfaces: vec!["s0".into()],
+        sweep: Some("10.252.0.2/32".parse().unwrap()),
+        timeout_ms: 500,
+        ..DiscoveryConfig::default()
+    };
+    let gossip = DiscoveryConfig {
+        section: "gossip".into(),
+        method: "gossip".into(),
+        ..DiscoveryConfig::default()
+    };
+    let (without, with) = lab
+        .run_in(&sub, move || {
+            let s = Scanner::new(Duration::ZERO);
+            let without = s.scan(std::slice::from_ref(&reach)).unwrap();
+            let with = s.scan(&[reach, gossip]).unwrap();
+            (without, with)
+        })
+        .unwrap();
+    // Alone, sub's discovery sees near only, which is no gateway.
+    assert_eq!(without.answers.len(), 1, "{:?}", without.to_json());
+    assert!(without.gateways().is_empty());
+    assert_eq!(
+        without.answers[0].info.gateways.len(),
+        3,
+        "near gossips its store"
+    );
+    // With gossip: the far gateway, verified by sub's own probe; the forgeries are gone.
+    let gws = with.gateways();
+    assert_eq!(gws.len(), 1, "{}", with.to_json());
+    assert_eq!(gws[0].candidate.address.to_string(), "10.252.1.2");
+    assert_eq!(gws[0].candidate.how, "gossip:10.252.0.2");
+    assert_eq!(gws[0].info.name, "far");
+    let g = with.methods.iter().find(|m| m.method == "gossip").unwrap();
+    assert_eq!((g.found, g.gateways), (3, 1));
+    assert!(
+        with.answers
+            .iter()
+            .all(|a| a.candidate.address.to_string() != "10.252.1.1"),
+        "the forged non-gateway is dropped"
+    );
+}

@@ -6,19 +6,25 @@
 //! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
 //! - `cjdns.rs` (+ `bencode.rs`, `sha2.rs`): breadth-first walk through cjdroute's admin API.
 //! - `yggdrasil.rs`: breadth-first walk through Yggdrasil's admin socket, NodeInfo adverts.
+//! - `gossip.rs`: gateways other nodes advertise in `nodeInfo`, verified by our own probe.
+//! - `scanner.rs`: [`Scanner`]: one scan at a time, cancellable, negative cache, gossip round.
 
 pub mod bencode;
 pub mod cjdns;
+pub mod gossip;
 pub mod neighbours;
 pub mod routes;
+pub mod scanner;
 pub mod sha2;
 pub mod yggdrasil;
 
 use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
 use crate::rpc::client;
+pub use scanner::{ScanError, ScanReport, Scanner};
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A node that may be a gateway.
@@ -59,6 +65,17 @@ pub struct Answer {
 /// concurrency, not with the number of candidates (10,000 spawned tasks cost megabytes). The
 /// concurrency is capped by the open-file limit, less a reserve for the rest of the daemon.
 pub fn probe(candidates: Vec<Candidate>, concurrency: usize, timeout: Duration) -> Vec<Answer> {
+    probe_until(candidates, concurrency, timeout, &AtomicBool::new(false))
+}
+
+/// [`probe`], stopping early (no new probes; those in flight finish or time out) once `cancel`
+/// is set.
+pub fn probe_until(
+    candidates: Vec<Candidate>,
+    concurrency: usize,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Vec<Answer> {
     let workers = concurrency
         .max(1)
         .min(candidates.len())
@@ -71,6 +88,9 @@ pub fn probe(candidates: Vec<Candidate>, concurrency: usize, timeout: Duration) 
         let (candidates, next, found) = (&candidates, &next, &found);
         tasks.push(ex.spawn(async move {
             loop {
+                if cancel.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.get();
                 let Some(c) = candidates.get(i) else { break };
                 next.set(i + 1);
@@ -127,19 +147,25 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
         limits.timeout = limits
             .timeout
             .max(Duration::from_millis(u64::from(d.timeout_ms)));
-        let found = match d.method.as_str() {
-            "routes" => routes::discover(d),
-            "neighbours" => neighbours::discover(d),
-            "cjdns" => cjdns::discover(d),
-            "yggdrasil" => yggdrasil::discover(d),
-            other => Err(format!("method {other} is not supported")),
-        };
-        match found {
+        match run_method(d) {
             Ok(c) => candidates.extend(c),
             Err(e) => crate::log::warn(&format!("discovery {}: {e}", d.section)),
         }
     }
     (dedup(candidates), limits)
+}
+
+/// Runs one discovery section's method. `gossip` yields nothing here: its candidates come from
+/// the answers of the others (see [`Scanner`]).
+pub fn run_method(d: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
+    match d.method.as_str() {
+        "routes" => routes::discover(d),
+        "neighbours" => neighbours::discover(d),
+        "cjdns" => cjdns::discover(d),
+        "yggdrasil" => yggdrasil::discover(d),
+        "gossip" => Ok(Vec::new()),
+        other => Err(format!("method {other} is not supported")),
+    }
 }
 
 /// Removes repeated (address, port) pairs, keeping the first.
