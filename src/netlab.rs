@@ -66,6 +66,50 @@ impl Lab {
         Ok(ns)
     }
 
+    /// Creates namespace `name` like [`Lab::add_ns`], with IPv6 duplicate address detection off
+    /// so link-local addresses are usable at once (babeld needs them).
+    pub fn add_mesh_ns(&self, name: &str) -> Result<String, String> {
+        let ns = self.add_ns(name)?;
+        for key in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ] {
+            self.exec(&ns, &["sysctl", "-qw", key])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(ns)
+    }
+
+    /// Starts babeld in `ns` on `interfaces`, announcing host routes of the addresses on `lo`
+    /// inside `v4_net` (an IPv4 /24, e.g. `10.78.0.0/24`); returns its PID.
+    pub fn babeld(&self, ns: &str, interfaces: &[&str], v4_net: &str) -> Result<u32, String> {
+        let tag = ns.rsplit('-').next().unwrap_or(ns);
+        let file = |ext: &str| self.dir.join(format!("babel-{tag}.{ext}"));
+        let mut conf = format!(
+            "random-id true
+local-path {}
+default type wired hello-interval 1 v4-via-v6 true
+",
+            file("ctl").display()
+        );
+        for i in interfaces {
+            conf.push_str(&format!(
+                "interface {i}
+"
+            ));
+        }
+        conf.push_str(&format!(
+            "redistribute local ip {v4_net} ge 32 allow
+redistribute local deny
+redistribute deny
+"
+        ));
+        let conf_path = file("conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let [c, p, st] = [conf_path, file("pid"), file("state")].map(|p| p.display().to_string());
+        self.spawn(ns, &["babeld", "-c", &c, "-I", &p, "-S", &st], &file("log"))
+    }
+
     /// Links `a_if` in namespace `a` to `b_if` in namespace `b` with a veth pair, both up.
     pub fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) -> Result<(), CmdError> {
         cmd::run(&[
@@ -285,6 +329,25 @@ impl Lab {
             let path_s = path.display().to_string();
             let log = self.dir.join(format!("ygg-{}.log", names[i]));
             let pid = self.spawn(&nss[i], &["yggdrasil", "-useconffile", &path_s], &log)?;
+            // Its listener is up once its admin socket answers; only then may the next node
+            // dial it (a refused first dial is retried only after a back-off).
+            let mut probe = crate::discovery::yggdrasil::SocketAdmin::new(
+                crate::discovery::yggdrasil::Endpoint::parse(&admin)?,
+                Duration::from_secs(1),
+            );
+            let up = Instant::now();
+            while crate::discovery::yggdrasil::Admin::call(
+                &mut probe,
+                "getSelf",
+                serde_json::json!({}),
+            )
+            .is_err()
+            {
+                if up.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("yggdrasil in {} has no admin socket", nss[i]));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             nodes.push(YggNode {
                 ns: nss[i].clone(),
                 admin,

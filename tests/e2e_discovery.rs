@@ -109,13 +109,13 @@ fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
     let start = Instant::now();
     let w = loop {
         let w = yggdrasil::walk(&mut admin, caps).unwrap();
-        if w.nodes.len() == 4 || start.elapsed() > Duration::from_secs(30) {
+        if w.nodes.len() == 4 || start.elapsed() > Duration::from_secs(60) {
             break w;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let depth_of = |addr| w.nodes.iter().find(|n| n.address == addr).map(|n| n.depth);
-    assert_eq!(w.nodes.len(), 4, "{:?}", w.nodes);
+    assert_eq!(w.nodes.len(), 4, "{} failure(s): {:?}", w.failures, w.nodes);
     assert_eq!(depth_of(gw.address), Some(3), "gateway three hops away");
     let c = yggdrasil::candidates(&w, &[65533], false);
     assert_eq!(c.len(), 3, "every other node by BFS");
@@ -338,4 +338,202 @@ fn gossip_teaches_a_far_gateway_and_forgeries_are_dropped() {
             .all(|a| a.candidate.address.to_string() != "10.252.1.1"),
         "the forged non-gateway is dropped"
     );
+}
+
+/// Starts a gateway daemon (with a stand-in uplink) in `ns`.
+fn start_gateway(lab: &Lab, ns: &str, name: &str) -> (String, std::path::PathBuf) {
+    lab.veth(ns, "wan0", ns, "wan1").unwrap();
+    ok(lab.exec(ns, &["ip", "addr", "add", "198.51.100.1/24", "dev", "wan0"]));
+    let conf = write(lab, &format!("{name}.uci"), &gateway_conf(lab, name));
+    let log = lab.dir.join(format!("{name}.log"));
+    lab.spawn(ns, &[EXE, "daemon", "-c", &conf], &log).unwrap();
+    (conf, log)
+}
+
+/// Starts an mnigs daemon without a role (answers nodeInfo with `gateway: false`) in `ns`.
+fn start_plain(lab: &Lab, ns: &str, name: &str) -> (String, std::path::PathBuf) {
+    let conf = write(
+        lab,
+        &format!("{name}.uci"),
+        &format!(
+            "config mnigs 'main'\n\toption name '{name}'\n\tlist listen '0.0.0.0'\n\toption database '{}'\n",
+            lab.dir.join(format!("{name}.db")).display()
+        ),
+    );
+    let log = lab.dir.join(format!("{name}.log"));
+    lab.spawn(ns, &[EXE, "daemon", "-c", &conf], &log).unwrap();
+    (conf, log)
+}
+
+fn wait_up(lab: &Lab, daemons: &[(&str, &(String, std::path::PathBuf))]) {
+    let start = Instant::now();
+    for (ns, (conf, log)) in daemons {
+        while status(lab, ns, conf).is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "daemon in {ns} did not start:\n{}",
+                log_of(log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn names(r: &discovery::ScanReport) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = r
+        .answers
+        .iter()
+        .map(|a| (a.info.name.clone(), a.info.gateway))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A Babel star: sub, g1, g2 and n around the hub r (which runs no mnigs). Both gateways and
+/// the plain mnigs node are found by `routes` (proto babel) from sub.
+#[test]
+fn babel_mesh_with_two_gateways_and_a_plain_node_all_found() {
+    if !e2e_gate("babel_mesh_with_two_gateways_and_a_plain_node_all_found") {
+        return;
+    }
+    let lab = Lab::new("bab").unwrap();
+    let leaves = ["sub", "g1", "g2", "n"];
+    let hub = lab.add_mesh_ns("r").unwrap();
+    let mut ns = Vec::new();
+    let mut hub_ifs = Vec::new();
+    for (i, leaf) in leaves.iter().enumerate() {
+        let n = lab.add_mesh_ns(leaf).unwrap();
+        let hub_if = format!("h{i}");
+        lab.veth(&hub, &hub_if, &n, "m0").unwrap();
+        ok(lab.exec(
+            &n,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.78.0.{}/32", i + 2),
+                "dev",
+                "lo",
+            ],
+        ));
+        lab.babeld(&n, &["m0"], "10.78.0.0/24").unwrap();
+        hub_ifs.push(hub_if);
+        ns.push(n);
+    }
+    ok(lab.exec(&hub, &["ip", "addr", "add", "10.78.0.1/32", "dev", "lo"]));
+    ok(lab.exec(&hub, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    let hub_refs: Vec<&str> = hub_ifs.iter().map(String::as_str).collect();
+    lab.babeld(&hub, &hub_refs, "10.78.0.0/24").unwrap();
+
+    let g1 = start_gateway(&lab, &ns[1], "g1");
+    let g2 = start_gateway(&lab, &ns[2], "g2");
+    let n = start_plain(&lab, &ns[3], "n");
+    wait_up(&lab, &[(&ns[1], &g1), (&ns[2], &g2), (&ns[3], &n)]);
+
+    // Babel converged: every leaf has a host route to every other node (the answers need
+    // the way back too).
+    let start = Instant::now();
+    for (i, leaf) in ns.iter().enumerate() {
+        loop {
+            let routes = lab
+                .exec(leaf, &["ip", "-4", "route", "show", "proto", "babel"])
+                .unwrap_or_default();
+            if (1..=5)
+                .filter(|a| *a != i + 2)
+                .all(|a| routes.contains(&format!("10.78.0.{a} ")))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "Babel did not converge in {leaf}: {routes}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let section = DiscoveryConfig {
+        section: "babel".into(),
+        timeout_ms: 1000,
+        ..DiscoveryConfig::default()
+    };
+    let r = lab
+        .run_in(&ns[0], move || {
+            mnigs::discovery::Scanner::new(Duration::from_secs(60))
+                .scan(&[section])
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(r.candidates, 4, "r, g1, g2, n: {}", r.to_json());
+    assert_eq!(
+        names(&r),
+        [
+            ("g1".to_string(), true),
+            ("g2".to_string(), true),
+            ("n".to_string(), false)
+        ]
+    );
+    assert_eq!(r.methods[0].method, "routes");
+    assert_eq!((r.methods[0].found, r.methods[0].gateways), (4, 2));
+}
+
+/// An L2 mesh: a, b (gateway) and c (plain mnigs) on one bridge; `neighbours` finds both by the
+/// sweep while the ARP table is cold, and then from the ARP table alone.
+#[test]
+fn l2_bridge_mesh_found_by_neighbours() {
+    if !e2e_gate("l2_bridge_mesh_found_by_neighbours") {
+        return;
+    }
+    let lab = Lab::new("ltwo").unwrap();
+    let br = lab.add_ns("br").unwrap();
+    ok(lab.exec(&br, &["ip", "link", "add", "br0", "type", "bridge"]));
+    ok(lab.exec(&br, &["ip", "link", "set", "br0", "up"]));
+    let mut ns = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let n = lab.add_ns(name).unwrap();
+        let port = format!("p{i}");
+        lab.veth(&br, &port, &n, "e0").unwrap();
+        ok(lab.exec(&br, &["ip", "link", "set", &port, "master", "br0"]));
+        ok(lab.exec(
+            &n,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.253.0.{}/24", i + 1),
+                "dev",
+                "e0",
+            ],
+        ));
+        ns.push(n);
+    }
+    let b = start_gateway(&lab, &ns[1], "b");
+    let c = start_plain(&lab, &ns[2], "c");
+    wait_up(&lab, &[(&ns[1], &b), (&ns[2], &c)]);
+
+    let sweep = DiscoveryConfig {
+        section: "l2".into(),
+        method: "neighbours".into(),
+        protocol: None,
+        interfaces: vec!["e0".into()],
+        sweep: Some("10.253.0.0/24".parse().unwrap()),
+        concurrency: 256,
+        timeout_ms: 1000,
+        ..DiscoveryConfig::default()
+    };
+    let table_only = DiscoveryConfig {
+        sweep: None,
+        ..sweep.clone()
+    };
+    let (swept, from_table) = lab
+        .run_in(&ns[0], move || {
+            let s = mnigs::discovery::Scanner::new(Duration::ZERO);
+            (s.scan(&[sweep]).unwrap(), s.scan(&[table_only]).unwrap())
+        })
+        .unwrap();
+    let want = [("b".to_string(), true), ("c".to_string(), false)];
+    assert_eq!(names(&swept), want, "{}", swept.to_json());
+    assert_eq!(swept.candidates, 254);
+    // The sweep filled the ARP table; now it alone names the live neighbours.
+    assert_eq!(names(&from_table), want, "{}", from_table.to_json());
+    assert!(from_table.candidates < 10, "{}", from_table.to_json());
 }
