@@ -425,3 +425,41 @@ fn auth_is_required_and_checked() {
     let err = cjdns::walk(&mut client(&s, Some("wrong")), caps).unwrap_err();
     assert!(err.contains("Auth failed"), "{err}");
 }
+
+#[test]
+fn discover_takes_the_password_from_cjdroute_conf_and_reports_the_map() {
+    let s = sim(77);
+    let dir = std::env::temp_dir().join(format!("mnigs-cjdns-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("cjdroute.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{\n  // generated\n  \"admin\": {{ \"bind\": \"{}\", \"password\": \"{PASSWORD}\" }}\n}}\n",
+            s.addr
+        ),
+    )
+    .unwrap();
+    let cfg = mnigs::config::DiscoveryConfig {
+        section: "cjdns".into(),
+        method: "cjdns".into(),
+        cjdroute_conf: Some(conf),
+        max_depth: 3,
+        timeout_ms: 500,
+        ..Default::default()
+    };
+    let found = mnigs::discovery::run_method(&cfg).unwrap();
+    let dist = s.topo.distances();
+    let within = dist.iter().filter(|d| **d >= 1 && **d <= 3).count();
+    assert_eq!(found.candidates.len(), within);
+    assert!(
+        found
+            .candidates
+            .iter()
+            .all(|c| c.how == "cjdns" && c.hops <= 3)
+    );
+    let g = found.graph.unwrap();
+    assert_eq!(g.nodes.len(), within + 1);
+    assert!(!g.links.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

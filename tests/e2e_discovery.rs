@@ -105,11 +105,12 @@ fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
         max_nodes: 100,
     };
     // Yggdrasil's routing needs a moment after the peerings are up before remote calls to far
-    // nodes answer: walk again until the whole line is seen.
+    // nodes answer: walk again until the whole line and the gateway's NodeInfo are seen.
     let start = Instant::now();
     let w = loop {
         let w = yggdrasil::walk(&mut admin, caps).unwrap();
-        if w.nodes.len() == 4 || start.elapsed() > Duration::from_secs(60) {
+        let complete = w.nodes.len() == 4 && w.nodes.iter().any(|n| n.advert.is_some());
+        if complete || start.elapsed() > Duration::from_secs(60) {
             break w;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -166,6 +167,7 @@ fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let cfg = DiscoveryConfig {
+        section: "ygg".into(),
         method: "yggdrasil".into(),
         admin: Some(sub.admin.clone()),
         nodeinfo_only: true,
@@ -203,9 +205,38 @@ fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
         log_of(&sub_log)
     );
     // And the discovery section the subscriber used, run from here, names the gateway first.
-    let (found, _) = discovery::gather(&[cfg]);
+    let (found, _) = discovery::gather(std::slice::from_ref(&cfg));
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].address, std::net::IpAddr::V6(gw.address));
+    // A full scan from sub's namespace: the gateway, and the map of the mesh for the UI.
+    let bfs = DiscoveryConfig {
+        nodeinfo_only: false,
+        ..cfg
+    };
+    let r = lab
+        .run_in(&sub.ns, move || {
+            discovery::Scanner::new(Duration::ZERO)
+                .scan(&[bfs])
+                .unwrap()
+        })
+        .unwrap();
+    let gws = r.gateways();
+    assert_eq!(gws.len(), 1, "{}", r.to_json());
+    assert_eq!(gws[0].candidate.how, "yggdrasil:nodeinfo");
+    assert_eq!(gws[0].candidate.hops, 3);
+    let (_, graph) = &r.graphs[0];
+    assert_eq!(
+        (graph.nodes.len(), graph.links.len()),
+        (4, 3),
+        "{}",
+        r.to_json()
+    );
+    assert_eq!(
+        r.to_json()["graphs"]["ygg"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
 }
 
 /// sub — near — far: sub's discovery reaches only `near`, a node running mnigs without a role

@@ -543,7 +543,7 @@ fn strip_comments(text: &str) -> String {
 }
 
 /// Walks the cjdns network as `cfg` says and returns its nodes as candidates.
-pub fn discover(cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
+pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
     let (mut password, mut bind) = (cfg.password.clone(), None);
     if let Some(path) = &cfg.cjdroute_conf {
         let text = std::fs::read_to_string(path)
@@ -577,7 +577,17 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
         w.queries,
         w.failures
     ));
-    Ok(candidates(&w, &cfg.ports))
+    Ok(super::Found {
+        candidates: candidates(&w, &cfg.ports),
+        graph: Some(super::Graph {
+            nodes: w
+                .nodes
+                .iter()
+                .map(|n| (IpAddr::V6(n.address), n.depth))
+                .collect(),
+            links: w.links.clone(),
+        }),
+    })
 }
 
 #[cfg(test)]

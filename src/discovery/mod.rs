@@ -148,7 +148,7 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
             .timeout
             .max(Duration::from_millis(u64::from(d.timeout_ms)));
         match run_method(d) {
-            Ok(c) => candidates.extend(c),
+            Ok(f) => candidates.extend(f.candidates),
             Err(e) => crate::log::warn(&format!("discovery {}: {e}", d.section)),
         }
     }
@@ -157,14 +157,49 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
 
 /// Runs one discovery section's method. `gossip` yields nothing here: its candidates come from
 /// the answers of the others (see [`Scanner`]).
-pub fn run_method(d: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
+pub fn run_method(d: &DiscoveryConfig) -> Result<Found, String> {
+    let plain = |c: Vec<Candidate>| Found {
+        candidates: c,
+        graph: None,
+    };
     match d.method.as_str() {
-        "routes" => routes::discover(d),
-        "neighbours" => neighbours::discover(d),
+        "routes" => routes::discover(d).map(plain),
+        "neighbours" => neighbours::discover(d).map(plain),
         "cjdns" => cjdns::discover(d),
         "yggdrasil" => yggdrasil::discover(d),
-        "gossip" => Ok(Vec::new()),
+        "gossip" => Ok(plain(Vec::new())),
         other => Err(format!("method {other} is not supported")),
+    }
+}
+
+/// What one method found: candidates, and for the walking methods the nodes and links seen
+/// (kept for the web UI's map).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    /// Candidates to probe.
+    pub candidates: Vec<Candidate>,
+    /// The part of the mesh the method saw, if it walks one.
+    pub graph: Option<Graph>,
+}
+
+/// Nodes and links a walk saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Graph {
+    /// Nodes, ourselves first: (address, hops from us).
+    pub nodes: Vec<(IpAddr, u32)>,
+    /// Links as indices into `nodes`.
+    pub links: Vec<(usize, usize)>,
+}
+
+impl Graph {
+    /// `{"nodes": [{"address", "hops"}], "links": [[a, b]]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|(a, h)| serde_json::json!({"address": a.to_string(), "hops": h}))
+            .collect();
+        serde_json::json!({"nodes": nodes, "links": self.links})
     }
 }
 

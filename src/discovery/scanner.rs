@@ -4,7 +4,7 @@
 //! did not answer are skipped for a while (negative cache), so a mesh full of dead or
 //! mnigs-less nodes costs one timeout per node per `negative_for`, not per scan.
 
-use super::{Answer, Candidate, Limits, dedup, gossip, probe_until, run_method};
+use super::{Answer, Candidate, Graph, Limits, dedup, gossip, probe_until, run_method};
 use crate::config::DiscoveryConfig;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -60,6 +60,8 @@ pub struct ScanReport {
     pub elapsed: Duration,
     /// Whether it was cancelled before the end.
     pub cancelled: bool,
+    /// The nodes and links the walking methods saw, per section (for the web UI's map).
+    pub graphs: Vec<(String, Graph)>,
 }
 
 impl ScanReport {
@@ -87,7 +89,13 @@ impl ScanReport {
                        "rttMs": a.rtt.as_millis() as u64})
             })
             .collect();
+        let graphs: serde_json::Map<String, Value> = self
+            .graphs
+            .iter()
+            .map(|(section, g)| (section.clone(), g.to_json()))
+            .collect();
         json!({"methods": methods, "candidates": self.candidates, "skipped": self.skipped,
+               "graphs": graphs,
                "answers": self.answers.len(), "gateways": gateways,
                "ms": self.elapsed.as_millis() as u64, "cancelled": self.cancelled})
     }
@@ -135,6 +143,7 @@ impl Scanner {
         let mut methods = Vec::new();
         let mut all = Vec::new();
         let mut gossip_on = false;
+        let mut graphs = Vec::new();
         for d in sections {
             limits.concurrency = limits.concurrency.max(d.concurrency as usize);
             limits.timeout = limits
@@ -146,7 +155,12 @@ impl Scanner {
             }
             let t = Instant::now();
             let (found, error) = match run_method(d) {
-                Ok(c) => (c, None),
+                Ok(f) => {
+                    if let Some(g) = f.graph {
+                        graphs.push((d.section.clone(), g));
+                    }
+                    (f.candidates, None)
+                }
                 Err(e) => {
                     crate::log::warn(&format!("discovery {}: {e}", d.section));
                     (Vec::new(), Some(e))
@@ -172,6 +186,7 @@ impl Scanner {
         }
         methods.append(&mut report.methods);
         report.methods = methods;
+        report.graphs = graphs;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -225,6 +240,7 @@ impl Scanner {
             answers,
             elapsed: started.elapsed(),
             cancelled: self.cancel.load(Ordering::SeqCst),
+            graphs: Vec::new(),
         }
     }
 

@@ -411,7 +411,7 @@ pub fn candidates(w: &Walk, ports: &[u16], nodeinfo_only: bool) -> Vec<Candidate
 }
 
 /// Walks the Yggdrasil network as `cfg` says.
-pub fn discover(cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
+pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
     let endpoint = Endpoint::parse(cfg.admin.as_deref().unwrap_or(DEFAULT_ADMIN))?;
     let mut admin = SocketAdmin::new(endpoint, Duration::from_millis(u64::from(cfg.timeout_ms)));
     let caps = Caps {
@@ -425,7 +425,17 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
         w.nodes.iter().filter(|n| n.advert.is_some()).count(),
         w.failures
     ));
-    Ok(candidates(&w, &cfg.ports, cfg.nodeinfo_only))
+    Ok(super::Found {
+        candidates: candidates(&w, &cfg.ports, cfg.nodeinfo_only),
+        graph: Some(super::Graph {
+            nodes: w
+                .nodes
+                .iter()
+                .map(|n| (IpAddr::V6(n.address), n.depth))
+                .collect(),
+            links: w.links.clone(),
+        }),
+    })
 }
 
 #[cfg(test)]
