@@ -9,6 +9,7 @@ use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
 use crate::tunnel::{Method, wireguard};
+use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -28,14 +29,10 @@ pub struct Node {
     subscriber: Option<supervisor::Handle>,
 }
 
-const LOCAL_METHODS: &[&str] = &[
-    "status",
-    "listGateways",
-    "listSessions",
-    "scan",
-    "connect",
-    "disconnect",
-];
+/// Local control methods that only read; `option web 'readonly'` opens them to every caller.
+const READ_METHODS: &[&str] = &["status", "listGateways", "listSessions", "meshGraph"];
+/// Local control methods that change something; only `authorized_network` (or `option web 'full'`).
+const ACTION_METHODS: &[&str] = &["scan", "connect", "disconnect"];
 
 impl Node {
     /// A node with the roles given.
@@ -59,6 +56,73 @@ impl Node {
             .authorized_network
             .iter()
             .any(|p| p.contains(addr))
+    }
+
+    /// What `caller` may do with the local control methods and the page.
+    fn access(&self, caller: &Caller) -> Access {
+        if self.authorized(caller.addr) {
+            Access::Full
+        } else {
+            self.cfg.main.web
+        }
+    }
+
+    /// Sessions as `caller` may see them: session ids only for full access.
+    fn sessions_for(&self, access: Access) -> Value {
+        let mut sessions = self
+            .gateway
+            .as_ref()
+            .map_or(Value::Array(vec![]), Gateway::sessions);
+        if access != Access::Full
+            && let Value::Array(list) = &mut sessions
+        {
+            for s in list.iter_mut().filter_map(Value::as_object_mut) {
+                s.remove("sid");
+            }
+        }
+        sessions
+    }
+
+    fn mesh_graph(&self) -> Result<Value, RpcError> {
+        let rows = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .gateways()
+            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        let seen: Vec<graph::SeenGateway> = rows
+            .into_iter()
+            .map(|r| graph::SeenGateway {
+                address: r.address,
+                name: r.name,
+                how: r.how,
+                hops: r.hops,
+            })
+            .collect();
+        let current = self.subscriber.as_ref().and_then(|s| {
+            let st = s.status.lock().expect("not poisoned");
+            st["gateway"]["address"].as_str().map(str::to_string)
+        });
+        let subscribers: Vec<graph::SeenSubscriber> = self
+            .sessions_for(Access::Readonly)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| graph::SeenSubscriber {
+                address: s["address"].as_str().unwrap_or_default().to_string(),
+                name: s["name"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        let g = graph::build(
+            &self.cfg.main.name,
+            self.gateway.is_some(),
+            &seen,
+            current.as_deref(),
+            &subscribers,
+        );
+        let mut v = serde_json::to_value(g).expect("serializes");
+        v["success"] = Value::Bool(true);
+        Ok(v)
     }
 
     fn node_info(&self) -> Value {
@@ -85,17 +149,18 @@ impl Node {
         serde_json::to_value(info).expect("serializes")
     }
 
-    fn status(&self) -> Value {
+    fn status(&self, access: Access) -> Value {
         let gateway = self.gateway.as_ref().map(|g| {
             let (methods, terms, uplink) = g.offer();
-            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink, "sessions": g.sessions()})
+            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
+                   "sessions": self.sessions_for(access)})
         });
         let subscriber = self
             .subscriber
             .as_ref()
             .map(|s| s.status.lock().expect("not poisoned").clone());
         json!({"success": true, "name": self.cfg.main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber})
+               "gateway": gateway, "subscriber": subscriber, "access": access.name()})
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
@@ -131,7 +196,13 @@ fn sid_param(req: &Request) -> Result<String, RpcError> {
 impl Handler for Node {
     fn call(&self, caller: &Caller, req: &Request) -> Result<Value, RpcError> {
         let m = req.method.as_str();
-        if LOCAL_METHODS.contains(&m) && !self.authorized(caller.addr) {
+        let access = self.access(caller);
+        let allowed = match access {
+            Access::Full => true,
+            Access::Readonly => !ACTION_METHODS.contains(&m),
+            Access::Off => !ACTION_METHODS.contains(&m) && !READ_METHODS.contains(&m),
+        };
+        if !allowed {
             return Err(RpcError::new(
                 FORBIDDEN,
                 format!(
@@ -164,15 +235,10 @@ impl Handler for Node {
                     .as_ref()
                     .map_or_else(not_gateway, |g| g.release(caller, &sid)))
             }
-            "status" => Ok(self.status()),
+            "status" => Ok(self.status(access)),
+            "meshGraph" => self.mesh_graph(),
             "listGateways" => self.gateways(),
-            "listSessions" => {
-                let sessions = self
-                    .gateway
-                    .as_ref()
-                    .map_or(Value::Array(vec![]), Gateway::sessions);
-                Ok(json!({"success": true, "sessions": sessions}))
-            }
+            "listSessions" => Ok(json!({"success": true, "sessions": self.sessions_for(access)})),
             "scan" => Ok(self.subscriber_call(Command::Scan)),
             "disconnect" => Ok(self.subscriber_call(Command::Disconnect)),
             "connect" => {
@@ -199,6 +265,10 @@ impl Handler for Node {
                 format!("unknown method '{}'", other.escape_debug()),
             )),
         }
+    }
+
+    fn web_page(&self, caller: &Caller) -> bool {
+        self.access(caller) != Access::Off
     }
 }
 
@@ -388,6 +458,9 @@ fn shutdown(node: Arc<Node>) {
     if let Some(s) = node.subscriber {
         s.shutdown();
     }
+    crate::hooks::wait_idle(Duration::from_secs(
+        u64::from(node.cfg.subscriber.hook_timeout) + 1,
+    ));
     if let Some(g) = node.gateway {
         g.shutdown();
     }

@@ -20,6 +20,8 @@
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
 //! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
+//! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
+//! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
 
 pub mod cli;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod daemon;
 pub mod demo;
 pub mod discovery;
 pub mod gateway;
+pub mod hooks;
 pub mod log;
 pub mod netlab;
 pub mod protocol;
@@ -37,3 +40,4 @@ pub mod sys;
 pub mod testbed;
 pub mod tunnel;
 pub mod validate;
+pub mod web;

@@ -150,6 +150,10 @@ pub struct MainConfig {
     pub authorized_network: Vec<Prefix>,
     /// One of [`LOG_LEVELS`] (`option log_level`).
     pub log_level: String,
+    /// What callers outside `authorized_network` get from the built-in page (`option web`:
+    /// `full`, `readonly` or `off`). Absent means `off`, as before the page existed; the shipped
+    /// config sets `readonly`.
+    pub web: crate::web::Access,
 }
 
 impl Default for MainConfig {
@@ -170,6 +174,7 @@ impl Default for MainConfig {
                 },
             ],
             log_level: "info".into(),
+            web: crate::web::Access::Off,
         }
     }
 }
@@ -238,6 +243,10 @@ pub struct SubscriberConfig {
     pub probe_interval: u32,
     /// Highest price accepted (`option max_price`).
     pub max_price: u32,
+    /// Executables run on subscriber events (`option on_connect` …, absolute paths).
+    pub hooks: crate::hooks::HookPaths,
+    /// Seconds a hook may run before it is killed (`option hook_timeout`).
+    pub hook_timeout: u32,
 }
 
 impl Default for SubscriberConfig {
@@ -248,6 +257,8 @@ impl Default for SubscriberConfig {
             scan_interval: 300,
             probe_interval: 1,
             max_price: 0,
+            hooks: crate::hooks::HookPaths::default(),
+            hook_timeout: 10,
         }
     }
 }
@@ -578,6 +589,7 @@ impl<'f> Builder<'f> {
             validate::prefix,
         );
         r.single("log_level", &mut m.log_level, one_of(LOG_LEVELS));
+        r.single("web", &mut m.web, crate::web::Access::parse);
         if m.listen.is_empty() {
             r.error_at("listen", "at least one address is required".into());
         }
@@ -621,6 +633,10 @@ impl<'f> Builder<'f> {
         r.single("scan_interval", &mut sub.scan_interval, number(1, 86400));
         r.single("probe_interval", &mut sub.probe_interval, number(1, 3600));
         r.single("max_price", &mut sub.max_price, number(0, u32::MAX));
+        for event in crate::hooks::Event::ALL {
+            r.single(event.option(), sub.hooks.slot(event), hook_path);
+        }
+        r.single("hook_timeout", &mut sub.hook_timeout, number(1, 3600));
         if sub.enabled && sub.methods.is_empty() {
             r.error_at(
                 "method",
@@ -799,6 +815,14 @@ impl<'s> Reader<'s, '_, '_> {
             self.problem(Severity::Warning, old.line, &old.name, msg);
         }
     }
+}
+
+/// `option on_connect '/path'`: an absolute path; empty means no hook.
+fn hook_path(v: &str) -> Result<Option<PathBuf>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    validate::path(v).map(|()| Some(PathBuf::from(v)))
 }
 
 /// A validated string option.

@@ -6,6 +6,7 @@ use super::select::{self, Wants};
 use crate::config::Config;
 use crate::discovery::{self, Answer, Candidate};
 use crate::gateway::service::now;
+use crate::hooks::{self, Event, session_env};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
 use crate::rpc::client::{self, ClientError};
@@ -230,6 +231,11 @@ impl Supervisor {
                         "resumed session with {} after restart",
                         saved.gateway_name
                     ));
+                    hooks::fire(
+                        &self.cfg,
+                        Event::Connect,
+                        &session_env(&saved.gateway_name, gateway, &grant, Some(&interface)),
+                    );
                     self.adopt(
                         gateway,
                         saved.gateway_name,
@@ -441,6 +447,11 @@ impl Supervisor {
             "registered with {} at {gateway}: {} {}/{}",
             a.info.name, grant.method, grant.ipv4, grant.cidr4
         ));
+        hooks::fire(
+            &self.cfg,
+            Event::Register,
+            &session_env(&a.info.name, gateway, &grant, None),
+        );
         let interface = match self.tunnel_up(gateway.ip(), &grant) {
             Ok(i) => i,
             Err(e) => {
@@ -451,10 +462,20 @@ impl Supervisor {
                     json!({"sid": grant.sid}),
                     CALL_TIMEOUT,
                 );
+                hooks::fire(
+                    &self.cfg,
+                    Event::Release,
+                    &session_env(&a.info.name, gateway, &grant, None).reason("tunnel setup failed"),
+                );
                 return Err(format!("tunnel setup failed: {e}"));
             }
         };
         log::info(&format!("tunnel {interface} up to {}", a.info.name));
+        hooks::fire(
+            &self.cfg,
+            Event::Connect,
+            &session_env(&a.info.name, gateway, &grant, Some(&interface)),
+        );
         let lease = grant.timeout;
         self.adopt(gateway, a.info.name.clone(), grant, interface, now(), lease);
         if let Some(c) = &self.current {
@@ -551,8 +572,16 @@ impl Supervisor {
 
     /// The current gateway is gone: take the tunnel down and look for another one at once.
     fn lost(&mut self, why: String) {
+        let env = self
+            .current
+            .as_ref()
+            .map(|c| session_env(&c.name, c.gateway, &c.grant, Some(&c.interface)).reason(&why));
         self.fail(why);
         self.disconnect_all();
+        if let Some(e) = env {
+            hooks::fire(&self.cfg, Event::Disconnect, &e);
+            hooks::fire(&self.cfg, Event::Failover, &e);
+        }
         self.current = None;
         self.forget_connection();
         self.state = "idle";
@@ -561,7 +590,8 @@ impl Supervisor {
 
     /// Releases the lease (best effort) and takes the tunnel down.
     fn leave(&mut self, why: &str) {
-        if let Some(c) = self.current.take() {
+        let left = self.current.take();
+        if let Some(c) = &left {
             log::info(&format!("leaving {}: {why}", c.name));
             let _ = client::call(
                 c.gateway,
@@ -571,6 +601,12 @@ impl Supervisor {
             );
         }
         self.disconnect_all();
+        let env =
+            left.map(|c| session_env(&c.name, c.gateway, &c.grant, Some(&c.interface)).reason(why));
+        if let Some(e) = env {
+            hooks::fire(&self.cfg, Event::Disconnect, &e);
+            hooks::fire(&self.cfg, Event::Release, &e);
+        }
         self.forget_connection();
         self.state = "idle";
     }
