@@ -8,7 +8,7 @@
 use super::Candidate;
 use crate::config::DiscoveryConfig;
 use crate::sys::net;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -57,8 +57,8 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
     Ok(super::dedup(out))
 }
 
-/// One route of `ip -j route`, borrowing from the text: a routing table of 10,000 routes parses
-/// into ~1 MB instead of the ~10 MB a generic JSON tree takes.
+/// One route of `ip -j route`, borrowing from the text (a generic JSON tree of 10,000 routes
+/// takes ~10 MB).
 #[derive(Deserialize)]
 struct Route<'a> {
     #[serde(borrow)]
@@ -74,43 +74,67 @@ struct Route<'a> {
 
 /// Candidates from `ip -j route` output, filtered by interface and prefix, one per configured port.
 pub fn candidates(json: &str, cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
-    let routes: Vec<Route> =
-        serde_json::from_str(json).map_err(|e| format!("unexpected `ip -j route` output: {e}"))?;
     let how = format!("routes:{}", cfg.protocol.as_deref().unwrap_or("any"));
     let mut out = Vec::new();
-    for r in &routes {
-        if r.kind.as_deref().is_some_and(|t| DEAD_TYPES.contains(&t)) {
-            continue;
-        }
-        let dev = r.dev.as_deref().unwrap_or("");
-        if !cfg.interfaces.is_empty() && !cfg.interfaces.iter().any(|i| i == dev) {
-            continue;
-        }
-        let address = match r.dst.as_deref().and_then(host_of) {
-            Some(a) => a,
-            None if cfg.route_gateways => match r.gateway.as_deref().and_then(next_hop) {
-                Some(a) => a,
-                None => continue,
-            },
-            None => continue,
-        };
-        if !cfg.prefixes.is_empty() && !cfg.prefixes.iter().any(|p| p.contains(address)) {
-            continue;
-        }
-        if address.is_loopback() || address.is_unspecified() || address.is_multicast() {
-            continue;
-        }
-        let metric = r.metric.unwrap_or(0);
-        for port in &cfg.ports {
-            out.push(Candidate {
-                address,
-                port: *port,
-                how: how.clone(),
-                hops: metric.min(u64::from(u32::MAX)) as u32,
-            });
-        }
-    }
+    let bad = |e: serde_json::Error| format!("unexpected `ip -j route` output: {e}");
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_seq(EachRoute(|r: Route| take(&r, cfg, &how, &mut out)))
+        .map_err(bad)?;
+    de.end().map_err(bad)?;
     Ok(out)
+}
+
+/// Calls a closure on each route of the array as it is parsed, so a table of 100,000 routes
+/// never exists as a vector.
+struct EachRoute<F>(F);
+
+impl<'de, F: FnMut(Route<'de>)> serde::de::Visitor<'de> for EachRoute<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of routes")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(r) = seq.next_element::<Route<'de>>()? {
+            (self.0)(r);
+        }
+        Ok(())
+    }
+}
+
+/// Adds the candidates of one route, if it passes the filters.
+fn take(r: &Route, cfg: &DiscoveryConfig, how: &str, out: &mut Vec<Candidate>) {
+    if r.kind.as_deref().is_some_and(|t| DEAD_TYPES.contains(&t)) {
+        return;
+    }
+    let dev = r.dev.as_deref().unwrap_or("");
+    if !cfg.interfaces.is_empty() && !cfg.interfaces.iter().any(|i| i == dev) {
+        return;
+    }
+    let address = match r.dst.as_deref().and_then(host_of) {
+        Some(a) => a,
+        None if cfg.route_gateways => match r.gateway.as_deref().and_then(next_hop) {
+            Some(a) => a,
+            None => return,
+        },
+        None => return,
+    };
+    if !cfg.prefixes.is_empty() && !cfg.prefixes.iter().any(|p| p.contains(address)) {
+        return;
+    }
+    if address.is_loopback() || address.is_unspecified() || address.is_multicast() {
+        return;
+    }
+    let metric = r.metric.unwrap_or(0);
+    for port in &cfg.ports {
+        out.push(Candidate {
+            address,
+            port: *port,
+            how: how.to_string(),
+            hops: metric.min(u64::from(u32::MAX)) as u32,
+        });
+    }
 }
 
 /// The next hop of a route, if it has one we can probe: link-local next hops need a zone that
