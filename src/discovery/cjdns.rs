@@ -182,18 +182,15 @@ impl UdpAdmin {
         password: Option<String>,
         timeout: Duration,
     ) -> std::io::Result<UdpAdmin> {
-        let local: SocketAddr = if addr.is_ipv4() {
-            "127.0.0.1:0".parse().expect("literal")
-        } else {
-            "[::1]:0".parse().expect("literal")
-        };
-        let local = if addr.ip().is_loopback() {
-            local
-        } else if addr.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
+        // Same family as the admin API; loopback when it is on loopback (cjdroute's default).
+        let local: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
+            (true, true) => "127.0.0.1:0",
+            (true, false) => "0.0.0.0:0",
+            (false, true) => "[::1]:0",
+            (false, false) => "[::]:0",
+        }
+        .parse()
+        .expect("literal");
         let sock = UdpSocket::bind(local)?;
         sock.connect(addr)?;
         Ok(UdpAdmin {
