@@ -79,6 +79,7 @@ fn yggdrasil_gateway_three_hops_away_is_found_and_used() {
     if !e2e_gate("yggdrasil_gateway_three_hops_away_is_found_and_used") {
         return;
     }
+    mnigs::log::set_level(mnigs::log::Level::Debug);
     let lab = Lab::new("ygg").unwrap();
     let advert = json!({"mnigs": {"port": 65533}});
     let nodes = lab

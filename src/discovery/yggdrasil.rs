@@ -14,12 +14,13 @@
 //! - [`address_of`]: key → address (pure).
 //! - [`JsonStream`]: incremental decoder of concatenated JSON values.
 //! - [`Admin`] (one call), [`SocketAdmin`] (unix or TCP, reconnects after a timeout).
-//! - [`walk`] (the search over any [`Admin`]), [`candidates`], [`discover`].
+//! - [`Fanout`]: many remote calls at once, [`Sequential`] or [`Parallel`] (several connections).
+//! - [`walk`] / [`walk_with`] (the search, level by level), [`candidates`], [`discover`].
 
 use super::Candidate;
 use crate::config::DiscoveryConfig;
 use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -288,12 +289,98 @@ fn remote_keys(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The breadth-first walk from our node; NodeInfo of every node found is read too.
+/// Remote calls of one kind to many nodes; the walk asks level by level through this.
+pub trait Fanout {
+    /// A local call (`getSelf`, `getPeers`).
+    fn call(&mut self, request: &str, arguments: Value) -> Result<Value, String>;
+    /// `request` with `{"key": k}` for every key, answers in the same order.
+    fn each(&mut self, request: &str, keys: &[String]) -> Vec<Result<Value, String>>;
+}
+
+/// One admin connection, one call after the other.
+pub struct Sequential<'a>(pub &'a mut dyn Admin);
+
+impl Fanout for Sequential<'_> {
+    fn call(&mut self, request: &str, arguments: Value) -> Result<Value, String> {
+        self.0.call(request, arguments)
+    }
+
+    fn each(&mut self, request: &str, keys: &[String]) -> Vec<Result<Value, String>> {
+        keys.iter()
+            .map(|k| self.0.call(request, json!({ "key": k })))
+            .collect()
+    }
+}
+
+/// Up to `workers` admin connections at once: a remote call takes milliseconds, but one to an
+/// unreachable node takes Yggdrasil's 6 s timeout, which must not stall the whole walk.
+pub struct Parallel {
+    endpoint: Endpoint,
+    timeout: Duration,
+    workers: usize,
+    local: SocketAdmin,
+}
+
+impl Parallel {
+    /// Connections to `endpoint`, calls within `timeout`, at most `workers` at once.
+    pub fn new(endpoint: Endpoint, timeout: Duration, workers: usize) -> Parallel {
+        Parallel {
+            local: SocketAdmin::new(endpoint.clone(), timeout),
+            endpoint,
+            timeout,
+            workers: workers.max(1),
+        }
+    }
+}
+
+impl Fanout for Parallel {
+    fn call(&mut self, request: &str, arguments: Value) -> Result<Value, String> {
+        self.local.call(request, arguments)
+    }
+
+    fn each(&mut self, request: &str, keys: &[String]) -> Vec<Result<Value, String>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Result<Value, String>>>> =
+            keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..self.workers.min(keys.len()) {
+                scope.spawn(|| {
+                    let mut admin = SocketAdmin::new(self.endpoint.clone(), self.timeout);
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(k) = keys.get(i) else { break };
+                        let r = admin.call(request, json!({ "key": k }));
+                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| Err("not asked".into()))
+            })
+            .collect()
+    }
+}
+
+/// The breadth-first walk from our node over one admin connection; NodeInfo of every node found
+/// is read too.
 pub fn walk(admin: &mut dyn Admin, caps: Caps) -> Result<Walk, String> {
-    let me = admin.call("getSelf", json!({}))?;
+    walk_with(&mut Sequential(admin), caps)
+}
+
+/// The walk, level by level: every node of one depth is asked at once (through `fan`), and the
+/// answers are merged in the order the nodes were found, so the result does not depend on
+/// which answer came first.
+pub fn walk_with(fan: &mut dyn Fanout, caps: Caps) -> Result<Walk, String> {
+    let me = fan.call("getSelf", json!({}))?;
     let my_key = me["key"].as_str().ok_or("getSelf: no key")?.to_string();
     let mut w = Walk::default();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut links: HashSet<(usize, usize)> = HashSet::new();
     w.nodes.push(Node {
         address: address_of(&key_bytes(&my_key)?),
         key: my_key.clone(),
@@ -301,49 +388,51 @@ pub fn walk(admin: &mut dyn Admin, caps: Caps) -> Result<Walk, String> {
         advert: None,
     });
     index.insert(my_key, 0);
-    let peers = admin.call("getPeers", json!({}))?;
-    let mut queue = VecDeque::new();
+    let peers = fan.call("getPeers", json!({}))?;
+    let mut level = Vec::new();
     for p in peers["peers"].as_array().into_iter().flatten() {
         let Some(k) = p["key"].as_str() else { continue };
         if let Some(i) = add(&mut w, &mut index, k, 1, caps) {
-            w.links.push((0, i));
-            queue.push_back(i);
+            link(&mut w, &mut links, 0, i);
+            level.push(i);
         }
     }
-    while let Some(i) = queue.pop_front() {
-        let (key, depth) = (w.nodes[i].key.clone(), w.nodes[i].depth);
+    while !level.is_empty() {
+        let depth = w.nodes[level[0]].depth;
         if depth >= caps.max_depth {
-            continue;
+            break;
         }
-        let keys = match admin.call("debug_remoteGetPeers", json!({"key": key})) {
-            Ok(v) => remote_keys(&v),
-            Err(e) => {
-                crate::log::debug(&format!("yggdrasil: peers of {key}: {e}"));
-                w.failures += 1;
-                continue;
-            }
-        };
-        for k in keys {
-            match index.get(&k) {
-                Some(&j) => {
-                    if j != i && !w.links.contains(&(j, i)) && !w.links.contains(&(i, j)) {
-                        w.links.push((i, j));
+        let keys: Vec<String> = level.iter().map(|i| w.nodes[*i].key.clone()).collect();
+        let answers = fan.each("debug_remoteGetPeers", &keys);
+        let mut next = Vec::new();
+        for (i, answer) in level.iter().copied().zip(answers) {
+            let found = match answer {
+                Ok(v) => remote_keys(&v),
+                Err(e) => {
+                    crate::log::debug(&format!("yggdrasil: peers of {}: {e}", w.nodes[i].key));
+                    w.failures += 1;
+                    continue;
+                }
+            };
+            for k in found {
+                match index.get(&k) {
+                    Some(&j) => link(&mut w, &mut links, i, j),
+                    None => {
+                        if let Some(j) = add(&mut w, &mut index, &k, depth + 1, caps) {
+                            link(&mut w, &mut links, i, j);
+                            next.push(j);
+                        }
                     }
                 }
-                None => {
-                    if let Some(j) = add(&mut w, &mut index, &k, depth + 1, caps) {
-                        w.links.push((i, j));
-                        queue.push_back(j);
-                    }
-                }
             }
         }
+        level = next;
     }
-    for i in 1..w.nodes.len() {
-        let key = w.nodes[i].key.clone();
-        match admin.call("getNodeInfo", json!({"key": key})) {
+    let keys: Vec<String> = w.nodes.iter().skip(1).map(|n| n.key.clone()).collect();
+    for (i, answer) in fan.each("getNodeInfo", &keys).into_iter().enumerate() {
+        match answer {
             Ok(v) => {
-                w.nodes[i].advert = v
+                w.nodes[i + 1].advert = v
                     .as_object()
                     .into_iter()
                     .flat_map(|o| o.values())
@@ -353,6 +442,13 @@ pub fn walk(admin: &mut dyn Admin, caps: Caps) -> Result<Walk, String> {
         }
     }
     Ok(w)
+}
+
+/// Records the link between `a` and `b` once.
+fn link(w: &mut Walk, links: &mut HashSet<(usize, usize)>, a: usize, b: usize) {
+    if a != b && links.insert((a.min(b), a.max(b))) {
+        w.links.push((a, b));
+    }
 }
 
 fn add(
@@ -413,12 +509,16 @@ pub fn candidates(w: &Walk, ports: &[u16], nodeinfo_only: bool) -> Vec<Candidate
 /// Walks the Yggdrasil network as `cfg` says.
 pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
     let endpoint = Endpoint::parse(cfg.admin.as_deref().unwrap_or(DEFAULT_ADMIN))?;
-    let mut admin = SocketAdmin::new(endpoint, Duration::from_millis(u64::from(cfg.timeout_ms)));
+    // Up to 16 admin connections: enough to hide the timeouts of dead nodes, few enough for
+    // a router's Yggdrasil.
+    let workers = (cfg.concurrency as usize).clamp(1, 16);
+    let timeout = Duration::from_millis(u64::from(cfg.timeout_ms));
+    let mut fan = Parallel::new(endpoint, timeout, workers);
     let caps = Caps {
         max_depth: cfg.max_depth,
         max_nodes: cfg.max_nodes,
     };
-    let w = walk(&mut admin, caps)?;
+    let w = walk_with(&mut fan, caps)?;
     crate::log::info(&format!(
         "yggdrasil: {} node(s), {} advertising mnigs, {} failure(s)",
         w.nodes.len().saturating_sub(1),
@@ -441,6 +541,8 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
     #[test]
     fn addresses_of_real_keys() {
@@ -585,5 +687,82 @@ mod tests {
         )
         .unwrap();
         assert_eq!(w.nodes.len(), 4);
+    }
+
+    /// A fake admin socket: us (k0) — hub (k1) — leaves k2…k21; the odd leaves are dead (remote
+    /// calls to them never answer). Answers are pretty-printed, several per connection.
+    fn fake_socket(dir: &std::path::Path) -> (Endpoint, Arc<AtomicUsize>) {
+        use std::os::unix::net::UnixListener;
+        let keys: Vec<String> = (0..22).map(|i| format!("{:064x}", i * 7919 + 1)).collect();
+        let path = dir.join("ygg.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let most2 = most.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let (keys, open, most) = (keys.clone(), open.clone(), most2.clone());
+                std::thread::spawn(move || {
+                    let now = open.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    let mut stream = JsonStream::default();
+                    let mut buf = [0u8; 4096];
+                    'conn: while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        stream.push(&buf[..n]);
+                        while let Ok(Some(req)) = stream.next_value() {
+                            let key = req["arguments"]["key"].as_str().unwrap_or("");
+                            let at = keys.iter().position(|k| k == key).unwrap_or(0);
+                            let response = match req["request"].as_str().unwrap_or("") {
+                                "getSelf" => json!({"key": keys[0]}),
+                                "getPeers" => json!({"peers": [{"key": keys[1]}]}),
+                                _ if at >= 2 && at % 2 == 1 => {
+                                    // A dead node: hold the connection, answer nothing.
+                                    std::thread::sleep(Duration::from_secs(2));
+                                    break 'conn;
+                                }
+                                "debug_remoteGetPeers" if at == 1 => {
+                                    json!({"200::1": {"keys": keys[0..22].to_vec()}})
+                                }
+                                "debug_remoteGetPeers" => json!({"200::2": {"keys": [keys[1]]}}),
+                                "getNodeInfo" => json!({ key: {"name": at} }),
+                                _ => json!({}),
+                            };
+                            let answer = json!({"status": "success", "response": response});
+                            let text = serde_json::to_string_pretty(&answer).unwrap() + "\n";
+                            if c.write_all(text.as_bytes()).is_err() {
+                                break 'conn;
+                            }
+                        }
+                    }
+                    open.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        (Endpoint::Unix(path), most)
+    }
+
+    #[test]
+    fn parallel_walk_over_a_socket_survives_dead_nodes() {
+        let dir = std::env::temp_dir().join(format!("mnigs-ygg-fake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (endpoint, most) = fake_socket(&dir);
+        let caps = Caps {
+            max_depth: 8,
+            max_nodes: 100,
+        };
+        let mut fan = Parallel::new(endpoint, Duration::from_millis(300), 8);
+        let w = walk_with(&mut fan, caps).unwrap();
+        assert_eq!(w.nodes.len(), 22);
+        assert_eq!(w.nodes.iter().filter(|n| n.depth == 2).count(), 20);
+        // Ten dead leaves: their peers and their NodeInfo both fail.
+        assert_eq!(w.failures, 20);
+        assert_eq!(w.links.len(), 21);
+        assert!(most.load(SeqCst) >= 2, "calls ran side by side");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
