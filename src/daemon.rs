@@ -1,9 +1,11 @@
 //! The daemon: loads the config, opens the store, starts the roles and the RPC server, and waits
-//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the log level).
+//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the config, applying
+//! what can change live and keeping live tunnels — see [`crate::config::reload`]).
 
 use crate::config::{self, Config};
 use crate::gateway::service::{Gateway, now};
 use crate::log;
+use crate::persist::{self, Persister};
 use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
@@ -15,7 +17,7 @@ use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// JSON-RPC error code for a local control method called from outside `authorized_network`.
@@ -23,10 +25,13 @@ pub const FORBIDDEN: i64 = -32001;
 
 /// Everything the RPC handlers need.
 pub struct Node {
-    cfg: Config,
+    /// The running configuration; replaced on reload.
+    cfg: RwLock<Config>,
     store: Arc<Mutex<Store>>,
     gateway: Option<Gateway>,
     subscriber: Option<supervisor::Handle>,
+    /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
+    persisted: Mutex<Option<Value>>,
 }
 
 /// Local control methods that only read; `option web 'readonly'` opens them to every caller.
@@ -43,15 +48,58 @@ impl Node {
         subscriber: Option<supervisor::Handle>,
     ) -> Node {
         Node {
-            cfg,
+            cfg: RwLock::new(cfg),
             store,
             gateway,
             subscriber,
+            persisted: Mutex::new(None),
+        }
+    }
+
+    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Config> {
+        self.cfg.read().expect("not poisoned")
+    }
+
+    /// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
+    pub fn reload(&self, path: &Path) {
+        let new = match load_config(path) {
+            Ok(new) => new,
+            Err(e) => {
+                log::error(&format!(
+                    "reload refused, keeping the running configuration: {e}"
+                ));
+                return;
+            }
+        };
+        let plan = config::reload::plan(&self.cfg(), new);
+        let cfg = plan.effective;
+        if let Some(level) = log::Level::parse(&cfg.main.log_level) {
+            log::set_level(level);
+        }
+        if let Some(g) = &self.gateway {
+            g.reconfigure(&cfg.gateway);
+        }
+        if let Some(s) = &self.subscriber {
+            let copy = Box::new(cfg.clone());
+            s.ask(|reply| Command::Reload(copy, reply));
+        }
+        *self.cfg.write().expect("not poisoned") = cfg;
+        let applied = if plan.applied.is_empty() {
+            "no live option changed".to_string()
+        } else {
+            format!("applied {}", plan.applied.join(", "))
+        };
+        log::info(&format!("configuration reloaded: {applied}"));
+        if !plan.need_restart.is_empty() {
+            log::warn(&format!(
+                "changed in the file but kept until the daemon restarts: {}",
+                plan.need_restart.join(", ")
+            ));
         }
     }
 
     fn authorized(&self, addr: IpAddr) -> bool {
-        self.cfg
+        self.cfg()
             .main
             .authorized_network
             .iter()
@@ -63,7 +111,7 @@ impl Node {
         if self.authorized(caller.addr) {
             Access::Full
         } else {
-            self.cfg.main.web
+            self.cfg().main.web
         }
     }
 
@@ -114,7 +162,7 @@ impl Node {
             })
             .collect();
         let g = graph::build(
-            &self.cfg.main.name,
+            &self.cfg().main.name,
             self.gateway.is_some(),
             &seen,
             current.as_deref(),
@@ -132,7 +180,7 @@ impl Node {
         };
         let info = NodeInfo {
             success: true,
-            name: self.cfg.main.name.clone(),
+            name: self.cfg().main.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             gateway: self.gateway.is_some(),
             methods,
@@ -159,8 +207,10 @@ impl Node {
             .subscriber
             .as_ref()
             .map(|s| s.status.lock().expect("not poisoned").clone());
-        json!({"success": true, "name": self.cfg.main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber, "access": access.name()})
+        let persist = self.persisted.lock().expect("not poisoned").clone();
+        json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
+               "gateway": gateway, "subscriber": subscriber, "access": access.name(),
+               "persist": persist})
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
@@ -248,7 +298,7 @@ impl Handler for Node {
                 let port = req
                     .params
                     .opt_port("port", 1)?
-                    .unwrap_or(self.cfg.main.rpc_port);
+                    .unwrap_or(self.cfg().main.rpc_port);
                 let method = req.params.opt_string("method", 2)?.map(str::to_string);
                 if let Some(m) = &method {
                     crate::validate::method(m).map_err(RpcError::invalid_params)?;
@@ -347,9 +397,23 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Makes a panic in any thread end the whole process, as `panic = "abort"` does.
+///
+/// Our release profile aborts on panic, but the OpenWrt feed builds with `panic = "unwind"`;
+/// there a panicking thread would die alone and leave a daemon without, say, its supervisor
+/// while its tunnel and routes stay up. Aborting lets procd respawn a whole, fresh daemon.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> Result<(), String> {
     let cfg = load_config(path)?;
+    abort_on_panic();
     limit_malloc_arenas();
     if let Some(level) = log::Level::parse(&cfg.main.log_level) {
         log::set_level(level);
@@ -363,8 +427,17 @@ pub fn run(path: &Path) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
-    let store = Store::open(&cfg.main.database).map_err(|e| e.to_string())?;
+    let persist_path = cfg.main.persist_path.clone();
+    let (store, restored) =
+        persist::open(&cfg.main.database, persist_path.as_deref()).map_err(|e| e.to_string())?;
+    match (&restored, &persist_path) {
+        (Ok(true), Some(p)) => log::info(&format!("state restored from {}", p.display())),
+        (Err(e), _) => log::warn(e),
+        _ => {}
+    }
+    let persister = persist_path.map(|p| Persister::new(&p, &store));
     let store = Arc::new(Mutex::new(store));
+    let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
         let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
         let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
@@ -383,12 +456,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     } else {
         None
     };
-    let node = Arc::new(Node {
-        cfg: cfg.clone(),
-        store,
-        gateway,
-        subscriber,
-    });
+    let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
     let server = match Server::start(&cfg.main.listen, cfg.main.rpc_port, node.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -419,21 +487,15 @@ pub fn run(path: &Path) -> Result<(), String> {
         })
     });
 
+    let (persist_stop, persist_rx) = mpsc::channel::<()>();
+    let persist_thread = persister.map(|p| {
+        let node = node.clone();
+        std::thread::spawn(move || persist_loop(p, &node, &persist_rx))
+    });
+
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => match load_config(path) {
-                Ok(new) => {
-                    if let Some(level) = log::Level::parse(&new.main.log_level) {
-                        log::set_level(level);
-                    }
-                    log::info(
-                        "configuration reloaded (log level applied; other changes take effect on restart)",
-                    );
-                }
-                Err(e) => log::error(&format!(
-                    "reload refused, keeping the running configuration: {e}"
-                )),
-            },
+            Ok(Signal::SIGHUP) => node.reload(path),
             Ok(s) => {
                 log::info(&format!("{s}: stopping"));
                 break;
@@ -446,8 +508,63 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some(t) = expiry {
         let _ = t.join();
     }
+    drop(persist_stop);
+    let persister = persist_thread.and_then(|t| t.join().ok());
     shutdown(node);
+    if let Some(mut p) = persister {
+        // After the roles' teardown, so the copy holds what must survive: keys and gateways.
+        if let Err(e) = p.save(&persist_store.lock().expect("not poisoned")) {
+            log::error(&format!(
+                "cannot copy the state to {}: {e}",
+                p.path().display()
+            ));
+        }
+        log::info(&format!(
+            "state copied to {} {} time(s) this run, {} bytes",
+            p.path().display(),
+            p.writes,
+            p.bytes
+        ));
+    }
     Ok(())
+}
+
+/// Copies the store to flash every `persist_interval` seconds (read anew each time, so a reload
+/// applies) if it changed; returns the persister when `stop` is dropped.
+fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Persister {
+    let mut last = std::time::Instant::now();
+    let publish = |p: &Persister| {
+        *node.persisted.lock().expect("not poisoned") = Some(json!({
+            "path": p.path().display().to_string(), "writes": p.writes, "bytes": p.bytes}));
+    };
+    publish(&p);
+    loop {
+        let interval = Duration::from_secs(u64::from(node.cfg().main.persist_interval));
+        let left = interval.saturating_sub(last.elapsed());
+        if left.is_zero() {
+            last = std::time::Instant::now();
+            let store = node.store.lock().expect("not poisoned");
+            match p.save(&store) {
+                Ok(true) => {
+                    publish(&p);
+                    log::debug(&format!(
+                        "state copied to {} ({} copies, {} bytes this run)",
+                        p.path().display(),
+                        p.writes,
+                        p.bytes
+                    ));
+                }
+                Ok(false) => {}
+                Err(e) => log::error(&format!("cannot copy the state: {e}")),
+            }
+            continue;
+        }
+        // Wake at least every minute so that a shorter interval from a reload takes effect.
+        match stop.recv_timeout(left.min(Duration::from_secs(60))) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return p,
+        }
+    }
 }
 
 fn shutdown(node: Arc<Node>) {
@@ -455,12 +572,11 @@ fn shutdown(node: Arc<Node>) {
         log::error("internal: node still shared at shutdown");
         return;
     };
+    let hook_timeout = node.cfg().subscriber.hook_timeout;
     if let Some(s) = node.subscriber {
         s.shutdown();
     }
-    crate::hooks::wait_idle(Duration::from_secs(
-        u64::from(node.cfg.subscriber.hook_timeout) + 1,
-    ));
+    crate::hooks::wait_idle(Duration::from_secs(u64::from(hook_timeout) + 1));
     if let Some(g) = node.gateway {
         g.shutdown();
     }

@@ -9,6 +9,7 @@
 //! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
 //! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI.
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
+//! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
 //! - [`subscriber`]: gateway selection and the supervisor state machine of the subscriber role.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
@@ -32,6 +33,7 @@ pub mod gateway;
 pub mod hooks;
 pub mod log;
 pub mod netlab;
+pub mod persist;
 pub mod protocol;
 pub mod rpc;
 pub mod store;

@@ -154,6 +154,13 @@ pub struct MainConfig {
     /// `full`, `readonly` or `off`). Absent means `off`, as before the page existed; the shipped
     /// config sets `readonly`.
     pub web: crate::web::Access,
+    /// Copy of the database on flash (`option persist_path`), or `None` (`''`, the default): the
+    /// live database stays in RAM and what must survive a reboot is copied here (see
+    /// [`crate::persist`]).
+    pub persist_path: Option<PathBuf>,
+    /// Seconds between copies to `persist_path`, made only when something changed; one more copy
+    /// is made at clean shutdown (`option persist_interval`).
+    pub persist_interval: u32,
 }
 
 impl Default for MainConfig {
@@ -175,6 +182,8 @@ impl Default for MainConfig {
             ],
             log_level: "info".into(),
             web: crate::web::Access::Off,
+            persist_path: None,
+            persist_interval: 3600,
         }
     }
 }
@@ -590,6 +599,24 @@ impl<'f> Builder<'f> {
         );
         r.single("log_level", &mut m.log_level, one_of(LOG_LEVELS));
         r.single("web", &mut m.web, crate::web::Access::parse);
+        r.single("persist_path", &mut m.persist_path, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                validate::path(v).map(|()| Some(PathBuf::from(v)))
+            }
+        });
+        r.single(
+            "persist_interval",
+            &mut m.persist_interval,
+            number(1, 604_800),
+        );
+        if m.persist_path.as_deref() == Some(m.database.as_path()) {
+            r.error_at(
+                "persist_path",
+                "must differ from database: the live database is copied there".into(),
+            );
+        }
         if m.listen.is_empty() {
             r.error_at("listen", "at least one address is required".into());
         }
@@ -1316,6 +1343,9 @@ mnigs main | option listen '' | main.listen | at least one address is required
 mnigs main | option database 'var/db' | main.database | path must be absolute (start with '/'), got 'var/db'
 mnigs main | list authorized_network 10.0.0.1/8 | main.authorized_network | prefix '10.0.0.1/8' has host bits set; the network address is 10.0.0.0/8
 mnigs main | option log_level verbose | main.log_level | must be one of debug, info, warn, error, got 'verbose'
+mnigs main | option persist_path 'etc/x.db' | main.persist_path | path must be absolute (start with '/'), got 'etc/x.db'
+mnigs main | option persist_interval 0 | main.persist_interval | must be a whole number 1-604800, got '0'
+mnigs main | option persist_path '/var/lib/mnigs/mnigs.db' | main.persist_path | must differ from database: the live database is copied there
 gateway g | option max_subscribers 0 | g.max_subscribers | must be a whole number 1-65535, got '0'
 gateway g | option lease_seconds 4 | g.lease_seconds | must be a whole number 5-86400, got '4'
 gateway g | option lease_seconds 86401 | g.lease_seconds | must be a whole number 5-86400, got '86401'
@@ -1364,7 +1394,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 45);
+        assert_eq!(rows, 48);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum Command {
     Disconnect(Sender<Value>),
     /// Leave the gateway and end the thread.
     Shutdown(Sender<Value>),
+    /// Run with this configuration from now on (SIGHUP; the daemon has already kept the
+    /// restart-only options at their running values). The tunnel stays up unless the gateway
+    /// is no longer acceptable (its price is now above `max_price`).
+    Reload(Box<Config>, Sender<Value>),
 }
 
 struct Current {
@@ -175,7 +179,39 @@ impl Supervisor {
                 self.state = "disconnected";
                 let _ = reply.send(json!({"success": true, "left": was}));
             }
+            Command::Reload(cfg, reply) => {
+                self.reload(*cfg);
+                let _ = reply.send(json!({"success": true}));
+            }
             Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn reload(&mut self, cfg: Config) {
+        self.cfg = cfg;
+        // A shorter interval counts from now, not from the last scan's old schedule.
+        let soonest =
+            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        self.next_scan = self.next_scan.min(soonest);
+        let Some(c) = &self.current else { return };
+        let price = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .gateways()
+            .ok()
+            .and_then(|rows| {
+                rows.into_iter()
+                    .find(|r| r.address == c.gateway.ip().to_string() && r.port == c.gateway.port())
+            })
+            .and_then(|r| r.info["terms"]["price"].as_u64());
+        if let Some(price) = price.filter(|p| *p > u64::from(self.cfg.subscriber.max_price)) {
+            let why = format!(
+                "its price {price} is above max_price {} now",
+                self.cfg.subscriber.max_price
+            );
+            self.leave(&why);
+            self.next_scan = Instant::now();
         }
     }
 
@@ -612,7 +648,9 @@ impl Supervisor {
     }
 
     fn publish(&self) {
-        let mut v = json!({"enabled": true, "state": self.state, "lastError": self.last_error, "gateway": null});
+        let mut v = json!({"enabled": true, "state": self.state, "lastError": self.last_error, "gateway": null,
+                           "scanInterval": self.cfg.subscriber.scan_interval,
+                           "maxPrice": self.cfg.subscriber.max_price});
         if let Some(c) = &self.current {
             v["gateway"] = json!({"name": c.name, "address": c.gateway.ip().to_string(), "port": c.gateway.port()});
             v["method"] = json!(c.grant.method);
