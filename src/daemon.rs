@@ -10,7 +10,7 @@ use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, c
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, iptunnel, openvpn, route, wireguard};
+use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -390,6 +390,16 @@ fn methods(
                 )));
             }
             "route" => out.push(Box::new(route::Route::new())),
+            "cjdns" => {
+                let c = &cfg.cjdns;
+                let target = cjdns::AdminTarget {
+                    admin: c.admin.clone(),
+                    password: c.password.clone(),
+                    cjdroute_conf: c.cjdroute_conf.clone(),
+                    timeout: Duration::from_millis(u64::from(c.timeout_ms)),
+                };
+                out.push(Box::new(cjdns::Cjdns::new(target, &c.interface)));
+            }
             other => return Err(format!("method {other} is not supported by this version")),
         }
     }
