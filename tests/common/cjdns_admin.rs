@@ -35,6 +35,10 @@ pub trait Functions: Send + 'static {
     fn needs_auth(&self, function: &str) -> bool;
     /// The answer to `function(args)` (without `txid`, which the server adds).
     fn call(&mut self, function: &str, args: &Value) -> Vec<(String, Value)>;
+    /// Whether the daemon has "crashed": from then on nothing is answered.
+    fn crashed(&self) -> bool {
+        false
+    }
 }
 
 /// Counters of what the server saw.
@@ -108,6 +112,9 @@ pub fn serve<F: Functions>(
             let Ok(req) = bencode::parse(raw) else {
                 continue;
             };
+            if functions.lock().unwrap().crashed() {
+                continue;
+            }
             let now_ms = epoch.elapsed().as_millis() as u64 + 1_000_000;
             let txid = req.get("txid").cloned().unwrap_or(Value::str(""));
             let q = req.get("q").and_then(Value::as_str).unwrap_or("");
@@ -151,6 +158,9 @@ pub fn serve<F: Functions>(
                     }
                 }
             };
+            if functions.lock().unwrap().crashed() {
+                continue;
+            }
             let mut out = Value::Dict(
                 answer
                     .into_iter()
