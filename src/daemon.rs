@@ -616,3 +616,20 @@ fn shutdown(node: Arc<Node>) {
         g.shutdown();
     }
 }
+
+#[cfg(test)]
+mod cjdns_method_tests {
+    use super::*;
+
+    #[test]
+    fn the_cjdns_method_is_built_from_its_section() {
+        let store = Mutex::new(Store::open_in_memory().unwrap());
+        let mut cfg = Config::default();
+        cfg.cjdns.interface = "tuncjdns".into();
+        for role in [Role::Gateway, Role::Subscriber] {
+            let m = methods(&cfg, &["cjdns".into()], role, &store).unwrap();
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].name(), "cjdns");
+        }
+    }
+}

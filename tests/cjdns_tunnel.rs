@@ -268,6 +268,54 @@ fn a_key_that_is_not_the_callers_is_refused_before_anything_is_done() {
     assert!(m.check_options(&options("short.k")).is_err());
 }
 
+#[test]
+fn the_gateway_service_refuses_a_borrowed_key_permanently_and_grants_nothing() {
+    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
+    let (gk, sk, other) = (
+        cjdns_admin::key(13),
+        cjdns_admin::key(14),
+        cjdns_admin::key(15),
+    );
+    let (gw_node, gs) = cjdns_admin::node(&gk, &mesh(), Some(PASSWORD), TTL);
+    let mut cfg = mnigs::config::Config::default();
+    cfg.gateway.enabled = true;
+    let store = Arc::new(Mutex::new(mnigs::store::Store::open_in_memory().unwrap()));
+    let gw = mnigs::gateway::service::Gateway::new(
+        cfg.gateway.clone(),
+        vec![Box::new(Cjdns::new(target(&gs), "cjgw"))],
+        store.clone(),
+        None,
+    );
+    cmd::clear_history();
+    let caller = mnigs::rpc::server::Caller {
+        addr: IpAddr::V6(cjdns::check_key(&other).unwrap()),
+        host: None,
+    };
+    let ask = mnigs::protocol::ConnectionRequest {
+        sid: None,
+        name: "sub".into(),
+        port: None,
+        method: "cjdns".into(),
+        options: options(&sk),
+    };
+    let answer = gw.request_connection(&caller, ask);
+    assert_eq!(answer["success"], false, "{answer}");
+    assert_eq!(answer["temporaryError"], false, "{answer}");
+    let msg = answer["errorMsg"].as_str().unwrap();
+    assert!(
+        msg.contains("belongs to") && msg.contains(&caller.addr.to_string()),
+        "{msg}"
+    );
+    assert_eq!(gw.sessions(), json!([]));
+    assert!(gs.stats.functions().is_empty(), "no admin call");
+    assert!(
+        cmd::history().is_empty(),
+        "no command: {:?}",
+        cmd::history()
+    );
+    assert!(gw_node.lock().unwrap().conns.is_empty());
+}
+
 /// Runs `f` on a thread in a new network namespace (loopback up, tun interfaces `cjgw` and
 /// `cjsub` standing in for the two cjdroutes' tuns); the simulators it starts live there too.
 fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -61,16 +61,21 @@ fn key_in(fields: &Map<String, serde_json::Value>, whose: &str) -> Result<String
     Ok(key.to_string())
 }
 
+/// Refuses `key` unless its fc00::/8 address is `owner`, the request's source.
+pub fn key_owner_is(key: &str, owner: IpAddr) -> Result<(), String> {
+    let address = check_key(key)?;
+    if owner != IpAddr::V6(address) {
+        return Err(format!(
+            "cjdns key {key} belongs to {address}, but the request came from {owner}"
+        ));
+    }
+    Ok(())
+}
+
 /// The subscriber's key, refused unless it is the key of the node that sent the request.
 pub fn subscriber_key(peer: &Peer<'_>) -> Result<String, String> {
     let key = key_in(peer.options, "the request")?;
-    let address = check_key(&key)?;
-    if peer.owner != IpAddr::V6(address) {
-        return Err(format!(
-            "cjdns key {key} belongs to {address}, but the request came from {}",
-            peer.owner
-        ));
-    }
+    key_owner_is(&key, peer.owner)?;
     Ok(key)
 }
 
@@ -342,6 +347,15 @@ impl Method for Cjdns {
 
     fn check_options(&self, options: &Map<String, serde_json::Value>) -> Result<(), String> {
         key_in(options, "the request").map(drop)
+    }
+
+    fn check_caller(
+        &self,
+        owner: IpAddr,
+        options: &Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let key = key_in(options, "the request")?;
+        key_owner_is(&key, owner)
     }
 
     fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError> {

@@ -111,6 +111,12 @@ pub trait Method: Send {
     /// Checks a subscriber's method options before anything is configured; the error names the problem.
     fn check_options(&self, options: &Map<String, Value>) -> Result<(), String>;
 
+    /// Checks a subscriber's options against the address its request came from, before any lease
+    /// is granted (cjdns: the key must be the caller's own); most methods have nothing to check.
+    fn check_caller(&self, _owner: IpAddr, _options: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Gateway: sets up what all subscribers share (interface, keys, listen port, own addresses).
     fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError>;
 
