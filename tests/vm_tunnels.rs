@@ -247,7 +247,7 @@ fn which(program: &str) -> PathBuf {
 }
 
 const GW_UCI: &str = "config mnigs 'main'\n\toption name 'gw'\n\toption database '/tmp/gw.db'\n\toption log_level 'debug'\n\n\
-config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\toption lease_seconds '8'\n\
+config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\toption lease_seconds '30'\n\
 \toption ipv6_pool ''\n\toption nat 'nft'\n\tlist method 'gre'\n\tlist method 'ipip'\n\tlist method 'wireguard'\n";
 
 const SUB_UCI: &str = "config mnigs 'main'\n\toption name 'sub'\n\toption database '/tmp/sub.db'\n\toption log_level 'debug'\n\n\
@@ -342,7 +342,7 @@ $IP netns exec sub mnigs connect 10.77.0.3 -m ipip -c /etc/sub.uci >/dev/null 2>
 [ "$($IP -n gw -o link show | grep -c ': mnt')" = 1 ] || echo "RESULT expiry FAIL: no tunnel to expire"
 kill -9 $SUBPID
 gone=0
-for i in $(seq 1 100); do [ "$($IP -n gw -o link show | grep -c ': mnt')" = 0 ] && { gone=1; break; }; sleep 0.2; done
+for i in $(seq 1 250); do [ "$($IP -n gw -o link show | grep -c ': mnt')" = 0 ] && { gone=1; break; }; sleep 0.2; done
 [ $gone = 1 ] && echo "RESULT expiry ok" || echo "RESULT expiry FAIL"
 $IP -n sub link del mnigs-tun
 kill $GWPID; for i in $(seq 1 50); do kill -0 $GWPID 2>/dev/null || break; sleep 0.2; done
