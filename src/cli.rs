@@ -158,7 +158,13 @@ pub fn main(args: Args) -> i32 {
             }
         },
         Cmd::CheckConfig(a) => check_config(&a.config, a.json),
+        #[cfg(feature = "demo")]
         Cmd::Demo(a) => crate::demo::run(a.hold),
+        #[cfg(not(feature = "demo"))]
+        Cmd::Demo(_) => {
+            eprintln!("mnigs: this build has no demo (it was built without the `demo` feature)");
+            1
+        }
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
         Cmd::Gateways(a) => {
             client_cmd(&a.config, a.json, "listGateways", json!({}), print_gateways)
