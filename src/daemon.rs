@@ -217,6 +217,20 @@ fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
 enum Role {
     Gateway,
     Subscriber,
+    /// The subscriber's hot standby tunnel: its own interface and port.
+    Standby,
+}
+
+/// The standby tunnel's interface: the subscriber's interface name with `1` appended (or put in
+/// place of the 15th character, IFNAMSIZ allowing no more), `2` if that would be the same name.
+pub fn standby_ifname(ifname: &str) -> String {
+    let base: String = ifname.chars().take(14).collect();
+    let one = format!("{base}1");
+    if one == ifname {
+        format!("{base}2")
+    } else {
+        one
+    }
 }
 
 fn methods(
@@ -232,10 +246,14 @@ fn methods(
                 let key = wireguard_key(store)?;
                 let wg = &cfg.wireguard;
                 let (ifname, port) = match role {
-                    Role::Gateway => (&wg.interface, wg.listen_port),
-                    Role::Subscriber => (&wg.client_interface, wg.client_listen_port),
+                    Role::Gateway => (wg.interface.clone(), wg.listen_port),
+                    Role::Subscriber => (wg.client_interface.clone(), wg.client_listen_port),
+                    Role::Standby => (
+                        standby_ifname(&wg.client_interface),
+                        wg.client_listen_port.wrapping_add(1).max(1),
+                    ),
                 };
-                let m = wireguard::Wireguard::new(ifname, port, wg.mtu, key)
+                let m = wireguard::Wireguard::new(&ifname, port, wg.mtu, key)
                     .map_err(|e| e.to_string())?;
                 out.push(Box::new(m));
             }
@@ -303,7 +321,22 @@ pub fn run(path: &Path) -> Result<(), String> {
     };
     let subscriber = if cfg.subscriber.enabled {
         let m = methods(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
-        Some(Supervisor::spawn(cfg.clone(), store.clone(), m))
+        let standby = if cfg.subscriber.hot_standby {
+            Some(methods(
+                &cfg,
+                &cfg.subscriber.methods,
+                Role::Standby,
+                &store,
+            )?)
+        } else {
+            None
+        };
+        Some(Supervisor::spawn_with_standby(
+            cfg.clone(),
+            store.clone(),
+            m,
+            standby,
+        ))
     } else {
         None
     };
@@ -326,6 +359,21 @@ pub fn run(path: &Path) -> Result<(), String> {
         server.port()
     ));
 
+    let (uplink_stop, uplink_rx) = mpsc::channel::<()>();
+    let uplink = (node.gateway.is_some() && !cfg.gateway.uplink_targets.is_empty()).then(|| {
+        let n = node.clone();
+        crate::gateway::uplink::spawn(
+            cfg.gateway.uplink_targets.clone(),
+            cfg.gateway.wan_interface.clone(),
+            Duration::from_secs(u64::from(cfg.gateway.uplink_interval)),
+            move |healthy| {
+                if let Some(g) = &n.gateway {
+                    g.set_uplink(healthy);
+                }
+            },
+            uplink_rx,
+        )
+    });
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let expiry = node.gateway.is_some().then(|| {
         let node = node.clone();
@@ -366,6 +414,10 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     }
     server.stop();
+    drop(uplink_stop);
+    if let Some(t) = uplink {
+        let _ = t.join();
+    }
     drop(stop_tx);
     if let Some(t) = expiry {
         let _ = t.join();
@@ -384,5 +436,22 @@ fn shutdown(node: Arc<Node>) {
     }
     if let Some(g) = node.gateway {
         g.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standby_interface_names_differ_and_fit() {
+        assert_eq!(standby_ifname("mnigs-wgc"), "mnigs-wgc1");
+        assert_eq!(standby_ifname("abcdefghijklmno"), "abcdefghijklmn1");
+        assert_eq!(standby_ifname("abcdefghijklmn1"), "abcdefghijklmn2");
+        for name in ["a", "abcdefghijklmno", "abcdefghijklmn1"] {
+            let s = standby_ifname(name);
+            assert!(s.len() <= 15 && s != name);
+            assert!(crate::validate::ifname(&s).is_ok());
+        }
     }
 }

@@ -113,6 +113,8 @@ pub struct Gateway {
     pools: Pools,
     store: Arc<Mutex<Store>>,
     inner: Mutex<Inner>,
+    /// The last uplink check: healthy, and when (`None`: never checked, assumed healthy).
+    uplink: Mutex<(bool, Option<std::time::Instant>)>,
 }
 
 impl Gateway {
@@ -135,6 +137,31 @@ impl Gateway {
             cfg,
             pools,
             store,
+            uplink: Mutex::new((true, None)),
+        }
+    }
+
+    /// Records the result of an uplink check (see [`super::uplink`]).
+    pub fn set_uplink(&self, healthy: bool) {
+        let mut u = self.uplink.lock().expect("not poisoned");
+        if u.0 != healthy {
+            log::warn(&format!(
+                "uplink {}",
+                if healthy {
+                    "healthy again"
+                } else {
+                    "unhealthy: no new leases"
+                }
+            ));
+        }
+        *u = (healthy, Some(std::time::Instant::now()));
+    }
+
+    fn uplink(&self) -> Uplink {
+        let u = *self.uplink.lock().expect("not poisoned");
+        Uplink {
+            healthy: u.0,
+            checked_ago: u.1.map(|t| t.elapsed().as_secs()),
         }
     }
 
@@ -263,14 +290,8 @@ impl Gateway {
             bandwidth_up: self.cfg.bandwidth_up,
         };
         let methods = inner.methods.iter().map(|m| m.name().to_string()).collect();
-        (
-            methods,
-            terms,
-            Uplink {
-                healthy: true,
-                checked_ago: None,
-            },
-        )
+        drop(inner);
+        (methods, terms, self.uplink())
     }
 
     /// `requestConnection`: checks every value, then grants (or repeats) a lease and configures it.
@@ -285,6 +306,11 @@ impl Gateway {
         validate::node_name(&req.name).map_err(|e| Failure::permanent(format!("name: {e}")))?;
         if req.sid.as_deref().is_some_and(|sid| !is_sid(sid)) {
             return Err(Failure::permanent("sid must be 32 hexadecimal digits"));
+        }
+        if !self.uplink().healthy {
+            return Err(Failure::temporary(
+                "this gateway's uplink is unhealthy; try another gateway",
+            ));
         }
         let mut inner = self.inner.lock().expect("not poisoned");
         let offered: Vec<&str> = inner.methods.iter().map(|m| m.name()).collect();
