@@ -70,6 +70,8 @@ pub enum Node {
     Gw,
     /// The fake Internet: the gateway's upstream, hosting [`Testbed::INET_HOST`].
     Inet,
+    /// The second gateway, only in [`Testbed::build_two_gateways`].
+    Gw2,
 }
 
 impl Node {
@@ -77,6 +79,8 @@ impl Node {
     pub const ALL: [Node; 4] = [Node::Sub, Node::Relay, Node::Gw, Node::Inet];
     /// The nodes that run babeld and have mesh addresses.
     pub const MESH: [Node; 3] = [Node::Sub, Node::Relay, Node::Gw];
+    /// All nodes of [`Testbed::build_two_gateways`].
+    pub const TWO_GATEWAYS: [Node; 5] = [Node::Sub, Node::Relay, Node::Gw, Node::Inet, Node::Gw2];
 
     /// Lower-case name, used in namespace and file names.
     pub fn name(self) -> &'static str {
@@ -85,13 +89,14 @@ impl Node {
             Node::Relay => "relay",
             Node::Gw => "gw",
             Node::Inet => "inet",
+            Node::Gw2 => "gw2",
         }
     }
 
     /// The node's interfaces that face the mesh (babeld runs on these).
     pub fn mesh_ifnames(self) -> &'static [&'static str] {
         match self {
-            Node::Sub | Node::Gw => &["mesh0"],
+            Node::Sub | Node::Gw | Node::Gw2 => &["mesh0"],
             Node::Relay => &["mesh0", "mesh1"],
             Node::Inet => &[],
         }
@@ -103,12 +108,13 @@ impl Node {
             Node::Sub => Some(1),
             Node::Relay => Some(2),
             Node::Gw => Some(3),
+            Node::Gw2 => Some(4),
             Node::Inet => None,
         }
     }
 
     fn from_name(name: &str) -> Option<Node> {
-        Node::ALL.into_iter().find(|n| n.name() == name)
+        Node::TWO_GATEWAYS.into_iter().find(|n| n.name() == name)
     }
 }
 
@@ -124,6 +130,8 @@ pub struct Testbed {
     children: Mutex<Vec<Child>>,
     /// babeld's PID per mesh node.
     babeld: Vec<(Node, u32)>,
+    /// The nodes of this testbed's topology.
+    nodes: Vec<Node>,
 }
 
 impl Testbed {
@@ -135,6 +143,10 @@ impl Testbed {
     pub const INET_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
     /// Prefix length of the uplink subnet.
     pub const UPLINK_PREFIX_LEN: u8 = 24;
+    /// The second gateway's address on its uplink `wan0` (two-gateway testbed).
+    pub const GW2_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 1);
+    /// `inet`'s address on the second gateway's uplink (its `wan1`).
+    pub const INET_UPLINK2: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 2);
     /// The IPv4 prefix the mesh addresses are taken from (a /24).
     pub const MESH_V4_NET: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 0);
     /// The IPv6 prefix the mesh addresses are taken from (a /64).
@@ -146,6 +158,44 @@ impl Testbed {
     /// mesh routes. Fails with a message naming the missing program if `ip` or `babeld` is not
     /// installed, or if not running as root. Whatever was created before a failure is removed.
     pub fn build() -> Result<Testbed, String> {
+        Testbed::build_nodes(Node::ALL.to_vec())
+    }
+
+    /// Builds a mesh with two gateways, each with its own uplink to `inet`:
+    ///
+    /// ```text
+    ///  sub ──mesh── relay ──mesh1── gw  ──wan0 198.51.100.0/24── wan0 inet
+    ///                     ──mesh2── gw2 ──wan0 198.51.101.0/24── wan1 inet
+    /// ```
+    ///
+    /// `gw2` has mesh addresses 10.77.0.4 and fd77::4. Babel runs on sub, relay, gw and gw2.
+    pub fn build_two_gateways() -> Result<Testbed, String> {
+        Testbed::build_nodes(Node::TWO_GATEWAYS.to_vec())
+    }
+
+    /// Whether this testbed has the second gateway.
+    pub fn two_gateways(&self) -> bool {
+        self.nodes.contains(&Node::Gw2)
+    }
+
+    /// The interfaces of `node` that face the mesh in this testbed's topology.
+    pub fn mesh_ifnames(&self, node: Node) -> &'static [&'static str] {
+        if node == Node::Relay && self.two_gateways() {
+            &["mesh0", "mesh1", "mesh2"]
+        } else {
+            node.mesh_ifnames()
+        }
+    }
+
+    fn mesh_nodes(&self) -> Vec<Node> {
+        self.nodes
+            .iter()
+            .copied()
+            .filter(|n| n.mesh_index().is_some())
+            .collect()
+    }
+
+    fn build_nodes(nodes: Vec<Node>) -> Result<Testbed, String> {
         require_root()?;
         for program in ["ip", "babeld"] {
             if !cmd::available(program) {
@@ -158,7 +208,10 @@ impl Testbed {
         let tag = loop {
             let tag = next_tag();
             // A crashed run whose PID came back could have left these names behind.
-            if Node::ALL.iter().all(|n| !netns_exists(&ns_name(&tag, *n))) {
+            if Node::TWO_GATEWAYS
+                .iter()
+                .all(|n| !netns_exists(&ns_name(&tag, *n)))
+            {
                 break tag;
             }
         };
@@ -171,6 +224,7 @@ impl Testbed {
             namespaces: Vec::new(),
             children: Mutex::new(Vec::new()),
             babeld: Vec::new(),
+            nodes,
         };
         // From here on, dropping `testbed` on an error removes what was created.
         testbed
@@ -340,8 +394,12 @@ impl Testbed {
         let start = Instant::now();
         loop {
             self.check_babeld_alive()?;
+            let gw2 = !self.two_gateways()
+                || (self.has_mesh_routes(Node::Sub, Node::Gw2)
+                    && self.has_mesh_routes(Node::Gw2, Node::Sub));
             if self.has_mesh_routes(Node::Sub, Node::Gw)
                 && self.has_mesh_routes(Node::Gw, Node::Sub)
+                && gw2
             {
                 return Ok(start.elapsed());
             }
@@ -391,27 +449,31 @@ impl Testbed {
             start_time(std::process::id()).unwrap_or(0)
         );
         write_file(&self.dir.join("owner"), &owner)?;
-        for node in Node::ALL {
+        for node in self.nodes.clone() {
             let ns = self.ns(node);
             cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
             self.namespaces.push(ns);
         }
-        for node in Node::ALL {
+        for node in self.nodes.clone() {
             self.set_sysctls(node)?;
         }
         // DAD is off before the veths exist, so their link-locals are never tentative.
         self.veth(Node::Sub, "mesh0", Node::Relay, "mesh0")?;
         self.veth(Node::Relay, "mesh1", Node::Gw, "mesh0")?;
         self.veth(Node::Gw, "wan0", Node::Inet, "wan0")?;
-        for node in Node::ALL {
+        if self.two_gateways() {
+            self.veth(Node::Relay, "mesh2", Node::Gw2, "mesh0")?;
+            self.veth(Node::Gw2, "wan0", Node::Inet, "wan1")?;
+        }
+        for node in self.nodes.clone() {
             self.configure(node)?;
         }
-        for node in Node::MESH {
-            for ifname in node.mesh_ifnames() {
+        for node in self.mesh_nodes() {
+            for ifname in self.mesh_ifnames(node) {
                 self.wait_link_local(node, ifname, Duration::from_secs(5))?;
             }
         }
-        for node in Node::MESH {
+        for node in self.mesh_nodes() {
             let pid = self.start_babeld(node)?;
             self.babeld.push((node, pid));
         }
@@ -460,7 +522,7 @@ impl Testbed {
 
     fn configure(&self, node: Node) -> Result<(), String> {
         let mut batch = vec!["link set lo up".to_string()];
-        for ifname in node.mesh_ifnames() {
+        for ifname in self.mesh_ifnames(node) {
             batch.push(format!("link set {ifname} up"));
         }
         if node.mesh_index().is_some() {
@@ -483,6 +545,11 @@ impl Testbed {
                 batch.push(format!("address add {}{uplink} dev wan0", Self::GW_UPLINK));
                 batch.push(format!("route add default via {}", Self::INET_UPLINK));
             }
+            Node::Gw2 => {
+                batch.push("link set wan0 up".to_string());
+                batch.push(format!("address add {}{uplink} dev wan0", Self::GW2_UPLINK));
+                batch.push(format!("route add default via {}", Self::INET_UPLINK2));
+            }
             Node::Inet => {
                 batch.push("link set wan0 up".to_string());
                 batch.push(format!(
@@ -490,6 +557,13 @@ impl Testbed {
                     Self::INET_UPLINK
                 ));
                 batch.push(format!("address add {}/32 dev lo", Self::INET_HOST));
+                if self.two_gateways() {
+                    batch.push("link set wan1 up".to_string());
+                    batch.push(format!(
+                        "address add {}{uplink} dev wan1",
+                        Self::INET_UPLINK2
+                    ));
+                }
             }
         }
         let ns = self.ns(node);
@@ -531,7 +605,7 @@ impl Testbed {
              default type wired hello-interval 1 v4-via-v6 true\n",
             file("ctl").display()
         );
-        for ifname in node.mesh_ifnames() {
+        for ifname in self.mesh_ifnames(node) {
             conf.push_str(&format!("interface {ifname}\n"));
         }
         conf.push_str(&format!(
@@ -608,7 +682,7 @@ impl Testbed {
                 text.push_str(&format!("--- {ns}: ip {family} route\n{routes}"));
             }
         }
-        for node in Node::MESH {
+        for node in self.mesh_nodes() {
             text.push_str(&format!(
                 "--- {}: babeld log tail\n{}\n",
                 self.ns(node),
@@ -959,6 +1033,7 @@ mod tests {
             namespaces: Vec::new(),
             children: Mutex::new(Vec::new()),
             babeld: Vec::new(),
+            nodes: Node::ALL.to_vec(),
         };
         assert_eq!(testbed.unique_ifname("g"), "mnw0012ab34g");
         let long = testbed.unique_ifname("gateway-side");

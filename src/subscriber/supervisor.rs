@@ -637,7 +637,9 @@ impl Supervisor {
     fn probe_round(&mut self) {
         let interval = self.probe_interval();
         let down_after = self.cfg.subscriber.down_after;
-        let links: Vec<(usize, String, String, Vec<IpAddr>, bool)> = self
+        let failures_forgiven_after =
+            Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
+        let links: Vec<(usize, String, String, Vec<IpAddr>, Duration)> = self
             .links()
             .map(|(i, l)| {
                 (
@@ -645,11 +647,12 @@ impl Supervisor {
                     l.name.clone(),
                     l.interface.clone(),
                     self.probe_targets(l),
-                    l.up_since.elapsed() < GRACE,
+                    l.up_since.elapsed(),
                 )
             })
             .collect();
-        for (i, name, ifname, targets, in_grace) in links {
+        for (i, name, ifname, targets, up_for) in links {
+            let in_grace = up_for < GRACE;
             let per_target = (interval.mul_f64(0.9) / targets.len().max(1) as u32)
                 .max(Duration::from_millis(20));
             let rtt = targets
@@ -665,6 +668,10 @@ impl Supervisor {
             let h = self.history.entry(name.clone()).or_default();
             h.rtt_ms = summary.rtt_ms;
             h.loss = summary.loss;
+            if rtt.is_some() && !in_grace && up_for >= failures_forgiven_after {
+                // Served us well for a while: earlier failures no longer lengthen its back-off.
+                h.failures = 0;
+            }
             if down {
                 let why = format!(
                     "{name}: no answer to {} probe(s) through {ifname} in a row",
