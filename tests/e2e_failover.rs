@@ -212,3 +212,90 @@ fn hot_standby_failover_between_two_gateways() {
     }
     failover_cases(true);
 }
+
+/// Echo requests to the Internet host leaving sub: (through its tunnel, any other way).
+fn sub_leak_counts(s: &Scenario) -> (u64, u64) {
+    let out = s
+        .bed
+        .exec(
+            Node::Sub,
+            &["nft", "list", "chain", "inet", "mnleak", "out"],
+        )
+        .expect("counter listing");
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(counts.len(), 2, "{out}");
+    (counts[0], counts[1])
+}
+
+#[test]
+fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
+    if !e2e_gate("fail_closed_drops_internet_traffic_while_no_gateway_is_up") {
+        return;
+    }
+    let mut s = Scenario::two_gateways(
+        EXE.as_ref(),
+        &subscriber_options(false, "\toption fail_closed '1'\n"),
+    )
+    .expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(30))
+        .expect("Babel converges");
+    let script = format!(
+        "table inet mnleak {{\n chain out {{ type filter hook output priority 0; policy accept;\n\
+         ip daddr {inet} oifname \"{wg}\" counter\n ip daddr {inet} oifname != \"{wg}\" counter\n }}\n}}\n",
+        inet = Testbed::INET_HOST,
+        wg = s.sub_wg
+    );
+    s.bed
+        .exec_full(
+            Node::Sub,
+            &["nft", "-f", "-"],
+            Some(&script),
+            Duration::from_secs(5),
+        )
+        .expect("leak counters");
+    // Only gw1 runs: once it dies no gateway is up.
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    s.wait_gateway("gw1", Duration::from_secs(30)).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(5)));
+    let (tunnel, leaked) = sub_leak_counts(&s);
+    assert!(tunnel >= 1, "the counter sees tunnel traffic");
+    assert_eq!(leaked, 0);
+
+    let (outage, ()) = outage_during(&s, 40, "fail_closed, no gateway left", || kill_gw1(&s));
+    s.gw_pid = None;
+    assert!(outage >= 2.0, "no gateway: the pings fail");
+    assert_eq!(s.sub_gateway(), None);
+    let (_, leaked) = sub_leak_counts(&s);
+    assert_eq!(
+        leaked, 0,
+        "during the outage nothing left sub for the Internet host outside the tunnel"
+    );
+    // The mesh stays reachable.
+    let gw2_mesh = Testbed::mesh_v4(Node::Gw2).to_string();
+    s.bed
+        .exec(Node::Sub, &["ping", "-n", "-c", "1", "-W", "2", &gw2_mesh])
+        .expect("mesh reachable while fail_closed drops Internet traffic");
+
+    // Control: without mnigs's rules the same ping leaks onto the mesh, and the counter sees it.
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(!s.ping_inet("1"));
+    let (_, leaked) = sub_leak_counts(&s);
+    assert!(leaked >= 1, "the leak counter works");
+    let rules = s.bed.exec(Node::Sub, &["ip", "rule", "show"]).unwrap();
+    assert!(
+        !rules.contains("31002"),
+        "SIGTERM removes the rules: {rules}"
+    );
+}

@@ -232,6 +232,9 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Default `probe_interval_ms` with `option hot_standby '1'` (detection within 0.3 s).
+pub const HOT_STANDBY_PROBE_INTERVAL_MS: u32 = 100;
+
 /// `config subscriber 'subscriber'`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriberConfig {
@@ -246,7 +249,8 @@ pub struct SubscriberConfig {
     /// Highest price accepted (`option max_price`).
     pub max_price: u32,
     /// Milliseconds between probes through the tunnel (`option probe_interval_ms`, 50-60000,
-    /// default 200). When only `option probe_interval` (seconds) is given, it is used instead.
+    /// default 200, 100 with hot standby). When only `option probe_interval` (seconds) is given,
+    /// it is used instead.
     pub probe_interval_ms: u32,
     /// The path is down after this many consecutive failed probe intervals (`option down_after`,
     /// 1-100, default 3: with 200 ms probes, downtime is detected within about 0.6 s).
@@ -651,6 +655,12 @@ impl<'f> Builder<'f> {
         r.single("failback_after", &mut sub.failback_after, number(0, 86400));
         r.single("hot_standby", &mut sub.hot_standby, boolean);
         r.single("fail_closed", &mut sub.fail_closed, boolean);
+        let interval_given =
+            s.get("probe_interval").is_some() || s.get("probe_interval_ms").is_some();
+        if sub.hot_standby && !interval_given {
+            // A false alarm costs only a rule switch with a standby ready: probe twice as often.
+            sub.probe_interval_ms = HOT_STANDBY_PROBE_INTERVAL_MS;
+        }
         if sub.enabled && sub.methods.is_empty() {
             r.error_at(
                 "method",
@@ -1719,6 +1729,11 @@ config gateway g
         let (c, _) = check("config subscriber 's'\n\toption probe_interval '2'\n").unwrap();
         assert_eq!(c.subscriber.probe_interval_ms, 2000);
         assert_eq!(Config::default().subscriber.probe_interval_ms, 200);
+        let (c, _) = check("config subscriber 's'\n\toption hot_standby '1'\n").unwrap();
+        assert_eq!(
+            c.subscriber.probe_interval_ms,
+            HOT_STANDBY_PROBE_INTERVAL_MS
+        );
         for bad in [
             "\toption probe_interval_ms '10'",
             "\toption down_after '0'",
