@@ -16,6 +16,10 @@
 //! NATed to) the gateway's uplink address gets answers. `sub` starts with a default route into
 //! the mesh that leads nowhere (the relay has no route to the Internet): the negative control.
 //!
+//! [`Testbed::build_two_gateways`] adds a second gateway `gw2` (mesh addresses 10.77.0.4,
+//! fd77::4) behind the relay's `mesh2`, with its own uplink `wan0` 198.51.101.1/24 to `inet`'s
+//! `wan1` 198.51.101.2/24: two independent ways out, for the failover tests.
+//!
 //! # Cleanup
 //! Everything a testbed creates is owned by its [`Testbed`] value: dropping it (also while a
 //! panic unwinds) stops the processes it spawned and every process still living in its
@@ -24,7 +28,7 @@
 //! behind; [`cleanup_stale`] removes those once their owner is gone.
 //!
 //! # Layout
-//! - [`Node`]: the four roles and their fixed addresses.
+//! - [`Node`]: the roles (four, five with `gw2`) and their fixed addresses.
 //! - [`Testbed`]: building, running programs inside, waiting for Babel, tearing down.
 //! - [`require_root`], [`e2e_gate`]: prerequisites of the end-to-end tests.
 //! - [`cleanup_stale`]: leftovers of crashed runs.

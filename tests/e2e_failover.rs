@@ -195,6 +195,21 @@ fn failover_cases(hot: bool) {
         "SUMMARY {mode}: (a) {a:.1} s, (b) {b:.1} s, (c) {c:.1} s, (d) {d:.1} s\nstatus: {sub}"
     );
     assert!(s.stop(Node::Sub, libc::SIGTERM));
+    // SIGTERM leaves no rule, table or tunnel behind.
+    let rules = s.bed.exec(Node::Sub, &["ip", "rule", "show"]).unwrap();
+    assert!(!rules.contains("3100"), "{rules}");
+    for table in ["7101", "7102"] {
+        let routes = s
+            .bed
+            .exec(Node::Sub, &["ip", "route", "show", "table", table])
+            .unwrap_or_default();
+        assert_eq!(routes.trim(), "", "table {table}");
+    }
+    let links = s
+        .bed
+        .exec(Node::Sub, &["ip", "-o", "link", "show"])
+        .unwrap();
+    assert!(!links.contains(&s.sub_wg), "{links}");
 }
 
 #[test]

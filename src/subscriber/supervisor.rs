@@ -520,7 +520,7 @@ impl Supervisor {
                 if let Err(e) = self.route_via(slot) {
                     self.fail(format!("cannot switch routes: {e}"));
                 }
-                self.active = Some(slot);
+                self.set_active(Some(slot));
                 self.state = "connected";
                 return true;
             }
@@ -583,16 +583,16 @@ impl Supervisor {
                 self.fail(format!("cannot switch routes: {e}"));
                 return;
             }
-            self.active = Some(slot);
+            self.set_active(Some(slot));
             self.release_slot(old, "failed back to a better gateway");
         } else {
             self.release_slot(old, "moving to a better gateway");
-            self.active = None;
+            self.set_active(None);
             if self
                 .register_any(0, &choice.answer, &choice.methods)
                 .is_ok()
             {
-                self.active = Some(0);
+                self.set_active(Some(0));
             } else {
                 let ranked = self.ranked();
                 self.connect_first(&ranked, 0);
@@ -735,7 +735,7 @@ impl Supervisor {
         self.save_quality(&name, Some(&why));
         let was_active = self.active == Some(i);
         if was_active {
-            self.active = None;
+            self.set_active(None);
             let standby = self.links().find(|(j, _)| *j != i).map(|(j, _)| j);
             if let Some(j) = standby {
                 match self.route_via(j) {
@@ -810,7 +810,7 @@ impl Supervisor {
                     if let Err(e) = self.route_via(0) {
                         self.fail(format!("cannot switch routes: {e}"));
                     }
-                    self.active = Some(0);
+                    self.set_active(Some(0));
                 }
                 Err(e) => {
                     self.fail(format!("cannot bring the saved tunnel back: {e}"));
@@ -882,7 +882,7 @@ impl Supervisor {
                 if let Err(e) = self.route_via(0) {
                     self.fail(format!("cannot switch routes: {e}"));
                 }
-                self.active = Some(0);
+                self.set_active(Some(0));
                 self.fill_standby();
                 json!({"success": true, "gateway": answer.info.name})
             }
@@ -1003,10 +1003,17 @@ impl Supervisor {
             now(),
             lease,
         );
-        if slot == 0 {
-            self.save_connection(slot);
-        }
         Ok(())
+    }
+
+    /// Makes slot `slot` the one carrying traffic and saves its connection for a restart (or
+    /// forgets the saved one when there is none).
+    fn set_active(&mut self, slot: Option<usize>) {
+        self.active = slot;
+        match slot {
+            Some(i) => self.save_connection(i),
+            None => self.forget_connection(),
+        }
     }
 
     fn save_connection(&mut self, slot: usize) {
@@ -1080,7 +1087,7 @@ impl Supervisor {
                 let lease = Duration::from_secs(u64::from(r.timeout.max(3)));
                 c.expires = Instant::now() + lease;
                 c.renew_at = Instant::now() + lease / 3;
-                if slot == 0 {
+                if self.active == Some(slot) {
                     let _ = self
                         .store
                         .lock()
@@ -1124,8 +1131,8 @@ impl Supervisor {
             );
         }
         self.disconnect_slot(i);
-        if i == 0 {
-            self.forget_connection();
+        if self.active == Some(i) {
+            self.set_active(None);
         }
     }
 
@@ -1142,8 +1149,8 @@ impl Supervisor {
             });
         }
         self.disconnect_slot(i);
-        if i == 0 {
-            self.forget_connection();
+        if self.active == Some(i) {
+            self.set_active(None);
         }
     }
 
@@ -1158,7 +1165,7 @@ impl Supervisor {
             let _ = policy::rule_del_all(policy::RULE_TUNNEL);
             self.rule_table = None;
         }
-        self.active = None;
+        self.set_active(None);
         self.state = "idle";
     }
 
