@@ -80,11 +80,12 @@ pub fn ifname(s: &str) -> Result<(), String> {
 /// Checks a node name (what a node calls itself in `nodeInfo` and registrations):
 /// 1-63 characters of `A-Z a-z 0-9 . _ -`, not starting with `-`.
 pub fn node_name(s: &str) -> Result<(), String> {
-    if (1..=63).contains(&s.len()) && only(s, b"._-") && !s.starts_with('-') {
+    let starts_well = s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if (1..=63).contains(&s.len()) && only(s, b"._-") && starts_well {
         Ok(())
     } else {
         Err(format!(
-            "node name must be 1-63 characters of A-Z a-z 0-9 . _ -, not starting with '-', got {}",
+            "node name must be 1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, got {}",
             quoted(s)
         ))
     }

@@ -57,6 +57,13 @@ fn connection(name: &str, key: Value) -> Value {
     json!({"name": name, "method": "wireguard", "options": {"publicKey": key}})
 }
 
+/// Refused either as an application failure or as a JSON-RPC error (a too-large body, a bad type).
+fn assert_refused(v: &Value, what: &str) {
+    let failed = v["result"]["success"] == false && v["result"]["errorMsg"].is_string();
+    let error = v["error"]["message"].is_string();
+    assert!(failed || error, "{what} was not refused");
+}
+
 fn assert_failure(v: &Value, mentions: &str) {
     let r = &v["result"];
     assert_eq!(r["success"], false, "{v}");
@@ -65,6 +72,93 @@ fn assert_failure(v: &Value, mentions: &str) {
         msg.contains(mentions),
         "error '{msg}' should mention '{mentions}'"
     );
+}
+
+/// More than a hundred values that must never reach a program's argv.
+fn hostile_values() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "a;reboot",
+        "a|reboot",
+        "a&reboot",
+        "a&&reboot",
+        "a||reboot",
+        "$(reboot)",
+        "`reboot`",
+        "${IFS}",
+        "a>b",
+        "a<b",
+        "a>>b",
+        "a\nb",
+        "a\rb",
+        "a\tb",
+        "a\0b",
+        "a b",
+        " a",
+        "a ",
+        "-x",
+        "--help",
+        "-",
+        "--",
+        "-rf",
+        "'a'",
+        "\"a\"",
+        "a'b",
+        "a\"b",
+        "a\\b",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        ".",
+        "*",
+        "?",
+        "[a]",
+        "{a,b}",
+        "~root",
+        "a#b",
+        "#a",
+        "a%n",
+        "%s%s%s",
+        "a=b",
+        "a:b",
+        "a,b",
+        "a\u{0}",
+        "a\u{7f}",
+        "a\u{1b}[31m",
+        "a\u{200b}b",
+        "a\u{202e}b",
+        "a\u{feff}",
+        "\u{430}dmin",
+        "wg\u{2010}0",
+        "ａｂｃ",
+        "名前",
+        "😀",
+        "a\u{85}b",
+        "a\u{2028}b",
+        "\u{ff0d}x",
+        "a\\x00",
+        "%00",
+        "%0a",
+        "a\u{c}b",
+        "a\u{b}b",
+        "a\u{3000}b",
+        "\u{200d}",
+        "a\u{180e}b",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in [64, 65, 256, 4097, 70_000] {
+        v.push("a".repeat(n));
+    }
+    for c in [
+        "$", ";", "|", "&", "`", "\\", "'", "\"", "\n", "*", "!", "(", ")", "<", ">", "^", "~",
+        "#", " ",
+    ] {
+        v.push(format!("eth0{c}"));
+        v.push(format!("{c}eth0"));
+    }
+    v.push(String::new());
+    v
 }
 
 #[test]
@@ -153,6 +247,40 @@ fn hostile_requests_get_clear_errors_and_run_nothing() {
         "unknown",
     );
 
+    // The same table through every string parameter of the gateway's methods.
+    let values = hostile_values();
+    assert!(values.len() >= 100, "{} hostile values", values.len());
+    for bad in &values {
+        let what = |field: &str| format!("{field} {:?}", bad.chars().take(40).collect::<String>());
+        let m = json!({"name": "n1", "method": bad, "options": {"publicKey": KEY}});
+        let sid =
+            json!({"sid": bad, "name": "n1", "method": "wireguard", "options": {"publicKey": KEY}});
+        let requests = [
+            (
+                "requestConnection",
+                connection(bad, json!(KEY)),
+                what("name"),
+            ),
+            (
+                "requestConnection",
+                connection("n1", json!(bad)),
+                what("publicKey"),
+            ),
+            ("requestConnection", m, what("method")),
+            ("requestConnection", sid, what("sid")),
+            ("renewConnection", json!({"sid": bad}), what("renew sid")),
+            (
+                "releaseConnection",
+                json!({"sid": bad}),
+                what("release sid"),
+            ),
+            ("connect", json!({"address": bad}), what("connect address")),
+        ];
+        for (method, params, what) in requests {
+            assert_refused(&call(addr, method, params), &what);
+        }
+    }
+
     assert_eq!(
         cmd::history(),
         Vec::<String>::new(),
@@ -179,6 +307,38 @@ fn hostile_requests_get_clear_errors_and_run_nothing() {
         json!([])
     );
     server.stop();
+
+    // And through UCI: every option that reaches an argv rejects each value, naming the option.
+    cmd::clear_history();
+    for bad in &values {
+        let quoted = bad.replace('\\', "\\\\").replace('"', "\\\"");
+        for (section, option) in [
+            ("gateway", "wan_interface"),
+            ("main", "name"),
+            ("wireguard", "interface"),
+            ("gateway", "method"),
+        ] {
+            let ty = if section == "main" { "mnigs" } else { section };
+            let text = format!("config {ty} '{section}'\n\toption {option} \"{quoted}\"\n");
+            let result = mnigs::config::model::from_text(&text, "t".as_ref());
+            if bad.is_empty() && (option == "name" || option == "method") {
+                continue; // an empty name means the host name; an empty method list is allowed
+            }
+            let problems =
+                result.expect_err(&format!("{section}.{option} = {bad:?} must be refused"));
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.line >= 1 && (p.place.contains(option) || p.place.is_empty())),
+                "{section}.{option} = {bad:?}: {problems:?}"
+            );
+        }
+    }
+    assert_eq!(
+        cmd::history(),
+        Vec::<String>::new(),
+        "config checks run nothing either"
+    );
 
     // Local control methods are refused to callers outside authorized_network.
     cfg.main.authorized_network = vec!["10.99.0.0/16".parse().unwrap()];

@@ -1257,7 +1257,7 @@ mnigs main | option rpc_port 0 | main.rpc_port | must be a port number 1-65535, 
 mnigs main | option rpc_port 65536 | main.rpc_port | must be a port number 1-65535, got '65536'
 mnigs main | option rpc_port ' 80' | main.rpc_port | must be a port number 1-65535, got ' 80'
 mnigs main | option rpc_port -1 | main.rpc_port | must be a port number 1-65535, got '-1'
-mnigs main | option name '-rf' | main.name | node name must be 1-63 characters of A-Z a-z 0-9 . _ -, not starting with '-', got '-rf'
+mnigs main | option name '-rf' | main.name | node name must be 1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, got '-rf'
 mnigs main | list listen '::'; list listen localhost | main.listen | must be an IPv4 or IPv6 address, got 'localhost'
 mnigs main | option listen '' | main.listen | at least one address is required
 mnigs main | option database 'var/db' | main.database | path must be absolute (start with '/'), got 'var/db'

@@ -1,0 +1,220 @@
+//! The gateway's RPC surface under competition, in this process on loopback (no root): callers are
+//! told apart by source address (127.0.0.0/8 gives us many), a session belongs to its caller, and
+//! 100 callers racing for 10 slots get exactly 10 sessions and 10 tunnel peers.
+
+use mnigs::config::Config;
+use mnigs::daemon::Node;
+use mnigs::gateway::service::Gateway;
+use mnigs::protocol::Grant;
+use mnigs::rpc::server::Server;
+use mnigs::store::Store;
+use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
+use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Barrier, Mutex};
+
+/// A tunnel method that only remembers which peers are configured.
+struct CountingMethod(Arc<Mutex<HashSet<String>>>);
+
+impl Method for CountingMethod {
+    fn name(&self) -> &'static str {
+        "wireguard"
+    }
+    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String> {
+        options
+            .get("publicKey")
+            .and_then(Value::as_str)
+            .map(drop)
+            .ok_or_else(|| "publicKey".into())
+    }
+    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
+        let key = peer.options["publicKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.0.lock().unwrap().insert(key);
+        Ok(Map::new())
+    }
+    fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
+        self.0
+            .lock()
+            .unwrap()
+            .remove(peer.options["publicKey"].as_str().unwrap_or_default());
+        Ok(())
+    }
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn request_options(&self) -> Map<String, Value> {
+        Map::new()
+    }
+    fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
+        Err(TunnelError::Invalid("gateway-only test method".into()))
+    }
+    fn disconnect(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+}
+
+/// A TCP connection to `to` from the local address `from` (bind before connect).
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor we own; handed to TcpStream on success.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut local: libc::sockaddr_in = std::mem::zeroed();
+        local.sin_family = libc::AF_INET as libc::sa_family_t;
+        local.sin_addr.s_addr = u32::from(from).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&raw const local).cast(), len),
+            0,
+            "bind {from}"
+        );
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4 only")
+        };
+        let mut remote: libc::sockaddr_in = std::mem::zeroed();
+        remote.sin_family = libc::AF_INET as libc::sa_family_t;
+        remote.sin_port = to.port().to_be();
+        remote.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        assert_eq!(
+            libc::connect(fd, (&raw const remote).cast(), len),
+            0,
+            "connect from {from}"
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+fn call_from(from: Ipv4Addr, to: SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut s = connect_from(from, to);
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let v: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    v["result"].clone()
+}
+
+fn gateway(max: u32) -> (Server, SocketAddr, Arc<Mutex<HashSet<String>>>) {
+    let mut cfg = Config::default();
+    cfg.gateway.enabled = true;
+    cfg.gateway.max_subscribers = max;
+    let peers = Arc::new(Mutex::new(HashSet::new()));
+    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+    let gw = Gateway::new(
+        cfg.gateway.clone(),
+        vec![Box::new(CountingMethod(peers.clone()))],
+        store.clone(),
+        None,
+    );
+    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let server = Server::start(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node).unwrap();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+    (server, addr, peers)
+}
+
+fn ask(key: &str) -> Value {
+    json!({"name": "n", "method": "wireguard", "options": {"publicKey": key}})
+}
+
+#[test]
+fn only_the_owner_may_renew_or_release_and_repeats_are_idempotent() {
+    let (server, gw, peers) = gateway(10);
+    let alice = Ipv4Addr::new(127, 0, 0, 11);
+    let mallory = Ipv4Addr::new(127, 0, 0, 66);
+    let grant = call_from(alice, gw, "requestConnection", ask("alice"));
+    assert_eq!(grant["success"], true, "{grant}");
+    let sid = grant["sid"].as_str().unwrap().to_string();
+    assert_eq!(sid.len(), 32);
+
+    let again = call_from(alice, gw, "requestConnection", ask("alice"));
+    assert_eq!(
+        again["sid"],
+        sid.as_str(),
+        "a repeat returns the same session"
+    );
+    assert_eq!(again["ipv4"], grant["ipv4"]);
+
+    for m in ["renewConnection", "releaseConnection"] {
+        let v = call_from(mallory, gw, m, json!({"sid": sid}));
+        assert_eq!(v["success"], false, "{m} from another address");
+        assert!(
+            v["errorMsg"].as_str().unwrap().contains("another address"),
+            "{v}"
+        );
+    }
+    let mut stolen = ask("mallory");
+    stolen["sid"] = json!(sid);
+    let v = call_from(mallory, gw, "requestConnection", stolen);
+    assert_eq!(v["success"], false, "naming another's sid is refused: {v}");
+    assert_eq!(peers.lock().unwrap().len(), 1, "mallory changed nothing");
+
+    assert_eq!(
+        call_from(alice, gw, "renewConnection", json!({"sid": sid}))["success"],
+        true
+    );
+    assert_eq!(
+        call_from(alice, gw, "releaseConnection", json!({"sid": sid}))["success"],
+        true
+    );
+    assert!(peers.lock().unwrap().is_empty());
+    assert_eq!(
+        call_from(alice, gw, "renewConnection", json!({"sid": sid}))["success"],
+        false
+    );
+    server.stop();
+}
+
+#[test]
+fn a_hundred_callers_racing_for_ten_slots() {
+    let (server, gw, peers) = gateway(10);
+    let barrier = Arc::new(Barrier::new(100));
+    let threads: Vec<_> = (0..100u8)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                call_from(
+                    Ipv4Addr::new(127, 0, 1, i + 1),
+                    gw,
+                    "requestConnection",
+                    ask(&format!("key{i}")),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let granted: Vec<&Value> = answers.iter().filter(|a| a["success"] == true).collect();
+    let full = answers
+        .iter()
+        .filter(|a| a["success"] == false && a["temporaryError"] == true)
+        .count();
+    assert_eq!(granted.len(), 10, "exactly max_subscribers sessions");
+    assert_eq!(full, 90, "everyone else is told to come back later");
+    let addresses: HashSet<&str> = granted
+        .iter()
+        .map(|g| g["ipv4"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), 10, "distinct tunnel addresses");
+    assert_eq!(
+        peers.lock().unwrap().len(),
+        10,
+        "exactly 10 tunnel peers configured"
+    );
+    let listed = call_from(Ipv4Addr::LOCALHOST, gw, "listSessions", json!({}));
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 10);
+    server.stop();
+}
