@@ -122,6 +122,13 @@ fn failover_cases(hot: bool) {
     let st = s.status(Node::Sub).unwrap();
     assert_eq!(st["subscriber"]["lastFailover"]["from"], "gw1");
     assert_eq!(st["subscriber"]["lastFailover"]["to"], "gw2");
+    // gw1's own uplink check notices too, and nodeInfo says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let uplink = |s: &Scenario| s.status(Node::Gw).unwrap()["gateway"]["uplink"]["healthy"].clone();
+    while uplink(&s) != false && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uplink(&s), false, "gw1 reports its uplink unhealthy");
 
     // (d) gw1 back: the subscriber stays on gw2 for the stability period, then fails back.
     gw(&s, &["ip", "link", "set", "wan0", "up"]);

@@ -517,4 +517,78 @@ mod tests {
         assert_eq!(small.slots(), 5);
         assert_eq!(small.subscriber(4).0, Ipv4Addr::new(10, 0, 0, 6));
     }
+
+    /// A method that touches nothing.
+    struct Inert;
+
+    impl Method for Inert {
+        fn name(&self) -> &'static str {
+            "wireguard"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            _: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Ok(Default::default())
+        }
+        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn no_new_leases_while_the_uplink_is_unhealthy() {
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let gw = Gateway::new(GatewayConfig::default(), vec![Box::new(Inert)], store, None);
+        let caller = |last: u8| Caller {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+            host: None,
+        };
+        let request = || ConnectionRequest {
+            sid: None,
+            name: "sub".into(),
+            port: None,
+            method: "wireguard".into(),
+            options: Default::default(),
+        };
+        assert_eq!(gw.offer().2.checked_ago, None, "never checked");
+        assert!(gw.offer().2.healthy, "assumed healthy until checked");
+        assert_eq!(
+            gw.request_connection(&caller(1), request())["success"],
+            true
+        );
+
+        gw.set_uplink(false);
+        let (_, _, uplink) = gw.offer();
+        assert!(!uplink.healthy);
+        assert_eq!(uplink.checked_ago, Some(0));
+        let refused = gw.request_connection(&caller(2), request());
+        assert_eq!(refused["success"], false);
+        assert_eq!(refused["temporaryError"], true);
+        assert!(refused["errorMsg"].as_str().unwrap().contains("uplink"));
+
+        gw.set_uplink(true);
+        assert_eq!(
+            gw.request_connection(&caller(2), request())["success"],
+            true
+        );
+    }
 }

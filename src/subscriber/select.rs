@@ -647,4 +647,34 @@ mod tests {
             "{on_gw1} of 20 on gw1: not spread"
         );
     }
+
+    /// The same 20 arriving one after another: each sees the load the earlier ones put on the
+    /// gateways (subscribers/maxSubscribers in nodeInfo) and the answer times jitter by a few ms.
+    #[test]
+    fn twenty_subscribers_arriving_one_by_one_spread_too() {
+        let mut load = [0u32, 0u32];
+        for i in 0..20u64 {
+            let jitter = |g: u64| 2 + (splitmix(i * 2 + g) % 4);
+            let list = [
+                answer("gw1", "fd77::3", jitter(0), load[0]),
+                answer("gw2", "fd77::4", jitter(1), load[1]),
+            ];
+            let mut list = list.to_vec();
+            for a in &mut list {
+                a.info.terms.max_subscribers = 30;
+            }
+            let seed = seed_for(&format!("sub{i}"));
+            let r = rank(
+                &list,
+                &wants(),
+                &HashMap::new(),
+                0,
+                &Policy::default(),
+                seed,
+            );
+            let on = usize::from(r[0].answer.info.name == "gw2");
+            load[on] += 1;
+        }
+        assert!(load[0] >= 5 && load[1] >= 5, "{load:?}");
+    }
 }
