@@ -332,10 +332,11 @@ impl Supervisor {
         let closed = self.cfg.subscriber.fail_closed;
         let mut result = Ok(());
         if hot || closed {
-            result = policy::rule_add(policy::RULE_MESH, None);
+            let suppress = u8::from(hot);
+            result = policy::rule_add(policy::RULE_MESH, policy::Action::MainWithout(suppress));
         }
         if closed && result.is_ok() {
-            result = policy::rule_add(policy::RULE_CLOSED, None);
+            result = policy::rule_add(policy::RULE_CLOSED, policy::Action::Prohibit);
         }
         if let Err(e) = result {
             self.fail(format!("cannot set up policy routing: {e}"));

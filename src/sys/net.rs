@@ -88,8 +88,10 @@ pub fn routes_json(v6: bool, protocol: Option<&str>) -> Result<String, CmdError>
 
 /// Policy routing of the subscriber (hot standby and fail_closed), one place for its numbers.
 ///
-/// Rules, in order: [`RULE_MESH`] looks up `main` but ignores its default route, so mesh routes
-/// (and the tunnels' own endpoints) always win; [`RULE_TUNNEL`] looks up the routing table of
+/// Rules, in order: [`RULE_MESH`] looks up `main` but ignores its default route (with hot standby
+/// also the `/1` halves a tunnel method puts there while it comes up, so a new standby never
+/// takes traffic before its routes moved to its table), so mesh routes (and the tunnels' own
+/// endpoints) always win; [`RULE_TUNNEL`] looks up the routing table of
 /// the active tunnel (hot standby: each tunnel keeps its Internet routes in its own table);
 /// [`RULE_CLOSED`] drops whatever is left (fail_closed), instead of `main`'s default route.
 pub mod policy {
@@ -116,20 +118,35 @@ pub mod policy {
         if v6 { "-6" } else { "-4" }
     }
 
-    /// The argv of `ip rule VERB` for one of our rules.
-    pub fn rule_argv(v6: bool, verb: &str, pref: u32, table: Option<u32>) -> Vec<String> {
+    /// What one of our rules does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Action {
+        /// Look up `main`, ignoring its routes with a prefix length up to this (0: the default
+        /// route; 1: also the `/1` halves a tunnel method puts there).
+        MainWithout(u8),
+        /// Look up this table.
+        Table(u32),
+        /// Refuse (fail_closed).
+        Prohibit,
+        /// No selector: matches any rule of the priority (for deletion).
+        Any,
+    }
+
+    /// The argv of `ip rule VERB pref PREF …` for one of our rules.
+    pub fn rule_argv(v6: bool, verb: &str, pref: u32, action: Action) -> Vec<String> {
         let mut argv: Vec<String> = ["ip", fam(v6), "rule", verb, "pref"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         argv.push(pref.to_string());
-        match (pref, table) {
-            (RULE_MESH, _) => {
-                argv.extend(["lookup", "main", "suppress_prefixlength", "0"].map(String::from))
+        match action {
+            Action::MainWithout(len) => {
+                argv.extend(["lookup", "main", "suppress_prefixlength"].map(String::from));
+                argv.push(len.to_string());
             }
-            (RULE_CLOSED, _) => argv.push("prohibit".into()),
-            (_, Some(t)) => argv.extend(["lookup".to_string(), t.to_string()]),
-            (_, None) => {}
+            Action::Table(t) => argv.extend(["lookup".to_string(), t.to_string()]),
+            Action::Prohibit => argv.push("prohibit".into()),
+            Action::Any => {}
         }
         argv
     }
@@ -140,9 +157,9 @@ pub mod policy {
     }
 
     /// Adds one of our rules for both families (the caller removes it first if it may exist).
-    pub fn rule_add(pref: u32, table: Option<u32>) -> Result<(), CmdError> {
+    pub fn rule_add(pref: u32, action: Action) -> Result<(), CmdError> {
         for v6 in [false, true] {
-            run(&rule_argv(v6, "add", pref, table))?;
+            run(&rule_argv(v6, "add", pref, action))?;
         }
         Ok(())
     }
@@ -152,7 +169,7 @@ pub mod policy {
         for v6 in [false, true] {
             // One `del` removes one rule; a crashed run may have left several.
             for _ in 0..8 {
-                match run(&rule_argv(v6, "del", pref, None)) {
+                match run(&rule_argv(v6, "del", pref, Action::Any)) {
                     Ok(_) => continue,
                     Err(e) => {
                         ignore_absent(Err(e))?;
@@ -167,10 +184,10 @@ pub mod policy {
     /// Points [`RULE_TUNNEL`] at `table`: the new rule is added behind the old one (same
     /// priority), then the old one is deleted — the switch is that one deletion.
     pub fn switch_tunnel(old: Option<u32>, table: u32) -> Result<(), CmdError> {
-        rule_add(RULE_TUNNEL, Some(table))?;
+        rule_add(RULE_TUNNEL, Action::Table(table))?;
         if let Some(old) = old.filter(|o| *o != table) {
             for v6 in [false, true] {
-                ignore_absent(run(&rule_argv(v6, "del", RULE_TUNNEL, Some(old))))?;
+                ignore_absent(run(&rule_argv(v6, "del", RULE_TUNNEL, Action::Table(old))))?;
             }
         }
         Ok(())
@@ -395,19 +412,19 @@ mod tests {
     fn policy_rules_are_what_the_design_says() {
         use policy::*;
         assert_eq!(
-            rule_argv(false, "add", RULE_MESH, None).join(" "),
+            rule_argv(false, "add", RULE_MESH, Action::MainWithout(0)).join(" "),
             "ip -4 rule add pref 31000 lookup main suppress_prefixlength 0"
         );
         assert_eq!(
-            rule_argv(true, "add", RULE_TUNNEL, Some(7101)).join(" "),
+            rule_argv(true, "add", RULE_TUNNEL, Action::Table(7101)).join(" "),
             "ip -6 rule add pref 31001 lookup 7101"
         );
         assert_eq!(
-            rule_argv(false, "del", RULE_CLOSED, None).join(" "),
+            rule_argv(false, "del", RULE_CLOSED, Action::Prohibit).join(" "),
             "ip -4 rule del pref 31002 prohibit"
         );
         assert_eq!(
-            rule_argv(false, "del", RULE_TUNNEL, None).join(" "),
+            rule_argv(false, "del", RULE_TUNNEL, Action::Any).join(" "),
             "ip -4 rule del pref 31001"
         );
     }
