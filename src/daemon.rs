@@ -99,12 +99,21 @@ impl Node {
             .expect("not poisoned")
             .gateways()
             .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        // Connection quality is kept per node name (subscriber side); absent for the others.
+        let quality = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .quality()
+            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
         let t = now();
         let list: Vec<Value> = rows
             .into_iter()
             .map(|r| {
+                let q = quality.iter().find(|q| q.name == r.name);
                 json!({"name": r.name, "address": r.address, "port": r.port, "how": r.how, "hops": r.hops,
-                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info})
+                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info,
+                       "quality": q})
             })
             .collect();
         Ok(json!({"success": true, "gateways": list}))

@@ -201,6 +201,22 @@ fn failover_cases(hot: bool) {
     println!(
         "SUMMARY {mode}: (a) {a:.1} s, (b) {b:.1} s, (c) {c:.1} s, (d) {d:.1} s\nstatus: {sub}"
     );
+    // The store kept one summarised quality record per gateway, with gw1's three down events.
+    let listed: serde_json::Value =
+        serde_json::from_str(&s.cli(Node::Sub, &["gateways", "--json"]).unwrap()).unwrap();
+    let gw1 = listed["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "gw1")
+        .expect("gw1 listed")
+        .clone();
+    let q = &gw1["quality"];
+    assert!(q["downEvents"].as_i64().unwrap() >= 3, "{gw1}");
+    assert!(
+        q["lastReason"].is_string() && q["probes"].as_u64().unwrap() > 10,
+        "{gw1}"
+    );
     assert!(s.stop(Node::Sub, libc::SIGTERM));
     // SIGTERM leaves no rule, table or tunnel behind.
     let rules = s.bed.exec(Node::Sub, &["ip", "rule", "show"]).unwrap();
