@@ -74,7 +74,17 @@ impl Scenario {
     /// every second) and a subscriber on [`Testbed::build_two_gateways`]; `sub_options` are
     /// extra lines for the subscriber section (tab-indented `option …` lines).
     pub fn two_gateways(exe: &Path, sub_options: &str) -> Result<Scenario, String> {
-        let bed = Testbed::build_two_gateways()?;
+        Scenario::two_gateways_with_leaves(exe, sub_options, 0)
+    }
+
+    /// Like [`Scenario::two_gateways`], on [`Testbed::build_two_gateways_with_leaves`]; the leaves'
+    /// subscriber daemons are started with [`Scenario::start_leaf`].
+    pub fn two_gateways_with_leaves(
+        exe: &Path,
+        sub_options: &str,
+        leaves: u8,
+    ) -> Result<Scenario, String> {
+        let bed = Testbed::build_two_gateways_with_leaves(leaves)?;
         let gw_wg = bed.unique_ifname("g");
         let sub_wg = bed.unique_ifname("s");
         let gw2_wg = bed.unique_ifname("h");
@@ -146,6 +156,50 @@ impl Scenario {
             return Err(format!("ping did not finish: {out}"));
         }
         Ok((1..=count).filter(|n| !answered.contains(n)).collect())
+    }
+
+    /// The UCI file of leaf `i`'s subscriber.
+    pub fn leaf_config(&self, i: u8) -> PathBuf {
+        self.bed.dir.join(format!("l{i:02}.uci"))
+    }
+
+    /// Writes leaf `i`'s subscriber config (node name `l<i>`) and starts its daemon; returns the
+    /// PID without waiting for it.
+    pub fn start_leaf(&self, i: u8) -> Result<u32, String> {
+        let name = format!("l{i:02}");
+        let wg = self.bed.unique_ifname(&name);
+        let text = format!(
+            "config mnigs 'main'\n\toption name '{name}'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
+             config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '2000'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
+            db = self.bed.dir.join(format!("{name}.db")).display(),
+        );
+        let conf = self.leaf_config(i);
+        std::fs::write(&conf, text).map_err(|e| format!("writing {name} config: {e}"))?;
+        let exe = self.exe.to_string_lossy().to_string();
+        let log = self.bed.dir.join(format!("{name}.log"));
+        self.bed.spawn_in(
+            &self.bed.leaf_ns(i),
+            &[&exe, "daemon", "-c", &conf.to_string_lossy()],
+            &log,
+        )
+    }
+
+    /// `mnigs status --json` of leaf `i`'s subscriber.
+    pub fn leaf_status(&self, i: u8) -> Result<Value, String> {
+        let exe = self.exe.to_string_lossy().to_string();
+        let conf = self.leaf_config(i).to_string_lossy().to_string();
+        let out = self
+            .bed
+            .exec_in(
+                &self.bed.leaf_ns(i),
+                &[&exe, "status", "--json", "-c", &conf],
+                None,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&out).map_err(|e| format!("status is not JSON: {e}: {out}"))
     }
 
     /// The subscriber's current gateway name, if connected.

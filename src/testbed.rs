@@ -136,6 +136,8 @@ pub struct Testbed {
     babeld: Vec<(Node, u32)>,
     /// The nodes of this testbed's topology.
     nodes: Vec<Node>,
+    /// Leaf subscriber names (`l00` …), also the relay's interface to each.
+    leaves: Vec<String>,
 }
 
 impl Testbed {
@@ -183,12 +185,82 @@ impl Testbed {
     }
 
     /// The interfaces of `node` that face the mesh in this testbed's topology.
-    pub fn mesh_ifnames(&self, node: Node) -> &'static [&'static str] {
+    pub fn mesh_ifnames(&self, node: Node) -> Vec<String> {
+        let mut names: Vec<String> = node.mesh_ifnames().iter().map(|s| s.to_string()).collect();
         if node == Node::Relay && self.two_gateways() {
-            &["mesh0", "mesh1", "mesh2"]
-        } else {
-            node.mesh_ifnames()
+            names.push("mesh2".into());
+            names.extend(self.leaves.iter().cloned());
         }
+        names
+    }
+
+    /// Builds [`Testbed::build_two_gateways`] plus `count` (at most 100) leaf subscribers
+    /// `l00`, `l01` …, each its own namespace ([`Testbed::leaf_ns`]) with one veth `mesh0` to the
+    /// relay (whose end is named like the leaf), babeld, mesh addresses 10.77.0.(100+i) and
+    /// fd77::(100+i), and a default route into the mesh that leads nowhere, like `sub`.
+    pub fn build_two_gateways_with_leaves(count: u8) -> Result<Testbed, String> {
+        if count > 100 {
+            return Err("testbed: at most 100 leaves".into());
+        }
+        Testbed::build_nodes_with(Node::TWO_GATEWAYS.to_vec(), count)
+    }
+
+    /// The namespace of leaf `i`.
+    pub fn leaf_ns(&self, i: u8) -> String {
+        format!("{NS_PREFIX}{}-l{i:02}", self.tag)
+    }
+
+    /// The IPv4 and IPv6 mesh addresses of leaf `i`.
+    pub fn leaf_addresses(i: u8) -> (Ipv4Addr, Ipv6Addr) {
+        let [a, b, c, _] = Self::MESH_V4_NET.octets();
+        let mut segments = Self::MESH_V6_NET.segments();
+        segments[7] = 100 + u16::from(i);
+        (Ipv4Addr::new(a, b, c, 100 + i), Ipv6Addr::from(segments))
+    }
+
+    /// Number of leaves.
+    pub fn leaf_count(&self) -> u8 {
+        self.leaves.len() as u8
+    }
+
+    /// Whether leaf `i` has Babel host routes to both mesh addresses of `to`.
+    pub fn leaf_has_routes(&self, i: u8, to: Node) -> bool {
+        let ns = self.leaf_ns(i);
+        let v4 = IpAddr::V4(Self::mesh_v4(to));
+        let v6 = IpAddr::V6(Self::mesh_v6(to));
+        host_routes_in(&ns, "-4").contains(&v4) && host_routes_in(&ns, "-6").contains(&v6)
+    }
+
+    fn setup_leaves(&mut self) -> Result<(), String> {
+        let relay = self.ns(Node::Relay);
+        for i in 0..self.leaves.len() as u8 {
+            let ns = self.leaf_ns(i);
+            cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
+            self.namespaces.push(ns.clone());
+            self.sysctls_in(&ns, true)?;
+            let relay_if = self.leaves[usize::from(i)].clone();
+            self.veth_ns(&ns, "mesh0", &relay, &relay_if)?;
+            let (v4, v6) = Self::leaf_addresses(i);
+            let batch = format!(
+                "link set lo up\nlink set mesh0 up\naddress add {v4}/32 dev lo\n\
+                 address add {v6}/128 dev lo nodad\nroute add default dev mesh0\n\
+                 route add ::/0 dev mesh0\n"
+            );
+            cmd::run_input(&["ip", "-n", &ns, "-batch", "-"], &batch)
+                .map_err(|e| format!("configuring {ns}: {e}"))?;
+            cmd::run(&["ip", "-n", &relay, "link", "set", &relay_if, "up"])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn start_leaf_babelds(&self) -> Result<(), String> {
+        for (i, name) in self.leaves.iter().enumerate() {
+            let ns = self.leaf_ns(i as u8);
+            self.wait_link_local_ns(&ns, "mesh0", Duration::from_secs(5))?;
+            self.start_babeld_as(name, &ns, &["mesh0".to_string()])?;
+        }
+        Ok(())
     }
 
     fn mesh_nodes(&self) -> Vec<Node> {
@@ -200,6 +272,10 @@ impl Testbed {
     }
 
     fn build_nodes(nodes: Vec<Node>) -> Result<Testbed, String> {
+        Testbed::build_nodes_with(nodes, 0)
+    }
+
+    fn build_nodes_with(nodes: Vec<Node>, leaves: u8) -> Result<Testbed, String> {
         require_root()?;
         for program in ["ip", "babeld"] {
             if !cmd::available(program) {
@@ -229,6 +305,7 @@ impl Testbed {
             children: Mutex::new(Vec::new()),
             babeld: Vec::new(),
             nodes,
+            leaves: (0..leaves).map(|i| format!("l{i:02}")).collect(),
         };
         // From here on, dropping `testbed` on an error removes what was created.
         testbed
@@ -279,8 +356,18 @@ impl Testbed {
         input: Option<&str>,
         timeout: Duration,
     ) -> Result<String, CmdError> {
-        let ns = self.ns(node);
-        let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+        self.exec_in(&self.ns(node), argv, input, timeout)
+    }
+
+    /// Like [`Testbed::exec_full`], in the namespace named `ns` (e.g. a [`Testbed::leaf_ns`]).
+    pub fn exec_in(
+        &self,
+        ns: &str,
+        argv: &[&str],
+        input: Option<&str>,
+        timeout: Duration,
+    ) -> Result<String, CmdError> {
+        let mut full = vec!["ip", "netns", "exec", ns];
         full.extend_from_slice(argv);
         cmd::run_full(&full, input, timeout)
     }
@@ -291,6 +378,11 @@ impl Testbed {
     /// `ip netns exec` replaces itself with the program, so the PID is the program's own. The
     /// process stays a child of this process until [`Testbed::stop`] or drop reaps it.
     pub fn spawn(&self, node: Node, argv: &[&str], log: &Path) -> Result<u32, String> {
+        self.spawn_in(&self.ns(node), argv, log)
+    }
+
+    /// Like [`Testbed::spawn`], in the namespace named `ns` (e.g. a [`Testbed::leaf_ns`]).
+    pub fn spawn_in(&self, ns: &str, argv: &[&str], log: &Path) -> Result<u32, String> {
         if argv.is_empty() {
             return Err("testbed: spawn needs a program".to_string());
         }
@@ -302,10 +394,9 @@ impl Testbed {
         let err = out
             .try_clone()
             .map_err(|e| format!("testbed: cannot open log {}: {e}", log.display()))?;
-        let ns = self.ns(node);
         crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns.as_str()])
+            .args(["netns", "exec", ns])
             .args(argv)
             .stdin(Stdio::null())
             .stdout(out)
@@ -468,15 +559,17 @@ impl Testbed {
         if self.two_gateways() {
             self.veth(Node::Relay, "mesh2", Node::Gw2, "mesh0")?;
             self.veth(Node::Gw2, "wan0", Node::Inet, "wan1")?;
+            self.setup_leaves()?;
         }
         for node in self.nodes.clone() {
             self.configure(node)?;
         }
         for node in self.mesh_nodes() {
             for ifname in self.mesh_ifnames(node) {
-                self.wait_link_local(node, ifname, Duration::from_secs(5))?;
+                self.wait_link_local(node, &ifname, Duration::from_secs(5))?;
             }
         }
+        self.start_leaf_babelds()?;
         for node in self.mesh_nodes() {
             let pid = self.start_babeld(node)?;
             self.babeld.push((node, pid));
@@ -487,6 +580,10 @@ impl Testbed {
     }
 
     fn set_sysctls(&self, node: Node) -> Result<(), String> {
+        self.sysctls_in(&self.ns(node), node != Node::Inet)
+    }
+
+    fn sysctls_in(&self, ns: &str, forward: bool) -> Result<(), String> {
         // Written through /proc by a process inside the namespace: needs only coreutils.
         let mut off = vec![
             "/proc/sys/net/ipv6/conf/all/accept_dad",
@@ -496,7 +593,7 @@ impl Testbed {
             "/proc/sys/net/ipv4/conf/default/rp_filter",
         ];
         let mut on = vec![];
-        if node == Node::Inet {
+        if !forward {
             off.push("/proc/sys/net/ipv4/ip_forward");
         } else {
             on.push("/proc/sys/net/ipv4/ip_forward");
@@ -508,17 +605,20 @@ impl Testbed {
             }
             let mut argv = vec!["tee"];
             argv.extend(files);
-            self.exec_full(node, &argv, Some(value), cmd::DEFAULT_TIMEOUT)
+            self.exec_in(ns, &argv, Some(value), cmd::DEFAULT_TIMEOUT)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
     fn veth(&self, a: Node, a_if: &str, b: Node, b_if: &str) -> Result<(), String> {
-        let (a_ns, b_ns) = (self.ns(a), self.ns(b));
+        self.veth_ns(&self.ns(a), a_if, &self.ns(b), b_if)
+    }
+
+    fn veth_ns(&self, a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) -> Result<(), String> {
         cmd::run(&[
-            "ip", "link", "add", a_if, "netns", &a_ns, "type", "veth", "peer", "name", b_if,
-            "netns", &b_ns,
+            "ip", "link", "add", a_if, "netns", a_ns, "type", "veth", "peer", "name", b_if,
+            "netns", b_ns,
         ])
         .map(drop)
         .map_err(|e| e.to_string())
@@ -578,13 +678,14 @@ impl Testbed {
     }
 
     fn wait_link_local(&self, node: Node, ifname: &str, timeout: Duration) -> Result<(), String> {
-        let ns = self.ns(node);
+        self.wait_link_local_ns(&self.ns(node), ifname, timeout)
+    }
+
+    fn wait_link_local_ns(&self, ns: &str, ifname: &str, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            let out = cmd::run(&[
-                "ip", "-n", &ns, "-6", "-o", "address", "show", "dev", ifname,
-            ])
-            .map_err(|e| e.to_string())?;
+            let out = cmd::run(&["ip", "-n", ns, "-6", "-o", "address", "show", "dev", ifname])
+                .map_err(|e| e.to_string())?;
             let ready = out
                 .lines()
                 .any(|l| l.contains(" fe80::") && !l.contains("tentative"));
@@ -601,7 +702,10 @@ impl Testbed {
     }
 
     fn start_babeld(&self, node: Node) -> Result<u32, String> {
-        let name = node.name();
+        self.start_babeld_as(node.name(), &self.ns(node), &self.mesh_ifnames(node))
+    }
+
+    fn start_babeld_as(&self, name: &str, ns: &str, ifnames: &[String]) -> Result<u32, String> {
         let file = |ext: &str| self.dir.join(format!("babel-{name}.{ext}"));
         let mut conf = format!(
             "random-id true\n\
@@ -609,7 +713,7 @@ impl Testbed {
              default type wired hello-interval 1 v4-via-v6 true\n",
             file("ctl").display()
         );
-        for ifname in self.mesh_ifnames(node) {
+        for ifname in ifnames {
             conf.push_str(&format!("interface {ifname}\n"));
         }
         conf.push_str(&format!(
@@ -625,8 +729,8 @@ impl Testbed {
         let [conf_path, pid_path, state_path] =
             [conf_path, file("pid"), file("state")].map(|p| p.display().to_string());
         // Foreground (no -D): the PID is babeld's own and it dies with the testbed.
-        self.spawn(
-            node,
+        self.spawn_in(
+            ns,
             &[
                 "babeld",
                 "-c",
@@ -636,7 +740,7 @@ impl Testbed {
                 "-S",
                 &state_path,
             ],
-            &self.babeld_log(node),
+            &self.dir.join(format!("babel-{name}.log")),
         )
     }
 
@@ -660,20 +764,7 @@ impl Testbed {
 
     /// Destinations of `from`'s usable (not `unreachable`) Babel host routes of one family.
     fn babel_host_routes(&self, from: Node, family: &str) -> Vec<IpAddr> {
-        let ns = self.ns(from);
-        let out = cmd::run(&[
-            "ip",
-            "-n",
-            &ns,
-            family,
-            "-o",
-            "route",
-            "show",
-            "proto",
-            PROTO_BABEL,
-        ])
-        .unwrap_or_default();
-        out.lines().filter_map(host_route_destination).collect()
+        host_routes_in(&self.ns(from), family)
     }
 
     fn diagnostics(&self) -> String {
@@ -890,7 +981,9 @@ fn parse_ns_name<'a>(prefix: &str, name: &'a str) -> Option<&'a str> {
     let rest = name.strip_prefix(prefix)?;
     let (tag, node) = rest.split_once('-')?;
     let valid_tag = tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit());
-    (valid_tag && Node::from_name(node).is_some()).then_some(tag)
+    let leaf =
+        node.len() == 3 && node.starts_with('l') && node[1..].bytes().all(|b| b.is_ascii_digit());
+    (valid_tag && (Node::from_name(node).is_some() || leaf)).then_some(tag)
 }
 
 /// Whether the process recorded in an `owner` file (`PID STARTTIME`) still runs.
@@ -961,6 +1054,23 @@ fn host_route_destination(line: &str) -> Option<IpAddr> {
     let addr: IpAddr = addr.parse().ok()?;
     let full = if addr.is_ipv4() { "32" } else { "128" };
     (len.is_none() || len == Some(full)).then_some(addr)
+}
+
+/// Destinations of the usable (not `unreachable`) Babel host routes of one family in `ns`.
+fn host_routes_in(ns: &str, family: &str) -> Vec<IpAddr> {
+    let out = cmd::run(&[
+        "ip",
+        "-n",
+        ns,
+        family,
+        "-o",
+        "route",
+        "show",
+        "proto",
+        PROTO_BABEL,
+    ])
+    .unwrap_or_default();
+    out.lines().filter_map(host_route_destination).collect()
 }
 
 fn remove_wg_sockets(tag: &str) {
@@ -1038,6 +1148,7 @@ mod tests {
             children: Mutex::new(Vec::new()),
             babeld: Vec::new(),
             nodes: Node::ALL.to_vec(),
+            leaves: Vec::new(),
         };
         assert_eq!(testbed.unique_ifname("g"), "mnw0012ab34g");
         let long = testbed.unique_ifname("gateway-side");
