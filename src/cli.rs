@@ -125,6 +125,9 @@ pub struct CheckArgs {
     /// configuration file
     #[argh(option, short = 'c', default = "default_config()")]
     pub config: PathBuf,
+    /// print JSON: {"success", "file", "problems": [{file, line, place, severity, message}]}
+    #[argh(switch)]
+    pub json: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -154,7 +157,7 @@ pub fn main(args: Args) -> i32 {
                 1
             }
         },
-        Cmd::CheckConfig(a) => check_config(&a.config),
+        Cmd::CheckConfig(a) => check_config(&a.config, a.json),
         Cmd::Demo(a) => crate::demo::run(a.hold),
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
         Cmd::Gateways(a) => {
@@ -164,14 +167,14 @@ pub fn main(args: Args) -> i32 {
             client_cmd(&a.config, a.json, "listSessions", json!({}), print_sessions)
         }
         Cmd::Scan(a) => client_cmd(&a.config, a.json, "scan", json!({}), print_scan),
-        Cmd::Disconnect(a) => client_cmd(&a.config, a.json, "disconnect", json!({}), print_plain),
+        Cmd::Disconnect(a) => client_cmd(&a.config, a.json, "disconnect", json!({}), print_left),
         Cmd::Connect(a) => {
             if a.address.parse::<IpAddr>().is_err() {
-                eprintln!(
-                    "mnigs: '{}' is not an IPv4 or IPv6 address",
+                let msg = format!(
+                    "'{}' is not an IPv4 or IPv6 address",
                     a.address.escape_debug()
                 );
-                return 1;
+                return fail(a.json, &msg, 1);
             }
             let mut params = json!({"address": a.address});
             if let Some(p) = a.port {
@@ -180,12 +183,29 @@ pub fn main(args: Args) -> i32 {
             if let Some(m) = a.method {
                 params["method"] = json!(m);
             }
-            client_cmd(&a.config, a.json, "connect", params, print_plain)
+            client_cmd(&a.config, a.json, "connect", params, print_connected)
         }
     }
 }
 
-fn check_config(path: &Path) -> i32 {
+fn check_config(path: &Path, as_json: bool) -> i32 {
+    if as_json {
+        let (ok, problems) = match crate::config::model::load(path) {
+            Ok((_, warnings)) => (true, warnings),
+            Err(problems) => (false, problems),
+        };
+        let list: Vec<Value> = problems
+            .iter()
+            .map(|p| {
+                json!({"file": p.file.display().to_string(), "line": p.line, "place": p.place,
+                       "severity": if p.is_error() { "error" } else { "warning" },
+                       "message": p.message, "text": p.to_string()})
+            })
+            .collect();
+        let v = json!({"success": ok, "file": path.display().to_string(), "problems": list});
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        return i32::from(!ok);
+    }
     match crate::config::model::load(path) {
         Ok((_, warnings)) => {
             for w in &warnings {
@@ -217,10 +237,7 @@ pub fn control_addr(cfg: &Config) -> SocketAddr {
 fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn(&Value)) -> i32 {
     let cfg = match daemon::load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("mnigs: {}: {e}", path.display());
-            return 1;
-        }
+        Err(e) => return fail(as_json, &format!("{}: {e}", path.display()), 1),
     };
     let addr = control_addr(&cfg);
     let timeout = if method == "scan" || method == "connect" {
@@ -228,7 +245,7 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
     } else {
         Duration::from_secs(5)
     };
-    match client::call(addr, method, params, timeout) {
+    let (message, code) = match client::call(addr, method, params, timeout) {
         Ok(v) => {
             let failed = v.get("success") == Some(&Value::Bool(false));
             if as_json {
@@ -238,23 +255,30 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
             } else {
                 human(&v);
             }
-            i32::from(failed)
+            return i32::from(failed);
         }
-        Err(ClientError::Connect(a, e)) => {
-            eprintln!(
-                "mnigs: the daemon is not running (no answer on {a}: {e}); start it with `/etc/init.d/mnigs start` or `mnigs daemon -c FILE`"
-            );
-            EXIT_NOT_RUNNING
-        }
-        Err(ClientError::Rpc(e)) if e.code == daemon::FORBIDDEN => {
-            eprintln!("mnigs: {}", e.message);
-            1
-        }
-        Err(e) => {
-            eprintln!("mnigs: {e}");
-            1
-        }
+        Err(ClientError::Connect(a, e)) => (
+            format!(
+                "the daemon is not running (no answer on {a}: {e}); start it with `/etc/init.d/mnigs start` or `mnigs daemon -c FILE`"
+            ),
+            EXIT_NOT_RUNNING,
+        ),
+        Err(ClientError::Rpc(e)) if e.code == daemon::FORBIDDEN => (e.message, 1),
+        Err(e) => (e.to_string(), 1),
+    };
+    fail(as_json, &message, code)
+}
+
+/// Reports a failure: on stderr, and with `--json` also as a JSON object on stdout (so that
+/// scripts such as the LuCI backend always get JSON); returns `code`.
+fn fail(as_json: bool, message: &str, code: i32) -> i32 {
+    eprintln!("mnigs: {message}");
+    if as_json {
+        let v = json!({"success": false, "errorMsg": message, "exitCode": code,
+                       "notRunning": code == EXIT_NOT_RUNNING});
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
+    code
 }
 
 fn s(v: &Value) -> String {
@@ -265,8 +289,20 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print_plain(_: &Value) {
-    println!("ok");
+fn print_left(v: &Value) {
+    match v["left"].as_str() {
+        Some(name) => {
+            println!("left {name}; staying offline until `mnigs scan` or `mnigs connect`")
+        }
+        None => println!("not connected; staying offline until `mnigs scan` or `mnigs connect`"),
+    }
+}
+
+fn print_connected(v: &Value) {
+    println!(
+        "connected to {}; `mnigs status` shows the tunnel",
+        s(&v["gateway"])
+    );
 }
 
 fn print_status(v: &Value) {
@@ -295,10 +331,15 @@ fn print_status(v: &Value) {
                     s(&g["address"]),
                     s(&g["port"])
                 );
+                let addresses: Vec<String> = [&sub["ipv4"], &sub["ipv6"]]
+                    .into_iter()
+                    .filter(|a| !a.is_null())
+                    .map(s)
+                    .collect();
                 println!(
                     "  tunnel    {} {} ({})",
                     s(&sub["interface"]),
-                    s(&sub["ipv4"]),
+                    addresses.join(", "),
                     s(&sub["method"])
                 );
                 println!("  lease     {} s left", s(&sub["leaseLeft"]));
@@ -325,7 +366,7 @@ fn print_status(v: &Value) {
                 );
             }
             if !sub["lastError"].is_null() {
-                println!("  last error {}", s(&sub["lastError"]));
+                println!("  error     {}", s(&sub["lastError"]));
             }
         }
     }

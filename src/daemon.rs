@@ -1,20 +1,23 @@
 //! The daemon: loads the config, opens the store, starts the roles and the RPC server, and waits
-//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the log level).
+//! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the config, applying
+//! what can change live and keeping live tunnels — see [`crate::config::reload`]).
 
 use crate::config::{self, Config};
 use crate::gateway::service::{Gateway, now};
 use crate::log;
+use crate::persist::{self, Persister};
 use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
 use crate::tunnel::{Method, wireguard};
+use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// JSON-RPC error code for a local control method called from outside `authorized_network`.
@@ -22,20 +25,19 @@ pub const FORBIDDEN: i64 = -32001;
 
 /// Everything the RPC handlers need.
 pub struct Node {
-    cfg: Config,
+    /// The running configuration; replaced on reload.
+    cfg: RwLock<Config>,
     store: Arc<Mutex<Store>>,
     gateway: Option<Gateway>,
     subscriber: Option<supervisor::Handle>,
+    /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
+    persisted: Mutex<Option<Value>>,
 }
 
-const LOCAL_METHODS: &[&str] = &[
-    "status",
-    "listGateways",
-    "listSessions",
-    "scan",
-    "connect",
-    "disconnect",
-];
+/// Local control methods that only read; `option web 'readonly'` opens them to every caller.
+const READ_METHODS: &[&str] = &["status", "listGateways", "listSessions", "meshGraph"];
+/// Local control methods that change something; only `authorized_network` (or `option web 'full'`).
+const ACTION_METHODS: &[&str] = &["scan", "connect", "disconnect"];
 
 impl Node {
     /// A node with the roles given.
@@ -46,19 +48,129 @@ impl Node {
         subscriber: Option<supervisor::Handle>,
     ) -> Node {
         Node {
-            cfg,
+            cfg: RwLock::new(cfg),
             store,
             gateway,
             subscriber,
+            persisted: Mutex::new(None),
+        }
+    }
+
+    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Config> {
+        self.cfg.read().expect("not poisoned")
+    }
+
+    /// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
+    pub fn reload(&self, path: &Path) {
+        let new = match load_config(path) {
+            Ok(new) => new,
+            Err(e) => {
+                log::error(&format!(
+                    "reload refused, keeping the running configuration: {e}"
+                ));
+                return;
+            }
+        };
+        let plan = config::reload::plan(&self.cfg(), new);
+        let cfg = plan.effective;
+        if let Some(level) = log::Level::parse(&cfg.main.log_level) {
+            log::set_level(level);
+        }
+        if let Some(g) = &self.gateway {
+            g.reconfigure(&cfg.gateway);
+        }
+        if let Some(s) = &self.subscriber {
+            let copy = Box::new(cfg.clone());
+            s.ask(|reply| Command::Reload(copy, reply));
+        }
+        *self.cfg.write().expect("not poisoned") = cfg;
+        let applied = if plan.applied.is_empty() {
+            "no live option changed".to_string()
+        } else {
+            format!("applied {}", plan.applied.join(", "))
+        };
+        log::info(&format!("configuration reloaded: {applied}"));
+        if !plan.need_restart.is_empty() {
+            log::warn(&format!(
+                "changed in the file but kept until the daemon restarts: {}",
+                plan.need_restart.join(", ")
+            ));
         }
     }
 
     fn authorized(&self, addr: IpAddr) -> bool {
-        self.cfg
+        self.cfg()
             .main
             .authorized_network
             .iter()
             .any(|p| p.contains(addr))
+    }
+
+    /// What `caller` may do with the local control methods and the page.
+    fn access(&self, caller: &Caller) -> Access {
+        if self.authorized(caller.addr) {
+            Access::Full
+        } else {
+            self.cfg().main.web
+        }
+    }
+
+    /// Sessions as `caller` may see them: session ids only for full access.
+    fn sessions_for(&self, access: Access) -> Value {
+        let mut sessions = self
+            .gateway
+            .as_ref()
+            .map_or(Value::Array(vec![]), Gateway::sessions);
+        if access != Access::Full
+            && let Value::Array(list) = &mut sessions
+        {
+            for s in list.iter_mut().filter_map(Value::as_object_mut) {
+                s.remove("sid");
+            }
+        }
+        sessions
+    }
+
+    fn mesh_graph(&self) -> Result<Value, RpcError> {
+        let rows = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .gateways()
+            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        let seen: Vec<graph::SeenGateway> = rows
+            .into_iter()
+            .map(|r| graph::SeenGateway {
+                address: r.address,
+                name: r.name,
+                how: r.how,
+                hops: r.hops,
+            })
+            .collect();
+        let current = self.subscriber.as_ref().and_then(|s| {
+            let st = s.status.lock().expect("not poisoned");
+            st["gateway"]["address"].as_str().map(str::to_string)
+        });
+        let subscribers: Vec<graph::SeenSubscriber> = self
+            .sessions_for(Access::Readonly)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| graph::SeenSubscriber {
+                address: s["address"].as_str().unwrap_or_default().to_string(),
+                name: s["name"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        let g = graph::build(
+            &self.cfg().main.name,
+            self.gateway.is_some(),
+            &seen,
+            current.as_deref(),
+            &subscribers,
+        );
+        let mut v = serde_json::to_value(g).expect("serializes");
+        v["success"] = Value::Bool(true);
+        Ok(v)
     }
 
     fn node_info(&self) -> Value {
@@ -68,7 +180,7 @@ impl Node {
         };
         let info = NodeInfo {
             success: true,
-            name: self.cfg.main.name.clone(),
+            name: self.cfg().main.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             gateway: self.gateway.is_some(),
             methods,
@@ -79,17 +191,20 @@ impl Node {
         serde_json::to_value(info).expect("serializes")
     }
 
-    fn status(&self) -> Value {
+    fn status(&self, access: Access) -> Value {
         let gateway = self.gateway.as_ref().map(|g| {
             let (methods, terms, uplink) = g.offer();
-            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink, "sessions": g.sessions()})
+            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
+                   "sessions": self.sessions_for(access)})
         });
         let subscriber = self
             .subscriber
             .as_ref()
             .map(|s| s.status.lock().expect("not poisoned").clone());
-        json!({"success": true, "name": self.cfg.main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber})
+        let persist = self.persisted.lock().expect("not poisoned").clone();
+        json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
+               "gateway": gateway, "subscriber": subscriber, "access": access.name(),
+               "persist": persist})
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
@@ -134,7 +249,13 @@ fn sid_param(req: &Request) -> Result<String, RpcError> {
 impl Handler for Node {
     fn call(&self, caller: &Caller, req: &Request) -> Result<Value, RpcError> {
         let m = req.method.as_str();
-        if LOCAL_METHODS.contains(&m) && !self.authorized(caller.addr) {
+        let access = self.access(caller);
+        let allowed = match access {
+            Access::Full => true,
+            Access::Readonly => !ACTION_METHODS.contains(&m),
+            Access::Off => !ACTION_METHODS.contains(&m) && !READ_METHODS.contains(&m),
+        };
+        if !allowed {
             return Err(RpcError::new(
                 FORBIDDEN,
                 format!(
@@ -167,15 +288,10 @@ impl Handler for Node {
                     .as_ref()
                     .map_or_else(not_gateway, |g| g.release(caller, &sid)))
             }
-            "status" => Ok(self.status()),
+            "status" => Ok(self.status(access)),
+            "meshGraph" => self.mesh_graph(),
             "listGateways" => self.gateways(),
-            "listSessions" => {
-                let sessions = self
-                    .gateway
-                    .as_ref()
-                    .map_or(Value::Array(vec![]), Gateway::sessions);
-                Ok(json!({"success": true, "sessions": sessions}))
-            }
+            "listSessions" => Ok(json!({"success": true, "sessions": self.sessions_for(access)})),
             "scan" => Ok(self.subscriber_call(Command::Scan)),
             "disconnect" => Ok(self.subscriber_call(Command::Disconnect)),
             "connect" => {
@@ -185,7 +301,7 @@ impl Handler for Node {
                 let port = req
                     .params
                     .opt_port("port", 1)?
-                    .unwrap_or(self.cfg.main.rpc_port);
+                    .unwrap_or(self.cfg().main.rpc_port);
                 let method = req.params.opt_string("method", 2)?.map(str::to_string);
                 if let Some(m) = &method {
                     crate::validate::method(m).map_err(RpcError::invalid_params)?;
@@ -202,6 +318,10 @@ impl Handler for Node {
                 format!("unknown method '{}'", other.escape_debug()),
             )),
         }
+    }
+
+    fn web_page(&self, caller: &Caller) -> bool {
+        self.access(caller) != Access::Off
     }
 }
 
@@ -298,9 +418,23 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Makes a panic in any thread end the whole process, as `panic = "abort"` does.
+///
+/// Our release profile aborts on panic, but the OpenWrt feed builds with `panic = "unwind"`;
+/// there a panicking thread would die alone and leave a daemon without, say, its supervisor
+/// while its tunnel and routes stay up. Aborting lets procd respawn a whole, fresh daemon.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> Result<(), String> {
     let cfg = load_config(path)?;
+    abort_on_panic();
     limit_malloc_arenas();
     if let Some(level) = log::Level::parse(&cfg.main.log_level) {
         log::set_level(level);
@@ -314,8 +448,17 @@ pub fn run(path: &Path) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
-    let store = Store::open(&cfg.main.database).map_err(|e| e.to_string())?;
+    let persist_path = cfg.main.persist_path.clone();
+    let (store, restored) =
+        persist::open(&cfg.main.database, persist_path.as_deref()).map_err(|e| e.to_string())?;
+    match (&restored, &persist_path) {
+        (Ok(true), Some(p)) => log::info(&format!("state restored from {}", p.display())),
+        (Err(e), _) => log::warn(e),
+        _ => {}
+    }
+    let persister = persist_path.map(|p| Persister::new(&p, &store));
     let store = Arc::new(Mutex::new(store));
+    let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
         let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
         let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
@@ -349,12 +492,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     } else {
         None
     };
-    let node = Arc::new(Node {
-        cfg: cfg.clone(),
-        store,
-        gateway,
-        subscriber,
-    });
+    let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
     let server = match Server::start(&cfg.main.listen, cfg.main.rpc_port, node.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -400,21 +538,15 @@ pub fn run(path: &Path) -> Result<(), String> {
         })
     });
 
+    let (persist_stop, persist_rx) = mpsc::channel::<()>();
+    let persist_thread = persister.map(|p| {
+        let node = node.clone();
+        std::thread::spawn(move || persist_loop(p, &node, &persist_rx))
+    });
+
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => match load_config(path) {
-                Ok(new) => {
-                    if let Some(level) = log::Level::parse(&new.main.log_level) {
-                        log::set_level(level);
-                    }
-                    log::info(
-                        "configuration reloaded (log level applied; other changes take effect on restart)",
-                    );
-                }
-                Err(e) => log::error(&format!(
-                    "reload refused, keeping the running configuration: {e}"
-                )),
-            },
+            Ok(Signal::SIGHUP) => node.reload(path),
             Ok(s) => {
                 log::info(&format!("{s}: stopping"));
                 break;
@@ -431,8 +563,63 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some(t) = expiry {
         let _ = t.join();
     }
+    drop(persist_stop);
+    let persister = persist_thread.and_then(|t| t.join().ok());
     shutdown(node);
+    if let Some(mut p) = persister {
+        // After the roles' teardown, so the copy holds what must survive: keys and gateways.
+        if let Err(e) = p.save(&persist_store.lock().expect("not poisoned")) {
+            log::error(&format!(
+                "cannot copy the state to {}: {e}",
+                p.path().display()
+            ));
+        }
+        log::info(&format!(
+            "state copied to {} {} time(s) this run, {} bytes",
+            p.path().display(),
+            p.writes,
+            p.bytes
+        ));
+    }
     Ok(())
+}
+
+/// Copies the store to flash every `persist_interval` seconds (read anew each time, so a reload
+/// applies) if it changed; returns the persister when `stop` is dropped.
+fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Persister {
+    let mut last = std::time::Instant::now();
+    let publish = |p: &Persister| {
+        *node.persisted.lock().expect("not poisoned") = Some(json!({
+            "path": p.path().display().to_string(), "writes": p.writes, "bytes": p.bytes}));
+    };
+    publish(&p);
+    loop {
+        let interval = Duration::from_secs(u64::from(node.cfg().main.persist_interval));
+        let left = interval.saturating_sub(last.elapsed());
+        if left.is_zero() {
+            last = std::time::Instant::now();
+            let store = node.store.lock().expect("not poisoned");
+            match p.save(&store) {
+                Ok(true) => {
+                    publish(&p);
+                    log::debug(&format!(
+                        "state copied to {} ({} copies, {} bytes this run)",
+                        p.path().display(),
+                        p.writes,
+                        p.bytes
+                    ));
+                }
+                Ok(false) => {}
+                Err(e) => log::error(&format!("cannot copy the state: {e}")),
+            }
+            continue;
+        }
+        // Wake at least every minute so that a shorter interval from a reload takes effect.
+        match stop.recv_timeout(left.min(Duration::from_secs(60))) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return p,
+        }
+    }
 }
 
 fn shutdown(node: Arc<Node>) {
@@ -440,9 +627,11 @@ fn shutdown(node: Arc<Node>) {
         log::error("internal: node still shared at shutdown");
         return;
     };
+    let hook_timeout = node.cfg().subscriber.hook_timeout;
     if let Some(s) = node.subscriber {
         s.shutdown();
     }
+    crate::hooks::wait_idle(Duration::from_secs(u64::from(hook_timeout) + 1));
     if let Some(g) = node.gateway {
         g.shutdown();
     }

@@ -548,6 +548,10 @@ fn demo(hold: bool) -> Result<(), String> {
             exe.display(),
             s.config(Node::Sub).display()
         );
+        println!(
+            "built-in page: http://127.0.0.1:65533/ inside namespace {} (a browser started with `ip netns exec` shows it)",
+            s.bed.ns(Node::Sub)
+        );
         while !INTERRUPTED.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }

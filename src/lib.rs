@@ -9,6 +9,7 @@
 //! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
 //! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI.
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
+//! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
 //! - [`subscriber`]: gateway selection and the supervisor state machine of the subscriber role.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
@@ -19,6 +20,8 @@
 //! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
+//! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
+//! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
 
 pub mod cli;
 pub mod config;
@@ -26,7 +29,9 @@ pub mod daemon;
 pub mod demo;
 pub mod discovery;
 pub mod gateway;
+pub mod hooks;
 pub mod log;
+pub mod persist;
 pub mod protocol;
 pub mod rpc;
 pub mod store;
@@ -35,3 +40,4 @@ pub mod sys;
 pub mod testbed;
 pub mod tunnel;
 pub mod validate;
+pub mod web;

@@ -33,6 +33,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
@@ -389,6 +390,98 @@ impl Store {
             })
             .context(|| "checking database integrity".to_string())?;
         Ok(lines.join("\n"))
+    }
+
+    // --- copies (flash-friendly state, see `crate::persist`) ---
+
+    /// Rows inserted, updated or deleted through this store since it was opened; a copy is
+    /// needed only when this moved.
+    pub fn total_changes(&self) -> u64 {
+        self.conn.total_changes()
+    }
+
+    /// Writes a consistent copy of the whole database to `path` with SQLite's online backup,
+    /// and returns its size in bytes.
+    ///
+    /// Made for flash: the copy is written to `PATH.tmp` without a journal (a torn copy is
+    /// simply discarded), synced, then renamed over `path`, so `path` always holds a complete
+    /// copy, old or new. Missing parent directories are created owner-only.
+    pub fn copy_to(&self, path: &Path) -> Result<u64> {
+        let location = path.display().to_string();
+        let io = |context: String| move |source| StoreError::Io { context, source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(format!("creating directory {}", dir.display())))?;
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = fs::remove_file(&tmp);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(format!("creating {}", tmp.display())))?;
+        let copy = || -> rusqlite::Result<()> {
+            let mut dst = Connection::open(&tmp)?;
+            dst.pragma_update(None, "journal_mode", "OFF")?;
+            dst.pragma_update(None, "synchronous", "OFF")?;
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut dst)?;
+            backup.run_to_completion(i32::MAX, Duration::ZERO, None)
+        };
+        if let Err(e) = copy() {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).context(|| format!("copying the database to {location}"));
+        }
+        let file = fs::File::open(&tmp).map_err(io(format!("opening {}", tmp.display())))?;
+        file.sync_all()
+            .map_err(io(format!("syncing {}", tmp.display())))?;
+        let size = file
+            .metadata()
+            .map_err(io(format!("sizing {}", tmp.display())))?
+            .len();
+        fs::rename(&tmp, path).map_err(io(format!("renaming {} to {location}", tmp.display())))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename itself must reach the flash too.
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(size)
+    }
+
+    /// Replaces this database's whole content with the copy at `path` (made by
+    /// [`Store::copy_to`]), then checks it and brings its schema up to date.
+    ///
+    /// The copy is opened read-only and immutable: reading it leaves no journal, WAL or lock
+    /// file on the flash.
+    pub fn restore_from(&mut self, path: &Path) -> Result<()> {
+        let location = path.display().to_string();
+        let uri = format!(
+            "file:{}?immutable=1",
+            location
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23")
+        );
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let src =
+            Connection::open_with_flags(&uri, flags).context(|| format!("opening {location}"))?;
+        rusqlite::backup::Backup::new(&src, &mut self.conn)
+            .and_then(|b| b.run_to_completion(i32::MAX, Duration::ZERO, None))
+            .context(|| format!("restoring from {location}"))?;
+        let verdict = self.integrity_check()?;
+        if verdict != "ok" {
+            return Err(StoreError::Corrupt {
+                context: format!("restoring from {location}"),
+                detail: verdict,
+            });
+        }
+        migrate(&mut self.conn, &location, MIGRATIONS)
     }
 
     // --- kv ---

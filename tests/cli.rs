@@ -48,6 +48,22 @@ fn check_config_prints_every_problem_with_file_and_line() {
         "{stdout}"
     );
 
+    let out = mnigs(&["check-config", "--json", "-c", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["success"], false);
+    let problems = v["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["line"] == 2 && p["place"] == "main.rpc_port" && p["severity"] == "error")
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["line"] == 3 && p["severity"] == "warning")
+    );
+
     let good = d.join("good");
     std::fs::write(&good, "config mnigs 'main'\n\toption name 'n1'\n").unwrap();
     let out = mnigs(&["check-config", "-c", good.to_str().unwrap()]);
@@ -91,9 +107,28 @@ fn client_commands_say_plainly_when_the_daemon_is_not_running() {
             text(&out.stderr)
         );
     }
+    // With --json, scripts get a JSON object on stdout as well, and the same exit code.
+    for cmd in ["status", "gateways", "sessions", "scan", "disconnect"] {
+        let out = mnigs(&[cmd, "--json", "-c", c.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(3), "{cmd}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert_eq!(v["success"], false);
+        assert_eq!(v["notRunning"], true);
+        assert_eq!(v["exitCode"], 3);
+    }
     let out = mnigs(&["connect", "not-an-address", "-c", c.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not an IPv4 or IPv6 address"));
+    let out = mnigs(&[
+        "connect",
+        "not-an-address",
+        "--json",
+        "-c",
+        c.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["notRunning"], false);
     let out = mnigs(&["--version"]);
     assert!(text(&out.stdout).starts_with("mnigs "));
     std::fs::remove_dir_all(d).unwrap();

@@ -3,8 +3,10 @@
 //! # Layout
 //! - `uci.rs`: text → sections with options and line numbers; grammar errors carry the line.
 //! - `model.rs`: sections → [`Config`], collecting every [`Problem`] (errors and warnings) with file and line.
+//! - `reload.rs`: which changes a SIGHUP applies live and which wait for a restart.
 
 pub mod model;
+pub mod reload;
 pub mod uci;
 
 pub use model::{

@@ -150,6 +150,17 @@ pub struct MainConfig {
     pub authorized_network: Vec<Prefix>,
     /// One of [`LOG_LEVELS`] (`option log_level`).
     pub log_level: String,
+    /// What callers outside `authorized_network` get from the built-in page (`option web`:
+    /// `full`, `readonly` or `off`). Absent means `off`, as before the page existed; the shipped
+    /// config sets `readonly`.
+    pub web: crate::web::Access,
+    /// Copy of the database on flash (`option persist_path`), or `None` (`''`, the default): the
+    /// live database stays in RAM and what must survive a reboot is copied here (see
+    /// [`crate::persist`]).
+    pub persist_path: Option<PathBuf>,
+    /// Seconds between copies to `persist_path`, made only when something changed; one more copy
+    /// is made at clean shutdown (`option persist_interval`).
+    pub persist_interval: u32,
 }
 
 impl Default for MainConfig {
@@ -170,6 +181,9 @@ impl Default for MainConfig {
                 },
             ],
             log_level: "info".into(),
+            web: crate::web::Access::Off,
+            persist_path: None,
+            persist_interval: 3600,
         }
     }
 }
@@ -248,6 +262,10 @@ pub struct SubscriberConfig {
     pub probe_interval: u32,
     /// Highest price accepted (`option max_price`).
     pub max_price: u32,
+    /// Executables run on subscriber events (`option on_connect` …, absolute paths).
+    pub hooks: crate::hooks::HookPaths,
+    /// Seconds a hook may run before it is killed (`option hook_timeout`).
+    pub hook_timeout: u32,
     /// Milliseconds between probes through the tunnel (`option probe_interval_ms`, 50-60000,
     /// default 200, 100 with hot standby). When only `option probe_interval` (seconds) is given,
     /// it is used instead.
@@ -282,6 +300,8 @@ impl Default for SubscriberConfig {
             scan_interval: 300,
             probe_interval: 1,
             max_price: 0,
+            hooks: crate::hooks::HookPaths::default(),
+            hook_timeout: 10,
             probe_interval_ms: 200,
             down_after: 3,
             probe_targets: Vec::new(),
@@ -593,6 +613,25 @@ impl<'f> Builder<'f> {
             validate::prefix,
         );
         r.single("log_level", &mut m.log_level, one_of(LOG_LEVELS));
+        r.single("web", &mut m.web, crate::web::Access::parse);
+        r.single("persist_path", &mut m.persist_path, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                validate::path(v).map(|()| Some(PathBuf::from(v)))
+            }
+        });
+        r.single(
+            "persist_interval",
+            &mut m.persist_interval,
+            number(1, 604_800),
+        );
+        if m.persist_path.as_deref() == Some(m.database.as_path()) {
+            r.error_at(
+                "persist_path",
+                "must differ from database: the live database is copied there".into(),
+            );
+        }
         if m.listen.is_empty() {
             r.error_at("listen", "at least one address is required".into());
         }
@@ -638,6 +677,10 @@ impl<'f> Builder<'f> {
         r.single("scan_interval", &mut sub.scan_interval, number(1, 86400));
         r.single("probe_interval", &mut sub.probe_interval, number(1, 3600));
         r.single("max_price", &mut sub.max_price, number(0, u32::MAX));
+        for event in crate::hooks::Event::ALL {
+            r.single(event.option(), sub.hooks.slot(event), hook_path);
+        }
+        r.single("hook_timeout", &mut sub.hook_timeout, number(1, 3600));
         if s.get("probe_interval").is_some() && s.get("probe_interval_ms").is_none() {
             sub.probe_interval_ms = sub.probe_interval.saturating_mul(1000);
         }
@@ -821,6 +864,14 @@ impl<'s> Reader<'s, '_, '_> {
             self.problem(Severity::Warning, old.line, &old.name, msg);
         }
     }
+}
+
+/// `option on_connect '/path'`: an absolute path; empty means no hook.
+fn hook_path(v: &str) -> Result<Option<PathBuf>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    validate::path(v).map(|()| Some(PathBuf::from(v)))
 }
 
 /// A validated string option.
@@ -1263,6 +1314,9 @@ mnigs main | option listen '' | main.listen | at least one address is required
 mnigs main | option database 'var/db' | main.database | path must be absolute (start with '/'), got 'var/db'
 mnigs main | list authorized_network 10.0.0.1/8 | main.authorized_network | prefix '10.0.0.1/8' has host bits set; the network address is 10.0.0.0/8
 mnigs main | option log_level verbose | main.log_level | must be one of debug, info, warn, error, got 'verbose'
+mnigs main | option persist_path 'etc/x.db' | main.persist_path | path must be absolute (start with '/'), got 'etc/x.db'
+mnigs main | option persist_interval 0 | main.persist_interval | must be a whole number 1-604800, got '0'
+mnigs main | option persist_path '/var/lib/mnigs/mnigs.db' | main.persist_path | must differ from database: the live database is copied there
 gateway g | option max_subscribers 0 | g.max_subscribers | must be a whole number 1-65535, got '0'
 gateway g | option lease_seconds 4 | g.lease_seconds | must be a whole number 5-86400, got '4'
 gateway g | option lease_seconds 86401 | g.lease_seconds | must be a whole number 5-86400, got '86401'
@@ -1303,7 +1357,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 37);
+        assert_eq!(rows, 40);
     }
 
     #[test]

@@ -210,6 +210,25 @@ impl LeaseBook {
         self.leases.values().map(|l| l.expires_at).min()
     }
 
+    /// Changes the number of slots and the lease length of a running book (config reload).
+    ///
+    /// Live leases keep their expiry; the new length applies from their next renewal. A lease
+    /// whose slot no longer exists is ended (returned as `Remove`), the same rule as
+    /// [`LeaseBook::restore`] applies after a restart; every other lease stays as it is.
+    pub fn retune(&mut self, capacity: u32, lease_seconds: u32) -> Vec<Action> {
+        self.capacity = capacity;
+        self.lease_seconds = lease_seconds;
+        let gone: Vec<String> = self
+            .leases
+            .values()
+            .filter(|l| l.slot >= capacity)
+            .map(|l| l.sid.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|sid| self.revoke(&sid))
+            .collect()
+    }
+
     /// Takes back leases saved before a restart: live ones are kept and must be re-applied (returned
     /// as `Accept`), expired ones and ones that no longer fit (slot beyond capacity, duplicate owner
     /// or slot) are dropped and returned as `Remove` so their remains are cleaned up.
@@ -280,6 +299,38 @@ mod tests {
             n += 1;
             format!("sid{n}")
         }
+    }
+
+    #[test]
+    fn retune_keeps_leases_that_still_fit() {
+        let mut book = LeaseBook::new(3, 100);
+        let mut next = sids();
+        let (a, _) = book.grant(0, ask("10.0.0.1"), &mut next).unwrap();
+        let (b, _) = book.grant(0, ask("10.0.0.2"), &mut next).unwrap();
+        let (c, _) = book.grant(0, ask("10.0.0.3"), &mut next).unwrap();
+        assert_eq!((a.slot, b.slot, c.slot), (0, 1, 2));
+        let actions = book.retune(2, 30);
+        assert_eq!(actions.len(), 1);
+        assert!(matches!(&actions[0], Action::Remove(l) if l.sid == c.sid));
+        assert_eq!(
+            book.get(&a.sid).unwrap().expires_at,
+            100,
+            "expiry untouched"
+        );
+        assert_eq!(
+            book.renew(10, ip("10.0.0.1"), &a.sid),
+            Ok(40),
+            "new length on renewal"
+        );
+        assert_eq!(
+            book.grant(10, ask("10.0.0.4"), &mut next).unwrap_err(),
+            Refusal::Full
+        );
+        assert!(book.retune(5, 30).is_empty(), "growing ends nothing");
+        assert_eq!(
+            book.grant(10, ask("10.0.0.4"), &mut next).unwrap().0.slot,
+            2
+        );
     }
 
     #[test]

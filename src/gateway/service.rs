@@ -109,7 +109,8 @@ struct Inner {
 
 /// The gateway role.
 pub struct Gateway {
-    cfg: GatewayConfig,
+    /// The running configuration; terms may change on reload ([`Gateway::reconfigure`]).
+    cfg: Mutex<GatewayConfig>,
     pools: Pools,
     store: Arc<Mutex<Store>>,
     inner: Mutex<Inner>,
@@ -134,7 +135,7 @@ impl Gateway {
                 methods,
                 nat,
             }),
-            cfg,
+            cfg: Mutex::new(cfg),
             pools,
             store,
             uplink: Mutex::new((true, None)),
@@ -278,16 +279,33 @@ impl Gateway {
         }
     }
 
+    /// Applies a reloaded configuration's terms: price and bandwidth as announced, the number of
+    /// slots and the lease length. Live sessions stay as they are unless their slot is gone
+    /// (`max_subscribers` lowered below it), which ends them. The options that shape what is set
+    /// up (pools, uplink, methods, NAT) are left alone; [`crate::config::reload`] keeps them.
+    pub fn reconfigure(&self, new: &GatewayConfig) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        *self.cfg.lock().expect("not poisoned") = new.clone();
+        let capacity = new.max_subscribers.min(self.pools.slots());
+        let actions = inner.book.retune(capacity, new.lease_seconds);
+        for action in actions {
+            if let Err(e) = self.execute(&mut inner, &action, None) {
+                log::warn(&format!("ending a session beyond max_subscribers: {e}"));
+            }
+        }
+    }
+
     /// The methods offered and the current terms.
     pub fn offer(&self) -> (Vec<String>, Terms, Uplink) {
         let inner = self.inner.lock().expect("not poisoned");
+        let cfg = self.cfg.lock().expect("not poisoned");
         let terms = Terms {
             max_subscribers: inner.book.capacity(),
             subscribers: inner.book.len() as u32,
             lease_seconds: inner.book.lease_seconds(),
-            price: self.cfg.price,
-            bandwidth_down: self.cfg.bandwidth_down,
-            bandwidth_up: self.cfg.bandwidth_up,
+            price: cfg.price,
+            bandwidth_down: cfg.bandwidth_down,
+            bandwidth_up: cfg.bandwidth_up,
         };
         let methods = inner.methods.iter().map(|m| m.name().to_string()).collect();
         drop(inner);

@@ -1,6 +1,8 @@
-//! The JSON-RPC server: `POST /jsonrpc`, bodies up to [`MAX_BODY`], a few worker threads.
+//! The JSON-RPC server: `POST /jsonrpc`, bodies up to [`MAX_BODY`], a few worker threads; and
+//! `GET /` with the built-in page ([`crate::web`]) for callers the handler lets see it.
 
 use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, code};
+use crate::web;
 use serde_json::Value;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,11 @@ pub struct Caller {
 pub trait Handler: Send + Sync {
     /// Handles one call; `Ok` is the `result`, `Err` a JSON-RPC error.
     fn call(&self, caller: &Caller, request: &Request) -> Result<Value, RpcError>;
+
+    /// Whether `caller` may load the built-in page; without it `GET /` answers 403.
+    fn web_page(&self, _caller: &Caller) -> bool {
+        false
+    }
 }
 
 /// A running server; dropping it does not stop it, call [`Server::stop`].
@@ -100,7 +107,48 @@ fn refuse(request: tiny_http::Request, status: u16, code: i64, message: &str) {
     let _ = request.respond(json_response(status, &body));
 }
 
+fn caller(request: &tiny_http::Request) -> Option<Caller> {
+    let addr = request.remote_addr().map(|a| canonical(a.ip()))?;
+    let host = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Host"))
+        .map(|h| host_only(h.value.as_str()));
+    Some(Caller { addr, host })
+}
+
+/// `GET /` and the page's assets.
+fn serve_page(request: tiny_http::Request, asset: web::Asset, handler: &dyn Handler) {
+    let allowed = caller(&request).is_some_and(|c| handler.web_page(&c));
+    let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k, v).expect("static header");
+    if !allowed {
+        let r = tiny_http::Response::from_string(
+            "403 forbidden: this node does not show its page to you\n",
+        )
+        .with_status_code(403)
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"));
+        let _ = request.respond(r);
+        return;
+    }
+    let r = tiny_http::Response::from_string(asset.body)
+        .with_header(header("Content-Type", asset.content_type))
+        .with_header(header(
+            "Content-Security-Policy",
+            web::CONTENT_SECURITY_POLICY,
+        ))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header("Cache-Control", "no-cache"));
+    let _ = request.respond(r);
+}
+
 fn respond(mut request: tiny_http::Request, handler: &dyn Handler) {
+    if matches!(
+        request.method(),
+        tiny_http::Method::Get | tiny_http::Method::Head
+    ) && let Some(asset) = web::asset(request.url())
+    {
+        return serve_page(request, asset, handler);
+    }
     if request.url() != "/jsonrpc" {
         return refuse(
             request,
@@ -138,7 +186,7 @@ fn respond(mut request: tiny_http::Request, handler: &dyn Handler) {
     if body.len() > MAX_BODY {
         return refuse(request, 413, code::INVALID_REQUEST, &too_big);
     }
-    let Some(addr) = request.remote_addr().map(|a| canonical(a.ip())) else {
+    let Some(caller) = caller(&request) else {
         return refuse(
             request,
             400,
@@ -146,12 +194,6 @@ fn respond(mut request: tiny_http::Request, handler: &dyn Handler) {
             "unknown caller address",
         );
     };
-    let host = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| host_only(h.value.as_str()));
-    let caller = Caller { addr, host };
     let answer = match Request::parse(&body) {
         Ok(req) => match handler.call(&caller, &req) {
             Ok(result) => protocol::answer(&req.id, req.version, result),

@@ -19,6 +19,7 @@ use super::select::{self, Decision, History, Policy, Wants};
 use crate::config::Config;
 use crate::discovery::{self, Answer, Candidate};
 use crate::gateway::service::now;
+use crate::hooks::{self, Event, HookEnv, session_env};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
 use crate::rpc::client::{self, ClientError};
@@ -58,6 +59,10 @@ pub enum Command {
     Disconnect(Sender<Value>),
     /// Leave the gateway and end the thread.
     Shutdown(Sender<Value>),
+    /// Run with this configuration from now on (SIGHUP; the daemon has already kept the
+    /// restart-only options at their running values). Tunnels stay up unless their gateway is no
+    /// longer acceptable (price above `max_price`, or excluded).
+    Reload(Box<Config>, Sender<Value>),
     /// Internal: the gateways a background scan found.
     Scanned(Vec<Answer>),
 }
@@ -72,6 +77,13 @@ struct Link {
     up_since: Instant,
     expires: Instant,
     renew_at: Instant,
+}
+
+impl Link {
+    /// The hook variables describing this session.
+    fn env(&self) -> HookEnv {
+        session_env(&self.name, self.gateway, &self.grant, Some(&self.interface))
+    }
 }
 
 /// Method instances with their own interfaces, and the routing table their routes go to.
@@ -294,7 +306,51 @@ impl Supervisor {
                 self.state = "disconnected";
                 let _ = reply.send(json!({"success": true, "left": was}));
             }
+            Command::Reload(cfg, reply) => {
+                self.reload(*cfg);
+                let _ = reply.send(json!({"success": true}));
+            }
             Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn reload(&mut self, cfg: Config) {
+        self.cfg = cfg;
+        self.policy.failback_after_ms = u64::from(self.cfg.subscriber.failback_after) * 1000;
+        // A shorter interval counts from now, not from the last scan's old schedule.
+        let soonest =
+            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        self.next_scan = self.next_scan.min(soonest);
+        let rows = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .gateways()
+            .unwrap_or_default();
+        let max_price = self.cfg.subscriber.max_price;
+        let unwanted: Vec<(usize, String)> = self
+            .links()
+            .filter_map(|(i, l)| {
+                if self.cfg.subscriber.exclude.contains(&l.name) {
+                    return Some((i, "it is excluded now".to_string()));
+                }
+                let price = rows
+                    .iter()
+                    .find(|r| r.address == l.gateway.ip().to_string() && r.port == l.gateway.port())
+                    .and_then(|r| r.info["terms"]["price"].as_u64())?;
+                (price > u64::from(max_price)).then(|| {
+                    (
+                        i,
+                        format!("its price {price} is above max_price {max_price} now"),
+                    )
+                })
+            })
+            .collect();
+        for (i, why) in unwanted {
+            self.release_slot(i, &why);
+        }
+        if self.active.is_none() && self.auto {
+            self.next_scan = Instant::now();
         }
     }
 
@@ -735,6 +791,14 @@ impl Supervisor {
         }
         self.save_quality(&name, Some(&why));
         let was_active = self.active == Some(i);
+        if let Some(l) = self.slots[i].link.as_ref() {
+            // Lost, not left: no release hook (the lease is released in the background).
+            let env = l.env().reason(&why);
+            hooks::fire(&self.cfg, Event::Disconnect, &env);
+            if was_active {
+                hooks::fire(&self.cfg, Event::Failover, &env);
+            }
+        }
         if was_active {
             self.set_active(None);
             let standby = self.links().find(|(j, _)| *j != i).map(|(j, _)| j);
@@ -799,6 +863,11 @@ impl Supervisor {
                         "resumed session with {} after restart",
                         saved.gateway_name
                     ));
+                    hooks::fire(
+                        &self.cfg,
+                        Event::Connect,
+                        &session_env(&saved.gateway_name, gateway, &grant, Some(&interface)),
+                    );
                     self.adopt(
                         0,
                         gateway,
@@ -980,6 +1049,11 @@ impl Supervisor {
             "registered with {} at {gateway}: {} {}/{}",
             a.info.name, grant.method, grant.ipv4, grant.cidr4
         ));
+        hooks::fire(
+            &self.cfg,
+            Event::Register,
+            &session_env(&a.info.name, gateway, &grant, None),
+        );
         let interface = match self.tunnel_up(slot, gateway.ip(), &grant) {
             Ok(i) => i,
             Err(e) => {
@@ -990,10 +1064,20 @@ impl Supervisor {
                     json!({"sid": grant.sid}),
                     CALL_TIMEOUT,
                 );
+                hooks::fire(
+                    &self.cfg,
+                    Event::Release,
+                    &session_env(&a.info.name, gateway, &grant, None).reason("tunnel setup failed"),
+                );
                 return Err(format!("tunnel setup failed: {e}"));
             }
         };
         log::info(&format!("tunnel {interface} up to {}", a.info.name));
+        hooks::fire(
+            &self.cfg,
+            Event::Connect,
+            &session_env(&a.info.name, gateway, &grant, Some(&interface)),
+        );
         let lease = grant.timeout;
         self.adopt(
             slot,
@@ -1130,6 +1214,10 @@ impl Supervisor {
                 json!({"sid": c.grant.sid}),
                 Duration::from_secs(2),
             );
+            self.disconnect_slot(i);
+            let env = c.env().reason(why);
+            hooks::fire(&self.cfg, Event::Disconnect, &env);
+            hooks::fire(&self.cfg, Event::Release, &env);
         }
         self.disconnect_slot(i);
         if self.active == Some(i) {

@@ -70,11 +70,38 @@ pub fn run_full<S: AsRef<str>>(
     input: Option<&str>,
     timeout: Duration,
 ) -> Result<String, CmdError> {
+    run_with(argv, input, &[], false, timeout)
+}
+
+/// Runs `argv` with `env` added to our environment, in a process group of its own that is
+/// killed as a whole after `timeout` (so a script's children do not outlive it). For programs
+/// the owner configured, such as hooks.
+pub fn run_env<S: AsRef<str>>(
+    argv: &[S],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<String, CmdError> {
+    run_with(argv, None, env, true, timeout)
+}
+
+fn run_with<S: AsRef<str>>(
+    argv: &[S],
+    input: Option<&str>,
+    env: &[(String, String)],
+    own_group: bool,
+    timeout: Duration,
+) -> Result<String, CmdError> {
+    use std::os::unix::process::CommandExt;
     let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
     let line = argv.join(" ");
     record(&line);
     let (program, args) = argv.split_first().expect("argv is never empty");
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    if own_group {
+        command.process_group(0);
+    }
+    let mut child = command
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -110,6 +137,12 @@ pub fn run_full<S: AsRef<str>>(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
+                if own_group {
+                    // SAFETY: kill(2) with the negated PID of a group we created; no memory involved.
+                    unsafe {
+                        libc::kill(-(child.id() as i32), libc::SIGKILL);
+                    }
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(CmdError::Timeout {

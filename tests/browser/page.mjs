@@ -1,0 +1,122 @@
+// Drives mnigs's built-in page in Debian's chromium through playwright-core. Run by
+// tests/web_browser.rs inside a node's network namespace:
+//   node page.mjs full     URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS TUNNEL_IFNAME
+//   node page.mjs readonly URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS
+// Prints one line per step; exits non-zero (with the reason on stderr) when the page misbehaves.
+import { chromium } from 'playwright-core';
+
+const [mode, url, outdir, gwName, gwAddr, tunnel] = process.argv.slice(2);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const STEP_MS = 60000;
+
+function check(cond, what) {
+  if (!cond) throw new Error('check failed: ' + what);
+  console.log('ok   ' + what);
+}
+
+async function text(page, sel) {
+  return (await page.locator(sel).textContent()).trim();
+}
+
+async function waitText(page, sel, pred, what) {
+  const start = Date.now();
+  let last = '';
+  while (Date.now() - start < STEP_MS) {
+    last = await text(page, sel).catch(() => '');
+    if (pred(last)) { console.log('ok   ' + what + ' (' + sel + ' = ' + JSON.stringify(last) + ')'); return last; }
+    await page.waitForTimeout(100);
+  }
+  throw new Error('timed out: ' + what + '; ' + sel + ' was ' + JSON.stringify(last));
+}
+
+// The gateway's row by its IPv4 address (the same node may also be listed at its IPv6 one).
+function gwRow(page) {
+  return page.locator('#gateways tbody tr', { hasText: gwAddr + ':' });
+}
+
+// "12 s ago" → 12; minutes and hours → large.
+function seenSeconds(s) {
+  const m = /^(\d+) s ago$/.exec(s);
+  return m ? Number(m[1]) : 1e9;
+}
+
+async function full(page) {
+  await page.goto(url);
+  await waitText(page, '#sub-state', (t) => t === 'connected', 'page shows the subscriber connected');
+  await waitText(page, '#sub-tunnel', (t) => t.startsWith(tunnel), 'status shows the tunnel interface');
+  check((await gwRow(page).count()) === 1 && (await gwRow(page).textContent()).includes(gwName), 'gateways table lists ' + gwName + ' at ' + gwAddr);
+  check((await text(page, '#access')) === 'control', 'loopback caller gets the control page');
+  await page.waitForSelector('#graph svg g.kind-gateway');
+  check((await page.locator('#graph svg g.kind-gateway').count()) === 1, 'mesh graph draws the gateway');
+  check((await page.locator('#graph line.current').count()) === 1, 'mesh graph marks the link in use');
+  await page.screenshot({ path: outdir + '/page-connected.png', fullPage: true });
+
+  await page.click('#disconnect');
+  await waitText(page, '#sub-state', (t) => t === 'disconnected', 'Disconnect leaves the gateway');
+  await waitText(page, '#sub-tunnel', (t) => t === '–', 'no tunnel after Disconnect');
+  await waitText(page, '#message', (t) => t.includes('Left ' + gwName), 'message names the gateway left');
+  // Let the table age so that the refresh by Scan is visible in the "Seen" column.
+  const seenCell = gwRow(page).locator('td').nth(6);
+  await waitText(page, '#gateways tbody tr:has-text("' + gwAddr + ':") td:nth-child(7)', (t) => seenSeconds(t) >= 4 && seenSeconds(t) < 1e9, 'gateway last seen a while ago');
+  await page.click('#scan');
+  await waitText(page, '#message', (t) => /Scan done: \d+ gateway\(s\)/.test(t), 'Scan reports the gateway');
+  check(seenSeconds((await seenCell.textContent()).trim()) <= 2, 'Scan refreshed the gateways table');
+  // Scan also reconnects (automatic mode is back on); leave again to test Connect.
+  await waitText(page, '#sub-state', (t) => t === 'connected', 'Scan reconnects');
+  await page.click('#disconnect');
+  await waitText(page, '#sub-state', (t) => t === 'disconnected', 'Disconnect again');
+  const connect = gwRow(page).locator('button.connect');
+  await connect.waitFor();
+  await page.screenshot({ path: outdir + '/page-disconnected.png', fullPage: true });
+  await connect.click();
+  await waitText(page, '#message', (t) => t === 'Connected to ' + gwName + '.', 'Connect connects');
+  await waitText(page, '#sub-state', (t) => t === 'connected', 'status connected after Connect');
+  await waitText(page, '#sub-tunnel', (t) => t.startsWith(tunnel + ' · wireguard'), 'status shows the tunnel after Connect');
+  await waitText(page, '#sub-address', (t) => /^\d+\.\d+\.\d+\.\d+/.test(t), 'status shows the tunnel address');
+  await waitText(page, '#gateways tbody tr:has-text("' + gwAddr + ':") td:nth-child(8)', (t) => t === 'in use', 'gateway row says in use');
+  await page.screenshot({ path: outdir + '/page.png', fullPage: true });
+  await page.click('#disconnect');
+  await waitText(page, '#sub-state', (t) => t === 'disconnected', 'final Disconnect releases');
+}
+
+async function readonly(page) {
+  await page.goto(url);
+  await page.waitForSelector('#gateways tbody tr');
+  await waitText(page, '#access', (t) => t === 'read-only', 'mesh caller gets the read-only page');
+  check((await gwRow(page).count()) === 1 && (await gwRow(page).textContent()).includes(gwName), 'read-only page lists ' + gwName + ' at ' + gwAddr);
+  check(!(await page.locator('#scan').isVisible()), 'no Scan button');
+  check(!(await page.locator('#disconnect').isVisible()), 'no Disconnect button');
+  check((await page.locator('button.connect').count()) === 0, 'no Connect buttons');
+  await page.screenshot({ path: outdir + '/page-readonly.png', fullPage: true });
+  // The buttons being hidden is cosmetic; the daemon must refuse the calls themselves.
+  for (const [method, params] of [['disconnect', {}], ['scan', {}], ['connect', { address: '10.77.0.3' }]]) {
+    const answer = await page.evaluate(async ([m, p]) => {
+      const r = await fetch('/jsonrpc', { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: m, params: p }) });
+      return r.json();
+    }, [method, params]);
+    check(answer.error && answer.error.code === -32001, method + ' refused with -32001 (' + JSON.stringify(answer.error) + ')');
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+let failed = false;
+const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
+const external = [];
+page.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin)) external.push(r.url()); });
+page.on('pageerror', (e) => { console.error('page error: ' + e.message); failed = true; });
+try {
+  await (mode === 'full' ? full(page) : readonly(page));
+  check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
+  check(!failed, 'no JavaScript errors');
+} catch (e) {
+  console.error(e.stack || String(e));
+  await page.screenshot({ path: outdir + '/failure-' + mode + '.png', fullPage: true }).catch(() => {});
+  failed = true;
+}
+await browser.close();
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,496 @@
+//! luci-app-mnigs without a router: every view passes `node --check`, the menu and ACL files are
+//! valid JSON granting exactly what the views call (reads vs writes), and the rpcd plugin, run
+//! the way rpcd runs it (`list`, then `call METHOD` with JSON on stdin), answers with JSON from a
+//! running daemon (no role, on loopback) and when the daemon is down. shellcheck runs on the
+//! plugin when it is installed.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+
+fn app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("luci-app-mnigs")
+}
+
+fn plugin() -> PathBuf {
+    app().join("root/usr/libexec/rpcd/luci.mnigs")
+}
+
+fn views() -> Vec<PathBuf> {
+    let dir = app().join("htdocs/luci-static/resources/view/mnigs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("views")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn json_file(rel: &str) -> Value {
+    let text = std::fs::read_to_string(app().join(rel)).expect(rel);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"))
+}
+
+/// The methods of luci.mnigs a view declares with rpc.declare.
+fn declared_methods(js: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for chunk in js.split("rpc.declare(").skip(1) {
+        let decl = &chunk[..chunk.find("})").unwrap_or(chunk.len())];
+        assert!(decl.contains("object: 'luci.mnigs'"), "{decl}");
+        let m = decl.split("method: '").nth(1).expect("method");
+        out.insert(m[..m.find('\'').unwrap()].to_string());
+    }
+    out
+}
+
+#[test]
+fn views_parse_and_acl_grants_exactly_what_they_use() {
+    let node_ok = Command::new("node").arg("--version").output().is_ok();
+    let views = views();
+    assert_eq!(views.len(), 2, "settings.js and status.js");
+    let mut used = BTreeSet::new();
+    for v in &views {
+        if node_ok {
+            let out = Command::new("node").arg("--check").arg(v).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                v.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else if std::env::var("MNIGS_E2E").is_ok_and(|v| v == "1") {
+            panic!("node is not installed; `node --check` cannot run");
+        }
+        let js = std::fs::read_to_string(v).unwrap();
+        assert!(js.starts_with("'use strict';"), "{}", v.display());
+        used.extend(declared_methods(&js));
+    }
+    let menu = json_file("root/usr/share/luci/menu.d/luci-app-mnigs.json");
+    for (path, entry) in menu.as_object().unwrap() {
+        assert!(path.starts_with("admin/services/mnigs"), "{path}");
+        if entry["action"]["type"] == "view" {
+            let view = entry["action"]["path"].as_str().unwrap();
+            let file = app().join(format!("htdocs/luci-static/resources/view/{view}.js"));
+            assert!(file.exists(), "menu points to missing {view}");
+        }
+    }
+    assert_eq!(
+        menu["admin/services/mnigs"]["depends"]["acl"][0],
+        "luci-app-mnigs"
+    );
+    let acl = json_file("root/usr/share/rpcd/acl.d/luci-app-mnigs.json");
+    let grants = |kind: &str| -> BTreeSet<String> {
+        acl["luci-app-mnigs"][kind]["ubus"]["luci.mnigs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (read, write) = (grants("read"), grants("write"));
+    let want_read: BTreeSet<String> = ["status", "gateways", "sessions"].map(String::from).into();
+    let want_write: BTreeSet<String> = ["scan", "connect", "disconnect"].map(String::from).into();
+    assert_eq!(read, want_read, "read grants only the reading methods");
+    assert_eq!(write, want_write, "write grants only the actions");
+    let granted: BTreeSet<String> = read.union(&write).cloned().collect();
+    assert_eq!(used, granted, "the ACL grants exactly what the views call");
+    assert_eq!(acl["luci-app-mnigs"]["read"]["uci"][0], "mnigs");
+    assert_eq!(acl["luci-app-mnigs"]["write"]["uci"][0], "mnigs");
+    let make = std::fs::read_to_string(app().join("Makefile")).unwrap();
+    assert!(make.contains("include ../../luci.mk"));
+}
+
+/// Runs the plugin as rpcd does: argv `list` or `call METHOD`, JSON on stdin, in `dir` with
+/// our mnigs first on PATH and the config in MNIGS_CONFIG.
+fn rpcd(args: &[&str], stdin: &str, config: &Path) -> Value {
+    let bin_dir = Path::new(EXE).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new(plugin())
+        .args(args)
+        .env_clear()
+        .env("PATH", path)
+        .env("MNIGS_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plugin runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} exited {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"));
+    assert!(v.is_object(), "rpcd needs an object: {text}");
+    v
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rpcd_plugin_answers_from_a_running_daemon() {
+    let dir = std::env::temp_dir().join(format!("mnigs-luci-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("mnigs");
+    std::fs::write(
+        &config,
+        format!(
+            "config mnigs 'main'\n\toption name 'luci-test'\n\toption rpc_port '{port}'\n\
+             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
+            dir.join("db").display()
+        ),
+    )
+    .unwrap();
+
+    // Down: still JSON, saying so.
+    let down = rpcd(&["call", "status"], "{}", &config);
+    assert_eq!(down["success"], false, "{down}");
+    assert_eq!(down["notRunning"], true, "{down}");
+
+    let list = rpcd(&["list"], "", &config);
+    let methods: BTreeSet<&str> = list
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "connect",
+            "disconnect",
+            "gateways",
+            "scan",
+            "sessions",
+            "status"
+        ]
+        .into()
+    );
+    assert_eq!(list["connect"]["port"], 65533, "signature types by example");
+
+    let daemon = Daemon(
+        Command::new(EXE)
+            .args(["daemon", "-c", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let status = loop {
+        let v = rpcd(&["call", "status"], "{}", &config);
+        if v["success"] == true || start.elapsed() > Duration::from_secs(10) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["success"], true, "{status}");
+    assert_eq!(status["name"], "luci-test");
+    assert_eq!(status["access"], "full");
+    assert!(status["subscriber"].is_null());
+
+    let gws = rpcd(&["call", "gateways"], "{}", &config);
+    assert_eq!(gws["success"], true);
+    assert!(gws["gateways"].is_array());
+    let sess = rpcd(&["call", "sessions"], "{}", &config);
+    assert_eq!(sess["sessions"], Value::Array(vec![]));
+
+    // Actions reach the daemon, which answers that this node has no subscriber role.
+    for (method, args) in [
+        ("scan", "{}"),
+        ("disconnect", "{}"),
+        (
+            "connect",
+            "{ \"address\": \"10.77.0.3\", \"port\": 65533, \"method\": \"wireguard\" }",
+        ),
+    ] {
+        let v = rpcd(&["call", method], args, &config);
+        assert_eq!(v["success"], false, "{method}: {v}");
+        assert!(
+            v["errorMsg"].as_str().unwrap().contains("subscriber role"),
+            "{method}: {v}"
+        );
+    }
+    // Hostile or malformed arguments never reach mnigs as anything but a refusal.
+    for args in [
+        "{ \"address\": \"$(touch /tmp/pwned)\" }",
+        "{ \"address\": \"10.0.0.1; reboot\" }",
+        "{}",
+        "not json",
+    ] {
+        let v = rpcd(&["call", "connect"], args, &config);
+        assert_eq!(v["success"], false, "{args}: {v}");
+    }
+    let v = rpcd(
+        &["call", "connect"],
+        "{ \"address\": \"10.0.0.1\", \"port\": \"1; reboot\" }",
+        &config,
+    );
+    assert_eq!(v["errorMsg"], "invalid port", "{v}");
+    let v = rpcd(
+        &["call", "connect"],
+        "{ \"address\": \"10.0.0.1; reboot\" }",
+        &config,
+    );
+    assert_eq!(v["errorMsg"], "invalid address", "{v}");
+    let v = rpcd(&["call", "reboot"], "{}", &config);
+    assert_eq!(v["errorMsg"], "unknown method");
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn rpcd_plugin_passes_shellcheck() {
+    let Ok(out) = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(plugin())
+        .output()
+    else {
+        eprintln!("SKIPPED shellcheck: not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Runs tests/luci/harness.mjs on a view; None when node is missing (and MNIGS_E2E is unset).
+fn harness(mode: &str, view: &str) -> Option<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = match Command::new("node")
+        .arg(dir.join("tests/luci/harness.mjs"))
+        .arg(mode)
+        .arg(app().join(format!("htdocs/luci-static/resources/view/mnigs/{view}.js")))
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if std::env::var("MNIGS_E2E").is_ok_and(|v| v == "1") => {
+            panic!("node is needed for the LuCI view tests: {e}")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED LuCI view harness: node is not installed");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{view}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("harness prints JSON"))
+}
+
+#[test]
+fn status_view_renders_and_its_buttons_call_the_plugin() {
+    let Some(r) = harness("status", "status") else {
+        return;
+    };
+    assert_eq!(
+        r["loadCalls"],
+        serde_json::json!(["status", "gateways", "sessions"])
+    );
+    let page = r["page"].as_str().unwrap();
+    for want in [
+        "State connected",
+        "gw (10.77.0.3)",
+        "mnigs-wgc, wireguard",
+        "100.127.0.2, fd7e:7e7e::2",
+        "10.77.0.3:65533 routes:babel 1/10 - 3 s ago in use",
+        "gw2 10.77.0.9:65533",
+        "other 10.77.0.7 wireguard 100.127.0.3 250 s",
+    ] {
+        assert!(page.contains(want), "status view lacks {want:?}: {page}");
+    }
+    let clicked = r["clicked"].as_array().unwrap();
+    let by_label = |l: &str| {
+        clicked
+            .iter()
+            .find(|c| c["label"] == l)
+            .unwrap_or_else(|| panic!("no {l} button"))["calls"]
+            .clone()
+    };
+    assert_eq!(by_label("Scan")[0]["method"], "scan");
+    assert_eq!(by_label("Disconnect")[0]["method"], "disconnect");
+    let connect = by_label("Connect");
+    assert_eq!(connect[0]["method"], "connect");
+    assert_eq!(
+        connect[0]["params"],
+        serde_json::json!({"address": "10.77.0.9", "port": 65533}),
+        "Connect goes to the gateway not in use"
+    );
+    assert_eq!(
+        clicked.len(),
+        3,
+        "one Connect button: the gateway in use has none"
+    );
+    assert_eq!(r["notes"][2]["text"], "Connected to gw2.");
+    assert_eq!(r["polls"], serde_json::json!([5]));
+    assert_eq!(r["saveHidden"], true);
+}
+
+/// The options the daemon reads in each section, from src/config/model.rs.
+fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/model.rs"))
+            .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for section in ["main", "gateway", "subscriber", "wireguard", "discovery"] {
+        let start = src
+            .find(&format!("    fn {section}(&mut self"))
+            .unwrap_or_else(|| panic!("fn {section}"));
+        let body = &src[start + 10..];
+        let body = &body[..body.find("\n    fn ").unwrap_or(body.len())];
+        let mut names = BTreeSet::new();
+        for call in ["r.single(", "r.list("] {
+            for piece in body.split(call).skip(1) {
+                let piece = piece.trim_start();
+                if let Some(rest) = piece.strip_prefix('"') {
+                    names.insert(rest[..rest.find('"').unwrap()].to_string());
+                }
+            }
+        }
+        out.insert(section.to_string(), names);
+    }
+    for e in mnigs::hooks::Event::ALL {
+        out.get_mut("subscriber")
+            .unwrap()
+            .insert(e.option().to_string());
+    }
+    out
+}
+
+/// Datatype names LuCI's validation.js knows (the ones a view may combine with and/or).
+const LUCI_DATATYPES: &[&str] = &[
+    "integer",
+    "uinteger",
+    "float",
+    "ufloat",
+    "ipaddr",
+    "ip4addr",
+    "ip6addr",
+    "cidr",
+    "cidr4",
+    "cidr6",
+    "ipmask",
+    "port",
+    "portrange",
+    "macaddr",
+    "hostname",
+    "network",
+    "host",
+    "hostport",
+    "string",
+    "range",
+    "min",
+    "max",
+    "rangelength",
+    "minlength",
+    "maxlength",
+    "and",
+    "or",
+    "neg",
+    "list",
+    "uciname",
+];
+
+#[test]
+fn settings_view_offers_only_options_the_daemon_reads() {
+    let Some(r) = harness("settings", "settings") else {
+        return;
+    };
+    let known = daemon_options();
+    let sections = r["sections"].as_array().unwrap();
+    let types: Vec<&str> = sections
+        .iter()
+        .map(|s| {
+            if s["cls"] == "NamedSection" {
+                s["args"][1].as_str().unwrap()
+            } else {
+                s["args"][0].as_str().unwrap()
+            }
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["mnigs", "gateway", "subscriber", "discovery", "wireguard"]
+    );
+    assert_eq!(
+        sections[3]["cls"], "GridSection",
+        "discovery sections as a grid"
+    );
+    for (s, ty) in sections.iter().zip(&types) {
+        let section = if *ty == "mnigs" { "main" } else { ty };
+        let daemon = &known[section];
+        for o in s["options"].as_array().unwrap() {
+            let name = o["name"].as_str().unwrap();
+            assert!(
+                daemon.contains(name),
+                "settings offers {section}.{name}, which the daemon does not read"
+            );
+            if let Some(dt) = o["datatype"].as_str() {
+                for word in dt.split(|c: char| !c.is_ascii_alphanumeric()) {
+                    let is_number = word.bytes().all(|b| b.is_ascii_digit());
+                    assert!(
+                        word.is_empty() || is_number || LUCI_DATATYPES.contains(&word),
+                        "{section}.{name}: unknown LuCI datatype {word} in {dt}"
+                    );
+                }
+            }
+        }
+    }
+    // Every hook option is offered, each validated as an absolute path.
+    let sub = &sections[2]["options"];
+    for e in mnigs::hooks::Event::ALL {
+        let o = sub
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == e.option())
+            .unwrap_or_else(|| panic!("{} missing", e.option()));
+        assert_eq!(o["validate"], "function");
+    }
+    let web = sections[0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "web")
+        .expect("option web");
+    assert_eq!(
+        web["values"],
+        serde_json::json!(["readonly", "off", "full"])
+    );
+}
