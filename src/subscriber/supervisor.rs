@@ -431,6 +431,11 @@ impl Supervisor {
         let found = scan(&self.cfg);
         self.next_scan =
             Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        self.state = if self.active.is_some() {
+            "connected"
+        } else {
+            "idle"
+        };
         found
     }
 
@@ -1096,7 +1101,10 @@ impl Supervisor {
     fn set_active(&mut self, slot: Option<usize>) {
         self.active = slot;
         match slot {
-            Some(i) => self.save_connection(i),
+            Some(i) => {
+                self.state = "connected";
+                self.save_connection(i)
+            }
             None => self.forget_connection(),
         }
     }
@@ -1279,6 +1287,8 @@ impl Supervisor {
         let mut v = json!({"enabled": true, "state": self.state, "lastError": self.last_error,
                            "gateway": null, "standby": null, "hotStandby": self.hot(),
                            "failClosed": self.cfg.subscriber.fail_closed,
+                           "scanInterval": self.cfg.subscriber.scan_interval,
+                           "maxPrice": self.cfg.subscriber.max_price,
                            "lastFailover": self.last_failover});
         if let Some(c) = self.active_link() {
             v["gateway"] = self.link_json(c);
