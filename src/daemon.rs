@@ -186,7 +186,13 @@ impl Node {
             methods,
             terms,
             uplink,
-            gateways: vec![],
+            gateways: self
+                .store
+                .lock()
+                .expect("not poisoned")
+                .gateways()
+                .map(|rows| crate::discovery::gossip::advertised(&rows, now()))
+                .unwrap_or_default(),
         };
         serde_json::to_value(info).expect("serializes")
     }

@@ -20,6 +20,7 @@
 //! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
+//! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
 
@@ -31,6 +32,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod hooks;
 pub mod log;
+pub mod netlab;
 pub mod persist;
 pub mod protocol;
 pub mod rpc;

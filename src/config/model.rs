@@ -40,7 +40,7 @@ pub const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
 pub const DISCOVERY_METHODS: &[&str] = &["routes", "neighbours", "cjdns", "yggdrasil", "gossip"];
 
 /// The discovery methods this version implements.
-pub const SUPPORTED_DISCOVERY_METHODS: &[&str] = &["routes"];
+pub const SUPPORTED_DISCOVERY_METHODS: &[&str] = DISCOVERY_METHODS;
 
 /// An IPv4 or IPv6 prefix such as `100.127.0.0/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -335,6 +335,25 @@ pub struct DiscoveryConfig {
     pub concurrency: u32,
     /// Timeout of one probe (`option timeout_ms`).
     pub timeout_ms: u32,
+    /// `routes`: also take the next hops of non-host routes as candidates (`option route_gateways`).
+    pub route_gateways: bool,
+    /// `neighbours`: an IPv4 prefix of at most 1024 addresses whose every host is probed
+    /// (`option sweep`), for L2 meshes where the neighbour tables are cold.
+    pub sweep: Option<Prefix>,
+    /// `cjdns` / `yggdrasil`: the admin endpoint (`option admin`): `HOST:PORT` or `tcp://HOST:PORT`,
+    /// or `unix:///PATH` (Yggdrasil); `None` for the daemon's default.
+    pub admin: Option<String>,
+    /// Breadth-first search: hops beyond which nodes are not expanded (`option max_depth`).
+    pub max_depth: u32,
+    /// Breadth-first search: most nodes visited (`option max_nodes`).
+    pub max_nodes: u32,
+    /// `cjdns`: admin password (`option password`); wins over `cjdroute_conf`.
+    pub password: Option<String>,
+    /// `cjdns`: cjdroute.conf to read the admin password from (`option cjdroute_conf`).
+    pub cjdroute_conf: Option<PathBuf>,
+    /// `yggdrasil`: only nodes advertising `mnigs` in their Yggdrasil NodeInfo become
+    /// candidates (`option nodeinfo_only`).
+    pub nodeinfo_only: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -348,6 +367,14 @@ impl Default for DiscoveryConfig {
             prefixes: Vec::new(),
             concurrency: 64,
             timeout_ms: 1500,
+            route_gateways: false,
+            sweep: None,
+            admin: None,
+            max_depth: 8,
+            max_nodes: 2000,
+            password: None,
+            cjdroute_conf: None,
+            nodeinfo_only: false,
         }
     }
 }
@@ -754,6 +781,24 @@ impl<'f> Builder<'f> {
         r.list("prefix", &mut d.prefixes, validate::prefix);
         r.single("concurrency", &mut d.concurrency, number(1, 1024));
         r.single("timeout_ms", &mut d.timeout_ms, number(50, 60000));
+        r.single("route_gateways", &mut d.route_gateways, boolean);
+        r.single("sweep", &mut d.sweep, sweep_prefix);
+        r.single("admin", &mut d.admin, |v| {
+            admin_endpoint(v).map(|()| (!v.is_empty()).then(|| v.to_string()))
+        });
+        r.single("max_depth", &mut d.max_depth, number(1, 64));
+        r.single("max_nodes", &mut d.max_nodes, number(1, 1_000_000));
+        r.single("password", &mut d.password, |v| {
+            admin_password(v).map(|()| (!v.is_empty()).then(|| v.to_string()))
+        });
+        r.single("nodeinfo_only", &mut d.nodeinfo_only, boolean);
+        r.single("cjdroute_conf", &mut d.cjdroute_conf, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                validate::path(v).map(|()| Some(PathBuf::from(v)))
+            }
+        });
         if d.ports.is_empty() {
             r.error_at("port", "at least one port is required".into());
         }
@@ -988,6 +1033,58 @@ fn ipv6_pool(v: &str) -> Result<Option<Prefix>, String> {
     }
 }
 
+/// Most addresses `option sweep` may cover: a /22.
+pub const MAX_SWEEP_ADDRESSES: u128 = 1024;
+
+fn sweep_prefix(v: &str) -> Result<Option<Prefix>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let p = validate::prefix(v)?;
+    if !p.is_ipv4() || p.host_count() > MAX_SWEEP_ADDRESSES {
+        Err(format!(
+            "must be an IPv4 prefix of at most {MAX_SWEEP_ADDRESSES} addresses (/22 or longer), got {}",
+            quoted(v)
+        ))
+    } else {
+        Ok(Some(p))
+    }
+}
+
+/// `HOST:PORT`, `tcp://HOST:PORT` (HOST an IP address or `localhost`) or `unix:///ABSOLUTE/PATH`;
+/// empty means the daemon's default.
+pub fn admin_endpoint(v: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "admin endpoint must be HOST:PORT, tcp://HOST:PORT or unix:///PATH, got {}",
+            quoted(v)
+        )
+    };
+    if v.is_empty() {
+        return Ok(());
+    }
+    if let Some(path) = v.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(bad());
+        }
+        return validate::path(path);
+    }
+    let hostport = v.strip_prefix("tcp://").unwrap_or(v);
+    let hostport = hostport.replace("localhost:", "127.0.0.1:");
+    hostport
+        .parse::<std::net::SocketAddr>()
+        .map(drop)
+        .map_err(|_| bad())
+}
+
+fn admin_password(v: &str) -> Result<(), String> {
+    if v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err("password must be at most 256 printable ASCII characters without spaces".into())
+    }
+}
+
 fn discovery_method(v: &str) -> Result<String, String> {
     if SUPPORTED_DISCOVERY_METHODS.contains(&v) {
         Ok(v.to_string())
@@ -1098,6 +1195,7 @@ config wireguard 'wireguard'
             prefixes: vec![],
             concurrency: 64,
             timeout_ms: 1500,
+            ..DiscoveryConfig::default()
         });
         assert_eq!(config, expected);
     }
@@ -1331,7 +1429,6 @@ gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
 subscriber s | list method wireguard; list method gre | s.method | unknown tunnel method 'gre'; supported: wireguard
-discovery | option method cjdns | @discovery[0].method | discovery method 'cjdns' is not supported by this version
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'
@@ -1340,6 +1437,15 @@ discovery d | list prefix 10.0.0.0 | d.prefix | prefix must be ADDRESS/LENGTH su
 discovery d | list interface '../x' | d.interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got '../x'
 discovery d | option concurrency 1025 | d.concurrency | must be a whole number 1-1024, got '1025'
 discovery d | option timeout_ms 49 | d.timeout_ms | must be a whole number 50-60000, got '49'
+discovery d | option route_gateways maybe | d.route_gateways | must be a boolean (0/1, true/false, yes/no, on/off, enabled/disabled), got 'maybe'
+discovery d | option sweep 10.0.0.0/21 | d.sweep | must be an IPv4 prefix of at most 1024 addresses (/22 or longer), got '10.0.0.0/21'
+discovery d | option sweep fd00::/120 | d.sweep | must be an IPv4 prefix of at most 1024 addresses (/22 or longer), got 'fd00::/120'
+discovery d | option admin 'unix://rel/sock' | d.admin | admin endpoint must be HOST:PORT, tcp://HOST:PORT or unix:///PATH, got 'unix://rel/sock'
+discovery d | option admin 'example.org:9001' | d.admin | admin endpoint must be HOST:PORT, tcp://HOST:PORT or unix:///PATH, got 'example.org:9001'
+discovery d | option max_depth 0 | d.max_depth | must be a whole number 1-64, got '0'
+discovery d | option nodeinfo_only 2 | d.nodeinfo_only | must be a boolean (0/1, true/false, yes/no, on/off, enabled/disabled), got '2'
+discovery d | option max_nodes 1000001 | d.max_nodes | must be a whole number 1-1000000, got '1000001'
+discovery d | option password 'a b' | d.password | password must be at most 256 printable ASCII characters without spaces
 wireguard w | option mtu 1279 | w.mtu | must be a whole number 1280-9000, got '1279'
 wireguard w | option listen_port 0x10 | w.listen_port | must be a port number 1-65535, got '0x10'
 wireguard w | option interface '' | w.interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got ''
@@ -1357,7 +1463,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 40);
+        assert_eq!(rows, 48);
     }
 
     #[test]
@@ -1495,6 +1601,31 @@ config discovery
                 "section name 'd' is already used on line 1; this section is ignored"
             )
         );
+    }
+
+    #[test]
+    fn discovery_search_options_parse() {
+        let text = "config discovery c\n\toption admin 127.0.0.1:11234\n\toption password s3cret\n\toption cjdroute_conf /etc/cjdroute.conf\n\toption max_depth 3\n\toption max_nodes 300\nconfig discovery n\n\toption method neighbours\n\toption sweep 10.9.0.0/22\n\toption route_gateways 1\nconfig discovery y\n\toption admin unix:///var/run/yggdrasil/yggdrasil.sock\n";
+        let (c, w) = check(text).unwrap();
+        assert_eq!(w, vec![]);
+        let d = &c.discovery[0];
+        assert_eq!(d.admin.as_deref(), Some("127.0.0.1:11234"));
+        assert_eq!(d.password.as_deref(), Some("s3cret"));
+        assert_eq!(d.cjdroute_conf, Some(PathBuf::from("/etc/cjdroute.conf")));
+        assert_eq!((d.max_depth, d.max_nodes), (3, 300));
+        let d = &c.discovery[1];
+        assert_eq!(
+            (d.sweep, d.route_gateways),
+            (Some(pfx("10.9.0.0/22")), true)
+        );
+        assert_eq!(
+            c.discovery[2].admin.as_deref(),
+            Some("unix:///var/run/yggdrasil/yggdrasil.sock")
+        );
+        let d = DiscoveryConfig::default();
+        assert_eq!((d.max_depth, d.max_nodes, d.sweep), (8, 2000, None));
+        assert!(admin_endpoint("tcp://localhost:9001").is_ok());
+        assert!(admin_endpoint("[::1]:11234").is_ok());
     }
 
     #[test]

@@ -3,14 +3,28 @@
 //!
 //! # Layout
 //! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
+//! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
+//! - `cjdns.rs` (+ `bencode.rs`, `sha2.rs`): breadth-first walk through cjdroute's admin API.
+//! - `yggdrasil.rs`: breadth-first walk through Yggdrasil's admin socket, NodeInfo adverts.
+//! - `gossip.rs`: gateways other nodes advertise in `nodeInfo`, verified by our own probe.
+//! - `scanner.rs`: [`Scanner`]: one scan at a time, cancellable, negative cache, gossip round.
 
+pub mod bencode;
+pub mod cjdns;
+pub mod gossip;
+pub mod neighbours;
 pub mod routes;
+pub mod scanner;
+pub mod sha2;
+pub mod yggdrasil;
 
 use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
 use crate::rpc::client;
+pub use scanner::{ScanError, ScanReport, Scanner};
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A node that may be a gateway.
@@ -45,38 +59,70 @@ pub struct Answer {
 }
 
 /// Asks every candidate for `nodeInfo`, at most `concurrency` at once, each within `timeout`.
-/// Candidates that do not answer or answer nonsense are left out.
+/// Candidates that do not answer or answer nonsense are left out; answers come in candidate order.
+///
+/// `concurrency` workers pull candidates from a shared cursor, so memory grows with the
+/// concurrency, not with the number of candidates (10,000 spawned tasks cost megabytes). The
+/// concurrency is capped by the open-file limit, less a reserve for the rest of the daemon.
 pub fn probe(candidates: Vec<Candidate>, concurrency: usize, timeout: Duration) -> Vec<Answer> {
-    let limit = Arc::new(smol::lock::Semaphore::new(concurrency.max(1)));
-    let ex = smol::Executor::new();
-    let tasks: Vec<_> = candidates
-        .into_iter()
-        .map(|c| {
-            let limit = limit.clone();
-            ex.spawn(async move {
-                let _permit = limit.acquire().await;
-                let started = std::time::Instant::now();
-                let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
-                    .await
-                    .ok()?;
-                let info: NodeInfo = serde_json::from_value(v).ok()?;
-                Some(Answer {
-                    candidate: c,
-                    info,
-                    rtt: started.elapsed(),
-                })
-            })
-        })
-        .collect();
-    smol::block_on(ex.run(async {
-        let mut out = Vec::new();
-        for t in tasks {
-            if let Some(a) = t.await {
-                out.push(a);
+    probe_until(candidates, concurrency, timeout, &AtomicBool::new(false))
+}
+
+/// [`probe`], stopping early (no new probes; those in flight finish or time out) once `cancel`
+/// is set.
+pub fn probe_until(
+    candidates: Vec<Candidate>,
+    concurrency: usize,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Vec<Answer> {
+    let workers = concurrency
+        .max(1)
+        .min(candidates.len())
+        .min(crate::sys::fd_budget());
+    let next = Cell::new(0usize);
+    let found: RefCell<Vec<(usize, Answer)>> = RefCell::new(Vec::new());
+    let ex = smol::LocalExecutor::new();
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (candidates, next, found) = (&candidates, &next, &found);
+        tasks.push(ex.spawn(async move {
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.get();
+                let Some(c) = candidates.get(i) else { break };
+                next.set(i + 1);
+                if let Some(a) = probe_one(c, timeout).await {
+                    found.borrow_mut().push((i, a));
+                }
             }
+        }));
+    }
+    smol::block_on(ex.run(async {
+        for t in tasks {
+            t.await;
         }
-        out
-    }))
+    }));
+    drop(ex);
+    let mut found = found.into_inner();
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, a)| a).collect()
+}
+
+/// One `nodeInfo` probe.
+async fn probe_one(c: &Candidate, timeout: Duration) -> Option<Answer> {
+    let started = std::time::Instant::now();
+    let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
+        .await
+        .ok()?;
+    let info: NodeInfo = serde_json::from_value(v).ok()?;
+    Some(Answer {
+        candidate: c.clone(),
+        info,
+        rtt: started.elapsed(),
+    })
 }
 
 /// How hard a scan may probe.
@@ -101,16 +147,60 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
         limits.timeout = limits
             .timeout
             .max(Duration::from_millis(u64::from(d.timeout_ms)));
-        let found = match d.method.as_str() {
-            "routes" => routes::discover(d),
-            other => Err(format!("method {other} is not supported")),
-        };
-        match found {
-            Ok(c) => candidates.extend(c),
+        match run_method(d) {
+            Ok(f) => candidates.extend(f.candidates),
             Err(e) => crate::log::warn(&format!("discovery {}: {e}", d.section)),
         }
     }
     (dedup(candidates), limits)
+}
+
+/// Runs one discovery section's method. `gossip` yields nothing here: its candidates come from
+/// the answers of the others (see [`Scanner`]).
+pub fn run_method(d: &DiscoveryConfig) -> Result<Found, String> {
+    let plain = |c: Vec<Candidate>| Found {
+        candidates: c,
+        graph: None,
+    };
+    match d.method.as_str() {
+        "routes" => routes::discover(d).map(plain),
+        "neighbours" => neighbours::discover(d).map(plain),
+        "cjdns" => cjdns::discover(d),
+        "yggdrasil" => yggdrasil::discover(d),
+        "gossip" => Ok(plain(Vec::new())),
+        other => Err(format!("method {other} is not supported")),
+    }
+}
+
+/// What one method found: candidates, and for the walking methods the nodes and links seen
+/// (kept for the web UI's map).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    /// Candidates to probe.
+    pub candidates: Vec<Candidate>,
+    /// The part of the mesh the method saw, if it walks one.
+    pub graph: Option<Graph>,
+}
+
+/// Nodes and links a walk saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Graph {
+    /// Nodes, ourselves first: (address, hops from us).
+    pub nodes: Vec<(IpAddr, u32)>,
+    /// Links as indices into `nodes`.
+    pub links: Vec<(usize, usize)>,
+}
+
+impl Graph {
+    /// `{"nodes": [{"address", "hops"}], "links": [[a, b]]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|(a, h)| serde_json::json!({"address": a.to_string(), "hops": h}))
+            .collect();
+        serde_json::json!({"nodes": nodes, "links": self.links})
+    }
 }
 
 /// Removes repeated (address, port) pairs, keeping the first.

@@ -17,7 +17,7 @@
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
 use crate::config::Config;
-use crate::discovery::{self, Answer, Candidate};
+use crate::discovery::{Answer, Candidate, Scanner};
 use crate::gateway::service::now;
 use crate::hooks::{self, Event, HookEnv, session_env};
 use crate::log;
@@ -63,8 +63,8 @@ pub enum Command {
     /// restart-only options at their running values). Tunnels stay up unless their gateway is no
     /// longer acceptable (price above `max_price`, or excluded).
     Reload(Box<Config>, Sender<Value>),
-    /// Internal: the gateways a background scan found.
-    Scanned(Vec<Answer>),
+    /// Internal: the gateways a background scan found (`None`: it did not run).
+    Scanned(Option<Vec<Answer>>),
 }
 
 /// One lease with its tunnel.
@@ -118,6 +118,9 @@ pub struct Supervisor {
     seed: u64,
     epoch: Instant,
     last_failover: Option<Value>,
+    /// One scan at a time, shared with the background scans. Silent candidates are not skipped
+    /// (no negative cache): a gateway that comes back must be seen at the next scan.
+    scanner: Arc<Scanner>,
 }
 
 /// A handle to the supervisor thread.
@@ -203,6 +206,7 @@ impl Supervisor {
             policy,
             epoch: Instant::now(),
             last_failover: None,
+            scanner: Arc::new(Scanner::new(Duration::ZERO)),
             cfg,
         };
         let thread = std::thread::spawn(move || sup.run(rx));
@@ -279,14 +283,15 @@ impl Supervisor {
         match cmd {
             Command::Scan(reply) => {
                 self.auto = true;
-                let found = self.scan_now();
+                // While a background scan holds the scanner, answer with the last results.
+                let found = self.scan_now().unwrap_or_else(|| self.answers.clone());
                 self.absorb(found.clone());
                 let list: Vec<Value> = found.iter().map(answer_json).collect();
                 let _ = reply.send(json!({"success": true, "gateways": list}));
             }
             Command::Scanned(found) => {
                 self.scanning = false;
-                if self.auto {
+                if let Some(found) = found.filter(|_| self.auto) {
                     self.absorb(found);
                 }
             }
@@ -371,8 +376,9 @@ impl Supervisor {
         if self.auto && !self.scanning && Instant::now() >= self.next_scan {
             if self.active.is_none() {
                 // Nothing to lose by waiting: scan in this thread and connect right away.
-                let found = self.scan_now();
-                self.absorb(found);
+                if let Some(found) = self.scan_now() {
+                    self.absorb(found);
+                }
             } else {
                 self.scan_in_background();
             }
@@ -424,11 +430,14 @@ impl Supervisor {
 
     // --- scanning ---
 
-    /// Runs every discovery section and probes the candidates (blocking).
-    fn scan_now(&mut self) -> Vec<Answer> {
-        self.state = "scanning";
-        self.publish();
-        let found = scan(&self.cfg);
+    /// Runs every discovery section and probes the candidates (blocking); `None` if another
+    /// scan holds the scanner.
+    fn scan_now(&mut self) -> Option<Vec<Answer>> {
+        if self.active.is_none() {
+            self.state = "scanning";
+            self.publish();
+        }
+        let found = scan(&self.cfg, &self.scanner);
         self.next_scan =
             Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
         self.state = if self.active.is_some() {
@@ -446,8 +455,9 @@ impl Supervisor {
             Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
+        let scanner = self.scanner.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(Command::Scanned(scan(&cfg)));
+            let _ = tx.send(Command::Scanned(scan(&cfg, &scanner)));
         });
     }
 
@@ -1316,19 +1326,25 @@ impl Supervisor {
     }
 }
 
-/// Runs every discovery section and returns the gateways that answered.
-fn scan(cfg: &Config) -> Vec<Answer> {
-    let (candidates, limits) = discovery::gather(&cfg.discovery);
-    let count = candidates.len();
-    let started = Instant::now();
-    let answers = discovery::probe(candidates, limits.concurrency, limits.timeout);
-    let gateways: Vec<Answer> = answers.into_iter().filter(|a| a.info.gateway).collect();
-    log::debug(&format!(
-        "scan: {count} candidate(s), {} gateway(s) in {:?}",
-        gateways.len(),
-        started.elapsed()
-    ));
-    gateways
+/// Runs every discovery section (gossip included) and returns the gateways that answered, or
+/// `None` if another scan is running.
+fn scan(cfg: &Config, scanner: &Scanner) -> Option<Vec<Answer>> {
+    match scanner.scan(&cfg.discovery) {
+        Ok(report) => {
+            let gateways: Vec<Answer> = report.gateways().into_iter().cloned().collect();
+            log::debug(&format!(
+                "scan: {} candidate(s), {} gateway(s) in {:?}",
+                report.candidates,
+                gateways.len(),
+                report.elapsed
+            ));
+            Some(gateways)
+        }
+        Err(e) => {
+            log::debug(&format!("scan skipped: {e}"));
+            None
+        }
+    }
 }
 
 fn failure(msg: String) -> Value {

@@ -8,3 +8,31 @@
 pub mod cmd;
 pub mod icmp;
 pub mod net;
+
+/// How many sockets a burst of probes may open: the soft open-file limit, raised to the hard
+/// limit first (a scan of thousands of candidates wants ~1,000 at once), less 64 kept for the
+/// daemon's own files, server connections and child pipes.
+pub fn fd_budget() -> usize {
+    const RESERVE: u64 = 64;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 256;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    let cur = lim.rlim_cur.min(1 << 20);
+    cur.saturating_sub(RESERVE).max(1) as usize
+}

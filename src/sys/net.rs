@@ -235,6 +235,18 @@ pub mod policy {
     }
 }
 
+/// `ip -j neigh show` (ARP for IPv4, NDP for IPv6) of one interface.
+pub fn neighbours_json(v6: bool, ifname: &str) -> Result<String, CmdError> {
+    let fam = if v6 { "-6" } else { "-4" };
+    cmd::run(&["ip", "-j", fam, "neigh", "show", "dev", ifname])
+}
+
+/// `ip -j neigh show` of every interface.
+pub fn neighbours_json_all(v6: bool) -> Result<String, CmdError> {
+    let fam = if v6 { "-6" } else { "-4" };
+    cmd::run(&["ip", "-j", fam, "neigh", "show"])
+}
+
 fn family(addr: IpAddr) -> &'static str {
     if addr.is_ipv6() { "-6" } else { "-4" }
 }

@@ -1,0 +1,423 @@
+//! [`Scanner`]: the whole scan — every discovery section, the probes, one gossip round — with
+//! the guarantees a daemon needs: two scans never run at once (a second caller gets
+//! [`ScanError::Busy`] instead of waiting), a running scan can be cancelled, and candidates that
+//! did not answer are skipped for a while (negative cache), so a mesh full of dead or
+//! mnigs-less nodes costs one timeout per node per `negative_for`, not per scan.
+
+use super::{Answer, Candidate, Graph, Limits, dedup, gossip, probe_until, run_method};
+use crate::config::DiscoveryConfig;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why no scan ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanError {
+    /// Another scan is running.
+    Busy,
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a scan is already running")
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+/// What one discovery section found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodReport {
+    /// The section's name.
+    pub section: String,
+    /// Its method.
+    pub method: String,
+    /// Candidates it yielded (gossip: entries taken from answers).
+    pub found: usize,
+    /// Gateways among them that answered.
+    pub gateways: usize,
+    /// Time it took (gossip: including its verification probes).
+    pub elapsed: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The outcome of a scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Per discovery section.
+    pub methods: Vec<MethodReport>,
+    /// Distinct candidates after merging.
+    pub candidates: usize,
+    /// Candidates skipped because they did not answer recently.
+    pub skipped: usize,
+    /// Every answer (gateways and not), gossip-learned non-gateways left out.
+    pub answers: Vec<Answer>,
+    /// Whole scan time.
+    pub elapsed: Duration,
+    /// Whether it was cancelled before the end.
+    pub cancelled: bool,
+    /// The nodes and links the walking methods saw, per section (for the web UI's map).
+    pub graphs: Vec<(String, Graph)>,
+}
+
+impl ScanReport {
+    /// The answers from gateways.
+    pub fn gateways(&self) -> Vec<&Answer> {
+        self.answers.iter().filter(|a| a.info.gateway).collect()
+    }
+
+    /// The report as `mnigs scan --json` shows it.
+    pub fn to_json(&self) -> Value {
+        let methods: Vec<Value> = self
+            .methods
+            .iter()
+            .map(|m| {
+                json!({"section": m.section, "method": m.method, "found": m.found,
+                       "gateways": m.gateways, "ms": m.elapsed.as_millis() as u64, "error": m.error})
+            })
+            .collect();
+        let gateways: Vec<Value> = self
+            .gateways()
+            .iter()
+            .map(|a| {
+                json!({"address": a.candidate.address.to_string(), "port": a.candidate.port,
+                       "name": a.info.name, "how": a.candidate.how, "hops": a.candidate.hops,
+                       "rttMs": a.rtt.as_millis() as u64})
+            })
+            .collect();
+        let graphs: serde_json::Map<String, Value> = self
+            .graphs
+            .iter()
+            .map(|(section, g)| (section.clone(), g.to_json()))
+            .collect();
+        json!({"methods": methods, "candidates": self.candidates, "skipped": self.skipped,
+               "graphs": graphs,
+               "answers": self.answers.len(), "gateways": gateways,
+               "ms": self.elapsed.as_millis() as u64, "cancelled": self.cancelled})
+    }
+}
+
+/// Runs scans one at a time; share it (`Arc<Scanner>`) between the supervisor and the control RPC.
+pub struct Scanner {
+    running: Mutex<()>,
+    cancel: AtomicBool,
+    negative: Mutex<HashMap<(IpAddr, u16), Instant>>,
+    negative_for: Duration,
+}
+
+impl Scanner {
+    /// A scanner that skips silent candidates for `negative_for` (zero: never skips).
+    pub fn new(negative_for: Duration) -> Scanner {
+        Scanner {
+            running: Mutex::new(()),
+            cancel: AtomicBool::new(false),
+            negative: Mutex::new(HashMap::new()),
+            negative_for,
+        }
+    }
+
+    /// Asks the running scan, if any, to stop: no new probes start; it returns what it has.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// True while a scan runs.
+    pub fn is_running(&self) -> bool {
+        self.running.try_lock().is_err()
+    }
+
+    /// Runs every section, probes the merged candidates, then (if a `gossip` section is
+    /// configured) verifies the gateways the answers advertise.
+    pub fn scan(&self, sections: &[DiscoveryConfig]) -> Result<ScanReport, ScanError> {
+        let _one = self.running.try_lock().map_err(|_| ScanError::Busy)?;
+        self.cancel.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let mut limits = Limits {
+            concurrency: 1,
+            timeout: Duration::from_millis(50),
+        };
+        let mut methods = Vec::new();
+        let mut all = Vec::new();
+        let mut gossip_on = false;
+        let mut graphs = Vec::new();
+        for d in sections {
+            limits.concurrency = limits.concurrency.max(d.concurrency as usize);
+            limits.timeout = limits
+                .timeout
+                .max(Duration::from_millis(u64::from(d.timeout_ms)));
+            if d.method == "gossip" {
+                gossip_on = true;
+                continue;
+            }
+            let t = Instant::now();
+            let (found, error) = match run_method(d) {
+                Ok(f) => {
+                    if let Some(g) = f.graph {
+                        graphs.push((d.section.clone(), g));
+                    }
+                    (f.candidates, None)
+                }
+                Err(e) => {
+                    crate::log::warn(&format!("discovery {}: {e}", d.section));
+                    (Vec::new(), Some(e))
+                }
+            };
+            methods.push(MethodReport {
+                section: d.section.clone(),
+                method: d.method.clone(),
+                found: found.len(),
+                gateways: 0,
+                elapsed: t.elapsed(),
+                error,
+            });
+            all.extend(found);
+        }
+        let mut report = self.scan_candidates(all, limits, gossip_on);
+        for m in &mut methods {
+            m.gateways = report
+                .gateways()
+                .iter()
+                .filter(|a| how_section(&a.candidate.how) == m.method)
+                .count();
+        }
+        methods.append(&mut report.methods);
+        report.methods = methods;
+        report.graphs = graphs;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// The probing part of [`Scanner::scan`], for candidates found elsewhere. Callers must not
+    /// run it beside [`Scanner::scan`]; `scan` holds the one-at-a-time guard for it.
+    pub fn scan_candidates(
+        &self,
+        candidates: Vec<Candidate>,
+        limits: Limits,
+        gossip_on: bool,
+    ) -> ScanReport {
+        let started = Instant::now();
+        let candidates = dedup(candidates);
+        let total = candidates.len();
+        let fresh = self.without_negative(candidates);
+        let skipped = total - fresh.len();
+        let probed: HashSet<(IpAddr, u16)> = fresh.iter().map(|c| (c.address, c.port)).collect();
+        let mut answers = probe_until(fresh, limits.concurrency, limits.timeout, &self.cancel);
+        let cancelled = self.cancel.load(Ordering::SeqCst);
+        if !cancelled {
+            self.remember(&probed, &answers);
+        }
+        let mut methods = Vec::new();
+        if gossip_on && !cancelled {
+            let t = Instant::now();
+            let learned = self.without_negative(gossip::candidates(&answers, &probed));
+            let count = learned.len();
+            let asked: HashSet<(IpAddr, u16)> =
+                learned.iter().map(|c| (c.address, c.port)).collect();
+            let verified = probe_until(learned, limits.concurrency, limits.timeout, &self.cancel);
+            if !self.cancel.load(Ordering::SeqCst) {
+                self.remember(&asked, &verified);
+            }
+            // Only what our own probe confirmed as a gateway is kept; a forged entry ends here.
+            let verified: Vec<Answer> = verified.into_iter().filter(|a| a.info.gateway).collect();
+            methods.push(MethodReport {
+                section: "gossip".into(),
+                method: "gossip".into(),
+                found: count,
+                gateways: verified.len(),
+                elapsed: t.elapsed(),
+                error: None,
+            });
+            answers.extend(verified);
+        }
+        ScanReport {
+            methods,
+            candidates: total,
+            skipped,
+            answers,
+            elapsed: started.elapsed(),
+            cancelled: self.cancel.load(Ordering::SeqCst),
+            graphs: Vec::new(),
+        }
+    }
+
+    fn without_negative(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
+        let now = Instant::now();
+        let mut neg = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+        neg.retain(|_, until| *until > now);
+        candidates
+            .into_iter()
+            .filter(|c| !neg.contains_key(&(c.address, c.port)))
+            .collect()
+    }
+
+    /// Silent candidates go into the negative cache; those that answered leave it.
+    fn remember(&self, asked: &HashSet<(IpAddr, u16)>, answers: &[Answer]) {
+        if self.negative_for.is_zero() {
+            return;
+        }
+        let answered: HashSet<(IpAddr, u16)> = answers
+            .iter()
+            .map(|a| (a.candidate.address, a.candidate.port))
+            .collect();
+        let until = Instant::now() + self.negative_for;
+        let mut neg = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+        for k in asked {
+            if answered.contains(k) {
+                neg.remove(k);
+            } else {
+                neg.insert(*k, until);
+            }
+        }
+    }
+}
+
+/// The method part of a candidate's `how` (`routes:babel` → `routes`).
+fn how_section(how: &str) -> &str {
+    how.split(':').next().unwrap_or(how)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::Arc;
+
+    /// A loopback `nodeInfo` server answering every connection with `info`.
+    fn server(info: Value) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = json!({"jsonrpc": "2.0", "id": 1, "result": info}).to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        addr
+    }
+
+    /// A server that accepts and never answers: a probe to it times out.
+    fn silent() -> (SocketAddr, TcpListener) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        (l.local_addr().unwrap(), l)
+    }
+
+    fn info(gateway: bool, gossip: &[SocketAddr]) -> Value {
+        json!({"success": true, "name": if gateway {"gw"} else {"node"}, "version": "0",
+               "gateway": gateway, "methods": [], "terms": {"maxSubscribers": 1, "subscribers": 0,
+               "leaseSeconds": 60, "price": 0, "bandwidthDown": 0, "bandwidthUp": 0},
+               "uplink": {"healthy": true},
+               "gateways": gossip.iter().map(|a| json!({"address": a.ip().to_string(), "port": a.port(), "seenAgo": 1})).collect::<Vec<_>>()})
+    }
+
+    fn cand(a: SocketAddr) -> Candidate {
+        Candidate {
+            address: a.ip(),
+            port: a.port(),
+            how: "routes:babel".into(),
+            hops: 1,
+        }
+    }
+
+    fn limits(ms: u64) -> Limits {
+        Limits {
+            concurrency: 4,
+            timeout: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn gossip_is_verified_and_forgeries_dropped() {
+        let far_gw = server(info(true, &[]));
+        let not_gw = server(info(false, &[]));
+        let (nobody, _keep) = silent();
+        let near = server(info(false, &[far_gw, not_gw, nobody]));
+        let s = Scanner::new(Duration::from_secs(60));
+        let r = s.scan_candidates(vec![cand(near)], limits(300), true);
+        let gws: Vec<SocketAddr> = r.gateways().iter().map(|a| a.candidate.socket()).collect();
+        assert_eq!(gws, vec![far_gw]);
+        assert!(
+            r.gateways()[0]
+                .candidate
+                .how
+                .starts_with("gossip:127.0.0.1")
+        );
+        assert_eq!(r.methods[0].found, 3);
+        assert_eq!(r.methods[0].gateways, 1);
+        // The non-gateway the gossip pointed at is not among the answers either.
+        assert!(r.answers.iter().all(|a| a.candidate.socket() != not_gw));
+        // Without a gossip section, the entries are not followed.
+        let r = Scanner::new(Duration::ZERO).scan_candidates(vec![cand(near)], limits(300), false);
+        assert!(r.gateways().is_empty());
+    }
+
+    #[test]
+    fn silent_candidates_are_skipped_until_the_cache_expires() {
+        let gw = server(info(true, &[]));
+        let refused = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let s = Scanner::new(Duration::from_millis(400));
+        let r = s.scan_candidates(vec![cand(gw), cand(refused)], limits(300), false);
+        assert_eq!((r.candidates, r.skipped, r.gateways().len()), (2, 0, 1));
+        let r = s.scan_candidates(vec![cand(gw), cand(refused)], limits(300), false);
+        assert_eq!((r.skipped, r.gateways().len()), (1, 1));
+        std::thread::sleep(Duration::from_millis(450));
+        let r = s.scan_candidates(vec![cand(gw), cand(refused)], limits(300), false);
+        assert_eq!(r.skipped, 0);
+    }
+
+    #[test]
+    fn one_scan_at_a_time_and_cancellable() {
+        let (addr, _keep) = silent();
+        let s = Arc::new(Scanner::new(Duration::ZERO));
+        // Twenty silent candidates one at a time, 500 ms each: 10 s unless cancelled.
+        let many: Vec<Candidate> = (0..20)
+            .map(|i| Candidate {
+                port: addr.port(),
+                hops: i,
+                how: format!("t{i}"),
+                address: addr.ip(),
+            })
+            .map(|mut c| {
+                c.address = format!("127.0.0.{}", 1 + c.hops).parse().unwrap();
+                c
+            })
+            .collect();
+        let _listeners: Vec<TcpListener> = (2..=20)
+            .filter_map(|i| TcpListener::bind((format!("127.0.0.{i}").as_str(), addr.port())).ok())
+            .collect();
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || {
+            let _guard = s2.running.lock().unwrap();
+            let l = Limits {
+                concurrency: 1,
+                timeout: Duration::from_millis(500),
+            };
+            let started = Instant::now();
+            let r = s2.scan_candidates(many, l, false);
+            (r, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(s.is_running());
+        assert_eq!(s.scan(&[]).unwrap_err(), ScanError::Busy);
+        s.cancel();
+        let (r, took) = t.join().unwrap();
+        assert!(r.cancelled);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(!s.is_running());
+        assert!(s.scan(&[]).is_ok());
+    }
+}
