@@ -199,6 +199,18 @@ pub fn score(a: &Answer, wants: &Wants, h: &History) -> f64 {
         - prefer
 }
 
+/// The answers with us taken out of the subscriber count of the gateways we hold a lease with
+/// (`ours`, by node name), so that using a gateway does not by itself make it look worse.
+pub fn without_us(answers: &[Answer], ours: &[&str]) -> Vec<Answer> {
+    let mut out = answers.to_vec();
+    for a in &mut out {
+        if ours.contains(&a.info.name.as_str()) {
+            a.info.terms.subscribers = a.info.terms.subscribers.saturating_sub(1);
+        }
+    }
+    out
+}
+
 /// A small deterministic generator (SplitMix64), so the pick is reproducible from the seed.
 fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -676,5 +688,49 @@ mod tests {
             load[on] += 1;
         }
         assert!(load[0] >= 5 && load[1] >= 5, "{load:?}");
+    }
+
+    /// Two gateways with room for two: we use `a`, which therefore reports one subscriber more.
+    /// Counted as is, `a` would look clearly worse (and full) and we would move; without us it
+    /// is what it is, equal, and we stay.
+    #[test]
+    fn our_own_lease_does_not_make_our_gateway_look_worse() {
+        let mut a = answer("a", "fd77::1", 5, 1);
+        let mut b = answer("b", "fd77::2", 5, 0);
+        a.info.terms.max_subscribers = 2;
+        b.info.terms.max_subscribers = 2;
+        let p = Policy {
+            failback_after_ms: 0,
+            ..no_tie()
+        };
+        let list = [a, b];
+        let raw = rank(&list, &wants(), &HashMap::new(), 0, &p, 0);
+        let fair = rank(
+            &without_us(&list, &["a"]),
+            &wants(),
+            &HashMap::new(),
+            0,
+            &p,
+            0,
+        );
+        let cur = fair
+            .iter()
+            .find(|c| c.answer.info.name == "a")
+            .unwrap()
+            .score;
+        assert_eq!(
+            decide(Some(("a", cur)), &fair, &HashMap::new(), 0, &p),
+            Decision::Stay
+        );
+        let raw_a = raw
+            .iter()
+            .find(|c| c.answer.info.name == "a")
+            .map(|c| c.score);
+        assert!(
+            raw_a.is_none_or(|s| s > cur),
+            "counted as is, a looks worse"
+        );
+        assert_eq!(without_us(&list, &["a"])[0].info.terms.subscribers, 0);
+        assert_eq!(without_us(&list, &["a"])[1].info.terms.subscribers, 0);
     }
 }

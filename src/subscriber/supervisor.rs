@@ -527,8 +527,13 @@ impl Supervisor {
     }
 
     fn ranked(&self) -> Vec<select::Choice> {
+        // A gateway we hold a lease with counts us among its subscribers; without taking us out
+        // it would look busier (or full) than the others just because we use it, and we would
+        // keep moving between equal gateways.
+        let ours: Vec<&str> = self.links().map(|(_, l)| l.name.as_str()).collect();
+        let answers = select::without_us(&self.answers, &ours);
         select::rank(
-            &self.answers,
+            &answers,
             &self.wants(),
             &self.history,
             self.now_ms(),
@@ -1276,16 +1281,11 @@ impl Supervisor {
         self.state = "idle";
     }
 
-    fn link_json(&self, l: &Link) -> Value {
-        let score = self
-            .answers
+    fn link_json(&self, l: &Link, ranked: &[select::Choice]) -> Value {
+        let score = ranked
             .iter()
-            .find(|a| a.info.name == l.name)
-            .map(|a| {
-                let none = History::default();
-                let h = self.history.get(&l.name).unwrap_or(&none);
-                select::score(a, &self.wants(), h)
-            });
+            .find(|c| c.answer.info.name == l.name)
+            .map(|c| c.score);
         json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
                "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
                "score": score,
@@ -1300,8 +1300,9 @@ impl Supervisor {
                            "scanInterval": self.cfg.subscriber.scan_interval,
                            "maxPrice": self.cfg.subscriber.max_price,
                            "lastFailover": self.last_failover});
+        let ranked = self.ranked();
         if let Some(c) = self.active_link() {
-            v["gateway"] = self.link_json(c);
+            v["gateway"] = self.link_json(c, &ranked);
             v["method"] = json!(c.grant.method);
             v["interface"] = json!(c.interface);
             v["ipv4"] = json!(c.grant.ipv4);
@@ -1314,10 +1315,9 @@ impl Supervisor {
             );
         }
         if let Some((_, l)) = self.links().find(|(i, _)| Some(*i) != self.active) {
-            v["standby"] = self.link_json(l);
+            v["standby"] = self.link_json(l, &ranked);
         }
-        let ranked: Vec<Value> = self
-            .ranked()
+        let ranked: Vec<Value> = ranked
             .iter()
             .map(|c| json!({"name": c.answer.info.name, "score": c.score}))
             .collect();
