@@ -10,7 +10,7 @@ use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, c
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, wireguard};
+use crate::tunnel::{Method, iptunnel, openvpn, route, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -392,6 +392,31 @@ fn methods(
                     .map_err(|e| e.to_string())?;
                 out.push(Box::new(m));
             }
+            "openvpn" => {
+                let o = &cfg.openvpn;
+                let (side, ifname) = match role {
+                    Role::Gateway => (openvpn::Side::Server, &o.interface),
+                    Role::Subscriber => (openvpn::Side::Client, &o.client_interface),
+                };
+                let m = openvpn::Openvpn::new(side, &o.directory, ifname, o.port, o.mtu)
+                    .map_err(|e| format!("openvpn: {e}"))?;
+                out.push(Box::new(m));
+            }
+            "gre" | "ipip" => {
+                let kind = if name == "gre" {
+                    iptunnel::Kind::Gre
+                } else {
+                    iptunnel::Kind::Ipip
+                };
+                let t = &cfg.iptunnel;
+                out.push(Box::new(iptunnel::IpTunnel::new(
+                    kind,
+                    &t.interface_prefix,
+                    &t.client_interface,
+                    t.mtu,
+                )));
+            }
+            "route" => out.push(Box::new(route::Route::new())),
             other => return Err(format!("method {other} is not supported by this version")),
         }
     }

@@ -34,6 +34,19 @@ impl Scenario {
 
     /// Like [`Scenario::new`], with the gateway's `option nat` (auto, nft or iptables).
     pub fn with_nat(exe: &Path, lease_seconds: u32, nat: &str) -> Result<Scenario, String> {
+        Scenario::with_methods(exe, lease_seconds, nat, &["wireguard"], "")
+    }
+
+    /// Like [`Scenario::with_nat`], with the tunnel methods both daemons list (in order) and
+    /// `extra` UCI text appended to both files (e.g. an `openvpn` section). In `extra`, `@DIR@`
+    /// stands for the testbed's working directory and `@NODE@` for the node's name.
+    pub fn with_methods(
+        exe: &Path,
+        lease_seconds: u32,
+        nat: &str,
+        methods: &[&str],
+        extra: &str,
+    ) -> Result<Scenario, String> {
         let bed = Testbed::build()?;
         let gw_wg = bed.unique_ifname("g");
         let sub_wg = bed.unique_ifname("s");
@@ -46,23 +59,37 @@ impl Scenario {
             bed,
             gw2_pid: None,
         };
+        let list: String = methods
+            .iter()
+            .map(|m| format!("\tlist method '{m}'\n"))
+            .collect();
+        let extra_for = |node: Node| {
+            let text = extra
+                .replace("@DIR@", &s.bed.dir.display().to_string())
+                .replace("@NODE@", node.name());
+            if text.is_empty() {
+                text
+            } else {
+                format!("\n{text}")
+            }
+        };
         let gw = format!(
             "config mnigs 'main'\n\toption name 'gw'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
              config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface '{wan}'\n\
-             \toption lease_seconds '{lease_seconds}'\n\toption max_subscribers '10'\n\toption nat '{nat}'\n\tlist method 'wireguard'\n\n\
+             \toption lease_seconds '{lease_seconds}'\n\toption max_subscribers '10'\n\toption nat '{nat}'\n{list}\n\
              config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n",
             db = s.bed.dir.join("gw.db").display(),
             wan = s.bed.wan_ifname(),
             wg = s.gw_wg,
-        );
+        ) + &extra_for(Node::Gw);
         let sub = format!(
             "config mnigs 'main'\n\toption name 'sub'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
-             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n{list}\n\
              config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '1000'\n\n\
              config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
             db = s.bed.dir.join("sub.db").display(),
             wg = s.sub_wg,
-        );
+        ) + &extra_for(Node::Sub);
         std::fs::write(s.config(Node::Gw), gw)
             .map_err(|e| format!("writing gateway config: {e}"))?;
         std::fs::write(s.config(Node::Sub), sub)

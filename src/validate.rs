@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use crate::config::model::Prefix;
 
 /// Tunnel methods this build implements, in order of preference.
-pub const METHODS: &[&str] = &["wireguard"];
+pub const METHODS: &[&str] = &["wireguard", "openvpn", "gre", "ipip", "route"];
 
 /// Longest path accepted by [`path`], in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
@@ -518,10 +518,12 @@ mod tests {
 
     #[test]
     fn method_lists_the_supported_ones() {
-        assert_eq!(method("wireguard"), Ok(()));
+        for m in ["wireguard", "openvpn", "gre", "ipip", "route"] {
+            assert_eq!(method(m), Ok(()));
+        }
         assert_eq!(
-            method("openvpn").unwrap_err(),
-            "unknown tunnel method 'openvpn'; supported: wireguard"
+            method("softether").unwrap_err(),
+            "unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route"
         );
         for bad in HOSTILE
             .iter()

@@ -407,6 +407,55 @@ impl Default for WireguardConfig {
     }
 }
 
+/// `config openvpn 'openvpn'`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenvpnConfig {
+    /// The gateway's tun interface (`option interface`).
+    pub interface: String,
+    /// The subscriber's tun interface (`option client_interface`).
+    pub client_interface: String,
+    /// UDP port of the gateway's server (`option port`).
+    pub port: u16,
+    /// Tunnel MTU (`option mtu`).
+    pub mtu: u16,
+    /// Keys, certificates and runtime files (`option directory`).
+    pub directory: PathBuf,
+}
+
+impl Default for OpenvpnConfig {
+    fn default() -> OpenvpnConfig {
+        OpenvpnConfig {
+            interface: "mnigs-ovpn".into(),
+            client_interface: "mnigs-ovpnc".into(),
+            port: 1194,
+            mtu: 1400,
+            directory: PathBuf::from("/etc/mnigs/openvpn"),
+        }
+    }
+}
+
+/// `config iptunnel 'iptunnel'`: the GRE and IPIP methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IptunnelConfig {
+    /// Prefix of the gateway's per-subscriber interfaces, at most 7 characters
+    /// (`option interface_prefix`); 8 hex digits of the subscriber's address follow.
+    pub interface_prefix: String,
+    /// The subscriber's tunnel interface (`option client_interface`).
+    pub client_interface: String,
+    /// Tunnel MTU (`option mtu`).
+    pub mtu: u16,
+}
+
+impl Default for IptunnelConfig {
+    fn default() -> IptunnelConfig {
+        IptunnelConfig {
+            interface_prefix: "mnt".into(),
+            client_interface: "mnigs-tun".into(),
+            mtu: 1400,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
@@ -420,6 +469,10 @@ pub struct Config {
     pub discovery: Vec<DiscoveryConfig>,
     /// `config wireguard`.
     pub wireguard: WireguardConfig,
+    /// `config openvpn`.
+    pub openvpn: OpenvpnConfig,
+    /// `config iptunnel` (GRE and IPIP).
+    pub iptunnel: IptunnelConfig,
 }
 
 /// How bad a [`Problem`] is.
@@ -534,7 +587,14 @@ pub fn from_text(text: &str, file: &Path) -> Result<(Config, Vec<Problem>), Vec<
 }
 
 /// Section types of which a file may hold at most one.
-const SINGLETONS: &[&str] = &["mnigs", "gateway", "subscriber", "wireguard"];
+const SINGLETONS: &[&str] = &[
+    "mnigs",
+    "gateway",
+    "subscriber",
+    "wireguard",
+    "openvpn",
+    "iptunnel",
+];
 
 /// Builds a [`Config`] from sections, collecting problems.
 struct Builder<'f> {
@@ -593,6 +653,8 @@ impl<'f> Builder<'f> {
                 "gateway" => self.gateway(s, label),
                 "subscriber" => self.subscriber(s, label),
                 "wireguard" => self.wireguard(s, label),
+                "openvpn" => self.openvpn(s, label),
+                "iptunnel" => self.iptunnel(s, label),
                 "discovery" => self.discovery(s, label),
                 other => {
                     let msg = format!("unknown section type {}, ignored", quoted(other));
@@ -760,6 +822,51 @@ impl<'f> Builder<'f> {
         });
         r.finish();
         self.config.wireguard = w;
+    }
+
+    fn openvpn(&mut self, s: &Section, label: String) {
+        let mut o = self.config.openvpn.clone();
+        let mut r = self.reader(s, label);
+        r.single("interface", &mut o.interface, text(validate::ifname));
+        r.single(
+            "client_interface",
+            &mut o.client_interface,
+            text(validate::ifname),
+        );
+        r.single("port", &mut o.port, port);
+        r.single("mtu", &mut o.mtu, |v| {
+            number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+        });
+        r.single("directory", &mut o.directory, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| PathBuf::from(v))
+            } else {
+                Err(format!("must be an absolute path, got {}", quoted(v)))
+            }
+        });
+        r.finish();
+        self.config.openvpn = o;
+    }
+
+    fn iptunnel(&mut self, s: &Section, label: String) {
+        let mut t = self.config.iptunnel.clone();
+        let mut r = self.reader(s, label);
+        r.single("interface_prefix", &mut t.interface_prefix, |v| {
+            if v.len() > 7 {
+                return Err(format!("must be at most 7 characters, got {}", quoted(v)));
+            }
+            text(validate::ifname)(v)
+        });
+        r.single(
+            "client_interface",
+            &mut t.client_interface,
+            text(validate::ifname),
+        );
+        r.single("mtu", &mut t.mtu, |v| {
+            number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+        });
+        r.finish();
+        self.config.iptunnel = t;
     }
 
     fn discovery(&mut self, s: &Section, label: String) {
@@ -1264,6 +1371,61 @@ config wireguard 'wireguard'
     }
 
     #[test]
+    fn shipped_file_states_the_tunnel_method_defaults() {
+        let (c, warnings) = check(include_str!("../../files/etc/config/mnigs")).unwrap();
+        assert_eq!(warnings, vec![]);
+        assert_eq!(c.openvpn, OpenvpnConfig::default());
+        assert_eq!(c.iptunnel, IptunnelConfig::default());
+    }
+
+    #[test]
+    fn tunnel_method_sections_are_read() {
+        let (c, _) = check("").unwrap();
+        assert_eq!(c.openvpn.port, 1194);
+        assert_eq!(c.openvpn.directory, Path::new("/etc/mnigs/openvpn"));
+        assert_eq!(c.iptunnel.interface_prefix, "mnt");
+        let text = "\
+config gateway g
+\tlist method openvpn
+\tlist method gre
+\tlist method ipip
+\tlist method route
+config openvpn
+\toption interface ov0
+\toption client_interface ov1
+\toption port 1195
+\toption mtu 1300
+\toption directory /var/lib/x
+config iptunnel
+\toption interface_prefix gr
+\toption client_interface gr1
+\toption mtu 1476
+";
+        let (c, warnings) = check(text).unwrap();
+        assert_eq!(warnings, vec![]);
+        assert_eq!(c.gateway.methods, ["openvpn", "gre", "ipip", "route"]);
+        assert_eq!(
+            c.openvpn,
+            OpenvpnConfig {
+                interface: "ov0".into(),
+                client_interface: "ov1".into(),
+                port: 1195,
+                mtu: 1300,
+                directory: PathBuf::from("/var/lib/x"),
+            }
+        );
+        assert_eq!(
+            c.iptunnel,
+            IptunnelConfig {
+                interface_prefix: "gr".into(),
+                client_interface: "gr1".into(),
+                mtu: 1476,
+            }
+        );
+        assert!(check("config openvpn a\nconfig openvpn b\n").is_err());
+    }
+
+    #[test]
     fn empty_file_is_the_default_config() {
         assert_eq!(check("").unwrap(), (Config::default(), vec![]));
         assert_eq!(check("# nothing\n\n").unwrap(), (Config::default(), vec![]));
@@ -1424,11 +1586,11 @@ gateway g | option ipv4_pool 10.0.0.0/31 | g.ipv4_pool | must hold at least 4 ad
 gateway g | option ipv6_pool 10.0.0.0/24 | g.ipv6_pool | must be an IPv6 prefix, or '' for none, got '10.0.0.0/24'
 gateway g | option price -5 | g.price | must be a whole number 0-4294967295, got '-5'
 gateway g | option bandwidth_up 4294967296 | g.bandwidth_up | must be a whole number 0-4294967295, got '4294967296'
-gateway g | list method openvpn | g.method | unknown tunnel method 'openvpn'; supported: wireguard
+gateway g | list method softether | g.method | unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route
 gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
-subscriber s | list method wireguard; list method gre | s.method | unknown tunnel method 'gre'; supported: wireguard
+subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'
@@ -1448,6 +1610,13 @@ discovery d | option max_nodes 1000001 | d.max_nodes | must be a whole number 1-
 discovery d | option password 'a b' | d.password | password must be at most 256 printable ASCII characters without spaces
 wireguard w | option mtu 1279 | w.mtu | must be a whole number 1280-9000, got '1279'
 wireguard w | option listen_port 0x10 | w.listen_port | must be a port number 1-65535, got '0x10'
+openvpn o | option port 0 | o.port | must be a port number 1-65535, got '0'
+openvpn o | option mtu 9001 | o.mtu | must be a whole number 1280-9000, got '9001'
+openvpn o | option directory 'etc/x' | o.directory | must be an absolute path, got 'etc/x'
+openvpn o | option client_interface 'a b' | o.client_interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a b'
+iptunnel t | option interface_prefix 'mnigsgre' | t.interface_prefix | must be at most 7 characters, got 'mnigsgre'
+iptunnel t | option interface_prefix 'a;b' | t.interface_prefix | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a;b'
+iptunnel t | option mtu 100 | t.mtu | must be a whole number 1280-9000, got '100'
 wireguard w | option interface '' | w.interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got ''
 ";
 
@@ -1463,7 +1632,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 48);
+        assert_eq!(rows, 55);
     }
 
     #[test]

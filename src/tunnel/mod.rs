@@ -7,7 +7,13 @@
 //!
 //! # Layout
 //! - `wireguard.rs`: WireGuard, kernel module when present, otherwise `wireguard-go`.
+//! - `openvpn.rs`: one OpenVPN 2.6 server, a certificate per subscriber.
+//! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
+//! - `route.rs`: no tunnel, routes on a layer-2 mesh.
 
+pub mod iptunnel;
+pub mod openvpn;
+pub mod route;
 pub mod wireguard;
 
 use crate::protocol::Grant;
@@ -65,6 +71,32 @@ pub struct Peer<'a> {
     pub options: &'a Map<String, Value>,
     /// The gateway address the subscriber contacted, as it wrote it (for endpoints).
     pub via: Option<&'a str>,
+}
+
+/// Gateway: routes (or unroutes) one subscriber's tunnel addresses to `ifname` as host routes.
+///
+/// Methods that share one interface among subscribers (WireGuard, OpenVPN) all put the pool's
+/// prefix on their interface; a host route per subscriber makes the reply path follow the
+/// subscriber's own method, whichever interface's prefix route the kernel prefers.
+pub fn host_routes(ifname: &str, peer: &Peer<'_>, add: bool) -> Result<(), TunnelError> {
+    let v4 = format!("{}/32", peer.ipv4);
+    let v6 = peer.ipv6.map(|a| format!("{a}/128"));
+    for (fam, dst) in std::iter::once(("-4", v4)).chain(v6.map(|d| ("-6", d))) {
+        if add {
+            crate::sys::cmd::run(&["ip", fam, "route", "replace", &dst, "dev", ifname])?;
+        } else {
+            match crate::sys::cmd::run(&["ip", fam, "route", "del", &dst, "dev", ifname]) {
+                Err(e)
+                    if !e.stderr().contains("No such process")
+                        && !e.stderr().contains("Cannot find device") =>
+                {
+                    return Err(e.into());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A tunnel method.

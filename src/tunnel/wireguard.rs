@@ -182,6 +182,7 @@ impl Method for Wireguard {
             argv.extend(["endpoint", endpoint, "persistent-keepalive", "25"]);
         }
         cmd::run(&argv)?;
+        super::host_routes(&self.ifname, peer, true)?;
         let mut fields = Map::new();
         fields.insert("publicKey".into(), json!(self.public_key));
         fields.insert("listenPort".into(), json!(self.listen_port));
@@ -201,6 +202,7 @@ impl Method for Wireguard {
         if !net::link_exists(&self.ifname) {
             return Ok(());
         }
+        super::host_routes(&self.ifname, peer, false)?;
         let key = peer_key(peer.options)?;
         cmd::run(&["wg", "set", &self.ifname, "peer", key, "remove"])?;
         Ok(())

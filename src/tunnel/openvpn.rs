@@ -1,0 +1,733 @@
+//! OpenVPN 2.6: one server process on the gateway (tun, UDP), one client process on the subscriber.
+//!
+//! # Who may connect
+//! The gateway keeps its own small certificate authority. A subscriber keeps its own key and
+//! sends a certificate request (`options.csr`) in `requestConnection`; the gateway signs it with a
+//! common name it chooses (`mn` + the subscriber's tunnel address + a hash of the request) and
+//! writes a client-config file of that name holding the subscriber's pool address. The server
+//! runs with `--ccd-exclusive`, so a certificate whose file is gone is refused at its next
+//! handshake, and on release mnigs tells the server (management socket, `kill CN`) to drop that
+//! one client at once. No secret is shared between subscribers: each has its own key, and the
+//! only thing the gateway hands out is a certificate for the subscriber's own public key.
+//!
+//! # Files
+//! Everything lives below `directory` (UCI): `server/` (CA, server key, issued certificates,
+//! `ccd/`, pid, log, management socket) and `client/` (our key, the last grant's certificates,
+//! pid, log).
+
+use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::protocol::Grant;
+use crate::sys::{cmd, net};
+use serde_json::{Map, Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Longest certificate or request accepted in a message, in bytes.
+pub const MAX_PEM: usize = 4096;
+
+/// How long the subscriber waits for its tunnel to come up before giving up on the method.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Refused attempts (ICMP port unreachable) after which the subscriber gives up at once.
+const REFUSALS: usize = 2;
+
+/// Common name the gateway gives its server certificate (checked by clients).
+const SERVER_CN: &str = "mnigs-gateway";
+
+/// Checks that `pem` is one PEM block of `kind` (e.g. `CERTIFICATE`) in plain base64 lines.
+pub fn check_pem(pem: &str, kind: &str) -> Result<(), String> {
+    if pem.len() > MAX_PEM {
+        return Err(format!("longer than {MAX_PEM} bytes"));
+    }
+    let begin = format!("-----BEGIN {kind}-----");
+    let end = format!("-----END {kind}-----");
+    let lines: Vec<&str> = pem.trim_end().lines().collect();
+    if lines.len() < 3 || lines[0] != begin || lines[lines.len() - 1] != end {
+        return Err(format!("must be one PEM block '{begin}' … '{end}'"));
+    }
+    let body_ok = lines[1..lines.len() - 1].iter().all(|l| {
+        !l.is_empty()
+            && l.len() <= 76
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    });
+    if body_ok {
+        Ok(())
+    } else {
+        Err("PEM body must be base64 lines".into())
+    }
+}
+
+/// The common name the gateway gives a subscriber's certificate: unique per tunnel address
+/// and key, and the same every time for the same pair (so `accept` is idempotent).
+pub fn client_cn(ipv4: Ipv4Addr, csr: &str) -> String {
+    // FNV-1a over the request: not a security boundary (the CA signature is), only a tag that
+    // keeps a new key in the same slot from inheriting an old client-config file.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in csr.trim_end().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("mn{:08x}{h:016x}", u32::from(ipv4))
+}
+
+/// Dotted netmask of a prefix length (OpenVPN wants `ifconfig-push ADDR MASK`).
+pub fn netmask(len: u8) -> Ipv4Addr {
+    let len = u32::from(len.min(32));
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - len).unwrap_or(0))
+}
+
+/// The server's command line.
+pub fn server_argv(dir: &Path, ifname: &str, port: u16, mtu: u16, net: &GatewayNet) -> Vec<String> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let mut argv: Vec<String> = vec!["openvpn".into()];
+    let mut opt = |items: &[&str]| argv.extend(items.iter().map(|s| s.to_string()));
+    opt(&[
+        "--mode",
+        "server",
+        "--tls-server",
+        "--dev",
+        ifname,
+        "--dev-type",
+        "tun",
+    ]);
+    opt(&[
+        "--topology",
+        "subnet",
+        "--proto",
+        "udp",
+        "--port",
+        &port.to_string(),
+    ]);
+    opt(&["--tun-mtu", &mtu.to_string()]);
+    let mask = netmask(net.cidr4).to_string();
+    opt(&["--ifconfig", &net.ipv4.to_string(), &mask]);
+    if let Some((v6, len)) = net.ipv6 {
+        // The second address only matters for point-to-point; in subnet mode it is the gateway's.
+        opt(&["--ifconfig-ipv6", &format!("{v6}/{len}"), &v6.to_string()]);
+    }
+    opt(&[
+        "--ca",
+        &p("ca.crt"),
+        "--cert",
+        &p("server.crt"),
+        "--key",
+        &p("server.key"),
+    ]);
+    opt(&["--push", "topology subnet"]);
+    opt(&[
+        "--dh",
+        "none",
+        "--client-config-dir",
+        &p("ccd"),
+        "--ccd-exclusive",
+    ]);
+    opt(&[
+        "--management",
+        &p("mgmt.sock"),
+        "unix",
+        "--keepalive",
+        "2",
+        "10",
+    ]);
+    opt(&["--writepid", &p("openvpn.pid"), "--log", &p("openvpn.log")]);
+    opt(&["--daemon", "mnigs-openvpn", "--verb", "3"]);
+    argv
+}
+
+/// The client-config file of one subscriber: its pool addresses.
+pub fn client_config(net: &GatewayNet, peer: &Peer<'_>) -> String {
+    let mut text = format!("ifconfig-push {} {}\n", peer.ipv4, netmask(net.cidr4));
+    if let (Some(v6), Some((gw6, len))) = (peer.ipv6, net.ipv6) {
+        text.push_str(&format!("ifconfig-ipv6-push {v6}/{len} {gw6}\n"));
+    }
+    text
+}
+
+/// The client's command line for a grant already written to `dir`.
+pub fn client_argv(dir: &Path, ifname: &str, gateway: IpAddr, port: u16, mtu: u16) -> Vec<String> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let proto = if gateway.is_ipv6() { "udp6" } else { "udp4" };
+    let mut argv: Vec<String> = vec!["openvpn".into()];
+    let mut opt = |items: &[&str]| argv.extend(items.iter().map(|s| s.to_string()));
+    opt(&["--client", "--dev", ifname, "--dev-type", "tun", "--nobind"]);
+    opt(&["--remote", &gateway.to_string(), &port.to_string(), proto]);
+    // The tun device (and so our routes through it) survives reconnects, e.g. a gateway restart.
+    opt(&[
+        "--tun-mtu",
+        &mtu.to_string(),
+        "--route-noexec",
+        "--persist-tun",
+    ]);
+    opt(&[
+        "--ca",
+        &p("ca.crt"),
+        "--cert",
+        &p("client.crt"),
+        "--key",
+        &p("client.key"),
+    ]);
+    opt(&[
+        "--remote-cert-tls",
+        "server",
+        "--verify-x509-name",
+        SERVER_CN,
+        "name",
+    ]);
+    opt(&["--connect-retry", "1", "--keepalive", "2", "10"]);
+    opt(&["--writepid", &p("openvpn.pid"), "--log", &p("openvpn.log")]);
+    opt(&["--daemon", "mnigs-openvpn-client", "--verb", "3"]);
+    argv
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> TunnelError {
+    TunnelError::Invalid(format!("{what} {}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), TunnelError> {
+    std::fs::write(path, text).map_err(|e| io("cannot write", path, e))
+}
+
+fn read(path: &Path) -> Result<String, TunnelError> {
+    std::fs::read_to_string(path).map_err(|e| io("cannot read", path, e))
+}
+
+fn mkdir(path: &Path) -> Result<(), TunnelError> {
+    std::fs::create_dir_all(path).map_err(|e| io("cannot create", path, e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("cannot protect", path, e))
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Makes an EC key and a self-signed certificate (the gateway's CA) unless both exist.
+fn self_signed(key: &Path, cert: &Path, cn: &str) -> Result<(), TunnelError> {
+    if key.exists() && cert.exists() {
+        return Ok(());
+    }
+    let subj = format!("/CN={cn}");
+    cmd::run(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &s(key),
+        "-out",
+        &s(cert),
+        "-days",
+        "3650",
+        "-subj",
+        &subj,
+    ])?;
+    Ok(())
+}
+
+/// Signs `csr` with the CA in `dir`, giving the certificate common name `cn`.
+fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<(), TunnelError> {
+    let subj = format!("/CN={cn}");
+    let ext = dir.join(if server { "server.ext" } else { "client.ext" });
+    let usage = if server { "serverAuth" } else { "clientAuth" };
+    write(
+        &ext,
+        &format!("keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"),
+    )?;
+    cmd::run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &s(csr),
+        "-CA",
+        &s(&dir.join("ca.crt")),
+        "-CAkey",
+        &s(&dir.join("ca.key")),
+        "-CAcreateserial",
+        "-subj",
+        &subj,
+        "-days",
+        "3650",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(out),
+    ])?;
+    Ok(())
+}
+
+/// The PID in `pidfile` if that process is alive and is an openvpn.
+fn running_pid(pidfile: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let exe = cmdline.split(|b| *b == 0).next()?;
+    exe.ends_with(b"openvpn").then_some(pid)
+}
+
+/// Stops the openvpn of `pidfile` (SIGTERM, then SIGKILL after 3 s) and removes the file.
+fn stop(pidfile: &Path) {
+    if let Some(pid) = running_pid(pidfile) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while kill(pid, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let _ = std::fs::remove_file(pidfile);
+}
+
+/// Tail of an openvpn log, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(" Note: ") && !l.contains("WARNING"))
+        .collect();
+    lines[lines.len().saturating_sub(12)..].join(" | ")
+}
+
+/// Sends one command to the management socket and returns the server's answer line.
+fn manage(socket: &Path, command: &str) -> Result<String, TunnelError> {
+    let err = |e: std::io::Error| io("management socket", socket, e);
+    let stream = UnixStream::connect(socket).map_err(err)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(err)?;
+    let mut writer = stream.try_clone().map_err(err)?;
+    let mut reader = BufReader::new(stream);
+    // One command at a time: openvpn drops output still queued when it reads `quit`.
+    writer
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(err)?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(err)? == 0 {
+            return Err(TunnelError::Invalid("management socket closed".into()));
+        }
+        // Skip the banner and real-time notifications (`>INFO:…`, `>LOG:…`).
+        if line.starts_with("SUCCESS:") || line.starts_with("ERROR:") {
+            let _ = writer.write_all(b"quit\n");
+            return Ok(line.trim_end().to_string());
+        }
+    }
+}
+
+/// Which end this instance serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The gateway: one server process.
+    Server,
+    /// The subscriber: one client process.
+    Client,
+}
+
+/// The OpenVPN method, for one role.
+pub struct Openvpn {
+    ifname: String,
+    port: u16,
+    mtu: u16,
+    /// `server/` or `client/` below the configured directory.
+    dir: PathBuf,
+    /// The subscriber's certificate request (client side), made once from its key.
+    csr: String,
+    /// Gateway: its tunnel addresses, from `prepare`.
+    net: Option<GatewayNet>,
+}
+
+impl Openvpn {
+    /// A method instance; for the client side its key and request are made now if missing.
+    pub fn new(
+        side: Side,
+        directory: &Path,
+        ifname: &str,
+        port: u16,
+        mtu: u16,
+    ) -> Result<Openvpn, TunnelError> {
+        let dir = directory.join(match side {
+            Side::Server => "server",
+            Side::Client => "client",
+        });
+        mkdir(&dir)?;
+        let mut csr = String::new();
+        if side == Side::Client {
+            let key = dir.join("client.key");
+            let req = dir.join("client.csr");
+            if !key.exists() || !req.exists() {
+                cmd::run(&[
+                    "openssl",
+                    "req",
+                    "-new",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    &s(&key),
+                    "-subj",
+                    "/CN=mnigs-subscriber",
+                    "-out",
+                    &s(&req),
+                ])?;
+            }
+            csr = read(&req)?;
+        }
+        Ok(Openvpn {
+            ifname: ifname.to_string(),
+            port,
+            mtu,
+            dir,
+            csr,
+            net: None,
+        })
+    }
+
+    fn ccd(&self, cn: &str) -> PathBuf {
+        self.dir.join("ccd").join(cn)
+    }
+
+    fn csr_of(options: &Map<String, Value>) -> Result<&str, TunnelError> {
+        options
+            .get("csr")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TunnelError::Invalid("options.csr is missing".into()))
+    }
+
+    /// The PID of the running openvpn of this side, if any.
+    pub fn pid(&self) -> Option<i32> {
+        running_pid(&self.dir.join("openvpn.pid"))
+    }
+}
+
+impl Method for Openvpn {
+    fn name(&self) -> &'static str {
+        "openvpn"
+    }
+
+    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String> {
+        match options.get("csr") {
+            Some(Value::String(c)) => {
+                check_pem(c, "CERTIFICATE REQUEST").map_err(|e| format!("options.csr: {e}"))
+            }
+            Some(_) => Err("options.csr must be a string".into()),
+            None => Err("options.csr (a PEM certificate request) is required for openvpn".into()),
+        }
+    }
+
+    fn prepare(&mut self, gw: &GatewayNet) -> Result<(), TunnelError> {
+        let pidfile = self.dir.join("openvpn.pid");
+        // A server left by an earlier run is replaced; the lease book re-adds the live clients.
+        stop(&pidfile);
+        net::link_delete(&self.ifname)?;
+        let ccd = self.dir.join("ccd");
+        let _ = std::fs::remove_dir_all(&ccd);
+        mkdir(&ccd)?;
+        self_signed(
+            &self.dir.join("ca.key"),
+            &self.dir.join("ca.crt"),
+            "mnigs-ca",
+        )?;
+        let (key, crt) = (self.dir.join("server.key"), self.dir.join("server.crt"));
+        if !key.exists() || !crt.exists() {
+            let req = self.dir.join("server.csr");
+            cmd::run(&[
+                "openssl",
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &s(&key),
+                "-subj",
+                "/CN=server",
+                "-out",
+                &s(&req),
+            ])?;
+            sign(&self.dir, &req, SERVER_CN, &crt, true)?;
+        }
+        let log = self.dir.join("openvpn.log");
+        let _ = std::fs::remove_file(&log);
+        // A socket left by a crashed server must not pass for the new one's.
+        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
+        self.net = Some(gw.clone());
+        let argv = server_argv(&self.dir, &self.ifname, self.port, self.mtu, gw);
+        cmd::run(&argv)?;
+        // The daemon forks before it opens its tun device and management socket.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if net::link_exists(&self.ifname) && self.dir.join("mgmt.sock").exists() {
+                return Ok(());
+            }
+            if self.pid().is_none() && started.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(TunnelError::Invalid(format!(
+            "openvpn server did not come up: {}",
+            log_tail(&log)
+        )))
+    }
+
+    fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
+        if self.pid().is_none() {
+            return Err(TunnelError::Invalid(
+                "the openvpn server is not running".into(),
+            ));
+        }
+        let csr = Self::csr_of(peer.options)?;
+        let cn = client_cn(peer.ipv4, csr);
+        let issued = self.dir.join("issued");
+        mkdir(&issued)?;
+        let crt = issued.join(format!("{cn}.crt"));
+        if !crt.exists() {
+            let req = issued.join(format!("{cn}.csr"));
+            write(&req, csr)?;
+            sign(&self.dir, &req, &cn, &crt, false)?;
+            let _ = std::fs::remove_file(&req);
+        }
+        let net = self
+            .net
+            .clone()
+            .ok_or_else(|| TunnelError::Invalid("openvpn is not prepared".into()))?;
+        write(&self.ccd(&cn), &client_config(&net, peer))?;
+        super::host_routes(&self.ifname, peer, true)?;
+        let mut fields = Map::new();
+        fields.insert("certificate".into(), json!(read(&crt)?));
+        fields.insert("ca".into(), json!(read(&self.dir.join("ca.crt"))?));
+        fields.insert("port".into(), json!(self.port));
+        fields.insert("mtu".into(), json!(self.mtu));
+        Ok(fields)
+    }
+
+    fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
+        let csr = Self::csr_of(peer.options)?;
+        let cn = client_cn(peer.ipv4, csr);
+        // First the file (no new handshake is admitted), then the running session.
+        let ccd = self.ccd(&cn);
+        if ccd.exists() {
+            std::fs::remove_file(&ccd).map_err(|e| io("cannot remove", &ccd, e))?;
+        }
+        let _ = std::fs::remove_file(self.dir.join("issued").join(format!("{cn}.crt")));
+        if net::link_exists(&self.ifname) {
+            super::host_routes(&self.ifname, peer, false)?;
+        }
+        let socket = self.dir.join("mgmt.sock");
+        if self.pid().is_some() && socket.exists() {
+            let answer = manage(&socket, &format!("kill {cn}"))?;
+            // "common name 'X' not found" means the client was not connected: nothing to cut.
+            if answer.starts_with("ERROR") && !answer.contains("not found") {
+                return Err(TunnelError::Invalid(format!("openvpn kill {cn}: {answer}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        stop(&self.dir.join("openvpn.pid"));
+        let _ = std::fs::remove_dir_all(self.dir.join("ccd"));
+        let _ = std::fs::remove_dir_all(self.dir.join("issued"));
+        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
+        Ok(net::link_delete(&self.ifname)?)
+    }
+
+    fn request_options(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("csr".into(), json!(self.csr));
+        m
+    }
+
+    fn connect(&mut self, gateway: IpAddr, grant: &Grant) -> Result<String, TunnelError> {
+        let field = |k: &str| grant.extra.get(k).and_then(Value::as_str);
+        let cert = field("certificate")
+            .ok_or_else(|| TunnelError::Invalid("gateway's answer lacks certificate".into()))?;
+        let ca =
+            field("ca").ok_or_else(|| TunnelError::Invalid("gateway's answer lacks ca".into()))?;
+        for (what, pem) in [("certificate", cert), ("ca", ca)] {
+            check_pem(pem, "CERTIFICATE")
+                .map_err(|e| TunnelError::Invalid(format!("gateway {what}: {e}")))?;
+        }
+        let port = grant
+            .extra
+            .get("port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| TunnelError::Invalid("gateway's answer lacks a valid port".into()))?;
+        let mtu = grant
+            .extra
+            .get("mtu")
+            .and_then(Value::as_u64)
+            .and_then(|m| u16::try_from(m).ok())
+            .filter(|m| (1280..=9000).contains(m))
+            .unwrap_or(self.mtu);
+        let ((ipv4, _), ipv6) = super::wireguard::grant_addresses(grant)?;
+        self.disconnect()?;
+        write(&self.dir.join("client.crt"), cert)?;
+        write(&self.dir.join("ca.crt"), ca)?;
+        let log = self.dir.join("openvpn.log");
+        let _ = std::fs::remove_file(&log);
+        cmd::run(&client_argv(&self.dir, &self.ifname, gateway, port, mtu))?;
+        // Up means: the handshake passed and the server pushed our address onto the interface.
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let want = format!(" {ipv4}/");
+        loop {
+            let up = net::link_exists(&self.ifname)
+                && cmd::run(&["ip", "-4", "-o", "addr", "show", "dev", &self.ifname])
+                    .is_ok_and(|out| out.contains(&want));
+            if up {
+                break;
+            }
+            // The daemon writes its pid file a moment after the parent returns.
+            let started = deadline - CONNECT_TIMEOUT;
+            let died = self.pid().is_none() && started.elapsed() > Duration::from_secs(2);
+            // Port unreachable, twice: nothing listens there, no point in waiting any longer.
+            let refused = std::fs::read_to_string(&log)
+                .is_ok_and(|text| text.matches("ECONNREFUSED").count() >= REFUSALS);
+            if died || refused || Instant::now() >= deadline {
+                let why = log_tail(&log);
+                self.disconnect()?;
+                let what = if died {
+                    "exited".to_string()
+                } else if refused {
+                    "refused: no server listens on that port".to_string()
+                } else {
+                    format!("not up within {CONNECT_TIMEOUT:?}")
+                };
+                return Err(TunnelError::Invalid(format!(
+                    "openvpn tunnel to {gateway} {what}: {why}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+            net::route_replace(half, &self.ifname, false)?;
+        }
+        if ipv6.is_some() {
+            for half in ["::/1", "8000::/1"] {
+                net::route_replace(half, &self.ifname, true)?;
+            }
+        }
+        Ok(self.ifname.clone())
+    }
+
+    fn disconnect(&mut self) -> Result<(), TunnelError> {
+        stop(&self.dir.join("openvpn.pid"));
+        // openvpn deletes its tun device on exit; one killed hard may leave it.
+        Ok(net::link_delete(&self.ifname)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAzCBqgIBADAbMRkwFwYDVQQD\nQUJD+/==\n-----END CERTIFICATE REQUEST-----\n";
+
+    #[test]
+    fn pem_is_checked() {
+        assert!(check_pem(PEM, "CERTIFICATE REQUEST").is_ok());
+        assert!(check_pem(PEM, "CERTIFICATE").is_err());
+        let injected = PEM.replace("QUJD+/==", "QUJD\n--dev x");
+        assert!(check_pem(&injected, "CERTIFICATE REQUEST").is_err());
+        assert!(check_pem(&"A".repeat(5000), "CERTIFICATE REQUEST").is_err());
+        assert!(check_pem("", "CERTIFICATE").is_err());
+    }
+
+    #[test]
+    fn common_name_depends_on_address_and_key_only() {
+        let a = client_cn(Ipv4Addr::new(100, 127, 0, 2), PEM);
+        assert_eq!(a, client_cn(Ipv4Addr::new(100, 127, 0, 2), PEM.trim_end()));
+        assert_ne!(a, client_cn(Ipv4Addr::new(100, 127, 0, 3), PEM));
+        assert_ne!(
+            a,
+            client_cn(Ipv4Addr::new(100, 127, 0, 2), &PEM.replace("QUJD", "QUJE"))
+        );
+        assert!(a.starts_with("mn647f0002"));
+        assert!(a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn client_config_holds_the_pool_addresses() {
+        let options = Map::new();
+        let mut peer = Peer {
+            owner: "fd77::1".parse().unwrap(),
+            ipv4: Ipv4Addr::new(100, 127, 0, 2),
+            ipv6: None,
+            options: &options,
+            via: None,
+        };
+        let mut net = GatewayNet {
+            ipv4: Ipv4Addr::new(100, 127, 0, 1),
+            cidr4: 24,
+            ipv6: None,
+        };
+        assert_eq!(
+            client_config(&net, &peer),
+            "ifconfig-push 100.127.0.2 255.255.255.0\n"
+        );
+        net.ipv6 = Some(("fd7e::1".parse().unwrap(), 64));
+        peer.ipv6 = Some("fd7e::2".parse().unwrap());
+        assert_eq!(
+            client_config(&net, &peer),
+            "ifconfig-push 100.127.0.2 255.255.255.0\nifconfig-ipv6-push fd7e::2/64 fd7e::1\n"
+        );
+        let argv = server_argv(Path::new("/d"), "ovs", 1194, 1400, &net).join(" ");
+        assert!(
+            argv.contains("--ifconfig-ipv6 fd7e::1/64 fd7e::1"),
+            "{argv}"
+        );
+    }
+
+    #[test]
+    fn netmasks() {
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(30), Ipv4Addr::new(255, 255, 255, 252));
+        assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
+    }
+
+    #[test]
+    fn server_admits_only_listed_clients_and_is_managed() {
+        let net = GatewayNet {
+            ipv4: Ipv4Addr::new(100, 127, 0, 1),
+            cidr4: 24,
+            ipv6: None,
+        };
+        let argv = server_argv(Path::new("/d"), "ovpn0", 1194, 1400, &net);
+        let line = argv.join(" ");
+        assert!(line.contains("--ccd-exclusive"));
+        assert!(line.contains("--client-config-dir /d/ccd"));
+        assert!(line.contains("--ifconfig 100.127.0.1 255.255.255.0"));
+        assert!(line.contains("--management /d/mgmt.sock unix"));
+        assert!(line.contains("--port 1194"));
+        let client = client_argv(
+            Path::new("/c"),
+            "ovc",
+            "fd77::3".parse().unwrap(),
+            1194,
+            1400,
+        );
+        let line = client.join(" ");
+        assert!(line.contains("--remote fd77::3 1194 udp6"));
+        assert!(line.contains("--verify-x509-name mnigs-gateway name"));
+        assert!(line.contains("--route-noexec"));
+        assert!(line.contains("--persist-tun"));
+    }
+}
