@@ -395,10 +395,11 @@ fn methods(
             "openvpn" => {
                 let o = &cfg.openvpn;
                 let (side, ifname) = match role {
-                    Role::Gateway => (openvpn::Side::Server, &o.interface),
-                    Role::Subscriber => (openvpn::Side::Client, &o.client_interface),
+                    Role::Gateway => (openvpn::Side::Server, o.interface.clone()),
+                    Role::Subscriber => (openvpn::Side::Client, o.client_interface.clone()),
+                    Role::Standby => (openvpn::Side::Client, standby_ifname(&o.client_interface)),
                 };
-                let m = openvpn::Openvpn::new(side, &o.directory, ifname, o.port, o.mtu)
+                let m = openvpn::Openvpn::new(side, &o.directory, &ifname, o.port, o.mtu)
                     .map_err(|e| format!("openvpn: {e}"))?;
                 out.push(Box::new(m));
             }
@@ -409,13 +410,19 @@ fn methods(
                     iptunnel::Kind::Ipip
                 };
                 let t = &cfg.iptunnel;
+                let client = match role {
+                    Role::Standby => standby_ifname(&t.client_interface),
+                    _ => t.client_interface.clone(),
+                };
                 out.push(Box::new(iptunnel::IpTunnel::new(
                     kind,
                     &t.interface_prefix,
-                    &t.client_interface,
+                    &client,
                     t.mtu,
                 )));
             }
+            // Plain routing has no interface of its own to keep a second path on.
+            "route" if role == Role::Standby => {}
             "route" => out.push(Box::new(route::Route::new())),
             other => return Err(format!("method {other} is not supported by this version")),
         }
