@@ -302,6 +302,15 @@ fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
             Duration::from_secs(5),
         )
         .expect("leak counters");
+    // A short lease: with no other gateway the subscriber keeps the dead tunnel (degraded)
+    // until the lease cannot be renewed, then has none.
+    let gw_conf = s.config(Node::Gw);
+    let text = std::fs::read_to_string(&gw_conf).unwrap();
+    std::fs::write(
+        &gw_conf,
+        text.replace("option lease_seconds '60'", "option lease_seconds '6'"),
+    )
+    .unwrap();
     // Only gw1 runs: once it dies no gateway is up.
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
@@ -311,10 +320,15 @@ fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
     assert!(tunnel >= 1, "the counter sees tunnel traffic");
     assert_eq!(leaked, 0);
 
-    let (outage, ()) = outage_during(&s, 40, "fail_closed, no gateway left", || kill_gw1(&s));
+    let (outage, ()) = outage_during(&s, 80, "fail_closed, no gateway left", || kill_gw1(&s));
     s.gw_pid = None;
     assert!(outage >= 2.0, "no gateway: the pings fail");
-    assert_eq!(s.sub_gateway(), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.sub_gateway().is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.sub_gateway(), None, "the lease ran out: no tunnel");
+    assert!(!s.ping_inet("1"));
     let (_, leaked) = sub_leak_counts(&s);
     assert_eq!(
         leaked, 0,

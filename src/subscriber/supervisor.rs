@@ -38,6 +38,10 @@ use std::time::{Duration, Instant};
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before scanning again after no gateway could be used.
 const RETRY: Duration = Duration::from_secs(5);
+/// Wait before scanning again while no gateway is usable (a lost one may be back soon).
+const IDLE_RETRY: Duration = Duration::from_secs(2);
+/// Gateways we have held a lease with, asked again at every scan even if discovery misses them.
+const REMEMBERED: usize = 16;
 /// Probe failures right after a tunnel came up do not count (handshake time).
 const GRACE: Duration = Duration::from_millis(1000);
 /// How often a gateway's quality summary is written to the store.
@@ -121,6 +125,9 @@ pub struct Supervisor {
     /// One scan at a time, shared with the background scans. Silent candidates are not skipped
     /// (no negative cache): a gateway that comes back must be seen at the next scan.
     scanner: Arc<Scanner>,
+    /// Gateways we registered with, newest last (at most [`REMEMBERED`]): a gateway reached by
+    /// `connect` or lost during a restart is found again even where discovery does not see it.
+    remembered: Vec<Candidate>,
 }
 
 /// A handle to the supervisor thread.
@@ -207,6 +214,7 @@ impl Supervisor {
             epoch: Instant::now(),
             last_failover: None,
             scanner: Arc::new(Scanner::new(Duration::ZERO)),
+            remembered: Vec::new(),
             cfg,
         };
         let thread = std::thread::spawn(move || sup.run(rx));
@@ -437,7 +445,7 @@ impl Supervisor {
             self.state = "scanning";
             self.publish();
         }
-        let found = scan(&self.cfg, &self.scanner);
+        let found = scan(&self.cfg, &self.scanner, &self.remembered);
         self.next_scan =
             Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
         self.state = if self.active.is_some() {
@@ -456,8 +464,9 @@ impl Supervisor {
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
         let scanner = self.scanner.clone();
+        let remembered = self.remembered.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(Command::Scanned(scan(&cfg, &scanner)));
+            let _ = tx.send(Command::Scanned(scan(&cfg, &scanner, &remembered)));
         });
     }
 
@@ -511,7 +520,7 @@ impl Supervisor {
             .map(|(i, l)| (i, l.name.clone()))
             .collect();
         for (i, name) in sick {
-            self.link_failed(i, format!("{name} reports its uplink unhealthy"));
+            self.link_failed(i, format!("{name} reports its uplink unhealthy"), true);
         }
         self.reconsider();
     }
@@ -551,12 +560,16 @@ impl Supervisor {
                     "no usable gateway among {} found",
                     self.answers.len()
                 ));
-                self.next_scan = Instant::now() + RETRY;
+                self.next_scan = Instant::now() + IDLE_RETRY;
                 self.state = "idle";
                 return;
             }
             if !self.connect_first(&ranked, 0) {
-                self.next_scan = Instant::now() + RETRY;
+                self.next_scan = Instant::now() + IDLE_RETRY;
+            }
+        } else if self.state == "degraded" && !ranked.is_empty() {
+            if let Some(i) = self.active {
+                self.link_failed(i, "still down, and another gateway is usable".into(), false);
             }
         } else if let Some(current) = self.active_link().map(|l| l.name.clone()) {
             let score = ranked
@@ -741,6 +754,18 @@ impl Supervisor {
             }
             record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
             let down = record.is_down(down_after);
+            if rtt.is_some() && self.history.get(&name).is_some_and(|h| h.down) {
+                // A kept tunnel answers again: the gateway is back (its back-off still counts).
+                log::info(&format!("{name} answers again through {ifname}"));
+                let t = self.now_ms();
+                let h = self.history.entry(name.clone()).or_default();
+                h.down = false;
+                h.stable_since_ms = Some(t);
+                if self.active == Some(i) {
+                    self.state = "connected";
+                }
+            }
+            let record = self.records.entry(name.clone()).or_default();
             let summary = record.summary();
             let h = self.history.entry(name.clone()).or_default();
             h.rtt_ms = summary.rtt_ms;
@@ -754,7 +779,7 @@ impl Supervisor {
                     "{name}: no answer to {} probe(s) through {ifname} in a row",
                     summary.consecutive_failures
                 );
-                self.link_failed(i, why);
+                self.link_failed(i, why, true);
             } else if self
                 .saved
                 .get(&name)
@@ -789,28 +814,47 @@ impl Supervisor {
 
     /// Slot `i`'s path is down: count it against the gateway, drop the tunnel and, if it carried
     /// the traffic, fail over (hot: switch to the standby; cold: register with the next best).
-    fn link_failed(&mut self, i: usize, why: String) {
+    ///
+    /// With `keep_if_alone` (the path is down but the lease is not lost) and no other gateway to
+    /// go to, the tunnel is kept and probed on: the subscriber is `degraded` until the probes
+    /// answer again (e.g. the gateway restarted and restored our session) or another gateway
+    /// turns up — tearing down the only tunnel would win nothing.
+    fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
         let started = Instant::now();
         let Some(name) = self.slots[i].link.as_ref().map(|l| l.name.clone()) else {
             return;
         };
-        self.fail(why.clone());
-        let t = self.now_ms();
-        let h = self.history.entry(name.clone()).or_default();
-        h.down = true;
-        h.failures = h.failures.saturating_add(1);
-        h.last_failure_ms = Some(t);
-        h.stable_since_ms = None;
-        if let Some(l) = self.slots[i].link.as_ref() {
-            let (addr, port) = (l.gateway.ip().to_string(), l.gateway.port());
-            let _ = self
-                .store
-                .lock()
-                .expect("not poisoned")
-                .record_gateway_failure(&addr, port);
+        let already_down = self.history.get(&name).is_some_and(|h| h.down);
+        if !already_down {
+            self.fail(why.clone());
+            let t = self.now_ms();
+            let h = self.history.entry(name.clone()).or_default();
+            h.down = true;
+            h.failures = h.failures.saturating_add(1);
+            h.last_failure_ms = Some(t);
+            h.stable_since_ms = None;
+            if let Some(l) = self.slots[i].link.as_ref() {
+                let (addr, port) = (l.gateway.ip().to_string(), l.gateway.port());
+                let _ = self
+                    .store
+                    .lock()
+                    .expect("not poisoned")
+                    .record_gateway_failure(&addr, port);
+            }
+            self.save_quality(&name, Some(&why));
         }
-        self.save_quality(&name, Some(&why));
         let was_active = self.active == Some(i);
+        let alone = self.links().all(|(j, _)| j == i) && self.ranked().is_empty();
+        if was_active && keep_if_alone && alone {
+            if self.state != "degraded" {
+                log::warn(&format!(
+                    "{name} is down and no other gateway is usable: keeping its tunnel, probing on"
+                ));
+                self.state = "degraded";
+                self.next_scan = Instant::now();
+            }
+            return;
+        }
         if let Some(l) = self.slots[i].link.as_ref() {
             // Lost, not left: no release hook (the lease is released in the background).
             let env = l.env().reason(&why);
@@ -1074,6 +1118,7 @@ impl Supervisor {
             Event::Register,
             &session_env(&a.info.name, gateway, &grant, None),
         );
+        self.remember(&a.candidate);
         let interface = match self.tunnel_up(slot, gateway.ip(), &grant) {
             Ok(i) => i,
             Err(e) => {
@@ -1121,6 +1166,15 @@ impl Supervisor {
                 self.save_connection(i)
             }
             None => self.forget_connection(),
+        }
+    }
+
+    fn remember(&mut self, c: &Candidate) {
+        self.remembered
+            .retain(|r| (r.address, r.port) != (c.address, c.port));
+        self.remembered.push(c.clone());
+        if self.remembered.len() > REMEMBERED {
+            self.remembered.remove(0);
         }
     }
 
@@ -1205,7 +1259,7 @@ impl Supervisor {
             }
             Ok(Ok(Err(f))) => {
                 let why = format!("gateway {} refused renewal: {}", c.name, f.error_msg);
-                self.link_failed(slot, why);
+                self.link_failed(slot, why, false);
             }
             other => {
                 let why = match other {
@@ -1218,7 +1272,7 @@ impl Supervisor {
                         "gateway {} unreachable until the lease ran out: {why}",
                         c.name
                     );
-                    self.link_failed(slot, why);
+                    self.link_failed(slot, why, false);
                 } else {
                     log::warn(&format!("renewal failed, retrying: {why}"));
                     c.renew_at = Instant::now() + probe_interval;
@@ -1328,10 +1382,31 @@ impl Supervisor {
 
 /// Runs every discovery section (gossip included) and returns the gateways that answered, or
 /// `None` if another scan is running.
-fn scan(cfg: &Config, scanner: &Scanner) -> Option<Vec<Answer>> {
+fn scan(cfg: &Config, scanner: &Scanner, remembered: &[Candidate]) -> Option<Vec<Answer>> {
     match scanner.scan(&cfg.discovery) {
         Ok(report) => {
-            let gateways: Vec<Answer> = report.gateways().into_iter().cloned().collect();
+            let mut gateways: Vec<Answer> = report.gateways().into_iter().cloned().collect();
+            let missing: Vec<Candidate> = remembered
+                .iter()
+                .filter(|r| {
+                    !report
+                        .answers
+                        .iter()
+                        .any(|a| (a.candidate.address, a.candidate.port) == (r.address, r.port))
+                })
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let timeout = cfg
+                    .discovery
+                    .iter()
+                    .map(|d| Duration::from_millis(u64::from(d.timeout_ms)))
+                    .max()
+                    .unwrap_or(Duration::from_millis(1500));
+                let n = missing.len();
+                let found = crate::discovery::probe(missing, n, timeout);
+                gateways.extend(found.into_iter().filter(|a| a.info.gateway));
+            }
             log::debug(&format!(
                 "scan: {} candidate(s), {} gateway(s) in {:?}",
                 report.candidates,
