@@ -290,6 +290,10 @@ pub struct SubscriberConfig {
     /// While no gateway is up, drop Internet-bound traffic instead of letting it leak out another
     /// way; mesh routes keep working (`option fail_closed`).
     pub fail_closed: bool,
+    /// Seconds a candidate that did not answer is left out of later scans (`option
+    /// negative_cache`, 0-86400, default 0: every scan asks everyone, so a gateway that comes back
+    /// is seen at once; large meshes full of nodes without mnigs want a few scan intervals).
+    pub negative_cache: u32,
 }
 
 impl Default for SubscriberConfig {
@@ -310,6 +314,7 @@ impl Default for SubscriberConfig {
             failback_after: 60,
             hot_standby: false,
             fail_closed: false,
+            negative_cache: 0,
         }
     }
 }
@@ -817,6 +822,7 @@ impl<'f> Builder<'f> {
         });
         r.list("exclude", &mut sub.exclude, text(validate::node_name));
         r.single("failback_after", &mut sub.failback_after, number(0, 86400));
+        r.single("negative_cache", &mut sub.negative_cache, number(0, 86400));
         r.single("hot_standby", &mut sub.hot_standby, boolean);
         r.single("fail_closed", &mut sub.fail_closed, boolean);
         let interval_given =
@@ -2204,5 +2210,21 @@ config gateway g
             let text = format!("config subscriber 's'\n{bad}\n");
             assert_eq!(problems(&text).len(), 1, "{bad}");
         }
+    }
+
+    #[test]
+    fn negative_cache_is_read_and_bounded() {
+        let ok = "config subscriber 'subscriber'\n\toption negative_cache '900'\n";
+        let (c, _) = from_text(ok, Path::new("t")).unwrap();
+        assert_eq!(c.subscriber.negative_cache, 900);
+        assert_eq!(Config::default().subscriber.negative_cache, 0);
+        let bad = "config subscriber 'subscriber'\n\toption negative_cache '-1'\n";
+        let problems = from_text(bad, Path::new("t")).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.place == "subscriber.negative_cache" && p.line == 2),
+            "{problems:?}"
+        );
     }
 }

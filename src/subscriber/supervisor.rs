@@ -122,8 +122,8 @@ pub struct Supervisor {
     seed: u64,
     epoch: Instant,
     last_failover: Option<Value>,
-    /// One scan at a time, shared with the background scans. Silent candidates are not skipped
-    /// (no negative cache): a gateway that comes back must be seen at the next scan.
+    /// One scan at a time, shared with the background scans. Silent candidates are skipped for
+    /// `negative_cache` seconds (default 0: a gateway that comes back is seen at the next scan).
     scanner: Arc<Scanner>,
     /// Gateways we registered with, newest last (at most [`REMEMBERED`]): a gateway reached by
     /// `connect` or lost during a restart is found again even where discovery does not see it.
@@ -213,7 +213,9 @@ impl Supervisor {
             policy,
             epoch: Instant::now(),
             last_failover: None,
-            scanner: Arc::new(Scanner::new(Duration::ZERO)),
+            scanner: Arc::new(Scanner::new(Duration::from_secs(u64::from(
+                cfg.subscriber.negative_cache,
+            )))),
             remembered: Vec::new(),
             cfg,
         };
