@@ -226,6 +226,11 @@ pub struct GatewayConfig {
     pub methods: Vec<String>,
     /// `nft`, `iptables` or `auto` (nft, falling back to iptables).
     pub nat: String,
+    /// What a clean stop (SIGTERM) does with live sessions (`option keep_sessions`): `true`
+    /// keeps them in the store, so that the next start restores them and subscribers carry on
+    /// without registering again; `false` releases them all (their tunnel ends, NAT entries and
+    /// rows go), and subscribers must register anew. A SIGKILL or power loss always keeps them.
+    pub keep_sessions: bool,
 }
 
 impl Default for GatewayConfig {
@@ -248,6 +253,7 @@ impl Default for GatewayConfig {
             bandwidth_up: 0,
             methods: vec!["wireguard".into()],
             nat: "auto".into(),
+            keep_sessions: true,
         }
     }
 }
@@ -721,6 +727,7 @@ impl<'f> Builder<'f> {
         r.single("bandwidth_up", &mut g.bandwidth_up, number(0, u32::MAX));
         r.list("method", &mut g.methods, text(validate::method));
         r.single("nat", &mut g.nat, one_of(NAT_BACKENDS));
+        r.single("keep_sessions", &mut g.keep_sessions, boolean);
         if g.enabled && g.methods.is_empty() {
             r.error_at(
                 "method",

@@ -68,6 +68,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.web, "main.web");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
     live!(gateway.lease_seconds, "gateway.lease_seconds");
+    live!(gateway.keep_sessions, "gateway.keep_sessions");
     live!(gateway.price, "gateway.price");
     live!(gateway.bandwidth_down, "gateway.bandwidth_down");
     live!(gateway.bandwidth_up, "gateway.bandwidth_up");
