@@ -10,7 +10,7 @@ use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, c
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, iptunnel, openvpn, route, wireguard};
+use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -390,6 +390,16 @@ fn methods(
                 )));
             }
             "route" => out.push(Box::new(route::Route::new())),
+            "cjdns" => {
+                let c = &cfg.cjdns;
+                let target = cjdns::AdminTarget {
+                    admin: c.admin.clone(),
+                    password: c.password.clone(),
+                    cjdroute_conf: c.cjdroute_conf.clone(),
+                    timeout: Duration::from_millis(u64::from(c.timeout_ms)),
+                };
+                out.push(Box::new(cjdns::Cjdns::new(target, &c.interface)));
+            }
             other => return Err(format!("method {other} is not supported by this version")),
         }
     }
@@ -609,5 +619,22 @@ fn shutdown(node: Arc<Node>) {
     crate::hooks::wait_idle(Duration::from_secs(u64::from(hook_timeout) + 1));
     if let Some(g) = node.gateway {
         g.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod cjdns_method_tests {
+    use super::*;
+
+    #[test]
+    fn the_cjdns_method_is_built_from_its_section() {
+        let store = Mutex::new(Store::open_in_memory().unwrap());
+        let mut cfg = Config::default();
+        cfg.cjdns.interface = "tuncjdns".into();
+        for role in [Role::Gateway, Role::Subscriber] {
+            let m = methods(&cfg, &["cjdns".into()], role, &store).unwrap();
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].name(), "cjdns");
+        }
     }
 }

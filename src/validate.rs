@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use crate::config::model::Prefix;
 
 /// Tunnel methods this build implements, in order of preference.
-pub const METHODS: &[&str] = &["wireguard", "openvpn", "gre", "ipip", "route"];
+pub const METHODS: &[&str] = &["wireguard", "openvpn", "gre", "ipip", "route", "cjdns"];
 
 /// Longest path accepted by [`path`], in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
@@ -518,12 +518,12 @@ mod tests {
 
     #[test]
     fn method_lists_the_supported_ones() {
-        for m in ["wireguard", "openvpn", "gre", "ipip", "route"] {
+        for m in ["wireguard", "openvpn", "gre", "ipip", "route", "cjdns"] {
             assert_eq!(method(m), Ok(()));
         }
         assert_eq!(
             method("softether").unwrap_err(),
-            "unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route"
+            "unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route, cjdns"
         );
         for bad in HOSTILE
             .iter()

@@ -1,15 +1,17 @@
-//! cjdns discovery against a simulated cjdroute admin API (UDP on loopback, bencode, cookie +
-//! SHA-256 auth) serving a generated 300-node topology.
+//! cjdns discovery against a simulated cjdroute admin API (`tests/common/cjdns_admin.rs`: UDP on
+//! loopback, bencode, cookie + SHA-256 auth, padded answers) serving a generated 300-node topology.
 //!
 //! The simulator routes every `RouterModule_getPeers` path hop by hop from our node, so a wrongly
 //! spliced label reaches the wrong node (or none) and is counted; asking for our own node's
 //! peers makes it stop answering, as cjdroute crashed when asked that.
 
-use mnigs::discovery::bencode::{self, Value};
+#[path = "common/cjdns_admin.rs"]
+mod cjdns_admin;
+
+use mnigs::discovery::bencode::Value;
 use mnigs::discovery::cjdns::{self, Caps, PeerAddr, UdpAdmin};
-use mnigs::discovery::sha2::{hex, sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,86 +125,32 @@ impl Topology {
 #[derive(Default)]
 struct Counters {
     bad_paths: AtomicU32,
-    unauthenticated: AtomicU32,
     self_queried: AtomicBool,
 }
 
-/// Serves the topology until the socket is dropped with the test process.
-fn serve(
+/// The topology's functions, served by the shared simulated admin API.
+struct TopoFunctions {
     topo: Arc<Topology>,
     counters: Arc<Counters>,
     queried: Arc<Mutex<Vec<usize>>>,
-) -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 4096];
-        let mut cookie = 1_000_000u64;
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                return;
-            };
-            if counters.self_queried.load(Ordering::SeqCst) {
-                continue; // "crashed"
-            }
-            let raw = &buf[..n];
-            let Ok(req) = bencode::parse(raw) else {
-                continue;
-            };
-            let txid = req.get("txid").cloned().unwrap_or(Value::str(""));
-            let q = req.get("q").and_then(Value::as_str).unwrap_or("");
-            let mut answer: Vec<(&str, Value)> = match q {
-                "cookie" => {
-                    cookie += 1;
-                    vec![("cookie", Value::str(&cookie.to_string()))]
-                }
-                "auth" => {
-                    let ok = check_auth(raw, &req, cookie);
-                    if !ok {
-                        vec![("error", Value::str("Auth failed."))]
-                    } else {
-                        let f = req.get("aq").and_then(Value::as_str).unwrap_or("");
-                        let args = req.get("args").cloned().unwrap_or(Value::dict([]));
-                        handle(&topo, &counters, &queried, f, &args, true)
-                    }
-                }
-                f => {
-                    let args = req.get("args").cloned().unwrap_or(Value::dict([]));
-                    handle(&topo, &counters, &queried, f, &args, false)
-                }
-            };
-            if counters.self_queried.load(Ordering::SeqCst) {
-                continue;
-            }
-            answer.push(("txid", txid));
-            let mut out = Value::dict(answer).emit();
-            // cjdroute zero-pads the first key's length.
-            out.splice(1..1, b"000".iter().copied());
-            let _ = sock.send_to(&out, from);
-        }
-    });
-    addr
 }
 
-/// The auth rule: the request's hash is sha256 of the request with the hash replaced by
-/// sha256(password + cookie).
-fn check_auth(raw: &[u8], req: &Value, cookie: u64) -> bool {
-    let (Some(hash), Some(c)) = (
-        req.get("hash").and_then(Value::as_str),
-        req.get("cookie").and_then(Value::as_str),
-    ) else {
-        return false;
-    };
-    if c != cookie.to_string() {
-        return false;
+impl cjdns_admin::Functions for TopoFunctions {
+    fn needs_auth(&self, function: &str) -> bool {
+        function == "RouterModule_getPeers"
     }
-    let first = hex(&sha256(format!("{PASSWORD}{c}").as_bytes()));
-    let Some(at) = raw.windows(64).position(|w| w == hash.as_bytes()) else {
-        return false;
-    };
-    let mut copy = raw.to_vec();
-    copy[at..at + 64].copy_from_slice(first.as_bytes());
-    hex(&sha256(&copy)) == hash
+
+    fn call(&mut self, function: &str, args: &Value) -> Vec<(String, Value)> {
+        handle(&self.topo, &self.counters, &self.queried, function, args)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// cjdroute crashed when asked for its own peers.
+    fn crashed(&self) -> bool {
+        self.counters.self_queried.load(Ordering::SeqCst)
+    }
 }
 
 fn peer_addr(topo: &Topology, node: usize, label: u64) -> Value {
@@ -222,7 +170,6 @@ fn handle(
     queried: &Mutex<Vec<usize>>,
     f: &str,
     args: &Value,
-    authed: bool,
 ) -> Vec<(&'static str, Value)> {
     match f {
         "Core_nodeInfo" => vec![
@@ -253,13 +200,6 @@ fn handle(
             out
         }
         "RouterModule_getPeers" => {
-            if !authed {
-                counters.unauthenticated.fetch_add(1, Ordering::SeqCst);
-                return vec![(
-                    "error",
-                    Value::str("No functions matched your request, try Admin_availableFunctions()"),
-                )];
-            }
             let Some(path) = args
                 .get("path")
                 .and_then(Value::as_str)
@@ -309,18 +249,29 @@ struct Sim {
     counters: Arc<Counters>,
     queried: Arc<Mutex<Vec<usize>>>,
     addr: SocketAddr,
+    stats: Arc<cjdns_admin::Stats>,
 }
 
 fn sim(seed: u64) -> Sim {
     let topo = Arc::new(Topology::generate(300, 120, seed));
     let counters = Arc::new(Counters::default());
     let queried = Arc::new(Mutex::new(Vec::new()));
-    let addr = serve(topo.clone(), counters.clone(), queried.clone());
+    let functions = TopoFunctions {
+        topo: topo.clone(),
+        counters: counters.clone(),
+        queried: queried.clone(),
+    };
+    let server = cjdns_admin::serve(
+        Some(PASSWORD),
+        Duration::from_secs(20),
+        Arc::new(Mutex::new(functions)),
+    );
     Sim {
         topo,
         counters,
         queried,
-        addr,
+        addr: server.addr,
+        stats: server.stats,
     }
 }
 
@@ -418,7 +369,7 @@ fn auth_is_required_and_checked() {
     };
     // No password: the peer query is refused, only our own peers are known.
     let w = cjdns::walk(&mut client(&s, None), caps).unwrap();
-    assert!(s.counters.unauthenticated.load(Ordering::SeqCst) > 0);
+    assert!(s.stats.unauthenticated.load(Ordering::SeqCst) > 0);
     assert_eq!(w.nodes.len(), 1 + s.topo.links[0].len());
     assert!(w.failures > 0);
     // A wrong password fails every call.

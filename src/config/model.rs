@@ -433,6 +433,34 @@ impl Default for IptunnelConfig {
     }
 }
 
+/// `config cjdns 'cjdns'`: the cjdns IpTunnel method, driven through cjdroute's admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CjdnsConfig {
+    /// cjdroute's admin API, `HOST:PORT` (`option admin`); `None`: the `bind` of
+    /// `cjdroute_conf`, else `127.0.0.1:11234`.
+    pub admin: Option<String>,
+    /// Admin password (`option password`); wins over `cjdroute_conf`.
+    pub password: Option<String>,
+    /// cjdroute.conf to read the admin password, bind and our key from (`option cjdroute_conf`).
+    pub cjdroute_conf: Option<PathBuf>,
+    /// cjdroute's tun interface (`option interface`), where the gateway puts its own addresses.
+    pub interface: String,
+    /// Time one admin call may take (`option timeout_ms`).
+    pub timeout_ms: u32,
+}
+
+impl Default for CjdnsConfig {
+    fn default() -> CjdnsConfig {
+        CjdnsConfig {
+            admin: None,
+            password: None,
+            cjdroute_conf: None,
+            interface: "tun0".into(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
@@ -450,6 +478,8 @@ pub struct Config {
     pub openvpn: OpenvpnConfig,
     /// `config iptunnel` (GRE and IPIP).
     pub iptunnel: IptunnelConfig,
+    /// `config cjdns` (cjdns IpTunnel).
+    pub cjdns: CjdnsConfig,
 }
 
 /// How bad a [`Problem`] is.
@@ -571,6 +601,7 @@ const SINGLETONS: &[&str] = &[
     "wireguard",
     "openvpn",
     "iptunnel",
+    "cjdns",
 ];
 
 /// Builds a [`Config`] from sections, collecting problems.
@@ -632,6 +663,7 @@ impl<'f> Builder<'f> {
                 "wireguard" => self.wireguard(s, label),
                 "openvpn" => self.openvpn(s, label),
                 "iptunnel" => self.iptunnel(s, label),
+                "cjdns" => self.cjdns(s, label),
                 "discovery" => self.discovery(s, label),
                 other => {
                     let msg = format!("unknown section type {}, ignored", quoted(other));
@@ -824,6 +856,34 @@ impl<'f> Builder<'f> {
         });
         r.finish();
         self.config.iptunnel = t;
+    }
+
+    fn cjdns(&mut self, s: &Section, label: String) {
+        let mut c = self.config.cjdns.clone();
+        let mut r = self.reader(s, label);
+        r.single("admin", &mut c.admin, |v| {
+            if v.starts_with("unix://") {
+                return Err(format!(
+                    "cjdroute's admin API is UDP: HOST:PORT, got {}",
+                    quoted(v)
+                ));
+            }
+            admin_endpoint(v).map(|()| (!v.is_empty()).then(|| v.to_string()))
+        });
+        r.single("password", &mut c.password, |v| {
+            admin_password(v).map(|()| (!v.is_empty()).then(|| v.to_string()))
+        });
+        r.single("cjdroute_conf", &mut c.cjdroute_conf, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                validate::path(v).map(|()| Some(PathBuf::from(v)))
+            }
+        });
+        r.single("interface", &mut c.interface, text(validate::ifname));
+        r.single("timeout_ms", &mut c.timeout_ms, number(50, 60000));
+        r.finish();
+        self.config.cjdns = c;
     }
 
     fn discovery(&mut self, s: &Section, label: String) {
@@ -1331,6 +1391,52 @@ config wireguard 'wireguard'
         assert_eq!(warnings, vec![]);
         assert_eq!(c.openvpn, OpenvpnConfig::default());
         assert_eq!(c.iptunnel, IptunnelConfig::default());
+        assert_eq!(c.cjdns, CjdnsConfig::default());
+    }
+
+    #[test]
+    fn cjdns_section_is_read_and_checked() {
+        let text = "\
+config cjdns
+\toption admin '127.0.0.1:11235'
+\toption password 'pw'
+\toption cjdroute_conf '/etc/cjdroute.conf'
+\toption interface 'tuncjdns'
+\toption timeout_ms 500
+";
+        let (c, warnings) = check(text).unwrap();
+        assert_eq!(warnings, vec![]);
+        assert_eq!(
+            c.cjdns,
+            CjdnsConfig {
+                admin: Some("127.0.0.1:11235".into()),
+                password: Some("pw".into()),
+                cjdroute_conf: Some(PathBuf::from("/etc/cjdroute.conf")),
+                interface: "tuncjdns".into(),
+                timeout_ms: 500,
+            }
+        );
+        for (statement, place, message) in [
+            (
+                "option admin 'unix:///run/x.sock'",
+                "c.admin",
+                "cjdroute's admin API is UDP: HOST:PORT, got 'unix:///run/x.sock'",
+            ),
+            (
+                "option password 'a b'",
+                "c.password",
+                "password must be at most 256 printable ASCII characters without spaces",
+            ),
+            (
+                "option timeout_ms 10",
+                "c.timeout_ms",
+                "must be a whole number 50-60000, got '10'",
+            ),
+        ] {
+            let text = format!("config cjdns c\n\t{statement}\n");
+            assert_eq!(one(&text), p(2, place, message), "{text}");
+        }
+        assert!(check("config cjdns a\nconfig cjdns b\n").is_err());
     }
 
     #[test]
@@ -1545,11 +1651,11 @@ gateway g | option ipv4_pool 10.0.0.0/31 | g.ipv4_pool | must hold at least 4 ad
 gateway g | option ipv6_pool 10.0.0.0/24 | g.ipv6_pool | must be an IPv6 prefix, or '' for none, got '10.0.0.0/24'
 gateway g | option price -5 | g.price | must be a whole number 0-4294967295, got '-5'
 gateway g | option bandwidth_up 4294967296 | g.bandwidth_up | must be a whole number 0-4294967295, got '4294967296'
-gateway g | list method softether | g.method | unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route
+gateway g | list method softether | g.method | unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route, cjdns
 gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
-subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route
+subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'

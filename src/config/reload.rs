@@ -52,6 +52,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(subscriber.enabled, "subscriber.enabled");
     keep!(subscriber.methods, "subscriber.method");
     keep!(wireguard, "wireguard");
+    keep!(cjdns, "cjdns");
 
     let mut applied = Vec::new();
     macro_rules! live {
@@ -88,6 +89,16 @@ pub fn plan(old: &Config, new: Config) -> Reload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cjdns_section_waits_for_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.cjdns.interface = "tuncjdns".into();
+        let r = plan(&old, new);
+        assert_eq!(r.effective.cjdns, old.cjdns);
+        assert_eq!(r.need_restart, ["cjdns"]);
+    }
 
     #[test]
     fn unchanged_file_changes_nothing() {

@@ -167,12 +167,24 @@ pub trait Admin {
     fn call(&mut self, function: &str, args: Value) -> Result<Value, String>;
 }
 
+/// cjdroute reads at most this many bytes of one admin request.
+pub const MAX_REQUEST: usize = 512;
+
+/// How long we reuse a cookie; cjdroute accepts one for about 20 s after it issued it.
+const COOKIE_REUSE: Duration = Duration::from_secs(10);
+
 /// The admin API over UDP: one bencoded dictionary per datagram, `txid` echoed.
+///
+/// With a password every call is authenticated. A cookie is reused for a few seconds (it saves a
+/// round trip per call); when cjdroute refuses a reused cookie (`Auth failed.`, as it says for an
+/// expired one) the call is retried once with a fresh cookie, so only a wrong password fails.
 pub struct UdpAdmin {
     sock: UdpSocket,
     password: Option<String>,
     timeout: Duration,
     txid: u64,
+    /// The last cookie and when we got it.
+    cookie: Option<(String, Instant)>,
 }
 
 impl UdpAdmin {
@@ -198,7 +210,35 @@ impl UdpAdmin {
             password,
             timeout,
             txid: 0,
+            cookie: None,
         })
+    }
+
+    /// A fresh cookie from cjdroute.
+    fn fresh_cookie(&mut self) -> Result<String, String> {
+        let ctx = self.next_txid();
+        let q = Value::dict([("q", Value::str("cookie")), ("txid", Value::str(&ctx))]);
+        let c = self.exchange(&q.emit(), &ctx)?;
+        let cookie = c
+            .get("cookie")
+            .and_then(Value::as_str)
+            .ok_or("cjdns admin: no cookie in the answer")?
+            .to_string();
+        self.cookie = Some((cookie.clone(), Instant::now()));
+        Ok(cookie)
+    }
+
+    /// One authenticated call with `cookie`.
+    fn call_auth(
+        &mut self,
+        function: &str,
+        args: Value,
+        password: &str,
+        cookie: &str,
+    ) -> Result<Value, String> {
+        let txid = self.next_txid();
+        let raw = auth_request(function, args, password, cookie, &txid);
+        self.exchange(&raw, &txid)
     }
 
     fn next_txid(&mut self) -> String {
@@ -208,6 +248,12 @@ impl UdpAdmin {
 
     /// Sends `raw` (which carries `txid`) and waits for the answer with that `txid`.
     fn exchange(&mut self, raw: &[u8], txid: &str) -> Result<Value, String> {
+        if raw.len() > MAX_REQUEST {
+            return Err(format!(
+                "cjdns admin: request of {} bytes is over cjdroute's limit of {MAX_REQUEST}",
+                raw.len()
+            ));
+        }
         self.sock
             .send(raw)
             .map_err(|e| format!("cjdns admin: {e}"))?;
@@ -274,32 +320,46 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl Admin for UdpAdmin {
     fn call(&mut self, function: &str, args: Value) -> Result<Value, String> {
-        let txid = self.next_txid();
-        let raw = match self.password.clone() {
+        let v = match self.password.clone() {
             Some(pw) => {
-                let ctx = self.next_txid();
-                let q = Value::dict([("q", Value::str("cookie")), ("txid", Value::str(&ctx))]);
-                let c = self.exchange(&q.emit(), &ctx)?;
-                let cookie = c
-                    .get("cookie")
-                    .and_then(Value::as_str)
-                    .ok_or("cjdns admin: no cookie in the answer")?
-                    .to_string();
-                auth_request(function, args, &pw, &cookie, &txid)
+                let reused = self
+                    .cookie
+                    .clone()
+                    .filter(|(_, at)| at.elapsed() < COOKIE_REUSE);
+                let first = match &reused {
+                    Some((cookie, _)) => cookie.clone(),
+                    None => self.fresh_cookie()?,
+                };
+                let v = self.call_auth(function, args.clone(), &pw, &first)?;
+                if reused.is_some() && is_auth_failure(&v) {
+                    // Most likely the cookie expired on cjdroute's clock: once more, fresh.
+                    let cookie = self.fresh_cookie()?;
+                    self.call_auth(function, args, &pw, &cookie)?
+                } else {
+                    v
+                }
             }
-            None => Value::dict([
-                ("q", Value::str(function)),
-                ("args", args),
-                ("txid", Value::str(&txid)),
-            ])
-            .emit(),
+            None => {
+                let txid = self.next_txid();
+                let raw = Value::dict([
+                    ("q", Value::str(function)),
+                    ("args", args),
+                    ("txid", Value::str(&txid)),
+                ])
+                .emit();
+                self.exchange(&raw, &txid)?
+            }
         };
-        let v = self.exchange(&raw, &txid)?;
         match v.get("error").and_then(Value::as_str) {
             Some(e) if e != "none" => Err(format!("cjdns admin {function}: {e}")),
             _ => Ok(v),
         }
     }
+}
+
+/// Whether cjdroute refused the authentication (wrong password or expired cookie).
+fn is_auth_failure(v: &Value) -> bool {
+    v.get("error").and_then(Value::as_str) == Some("Auth failed.")
 }
 
 /// A node the walk found.
@@ -501,6 +561,13 @@ pub fn read_cjdroute_conf(text: &str) -> Result<(Option<String>, Option<String>)
     ))
 }
 
+/// The node's public key (`….k`) from cjdroute.conf, if it has one.
+pub fn read_cjdroute_public_key(text: &str) -> Result<Option<String>, String> {
+    let v: serde_json::Value = serde_json::from_str(&strip_comments(text))
+        .map_err(|e| format!("cjdroute.conf is not JSON: {e}"))?;
+    Ok(v["publicKey"].as_str().map(str::to_string))
+}
+
 /// Removes `//` and `/* */` comments outside strings.
 fn strip_comments(text: &str) -> String {
     let b = text.as_bytes();
@@ -662,5 +729,11 @@ mod tests {
         assert_eq!(pw.as_deref(), Some("a//b"));
         assert_eq!(bind.as_deref(), Some("127.0.0.1:11234"));
         assert!(read_cjdroute_conf("{").is_err());
+        let with_key = format!("{{ /* x */ \"publicKey\": \"{}\" }}", PAIRS[0].0);
+        assert_eq!(
+            read_cjdroute_public_key(&with_key).unwrap().as_deref(),
+            Some(PAIRS[0].0)
+        );
+        assert_eq!(read_cjdroute_public_key(conf).unwrap(), None);
     }
 }

@@ -316,6 +316,9 @@ impl Gateway {
         method
             .check_options(&req.options)
             .map_err(Failure::permanent)?;
+        method
+            .check_caller(caller.addr, &req.options)
+            .map_err(Failure::permanent)?;
         let ask = Ask {
             owner: caller.addr,
             sid: req.sid,

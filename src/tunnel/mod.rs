@@ -10,7 +10,9 @@
 //! - `openvpn.rs`: one OpenVPN 2.6 server, a certificate per subscriber.
 //! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
 //! - `route.rs`: no tunnel, routes on a layer-2 mesh.
+//! - `cjdns.rs`: cjdns IpTunnel, driven through cjdroute's admin API.
 
+pub mod cjdns;
 pub mod iptunnel;
 pub mod openvpn;
 pub mod route;
@@ -28,13 +30,15 @@ pub enum TunnelError {
     Command(CmdError),
     /// The gateway's answer or our own state lacked something the method needs.
     Invalid(String),
+    /// A daemon's admin API (cjdroute's) failed or refused a call.
+    Admin(String),
 }
 
 impl std::fmt::Display for TunnelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TunnelError::Command(e) => e.fmt(f),
-            TunnelError::Invalid(s) => f.write_str(s),
+            TunnelError::Invalid(s) | TunnelError::Admin(s) => f.write_str(s),
         }
     }
 }
@@ -106,6 +110,12 @@ pub trait Method: Send {
 
     /// Checks a subscriber's method options before anything is configured; the error names the problem.
     fn check_options(&self, options: &Map<String, Value>) -> Result<(), String>;
+
+    /// Checks a subscriber's options against the address its request came from, before any lease
+    /// is granted (cjdns: the key must be the caller's own); most methods have nothing to check.
+    fn check_caller(&self, _owner: IpAddr, _options: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Gateway: sets up what all subscribers share (interface, keys, listen port, own addresses).
     fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError>;

@@ -1,0 +1,581 @@
+//! The cjdns IpTunnel method against simulated cjdroute admin APIs (`tests/common/cjdns_admin.rs`,
+//! built from cjdroute's documented behaviour; cjdroute itself is not packaged for Debian).
+//!
+//! The admin client: auth, cookie reuse and expiry, `Auth failed.`, the other errors, padded
+//! answers, the 512-byte limit and every IpTunnel call. The method: a full connection (gateway
+//! accept → `IpTunnel_allowConnection`, subscriber connect → `IpTunnel_connectTo`, release →
+//! `IpTunnel_removeConnection`) with every admin call and every argv asserted, run as root on a
+//! thread in a network namespace of its own with tun interfaces standing in for cjdroute's
+//! tuns; and a key that is not the caller's refused with no admin call and no command.
+
+#[path = "common/cjdns_admin.rs"]
+mod cjdns_admin;
+
+use cjdns_admin::{Mesh, Server};
+use mnigs::discovery::bencode::Value;
+use mnigs::discovery::cjdns::{Admin, UdpAdmin};
+use mnigs::protocol::Grant;
+use mnigs::sys::cmd;
+use mnigs::testbed::e2e_gate;
+use mnigs::tunnel::cjdns::{self, AdminTarget, Cjdns, Connection};
+use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
+use serde_json::{Map, json};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PASSWORD: &str = "sim-admin-password";
+const TTL: Duration = Duration::from_secs(20);
+
+/// Tests that look at the process-wide command log run one at a time.
+static COMMANDS: Mutex<()> = Mutex::new(());
+
+fn client(s: &Server, password: Option<&str>) -> UdpAdmin {
+    UdpAdmin::connect(
+        s.addr,
+        password.map(str::to_string),
+        Duration::from_millis(500),
+    )
+    .unwrap()
+}
+
+fn mesh() -> Arc<Mutex<Mesh>> {
+    Arc::new(Mutex::new(Mesh::default()))
+}
+
+#[test]
+fn auth_succeeds_and_a_cookie_is_reused() {
+    let k = cjdns_admin::key(1);
+    let (_, s) = cjdns_admin::node(&k, &mesh(), Some(PASSWORD), TTL);
+    let mut a = client(&s, Some(PASSWORD));
+    assert_eq!(cjdns::node_key(&mut a).unwrap(), k);
+    assert_eq!(cjdns::list_connections(&mut a).unwrap(), Vec::<i64>::new());
+    assert_eq!(cjdns::list_connections(&mut a).unwrap(), Vec::<i64>::new());
+    assert_eq!(
+        s.stats.cookies.load(Ordering::SeqCst),
+        1,
+        "one cookie, reused"
+    );
+    assert_eq!(s.stats.auth_failures.load(Ordering::SeqCst), 0);
+    assert_eq!(s.stats.unauthenticated.load(Ordering::SeqCst), 0);
+    // Three answers (and the cookie): at least one had its first key's length padded.
+    assert!(s.stats.padded.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn a_wrong_password_fails_with_auth_failed() {
+    let (node, s) = cjdns_admin::node(&cjdns_admin::key(2), &mesh(), Some(PASSWORD), TTL);
+    let mut a = client(&s, Some("not-the-password"));
+    let e = cjdns::list_connections(&mut a).unwrap_err();
+    assert!(e.contains("Auth failed."), "{e}");
+    // A fresh cookie was refused: no retry.
+    assert_eq!(s.stats.cookies.load(Ordering::SeqCst), 1);
+    assert_eq!(s.stats.auth_failures.load(Ordering::SeqCst), 1);
+    // With the reused cookie refused, one retry with a fresh one, refused as well.
+    let key = cjdns_admin::key(3);
+    let c = Connection {
+        key,
+        outgoing: false,
+        ip4: Some((Ipv4Addr::new(100, 127, 0, 2), 0, 32)),
+        ip6: None,
+    };
+    let e = cjdns::allow_connection(&mut a, &c).unwrap_err();
+    assert!(e.contains("Auth failed."), "{e}");
+    assert_eq!(s.stats.cookies.load(Ordering::SeqCst), 2);
+    assert_eq!(s.stats.auth_failures.load(Ordering::SeqCst), 3);
+    assert_eq!(s.stats.expired.load(Ordering::SeqCst), 0);
+    assert!(node.lock().unwrap().conns.is_empty(), "nothing was allowed");
+}
+
+#[test]
+fn an_expired_cookie_is_replaced_by_a_fresh_one() {
+    let ttl = Duration::from_millis(200);
+    let (node, s) = cjdns_admin::node(&cjdns_admin::key(4), &mesh(), Some(PASSWORD), ttl);
+    let mut a = client(&s, Some(PASSWORD));
+    assert!(cjdns::list_connections(&mut a).is_ok());
+    std::thread::sleep(ttl + Duration::from_millis(150));
+    let c = Connection {
+        key: cjdns_admin::key(5),
+        outgoing: false,
+        ip4: Some((Ipv4Addr::new(100, 127, 0, 9), 0, 32)),
+        ip6: None,
+    };
+    let n = cjdns::allow_connection(&mut a, &c).unwrap();
+    assert_eq!(
+        s.stats.expired.load(Ordering::SeqCst),
+        1,
+        "the old cookie expired"
+    );
+    assert_eq!(
+        s.stats.cookies.load(Ordering::SeqCst),
+        2,
+        "and a new one was fetched"
+    );
+    // The call was made exactly once, with the fresh cookie.
+    assert_eq!(node.lock().unwrap().conns.len(), 1);
+    assert_eq!(cjdns::list_connections(&mut a).unwrap(), [n]);
+}
+
+#[test]
+fn errors_are_reported() {
+    let (_, s) = cjdns_admin::node(&cjdns_admin::key(6), &mesh(), Some(PASSWORD), TTL);
+    // Without auth: functions that need it are refused; Core_nodeInfo is not.
+    let mut anon = client(&s, None);
+    assert_eq!(cjdns::node_key(&mut anon).unwrap(), cjdns_admin::key(6));
+    let e = cjdns::list_connections(&mut anon).unwrap_err();
+    assert!(e.contains("No functions matched your request"), "{e}");
+    assert_eq!(s.stats.unauthenticated.load(Ordering::SeqCst), 1);
+    let mut a = client(&s, Some(PASSWORD));
+    let e = a.call("IpTunnel_noSuchThing", Value::dict([])).unwrap_err();
+    assert!(e.contains("No functions matched"), "{e}");
+    let e = cjdns::show_connection(&mut a, 42).unwrap_err();
+    assert!(e.contains("connection not found"), "{e}");
+    let e = cjdns::remove_connection(&mut a, 42).unwrap_err();
+    assert!(e.contains("connection not found"), "{e}");
+    let e = cjdns::connect_to(&mut a, "not-a-key.k").unwrap_err();
+    assert!(e.contains("IpTunnel_connectTo"), "{e}");
+}
+
+#[test]
+fn requests_over_512_bytes_are_not_sent() {
+    let (_, s) = cjdns_admin::node(&cjdns_admin::key(7), &mesh(), Some(PASSWORD), TTL);
+    let mut a = client(&s, Some(PASSWORD));
+    let big = Value::dict([("pad", Value::str(&"x".repeat(400)))]);
+    let e = a.call("IpTunnel_listConnections", big).unwrap_err();
+    assert!(e.contains("512"), "{e}");
+    // The cookie was fetched, the oversized call never left.
+    assert_eq!(s.stats.oversized.load(Ordering::SeqCst), 0);
+    assert!(s.stats.functions().is_empty());
+    // Just under the limit goes through.
+    let fits = Value::dict([("pad", Value::str(&"x".repeat(250)))]);
+    assert!(a.call("IpTunnel_listConnections", fits).is_ok());
+    // cjdroute does not read more than 512 bytes: an oversized datagram gets no answer.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&[b'd'; 600], s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(sock.recv(&mut [0u8; 64]).is_err());
+    assert_eq!(s.stats.oversized.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn every_iptunnel_call() {
+    let m = mesh();
+    let (gk, sk) = (cjdns_admin::key(8), cjdns_admin::key(9));
+    let (gw, gs) = cjdns_admin::node(&gk, &m, Some(PASSWORD), TTL);
+    let (sub, ss) = cjdns_admin::node(&sk, &m, Some(PASSWORD), TTL);
+    let mut g = client(&gs, Some(PASSWORD));
+    let mut s = client(&ss, Some(PASSWORD));
+    let allowed = Connection {
+        key: sk.clone(),
+        outgoing: false,
+        ip4: Some((Ipv4Addr::new(100, 127, 0, 2), 0, 32)),
+        ip6: Some(("fd6d:6e69:6773::2".parse().unwrap(), 0, 128)),
+    };
+    let n = cjdns::allow_connection(&mut g, &allowed).unwrap();
+    assert_eq!(cjdns::list_connections(&mut g).unwrap(), [n]);
+    assert_eq!(cjdns::show_connection(&mut g, n).unwrap(), allowed);
+    let stored = gw.lock().unwrap().conns[&n].clone();
+    assert_eq!(stored.fields["ip4Prefix"], Value::Int(0));
+    assert_eq!(stored.fields["ip6Alloc"], Value::Int(128));
+
+    let out = cjdns::connect_to(&mut s, &gk).unwrap().unwrap();
+    let dialled = cjdns::show_connection(&mut s, out).unwrap();
+    assert!(dialled.outgoing);
+    assert_eq!(dialled.key, gk);
+    assert_eq!((dialled.ip4, dialled.ip6), (allowed.ip4, allowed.ip6));
+    assert_eq!(
+        cjdns::find_connections(&mut s, &gk, true).unwrap(),
+        [(out, dialled)]
+    );
+    assert!(
+        cjdns::find_connections(&mut s, &gk, false)
+            .unwrap()
+            .is_empty()
+    );
+
+    cjdns::remove_connection(&mut g, n).unwrap();
+    assert!(cjdns::list_connections(&mut g).unwrap().is_empty());
+    cjdns::remove_connection(&mut s, out).unwrap();
+    assert!(sub.lock().unwrap().conns.is_empty());
+}
+
+fn target(s: &Server) -> AdminTarget {
+    AdminTarget {
+        admin: Some(s.addr.to_string()),
+        password: Some(PASSWORD.into()),
+        cjdroute_conf: None,
+        timeout: Duration::from_millis(500),
+    }
+}
+
+fn net() -> GatewayNet {
+    GatewayNet {
+        ipv4: Ipv4Addr::new(100, 127, 0, 1),
+        cidr4: 24,
+        ipv6: Some(("fd6d:6e69:6773::1".parse().unwrap(), 64)),
+    }
+}
+
+fn options(key: &str) -> Map<String, serde_json::Value> {
+    let mut m = Map::new();
+    m.insert("key".into(), json!(key));
+    m
+}
+
+#[test]
+fn a_key_that_is_not_the_callers_is_refused_before_anything_is_done() {
+    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
+    let (gk, sk, other) = (
+        cjdns_admin::key(10),
+        cjdns_admin::key(11),
+        cjdns_admin::key(12),
+    );
+    let (gw, gs) = cjdns_admin::node(&gk, &mesh(), Some(PASSWORD), TTL);
+    let mut m = Cjdns::new(target(&gs), "cjgw");
+    m.prepare(&net()).unwrap();
+    let opts = options(&sk);
+    let liar = IpAddr::V6(cjdns::check_key(&other).unwrap());
+    cmd::clear_history();
+    for owner in [liar, "10.0.0.2".parse().unwrap()] {
+        let peer = Peer {
+            owner,
+            ipv4: Ipv4Addr::new(100, 127, 0, 2),
+            ipv6: None,
+            options: &opts,
+            via: None,
+        };
+        match m.accept(&peer) {
+            Err(TunnelError::Invalid(e)) => {
+                assert!(
+                    e.contains("belongs to") && e.contains(&owner.to_string()),
+                    "{e}"
+                )
+            }
+            other => panic!("accepted a key from {owner}: {other:?}"),
+        }
+    }
+    assert!(gs.stats.functions().is_empty(), "no admin call");
+    assert_eq!(gs.stats.cookies.load(Ordering::SeqCst), 0);
+    assert!(
+        cmd::history().is_empty(),
+        "no command: {:?}",
+        cmd::history()
+    );
+    assert!(gw.lock().unwrap().conns.is_empty());
+    // A malformed key is refused by the options check already.
+    assert!(m.check_options(&options("short.k")).is_err());
+}
+
+#[test]
+fn the_gateway_service_refuses_a_borrowed_key_permanently_and_grants_nothing() {
+    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
+    let (gk, sk, other) = (
+        cjdns_admin::key(13),
+        cjdns_admin::key(14),
+        cjdns_admin::key(15),
+    );
+    let (gw_node, gs) = cjdns_admin::node(&gk, &mesh(), Some(PASSWORD), TTL);
+    let mut cfg = mnigs::config::Config::default();
+    cfg.gateway.enabled = true;
+    let store = Arc::new(Mutex::new(mnigs::store::Store::open_in_memory().unwrap()));
+    let gw = mnigs::gateway::service::Gateway::new(
+        cfg.gateway.clone(),
+        vec![Box::new(Cjdns::new(target(&gs), "cjgw"))],
+        store.clone(),
+        None,
+    );
+    cmd::clear_history();
+    let caller = mnigs::rpc::server::Caller {
+        addr: IpAddr::V6(cjdns::check_key(&other).unwrap()),
+        host: None,
+    };
+    let ask = mnigs::protocol::ConnectionRequest {
+        sid: None,
+        name: "sub".into(),
+        port: None,
+        method: "cjdns".into(),
+        options: options(&sk),
+    };
+    let answer = gw.request_connection(&caller, ask);
+    assert_eq!(answer["success"], false, "{answer}");
+    assert_eq!(answer["temporaryError"], false, "{answer}");
+    let msg = answer["errorMsg"].as_str().unwrap();
+    assert!(
+        msg.contains("belongs to") && msg.contains(&caller.addr.to_string()),
+        "{msg}"
+    );
+    assert_eq!(gw.sessions(), json!([]));
+    assert!(gs.stats.functions().is_empty(), "no admin call");
+    assert!(
+        cmd::history().is_empty(),
+        "no command: {:?}",
+        cmd::history()
+    );
+    assert!(gw_node.lock().unwrap().conns.is_empty());
+}
+
+/// Runs `f` on a thread in a new network namespace (loopback up, tun interfaces `cjgw` and
+/// `cjsub` standing in for the two cjdroutes' tuns); the simulators it starts live there too.
+fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare changes only this thread's network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        let batch = "link set lo up\ntuntap add cjgw mode tun\ntuntap add cjsub mode tun\n\
+                     link set cjgw addrgenmode none\nlink set cjsub addrgenmode none\n\
+                     link set cjgw up\nlink set cjsub up\n";
+        cmd::run_input(&["ip", "-batch", "-"], batch).unwrap();
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// Addresses and routes of both families, all tables.
+fn state() -> String {
+    let mut out = String::new();
+    for argv in [
+        &["ip", "-o", "addr", "show"][..],
+        &["ip", "-4", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+    ] {
+        out.push_str(&cmd::run(argv).unwrap());
+    }
+    out
+}
+
+/// The calls a simulator saw since the last look, with their arguments.
+fn take(s: &Server) -> Vec<(String, Value)> {
+    let c = s.stats.calls.lock().unwrap().clone();
+    s.stats.clear_calls();
+    c
+}
+
+fn names(c: &[(String, Value)]) -> Vec<&str> {
+    c.iter().map(|(f, _)| f.as_str()).collect()
+}
+
+fn commands() -> Vec<String> {
+    let h = cmd::history();
+    cmd::clear_history();
+    h
+}
+
+fn calls(s: &Server) -> Vec<String> {
+    let f = s.stats.functions();
+    s.stats.clear_calls();
+    f
+}
+
+#[test]
+fn a_full_cjdns_connection_makes_exactly_these_calls_and_commands() {
+    if !e2e_gate("cjdns_tunnel") {
+        return;
+    }
+    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
+    in_netns(full_connection);
+}
+
+fn full_connection() {
+    let m = mesh();
+    let (gk, sk) = (cjdns_admin::key(20), cjdns_admin::key(21));
+    let (gw_node, gs) = cjdns_admin::node(&gk, &m, Some(PASSWORD), TTL);
+    let (sub_node, ss) = cjdns_admin::node(&sk, &m, Some(PASSWORD), TTL);
+    let gw_addr = IpAddr::V6(cjdns::check_key(&gk).unwrap());
+    let sub_addr = IpAddr::V6(cjdns::check_key(&sk).unwrap());
+    // cjdroute puts its fc00::/8 address on its tun.
+    for (dev, addr) in [("cjgw", gw_addr), ("cjsub", sub_addr)] {
+        let a = format!("{addr}/8");
+        cmd::run(&["ip", "-6", "addr", "add", &a, "dev", dev, "nodad"]).unwrap();
+    }
+    let before = state();
+
+    let mut gw = Cjdns::new(target(&gs), "cjgw");
+    let mut sub = Cjdns::new(target(&ss), "cjsub").with_wait(Duration::from_secs(2));
+    gw.prepare(&net()).unwrap();
+
+    // Subscriber: the request carries our key, read through the admin API.
+    let opts = sub.request_options();
+    assert_eq!(opts, options(&sk));
+    assert_eq!(calls(&ss), ["Core_nodeInfo"]);
+    assert!(gw.check_options(&opts).is_ok());
+
+    // Gateway: accept.
+    let sub_v6: Ipv6Addr = "fd6d:6e69:6773::2".parse().unwrap();
+    let peer = Peer {
+        owner: sub_addr,
+        ipv4: Ipv4Addr::new(100, 127, 0, 2),
+        ipv6: Some(sub_v6),
+        options: &opts,
+        via: None,
+    };
+    commands();
+    let fields = gw.accept(&peer).unwrap();
+    assert_eq!(fields, options(&gk), "the grant carries the gateway's key");
+    let seen = take(&gs);
+    assert_eq!(
+        names(&seen),
+        [
+            "Core_nodeInfo",
+            "IpTunnel_listConnections",
+            "IpTunnel_allowConnection"
+        ]
+    );
+    let allow = Value::dict([
+        ("publicKeyOfAuthorizedNode", Value::str(&sk)),
+        ("ip4Address", Value::str("100.127.0.2")),
+        ("ip4Prefix", Value::Int(0)),
+        ("ip4Alloc", Value::Int(32)),
+        ("ip6Address", Value::str("fd6d:6e69:6773::2")),
+        ("ip6Prefix", Value::Int(0)),
+        ("ip6Alloc", Value::Int(128)),
+    ]);
+    assert_eq!(seen[2].1, allow);
+    assert_eq!(gw_node.lock().unwrap().conns.len(), 1);
+    let conn = gw_node
+        .lock()
+        .unwrap()
+        .conns
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let Value::Dict(mut expected) = allow.clone() else {
+        unreachable!()
+    };
+    expected.remove(b"publicKeyOfAuthorizedNode".as_slice());
+    assert_eq!(conn.key, sk);
+    assert!(!conn.outgoing);
+    assert_eq!(
+        conn.fields,
+        expected
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), v))
+            .collect()
+    );
+    assert_eq!(
+        commands(),
+        [
+            "ip -4 addr replace 100.127.0.1/32 dev cjgw",
+            "ip -6 addr replace fd6d:6e69:6773::1/128 dev cjgw",
+            "ip -4 route replace 100.127.0.2/32 dev cjgw",
+            "ip -6 route replace fd6d:6e69:6773::2/128 dev cjgw",
+        ]
+    );
+    // Accepting again changes nothing.
+    gw.accept(&peer).unwrap();
+    assert_eq!(
+        calls(&gs),
+        ["IpTunnel_listConnections", "IpTunnel_showConnection"]
+    );
+    assert_eq!(gw_node.lock().unwrap().conns.len(), 1);
+    commands();
+
+    // Subscriber: connect with the grant.
+    let grant = Grant {
+        success: true,
+        sid: "0".repeat(32),
+        timeout: 60,
+        method: "cjdns".into(),
+        ipv4: "100.127.0.2".into(),
+        cidr4: 24,
+        ipv4gateway: "100.127.0.1".into(),
+        ipv6: Some(sub_v6.to_string()),
+        cidr6: Some(64),
+        ipv6gateway: Some("fd6d:6e69:6773::1".into()),
+        extra: fields,
+    };
+    assert_eq!(sub.connect(gw_addr, &grant).unwrap(), "cjsub");
+    let seen = take(&ss);
+    assert_eq!(
+        names(&seen),
+        [
+            "IpTunnel_listConnections",
+            "IpTunnel_connectTo",
+            "IpTunnel_showConnection"
+        ]
+    );
+    assert_eq!(
+        seen[1].1,
+        Value::dict([("publicKeyOfNodeToConnectTo", Value::str(&gk))])
+    );
+    let dialled = sub_node.lock().unwrap().conns.clone();
+    assert_eq!(dialled.len(), 1);
+    let out = dialled.values().next().unwrap();
+    assert!(out.outgoing);
+    assert_eq!(out.key, gk);
+    assert_eq!(out.fields["ip4Address"], Value::str("100.127.0.2"));
+    assert!(
+        commands().is_empty(),
+        "cjdroute configures the subscriber's tun"
+    );
+    // Connecting again dials nothing new.
+    sub.connect(gw_addr, &grant).unwrap();
+    assert!(!calls(&ss).contains(&"IpTunnel_connectTo".to_string()));
+    assert_eq!(sub_node.lock().unwrap().conns.len(), 1);
+
+    // Release: the gateway removes the connection and the host routes; the subscriber its dial.
+    let number = *gw_node.lock().unwrap().conns.keys().next().unwrap();
+    gw.remove(&peer).unwrap();
+    let seen = take(&gs);
+    assert_eq!(
+        names(&seen),
+        [
+            "IpTunnel_listConnections",
+            "IpTunnel_showConnection",
+            "IpTunnel_removeConnection"
+        ]
+    );
+    assert_eq!(seen[2].1, Value::dict([("connection", Value::Int(number))]));
+    assert!(gw_node.lock().unwrap().conns.is_empty());
+    assert_eq!(
+        commands(),
+        [
+            "ip -4 route del 100.127.0.2/32 dev cjgw",
+            "ip -6 route del fd6d:6e69:6773::2/128 dev cjgw",
+        ]
+    );
+    sub.disconnect().unwrap();
+    assert_eq!(
+        calls(&ss),
+        [
+            "IpTunnel_listConnections",
+            "IpTunnel_showConnection",
+            "IpTunnel_removeConnection"
+        ]
+    );
+    assert!(sub_node.lock().unwrap().conns.is_empty());
+    gw.remove(&peer).unwrap();
+    sub.disconnect().unwrap();
+
+    // Shutdown (SIGTERM) takes our addresses off the tun: all is as before.
+    commands();
+    gw.shutdown().unwrap();
+    assert_eq!(
+        commands(),
+        [
+            "ip -4 addr del 100.127.0.1/32 dev cjgw",
+            "ip -6 addr del fd6d:6e69:6773::1/128 dev cjgw",
+        ]
+    );
+    assert_same(&before, &state());
+
+    // Shutdown with a subscriber still admitted (SIGTERM during a lease) removes it too.
+    gw.prepare(&net()).unwrap();
+    gw.accept(&peer).unwrap();
+    assert_eq!(gw_node.lock().unwrap().conns.len(), 1);
+    gw.shutdown().unwrap();
+    assert!(gw_node.lock().unwrap().conns.is_empty());
+    assert_same(&before, &state());
+}
+
+fn assert_same(before: &str, after: &str) {
+    let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
+    let new: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
+    assert!(
+        before == after,
+        "state changed\n  gone: {gone:#?}\n  new: {new:#?}"
+    );
+}
