@@ -487,6 +487,85 @@ pub fn host_only(host: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Bytes in, answers out, no socket.
+    struct Wire(std::io::Cursor<Vec<u8>>, Vec<u8>);
+
+    impl Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn read(bytes: &[u8]) -> (Result<HttpRequest, ReadFailure>, Vec<u8>) {
+        let mut w = Wire(std::io::Cursor::new(bytes.to_vec()), Vec::new());
+        let r = read_request(&mut w, &Limits::default(), |_, _| Ok(()));
+        (r, w.1)
+    }
+
+    fn status(bytes: &[u8]) -> Option<u16> {
+        read(bytes).0.err().and_then(|f| f.status)
+    }
+
+    #[test]
+    fn reads_a_post_with_its_body_and_host() {
+        let (r, sent) = read(
+            b"POST /jsonrpc HTTP/1.1\r\nHost: [fd77::3]:65533\r\nContent-Length: 2\r\n\r\n{}trailing",
+        );
+        let r = r.unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/jsonrpc"));
+        assert_eq!(r.host.as_deref(), Some("fd77::3"));
+        assert_eq!(r.body, b"{}");
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn answers_expect_continue_before_the_body() {
+        let (r, sent) =
+            read(b"POST /jsonrpc HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(sent, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(r.unwrap_err().status, None, "the body never came");
+    }
+
+    #[test]
+    fn refuses_what_is_out_of_bounds() {
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(long.as_bytes()), Some(431));
+        let many: String = (0..33).map(|n| format!("X{n}: v\r\n")).collect();
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            Some(431)
+        );
+        let few: String = (0..32).map(|n| format!("X{n}: v\r\n")).collect();
+        assert!(
+            read(format!("GET / HTTP/1.1\r\n{few}\r\n").as_bytes())
+                .0
+                .is_ok()
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"),
+            Some(413)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(501)
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Some(400));
+    }
+
     #[test]
     fn host_header_forms() {
         assert_eq!(host_only("[fd77::3]:65533"), "fd77::3");
