@@ -145,16 +145,27 @@ fn accept_loop(
             let _ = write_reply(&stream, &refusal_reply(refusal), false);
             continue;
         }
-        let read_timeout = admission.lock().expect("admission lock").limits().clone();
-        let (handler, admission2) = (handler.clone(), admission.clone());
-        let spawned = std::thread::Builder::new()
+        let limits = admission.lock().expect("admission lock").limits().clone();
+        let slot = Slot(admission.clone(), ip);
+        let handler = handler.clone();
+        // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
+        let _ = std::thread::Builder::new()
             .name("rpc-conn".into())
             .spawn(move || {
-                serve_connection(stream, ip, &read_timeout, handler.as_ref());
-                admission2.lock().expect("admission lock").leave(ip);
+                let slot = slot;
+                serve_connection(stream, slot.1, &limits, handler.as_ref());
             });
-        if spawned.is_err() {
-            admission.lock().expect("admission lock").leave(ip);
+    }
+}
+
+/// An admitted connection's place in [`Admission`], given back when dropped (also when the
+/// handler panics).
+struct Slot(Arc<Mutex<Admission>>, IpAddr);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.0.lock() {
+            a.leave(self.1);
         }
     }
 }
@@ -564,6 +575,42 @@ mod tests {
             Some(501)
         );
         assert_eq!(status(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Some(400));
+    }
+
+    struct Panics;
+
+    impl Handler for Panics {
+        fn call(&self, _: &Caller, _: &Request) -> Result<Value, RpcError> {
+            panic!("handler bug (expected by the test)")
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_gives_its_connection_slot_back() {
+        let limits = Limits {
+            max_connections: 1,
+            max_per_source: 1,
+            rate: 0.0,
+            ..Limits::default()
+        };
+        let server =
+            Server::start_with(&[Ipv4Addr::LOCALHOST.into()], 0, Arc::new(Panics), limits).unwrap();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"x"}"#;
+        let req = format!(
+            "POST /jsonrpc HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        for _ in 0..3 {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert_eq!(out, "", "closed without an answer, never 503 busy");
+            // The slot is given back just after the close; let the thread finish.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
     }
 
     #[test]
