@@ -158,7 +158,13 @@ pub fn main(args: Args) -> i32 {
             }
         },
         Cmd::CheckConfig(a) => check_config(&a.config, a.json),
+        #[cfg(feature = "demo")]
         Cmd::Demo(a) => crate::demo::run(a.hold),
+        #[cfg(not(feature = "demo"))]
+        Cmd::Demo(_) => {
+            eprintln!("mnigs: this build has no demo (it was built without the `demo` feature)");
+            1
+        }
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
         Cmd::Gateways(a) => {
             client_cmd(&a.config, a.json, "listGateways", json!({}), print_gateways)
@@ -343,12 +349,46 @@ fn print_status(v: &Value) {
                     s(&sub["method"])
                 );
                 println!("  lease     {} s left", s(&sub["leaseLeft"]));
+                println!("  quality   {}", quality_line(g));
+            }
+            if !sub["standby"].is_null() {
+                let b = &sub["standby"];
+                println!(
+                    "  standby   {} via {}, {}",
+                    s(&b["name"]),
+                    s(&b["interface"]),
+                    quality_line(b)
+                );
+            }
+            let f = &sub["lastFailover"];
+            if !f.is_null() {
+                println!(
+                    "  last move {} {} → {} in {:.0} ms: {}",
+                    s(&f["kind"]),
+                    s(&f["from"]),
+                    s(&f["to"]),
+                    f["durationMs"].as_f64().unwrap_or(0.0),
+                    s(&f["reason"])
+                );
             }
             if !sub["lastError"].is_null() {
                 println!("  error     {}", s(&sub["lastError"]));
             }
         }
     }
+}
+
+/// Score, RTT and loss of a gateway in `status`.
+fn quality_line(g: &Value) -> String {
+    let q = &g["quality"];
+    format!(
+        "score {:.1}, rtt {}, loss {:.0} %",
+        g["score"].as_f64().unwrap_or(f64::NAN),
+        q["rttMs"]
+            .as_f64()
+            .map_or("-".to_string(), |r| format!("{r:.1} ms")),
+        q["loss"].as_f64().unwrap_or(0.0) * 100.0
+    )
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) {

@@ -220,12 +220,21 @@ impl Node {
             .expect("not poisoned")
             .gateways()
             .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        // Connection quality is kept per node name (subscriber side); absent for the others.
+        let quality = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .quality()
+            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
         let t = now();
         let list: Vec<Value> = rows
             .into_iter()
             .map(|r| {
+                let q = quality.iter().find(|q| q.name == r.name);
                 json!({"name": r.name, "address": r.address, "port": r.port, "how": r.how, "hops": r.hops,
-                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info})
+                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info,
+                       "quality": q})
             })
             .collect();
         Ok(json!({"success": true, "gateways": list}))
@@ -343,6 +352,20 @@ fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
 enum Role {
     Gateway,
     Subscriber,
+    /// The subscriber's hot standby tunnel: its own interface and port.
+    Standby,
+}
+
+/// The standby tunnel's interface: the subscriber's interface name with `1` appended (or put in
+/// place of the 15th character, IFNAMSIZ allowing no more), `2` if that would be the same name.
+pub fn standby_ifname(ifname: &str) -> String {
+    let base: String = ifname.chars().take(14).collect();
+    let one = format!("{base}1");
+    if one == ifname {
+        format!("{base}2")
+    } else {
+        one
+    }
 }
 
 fn methods(
@@ -358,20 +381,25 @@ fn methods(
                 let key = wireguard_key(store)?;
                 let wg = &cfg.wireguard;
                 let (ifname, port) = match role {
-                    Role::Gateway => (&wg.interface, wg.listen_port),
-                    Role::Subscriber => (&wg.client_interface, wg.client_listen_port),
+                    Role::Gateway => (wg.interface.clone(), wg.listen_port),
+                    Role::Subscriber => (wg.client_interface.clone(), wg.client_listen_port),
+                    Role::Standby => (
+                        standby_ifname(&wg.client_interface),
+                        wg.client_listen_port.wrapping_add(1).max(1),
+                    ),
                 };
-                let m = wireguard::Wireguard::new(ifname, port, wg.mtu, key)
+                let m = wireguard::Wireguard::new(&ifname, port, wg.mtu, key)
                     .map_err(|e| e.to_string())?;
                 out.push(Box::new(m));
             }
             "openvpn" => {
                 let o = &cfg.openvpn;
                 let (side, ifname) = match role {
-                    Role::Gateway => (openvpn::Side::Server, &o.interface),
-                    Role::Subscriber => (openvpn::Side::Client, &o.client_interface),
+                    Role::Gateway => (openvpn::Side::Server, o.interface.clone()),
+                    Role::Subscriber => (openvpn::Side::Client, o.client_interface.clone()),
+                    Role::Standby => (openvpn::Side::Client, standby_ifname(&o.client_interface)),
                 };
-                let m = openvpn::Openvpn::new(side, &o.directory, ifname, o.port, o.mtu)
+                let m = openvpn::Openvpn::new(side, &o.directory, &ifname, o.port, o.mtu)
                     .map_err(|e| format!("openvpn: {e}"))?;
                 out.push(Box::new(m));
             }
@@ -382,14 +410,22 @@ fn methods(
                     iptunnel::Kind::Ipip
                 };
                 let t = &cfg.iptunnel;
+                let client = match role {
+                    Role::Standby => standby_ifname(&t.client_interface),
+                    _ => t.client_interface.clone(),
+                };
                 out.push(Box::new(iptunnel::IpTunnel::new(
                     kind,
                     &t.interface_prefix,
-                    &t.client_interface,
+                    &client,
                     t.mtu,
                 )));
             }
+            // Plain routing has no interface of its own to keep a second path on.
+            "route" if role == Role::Standby => {}
             "route" => out.push(Box::new(route::Route::new())),
+            // cjdns routes through cjdroute's one interface: no second path to keep on standby.
+            "cjdns" if role == Role::Standby => {}
             "cjdns" => {
                 let c = &cfg.cjdns;
                 let target = cjdns::AdminTarget {
@@ -487,7 +523,22 @@ pub fn run(path: &Path) -> Result<(), String> {
     };
     let subscriber = if cfg.subscriber.enabled {
         let m = methods(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
-        Some(Supervisor::spawn(cfg.clone(), store.clone(), m))
+        let standby = if cfg.subscriber.hot_standby {
+            Some(methods(
+                &cfg,
+                &cfg.subscriber.methods,
+                Role::Standby,
+                &store,
+            )?)
+        } else {
+            None
+        };
+        Some(Supervisor::spawn_with_standby(
+            cfg.clone(),
+            store.clone(),
+            m,
+            standby,
+        ))
     } else {
         None
     };
@@ -510,6 +561,21 @@ pub fn run(path: &Path) -> Result<(), String> {
         server.port()
     ));
 
+    let (uplink_stop, uplink_rx) = mpsc::channel::<()>();
+    let uplink = (node.gateway.is_some() && !cfg.gateway.uplink_targets.is_empty()).then(|| {
+        let n = node.clone();
+        crate::gateway::uplink::spawn(
+            cfg.gateway.uplink_targets.clone(),
+            cfg.gateway.wan_interface.clone(),
+            Duration::from_secs(u64::from(cfg.gateway.uplink_interval)),
+            move |healthy| {
+                if let Some(g) = &n.gateway {
+                    g.set_uplink(healthy);
+                }
+            },
+            uplink_rx,
+        )
+    });
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let expiry = node.gateway.is_some().then(|| {
         let node = node.clone();
@@ -544,6 +610,10 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     }
     server.stop();
+    drop(uplink_stop);
+    if let Some(t) = uplink {
+        let _ = t.join();
+    }
     drop(stop_tx);
     if let Some(t) = expiry {
         let _ = t.join();
@@ -619,6 +689,23 @@ fn shutdown(node: Arc<Node>) {
     crate::hooks::wait_idle(Duration::from_secs(u64::from(hook_timeout) + 1));
     if let Some(g) = node.gateway {
         g.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standby_interface_names_differ_and_fit() {
+        assert_eq!(standby_ifname("mnigs-wgc"), "mnigs-wgc1");
+        assert_eq!(standby_ifname("abcdefghijklmno"), "abcdefghijklmn1");
+        assert_eq!(standby_ifname("abcdefghijklmn1"), "abcdefghijklmn2");
+        for name in ["a", "abcdefghijklmno", "abcdefghijklmn1"] {
+            let s = standby_ifname(name);
+            assert!(s.len() <= 15 && s != name);
+            assert!(crate::validate::ifname(&s).is_ok());
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Scenario {
     pub gw_wg: String,
     /// The subscriber's WireGuard interface.
     pub sub_wg: String,
+    /// Second gateway daemon's PID, while running (two-gateway scenario).
+    pub gw2_pid: Option<u32>,
 }
 
 impl Scenario {
@@ -55,6 +57,7 @@ impl Scenario {
             gw_wg,
             sub_wg,
             bed,
+            gw2_pid: None,
         };
         let list: String = methods
             .iter()
@@ -94,6 +97,164 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Two gateways (`gw1` on [`Node::Gw`], `gw2` on [`Node::Gw2`], each checking its uplink
+    /// every second) and a subscriber on [`Testbed::build_two_gateways`]; `sub_options` are
+    /// extra lines for the subscriber section (tab-indented `option …` lines).
+    pub fn two_gateways(exe: &Path, sub_options: &str) -> Result<Scenario, String> {
+        Scenario::two_gateways_with_leaves(exe, sub_options, 0)
+    }
+
+    /// Like [`Scenario::two_gateways`], on [`Testbed::build_two_gateways_with_leaves`]; the leaves'
+    /// subscriber daemons are started with [`Scenario::start_leaf`].
+    pub fn two_gateways_with_leaves(
+        exe: &Path,
+        sub_options: &str,
+        leaves: u8,
+    ) -> Result<Scenario, String> {
+        let bed = Testbed::build_two_gateways_with_leaves(leaves)?;
+        let gw_wg = bed.unique_ifname("g");
+        let sub_wg = bed.unique_ifname("s");
+        let gw2_wg = bed.unique_ifname("h");
+        let s = Scenario {
+            exe: exe.to_path_buf(),
+            gw_pid: None,
+            sub_pid: None,
+            gw_wg,
+            sub_wg,
+            bed,
+            gw2_pid: None,
+        };
+        for (node, name, wg, pool) in [
+            (Node::Gw, "gw1", s.gw_wg.clone(), "100.127.0.0/24"),
+            (Node::Gw2, "gw2", gw2_wg, "100.126.0.0/24"),
+        ] {
+            let text = format!(
+                "config mnigs 'main'\n\toption name '{name}'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+                 config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\
+                 \toption lease_seconds '60'\n\toption max_subscribers '30'\n\toption ipv4_pool '{pool}'\n\
+                 \toption ipv6_pool ''\n\tlist method 'wireguard'\n\
+                 \tlist uplink_target '{inet}'\n\toption uplink_interval '1'\n\n\
+                 config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n",
+                db = s.bed.dir.join(format!("{}.db", node.name())).display(),
+                inet = Testbed::INET_HOST,
+            );
+            std::fs::write(s.config(node), text)
+                .map_err(|e| format!("writing {name} config: {e}"))?;
+        }
+        let sub = format!(
+            "config mnigs 'main'\n\toption name 'sub'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n{sub_options}\n\n\
+             config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '500'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
+            db = s.bed.dir.join("sub.db").display(),
+            wg = s.sub_wg,
+        );
+        std::fs::write(s.config(Node::Sub), sub)
+            .map_err(|e| format!("writing subscriber config: {e}"))?;
+        Ok(s)
+    }
+
+    /// Pings the fake Internet host from sub `count` times every `interval` (at most 1 s wait
+    /// for the last replies); returns the sequence numbers (1-based) that got no reply.
+    pub fn ping_series(&self, count: u32, interval: Duration) -> Result<Vec<u32>, String> {
+        let target = Testbed::INET_HOST.to_string();
+        let (c, i) = (count.to_string(), format!("{:.3}", interval.as_secs_f64()));
+        let argv = ["ping", "-n", "-c", &c, "-i", &i, "-W", "1", &target];
+        let limit = interval * count + Duration::from_secs(10);
+        // ping exits non-zero only when no reply came at all (no deadline given).
+        let out = match self.bed.exec_full(Node::Sub, &argv, None, limit) {
+            Ok(out) => out,
+            Err(crate::sys::cmd::CmdError::Failed { .. }) => return Ok((1..=count).collect()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let answered: std::collections::HashSet<u32> = out
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| {
+                l.split("icmp_seq=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if !out.contains("packets transmitted") {
+            return Err(format!("ping did not finish: {out}"));
+        }
+        Ok((1..=count).filter(|n| !answered.contains(n)).collect())
+    }
+
+    /// The UCI file of leaf `i`'s subscriber.
+    pub fn leaf_config(&self, i: u8) -> PathBuf {
+        self.bed.dir.join(format!("l{i:02}.uci"))
+    }
+
+    /// Writes leaf `i`'s subscriber config (node name `l<i>`) and starts its daemon; returns the
+    /// PID without waiting for it.
+    pub fn start_leaf(&self, i: u8) -> Result<u32, String> {
+        let name = format!("l{i:02}");
+        let wg = self.bed.unique_ifname(&name);
+        let text = format!(
+            "config mnigs 'main'\n\toption name '{name}'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
+             config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '2000'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
+            db = self.bed.dir.join(format!("{name}.db")).display(),
+        );
+        let conf = self.leaf_config(i);
+        std::fs::write(&conf, text).map_err(|e| format!("writing {name} config: {e}"))?;
+        let exe = self.exe.to_string_lossy().to_string();
+        let log = self.bed.dir.join(format!("{name}.log"));
+        self.bed.spawn_in(
+            &self.bed.leaf_ns(i),
+            &[&exe, "daemon", "-c", &conf.to_string_lossy()],
+            &log,
+        )
+    }
+
+    /// `mnigs status --json` of leaf `i`'s subscriber.
+    pub fn leaf_status(&self, i: u8) -> Result<Value, String> {
+        let exe = self.exe.to_string_lossy().to_string();
+        let conf = self.leaf_config(i).to_string_lossy().to_string();
+        let out = self
+            .bed
+            .exec_in(
+                &self.bed.leaf_ns(i),
+                &[&exe, "status", "--json", "-c", &conf],
+                None,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&out).map_err(|e| format!("status is not JSON: {e}: {out}"))
+    }
+
+    /// The subscriber's current gateway name, if connected.
+    pub fn sub_gateway(&self) -> Option<String> {
+        let s = self.status(Node::Sub).ok()?;
+        s["subscriber"]["gateway"]["name"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Waits until the subscriber's current gateway is `name`; returns how long that took.
+    pub fn wait_gateway(&self, name: &str, timeout: Duration) -> Result<Duration, String> {
+        let start = Instant::now();
+        loop {
+            if self.sub_gateway().as_deref() == Some(name) {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "subscriber not on {name} after {timeout:?} (on {:?}); its log:\n{}",
+                    self.sub_gateway(),
+                    self.tail(Node::Sub)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The UCI file of `node` (gw or sub).
     pub fn config(&self, node: Node) -> PathBuf {
         self.bed.dir.join(format!("{}.uci", node.name()))
@@ -112,6 +273,7 @@ impl Scenario {
         let pid = self.bed.spawn(node, &argv, &self.log(node))?;
         match node {
             Node::Gw => self.gw_pid = Some(pid),
+            Node::Gw2 => self.gw2_pid = Some(pid),
             _ => self.sub_pid = Some(pid),
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -135,6 +297,7 @@ impl Scenario {
     pub fn stop(&mut self, node: Node, signal: i32) -> bool {
         let pid = match node {
             Node::Gw => self.gw_pid.take(),
+            Node::Gw2 => self.gw2_pid.take(),
             _ => self.sub_pid.take(),
         };
         pid.is_some_and(|p| self.bed.stop(p, signal, Duration::from_secs(15)))

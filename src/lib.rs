@@ -28,11 +28,13 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod discovery;
 pub mod gateway;
 pub mod hooks;
 pub mod log;
+#[cfg(feature = "demo")]
 pub mod netlab;
 pub mod persist;
 pub mod protocol;
@@ -40,6 +42,7 @@ pub mod rpc;
 pub mod store;
 pub mod subscriber;
 pub mod sys;
+#[cfg(feature = "demo")]
 pub mod testbed;
 pub mod tunnel;
 pub mod validate;

@@ -90,6 +90,18 @@ const MIGRATIONS: &[&str] = &[
         connected_at    INTEGER NOT NULL,
         expires_at      INTEGER NOT NULL
     ) STRICT;",
+    // v2: connection quality per gateway (subscriber side), one summarised row per node name.
+    "CREATE TABLE quality (
+        name         TEXT    NOT NULL PRIMARY KEY,  -- the gateway's node name
+        rtt_ms       REAL,                          -- mean RTT of the probe window
+        loss         REAL    NOT NULL CHECK (loss BETWEEN 0 AND 1),
+        probes       INTEGER NOT NULL CHECK (probes >= 0),  -- probes ever sent
+        lost         INTEGER NOT NULL CHECK (lost >= 0),    -- probes ever lost
+        down_events  INTEGER NOT NULL CHECK (down_events >= 0),
+        last_down    INTEGER,                       -- unix seconds
+        last_reason  TEXT,
+        updated      INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Result of a store operation.
@@ -271,6 +283,30 @@ pub struct ConnectionRow {
     pub connected_at: i64,
     /// Unix seconds when the lease ends unless renewed.
     pub expires_at: i64,
+}
+
+/// Summarised connection quality of one gateway (subscriber side).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityRow {
+    /// The gateway's node name.
+    pub name: String,
+    /// Mean RTT of the recent probe window, if any probe was answered.
+    pub rtt_ms: Option<f64>,
+    /// Share of the recent probe window lost.
+    pub loss: f64,
+    /// Probes ever sent.
+    pub probes: u64,
+    /// Probes ever lost.
+    pub lost: u64,
+    /// Down events: on save, how many to add (0 or 1); when read, the total.
+    pub down_events: i64,
+    /// Unix seconds of the last down event.
+    pub last_down: Option<i64>,
+    /// Why it was last declared down.
+    pub last_reason: Option<String>,
+    /// Unix seconds of this summary.
+    pub updated: i64,
 }
 
 /// The daemon's database.
@@ -677,6 +713,60 @@ impl Store {
         Ok(())
     }
 
+    // --- quality ---
+
+    /// Saves the summary of a gateway's probe window (replacing the previous one); a down event
+    /// (`down_reason` given) is counted and remembered with its reason.
+    pub fn save_quality(&self, row: &QualityRow) -> Result<()> {
+        self.execute(
+            "INSERT INTO quality (name, rtt_ms, loss, probes, lost, down_events, last_down,
+                                  last_reason, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (name) DO UPDATE SET
+                 rtt_ms = excluded.rtt_ms, loss = excluded.loss, probes = excluded.probes,
+                 lost = excluded.lost, updated = excluded.updated,
+                 down_events = quality.down_events + excluded.down_events,
+                 last_down = coalesce(excluded.last_down, quality.last_down),
+                 last_reason = coalesce(excluded.last_reason, quality.last_reason)",
+            params![
+                row.name,
+                row.rtt_ms,
+                row.loss.clamp(0.0, 1.0),
+                row.probes as i64,
+                row.lost as i64,
+                row.down_events,
+                row.last_down,
+                row.last_reason,
+                row.updated,
+            ],
+            || format!("saving the quality of gateway {}", row.name),
+        )
+        .map(drop)
+    }
+
+    /// The quality summaries of all gateways, by name.
+    pub fn quality(&self) -> Result<Vec<QualityRow>> {
+        self.query(
+            "SELECT name, rtt_ms, loss, probes, lost, down_events, last_down, last_reason, updated
+             FROM quality ORDER BY name",
+            [],
+            |r| {
+                Ok(QualityRow {
+                    name: r.get(0)?,
+                    rtt_ms: r.get(1)?,
+                    loss: r.get(2)?,
+                    probes: r.get::<_, i64>(3)?.max(0) as u64,
+                    lost: r.get::<_, i64>(4)?.max(0) as u64,
+                    down_events: r.get(5)?,
+                    last_down: r.get(6)?,
+                    last_reason: r.get(7)?,
+                    updated: r.get(8)?,
+                })
+            },
+            || "listing gateway quality".to_string(),
+        )
+    }
+
     // --- helpers ---
 
     fn execute(
@@ -922,14 +1012,14 @@ mod tests {
     fn fresh_file_is_migrated_once() {
         let tmp = TempDir::new();
         let store = Store::open(&tmp.db()).unwrap();
-        assert_eq!(user_version(&store.conn), 1);
-        assert_eq!(SCHEMA_VERSION, 1);
+        assert_eq!(user_version(&store.conn), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
         store.set_kv("marker", "kept").unwrap();
         drop(store);
 
         // Re-running v1 would fail ("table kv already exists") or lose the marker.
         let store = Store::open(&tmp.db()).unwrap();
-        assert_eq!(user_version(&store.conn), 1);
+        assert_eq!(user_version(&store.conn), SCHEMA_VERSION);
         assert_eq!(store.get_kv("marker").unwrap().as_deref(), Some("kept"));
     }
 
@@ -986,7 +1076,7 @@ mod tests {
                 err,
                 StoreError::TooNew {
                     found: 7,
-                    supported: 1,
+                    supported: SCHEMA_VERSION,
                     ..
                 }
             ),
@@ -1346,5 +1436,39 @@ mod tests {
         assert_eq!(short_sid("1a2b3c4d"), "1a2b3c4d");
         assert_eq!(short_sid("ééééééééé"), "éééééééé…");
         assert_eq!(endpoint("10.0.0.1", 1), "10.0.0.1:1");
+    }
+
+    #[test]
+    fn quality_is_one_row_per_gateway_and_counts_down_events() {
+        let store = Store::open_in_memory().unwrap();
+        let mut row = QualityRow {
+            name: "gw1".into(),
+            rtt_ms: Some(3.5),
+            loss: 0.0,
+            probes: 10,
+            lost: 0,
+            down_events: 0,
+            last_down: None,
+            last_reason: None,
+            updated: 100,
+        };
+        store.save_quality(&row).unwrap();
+        row.down_events = 1;
+        row.last_down = Some(110);
+        row.last_reason = Some("probes failed".into());
+        row.loss = 0.25;
+        row.probes = 20;
+        store.save_quality(&row).unwrap();
+        row.down_events = 0;
+        row.last_down = None;
+        row.last_reason = None;
+        row.updated = 120;
+        store.save_quality(&row).unwrap();
+        let rows = store.quality().unwrap();
+        assert_eq!(rows.len(), 1);
+        let q = &rows[0];
+        assert_eq!((q.probes, q.down_events, q.last_down), (20, 1, Some(110)));
+        assert_eq!(q.last_reason.as_deref(), Some("probes failed"));
+        assert_eq!((q.loss, q.updated), (0.25, 120));
     }
 }

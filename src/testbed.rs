@@ -16,6 +16,10 @@
 //! NATed to) the gateway's uplink address gets answers. `sub` starts with a default route into
 //! the mesh that leads nowhere (the relay has no route to the Internet): the negative control.
 //!
+//! [`Testbed::build_two_gateways`] adds a second gateway `gw2` (mesh addresses 10.77.0.4,
+//! fd77::4) behind the relay's `mesh2`, with its own uplink `wan0` 198.51.101.1/24 to `inet`'s
+//! `wan1` 198.51.101.2/24: two independent ways out, for the failover tests.
+//!
 //! # Cleanup
 //! Everything a testbed creates is owned by its [`Testbed`] value: dropping it (also while a
 //! panic unwinds) stops the processes it spawned and every process still living in its
@@ -24,7 +28,7 @@
 //! behind; [`cleanup_stale`] removes those once their owner is gone.
 //!
 //! # Layout
-//! - [`Node`]: the four roles and their fixed addresses.
+//! - [`Node`]: the roles (four, five with `gw2`) and their fixed addresses.
 //! - [`Testbed`]: building, running programs inside, waiting for Babel, tearing down.
 //! - [`require_root`], [`e2e_gate`]: prerequisites of the end-to-end tests.
 //! - [`cleanup_stale`]: leftovers of crashed runs.
@@ -70,6 +74,8 @@ pub enum Node {
     Gw,
     /// The fake Internet: the gateway's upstream, hosting [`Testbed::INET_HOST`].
     Inet,
+    /// The second gateway, only in [`Testbed::build_two_gateways`].
+    Gw2,
 }
 
 impl Node {
@@ -77,6 +83,8 @@ impl Node {
     pub const ALL: [Node; 4] = [Node::Sub, Node::Relay, Node::Gw, Node::Inet];
     /// The nodes that run babeld and have mesh addresses.
     pub const MESH: [Node; 3] = [Node::Sub, Node::Relay, Node::Gw];
+    /// All nodes of [`Testbed::build_two_gateways`].
+    pub const TWO_GATEWAYS: [Node; 5] = [Node::Sub, Node::Relay, Node::Gw, Node::Inet, Node::Gw2];
 
     /// Lower-case name, used in namespace and file names.
     pub fn name(self) -> &'static str {
@@ -85,13 +93,14 @@ impl Node {
             Node::Relay => "relay",
             Node::Gw => "gw",
             Node::Inet => "inet",
+            Node::Gw2 => "gw2",
         }
     }
 
     /// The node's interfaces that face the mesh (babeld runs on these).
     pub fn mesh_ifnames(self) -> &'static [&'static str] {
         match self {
-            Node::Sub | Node::Gw => &["mesh0"],
+            Node::Sub | Node::Gw | Node::Gw2 => &["mesh0"],
             Node::Relay => &["mesh0", "mesh1"],
             Node::Inet => &[],
         }
@@ -103,12 +112,13 @@ impl Node {
             Node::Sub => Some(1),
             Node::Relay => Some(2),
             Node::Gw => Some(3),
+            Node::Gw2 => Some(4),
             Node::Inet => None,
         }
     }
 
     fn from_name(name: &str) -> Option<Node> {
-        Node::ALL.into_iter().find(|n| n.name() == name)
+        Node::TWO_GATEWAYS.into_iter().find(|n| n.name() == name)
     }
 }
 
@@ -124,6 +134,10 @@ pub struct Testbed {
     children: Mutex<Vec<Child>>,
     /// babeld's PID per mesh node.
     babeld: Vec<(Node, u32)>,
+    /// The nodes of this testbed's topology.
+    nodes: Vec<Node>,
+    /// Leaf subscriber names (`l00` …), also the relay's interface to each.
+    leaves: Vec<String>,
 }
 
 impl Testbed {
@@ -135,6 +149,10 @@ impl Testbed {
     pub const INET_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
     /// Prefix length of the uplink subnet.
     pub const UPLINK_PREFIX_LEN: u8 = 24;
+    /// The second gateway's address on its uplink `wan0` (two-gateway testbed).
+    pub const GW2_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 1);
+    /// `inet`'s address on the second gateway's uplink (its `wan1`).
+    pub const INET_UPLINK2: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 2);
     /// The IPv4 prefix the mesh addresses are taken from (a /24).
     pub const MESH_V4_NET: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 0);
     /// The IPv6 prefix the mesh addresses are taken from (a /64).
@@ -146,6 +164,118 @@ impl Testbed {
     /// mesh routes. Fails with a message naming the missing program if `ip` or `babeld` is not
     /// installed, or if not running as root. Whatever was created before a failure is removed.
     pub fn build() -> Result<Testbed, String> {
+        Testbed::build_nodes(Node::ALL.to_vec())
+    }
+
+    /// Builds a mesh with two gateways, each with its own uplink to `inet`:
+    ///
+    /// ```text
+    ///  sub ──mesh── relay ──mesh1── gw  ──wan0 198.51.100.0/24── wan0 inet
+    ///                     ──mesh2── gw2 ──wan0 198.51.101.0/24── wan1 inet
+    /// ```
+    ///
+    /// `gw2` has mesh addresses 10.77.0.4 and fd77::4. Babel runs on sub, relay, gw and gw2.
+    pub fn build_two_gateways() -> Result<Testbed, String> {
+        Testbed::build_nodes(Node::TWO_GATEWAYS.to_vec())
+    }
+
+    /// Whether this testbed has the second gateway.
+    pub fn two_gateways(&self) -> bool {
+        self.nodes.contains(&Node::Gw2)
+    }
+
+    /// The interfaces of `node` that face the mesh in this testbed's topology.
+    pub fn mesh_ifnames(&self, node: Node) -> Vec<String> {
+        let mut names: Vec<String> = node.mesh_ifnames().iter().map(|s| s.to_string()).collect();
+        if node == Node::Relay && self.two_gateways() {
+            names.push("mesh2".into());
+            names.extend(self.leaves.iter().cloned());
+        }
+        names
+    }
+
+    /// Builds [`Testbed::build_two_gateways`] plus `count` (at most 100) leaf subscribers
+    /// `l00`, `l01` …, each its own namespace ([`Testbed::leaf_ns`]) with one veth `mesh0` to the
+    /// relay (whose end is named like the leaf), babeld, mesh addresses 10.77.0.(100+i) and
+    /// fd77::(100+i), and a default route into the mesh that leads nowhere, like `sub`.
+    pub fn build_two_gateways_with_leaves(count: u8) -> Result<Testbed, String> {
+        if count > 100 {
+            return Err("testbed: at most 100 leaves".into());
+        }
+        Testbed::build_nodes_with(Node::TWO_GATEWAYS.to_vec(), count)
+    }
+
+    /// The namespace of leaf `i`.
+    pub fn leaf_ns(&self, i: u8) -> String {
+        format!("{NS_PREFIX}{}-l{i:02}", self.tag)
+    }
+
+    /// The IPv4 and IPv6 mesh addresses of leaf `i`.
+    pub fn leaf_addresses(i: u8) -> (Ipv4Addr, Ipv6Addr) {
+        let [a, b, c, _] = Self::MESH_V4_NET.octets();
+        let mut segments = Self::MESH_V6_NET.segments();
+        segments[7] = 100 + u16::from(i);
+        (Ipv4Addr::new(a, b, c, 100 + i), Ipv6Addr::from(segments))
+    }
+
+    /// Number of leaves.
+    pub fn leaf_count(&self) -> u8 {
+        self.leaves.len() as u8
+    }
+
+    /// Whether leaf `i` has Babel host routes to both mesh addresses of `to`.
+    pub fn leaf_has_routes(&self, i: u8, to: Node) -> bool {
+        let ns = self.leaf_ns(i);
+        let v4 = IpAddr::V4(Self::mesh_v4(to));
+        let v6 = IpAddr::V6(Self::mesh_v6(to));
+        host_routes_in(&ns, "-4").contains(&v4) && host_routes_in(&ns, "-6").contains(&v6)
+    }
+
+    fn setup_leaves(&mut self) -> Result<(), String> {
+        let relay = self.ns(Node::Relay);
+        for i in 0..self.leaves.len() as u8 {
+            let ns = self.leaf_ns(i);
+            cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
+            self.namespaces.push(ns.clone());
+            self.sysctls_in(&ns, true)?;
+            let relay_if = self.leaves[usize::from(i)].clone();
+            self.veth_ns(&ns, "mesh0", &relay, &relay_if)?;
+            let (v4, v6) = Self::leaf_addresses(i);
+            let batch = format!(
+                "link set lo up\nlink set mesh0 up\naddress add {v4}/32 dev lo\n\
+                 address add {v6}/128 dev lo nodad\nroute add default dev mesh0\n\
+                 route add ::/0 dev mesh0\n"
+            );
+            cmd::run_input(&["ip", "-n", &ns, "-batch", "-"], &batch)
+                .map_err(|e| format!("configuring {ns}: {e}"))?;
+            cmd::run(&["ip", "-n", &relay, "link", "set", &relay_if, "up"])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn start_leaf_babelds(&self) -> Result<(), String> {
+        for (i, name) in self.leaves.iter().enumerate() {
+            let ns = self.leaf_ns(i as u8);
+            self.wait_link_local_ns(&ns, "mesh0", Duration::from_secs(5))?;
+            self.start_babeld_as(name, &ns, &["mesh0".to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn mesh_nodes(&self) -> Vec<Node> {
+        self.nodes
+            .iter()
+            .copied()
+            .filter(|n| n.mesh_index().is_some())
+            .collect()
+    }
+
+    fn build_nodes(nodes: Vec<Node>) -> Result<Testbed, String> {
+        Testbed::build_nodes_with(nodes, 0)
+    }
+
+    fn build_nodes_with(nodes: Vec<Node>, leaves: u8) -> Result<Testbed, String> {
         require_root()?;
         for program in ["ip", "babeld"] {
             if !cmd::available(program) {
@@ -158,7 +288,10 @@ impl Testbed {
         let tag = loop {
             let tag = next_tag();
             // A crashed run whose PID came back could have left these names behind.
-            if Node::ALL.iter().all(|n| !netns_exists(&ns_name(&tag, *n))) {
+            if Node::TWO_GATEWAYS
+                .iter()
+                .all(|n| !netns_exists(&ns_name(&tag, *n)))
+            {
                 break tag;
             }
         };
@@ -171,6 +304,8 @@ impl Testbed {
             namespaces: Vec::new(),
             children: Mutex::new(Vec::new()),
             babeld: Vec::new(),
+            nodes,
+            leaves: (0..leaves).map(|i| format!("l{i:02}")).collect(),
         };
         // From here on, dropping `testbed` on an error removes what was created.
         testbed
@@ -221,8 +356,18 @@ impl Testbed {
         input: Option<&str>,
         timeout: Duration,
     ) -> Result<String, CmdError> {
-        let ns = self.ns(node);
-        let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+        self.exec_in(&self.ns(node), argv, input, timeout)
+    }
+
+    /// Like [`Testbed::exec_full`], in the namespace named `ns` (e.g. a [`Testbed::leaf_ns`]).
+    pub fn exec_in(
+        &self,
+        ns: &str,
+        argv: &[&str],
+        input: Option<&str>,
+        timeout: Duration,
+    ) -> Result<String, CmdError> {
+        let mut full = vec!["ip", "netns", "exec", ns];
         full.extend_from_slice(argv);
         cmd::run_full(&full, input, timeout)
     }
@@ -233,6 +378,11 @@ impl Testbed {
     /// `ip netns exec` replaces itself with the program, so the PID is the program's own. The
     /// process stays a child of this process until [`Testbed::stop`] or drop reaps it.
     pub fn spawn(&self, node: Node, argv: &[&str], log: &Path) -> Result<u32, String> {
+        self.spawn_in(&self.ns(node), argv, log)
+    }
+
+    /// Like [`Testbed::spawn`], in the namespace named `ns` (e.g. a [`Testbed::leaf_ns`]).
+    pub fn spawn_in(&self, ns: &str, argv: &[&str], log: &Path) -> Result<u32, String> {
         if argv.is_empty() {
             return Err("testbed: spawn needs a program".to_string());
         }
@@ -244,10 +394,9 @@ impl Testbed {
         let err = out
             .try_clone()
             .map_err(|e| format!("testbed: cannot open log {}: {e}", log.display()))?;
-        let ns = self.ns(node);
         crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns.as_str()])
+            .args(["netns", "exec", ns])
             .args(argv)
             .stdin(Stdio::null())
             .stdout(out)
@@ -340,8 +489,12 @@ impl Testbed {
         let start = Instant::now();
         loop {
             self.check_babeld_alive()?;
+            let gw2 = !self.two_gateways()
+                || (self.has_mesh_routes(Node::Sub, Node::Gw2)
+                    && self.has_mesh_routes(Node::Gw2, Node::Sub));
             if self.has_mesh_routes(Node::Sub, Node::Gw)
                 && self.has_mesh_routes(Node::Gw, Node::Sub)
+                && gw2
             {
                 return Ok(start.elapsed());
             }
@@ -391,27 +544,33 @@ impl Testbed {
             start_time(std::process::id()).unwrap_or(0)
         );
         write_file(&self.dir.join("owner"), &owner)?;
-        for node in Node::ALL {
+        for node in self.nodes.clone() {
             let ns = self.ns(node);
             cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
             self.namespaces.push(ns);
         }
-        for node in Node::ALL {
+        for node in self.nodes.clone() {
             self.set_sysctls(node)?;
         }
         // DAD is off before the veths exist, so their link-locals are never tentative.
         self.veth(Node::Sub, "mesh0", Node::Relay, "mesh0")?;
         self.veth(Node::Relay, "mesh1", Node::Gw, "mesh0")?;
         self.veth(Node::Gw, "wan0", Node::Inet, "wan0")?;
-        for node in Node::ALL {
+        if self.two_gateways() {
+            self.veth(Node::Relay, "mesh2", Node::Gw2, "mesh0")?;
+            self.veth(Node::Gw2, "wan0", Node::Inet, "wan1")?;
+            self.setup_leaves()?;
+        }
+        for node in self.nodes.clone() {
             self.configure(node)?;
         }
-        for node in Node::MESH {
-            for ifname in node.mesh_ifnames() {
-                self.wait_link_local(node, ifname, Duration::from_secs(5))?;
+        for node in self.mesh_nodes() {
+            for ifname in self.mesh_ifnames(node) {
+                self.wait_link_local(node, &ifname, Duration::from_secs(5))?;
             }
         }
-        for node in Node::MESH {
+        self.start_leaf_babelds()?;
+        for node in self.mesh_nodes() {
             let pid = self.start_babeld(node)?;
             self.babeld.push((node, pid));
         }
@@ -421,6 +580,10 @@ impl Testbed {
     }
 
     fn set_sysctls(&self, node: Node) -> Result<(), String> {
+        self.sysctls_in(&self.ns(node), node != Node::Inet)
+    }
+
+    fn sysctls_in(&self, ns: &str, forward: bool) -> Result<(), String> {
         // Written through /proc by a process inside the namespace: needs only coreutils.
         let mut off = vec![
             "/proc/sys/net/ipv6/conf/all/accept_dad",
@@ -430,7 +593,7 @@ impl Testbed {
             "/proc/sys/net/ipv4/conf/default/rp_filter",
         ];
         let mut on = vec![];
-        if node == Node::Inet {
+        if !forward {
             off.push("/proc/sys/net/ipv4/ip_forward");
         } else {
             on.push("/proc/sys/net/ipv4/ip_forward");
@@ -442,17 +605,20 @@ impl Testbed {
             }
             let mut argv = vec!["tee"];
             argv.extend(files);
-            self.exec_full(node, &argv, Some(value), cmd::DEFAULT_TIMEOUT)
+            self.exec_in(ns, &argv, Some(value), cmd::DEFAULT_TIMEOUT)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
     fn veth(&self, a: Node, a_if: &str, b: Node, b_if: &str) -> Result<(), String> {
-        let (a_ns, b_ns) = (self.ns(a), self.ns(b));
+        self.veth_ns(&self.ns(a), a_if, &self.ns(b), b_if)
+    }
+
+    fn veth_ns(&self, a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) -> Result<(), String> {
         cmd::run(&[
-            "ip", "link", "add", a_if, "netns", &a_ns, "type", "veth", "peer", "name", b_if,
-            "netns", &b_ns,
+            "ip", "link", "add", a_if, "netns", a_ns, "type", "veth", "peer", "name", b_if,
+            "netns", b_ns,
         ])
         .map(drop)
         .map_err(|e| e.to_string())
@@ -460,7 +626,7 @@ impl Testbed {
 
     fn configure(&self, node: Node) -> Result<(), String> {
         let mut batch = vec!["link set lo up".to_string()];
-        for ifname in node.mesh_ifnames() {
+        for ifname in self.mesh_ifnames(node) {
             batch.push(format!("link set {ifname} up"));
         }
         if node.mesh_index().is_some() {
@@ -483,6 +649,11 @@ impl Testbed {
                 batch.push(format!("address add {}{uplink} dev wan0", Self::GW_UPLINK));
                 batch.push(format!("route add default via {}", Self::INET_UPLINK));
             }
+            Node::Gw2 => {
+                batch.push("link set wan0 up".to_string());
+                batch.push(format!("address add {}{uplink} dev wan0", Self::GW2_UPLINK));
+                batch.push(format!("route add default via {}", Self::INET_UPLINK2));
+            }
             Node::Inet => {
                 batch.push("link set wan0 up".to_string());
                 batch.push(format!(
@@ -490,6 +661,13 @@ impl Testbed {
                     Self::INET_UPLINK
                 ));
                 batch.push(format!("address add {}/32 dev lo", Self::INET_HOST));
+                if self.two_gateways() {
+                    batch.push("link set wan1 up".to_string());
+                    batch.push(format!(
+                        "address add {}{uplink} dev wan1",
+                        Self::INET_UPLINK2
+                    ));
+                }
             }
         }
         let ns = self.ns(node);
@@ -500,13 +678,14 @@ impl Testbed {
     }
 
     fn wait_link_local(&self, node: Node, ifname: &str, timeout: Duration) -> Result<(), String> {
-        let ns = self.ns(node);
+        self.wait_link_local_ns(&self.ns(node), ifname, timeout)
+    }
+
+    fn wait_link_local_ns(&self, ns: &str, ifname: &str, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            let out = cmd::run(&[
-                "ip", "-n", &ns, "-6", "-o", "address", "show", "dev", ifname,
-            ])
-            .map_err(|e| e.to_string())?;
+            let out = cmd::run(&["ip", "-n", ns, "-6", "-o", "address", "show", "dev", ifname])
+                .map_err(|e| e.to_string())?;
             let ready = out
                 .lines()
                 .any(|l| l.contains(" fe80::") && !l.contains("tentative"));
@@ -523,7 +702,10 @@ impl Testbed {
     }
 
     fn start_babeld(&self, node: Node) -> Result<u32, String> {
-        let name = node.name();
+        self.start_babeld_as(node.name(), &self.ns(node), &self.mesh_ifnames(node))
+    }
+
+    fn start_babeld_as(&self, name: &str, ns: &str, ifnames: &[String]) -> Result<u32, String> {
         let file = |ext: &str| self.dir.join(format!("babel-{name}.{ext}"));
         let mut conf = format!(
             "random-id true\n\
@@ -531,7 +713,7 @@ impl Testbed {
              default type wired hello-interval 1 v4-via-v6 true\n",
             file("ctl").display()
         );
-        for ifname in node.mesh_ifnames() {
+        for ifname in ifnames {
             conf.push_str(&format!("interface {ifname}\n"));
         }
         conf.push_str(&format!(
@@ -547,8 +729,8 @@ impl Testbed {
         let [conf_path, pid_path, state_path] =
             [conf_path, file("pid"), file("state")].map(|p| p.display().to_string());
         // Foreground (no -D): the PID is babeld's own and it dies with the testbed.
-        self.spawn(
-            node,
+        self.spawn_in(
+            ns,
             &[
                 "babeld",
                 "-c",
@@ -558,7 +740,7 @@ impl Testbed {
                 "-S",
                 &state_path,
             ],
-            &self.babeld_log(node),
+            &self.dir.join(format!("babel-{name}.log")),
         )
     }
 
@@ -582,20 +764,7 @@ impl Testbed {
 
     /// Destinations of `from`'s usable (not `unreachable`) Babel host routes of one family.
     fn babel_host_routes(&self, from: Node, family: &str) -> Vec<IpAddr> {
-        let ns = self.ns(from);
-        let out = cmd::run(&[
-            "ip",
-            "-n",
-            &ns,
-            family,
-            "-o",
-            "route",
-            "show",
-            "proto",
-            PROTO_BABEL,
-        ])
-        .unwrap_or_default();
-        out.lines().filter_map(host_route_destination).collect()
+        host_routes_in(&self.ns(from), family)
     }
 
     fn diagnostics(&self) -> String {
@@ -608,7 +777,7 @@ impl Testbed {
                 text.push_str(&format!("--- {ns}: ip {family} route\n{routes}"));
             }
         }
-        for node in Node::MESH {
+        for node in self.mesh_nodes() {
             text.push_str(&format!(
                 "--- {}: babeld log tail\n{}\n",
                 self.ns(node),
@@ -812,7 +981,9 @@ fn parse_ns_name<'a>(prefix: &str, name: &'a str) -> Option<&'a str> {
     let rest = name.strip_prefix(prefix)?;
     let (tag, node) = rest.split_once('-')?;
     let valid_tag = tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit());
-    (valid_tag && Node::from_name(node).is_some()).then_some(tag)
+    let leaf =
+        node.len() == 3 && node.starts_with('l') && node[1..].bytes().all(|b| b.is_ascii_digit());
+    (valid_tag && (Node::from_name(node).is_some() || leaf)).then_some(tag)
 }
 
 /// Whether the process recorded in an `owner` file (`PID STARTTIME`) still runs.
@@ -883,6 +1054,23 @@ fn host_route_destination(line: &str) -> Option<IpAddr> {
     let addr: IpAddr = addr.parse().ok()?;
     let full = if addr.is_ipv4() { "32" } else { "128" };
     (len.is_none() || len == Some(full)).then_some(addr)
+}
+
+/// Destinations of the usable (not `unreachable`) Babel host routes of one family in `ns`.
+fn host_routes_in(ns: &str, family: &str) -> Vec<IpAddr> {
+    let out = cmd::run(&[
+        "ip",
+        "-n",
+        ns,
+        family,
+        "-o",
+        "route",
+        "show",
+        "proto",
+        PROTO_BABEL,
+    ])
+    .unwrap_or_default();
+    out.lines().filter_map(host_route_destination).collect()
 }
 
 fn remove_wg_sockets(tag: &str) {
@@ -959,6 +1147,8 @@ mod tests {
             namespaces: Vec::new(),
             children: Mutex::new(Vec::new()),
             babeld: Vec::new(),
+            nodes: Node::ALL.to_vec(),
+            leaves: Vec::new(),
         };
         assert_eq!(testbed.unique_ifname("g"), "mnw0012ab34g");
         let long = testbed.unique_ifname("gateway-side");

@@ -54,7 +54,15 @@ fn wg_peers(s: &Scenario, node: Node, ifname: &str) -> String {
 /// The subscriber's connection, without the fields that move by themselves.
 fn connection(s: &Scenario) -> Value {
     let mut sub = s.status(Node::Sub).unwrap()["subscriber"].clone();
-    sub.as_object_mut().unwrap().remove("leaseLeft");
+    // Measurements that move by themselves: lease countdown, probe quality, scores.
+    let obj = sub.as_object_mut().unwrap();
+    obj.remove("leaseLeft");
+    obj.remove("ranking");
+    if let Some(g) = obj.get_mut("gateway").and_then(Value::as_object_mut) {
+        for k in ["leaseLeft", "quality", "score"] {
+            g.remove(k);
+        }
+    }
     sub
 }
 

@@ -226,6 +226,11 @@ pub struct GatewayConfig {
     pub methods: Vec<String>,
     /// `nft`, `iptables` or `auto` (nft, falling back to iptables).
     pub nat: String,
+    /// Addresses pinged out of `wan_interface` to check the uplink (`list uplink_target`);
+    /// empty: the uplink is assumed healthy and never checked.
+    pub uplink_targets: Vec<IpAddr>,
+    /// Seconds between uplink checks (`option uplink_interval`, 1-3600, default 5).
+    pub uplink_interval: u32,
     /// What a clean stop (SIGTERM) does with live sessions (`option keep_sessions`): `true`
     /// keeps them in the store, so that the next start restores them and subscribers carry on
     /// without registering again; `false` releases them all (their tunnel ends, NAT entries and
@@ -253,10 +258,15 @@ impl Default for GatewayConfig {
             bandwidth_up: 0,
             methods: vec!["wireguard".into()],
             nat: "auto".into(),
+            uplink_targets: Vec::new(),
+            uplink_interval: 5,
             keep_sessions: true,
         }
     }
 }
+
+/// Default `probe_interval_ms` with `option hot_standby '1'` (detection within 0.3 s).
+pub const HOT_STANDBY_PROBE_INTERVAL_MS: u32 = 100;
 
 /// `config subscriber 'subscriber'`.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +285,30 @@ pub struct SubscriberConfig {
     pub hooks: crate::hooks::HookPaths,
     /// Seconds a hook may run before it is killed (`option hook_timeout`).
     pub hook_timeout: u32,
+    /// Milliseconds between probes through the tunnel (`option probe_interval_ms`, 50-60000,
+    /// default 200, 100 with hot standby). When only `option probe_interval` (seconds) is given,
+    /// it is used instead.
+    pub probe_interval_ms: u32,
+    /// The path is down after this many consecutive failed probe intervals (`option down_after`,
+    /// 1-100, default 3: with 200 ms probes, downtime is detected within about 0.6 s).
+    pub down_after: u32,
+    /// Probe these addresses through the tunnel (`list probe_target`) instead of the gateway's
+    /// tunnel address; the path is up while any of them answers, so a gateway whose uplink
+    /// broke is noticed even if it does not notice itself.
+    pub probe_targets: Vec<IpAddr>,
+    /// Gateway node name preferred over all others while usable (`option prefer`).
+    pub prefer: Option<String>,
+    /// Gateway node names never used (`list exclude`).
+    pub exclude: Vec<String>,
+    /// Seconds a better gateway must have been free of failures before we move (back) to it
+    /// (`option failback_after`, 0-86400, default 60).
+    pub failback_after: u32,
+    /// Keep a second lease and tunnel up to the next best gateway and fail over by switching one
+    /// routing rule (`option hot_standby`).
+    pub hot_standby: bool,
+    /// While no gateway is up, drop Internet-bound traffic instead of letting it leak out another
+    /// way; mesh routes keep working (`option fail_closed`).
+    pub fail_closed: bool,
 }
 
 impl Default for SubscriberConfig {
@@ -287,6 +321,14 @@ impl Default for SubscriberConfig {
             max_price: 0,
             hooks: crate::hooks::HookPaths::default(),
             hook_timeout: 10,
+            probe_interval_ms: 200,
+            down_after: 3,
+            probe_targets: Vec::new(),
+            prefer: None,
+            exclude: Vec::new(),
+            failback_after: 60,
+            hot_standby: false,
+            fail_closed: false,
         }
     }
 }
@@ -759,6 +801,8 @@ impl<'f> Builder<'f> {
         r.single("bandwidth_up", &mut g.bandwidth_up, number(0, u32::MAX));
         r.list("method", &mut g.methods, text(validate::method));
         r.single("nat", &mut g.nat, one_of(NAT_BACKENDS));
+        r.list("uplink_target", &mut g.uplink_targets, ip_address);
+        r.single("uplink_interval", &mut g.uplink_interval, number(1, 3600));
         r.single("keep_sessions", &mut g.keep_sessions, boolean);
         if g.enabled && g.methods.is_empty() {
             r.error_at(
@@ -782,6 +826,29 @@ impl<'f> Builder<'f> {
             r.single(event.option(), sub.hooks.slot(event), hook_path);
         }
         r.single("hook_timeout", &mut sub.hook_timeout, number(1, 3600));
+        if s.get("probe_interval").is_some() && s.get("probe_interval_ms").is_none() {
+            sub.probe_interval_ms = sub.probe_interval.saturating_mul(1000);
+        }
+        r.single(
+            "probe_interval_ms",
+            &mut sub.probe_interval_ms,
+            number(50, 60_000),
+        );
+        r.single("down_after", &mut sub.down_after, number(1, 100));
+        r.list("probe_target", &mut sub.probe_targets, ip_address);
+        r.single("prefer", &mut sub.prefer, |v| {
+            text(validate::node_name)(v).map(Some)
+        });
+        r.list("exclude", &mut sub.exclude, text(validate::node_name));
+        r.single("failback_after", &mut sub.failback_after, number(0, 86400));
+        r.single("hot_standby", &mut sub.hot_standby, boolean);
+        r.single("fail_closed", &mut sub.fail_closed, boolean);
+        let interval_given =
+            s.get("probe_interval").is_some() || s.get("probe_interval_ms").is_some();
+        if sub.hot_standby && !interval_given {
+            // A false alarm costs only a rule switch with a standby ready: probe twice as often.
+            sub.probe_interval_ms = HOT_STANDBY_PROBE_INTERVAL_MS;
+        }
         if sub.enabled && sub.methods.is_empty() {
             r.error_at(
                 "method",
@@ -1308,6 +1375,8 @@ config wireguard 'wireguard'
         let mut expected = Config::default();
         expected.main.name = "node-1".into();
         expected.gateway.wan_interface = "wan0".into();
+        // `option probe_interval '1'` (seconds) without probe_interval_ms is honoured.
+        expected.subscriber.probe_interval_ms = 1000;
         expected.discovery.push(DiscoveryConfig {
             section: "babel".into(),
             method: "routes".into(),
@@ -2116,6 +2185,52 @@ config gateway g
         );
         for p in ["0.0.0.0/0", "::/0", "2001:db8::/32", "192.168.1.128/25"] {
             assert_eq!(pfx(p).to_string(), p);
+        }
+    }
+
+    #[test]
+    fn failover_options_parse_and_validate() {
+        let (c, warnings) = check(
+            "config subscriber 's'\n\toption probe_interval_ms '100'\n\toption down_after '2'\n\
+             \tlist probe_target '203.0.113.7'\n\toption prefer 'gw1'\n\tlist exclude 'gw3'\n\
+             \toption failback_after '5'\n\toption hot_standby '1'\n\toption fail_closed '1'\n\
+             config gateway 'g'\n\tlist uplink_target '198.51.100.2'\n\toption uplink_interval '1'\n",
+        )
+        .unwrap();
+        assert_eq!(warnings, vec![]);
+        let s = &c.subscriber;
+        assert_eq!(
+            (s.probe_interval_ms, s.down_after, s.failback_after),
+            (100, 2, 5)
+        );
+        assert_eq!(s.probe_targets, ["203.0.113.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(s.prefer.as_deref(), Some("gw1"));
+        assert_eq!(s.exclude, ["gw3"]);
+        assert!(s.hot_standby && s.fail_closed);
+        assert_eq!(c.gateway.uplink_targets.len(), 1);
+        assert_eq!(c.gateway.uplink_interval, 1);
+        // Both given: the milliseconds win.
+        let (c, _) =
+            check("config subscriber 's'\n\toption probe_interval '2'\n\toption probe_interval_ms '300'\n")
+                .unwrap();
+        assert_eq!(c.subscriber.probe_interval_ms, 300);
+        let (c, _) = check("config subscriber 's'\n\toption probe_interval '2'\n").unwrap();
+        assert_eq!(c.subscriber.probe_interval_ms, 2000);
+        assert_eq!(Config::default().subscriber.probe_interval_ms, 200);
+        let (c, _) = check("config subscriber 's'\n\toption hot_standby '1'\n").unwrap();
+        assert_eq!(
+            c.subscriber.probe_interval_ms,
+            HOT_STANDBY_PROBE_INTERVAL_MS
+        );
+        for bad in [
+            "\toption probe_interval_ms '10'",
+            "\toption down_after '0'",
+            "\tlist probe_target 'nowhere'",
+            "\toption prefer 'a b'",
+            "\toption hot_standby 'maybe'",
+        ] {
+            let text = format!("config subscriber 's'\n{bad}\n");
+            assert_eq!(problems(&text).len(), 1, "{bad}");
         }
     }
 }

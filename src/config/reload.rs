@@ -49,8 +49,12 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(gateway.ipv6_pool, "gateway.ipv6_pool");
     keep!(gateway.methods, "gateway.method");
     keep!(gateway.nat, "gateway.nat");
+    keep!(gateway.uplink_targets, "gateway.uplink_target");
+    keep!(gateway.uplink_interval, "gateway.uplink_interval");
     keep!(subscriber.enabled, "subscriber.enabled");
     keep!(subscriber.methods, "subscriber.method");
+    keep!(subscriber.hot_standby, "subscriber.hot_standby");
+    keep!(subscriber.fail_closed, "subscriber.fail_closed");
     keep!(wireguard, "wireguard");
     keep!(cjdns, "cjdns");
 
@@ -76,6 +80,12 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(subscriber.scan_interval, "subscriber.scan_interval");
     live!(subscriber.probe_interval, "subscriber.probe_interval");
     live!(subscriber.max_price, "subscriber.max_price");
+    live!(subscriber.probe_interval_ms, "subscriber.probe_interval_ms");
+    live!(subscriber.down_after, "subscriber.down_after");
+    live!(subscriber.probe_targets, "subscriber.probe_target");
+    live!(subscriber.prefer, "subscriber.prefer");
+    live!(subscriber.exclude, "subscriber.exclude");
+    live!(subscriber.failback_after, "subscriber.failback_after");
     live!(subscriber.hooks, "subscriber hooks");
     live!(subscriber.hook_timeout, "subscriber.hook_timeout");
     live!(discovery, "discovery");

@@ -114,6 +114,8 @@ pub struct Gateway {
     pools: Pools,
     store: Arc<Mutex<Store>>,
     inner: Mutex<Inner>,
+    /// The last uplink check: healthy, and when (`None`: never checked, assumed healthy).
+    uplink: Mutex<(bool, Option<std::time::Instant>)>,
 }
 
 impl Gateway {
@@ -136,6 +138,31 @@ impl Gateway {
             cfg: Mutex::new(cfg),
             pools,
             store,
+            uplink: Mutex::new((true, None)),
+        }
+    }
+
+    /// Records the result of an uplink check (see [`super::uplink`]).
+    pub fn set_uplink(&self, healthy: bool) {
+        let mut u = self.uplink.lock().expect("not poisoned");
+        if u.0 != healthy {
+            log::warn(&format!(
+                "uplink {}",
+                if healthy {
+                    "healthy again"
+                } else {
+                    "unhealthy: no new leases"
+                }
+            ));
+        }
+        *u = (healthy, Some(std::time::Instant::now()));
+    }
+
+    fn uplink(&self) -> Uplink {
+        let u = *self.uplink.lock().expect("not poisoned");
+        Uplink {
+            healthy: u.0,
+            checked_ago: u.1.map(|t| t.elapsed().as_secs()),
         }
     }
 
@@ -281,14 +308,8 @@ impl Gateway {
             bandwidth_up: cfg.bandwidth_up,
         };
         let methods = inner.methods.iter().map(|m| m.name().to_string()).collect();
-        (
-            methods,
-            terms,
-            Uplink {
-                healthy: true,
-                checked_ago: None,
-            },
-        )
+        drop(inner);
+        (methods, terms, self.uplink())
     }
 
     /// `requestConnection`: checks every value, then grants (or repeats) a lease and configures it.
@@ -303,6 +324,11 @@ impl Gateway {
         validate::node_name(&req.name).map_err(|e| Failure::permanent(format!("name: {e}")))?;
         if req.sid.as_deref().is_some_and(|sid| !is_sid(sid)) {
             return Err(Failure::permanent("sid must be 32 hexadecimal digits"));
+        }
+        if !self.uplink().healthy {
+            return Err(Failure::temporary(
+                "this gateway's uplink is unhealthy; try another gateway",
+            ));
         }
         let mut inner = self.inner.lock().expect("not poisoned");
         let offered: Vec<&str> = inner.methods.iter().map(|m| m.name()).collect();
@@ -527,5 +553,79 @@ mod tests {
         let small = Pools::new("10.0.0.0/29".parse().unwrap(), None);
         assert_eq!(small.slots(), 5);
         assert_eq!(small.subscriber(4).0, Ipv4Addr::new(10, 0, 0, 6));
+    }
+
+    /// A method that touches nothing.
+    struct Inert;
+
+    impl Method for Inert {
+        fn name(&self) -> &'static str {
+            "wireguard"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            _: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Ok(Default::default())
+        }
+        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn no_new_leases_while_the_uplink_is_unhealthy() {
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let gw = Gateway::new(GatewayConfig::default(), vec![Box::new(Inert)], store, None);
+        let caller = |last: u8| Caller {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+            host: None,
+        };
+        let request = || ConnectionRequest {
+            sid: None,
+            name: "sub".into(),
+            port: None,
+            method: "wireguard".into(),
+            options: Default::default(),
+        };
+        assert_eq!(gw.offer().2.checked_ago, None, "never checked");
+        assert!(gw.offer().2.healthy, "assumed healthy until checked");
+        assert_eq!(
+            gw.request_connection(&caller(1), request())["success"],
+            true
+        );
+
+        gw.set_uplink(false);
+        let (_, _, uplink) = gw.offer();
+        assert!(!uplink.healthy);
+        assert_eq!(uplink.checked_ago, Some(0));
+        let refused = gw.request_connection(&caller(2), request());
+        assert_eq!(refused["success"], false);
+        assert_eq!(refused["temporaryError"], true);
+        assert!(refused["errorMsg"].as_str().unwrap().contains("uplink"));
+
+        gw.set_uplink(true);
+        assert_eq!(
+            gw.request_connection(&caller(2), request())["success"],
+            true
+        );
     }
 }

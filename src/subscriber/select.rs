@@ -1,15 +1,90 @@
-//! Choosing a gateway: pure ranking of the gateways that answered, best first.
+//! Choosing a gateway: pure scoring, ranking and the decision whether to move.
+//!
+//! Nothing here does I/O or reads a clock: the caller passes the gateways' answers, what it
+//! remembers of each gateway ([`History`]), the time now (milliseconds on any monotonic clock)
+//! and a seed. That makes every rule below a unit test away from being checked.
+//!
+//! # Rules
+//! - A gateway is never chosen when it is not a gateway, is excluded (`list exclude`), reports an
+//!   unhealthy uplink, is full, costs more than `max_price`, offers none of our methods, is
+//!   currently **down** (our probes through it failed) or is **backing off** after failures
+//!   (back-off doubles per consecutive failure, from [`Policy::backoff_base_ms`] up to
+//!   [`Policy::backoff_max_ms`]).
+//! - [`score`], lower is better: path RTT (the tunnel's measured RTT once known, else the
+//!   `nodeInfo` answer time), path cost (hops), loss, load, price relative to `max_price`, a small
+//!   bonus for advertised bandwidth, a penalty per recent failure, and a large bonus for the
+//!   operator's `option prefer`.
+//! - Among gateways within [`Policy::tie_band`] of the best, one is picked by a seeded random
+//!   draw (the seed is derived from our node name), so that a mesh's subscribers spread over
+//!   near-equal gateways instead of all piling onto the first.
+//! - [`decide`]: stay on a working gateway unless another one is better by more than the
+//!   hysteresis margin **and** has been stable (no failure) for [`Policy::failback_after_ms`].
 
 use crate::discovery::Answer;
+use std::collections::HashMap;
 
 /// What the subscriber accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Wants {
     /// Our tunnel methods, in our order of preference.
     pub methods: Vec<String>,
     /// Highest price we pay (0: only free gateways).
     pub max_price: u32,
+    /// Node name the operator prefers (`option prefer`), if any.
+    pub prefer: Option<String>,
+    /// Node names never used (`list exclude`).
+    pub exclude: Vec<String>,
 }
+
+/// What we remember about one gateway (by node name), from probes, registrations and renewals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Mean RTT of recent probes through the tunnel, if we have been connected.
+    pub rtt_ms: Option<f64>,
+    /// Share of recent probes lost, 0..=1.
+    pub loss: f64,
+    /// Our probes through it failed `down_after` times in a row and it has not answered since.
+    pub down: bool,
+    /// Failures since the last success (registration, renewal, down detection).
+    pub failures: u32,
+    /// When the last failure happened (ms, caller's clock).
+    pub last_failure_ms: Option<u64>,
+    /// Since when it has been answering without failure (ms, caller's clock).
+    pub stable_since_ms: Option<u64>,
+}
+
+/// Tuning of the selection rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Scores this close to the best count as equal (random pick among them).
+    pub tie_band: f64,
+    /// A challenger must beat the current gateway's score by this much…
+    pub hysteresis_abs: f64,
+    /// …and by this fraction of the current score.
+    pub hysteresis_rel: f64,
+    /// A gateway must have been free of failures this long before we move (back) to it.
+    pub failback_after_ms: u64,
+    /// Back-off after the first failure.
+    pub backoff_base_ms: u64,
+    /// Longest back-off.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            tie_band: 5.0,
+            hysteresis_abs: 10.0,
+            hysteresis_rel: 0.2,
+            failback_after_ms: 60_000,
+            backoff_base_ms: 2_000,
+            backoff_max_ms: 300_000,
+        }
+    }
+}
+
+/// Score bonus of the operator's preferred gateway: it wins over anything but a broken one.
+pub const PREFER_BONUS: f64 = 1000.0;
 
 /// A gateway we could register with, and how.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,11 +97,53 @@ pub struct Choice {
     pub score: f64,
 }
 
-/// Why a gateway is not a choice, or `None` if it is one.
-pub fn unusable(a: &Answer, wants: &Wants) -> Option<String> {
+/// The back-off after `failures` consecutive failures: 0, base, 2·base, 4·base … up to max.
+pub fn backoff_ms(failures: u32, policy: &Policy) -> u64 {
+    if failures == 0 {
+        return 0;
+    }
+    let doublings = (failures - 1).min(30);
+    policy
+        .backoff_base_ms
+        .saturating_mul(1u64 << doublings)
+        .min(policy.backoff_max_ms)
+}
+
+/// Why a gateway is not a choice right now, or `None` if it is one.
+pub fn unusable(
+    a: &Answer,
+    wants: &Wants,
+    h: &History,
+    now_ms: u64,
+    policy: &Policy,
+) -> Option<String> {
+    if let Some(why) = unusable_terms(a, wants) {
+        return Some(why);
+    }
+    if h.down {
+        return Some("down".into());
+    }
+    if let Some(at) = h.last_failure_ms {
+        let until = at.saturating_add(backoff_ms(h.failures, policy));
+        if now_ms < until {
+            return Some(format!(
+                "backing off for {} ms after {} failure(s)",
+                until - now_ms,
+                h.failures
+            ));
+        }
+    }
+    None
+}
+
+/// Why a gateway's own answer rules it out (ignoring our history with it), or `None`.
+pub fn unusable_terms(a: &Answer, wants: &Wants) -> Option<String> {
     let info = &a.info;
     if !info.gateway {
         return Some("not a gateway".into());
+    }
+    if wants.exclude.contains(&info.name) {
+        return Some("excluded by configuration".into());
     }
     if !info.uplink.healthy {
         return Some("uplink unhealthy".into());
@@ -55,32 +172,157 @@ pub fn common_methods(a: &Answer, wants: &Wants) -> Vec<String> {
     wants.methods.iter().filter(offered).cloned().collect()
 }
 
-/// Score of a usable gateway: answer time plus path cost plus load, lower is better.
-pub fn score(a: &Answer) -> f64 {
-    let rtt_ms = a.rtt.as_secs_f64() * 1000.0;
-    let load = if a.info.terms.max_subscribers == 0 {
+/// Score of a usable gateway, lower is better (see the module docs for the terms).
+pub fn score(a: &Answer, wants: &Wants, h: &History) -> f64 {
+    let terms = &a.info.terms;
+    let rtt_ms = h.rtt_ms.unwrap_or(a.rtt.as_secs_f64() * 1000.0);
+    let path = f64::from(a.candidate.hops) / 16.0;
+    let load = if terms.max_subscribers == 0 {
         0.0
     } else {
-        f64::from(a.info.terms.subscribers) / f64::from(a.info.terms.max_subscribers)
+        f64::from(terms.subscribers) / f64::from(terms.max_subscribers)
     };
-    rtt_ms + f64::from(a.candidate.hops) / 16.0 + load * 100.0
+    let price = if wants.max_price == 0 {
+        0.0
+    } else {
+        f64::from(terms.price) / f64::from(wants.max_price)
+    };
+    // kbit/s; a log scale so that 100 Mbit/s does not drown everything else.
+    let bandwidth = f64::from(terms.bandwidth_down.max(1)).log2().min(30.0);
+    let failures = f64::from(h.failures.min(10));
+    let prefer = if wants.prefer.as_deref() == Some(a.info.name.as_str()) {
+        PREFER_BONUS
+    } else {
+        0.0
+    };
+    rtt_ms + path + h.loss * 200.0 + load * 50.0 + price * 30.0 - bandwidth * 0.5 + failures * 20.0
+        - prefer
 }
 
-/// Usable gateways, best first; one entry per node name (its best address).
-pub fn rank(answers: &[Answer], wants: &Wants) -> Vec<Choice> {
+/// The answers with us taken out of the subscriber count of the gateways we hold a lease with
+/// (`ours`, by node name), so that using a gateway does not by itself make it look worse.
+pub fn without_us(answers: &[Answer], ours: &[&str]) -> Vec<Answer> {
+    let mut out = answers.to_vec();
+    for a in &mut out {
+        if ours.contains(&a.info.name.as_str()) {
+            a.info.terms.subscribers = a.info.terms.subscribers.saturating_sub(1);
+        }
+    }
+    out
+}
+
+/// A small deterministic generator (SplitMix64), so the pick is reproducible from the seed.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A seed derived from a node name (FNV-1a), so each subscriber draws differently but stably.
+pub fn seed_for(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Usable gateways, best first; one entry per node name (its best address). Among those within
+/// the tie band of the best, the first place goes to a seeded random pick.
+pub fn rank(
+    answers: &[Answer],
+    wants: &Wants,
+    history: &HashMap<String, History>,
+    now_ms: u64,
+    policy: &Policy,
+    seed: u64,
+) -> Vec<Choice> {
+    let none = History::default();
+    let hist = |a: &Answer| history.get(&a.info.name).unwrap_or(&none);
     let mut choices: Vec<Choice> = answers
         .iter()
-        .filter(|a| unusable(a, wants).is_none())
+        .filter(|a| unusable(a, wants, hist(a), now_ms, policy).is_none())
         .map(|a| Choice {
             methods: common_methods(a, wants),
-            score: score(a),
+            score: score(a, wants, hist(a)),
             answer: a.clone(),
         })
         .collect();
-    choices.sort_by(|x, y| x.score.total_cmp(&y.score));
+    choices.sort_by(|x, y| {
+        x.score
+            .total_cmp(&y.score)
+            .then_with(|| x.answer.info.name.cmp(&y.answer.info.name))
+    });
     let mut names = std::collections::HashSet::new();
     choices.retain(|c| names.insert(c.answer.info.name.clone()));
+    if let Some(best) = choices.first().map(|c| c.score) {
+        let tied = choices
+            .iter()
+            .take_while(|c| c.score <= best + policy.tie_band)
+            .count();
+        if tied > 1 {
+            let pick = (splitmix(seed) % tied as u64) as usize;
+            let chosen = choices.remove(pick);
+            choices.insert(0, chosen);
+        }
+    }
     choices
+}
+
+/// What to do about the current gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Keep the current gateway.
+    Stay,
+    /// Move to this choice (index into the ranking), with the reason.
+    Move(usize, String),
+    /// Nothing usable.
+    Nothing,
+}
+
+/// Whether to stay on `current` (its node name and score, `None` if not connected or it is
+/// down) or move to one of `ranked`.
+pub fn decide(
+    current: Option<(&str, f64)>,
+    ranked: &[Choice],
+    history: &HashMap<String, History>,
+    now_ms: u64,
+    policy: &Policy,
+) -> Decision {
+    let Some((name, current_score)) = current else {
+        return if ranked.is_empty() {
+            Decision::Nothing
+        } else {
+            Decision::Move(0, "not connected".into())
+        };
+    };
+    let margin = policy
+        .hysteresis_abs
+        .max(current_score.abs() * policy.hysteresis_rel);
+    for (i, c) in ranked.iter().enumerate() {
+        if c.answer.info.name == name {
+            continue;
+        }
+        if c.score >= current_score - margin {
+            // Ranked best first: nobody after this one is clearly better either.
+            break;
+        }
+        let stable_since = history
+            .get(&c.answer.info.name)
+            .and_then(|h| h.stable_since_ms);
+        let stable_for = stable_since.map_or(0, |s| now_ms.saturating_sub(s));
+        if stable_for >= policy.failback_after_ms {
+            return Decision::Move(
+                i,
+                format!(
+                    "{} scores {:.1}, clearly better than {name} at {current_score:.1}, stable for {} s",
+                    c.answer.info.name,
+                    c.score,
+                    stable_for / 1000
+                ),
+            );
+        }
+    }
+    Decision::Stay
 }
 
 #[cfg(test)]
@@ -123,8 +365,23 @@ mod tests {
     fn wants() -> Wants {
         Wants {
             methods: vec!["wireguard".into()],
-            max_price: 0,
+            ..Wants::default()
         }
+    }
+
+    fn no_tie() -> Policy {
+        Policy {
+            tie_band: 0.0,
+            ..Policy::default()
+        }
+    }
+
+    fn names(r: &[Choice]) -> Vec<&str> {
+        r.iter().map(|c| c.answer.info.name.as_str()).collect()
+    }
+
+    fn rank_simple(list: &[Answer], w: &Wants) -> Vec<Choice> {
+        rank(list, w, &HashMap::new(), 0, &no_tie(), 1)
     }
 
     #[test]
@@ -134,8 +391,8 @@ mod tests {
             answer("b", "fd77::2", 5, 0),
             answer("b", "10.77.0.2", 9, 0),
         ];
-        let r = rank(&list, &wants());
-        let names: Vec<_> = r
+        let r = rank_simple(&list, &wants());
+        let got: Vec<_> = r
             .iter()
             .map(|c| {
                 (
@@ -145,7 +402,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            names,
+            got,
             [("b", "fd77::2".to_string()), ("a", "fd77::1".to_string())]
         );
         assert_eq!(r[0].methods, ["wireguard"]);
@@ -162,9 +419,318 @@ mod tests {
         other.info.methods = vec!["openvpn".into()];
         let mut plain = answer("plain", "fd77::5", 1, 0);
         plain.info.gateway = false;
+        let h = History::default();
         for a in [&full, &pricey, &sick, &other, &plain] {
-            assert!(unusable(a, &wants()).is_some(), "{}", a.info.name);
+            assert!(
+                unusable(a, &wants(), &h, 0, &Policy::default()).is_some(),
+                "{}",
+                a.info.name
+            );
         }
-        assert!(rank(&[full, pricey, sick, other, plain], &wants()).is_empty());
+        assert!(rank_simple(&[full, pricey, sick, other, plain], &wants()).is_empty());
+    }
+
+    #[test]
+    fn price_cap_admits_up_to_max_price_and_cheaper_scores_better() {
+        let mut cheap = answer("cheap", "fd77::1", 5, 0);
+        cheap.info.terms.price = 2;
+        let mut dear = answer("dear", "fd77::2", 5, 0);
+        dear.info.terms.price = 10;
+        let mut too_dear = answer("too-dear", "fd77::3", 1, 0);
+        too_dear.info.terms.price = 11;
+        let w = Wants {
+            max_price: 10,
+            ..wants()
+        };
+        let r = rank_simple(&[dear, too_dear, cheap], &w);
+        assert_eq!(names(&r), ["cheap", "dear"]);
+    }
+
+    #[test]
+    fn prefer_pins_and_exclude_removes() {
+        let fast = answer("fast", "fd77::1", 1, 0);
+        let slow = answer("slow", "fd77::2", 80, 5);
+        let w = Wants {
+            prefer: Some("slow".into()),
+            ..wants()
+        };
+        assert_eq!(
+            names(&rank_simple(&[fast.clone(), slow.clone()], &w)),
+            ["slow", "fast"]
+        );
+        let w = Wants {
+            prefer: Some("slow".into()),
+            exclude: vec!["slow".into()],
+            ..wants()
+        };
+        assert_eq!(names(&rank_simple(&[fast, slow], &w)), ["fast"]);
+    }
+
+    #[test]
+    fn a_down_gateway_is_never_chosen_even_when_preferred_and_fastest() {
+        let a = answer("a", "fd77::1", 1, 0);
+        let b = answer("b", "fd77::2", 90, 9);
+        let mut hist = HashMap::new();
+        hist.insert(
+            "a".to_string(),
+            History {
+                down: true,
+                ..History::default()
+            },
+        );
+        let w = Wants {
+            prefer: Some("a".into()),
+            ..wants()
+        };
+        for seed in 0..50 {
+            let r = rank(
+                &[a.clone(), b.clone()],
+                &w,
+                &hist,
+                1_000_000,
+                &Policy::default(),
+                seed,
+            );
+            assert_eq!(names(&r), ["b"]);
+        }
+        // Only a down gateway: nothing to choose.
+        let r = rank(&[a], &w, &hist, 0, &Policy::default(), 0);
+        assert!(r.is_empty());
+        assert_eq!(
+            decide(None, &r, &hist, 0, &Policy::default()),
+            Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap() {
+        let p = Policy {
+            backoff_base_ms: 1000,
+            backoff_max_ms: 10_000,
+            ..Policy::default()
+        };
+        let got: Vec<u64> = (0..7).map(|f| backoff_ms(f, &p)).collect();
+        assert_eq!(got, [0, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+        assert_eq!(backoff_ms(u32::MAX, &p), 10_000);
+
+        let a = answer("a", "fd77::1", 1, 0);
+        let h = History {
+            failures: 3,
+            last_failure_ms: Some(50_000),
+            ..History::default()
+        };
+        assert!(unusable(&a, &wants(), &h, 53_999, &p).is_some());
+        assert!(unusable(&a, &wants(), &h, 54_000, &p).is_none());
+    }
+
+    fn hist_of(entries: &[(&str, History)]) -> HashMap<String, History> {
+        entries
+            .iter()
+            .map(|(n, h)| (n.to_string(), h.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_working_gateway_against_a_slightly_better_one() {
+        let p = Policy {
+            failback_after_ms: 0,
+            ..no_tie()
+        };
+        let cur = answer("cur", "fd77::1", 30, 0);
+        let near = answer("near", "fd77::2", 25, 0);
+        let r = rank(&[cur.clone(), near], &wants(), &HashMap::new(), 0, &p, 0);
+        assert_eq!(names(&r), ["near", "cur"]);
+        let cur_score = r[1].score;
+        assert_eq!(
+            decide(Some(("cur", cur_score)), &r, &HashMap::new(), 0, &p),
+            Decision::Stay
+        );
+        let far_better = answer("better", "fd77::3", 2, 0);
+        let r = rank(&[cur, far_better], &wants(), &HashMap::new(), 0, &p, 0);
+        assert!(matches!(
+            decide(Some(("cur", cur_score)), &r, &HashMap::new(), 0, &p),
+            Decision::Move(0, _)
+        ));
+    }
+
+    #[test]
+    fn moves_back_only_after_the_stability_period() {
+        let p = Policy {
+            failback_after_ms: 5_000,
+            ..no_tie()
+        };
+        let w = Wants {
+            prefer: Some("home".into()),
+            ..wants()
+        };
+        let home = answer("home", "fd77::1", 5, 0);
+        let away = answer("away", "fd77::2", 5, 0);
+        // home failed at t=10 s (once, back-off 2 s) and answers again since t=12 s.
+        let hist = hist_of(&[(
+            "home",
+            History {
+                failures: 1,
+                last_failure_ms: Some(10_000),
+                stable_since_ms: Some(12_000),
+                ..History::default()
+            },
+        )]);
+        let away_score = score(&away, &w, &History::default());
+        for (now, expect_move) in [(12_500, false), (16_999, false), (17_000, true)] {
+            let r = rank(&[home.clone(), away.clone()], &w, &hist, now, &p, 0);
+            let d = decide(Some(("away", away_score)), &r, &hist, now, &p);
+            assert_eq!(
+                matches!(d, Decision::Move(0, _)),
+                expect_move,
+                "at {now}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_connected_moves_to_the_best() {
+        let r = rank_simple(&[answer("a", "fd77::1", 5, 0)], &wants());
+        assert!(matches!(
+            decide(None, &r, &HashMap::new(), 0, &Policy::default()),
+            Decision::Move(0, _)
+        ));
+    }
+
+    #[test]
+    fn randomness_within_the_tie_band_is_seeded_and_bounded() {
+        let list = [
+            answer("a", "fd77::1", 10, 0),
+            answer("b", "fd77::2", 12, 0),
+            answer("c", "fd77::3", 60, 0),
+        ];
+        let p = Policy::default(); // tie band 5
+        let first = |seed| {
+            rank(&list, &wants(), &HashMap::new(), 0, &p, seed)[0]
+                .answer
+                .info
+                .name
+                .clone()
+        };
+        // Same seed, same pick.
+        assert_eq!(first(7), first(7));
+        let picks: Vec<String> = (0..64).map(first).collect();
+        assert!(picks.iter().any(|n| n == "a") && picks.iter().any(|n| n == "b"));
+        assert!(
+            picks.iter().all(|n| n != "c"),
+            "c is outside the tie band and never first"
+        );
+        // Without a tie band, always the best.
+        let strict = |seed| {
+            rank(&list, &wants(), &HashMap::new(), 0, &no_tie(), seed)[0]
+                .answer
+                .info
+                .name
+                .clone()
+        };
+        assert!((0..64).map(strict).all(|n| n == "a"));
+    }
+
+    /// 20 subscribers, all scanning at the same moment and seeing the same two equal gateways
+    /// (no load difference yet), each with its own seed from its node name: they spread over
+    /// both gateways instead of piling onto one.
+    #[test]
+    fn twenty_subscribers_spread_over_two_equal_gateways() {
+        let list = [
+            answer("gw1", "fd77::3", 3, 0),
+            answer("gw2", "fd77::4", 3, 0),
+        ];
+        let mut on_gw1 = 0;
+        for i in 0..20 {
+            let seed = seed_for(&format!("sub{i}"));
+            let r = rank(
+                &list,
+                &wants(),
+                &HashMap::new(),
+                0,
+                &Policy::default(),
+                seed,
+            );
+            if r[0].answer.info.name == "gw1" {
+                on_gw1 += 1;
+            }
+        }
+        assert!(
+            (4..=16).contains(&on_gw1),
+            "{on_gw1} of 20 on gw1: not spread"
+        );
+    }
+
+    /// The same 20 arriving one after another: each sees the load the earlier ones put on the
+    /// gateways (subscribers/maxSubscribers in nodeInfo) and the answer times jitter by a few ms.
+    #[test]
+    fn twenty_subscribers_arriving_one_by_one_spread_too() {
+        let mut load = [0u32, 0u32];
+        for i in 0..20u64 {
+            let jitter = |g: u64| 2 + (splitmix(i * 2 + g) % 4);
+            let list = [
+                answer("gw1", "fd77::3", jitter(0), load[0]),
+                answer("gw2", "fd77::4", jitter(1), load[1]),
+            ];
+            let mut list = list.to_vec();
+            for a in &mut list {
+                a.info.terms.max_subscribers = 30;
+            }
+            let seed = seed_for(&format!("sub{i}"));
+            let r = rank(
+                &list,
+                &wants(),
+                &HashMap::new(),
+                0,
+                &Policy::default(),
+                seed,
+            );
+            let on = usize::from(r[0].answer.info.name == "gw2");
+            load[on] += 1;
+        }
+        assert!(load[0] >= 5 && load[1] >= 5, "{load:?}");
+    }
+
+    /// Two gateways with room for two: we use `a`, which therefore reports one subscriber more.
+    /// Counted as is, `a` would look clearly worse (and full) and we would move; without us it
+    /// is what it is, equal, and we stay.
+    #[test]
+    fn our_own_lease_does_not_make_our_gateway_look_worse() {
+        let mut a = answer("a", "fd77::1", 5, 1);
+        let mut b = answer("b", "fd77::2", 5, 0);
+        a.info.terms.max_subscribers = 2;
+        b.info.terms.max_subscribers = 2;
+        let p = Policy {
+            failback_after_ms: 0,
+            ..no_tie()
+        };
+        let list = [a, b];
+        let raw = rank(&list, &wants(), &HashMap::new(), 0, &p, 0);
+        let fair = rank(
+            &without_us(&list, &["a"]),
+            &wants(),
+            &HashMap::new(),
+            0,
+            &p,
+            0,
+        );
+        let cur = fair
+            .iter()
+            .find(|c| c.answer.info.name == "a")
+            .unwrap()
+            .score;
+        assert_eq!(
+            decide(Some(("a", cur)), &fair, &HashMap::new(), 0, &p),
+            Decision::Stay
+        );
+        let raw_a = raw
+            .iter()
+            .find(|c| c.answer.info.name == "a")
+            .map(|c| c.score);
+        assert!(
+            raw_a.is_none_or(|s| s > cur),
+            "counted as is, a looks worse"
+        );
+        assert_eq!(without_us(&list, &["a"])[0].info.terms.subscribers, 0);
+        assert_eq!(without_us(&list, &["a"])[1].info.terms.subscribers, 0);
     }
 }

@@ -1,18 +1,34 @@
-//! The subscriber's state machine, on its own thread: scan → register → connect → renew, and back
-//! to scanning when the gateway is lost. Commands from the control RPC arrive on a channel; between
-//! them the thread sleeps until its next deadline.
+//! The subscriber's state machine, on its own thread: scan → rank → register → connect → probe →
+//! renew, and fail over when the path goes down. Commands from the control RPC and the results of
+//! background scans arrive on one channel; between them the thread sleeps until its next deadline
+//! (renewal, probe round, scan).
+//!
+//! # Failover
+//! A tunnel lives in a *slot* (its own set of method instances, interface and routing table).
+//! Cold (default): one slot; when the path is down the tunnel goes and the next best gateway of
+//! the last scan is registered with at once (no rescan in between). Hot standby: two slots; the
+//! second keeps a lease and tunnel to the next best gateway, each tunnel's Internet routes live in
+//! its own table ([`policy`]), and failover is one rule switch, after which a new standby is found.
+//!
+//! The path is **down** when the probes through it (ICMP echo to `probe_target`s, else to the
+//! gateway's tunnel address) failed `down_after` intervals in a row, when the lease cannot be
+//! renewed, or when the gateway says its uplink is unhealthy.
 
-use super::select::{self, Wants};
+use super::quality::Record;
+use super::select::{self, Decision, History, Policy, Wants};
 use crate::config::Config;
-use crate::discovery::{self, Answer, Candidate};
+use crate::discovery::{Answer, Candidate, Scanner};
 use crate::gateway::service::now;
-use crate::hooks::{self, Event, session_env};
+use crate::hooks::{self, Event, HookEnv, session_env};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
 use crate::rpc::client::{self, ClientError};
-use crate::store::{ConnectionRow, GatewayRow, Store};
+use crate::store::{ConnectionRow, GatewayRow, QualityRow, Store};
+use crate::sys::icmp;
+use crate::sys::net::policy;
 use crate::tunnel::Method;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -22,8 +38,17 @@ use std::time::{Duration, Instant};
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before scanning again after no gateway could be used.
 const RETRY: Duration = Duration::from_secs(5);
+/// Wait before scanning again while no gateway is usable (a lost one may be back soon).
+const IDLE_RETRY: Duration = Duration::from_secs(2);
+/// Gateways we have held a lease with, asked again at every scan even if discovery misses them.
+const REMEMBERED: usize = 16;
+/// Probe failures right after a tunnel came up do not count (handshake time).
+const GRACE: Duration = Duration::from_millis(1000);
+/// How often a gateway's quality summary is written to the store.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
 
-/// A request from the control RPC; the answer goes back on the enclosed sender.
+/// A request from the control RPC (the answer goes back on the enclosed sender), or a result of
+/// the supervisor's own background work.
 pub enum Command {
     /// Scan now and connect if not connected.
     Scan(Sender<Value>),
@@ -39,33 +64,70 @@ pub enum Command {
     /// Leave the gateway and end the thread.
     Shutdown(Sender<Value>),
     /// Run with this configuration from now on (SIGHUP; the daemon has already kept the
-    /// restart-only options at their running values). The tunnel stays up unless the gateway
-    /// is no longer acceptable (its price is now above `max_price`).
+    /// restart-only options at their running values). Tunnels stay up unless their gateway is no
+    /// longer acceptable (price above `max_price`, or excluded).
     Reload(Box<Config>, Sender<Value>),
+    /// Internal: the gateways a background scan found (`None`: it did not run).
+    Scanned(Option<Vec<Answer>>),
 }
 
-struct Current {
+/// One lease with its tunnel.
+struct Link {
     gateway: SocketAddr,
     name: String,
     grant: Grant,
     interface: String,
     connected_at: i64,
+    up_since: Instant,
     expires: Instant,
     renew_at: Instant,
+}
+
+impl Link {
+    /// The hook variables describing this session.
+    fn env(&self) -> HookEnv {
+        session_env(&self.name, self.gateway, &self.grant, Some(&self.interface))
+    }
+}
+
+/// Method instances with their own interfaces, and the routing table their routes go to.
+struct Slot {
+    methods: Vec<Box<dyn Method>>,
+    table: u32,
+    link: Option<Link>,
 }
 
 /// The subscriber role's state.
 pub struct Supervisor {
     cfg: Config,
     store: Arc<Mutex<Store>>,
-    /// Our tunnel methods, in our order of preference.
-    methods: Vec<Box<dyn Method>>,
+    slots: Vec<Slot>,
+    /// The slot carrying traffic.
+    active: Option<usize>,
+    /// The table the tunnel rule points at (hot standby).
+    rule_table: Option<u32>,
     status: Arc<Mutex<Value>>,
-    current: Option<Current>,
+    tx: Sender<Command>,
     auto: bool,
+    scanning: bool,
     next_scan: Instant,
+    next_probe: Instant,
     state: &'static str,
     last_error: Option<String>,
+    answers: Vec<Answer>,
+    history: HashMap<String, History>,
+    records: HashMap<String, Record>,
+    saved: HashMap<String, Instant>,
+    policy: Policy,
+    seed: u64,
+    epoch: Instant,
+    last_failover: Option<Value>,
+    /// One scan at a time, shared with the background scans. Silent candidates are not skipped
+    /// (no negative cache): a gateway that comes back must be seen at the next scan.
+    scanner: Arc<Scanner>,
+    /// Gateways we registered with, newest last (at most [`REMEMBERED`]): a gateway reached by
+    /// `connect` or lost during a restart is found again even where discovery does not see it.
+    remembered: Vec<Candidate>,
 }
 
 /// A handle to the supervisor thread.
@@ -96,26 +158,83 @@ impl Handle {
 }
 
 impl Supervisor {
-    /// Starts the supervisor thread.
+    /// Starts the supervisor thread with one tunnel slot (cold failover).
     pub fn spawn(cfg: Config, store: Arc<Mutex<Store>>, methods: Vec<Box<dyn Method>>) -> Handle {
+        Supervisor::spawn_with_standby(cfg, store, methods, None)
+    }
+
+    /// Starts the supervisor thread; `standby` are method instances with interfaces of their own
+    /// for the hot standby tunnel (used when `option hot_standby` is on).
+    pub fn spawn_with_standby(
+        cfg: Config,
+        store: Arc<Mutex<Store>>,
+        methods: Vec<Box<dyn Method>>,
+        standby: Option<Vec<Box<dyn Method>>>,
+    ) -> Handle {
         let status = Arc::new(Mutex::new(json!({"state": "starting"})));
         let (tx, rx) = mpsc::channel();
-        let mut sup = Supervisor {
-            cfg,
-            store,
+        let mut slots = vec![Slot {
             methods,
+            table: policy::TABLE_BASE + 1,
+            link: None,
+        }];
+        if cfg.subscriber.hot_standby
+            && let Some(m) = standby
+        {
+            slots.push(Slot {
+                methods: m,
+                table: policy::TABLE_BASE + 2,
+                link: None,
+            });
+        }
+        let sub = &cfg.subscriber;
+        let policy = Policy {
+            failback_after_ms: u64::from(sub.failback_after) * 1000,
+            ..Policy::default()
+        };
+        let mut sup = Supervisor {
+            seed: select::seed_for(&cfg.main.name),
+            store,
+            slots,
+            active: None,
+            rule_table: None,
             status: status.clone(),
-            current: None,
+            tx: tx.clone(),
             auto: true,
+            scanning: false,
             next_scan: Instant::now(),
+            next_probe: Instant::now(),
             state: "starting",
             last_error: None,
+            answers: Vec::new(),
+            history: HashMap::new(),
+            records: HashMap::new(),
+            saved: HashMap::new(),
+            policy,
+            epoch: Instant::now(),
+            last_failover: None,
+            scanner: Arc::new(Scanner::new(Duration::ZERO)),
+            remembered: Vec::new(),
+            cfg,
         };
         let thread = std::thread::spawn(move || sup.run(rx));
         Handle { tx, status, thread }
     }
 
+    fn hot(&self) -> bool {
+        self.slots.len() > 1
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn probe_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.cfg.subscriber.probe_interval_ms))
+    }
+
     fn run(&mut self, rx: Receiver<Command>) {
+        self.routing_setup();
         self.resume();
         loop {
             self.publish();
@@ -128,7 +247,8 @@ impl Supervisor {
             };
             match cmd {
                 Ok(Command::Shutdown(reply)) => {
-                    self.leave("daemon stopping");
+                    self.leave_all("daemon stopping");
+                    self.routing_teardown();
                     self.state = "stopped";
                     self.publish();
                     let _ = reply.send(json!({"success": true}));
@@ -137,31 +257,51 @@ impl Supervisor {
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => self.tick(),
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.leave("daemon stopping");
+                    self.leave_all("daemon stopping");
+                    self.routing_teardown();
                     return;
                 }
             }
         }
     }
 
+    fn links(&self) -> impl Iterator<Item = (usize, &Link)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.link.as_ref().map(|l| (i, l)))
+    }
+
+    fn active_link(&self) -> Option<&Link> {
+        self.active.and_then(|i| self.slots[i].link.as_ref())
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
-        match &self.current {
-            Some(c) => Some(c.renew_at),
-            None if self.auto => Some(self.next_scan),
-            None => None,
+        let mut next: Vec<Instant> = self.links().map(|(_, l)| l.renew_at).collect();
+        if self.links().next().is_some() {
+            next.push(self.next_probe);
         }
+        if self.auto && !self.scanning {
+            next.push(self.next_scan);
+        }
+        next.into_iter().min()
     }
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Scan(reply) => {
                 self.auto = true;
-                let found = self.scan();
-                if self.current.is_none() {
-                    self.connect_best(&found);
-                }
+                // While a background scan holds the scanner, answer with the last results.
+                let found = self.scan_now().unwrap_or_else(|| self.answers.clone());
+                self.absorb(found.clone());
                 let list: Vec<Value> = found.iter().map(answer_json).collect();
                 let _ = reply.send(json!({"success": true, "gateways": list}));
+            }
+            Command::Scanned(found) => {
+                self.scanning = false;
+                if let Some(found) = found.filter(|_| self.auto) {
+                    self.absorb(found);
+                }
             }
             Command::Connect {
                 address,
@@ -173,8 +313,8 @@ impl Supervisor {
                 let _ = reply.send(self.connect_to(address, port, method));
             }
             Command::Disconnect(reply) => {
-                let was = self.current.as_ref().map(|c| c.name.clone());
-                self.leave("disconnect requested");
+                let was = self.active_link().map(|c| c.name.clone());
+                self.leave_all("disconnect requested");
                 self.auto = false;
                 self.state = "disconnected";
                 let _ = reply.send(json!({"success": true, "left": was}));
@@ -189,61 +329,581 @@ impl Supervisor {
 
     fn reload(&mut self, cfg: Config) {
         self.cfg = cfg;
+        self.policy.failback_after_ms = u64::from(self.cfg.subscriber.failback_after) * 1000;
         // A shorter interval counts from now, not from the last scan's old schedule.
         let soonest =
             Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
         self.next_scan = self.next_scan.min(soonest);
-        let Some(c) = &self.current else { return };
-        let price = self
+        let rows = self
             .store
             .lock()
             .expect("not poisoned")
             .gateways()
-            .ok()
-            .and_then(|rows| {
-                rows.into_iter()
-                    .find(|r| r.address == c.gateway.ip().to_string() && r.port == c.gateway.port())
+            .unwrap_or_default();
+        let max_price = self.cfg.subscriber.max_price;
+        let unwanted: Vec<(usize, String)> = self
+            .links()
+            .filter_map(|(i, l)| {
+                if self.cfg.subscriber.exclude.contains(&l.name) {
+                    return Some((i, "it is excluded now".to_string()));
+                }
+                let price = rows
+                    .iter()
+                    .find(|r| r.address == l.gateway.ip().to_string() && r.port == l.gateway.port())
+                    .and_then(|r| r.info["terms"]["price"].as_u64())?;
+                (price > u64::from(max_price)).then(|| {
+                    (
+                        i,
+                        format!("its price {price} is above max_price {max_price} now"),
+                    )
+                })
             })
-            .and_then(|r| r.info["terms"]["price"].as_u64());
-        if let Some(price) = price.filter(|p| *p > u64::from(self.cfg.subscriber.max_price)) {
-            let why = format!(
-                "its price {price} is above max_price {} now",
-                self.cfg.subscriber.max_price
-            );
-            self.leave(&why);
+            .collect();
+        for (i, why) in unwanted {
+            self.release_slot(i, &why);
+        }
+        if self.active.is_none() && self.auto {
             self.next_scan = Instant::now();
         }
     }
 
     fn tick(&mut self) {
         let now_i = Instant::now();
-        if let Some(c) = &self.current {
-            if now_i >= c.renew_at {
-                self.renew();
+        let due: Vec<usize> = self
+            .links()
+            .filter(|(_, l)| now_i >= l.renew_at)
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            self.renew(i);
+        }
+        if self.links().next().is_some() && Instant::now() >= self.next_probe {
+            self.next_probe = Instant::now() + self.probe_interval();
+            self.probe_round();
+        }
+        if self.auto && !self.scanning && Instant::now() >= self.next_scan {
+            if self.active.is_none() {
+                // Nothing to lose by waiting: scan in this thread and connect right away.
+                if let Some(found) = self.scan_now() {
+                    self.absorb(found);
+                }
+            } else {
+                self.scan_in_background();
             }
-        } else if self.auto && now_i >= self.next_scan {
-            let found = self.scan();
-            self.connect_best(&found);
         }
     }
+
+    // --- policy routing ---
+
+    fn routing_setup(&mut self) {
+        // Rules left by a run that died are removed first; each is re-added only if needed.
+        self.routing_teardown();
+        let hot = self.hot();
+        let closed = self.cfg.subscriber.fail_closed;
+        let mut result = Ok(());
+        if hot || closed {
+            let suppress = u8::from(hot);
+            result = policy::rule_add(policy::RULE_MESH, policy::Action::MainWithout(suppress));
+        }
+        if closed && result.is_ok() {
+            result = policy::rule_add(policy::RULE_CLOSED, policy::Action::Prohibit);
+        }
+        if let Err(e) = result {
+            self.fail(format!("cannot set up policy routing: {e}"));
+        }
+    }
+
+    fn routing_teardown(&mut self) {
+        for pref in [policy::RULE_MESH, policy::RULE_TUNNEL, policy::RULE_CLOSED] {
+            if let Err(e) = policy::rule_del_all(pref) {
+                log::warn(&format!("cannot remove rule {pref}: {e}"));
+            }
+        }
+        for slot in 1..=2 {
+            let _ = policy::flush_table(policy::TABLE_BASE + slot);
+        }
+        self.rule_table = None;
+    }
+
+    /// Points the tunnel rule at slot `i`'s table (hot standby only).
+    fn route_via(&mut self, i: usize) -> Result<(), String> {
+        if !self.hot() {
+            return Ok(());
+        }
+        let table = self.slots[i].table;
+        policy::switch_tunnel(self.rule_table, table).map_err(|e| e.to_string())?;
+        self.rule_table = Some(table);
+        Ok(())
+    }
+
+    // --- scanning ---
+
+    /// Runs every discovery section and probes the candidates (blocking); `None` if another
+    /// scan holds the scanner.
+    fn scan_now(&mut self) -> Option<Vec<Answer>> {
+        if self.active.is_none() {
+            self.state = "scanning";
+            self.publish();
+        }
+        let found = scan(&self.cfg, &self.scanner, &self.remembered);
+        self.next_scan =
+            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        self.state = if self.active.is_some() {
+            "connected"
+        } else {
+            "idle"
+        };
+        found
+    }
+
+    /// Scans on a helper thread; the result arrives as [`Command::Scanned`].
+    fn scan_in_background(&mut self) {
+        self.scanning = true;
+        self.next_scan =
+            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        let scanner = self.scanner.clone();
+        let remembered = self.remembered.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Command::Scanned(scan(&cfg, &scanner, &remembered)));
+        });
+    }
+
+    /// Takes in a scan's results: stores the gateways, updates their history, acts on what a
+    /// connected gateway says about itself, then connects, fills the standby or fails back.
+    fn absorb(&mut self, found: Vec<Answer>) {
+        let t = self.now_ms();
+        {
+            let store = self.store.lock().expect("not poisoned");
+            for a in &found {
+                let row = GatewayRow {
+                    address: a.candidate.address.to_string(),
+                    port: a.candidate.port,
+                    name: a.info.name.clone(),
+                    info: serde_json::to_value(&a.info).unwrap_or(Value::Null),
+                    how: a.candidate.how.clone(),
+                    hops: a.candidate.hops,
+                    first_seen: now(),
+                    last_seen: now(),
+                    failures: 0,
+                };
+                if let Err(e) = store.upsert_gateway(&row) {
+                    log::warn(&format!("cannot store gateway: {e}"));
+                }
+            }
+        }
+        let answered: Vec<String> = found.iter().map(|a| a.info.name.clone()).collect();
+        for (name, h) in self.history.iter_mut() {
+            if !answered.contains(name) {
+                h.stable_since_ms = None;
+            }
+        }
+        for a in &found {
+            let h = self.history.entry(a.info.name.clone()).or_default();
+            if a.info.uplink.healthy {
+                // Answering again: no longer down (its back-off still applies).
+                h.down = false;
+                h.stable_since_ms.get_or_insert(t);
+            } else {
+                h.stable_since_ms = None;
+            }
+        }
+        self.answers = found;
+        let sick: Vec<(usize, String)> = self
+            .links()
+            .filter(|(_, l)| {
+                self.answers
+                    .iter()
+                    .any(|a| a.info.name == l.name && !a.info.uplink.healthy)
+            })
+            .map(|(i, l)| (i, l.name.clone()))
+            .collect();
+        for (i, name) in sick {
+            self.link_failed(i, format!("{name} reports its uplink unhealthy"), true);
+        }
+        self.reconsider();
+    }
+
+    fn wants(&self) -> Wants {
+        let s = &self.cfg.subscriber;
+        Wants {
+            methods: s.methods.clone(),
+            max_price: s.max_price,
+            prefer: s.prefer.clone(),
+            exclude: s.exclude.clone(),
+        }
+    }
+
+    fn ranked(&self) -> Vec<select::Choice> {
+        // A gateway we hold a lease with counts us among its subscribers; without taking us out
+        // it would look busier (or full) than the others just because we use it, and we would
+        // keep moving between equal gateways.
+        let ours: Vec<&str> = self.links().map(|(_, l)| l.name.as_str()).collect();
+        let answers = select::without_us(&self.answers, &ours);
+        select::rank(
+            &answers,
+            &self.wants(),
+            &self.history,
+            self.now_ms(),
+            &self.policy,
+            self.seed,
+        )
+    }
+
+    /// Connects if not connected, fails back to a clearly better gateway, keeps a standby.
+    fn reconsider(&mut self) {
+        let ranked = self.ranked();
+        if self.active.is_none() {
+            if ranked.is_empty() {
+                self.fail(format!(
+                    "no usable gateway among {} found",
+                    self.answers.len()
+                ));
+                self.next_scan = Instant::now() + IDLE_RETRY;
+                self.state = "idle";
+                return;
+            }
+            if !self.connect_first(&ranked, 0) {
+                self.next_scan = Instant::now() + IDLE_RETRY;
+            }
+        } else if self.state == "degraded" && !ranked.is_empty() {
+            if let Some(i) = self.active {
+                self.link_failed(i, "still down, and another gateway is usable".into(), false);
+            }
+        } else if let Some(current) = self.active_link().map(|l| l.name.clone()) {
+            let score = ranked
+                .iter()
+                .find(|c| c.answer.info.name == current)
+                .map(|c| c.score);
+            if let Some(score) = score {
+                let d = select::decide(
+                    Some((&current, score)),
+                    &ranked,
+                    &self.history,
+                    self.now_ms(),
+                    &self.policy,
+                );
+                if let Decision::Move(i, why) = d {
+                    self.fail_back(&ranked[i], why);
+                }
+            }
+        }
+        self.fill_standby();
+    }
+
+    /// Registers with the first choice (from `ranked[from..]`) that works, into the active slot
+    /// (slot 0 in cold mode, else any free slot).
+    fn connect_first(&mut self, ranked: &[select::Choice], from: usize) -> bool {
+        let busy: Vec<String> = self.links().map(|(_, l)| l.name.clone()).collect();
+        for choice in ranked.iter().skip(from) {
+            if busy.contains(&choice.answer.info.name) {
+                continue;
+            }
+            let Some(slot) = self.free_slot() else {
+                return false;
+            };
+            if self
+                .register_any(slot, &choice.answer, &choice.methods)
+                .is_ok()
+            {
+                if let Err(e) = self.route_via(slot) {
+                    self.fail(format!("cannot switch routes: {e}"));
+                }
+                self.set_active(Some(slot));
+                self.state = "connected";
+                return true;
+            }
+        }
+        false
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        self.slots.iter().position(|s| s.link.is_none())
+    }
+
+    /// Hot standby: a second tunnel to the best gateway other than the active one.
+    fn fill_standby(&mut self) {
+        if !self.hot() || self.active.is_none() || self.free_slot().is_none() {
+            return;
+        }
+        let ranked = self.ranked();
+        let busy: Vec<String> = self.links().map(|(_, l)| l.name.clone()).collect();
+        for choice in ranked {
+            if busy.contains(&choice.answer.info.name) {
+                continue;
+            }
+            let Some(slot) = self.free_slot() else { return };
+            if self
+                .register_any(slot, &choice.answer, &choice.methods)
+                .is_ok()
+            {
+                log::info(&format!("hot standby up: {}", choice.answer.info.name));
+                return;
+            }
+        }
+    }
+
+    /// Moves to a clearly better gateway: hot standby switches to it (bringing it up in the
+    /// standby slot first if it is not the standby); cold leaves the current one first.
+    fn fail_back(&mut self, choice: &select::Choice, why: String) {
+        let started = Instant::now();
+        let Some(old) = self.active else { return };
+        let from = self.slots[old].link.as_ref().map(|l| l.name.clone());
+        let target = choice.answer.info.name.clone();
+        log::info(&format!("moving to {target}: {why}"));
+        if self.hot() {
+            let standby = self.links().find(|(_, l)| l.name == target).map(|(i, _)| i);
+            let slot = match standby {
+                Some(i) => i,
+                None => {
+                    // Replace the standby by the better gateway, then switch to it.
+                    let other = 1 - old;
+                    self.release_slot(other, "replaced by a better gateway");
+                    if self
+                        .register_any(other, &choice.answer, &choice.methods)
+                        .is_err()
+                    {
+                        return;
+                    }
+                    other
+                }
+            };
+            if let Err(e) = self.route_via(slot) {
+                self.fail(format!("cannot switch routes: {e}"));
+                return;
+            }
+            self.set_active(Some(slot));
+            self.release_slot(old, "failed back to a better gateway");
+        } else {
+            self.release_slot(old, "moving to a better gateway");
+            self.set_active(None);
+            if self
+                .register_any(0, &choice.answer, &choice.methods)
+                .is_ok()
+            {
+                self.set_active(Some(0));
+            } else {
+                let ranked = self.ranked();
+                self.connect_first(&ranked, 0);
+            }
+        }
+        self.note_failover(from, why, "failback", started);
+    }
+
+    fn note_failover(
+        &mut self,
+        from: Option<String>,
+        reason: String,
+        kind: &str,
+        started: Instant,
+    ) {
+        let to = self.active_link().map(|l| l.name.clone());
+        log::info(&format!(
+            "{kind}: {} → {} in {:.0} ms ({reason})",
+            from.as_deref().unwrap_or("-"),
+            to.as_deref().unwrap_or("-"),
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        self.last_failover = Some(json!({
+            "kind": kind, "from": from, "to": to, "reason": reason, "at": now(),
+            "durationMs": started.elapsed().as_secs_f64() * 1000.0,
+            "hot": self.hot(),
+        }));
+    }
+
+    // --- probing ---
+
+    /// The addresses probed through a link.
+    fn probe_targets(&self, link: &Link) -> Vec<IpAddr> {
+        let targets = &self.cfg.subscriber.probe_targets;
+        if !targets.is_empty() {
+            return targets.clone();
+        }
+        link.grant.ipv4gateway.parse().into_iter().collect()
+    }
+
+    /// One probe per link; a link whose probes failed `down_after` intervals in a row is down.
+    fn probe_round(&mut self) {
+        let interval = self.probe_interval();
+        let down_after = self.cfg.subscriber.down_after;
+        let failures_forgiven_after =
+            Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
+        let links: Vec<(usize, String, String, Vec<IpAddr>, Duration)> = self
+            .links()
+            .map(|(i, l)| {
+                (
+                    i,
+                    l.name.clone(),
+                    l.interface.clone(),
+                    self.probe_targets(l),
+                    l.up_since.elapsed(),
+                )
+            })
+            .collect();
+        for (i, name, ifname, targets, up_for) in links {
+            let in_grace = up_for < GRACE;
+            let per_target = (interval.mul_f64(0.9) / targets.len().max(1) as u32)
+                .max(Duration::from_millis(20));
+            let rtt = targets
+                .iter()
+                .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok());
+            let record = self.records.entry(name.clone()).or_default();
+            if rtt.is_none() && in_grace {
+                continue;
+            }
+            record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
+            let down = record.is_down(down_after);
+            if rtt.is_some() && self.history.get(&name).is_some_and(|h| h.down) {
+                // A kept tunnel answers again: the gateway is back (its back-off still counts).
+                log::info(&format!("{name} answers again through {ifname}"));
+                let t = self.now_ms();
+                let h = self.history.entry(name.clone()).or_default();
+                h.down = false;
+                h.stable_since_ms = Some(t);
+                if self.active == Some(i) {
+                    self.state = "connected";
+                }
+            }
+            let record = self.records.entry(name.clone()).or_default();
+            let summary = record.summary();
+            let h = self.history.entry(name.clone()).or_default();
+            h.rtt_ms = summary.rtt_ms;
+            h.loss = summary.loss;
+            if rtt.is_some() && !in_grace && up_for >= failures_forgiven_after {
+                // Served us well for a while: earlier failures no longer lengthen its back-off.
+                h.failures = 0;
+            }
+            if down {
+                let why = format!(
+                    "{name}: no answer to {} probe(s) through {ifname} in a row",
+                    summary.consecutive_failures
+                );
+                self.link_failed(i, why, true);
+            } else if self
+                .saved
+                .get(&name)
+                .is_none_or(|t| t.elapsed() >= SAVE_EVERY)
+            {
+                self.save_quality(&name, None);
+            }
+        }
+    }
+
+    fn save_quality(&mut self, name: &str, down_reason: Option<&str>) {
+        let Some(r) = self.records.get(name) else {
+            return;
+        };
+        let s = r.summary();
+        let row = QualityRow {
+            name: name.to_string(),
+            rtt_ms: s.rtt_ms,
+            loss: s.loss,
+            probes: r.total,
+            lost: r.lost,
+            down_events: i64::from(down_reason.is_some()),
+            last_down: down_reason.map(|_| now()),
+            last_reason: down_reason.map(str::to_string),
+            updated: now(),
+        };
+        if let Err(e) = self.store.lock().expect("not poisoned").save_quality(&row) {
+            log::warn(&format!("cannot save quality: {e}"));
+        }
+        self.saved.insert(name.to_string(), Instant::now());
+    }
+
+    /// Slot `i`'s path is down: count it against the gateway, drop the tunnel and, if it carried
+    /// the traffic, fail over (hot: switch to the standby; cold: register with the next best).
+    ///
+    /// With `keep_if_alone` (the path is down but the lease is not lost) and no other gateway to
+    /// go to, the tunnel is kept and probed on: the subscriber is `degraded` until the probes
+    /// answer again (e.g. the gateway restarted and restored our session) or another gateway
+    /// turns up — tearing down the only tunnel would win nothing.
+    fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
+        let started = Instant::now();
+        let Some(name) = self.slots[i].link.as_ref().map(|l| l.name.clone()) else {
+            return;
+        };
+        let already_down = self.history.get(&name).is_some_and(|h| h.down);
+        if !already_down {
+            self.fail(why.clone());
+            let t = self.now_ms();
+            let h = self.history.entry(name.clone()).or_default();
+            h.down = true;
+            h.failures = h.failures.saturating_add(1);
+            h.last_failure_ms = Some(t);
+            h.stable_since_ms = None;
+            if let Some(l) = self.slots[i].link.as_ref() {
+                let (addr, port) = (l.gateway.ip().to_string(), l.gateway.port());
+                let _ = self
+                    .store
+                    .lock()
+                    .expect("not poisoned")
+                    .record_gateway_failure(&addr, port);
+            }
+            self.save_quality(&name, Some(&why));
+        }
+        let was_active = self.active == Some(i);
+        let alone = self.links().all(|(j, _)| j == i) && self.ranked().is_empty();
+        if was_active && keep_if_alone && alone {
+            if self.state != "degraded" {
+                log::warn(&format!(
+                    "{name} is down and no other gateway is usable: keeping its tunnel, probing on"
+                ));
+                self.state = "degraded";
+                self.next_scan = Instant::now();
+            }
+            return;
+        }
+        if let Some(l) = self.slots[i].link.as_ref() {
+            // Lost, not left: no release hook (the lease is released in the background).
+            let env = l.env().reason(&why);
+            hooks::fire(&self.cfg, Event::Disconnect, &env);
+            if was_active {
+                hooks::fire(&self.cfg, Event::Failover, &env);
+            }
+        }
+        if was_active {
+            self.set_active(None);
+            let standby = self.links().find(|(j, _)| *j != i).map(|(j, _)| j);
+            if let Some(j) = standby {
+                match self.route_via(j) {
+                    Ok(()) => self.active = Some(j),
+                    Err(e) => self.fail(format!("cannot switch to the standby: {e}")),
+                }
+            }
+        }
+        // Released in the background: a dead gateway must not hold up the failover.
+        self.release_slot_async(i);
+        if was_active {
+            if self.active.is_none() {
+                let ranked = self.ranked();
+                self.connect_first(&ranked, 0);
+            }
+            self.note_failover(Some(name), why, "failover", started);
+            if self.active.is_none() {
+                self.state = "idle";
+                self.next_scan = Instant::now();
+            }
+        }
+        self.fill_standby();
+    }
+
+    // --- registration ---
 
     /// After a restart: the connection saved in the store is renewed and brought back up if the
     /// gateway still knows it; otherwise its remains are removed.
     fn resume(&mut self) {
         let saved = self.store.lock().expect("not poisoned").connection();
+        self.disconnect_all();
         let saved = match saved {
             Ok(Some(row)) => row,
-            Ok(None) => {
-                // An interface left by a run that died before saving its connection.
-                self.disconnect_all();
-                return;
-            }
+            Ok(None) => return,
             Err(e) => {
                 log::error(&format!("cannot read the saved connection: {e}"));
                 return;
             }
         };
-        self.disconnect_all();
         let parsed = (
             saved.gateway_address.parse::<IpAddr>(),
             serde_json::from_value::<Grant>(saved.grant.clone()),
@@ -261,7 +921,7 @@ impl Supervisor {
         )
         .map(outcome::<Renewal>)
         {
-            Ok(Ok(Ok(r))) => match self.tunnel_up(ip, &grant) {
+            Ok(Ok(Ok(r))) => match self.tunnel_up(0, ip, &grant) {
                 Ok(interface) => {
                     log::info(&format!(
                         "resumed session with {} after restart",
@@ -273,6 +933,7 @@ impl Supervisor {
                         &session_env(&saved.gateway_name, gateway, &grant, Some(&interface)),
                     );
                     self.adopt(
+                        0,
                         gateway,
                         saved.gateway_name,
                         grant,
@@ -280,6 +941,10 @@ impl Supervisor {
                         saved.connected_at,
                         r.timeout,
                     );
+                    if let Err(e) = self.route_via(0) {
+                        self.fail(format!("cannot switch routes: {e}"));
+                    }
+                    self.set_active(Some(0));
                 }
                 Err(e) => {
                     self.fail(format!("cannot bring the saved tunnel back: {e}"));
@@ -300,69 +965,6 @@ impl Supervisor {
         if let Err(e) = self.store.lock().expect("not poisoned").clear_connection() {
             log::warn(&format!("cannot clear the saved connection: {e}"));
         }
-    }
-
-    /// Runs every discovery section, probes the candidates and stores the gateways found.
-    fn scan(&mut self) -> Vec<Answer> {
-        self.state = "scanning";
-        self.publish();
-        let (candidates, limits) = discovery::gather(&self.cfg.discovery);
-        let count = candidates.len();
-        let started = Instant::now();
-        let answers = discovery::probe(candidates, limits.concurrency, limits.timeout);
-        let gateways: Vec<Answer> = answers.into_iter().filter(|a| a.info.gateway).collect();
-        log::info(&format!(
-            "scan: {count} candidate(s), {} gateway(s) in {:?}",
-            gateways.len(),
-            started.elapsed()
-        ));
-        let store = self.store.lock().expect("not poisoned");
-        for a in &gateways {
-            let row = GatewayRow {
-                address: a.candidate.address.to_string(),
-                port: a.candidate.port,
-                name: a.info.name.clone(),
-                info: serde_json::to_value(&a.info).unwrap_or(Value::Null),
-                how: a.candidate.how.clone(),
-                hops: a.candidate.hops,
-                first_seen: now(),
-                last_seen: now(),
-                failures: 0,
-            };
-            if let Err(e) = store.upsert_gateway(&row) {
-                log::warn(&format!("cannot store gateway: {e}"));
-            }
-        }
-        drop(store);
-        self.next_scan =
-            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
-        self.state = if self.current.is_some() {
-            "connected"
-        } else {
-            "idle"
-        };
-        gateways
-    }
-
-    fn wants(&self) -> Wants {
-        Wants {
-            methods: self.cfg.subscriber.methods.clone(),
-            max_price: self.cfg.subscriber.max_price,
-        }
-    }
-
-    /// Registers with the best usable gateway, trying the next on failure.
-    fn connect_best(&mut self, found: &[Answer]) {
-        let choices = select::rank(found, &self.wants());
-        if choices.is_empty() {
-            self.fail(format!("no usable gateway among {} found", found.len()));
-        }
-        for choice in choices {
-            if self.register_any(&choice.answer, &choice.methods).is_ok() {
-                return;
-            }
-        }
-        self.next_scan = Instant::now() + RETRY;
     }
 
     fn fail(&mut self, why: String) {
@@ -394,6 +996,7 @@ impl Supervisor {
             rtt: Duration::ZERO,
         };
         let mut wants = self.wants();
+        wants.exclude.clear();
         if let Some(m) = method {
             if !wants.methods.contains(&m) {
                 return failure(format!(
@@ -403,29 +1006,39 @@ impl Supervisor {
             }
             wants.methods = vec![m];
         }
-        if let Some(why) = select::unusable(&answer, &wants) {
+        if let Some(why) = select::unusable_terms(&answer, &wants) {
             return failure(format!("{} cannot be used: {why}", answer.info.name));
         }
-        let methods = select::rank(std::slice::from_ref(&answer), &wants)
-            .remove(0)
-            .methods;
-        self.leave("switching gateway");
-        match self.register_any(&answer, &methods) {
-            Ok(()) => json!({"success": true, "gateway": answer.info.name}),
+        let methods = select::common_methods(&answer, &wants);
+        self.leave_all("switching gateway");
+        match self.register_any(0, &answer, &methods) {
+            Ok(()) => {
+                if let Err(e) = self.route_via(0) {
+                    self.fail(format!("cannot switch routes: {e}"));
+                }
+                self.set_active(Some(0));
+                self.fill_standby();
+                json!({"success": true, "gateway": answer.info.name})
+            }
             Err(e) => failure(e),
         }
     }
 
     /// Tries each method in turn (our preference among those the gateway offers) until one
-    /// connects; every failure is logged, kept as the last error and counted in the store.
-    fn register_any(&mut self, a: &Answer, methods: &[String]) -> Result<(), String> {
+    /// connects in slot `slot`; every failure is logged, kept as the last error and counted.
+    fn register_any(&mut self, slot: usize, a: &Answer, methods: &[String]) -> Result<(), String> {
         let mut last = format!("{} offers none of our methods", a.info.name);
         for m in methods {
-            match self.register(a, m) {
+            match self.register(slot, a, m) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     last = format!("{} via {m}: {e}", a.info.name);
                     self.fail(last.clone());
+                    let t = self.now_ms();
+                    let h = self.history.entry(a.info.name.clone()).or_default();
+                    h.failures = h.failures.saturating_add(1);
+                    h.last_failure_ms = Some(t);
+                    h.stable_since_ms = None;
                     let c = &a.candidate;
                     let _ = self
                         .store
@@ -438,33 +1051,50 @@ impl Supervisor {
         Err(last)
     }
 
-    fn method_mut(&mut self, name: &str) -> Result<&mut Box<dyn Method>, String> {
-        self.methods
+    fn method_mut(&mut self, slot: usize, name: &str) -> Result<&mut Box<dyn Method>, String> {
+        self.slots[slot]
+            .methods
             .iter_mut()
             .find(|m| m.name() == name)
             .ok_or_else(|| format!("method {name} is not available here"))
     }
 
-    /// Brings up the tunnel of the grant's method.
-    fn tunnel_up(&mut self, gateway: IpAddr, grant: &Grant) -> Result<String, String> {
-        let method = self.method_mut(&grant.method)?;
-        method.connect(gateway, grant).map_err(|e| e.to_string())
+    /// Brings up the tunnel of the grant's method in slot `slot`; in hot standby mode its
+    /// Internet routes are moved into the slot's own table.
+    fn tunnel_up(&mut self, slot: usize, gateway: IpAddr, grant: &Grant) -> Result<String, String> {
+        let hot = self.hot();
+        let table = self.slots[slot].table;
+        let method = self.method_mut(slot, &grant.method)?;
+        let ifname = method.connect(gateway, grant).map_err(|e| e.to_string())?;
+        if hot {
+            policy::move_halves(&ifname, table).map_err(|e| e.to_string())?;
+        }
+        Ok(ifname)
     }
 
-    /// Takes down whatever tunnel any of our methods may have up (each is idempotent).
+    /// Takes down whatever tunnel any of our methods in any slot may have up.
     fn disconnect_all(&mut self) {
-        for m in self.methods.iter_mut() {
+        for slot in 0..self.slots.len() {
+            self.disconnect_slot(slot);
+        }
+    }
+
+    fn disconnect_slot(&mut self, slot: usize) {
+        for m in self.slots[slot].methods.iter_mut() {
             if let Err(e) = m.disconnect() {
                 log::warn(&format!("{} teardown: {e}", m.name()));
             }
         }
+        let _ = policy::flush_table(self.slots[slot].table);
     }
 
-    /// `requestConnection` at the gateway, then the tunnel.
-    fn register(&mut self, a: &Answer, method: &str) -> Result<(), String> {
-        let options = self.method_mut(method)?.request_options();
-        self.state = "connecting";
-        self.publish();
+    /// `requestConnection` at the gateway, then the tunnel in slot `slot`.
+    fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), String> {
+        let options = self.method_mut(slot, method)?.request_options();
+        if self.active.is_none() {
+            self.state = "connecting";
+            self.publish();
+        }
         let gateway = a.candidate.socket();
         let req = ConnectionRequest {
             sid: None,
@@ -488,10 +1118,11 @@ impl Supervisor {
             Event::Register,
             &session_env(&a.info.name, gateway, &grant, None),
         );
-        let interface = match self.tunnel_up(gateway.ip(), &grant) {
+        self.remember(&a.candidate);
+        let interface = match self.tunnel_up(slot, gateway.ip(), &grant) {
             Ok(i) => i,
             Err(e) => {
-                self.disconnect_all();
+                self.disconnect_slot(slot);
                 let _ = client::call(
                     gateway,
                     "releaseConnection",
@@ -513,33 +1144,69 @@ impl Supervisor {
             &session_env(&a.info.name, gateway, &grant, Some(&interface)),
         );
         let lease = grant.timeout;
-        self.adopt(gateway, a.info.name.clone(), grant, interface, now(), lease);
-        if let Some(c) = &self.current {
-            let row = ConnectionRow {
-                gateway_address: gateway.ip().to_string(),
-                gateway_port: gateway.port(),
-                gateway_name: c.name.clone(),
-                sid: c.grant.sid.clone(),
-                method: c.grant.method.clone(),
-                interface: c.interface.clone(),
-                grant: serde_json::to_value(&c.grant).unwrap_or(Value::Null),
-                connected_at: c.connected_at,
-                expires_at: now() + i64::from(lease),
-            };
-            if let Err(e) = self
-                .store
-                .lock()
-                .expect("not poisoned")
-                .save_connection(&row)
-            {
-                log::warn(&format!("cannot save the connection: {e}"));
-            }
-        }
+        self.adopt(
+            slot,
+            gateway,
+            a.info.name.clone(),
+            grant,
+            interface,
+            now(),
+            lease,
+        );
         Ok(())
     }
 
+    /// Makes slot `slot` the one carrying traffic and saves its connection for a restart (or
+    /// forgets the saved one when there is none).
+    fn set_active(&mut self, slot: Option<usize>) {
+        self.active = slot;
+        match slot {
+            Some(i) => {
+                self.state = "connected";
+                self.save_connection(i)
+            }
+            None => self.forget_connection(),
+        }
+    }
+
+    fn remember(&mut self, c: &Candidate) {
+        self.remembered
+            .retain(|r| (r.address, r.port) != (c.address, c.port));
+        self.remembered.push(c.clone());
+        if self.remembered.len() > REMEMBERED {
+            self.remembered.remove(0);
+        }
+    }
+
+    fn save_connection(&mut self, slot: usize) {
+        let Some(c) = &self.slots[slot].link else {
+            return;
+        };
+        let row = ConnectionRow {
+            gateway_address: c.gateway.ip().to_string(),
+            gateway_port: c.gateway.port(),
+            gateway_name: c.name.clone(),
+            sid: c.grant.sid.clone(),
+            method: c.grant.method.clone(),
+            interface: c.interface.clone(),
+            grant: serde_json::to_value(&c.grant).unwrap_or(Value::Null),
+            connected_at: c.connected_at,
+            expires_at: now() + i64::from(c.grant.timeout),
+        };
+        if let Err(e) = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .save_connection(&row)
+        {
+            log::warn(&format!("cannot save the connection: {e}"));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn adopt(
         &mut self,
+        slot: usize,
         gateway: SocketAddr,
         name: String,
         grant: Grant,
@@ -549,21 +1216,28 @@ impl Supervisor {
     ) {
         let now_i = Instant::now();
         let lease = Duration::from_secs(u64::from(lease.max(3)));
-        self.current = Some(Current {
+        if let Some(r) = self.records.get_mut(&name) {
+            r.restart_streak();
+        }
+        self.slots[slot].link = Some(Link {
             gateway,
             name,
             grant,
             interface,
             connected_at,
+            up_since: now_i,
             expires: now_i + lease,
             renew_at: now_i + lease / 3,
         });
-        self.state = "connected";
+        self.next_probe = self.next_probe.min(now_i + self.probe_interval());
         self.last_error = None;
     }
 
-    fn renew(&mut self) {
-        let Some(c) = &mut self.current else { return };
+    fn renew(&mut self, slot: usize) {
+        let probe_interval = self.probe_interval().max(Duration::from_millis(500));
+        let Some(c) = &mut self.slots[slot].link else {
+            return;
+        };
         let result = client::call(
             c.gateway,
             "renewConnection",
@@ -575,15 +1249,17 @@ impl Supervisor {
                 let lease = Duration::from_secs(u64::from(r.timeout.max(3)));
                 c.expires = Instant::now() + lease;
                 c.renew_at = Instant::now() + lease / 3;
-                let _ = self
-                    .store
-                    .lock()
-                    .expect("not poisoned")
-                    .set_connection_expiry(now() + i64::from(r.timeout));
+                if self.active == Some(slot) {
+                    let _ = self
+                        .store
+                        .lock()
+                        .expect("not poisoned")
+                        .set_connection_expiry(now() + i64::from(r.timeout));
+                }
             }
             Ok(Ok(Err(f))) => {
                 let why = format!("gateway {} refused renewal: {}", c.name, f.error_msg);
-                self.lost(why);
+                self.link_failed(slot, why, false);
             }
             other => {
                 let why = match other {
@@ -596,38 +1272,18 @@ impl Supervisor {
                         "gateway {} unreachable until the lease ran out: {why}",
                         c.name
                     );
-                    self.lost(why);
+                    self.link_failed(slot, why, false);
                 } else {
                     log::warn(&format!("renewal failed, retrying: {why}"));
-                    c.renew_at = Instant::now()
-                        + Duration::from_secs(u64::from(self.cfg.subscriber.probe_interval));
+                    c.renew_at = Instant::now() + probe_interval;
                 }
             }
         }
     }
 
-    /// The current gateway is gone: take the tunnel down and look for another one at once.
-    fn lost(&mut self, why: String) {
-        let env = self
-            .current
-            .as_ref()
-            .map(|c| session_env(&c.name, c.gateway, &c.grant, Some(&c.interface)).reason(&why));
-        self.fail(why);
-        self.disconnect_all();
-        if let Some(e) = env {
-            hooks::fire(&self.cfg, Event::Disconnect, &e);
-            hooks::fire(&self.cfg, Event::Failover, &e);
-        }
-        self.current = None;
-        self.forget_connection();
-        self.state = "idle";
-        self.next_scan = Instant::now();
-    }
-
-    /// Releases the lease (best effort) and takes the tunnel down.
-    fn leave(&mut self, why: &str) {
-        let left = self.current.take();
-        if let Some(c) = &left {
+    /// Releases slot `i`'s lease (best effort, waiting) and takes its tunnel down.
+    fn release_slot(&mut self, i: usize, why: &str) {
+        if let Some(c) = self.slots[i].link.take() {
             log::info(&format!("leaving {}: {why}", c.name));
             let _ = client::call(
                 c.gateway,
@@ -635,24 +1291,72 @@ impl Supervisor {
                 json!({"sid": c.grant.sid}),
                 Duration::from_secs(2),
             );
+            self.disconnect_slot(i);
+            let env = c.env().reason(why);
+            hooks::fire(&self.cfg, Event::Disconnect, &env);
+            hooks::fire(&self.cfg, Event::Release, &env);
+        }
+        self.disconnect_slot(i);
+        if self.active == Some(i) {
+            self.set_active(None);
+        }
+    }
+
+    /// Takes slot `i`'s tunnel down now and releases its lease from a helper thread.
+    fn release_slot_async(&mut self, i: usize) {
+        if let Some(c) = self.slots[i].link.take() {
+            std::thread::spawn(move || {
+                let _ = client::call(
+                    c.gateway,
+                    "releaseConnection",
+                    json!({"sid": c.grant.sid}),
+                    Duration::from_secs(2),
+                );
+            });
+        }
+        self.disconnect_slot(i);
+        if self.active == Some(i) {
+            self.set_active(None);
+        }
+    }
+
+    /// Releases every lease and takes every tunnel down.
+    fn leave_all(&mut self, why: &str) {
+        for i in 0..self.slots.len() {
+            self.release_slot(i, why);
         }
         self.disconnect_all();
-        let env =
-            left.map(|c| session_env(&c.name, c.gateway, &c.grant, Some(&c.interface)).reason(why));
-        if let Some(e) = env {
-            hooks::fire(&self.cfg, Event::Disconnect, &e);
-            hooks::fire(&self.cfg, Event::Release, &e);
-        }
         self.forget_connection();
+        if self.hot() {
+            let _ = policy::rule_del_all(policy::RULE_TUNNEL);
+            self.rule_table = None;
+        }
+        self.set_active(None);
         self.state = "idle";
     }
 
+    fn link_json(&self, l: &Link, ranked: &[select::Choice]) -> Value {
+        let score = ranked
+            .iter()
+            .find(|c| c.answer.info.name == l.name)
+            .map(|c| c.score);
+        json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
+               "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
+               "score": score,
+               "quality": self.records.get(&l.name).map(Record::summary),
+               "leaseLeft": l.expires.saturating_duration_since(Instant::now()).as_secs()})
+    }
+
     fn publish(&self) {
-        let mut v = json!({"enabled": true, "state": self.state, "lastError": self.last_error, "gateway": null,
+        let mut v = json!({"enabled": true, "state": self.state, "lastError": self.last_error,
+                           "gateway": null, "standby": null, "hotStandby": self.hot(),
+                           "failClosed": self.cfg.subscriber.fail_closed,
                            "scanInterval": self.cfg.subscriber.scan_interval,
-                           "maxPrice": self.cfg.subscriber.max_price});
-        if let Some(c) = &self.current {
-            v["gateway"] = json!({"name": c.name, "address": c.gateway.ip().to_string(), "port": c.gateway.port()});
+                           "maxPrice": self.cfg.subscriber.max_price,
+                           "lastFailover": self.last_failover});
+        let ranked = self.ranked();
+        if let Some(c) = self.active_link() {
+            v["gateway"] = self.link_json(c, &ranked);
             v["method"] = json!(c.grant.method);
             v["interface"] = json!(c.interface);
             v["ipv4"] = json!(c.grant.ipv4);
@@ -664,7 +1368,57 @@ impl Supervisor {
                     .as_secs()
             );
         }
+        if let Some((_, l)) = self.links().find(|(i, _)| Some(*i) != self.active) {
+            v["standby"] = self.link_json(l, &ranked);
+        }
+        let ranked: Vec<Value> = ranked
+            .iter()
+            .map(|c| json!({"name": c.answer.info.name, "score": c.score}))
+            .collect();
+        v["ranking"] = json!(ranked);
         *self.status.lock().expect("not poisoned") = v;
+    }
+}
+
+/// Runs every discovery section (gossip included) and returns the gateways that answered, or
+/// `None` if another scan is running.
+fn scan(cfg: &Config, scanner: &Scanner, remembered: &[Candidate]) -> Option<Vec<Answer>> {
+    match scanner.scan(&cfg.discovery) {
+        Ok(report) => {
+            let mut gateways: Vec<Answer> = report.gateways().into_iter().cloned().collect();
+            let missing: Vec<Candidate> = remembered
+                .iter()
+                .filter(|r| {
+                    !report
+                        .answers
+                        .iter()
+                        .any(|a| (a.candidate.address, a.candidate.port) == (r.address, r.port))
+                })
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let timeout = cfg
+                    .discovery
+                    .iter()
+                    .map(|d| Duration::from_millis(u64::from(d.timeout_ms)))
+                    .max()
+                    .unwrap_or(Duration::from_millis(1500));
+                let n = missing.len();
+                let found = crate::discovery::probe(missing, n, timeout);
+                gateways.extend(found.into_iter().filter(|a| a.info.gateway));
+            }
+            log::debug(&format!(
+                "scan: {} candidate(s), {} gateway(s) in {:?}",
+                report.candidates,
+                gateways.len(),
+                report.elapsed
+            ));
+            Some(gateways)
+        }
+        Err(e) => {
+            log::debug(&format!("scan skipped: {e}"));
+            None
+        }
     }
 }
 

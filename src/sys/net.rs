@@ -86,6 +86,155 @@ pub fn routes_json(v6: bool, protocol: Option<&str>) -> Result<String, CmdError>
     cmd::run(&argv)
 }
 
+/// Policy routing of the subscriber (hot standby and fail_closed), one place for its numbers.
+///
+/// Rules, in order: [`RULE_MESH`] looks up `main` but ignores its default route (with hot standby
+/// also the `/1` halves a tunnel method puts there while it comes up, so a new standby never
+/// takes traffic before its routes moved to its table), so mesh routes (and the tunnels' own
+/// endpoints) always win; [`RULE_TUNNEL`] looks up the routing table of
+/// the active tunnel (hot standby: each tunnel keeps its Internet routes in its own table);
+/// [`RULE_CLOSED`] drops whatever is left (fail_closed), instead of `main`'s default route.
+pub mod policy {
+    use super::{cmd, ignore_absent};
+    use crate::sys::cmd::CmdError;
+
+    /// Priority of the rule "main without its default route".
+    pub const RULE_MESH: u32 = 31000;
+    /// Priority of the rule pointing at the active tunnel's table.
+    pub const RULE_TUNNEL: u32 = 31001;
+    /// Priority of the fail_closed rule.
+    pub const RULE_CLOSED: u32 = 31002;
+    /// Routing table of tunnel slot `n` is `TABLE_BASE + n`.
+    pub const TABLE_BASE: u32 = 7100;
+    /// The halves of each family a tunnel's Internet routes consist of.
+    pub const HALVES: [(&str, bool); 4] = [
+        ("0.0.0.0/1", false),
+        ("128.0.0.0/1", false),
+        ("::/1", true),
+        ("8000::/1", true),
+    ];
+
+    fn fam(v6: bool) -> &'static str {
+        if v6 { "-6" } else { "-4" }
+    }
+
+    /// What one of our rules does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Action {
+        /// Look up `main`, ignoring its routes with a prefix length up to this (0: the default
+        /// route; 1: also the `/1` halves a tunnel method puts there).
+        MainWithout(u8),
+        /// Look up this table.
+        Table(u32),
+        /// Refuse (fail_closed).
+        Prohibit,
+        /// No selector: matches any rule of the priority (for deletion).
+        Any,
+    }
+
+    /// The argv of `ip rule VERB pref PREF …` for one of our rules.
+    pub fn rule_argv(v6: bool, verb: &str, pref: u32, action: Action) -> Vec<String> {
+        let mut argv: Vec<String> = ["ip", fam(v6), "rule", verb, "pref"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.push(pref.to_string());
+        match action {
+            Action::MainWithout(len) => {
+                argv.extend(["lookup", "main", "suppress_prefixlength"].map(String::from));
+                argv.push(len.to_string());
+            }
+            Action::Table(t) => argv.extend(["lookup".to_string(), t.to_string()]),
+            Action::Prohibit => argv.push("prohibit".into()),
+            Action::Any => {}
+        }
+        argv
+    }
+
+    fn run(argv: &[String]) -> Result<String, CmdError> {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        cmd::run(&argv)
+    }
+
+    /// Adds one of our rules for both families (the caller removes it first if it may exist).
+    pub fn rule_add(pref: u32, action: Action) -> Result<(), CmdError> {
+        for v6 in [false, true] {
+            run(&rule_argv(v6, "add", pref, action))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every rule with priority `pref`, both families; absent rules are fine.
+    pub fn rule_del_all(pref: u32) -> Result<(), CmdError> {
+        for v6 in [false, true] {
+            // One `del` removes one rule; a crashed run may have left several.
+            for _ in 0..8 {
+                match run(&rule_argv(v6, "del", pref, Action::Any)) {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        ignore_absent(Err(e))?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Points [`RULE_TUNNEL`] at `table`: the new rule is added behind the old one (same
+    /// priority), then the old one is deleted — the switch is that one deletion.
+    pub fn switch_tunnel(old: Option<u32>, table: u32) -> Result<(), CmdError> {
+        rule_add(RULE_TUNNEL, Action::Table(table))?;
+        if let Some(old) = old.filter(|o| *o != table) {
+            for v6 in [false, true] {
+                ignore_absent(run(&rule_argv(v6, "del", RULE_TUNNEL, Action::Table(old))))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a tunnel's Internet routes (the halves the method put into `main`) into `table`.
+    pub fn move_halves(ifname: &str, table: u32) -> Result<(), CmdError> {
+        let t = table.to_string();
+        for (half, v6) in HALVES {
+            let shown = cmd::run(&["ip", fam(v6), "route", "show", half, "dev", ifname])?;
+            if shown.trim().is_empty() {
+                continue;
+            }
+            cmd::run(&[
+                "ip",
+                fam(v6),
+                "route",
+                "replace",
+                half,
+                "dev",
+                ifname,
+                "table",
+                &t,
+            ])?;
+            ignore_absent(cmd::run(&[
+                "ip",
+                fam(v6),
+                "route",
+                "del",
+                half,
+                "dev",
+                ifname,
+            ]))?;
+        }
+        Ok(())
+    }
+
+    /// Empties `table` in both families.
+    pub fn flush_table(table: u32) -> Result<(), CmdError> {
+        let t = table.to_string();
+        for v6 in [false, true] {
+            ignore_absent(cmd::run(&["ip", fam(v6), "route", "flush", "table", &t]))?;
+        }
+        Ok(())
+    }
+}
+
 /// `ip -j neigh show` (ARP for IPv4, NDP for IPv6) of one interface.
 pub fn neighbours_json(v6: bool, ifname: &str) -> Result<String, CmdError> {
     let fam = if v6 { "-6" } else { "-4" };
@@ -270,6 +419,27 @@ fn ipt_argv<'a>(addr: IpAddr, verb: &'a str, rule: &'a [String]) -> Vec<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_rules_are_what_the_design_says() {
+        use policy::*;
+        assert_eq!(
+            rule_argv(false, "add", RULE_MESH, Action::MainWithout(0)).join(" "),
+            "ip -4 rule add pref 31000 lookup main suppress_prefixlength 0"
+        );
+        assert_eq!(
+            rule_argv(true, "add", RULE_TUNNEL, Action::Table(7101)).join(" "),
+            "ip -6 rule add pref 31001 lookup 7101"
+        );
+        assert_eq!(
+            rule_argv(false, "del", RULE_CLOSED, Action::Prohibit).join(" "),
+            "ip -4 rule del pref 31002 prohibit"
+        );
+        assert_eq!(
+            rule_argv(false, "del", RULE_TUNNEL, Action::Any).join(" "),
+            "ip -4 rule del pref 31001"
+        );
+    }
 
     #[test]
     fn nft_script_masquerades_both_families_out_of_wan() {

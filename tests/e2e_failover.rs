@@ -1,0 +1,353 @@
+//! End to end, as root: a subscriber and two gateways on a Babel mesh, each gateway with its own
+//! uplink to the fake Internet host. While the subscriber pings that host every 100 ms, gateway 1
+//! loses (a) its uplink, (b) its daemon and tunnel (SIGKILL), (c) its mesh links; and (d) comes
+//! back, which the subscriber follows only after the stability period. Each case asserts that the
+//! subscriber moved and that traffic flows again, and prints the outage (lost pings × 100 ms) —
+//! figures, not assertions; `bench/failover.sh` collects them.
+//!
+//! Cold failover (default) and hot standby are both run; fail_closed has its own test.
+
+use mnigs::demo::Scenario;
+use mnigs::testbed::{Node, Testbed, e2e_gate};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+static NEVER: AtomicBool = AtomicBool::new(false);
+const PING_INTERVAL: Duration = Duration::from_millis(100);
+/// `option failback_after` in these tests, seconds.
+const FAILBACK_AFTER: u64 = 5;
+
+fn subscriber_options(hot: bool, extra: &str) -> String {
+    format!(
+        "\toption scan_interval '1'\n\tlist probe_target '{}'\n\toption prefer 'gw1'\n\
+         \toption failback_after '{FAILBACK_AFTER}'\n\toption hot_standby '{}'\n{extra}",
+        Testbed::INET_HOST,
+        u8::from(hot)
+    )
+}
+
+fn ready(hot: bool, extra: &str) -> Scenario {
+    let mut s =
+        Scenario::two_gateways(EXE.as_ref(), &subscriber_options(hot, extra)).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(30))
+        .expect("Babel converges");
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Gw2).unwrap();
+    s.start(Node::Sub).unwrap();
+    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    s.wait_gateway("gw1", Duration::from_secs(10)).unwrap();
+    assert!(
+        ping_within(&s, Duration::from_secs(5)),
+        "{}",
+        s.tail(Node::Sub)
+    );
+    s
+}
+
+fn ping_within(s: &Scenario, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if s.ping_inet("1") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Runs `count` pings at 100 ms while `event` happens 1 s in; returns the outage in seconds
+/// and what `event` returned.
+fn outage_during<T>(s: &Scenario, count: u32, label: &str, event: impl FnOnce() -> T) -> (f64, T) {
+    let (lost, value) = std::thread::scope(|scope| {
+        let pinger = scope.spawn(|| s.ping_series(count, PING_INTERVAL));
+        std::thread::sleep(Duration::from_secs(1));
+        let value = event();
+        (pinger.join().expect("pinger").expect("ping series"), value)
+    });
+    let outage = lost.len() as f64 * PING_INTERVAL.as_secs_f64();
+    println!(
+        "OUTAGE {label}: {:.1} s ({} of {count} pings lost at 100 ms: {lost:?})",
+        outage,
+        lost.len()
+    );
+    (outage, value)
+}
+
+fn gw(s: &Scenario, argv: &[&str]) {
+    s.bed.exec(Node::Gw, argv).expect("command on gw1");
+}
+
+/// Kills gw1's daemon and every other process of it but babeld (wireguard-go) with SIGKILL.
+fn kill_gw1(s: &Scenario) {
+    let daemon = s.gw_pid.expect("gw1 runs");
+    let babeld = s.bed.babeld_pid(Node::Gw);
+    assert!(s.bed.stop(daemon, libc::SIGKILL, Duration::from_secs(5)));
+    let ns = s.bed.ns(Node::Gw);
+    let pids = mnigs::sys::cmd::run(&["ip", "netns", "pids", &ns]).unwrap_or_default();
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        if Some(pid) != babeld {
+            s.bed.stop(pid, libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+}
+
+fn failover_cases(hot: bool) {
+    let mode = if hot { "hot" } else { "cold" };
+    let mut s = ready(hot, "");
+    if hot {
+        let st = s.status(Node::Sub).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut standby = st["subscriber"]["standby"]["name"].clone();
+        while standby != "gw2" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            standby = s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"].clone();
+        }
+        assert_eq!(standby, "gw2", "hot standby to gw2; {}", s.tail(Node::Sub));
+    }
+
+    // (a) gw1's uplink cut.
+    let (a, ()) = outage_during(&s, 50, &format!("{mode} (a) uplink cut"), || {
+        gw(&s, &["ip", "link", "set", "wan0", "down"]);
+    });
+    s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
+    assert!(
+        ping_within(&s, Duration::from_secs(3)),
+        "traffic flows via gw2"
+    );
+    assert!(a < 5.0, "the outage ended within the series");
+    let st = s.status(Node::Sub).unwrap();
+    assert_eq!(st["subscriber"]["lastFailover"]["from"], "gw1");
+    assert_eq!(st["subscriber"]["lastFailover"]["to"], "gw2");
+    // gw1's own uplink check notices too, and nodeInfo says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let uplink = |s: &Scenario| s.status(Node::Gw).unwrap()["gateway"]["uplink"]["healthy"].clone();
+    while uplink(&s) != false && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uplink(&s), false, "gw1 reports its uplink unhealthy");
+
+    // (d) gw1 back: the subscriber stays on gw2 for the stability period, then fails back.
+    gw(&s, &["ip", "link", "set", "wan0", "up"]);
+    gw(
+        &s,
+        &[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &Testbed::INET_UPLINK.to_string(),
+        ],
+    );
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        s.sub_gateway().as_deref(),
+        Some("gw2"),
+        "no fail back before the stability period"
+    );
+    let (d, moved_after) = outage_during(&s, 150, &format!("{mode} (d) fail back"), || {
+        s.wait_gateway("gw1", Duration::from_secs(30))
+            .map(|_| back.elapsed())
+    });
+    let moved_after = moved_after.unwrap();
+    println!(
+        "FAILBACK {mode}: back on gw1 {:.1} s after its uplink returned (failback_after {FAILBACK_AFTER} s)",
+        moved_after.as_secs_f64()
+    );
+    assert!(moved_after >= Duration::from_secs(FAILBACK_AFTER));
+    assert!(
+        ping_within(&s, Duration::from_secs(3)),
+        "traffic flows via gw1"
+    );
+
+    // (b) gw1's daemon and tunnel killed.
+    let (b, ()) = outage_during(&s, 50, &format!("{mode} (b) SIGKILL"), || kill_gw1(&s));
+    s.gw_pid = None;
+    s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(3)));
+    assert!(b < 5.0);
+
+    // gw1 comes back as a fresh daemon; wait for the fail back before the next case.
+    s.start(Node::Gw).unwrap();
+    s.wait_gateway("gw1", Duration::from_secs(40)).unwrap();
+    if hot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"] != "gw2"
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(ping_within(&s, Duration::from_secs(3)));
+
+    // (c) gw1's mesh links down.
+    let (c, ()) = outage_during(&s, 50, &format!("{mode} (c) mesh links down"), || {
+        gw(&s, &["ip", "link", "set", "mesh0", "down"]);
+    });
+    s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(3)));
+    assert!(c < 5.0);
+
+    let st = s.status(Node::Sub).unwrap();
+    let sub = &st["subscriber"];
+    assert!(sub["gateway"]["score"].is_number(), "{sub}");
+    assert!(sub["gateway"]["quality"]["rttMs"].is_number(), "{sub}");
+    assert!(sub["lastFailover"]["durationMs"].is_number(), "{sub}");
+    println!(
+        "SUMMARY {mode}: (a) {a:.1} s, (b) {b:.1} s, (c) {c:.1} s, (d) {d:.1} s\nstatus: {sub}"
+    );
+    // The store kept one summarised quality record per gateway, with gw1's three down events.
+    let listed: serde_json::Value =
+        serde_json::from_str(&s.cli(Node::Sub, &["gateways", "--json"]).unwrap()).unwrap();
+    let gw1 = listed["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "gw1")
+        .expect("gw1 listed")
+        .clone();
+    let q = &gw1["quality"];
+    assert!(q["downEvents"].as_i64().unwrap() >= 3, "{gw1}");
+    assert!(
+        q["lastReason"].is_string() && q["probes"].as_u64().unwrap() > 10,
+        "{gw1}"
+    );
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    // SIGTERM leaves no rule, table or tunnel behind.
+    let rules = s.bed.exec(Node::Sub, &["ip", "rule", "show"]).unwrap();
+    assert!(!rules.contains("3100"), "{rules}");
+    for table in ["7101", "7102"] {
+        let routes = s
+            .bed
+            .exec(Node::Sub, &["ip", "route", "show", "table", table])
+            .unwrap_or_default();
+        assert_eq!(routes.trim(), "", "table {table}");
+    }
+    let links = s
+        .bed
+        .exec(Node::Sub, &["ip", "-o", "link", "show"])
+        .unwrap();
+    assert!(!links.contains(&s.sub_wg), "{links}");
+}
+
+#[test]
+fn cold_failover_between_two_gateways() {
+    if !e2e_gate("cold_failover_between_two_gateways") {
+        return;
+    }
+    failover_cases(false);
+}
+
+#[test]
+fn hot_standby_failover_between_two_gateways() {
+    if !e2e_gate("hot_standby_failover_between_two_gateways") {
+        return;
+    }
+    failover_cases(true);
+}
+
+/// Echo requests to the Internet host leaving sub: (through its tunnel, any other way).
+fn sub_leak_counts(s: &Scenario) -> (u64, u64) {
+    let out = s
+        .bed
+        .exec(
+            Node::Sub,
+            &["nft", "list", "chain", "inet", "mnleak", "out"],
+        )
+        .expect("counter listing");
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(counts.len(), 2, "{out}");
+    (counts[0], counts[1])
+}
+
+#[test]
+fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
+    if !e2e_gate("fail_closed_drops_internet_traffic_while_no_gateway_is_up") {
+        return;
+    }
+    let mut s = Scenario::two_gateways(
+        EXE.as_ref(),
+        &subscriber_options(false, "\toption fail_closed '1'\n"),
+    )
+    .expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(30))
+        .expect("Babel converges");
+    let script = format!(
+        "table inet mnleak {{\n chain out {{ type filter hook output priority 0; policy accept;\n\
+         ip daddr {inet} oifname \"{wg}\" counter\n ip daddr {inet} oifname != \"{wg}\" counter\n }}\n}}\n",
+        inet = Testbed::INET_HOST,
+        wg = s.sub_wg
+    );
+    s.bed
+        .exec_full(
+            Node::Sub,
+            &["nft", "-f", "-"],
+            Some(&script),
+            Duration::from_secs(5),
+        )
+        .expect("leak counters");
+    // A short lease: with no other gateway the subscriber keeps the dead tunnel (degraded)
+    // until the lease cannot be renewed, then has none.
+    let gw_conf = s.config(Node::Gw);
+    let text = std::fs::read_to_string(&gw_conf).unwrap();
+    std::fs::write(
+        &gw_conf,
+        text.replace("option lease_seconds '60'", "option lease_seconds '6'"),
+    )
+    .unwrap();
+    // Only gw1 runs: once it dies no gateway is up.
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    s.wait_gateway("gw1", Duration::from_secs(30)).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(5)));
+    let (tunnel, leaked) = sub_leak_counts(&s);
+    assert!(tunnel >= 1, "the counter sees tunnel traffic");
+    assert_eq!(leaked, 0);
+
+    let (outage, ()) = outage_during(&s, 80, "fail_closed, no gateway left", || kill_gw1(&s));
+    s.gw_pid = None;
+    assert!(outage >= 2.0, "no gateway: the pings fail");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.sub_gateway().is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.sub_gateway(), None, "the lease ran out: no tunnel");
+    assert!(!s.ping_inet("1"));
+    let (_, leaked) = sub_leak_counts(&s);
+    assert_eq!(
+        leaked, 0,
+        "during the outage nothing left sub for the Internet host outside the tunnel"
+    );
+    // The mesh stays reachable.
+    let gw2_mesh = Testbed::mesh_v4(Node::Gw2).to_string();
+    s.bed
+        .exec(Node::Sub, &["ping", "-n", "-c", "1", "-W", "2", &gw2_mesh])
+        .expect("mesh reachable while fail_closed drops Internet traffic");
+
+    // Control: without mnigs's rules the same ping leaks onto the mesh, and the counter sees it.
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(!s.ping_inet("1"));
+    let (_, leaked) = sub_leak_counts(&s);
+    assert!(leaked >= 1, "the leak counter works");
+    let rules = s.bed.exec(Node::Sub, &["ip", "rule", "show"]).unwrap();
+    assert!(
+        !rules.contains("31002"),
+        "SIGTERM removes the rules: {rules}"
+    );
+}
