@@ -543,7 +543,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         None
     };
     let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
-    let server = match Server::start(&cfg.main.listen, cfg.main.rpc_port, node.clone()) {
+    let server = match Server::start_with(
+        &cfg.main.listen,
+        cfg.main.rpc_port,
+        node.clone(),
+        crate::rpc::limits::Limits::from_config(&cfg.main),
+    ) {
         Ok(s) => s,
         Err(e) => {
             shutdown(node);

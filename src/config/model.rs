@@ -161,6 +161,15 @@ pub struct MainConfig {
     /// Seconds between copies to `persist_path`, made only when something changed; one more copy
     /// is made at clean shutdown (`option persist_interval`).
     pub persist_interval: u32,
+    /// Requests per second one source address (IPv6: one /64) may sustain at the RPC server,
+    /// 0 for no limit (`option rate_limit`).
+    pub rate_limit: u32,
+    /// Requests one source may send in a burst after a quiet time (`option rate_burst`).
+    pub rate_burst: u32,
+    /// Connections the RPC server serves at once, from all sources (`option max_connections`).
+    pub max_connections: u32,
+    /// Seconds a client has to send its whole request (`option read_timeout`).
+    pub read_timeout: u32,
 }
 
 impl Default for MainConfig {
@@ -184,6 +193,10 @@ impl Default for MainConfig {
             web: crate::web::Access::Off,
             persist_path: None,
             persist_interval: 3600,
+            rate_limit: 20,
+            rate_burst: 40,
+            max_connections: 64,
+            read_timeout: 10,
         }
     }
 }
@@ -218,6 +231,11 @@ pub struct GatewayConfig {
     pub uplink_targets: Vec<IpAddr>,
     /// Seconds between uplink checks (`option uplink_interval`, 1-3600, default 5).
     pub uplink_interval: u32,
+    /// What a clean stop (SIGTERM) does with live sessions (`option keep_sessions`): `true`
+    /// keeps them in the store, so that the next start restores them and subscribers carry on
+    /// without registering again; `false` releases them all (their tunnel ends, NAT entries and
+    /// rows go), and subscribers must register anew. A SIGKILL or power loss always keeps them.
+    pub keep_sessions: bool,
 }
 
 impl Default for GatewayConfig {
@@ -242,6 +260,7 @@ impl Default for GatewayConfig {
             nat: "auto".into(),
             uplink_targets: Vec::new(),
             uplink_interval: 5,
+            keep_sessions: true,
         }
     }
 }
@@ -752,6 +771,10 @@ impl<'f> Builder<'f> {
             &mut m.persist_interval,
             number(1, 604_800),
         );
+        r.single("rate_limit", &mut m.rate_limit, number(0, 100_000));
+        r.single("rate_burst", &mut m.rate_burst, number(1, 100_000));
+        r.single("max_connections", &mut m.max_connections, number(1, 10_000));
+        r.single("read_timeout", &mut m.read_timeout, number(1, 3600));
         if m.persist_path.as_deref() == Some(m.database.as_path()) {
             r.error_at(
                 "persist_path",
@@ -785,6 +808,7 @@ impl<'f> Builder<'f> {
         r.single("nat", &mut g.nat, one_of(NAT_BACKENDS));
         r.list("uplink_target", &mut g.uplink_targets, ip_address);
         r.single("uplink_interval", &mut g.uplink_interval, number(1, 3600));
+        r.single("keep_sessions", &mut g.keep_sessions, boolean);
         if g.enabled && g.methods.is_empty() {
             r.error_at(
                 "method",
@@ -1688,6 +1712,10 @@ mnigs main | list authorized_network 10.0.0.1/8 | main.authorized_network | pref
 mnigs main | option log_level verbose | main.log_level | must be one of debug, info, warn, error, got 'verbose'
 mnigs main | option persist_path 'etc/x.db' | main.persist_path | path must be absolute (start with '/'), got 'etc/x.db'
 mnigs main | option persist_interval 0 | main.persist_interval | must be a whole number 1-604800, got '0'
+mnigs main | option rate_limit x | main.rate_limit | must be a whole number 0-100000, got 'x'
+mnigs main | option rate_burst 0 | main.rate_burst | must be a whole number 1-100000, got '0'
+mnigs main | option max_connections 0 | main.max_connections | must be a whole number 1-10000, got '0'
+mnigs main | option read_timeout 0 | main.read_timeout | must be a whole number 1-3600, got '0'
 mnigs main | option persist_path '/var/lib/mnigs/mnigs.db' | main.persist_path | must differ from database: the live database is copied there
 gateway g | option max_subscribers 0 | g.max_subscribers | must be a whole number 1-65535, got '0'
 gateway g | option lease_seconds 4 | g.lease_seconds | must be a whole number 5-86400, got '4'
@@ -1744,7 +1772,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 55);
+        assert_eq!(rows, 59);
     }
 
     #[test]

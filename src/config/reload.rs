@@ -39,6 +39,10 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(main.listen, "main.listen");
     keep!(main.database, "main.database");
     keep!(main.persist_path, "main.persist_path");
+    keep!(main.rate_limit, "main.rate_limit");
+    keep!(main.rate_burst, "main.rate_burst");
+    keep!(main.max_connections, "main.max_connections");
+    keep!(main.read_timeout, "main.read_timeout");
     keep!(gateway.enabled, "gateway.enabled");
     keep!(gateway.wan_interface, "gateway.wan_interface");
     keep!(gateway.ipv4_pool, "gateway.ipv4_pool");
@@ -69,6 +73,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.web, "main.web");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
     live!(gateway.lease_seconds, "gateway.lease_seconds");
+    live!(gateway.keep_sessions, "gateway.keep_sessions");
     live!(gateway.price, "gateway.price");
     live!(gateway.bandwidth_down, "gateway.bandwidth_down");
     live!(gateway.bandwidth_up, "gateway.bandwidth_up");

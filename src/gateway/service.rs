@@ -474,10 +474,26 @@ impl Gateway {
         Value::Array(list)
     }
 
-    /// Removes every tunnel end, the methods' shared parts and NAT; the sessions stay in the store
-    /// so that a restart restores them.
+    /// Removes every tunnel end, the methods' shared parts and NAT. With `keep_sessions` (the
+    /// default) the sessions stay in the store so that a restart restores them; without it they
+    /// are released first, rows and all.
     pub fn shutdown(&self) {
+        let keep = self.cfg.lock().expect("not poisoned").keep_sessions;
         let mut inner = self.inner.lock().expect("not poisoned");
+        if !keep {
+            let sids: Vec<String> = inner.book.leases().map(|l| l.sid.clone()).collect();
+            for sid in &sids {
+                if let Some(action) = inner.book.revoke(sid)
+                    && let Err(e) = self.execute(&mut inner, &action, None)
+                {
+                    log::warn(&format!("releasing at shutdown left something behind: {e}"));
+                }
+            }
+            log::info(&format!(
+                "released {} session(s) at shutdown (keep_sessions 0)",
+                sids.len()
+            ));
+        }
         let Inner { methods, nat, .. } = &mut *inner;
         for m in methods.iter_mut() {
             if let Err(e) = m.shutdown() {

@@ -1,13 +1,19 @@
-//! The JSON-RPC server: `POST /jsonrpc`, bodies up to [`MAX_BODY`], a few worker threads; and
-//! `GET /` with the built-in page ([`crate::web`]) for callers the handler lets see it.
+//! The JSON-RPC server: `POST /jsonrpc` and, for callers the handler lets see it, `GET /` with
+//! the built-in page ([`crate::web`]). A small HTTP/1.1 server on std sockets and `httparse`
+//! (tiny_http 0.12 cannot bound header size or count, the number of connection threads, or how
+//! long a client may take). Every connection carries one request and is closed after the answer;
+//! [`super::limits`] decides which connections are served at all.
 
+use super::limits::{Admission, Limits, Refusal};
 use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, code};
 use crate::web;
 use serde_json::Value;
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Who sent a request and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,41 +37,56 @@ pub trait Handler: Send + Sync {
 
 /// A running server; dropping it does not stop it, call [`Server::stop`].
 pub struct Server {
-    http: Vec<Arc<tiny_http::Server>>,
-    workers: Vec<JoinHandle<()>>,
+    acceptors: Vec<(SocketAddr, JoinHandle<()>)>,
+    stopping: Arc<AtomicBool>,
     port: u16,
 }
 
-/// How many threads serve each listening address.
-const WORKERS: usize = 2;
+/// How long writing an answer may take before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Server {
-    /// Listens on each of `listen` at `port` (0: any free port, the same for all addresses).
+    /// Listens on each of `listen` at `port` (0: any free port, the same for all addresses),
+    /// with the default [`Limits`].
     pub fn start(
         listen: &[IpAddr],
         port: u16,
         handler: Arc<dyn Handler>,
     ) -> Result<Server, String> {
+        Server::start_with(listen, port, handler, Limits::default())
+    }
+
+    /// Like [`Server::start`] with explicit limits, shared by all addresses.
+    pub fn start_with(
+        listen: &[IpAddr],
+        port: u16,
+        handler: Arc<dyn Handler>,
+        limits: Limits,
+    ) -> Result<Server, String> {
         let mut server = Server {
-            http: Vec::new(),
-            workers: Vec::new(),
+            acceptors: Vec::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
             port,
         };
+        let admission = Arc::new(Mutex::new(Admission::new(limits)));
+        let mut bound = Vec::new();
         for ip in listen {
             let addr = SocketAddr::new(*ip, server.port);
-            let http = tiny_http::Server::http(addr)
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener =
+                TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             if server.port == 0 {
-                server.port = http.server_addr().to_ip().map(|a| a.port()).unwrap_or(0);
+                server.port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
             }
-            let http = Arc::new(http);
-            for _ in 0..WORKERS {
-                let (http, handler) = (http.clone(), handler.clone());
-                server
-                    .workers
-                    .push(std::thread::spawn(move || serve(&http, handler.as_ref())));
-            }
-            server.http.push(http);
+            bound.push((SocketAddr::new(*ip, server.port), listener));
+        }
+        for (addr, listener) in bound {
+            let (handler, admission, stopping) =
+                (handler.clone(), admission.clone(), server.stopping.clone());
+            let thread = std::thread::Builder::new()
+                .name("rpc-accept".into())
+                .spawn(move || accept_loop(&listener, &handler, &admission, &stopping))
+                .map_err(|e| format!("cannot start the RPC server thread: {e}"))?;
+            server.acceptors.push((addr, thread));
         }
         Ok(server)
     }
@@ -75,133 +96,381 @@ impl Server {
         self.port
     }
 
-    /// Stops accepting requests and waits for the workers.
+    /// Stops accepting connections and waits for the accepting threads (requests being
+    /// answered finish on their own, each bounded by the read timeout).
     pub fn stop(self) {
-        for http in &self.http {
-            for _ in 0..WORKERS {
-                http.unblock();
+        self.stopping.store(true, Ordering::SeqCst);
+        for (addr, thread) in self.acceptors {
+            // Wake the blocked accept() with a connection of our own.
+            let wake = match addr.ip() {
+                IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let target = SocketAddr::new(wake, addr.port());
+            if TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
+                let _ = thread.join();
             }
         }
-        for w in self.workers {
-            let _ = w.join();
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    handler: &Arc<dyn Handler>,
+    admission: &Arc<Mutex<Admission>>,
+    stopping: &AtomicBool,
+) {
+    loop {
+        let accepted = listener.accept();
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(_) => {
+                // Out of descriptors or a connection reset before accept: do not spin.
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let ip = canonical(peer.ip());
+        let verdict = admission
+            .lock()
+            .expect("admission lock")
+            .admit(ip, Instant::now());
+        if let Err(refusal) = verdict {
+            // Answered from this thread: the answer is small and fits the fresh socket's buffer.
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = write_reply(&stream, &refusal_reply(refusal), false);
+            continue;
+        }
+        let limits = admission.lock().expect("admission lock").limits().clone();
+        let slot = Slot(admission.clone(), ip);
+        let handler = handler.clone();
+        // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
+        let _ = std::thread::Builder::new()
+            .name("rpc-conn".into())
+            .spawn(move || {
+                let slot = slot;
+                serve_connection(stream, slot.1, &limits, handler.as_ref());
+            });
+    }
+}
+
+/// An admitted connection's place in [`Admission`], given back when dropped (also when the
+/// handler panics).
+struct Slot(Arc<Mutex<Admission>>, IpAddr);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.0.lock() {
+            a.leave(self.1);
         }
     }
 }
 
-fn serve(http: &tiny_http::Server, handler: &dyn Handler) {
-    while let Ok(request) = http.recv() {
-        respond(request, handler);
+/// One HTTP answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers besides `Content-Length` and `Connection`.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, body: &Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: serde_json::to_vec(body).expect("JSON value serializes"),
+        }
+    }
+
+    fn refuse(status: u16, code: i64, message: &str) -> Reply {
+        let body = protocol::answer_error(&Value::Null, Version::V2, &RpcError::new(code, message));
+        Reply::json(status, &body)
     }
 }
 
-fn json_response(status: u16, body: &Value) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let header =
-        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header");
-    tiny_http::Response::from_data(serde_json::to_vec(body).expect("JSON value serializes"))
-        .with_status_code(status)
-        .with_header(header)
+fn refusal_reply(refusal: Refusal) -> Reply {
+    let (status, message) = match refusal {
+        Refusal::Busy => (503, "server busy: too many connections, retry later"),
+        Refusal::SourceBusy => (503, "too many connections from your address, retry later"),
+        Refusal::RateLimited => (429, "too many requests from your address, retry later"),
+    };
+    let mut r = Reply::refuse(status, code::INVALID_REQUEST, message);
+    r.headers.push(("Retry-After", "1".into()));
+    r
 }
 
-fn refuse(request: tiny_http::Request, status: u16, code: i64, message: &str) {
-    let body = protocol::answer_error(&Value::Null, Version::V2, &RpcError::new(code, message));
-    let _ = request.respond(json_response(status, &body));
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
 }
 
-fn caller(request: &tiny_http::Request) -> Option<Caller> {
-    let addr = request.remote_addr().map(|a| canonical(a.ip()))?;
-    let host = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| host_only(h.value.as_str()));
-    Some(Caller { addr, host })
+fn write_reply(mut stream: &TcpStream, reply: &Reply, head_only: bool) -> std::io::Result<()> {
+    let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(&reply.body);
+    }
+    stream.write_all(&bytes)?;
+    stream.flush()
 }
 
-/// `GET /` and the page's assets.
-fn serve_page(request: tiny_http::Request, asset: web::Asset, handler: &dyn Handler) {
-    let allowed = caller(&request).is_some_and(|c| handler.web_page(&c));
-    let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k, v).expect("static header");
-    if !allowed {
-        let r = tiny_http::Response::from_string(
-            "403 forbidden: this node does not show its page to you\n",
+/// A request as read off the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`...
+    pub method: String,
+    /// The request target as sent.
+    pub path: String,
+    /// The `Host` header.
+    pub host: Option<String>,
+    /// The body (`Content-Length` bytes).
+    pub body: Vec<u8>,
+}
+
+/// What went wrong reading a request: answered with the status, or (`None`) just closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadFailure {
+    /// Status to answer with, `None` when the peer is gone.
+    pub status: Option<u16>,
+    /// Why.
+    pub message: String,
+}
+
+fn fail(status: u16, message: impl Into<String>) -> ReadFailure {
+    ReadFailure {
+        status: Some(status),
+        message: message.into(),
+    }
+}
+
+/// Reads one request from `stream` within `limits` (header size and count, total read time).
+/// `continue_sink` receives `100 Continue` when the client asked for it.
+pub fn read_request<S: Read + Write>(
+    stream: &mut S,
+    limits: &Limits,
+    mut set_timeout: impl FnMut(&mut S, Duration) -> std::io::Result<()>,
+) -> Result<HttpRequest, ReadFailure> {
+    let deadline = Instant::now() + limits.read_timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let mut read_more = |stream: &mut S, buf: &mut Vec<u8>, want: usize| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(fail(408, "request not received in time"));
+        }
+        set_timeout(stream, left).map_err(|e| ReadFailure {
+            status: None,
+            message: e.to_string(),
+        })?;
+        let n = want.min(chunk.len());
+        match stream.read(&mut chunk[..n]) {
+            Ok(0) => Err(ReadFailure {
+                status: None,
+                message: "connection closed".into(),
+            }),
+            Ok(got) => {
+                buf.extend_from_slice(&chunk[..got]);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(fail(408, "request not received in time"))
+            }
+            Err(e) => Err(ReadFailure {
+                status: None,
+                message: e.to_string(),
+            }),
+        }
+    };
+    let too_many = || {
+        fail(
+            431,
+            format!(
+                "request headers larger than {} bytes or more than {} lines",
+                limits.max_header_bytes, limits.max_headers
+            ),
         )
-        .with_status_code(403)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"));
-        let _ = request.respond(r);
-        return;
+    };
+    let (head_len, method, path, host, length, expect_continue) = loop {
+        let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let header = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+                };
+                if header("Transfer-Encoding").is_some() {
+                    return Err(fail(501, "chunked request bodies are not accepted"));
+                }
+                let length = match header("Content-Length") {
+                    None => 0,
+                    Some(v) => v
+                        .parse::<usize>()
+                        .map_err(|_| fail(400, "bad Content-Length"))?,
+                };
+                let expect =
+                    header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+                break (
+                    n,
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("").to_string(),
+                    header("Host").map(|h| host_only(&h)),
+                    length,
+                    expect,
+                );
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() >= limits.max_header_bytes {
+                    return Err(too_many());
+                }
+                let room = limits.max_header_bytes - buf.len();
+                read_more(stream, &mut buf, room)?;
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(too_many()),
+            Err(e) => return Err(fail(400, format!("malformed HTTP request: {e}"))),
+        }
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(too_many());
     }
-    let r = tiny_http::Response::from_string(asset.body)
-        .with_header(header("Content-Type", asset.content_type))
-        .with_header(header(
-            "Content-Security-Policy",
-            web::CONTENT_SECURITY_POLICY,
-        ))
-        .with_header(header("X-Content-Type-Options", "nosniff"))
-        .with_header(header("Cache-Control", "no-cache"));
-    let _ = request.respond(r);
+    if length > MAX_BODY {
+        return Err(fail(
+            413,
+            format!("request body larger than {MAX_BODY} bytes"),
+        ));
+    }
+    let mut body = buf.split_off(head_len);
+    if body.len() < length && expect_continue {
+        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    while body.len() < length {
+        let want = length - body.len();
+        read_more(stream, &mut body, want)?;
+    }
+    body.truncate(length);
+    Ok(HttpRequest {
+        method,
+        path,
+        host,
+        body,
+    })
 }
 
-fn respond(mut request: tiny_http::Request, handler: &dyn Handler) {
-    if matches!(
-        request.method(),
-        tiny_http::Method::Get | tiny_http::Method::Head
-    ) && let Some(asset) = web::asset(request.url())
+fn serve_connection(mut stream: TcpStream, ip: IpAddr, limits: &Limits, handler: &dyn Handler) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    let request = read_request(&mut stream, limits, |s, t| s.set_read_timeout(Some(t)));
+    let (reply, head_only) = match request {
+        Ok(request) => {
+            let caller = Caller {
+                addr: ip,
+                host: request.host.clone(),
+            };
+            (route(&request, &caller, handler), request.method == "HEAD")
+        }
+        Err(ReadFailure {
+            status: Some(status),
+            message,
+        }) => (
+            Reply::refuse(status, code::INVALID_REQUEST, &message),
+            false,
+        ),
+        Err(ReadFailure { status: None, .. }) => return,
+    };
+    let _ = write_reply(&stream, &reply, head_only);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Answers one request: the page and its assets, or a JSON-RPC call at `/jsonrpc`.
+pub fn route(request: &HttpRequest, caller: &Caller, handler: &dyn Handler) -> Reply {
+    let method = request.method.as_str();
+    if matches!(method, "GET" | "HEAD")
+        && let Some(asset) = web::asset(&request.path)
     {
-        return serve_page(request, asset, handler);
+        return serve_page(asset, caller, handler);
     }
-    if request.url() != "/jsonrpc" {
-        return refuse(
-            request,
+    if request.path != "/jsonrpc" {
+        return Reply::refuse(
             404,
             code::INVALID_REQUEST,
             "not found: JSON-RPC is served at /jsonrpc",
         );
     }
-    if *request.method() != tiny_http::Method::Post {
-        return refuse(
-            request,
+    if method != "POST" {
+        return Reply::refuse(
             405,
             code::INVALID_REQUEST,
             "JSON-RPC requests must use POST",
         );
     }
-    let too_big = format!("request body larger than {MAX_BODY} bytes");
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return refuse(request, 413, code::INVALID_REQUEST, &too_big);
-    }
-    let mut body = Vec::new();
-    if request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .is_err()
-    {
-        return refuse(
-            request,
-            400,
-            code::INVALID_REQUEST,
-            "could not read the request body",
-        );
-    }
-    if body.len() > MAX_BODY {
-        return refuse(request, 413, code::INVALID_REQUEST, &too_big);
-    }
-    let Some(caller) = caller(&request) else {
-        return refuse(
-            request,
-            400,
-            code::INVALID_REQUEST,
-            "unknown caller address",
-        );
-    };
-    let answer = match Request::parse(&body) {
-        Ok(req) => match handler.call(&caller, &req) {
+    let answer = match Request::parse(&request.body) {
+        Ok(req) => match handler.call(caller, &req) {
             Ok(result) => protocol::answer(&req.id, req.version, result),
             Err(e) => protocol::answer_error(&req.id, req.version, &e),
         },
         Err(BadRequest { id, version, error }) => protocol::answer_error(&id, version, &error),
     };
-    let _ = request.respond(json_response(200, &answer));
+    Reply::json(200, &answer)
+}
+
+/// `GET /` and the page's assets.
+fn serve_page(asset: web::Asset, caller: &Caller, handler: &dyn Handler) -> Reply {
+    if !handler.web_page(caller) {
+        return Reply {
+            status: 403,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: b"403 forbidden: this node does not show its page to you\n".to_vec(),
+        };
+    }
+    Reply {
+        status: 200,
+        headers: vec![
+            ("Content-Type", asset.content_type.into()),
+            (
+                "Content-Security-Policy",
+                web::CONTENT_SECURITY_POLICY.into(),
+            ),
+            ("X-Content-Type-Options", "nosniff".into()),
+            ("Cache-Control", "no-cache".into()),
+        ],
+        body: asset.body.as_bytes().to_vec(),
+    }
 }
 
 /// Turns `::ffff:a.b.c.d` into `a.b.c.d`.
@@ -228,6 +497,121 @@ pub fn host_only(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes in, answers out, no socket.
+    struct Wire(std::io::Cursor<Vec<u8>>, Vec<u8>);
+
+    impl Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn read(bytes: &[u8]) -> (Result<HttpRequest, ReadFailure>, Vec<u8>) {
+        let mut w = Wire(std::io::Cursor::new(bytes.to_vec()), Vec::new());
+        let r = read_request(&mut w, &Limits::default(), |_, _| Ok(()));
+        (r, w.1)
+    }
+
+    fn status(bytes: &[u8]) -> Option<u16> {
+        read(bytes).0.err().and_then(|f| f.status)
+    }
+
+    #[test]
+    fn reads_a_post_with_its_body_and_host() {
+        let (r, sent) = read(
+            b"POST /jsonrpc HTTP/1.1\r\nHost: [fd77::3]:65533\r\nContent-Length: 2\r\n\r\n{}trailing",
+        );
+        let r = r.unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/jsonrpc"));
+        assert_eq!(r.host.as_deref(), Some("fd77::3"));
+        assert_eq!(r.body, b"{}");
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn answers_expect_continue_before_the_body() {
+        let (r, sent) =
+            read(b"POST /jsonrpc HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(sent, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(r.unwrap_err().status, None, "the body never came");
+    }
+
+    #[test]
+    fn refuses_what_is_out_of_bounds() {
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(long.as_bytes()), Some(431));
+        let many: String = (0..33).map(|n| format!("X{n}: v\r\n")).collect();
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            Some(431)
+        );
+        let few: String = (0..32).map(|n| format!("X{n}: v\r\n")).collect();
+        assert!(
+            read(format!("GET / HTTP/1.1\r\n{few}\r\n").as_bytes())
+                .0
+                .is_ok()
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"),
+            Some(413)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(501)
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Some(400));
+    }
+
+    struct Panics;
+
+    impl Handler for Panics {
+        fn call(&self, _: &Caller, _: &Request) -> Result<Value, RpcError> {
+            panic!("handler bug (expected by the test)")
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_gives_its_connection_slot_back() {
+        let limits = Limits {
+            max_connections: 1,
+            max_per_source: 1,
+            rate: 0.0,
+            ..Limits::default()
+        };
+        let server =
+            Server::start_with(&[Ipv4Addr::LOCALHOST.into()], 0, Arc::new(Panics), limits).unwrap();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"x"}"#;
+        let req = format!(
+            "POST /jsonrpc HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        for _ in 0..3 {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert_eq!(out, "", "closed without an answer, never 503 busy");
+            // The slot is given back just after the close; let the thread finish.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
+    }
 
     #[test]
     fn host_header_forms() {

@@ -1,0 +1,399 @@
+//! What one caller may take from the RPC server: connections at once (in total and per source),
+//! requests per second per source (a token bucket), and how long a request may take to arrive.
+//! Pure bookkeeping on explicit instants, so every rule is tested without sockets or clocks; the
+//! server ([`super::server`]) asks [`Admission::admit`] once per accepted connection (one request
+//! per connection: the server always answers `Connection: close`).
+
+use crate::config::model::{MainConfig, Prefix};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// The bounds the server enforces; [`Limits::default`] are the shipped values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Connections served at once from all sources; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections served at once from one source ([`source_key`]); more are answered 503.
+    pub max_per_source: usize,
+    /// Request line plus headers, in bytes; more is answered 431.
+    pub max_header_bytes: usize,
+    /// Header lines; more is answered 431.
+    pub max_headers: usize,
+    /// Time for the whole request (headers and body) to arrive, however slowly it trickles in;
+    /// a slower client is answered 408 and closed.
+    pub read_timeout: Duration,
+    /// Requests per second one source may sustain; 0 turns the rate limit off.
+    pub rate: f64,
+    /// Requests one source may send at once after being quiet (bucket size).
+    pub burst: f64,
+    /// Sources the rate limit does not apply to (the connection caps still do): the daemon
+    /// passes `authorized_network`, whose callers control the node anyway.
+    pub rate_exempt: Vec<Prefix>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 64,
+            max_per_source: 8,
+            max_header_bytes: 8 * 1024,
+            max_headers: 32,
+            read_timeout: Duration::from_secs(10),
+            rate: 20.0,
+            burst: 40.0,
+            rate_exempt: MainConfig::default().authorized_network,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits `config mnigs 'main'` asks for (`rate_limit`, `rate_burst`, `max_connections`,
+    /// `read_timeout`); one source may hold an eighth of the connections, at least two.
+    pub fn from_config(main: &MainConfig) -> Limits {
+        let max_connections = main.max_connections.max(1) as usize;
+        Limits {
+            max_connections,
+            max_per_source: (max_connections / 8).max(2),
+            read_timeout: Duration::from_secs(u64::from(main.read_timeout.max(1))),
+            rate: f64::from(main.rate_limit),
+            burst: f64::from(main.rate_burst.max(1)),
+            rate_exempt: main.authorized_network.clone(),
+            ..Limits::default()
+        }
+    }
+}
+
+/// The address a limit counts against: IPv4 addresses as they are, IPv6 addresses by their /64
+/// (one host usually owns a whole /64, so changing the low bits must not buy a fresh budget).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+/// A token bucket: holds up to `burst` tokens, gains `rate` per second, each request takes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now`.
+    pub fn full(burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.last = self.last.max(now);
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        self.refill(rate, burst, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket is full again at `now` (then it can be forgotten: a new one is equal).
+    pub fn is_full(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        let mut b = self.clone();
+        b.refill(rate, burst, now);
+        b.tokens >= burst
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// [`Limits::max_connections`] reached.
+    Busy,
+    /// [`Limits::max_per_source`] reached for this source.
+    SourceBusy,
+    /// The source's token bucket is empty.
+    RateLimited,
+}
+
+/// Most sources remembered at once; beyond it full buckets are forgotten first, then the least
+/// recently seen, so memory stays bounded whatever the number of addresses an attacker has.
+pub const MAX_TRACKED_SOURCES: usize = 4096;
+
+/// Connection counts and token buckets of all sources.
+#[derive(Debug)]
+pub struct Admission {
+    limits: Limits,
+    open: usize,
+    open_by_source: HashMap<IpAddr, usize>,
+    buckets: HashMap<IpAddr, TokenBucket>,
+}
+
+impl Admission {
+    /// Nothing open, every bucket full.
+    pub fn new(limits: Limits) -> Admission {
+        Admission {
+            limits,
+            open: 0,
+            open_by_source: HashMap::new(),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decides on a new connection from `ip` at `now`; when admitted the caller must call
+    /// [`Admission::leave`] with the same `ip` once the connection is closed.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let key = source_key(ip);
+        if self.open >= self.limits.max_connections {
+            return Err(Refusal::Busy);
+        }
+        let mine = self.open_by_source.get(&key).copied().unwrap_or(0);
+        if mine >= self.limits.max_per_source {
+            return Err(Refusal::SourceBusy);
+        }
+        if self.limits.rate > 0.0 && !self.limits.rate_exempt.iter().any(|p| p.contains(ip)) {
+            let (rate, burst) = (self.limits.rate, self.limits.burst.max(1.0));
+            if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_TRACKED_SOURCES {
+                self.forget(now);
+            }
+            let bucket = self
+                .buckets
+                .entry(key)
+                .or_insert_with(|| TokenBucket::full(burst, now));
+            if !bucket.take(rate, burst, now) {
+                return Err(Refusal::RateLimited);
+            }
+        }
+        self.open += 1;
+        *self.open_by_source.entry(key).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// A connection admitted for `ip` is closed.
+    pub fn leave(&mut self, ip: IpAddr) {
+        let key = source_key(ip);
+        self.open = self.open.saturating_sub(1);
+        if let Some(n) = self.open_by_source.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.open_by_source.remove(&key);
+            }
+        }
+    }
+
+    /// Connections open now (all sources).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Sources with a bucket remembered.
+    pub fn tracked_sources(&self) -> usize {
+        self.buckets.len()
+    }
+
+    fn forget(&mut self, now: Instant) {
+        let (rate, burst) = (self.limits.rate, self.limits.burst.max(1.0));
+        self.buckets.retain(|_, b| !b.is_full(rate, burst, now));
+        if self.buckets.len() >= MAX_TRACKED_SOURCES {
+            let oldest = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.last)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.buckets.remove(&k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    fn limits(rate: f64, burst: f64) -> Limits {
+        Limits {
+            rate_exempt: Vec::new(),
+            max_connections: 100,
+            max_per_source: 100,
+            rate,
+            burst,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn shipped_config_gives_default_limits() {
+        let main = MainConfig::default();
+        assert_eq!(Limits::from_config(&main), Limits::default());
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(3.0, t0);
+        assert!(b.take(2.0, 3.0, t0));
+        assert!(b.take(2.0, 3.0, t0));
+        assert!(b.take(2.0, 3.0, t0));
+        assert!(!b.take(2.0, 3.0, t0), "burst of 3 spent");
+        // 2 tokens per second: after 0.5 s exactly one more.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.take(2.0, 3.0, t1));
+        assert!(!b.take(2.0, 3.0, t1));
+        // A long pause refills only up to the burst.
+        let t2 = t1 + Duration::from_secs(100);
+        assert!(b.is_full(2.0, 3.0, t2));
+        for _ in 0..3 {
+            assert!(b.take(2.0, 3.0, t2));
+        }
+        assert!(!b.take(2.0, 3.0, t2));
+    }
+
+    #[test]
+    fn clock_going_backwards_gives_nothing() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut b = TokenBucket::full(1.0, t0);
+        assert!(b.take(1.0, 1.0, t0));
+        assert!(!b.take(1.0, 1.0, t0 - Duration::from_secs(5)));
+        assert!(!b.take(1.0, 1.0, t0));
+    }
+
+    #[test]
+    fn one_source_out_of_tokens_does_not_limit_another() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(limits(1.0, 2.0));
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        a.leave(ip(2));
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        a.leave(ip(2));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::RateLimited));
+        assert_eq!(a.admit(ip(3), t0), Ok(()));
+        assert_eq!(a.open(), 1);
+        assert_eq!(
+            a.admit(ip(2), t0 + Duration::from_secs(1)),
+            Ok(()),
+            "one token back after a second"
+        );
+    }
+
+    #[test]
+    fn exempt_sources_are_not_rate_limited() {
+        let t0 = Instant::now();
+        let mut l = limits(1.0, 1.0);
+        l.rate_exempt = vec!["127.0.0.0/8".parse().unwrap()];
+        let mut a = Admission::new(l);
+        let outside = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        for _ in 0..100 {
+            assert_eq!(a.admit(ip(1), t0), Ok(()));
+            a.leave(ip(1));
+        }
+        assert_eq!(a.admit(outside, t0), Ok(()));
+        a.leave(outside);
+        assert_eq!(a.admit(outside, t0), Err(Refusal::RateLimited));
+    }
+
+    #[test]
+    fn rate_zero_is_unlimited() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(limits(0.0, 0.0));
+        for _ in 0..1000 {
+            assert_eq!(a.admit(ip(2), t0), Ok(()));
+            a.leave(ip(2));
+        }
+        assert_eq!(a.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn connection_caps_total_and_per_source() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(Limits {
+            max_connections: 3,
+            max_per_source: 2,
+            rate: 0.0,
+            ..Limits::default()
+        });
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::SourceBusy));
+        assert_eq!(a.admit(ip(3), t0), Ok(()));
+        assert_eq!(a.admit(ip(4), t0), Err(Refusal::Busy));
+        a.leave(ip(2));
+        assert_eq!(a.admit(ip(4), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::Busy));
+        for x in [2, 3, 4] {
+            a.leave(ip(x));
+        }
+        assert_eq!(a.open(), 0);
+        assert!(a.open_by_source.is_empty(), "no counter left behind");
+    }
+
+    #[test]
+    fn refused_connections_do_not_spend_tokens() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(Limits {
+            max_connections: 10,
+            max_per_source: 1,
+            rate: 1.0,
+            burst: 1.0,
+            rate_exempt: Vec::new(),
+            ..Limits::default()
+        });
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::SourceBusy));
+        a.leave(ip(2));
+        assert_eq!(
+            a.admit(ip(2), t0 + Duration::from_secs(1)),
+            Ok(()),
+            "the refusal did not cost the token regained in the meantime"
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_count_per_64() {
+        let a: IpAddr = "fd00:1:2:3:4:5:6:7".parse().unwrap();
+        let b: IpAddr = "fd00:1:2:3:ffff::1".parse().unwrap();
+        let c: IpAddr = "fd00:1:2:4::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        assert_eq!(source_key(ip(9)), ip(9));
+    }
+
+    #[test]
+    fn remembered_sources_stay_bounded() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(limits(1.0, 5.0));
+        for n in 0..(MAX_TRACKED_SOURCES as u32 + 500) {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+            assert_eq!(a.admit(src, t0), Ok(()));
+            a.leave(src);
+        }
+        assert!(a.tracked_sources() <= MAX_TRACKED_SOURCES);
+        // Buckets refill after 1 s: all can be forgotten, room for new sources.
+        let later = t0 + Duration::from_secs(1);
+        let fresh = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1));
+        assert_eq!(a.admit(fresh, later), Ok(()));
+        assert!(a.tracked_sources() < 10);
+    }
+}

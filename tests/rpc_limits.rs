@@ -1,0 +1,238 @@
+//! The RPC server's bounds over real sockets on loopback (no root): a flooding client and a
+//! slow-loris client, each from its own 127.0.0.x source, do not stop a normal client from a third
+//! source from registering; oversized or over-long headers get 431, a stalled request 408, and a
+//! source over its connection cap 503.
+
+use mnigs::config::Config;
+use mnigs::daemon::Node;
+use mnigs::gateway::service::Gateway;
+use mnigs::protocol::Grant;
+use mnigs::rpc::limits::Limits;
+use mnigs::rpc::server::Server;
+use mnigs::store::Store;
+use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
+use serde_json::{Map, Value, json};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A gateway tunnel method that accepts every peer and configures nothing.
+struct NullMethod;
+
+impl Method for NullMethod {
+    fn name(&self) -> &'static str {
+        "wireguard"
+    }
+    fn check_options(&self, _: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
+    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn accept(&mut self, _: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
+        Ok(Map::new())
+    }
+    fn remove(&mut self, _: &Peer<'_>) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+    fn request_options(&self) -> Map<String, Value> {
+        Map::new()
+    }
+    fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
+        Err(TunnelError::Invalid("gateway-only test method".into()))
+    }
+    fn disconnect(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+}
+
+const LIMITS: fn() -> Limits = || Limits {
+    max_connections: 16,
+    max_per_source: 4,
+    read_timeout: Duration::from_secs(2),
+    rate: 5.0,
+    burst: 10.0,
+    rate_exempt: Vec::new(),
+    ..Limits::default()
+};
+
+fn gateway() -> (Server, SocketAddr) {
+    let mut cfg = Config::default();
+    cfg.gateway.enabled = true;
+    cfg.gateway.max_subscribers = 10;
+    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+    let gw = Gateway::new(
+        cfg.gateway.clone(),
+        vec![Box::new(NullMethod)],
+        store.clone(),
+        None,
+    );
+    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let server =
+        Server::start_with(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node, LIMITS()).unwrap();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+    (server, addr)
+}
+
+/// A TCP connection to `to` from the local address `from` (bind before connect).
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor we own; handed to TcpStream on success.
+    let s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut local: libc::sockaddr_in = std::mem::zeroed();
+        local.sin_family = libc::AF_INET as libc::sa_family_t;
+        local.sin_addr.s_addr = u32::from(from).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0);
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4 only")
+        };
+        let mut remote: libc::sockaddr_in = std::mem::zeroed();
+        remote.sin_family = libc::AF_INET as libc::sa_family_t;
+        remote.sin_port = to.port().to_be();
+        remote.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        assert_eq!(libc::connect(fd, (&raw const remote).cast(), len), 0);
+        TcpStream::from_raw_fd(fd)
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Sends `bytes` from `from` and returns the answer's status code and body, or `None` when the
+/// server cut the connection before answering.
+fn exchange(from: Ipv4Addr, to: SocketAddr, bytes: &[u8]) -> Option<(u16, String)> {
+    let mut s = connect_from(from, to);
+    s.write_all(bytes).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    parse_answer(&out)
+}
+
+fn parse_answer(out: &str) -> Option<(u16, String)> {
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+fn rpc(method: &str, params: Value) -> Vec<u8> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn flood_and_slow_loris_do_not_stop_another_source_from_registering() {
+    let (server, gw) = gateway();
+    let loris = Ipv4Addr::new(127, 0, 0, 66);
+    let flooder = Ipv4Addr::new(127, 0, 0, 77);
+    let alice = Ipv4Addr::new(127, 0, 0, 11);
+
+    // Slow loris: connections that send half a request line and then nothing. The first
+    // max_per_source are held (until the read timeout), the rest refused at once.
+    let mut held = Vec::new();
+    let mut refused_at_once = 0;
+    for _ in 0..12 {
+        let mut s = connect_from(loris, gw);
+        s.write_all(b"POST /jsonrpc HTTP/1.1\r\nHost:").unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut out = String::new();
+        if s.read_to_string(&mut out).is_ok() || !out.is_empty() {
+            assert_eq!(parse_answer(&out).map(|a| a.0), Some(503), "{out}");
+            refused_at_once += 1;
+        }
+    }
+    assert_eq!(refused_at_once, 12 - 4, "all but max_per_source refused");
+
+    // Flood: four threads sending requests back to back from one source.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, refused) = (stop.clone(), served.clone(), refused.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match exchange(flooder, gw, &rpc("listSessions", json!({}))) {
+                        Some((200, _)) => served.fetch_add(1, Ordering::SeqCst),
+                        _ => refused.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect();
+    while refused.load(Ordering::SeqCst) < 50 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // The normal client registers while both attacks are on.
+    let ask = json!({"name": "alice", "method": "wireguard", "options": {"publicKey": "k"}});
+    let (status, body) = exchange(alice, gw, &rpc("requestConnection", ask)).expect("answered");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["result"]["success"], true, "{answer}");
+
+    stop.store(true, Ordering::SeqCst);
+    for t in flood {
+        t.join().unwrap();
+    }
+    let (served, refused) = (
+        served.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+    );
+    eprintln!("flooder: {served} served, {refused} refused");
+    assert!(
+        refused >= 50 && served >= 1,
+        "{served} served, {refused} refused"
+    );
+
+    // The held slow-loris connections are answered 408 and closed after the read timeout.
+    let mut timed_out = 0;
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        if parse_answer(&out).map(|a| a.0) == Some(408) {
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 4, "every held connection timed out");
+    server.stop();
+}
+
+#[test]
+fn oversized_headers_are_refused() {
+    let (server, gw) = gateway();
+    let me = Ipv4Addr::new(127, 0, 0, 21);
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: gw\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let (status, _) = exchange(me, gw, long.as_bytes()).expect("answered");
+    assert_eq!(status, 431);
+    let many: String = (0..100).map(|n| format!("X-H{n}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: gw\r\n{many}\r\n");
+    let (status, _) = exchange(me, gw, many.as_bytes()).expect("answered");
+    assert_eq!(status, 431);
+    let chunked = b"POST /jsonrpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(exchange(me, gw, chunked).map(|a| a.0), Some(501));
+    let huge = b"POST /jsonrpc HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n{}";
+    assert_eq!(exchange(me, gw, huge).map(|a| a.0), Some(413));
+    // Still served normally afterwards.
+    let (status, body) = exchange(me, gw, &rpc("listSessions", json!({}))).unwrap();
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+}
