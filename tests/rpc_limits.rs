@@ -6,51 +6,18 @@
 use mnigs::config::Config;
 use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
-use mnigs::protocol::Grant;
 use mnigs::rpc::limits::Limits;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
-use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+#[path = "common/gateway.rs"]
+mod gateway_common;
+use gateway_common::{CountingMethod, connect_from};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A gateway tunnel method that accepts every peer and configures nothing.
-struct NullMethod;
-
-impl Method for NullMethod {
-    fn name(&self) -> &'static str {
-        "wireguard"
-    }
-    fn check_options(&self, _: &Map<String, Value>) -> Result<(), String> {
-        Ok(())
-    }
-    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn accept(&mut self, _: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
-        Ok(Map::new())
-    }
-    fn remove(&mut self, _: &Peer<'_>) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn shutdown(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn request_options(&self) -> Map<String, Value> {
-        Map::new()
-    }
-    fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
-        Err(TunnelError::Invalid("gateway-only test method".into()))
-    }
-    fn disconnect(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-}
 
 const LIMITS: fn() -> Limits = || Limits {
     max_connections: 16,
@@ -69,7 +36,7 @@ fn gateway() -> (Server, SocketAddr) {
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
     let gw = Gateway::new(
         cfg.gateway.clone(),
-        vec![Box::new(NullMethod)],
+        vec![Box::new(CountingMethod::default())],
         store.clone(),
         None,
     );
@@ -78,31 +45,6 @@ fn gateway() -> (Server, SocketAddr) {
         Server::start_with(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node, LIMITS()).unwrap();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
     (server, addr)
-}
-
-/// A TCP connection to `to` from the local address `from` (bind before connect).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor we own; handed to TcpStream on success.
-    let s = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let mut local: libc::sockaddr_in = std::mem::zeroed();
-        local.sin_family = libc::AF_INET as libc::sa_family_t;
-        local.sin_addr.s_addr = u32::from(from).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0);
-        let SocketAddr::V4(to) = to else {
-            panic!("IPv4 only")
-        };
-        let mut remote: libc::sockaddr_in = std::mem::zeroed();
-        remote.sin_family = libc::AF_INET as libc::sa_family_t;
-        remote.sin_port = to.port().to_be();
-        remote.sin_addr.s_addr = u32::from(*to.ip()).to_be();
-        assert_eq!(libc::connect(fd, (&raw const remote).cast(), len), 0);
-        TcpStream::from_raw_fd(fd)
-    };
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
 }
 
 /// Sends `bytes` from `from` and returns the answer's status code and body, or `None` when the

@@ -5,93 +5,16 @@
 use mnigs::config::Config;
 use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
-use mnigs::protocol::Grant;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
-use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashSet;
+#[path = "common/gateway.rs"]
+mod gateway_common;
+use gateway_common::{CountingMethod, connect_from};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Barrier, Mutex};
-
-/// A tunnel method that only remembers which peers are configured.
-struct CountingMethod(Arc<Mutex<HashSet<String>>>);
-
-impl Method for CountingMethod {
-    fn name(&self) -> &'static str {
-        "wireguard"
-    }
-    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String> {
-        options
-            .get("publicKey")
-            .and_then(Value::as_str)
-            .map(drop)
-            .ok_or_else(|| "publicKey".into())
-    }
-    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
-        let key = peer.options["publicKey"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        self.0.lock().unwrap().insert(key);
-        Ok(Map::new())
-    }
-    fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
-        self.0
-            .lock()
-            .unwrap()
-            .remove(peer.options["publicKey"].as_str().unwrap_or_default());
-        Ok(())
-    }
-    fn shutdown(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn request_options(&self) -> Map<String, Value> {
-        Map::new()
-    }
-    fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
-        Err(TunnelError::Invalid("gateway-only test method".into()))
-    }
-    fn disconnect(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-}
-
-/// A TCP connection to `to` from the local address `from` (bind before connect).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    // SAFETY: plain socket calls on a descriptor we own; handed to TcpStream on success.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let mut local: libc::sockaddr_in = std::mem::zeroed();
-        local.sin_family = libc::AF_INET as libc::sa_family_t;
-        local.sin_addr.s_addr = u32::from(from).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(
-            libc::bind(fd, (&raw const local).cast(), len),
-            0,
-            "bind {from}"
-        );
-        let SocketAddr::V4(to) = to else {
-            panic!("IPv4 only")
-        };
-        let mut remote: libc::sockaddr_in = std::mem::zeroed();
-        remote.sin_family = libc::AF_INET as libc::sa_family_t;
-        remote.sin_port = to.port().to_be();
-        remote.sin_addr.s_addr = u32::from(*to.ip()).to_be();
-        assert_eq!(
-            libc::connect(fd, (&raw const remote).cast(), len),
-            0,
-            "connect from {from}"
-        );
-        TcpStream::from_raw_fd(fd)
-    }
-}
 
 fn call_from(from: Ipv4Addr, to: SocketAddr, method: &str, params: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();

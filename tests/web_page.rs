@@ -6,15 +6,15 @@
 use mnigs::config::Config;
 use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
-use mnigs::protocol::Grant;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
-use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
 use mnigs::web::Access;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+#[path = "common/gateway.rs"]
+mod gateway_common;
+use gateway_common::{CountingMethod, connect_from};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -162,55 +162,9 @@ fn page_and_methods_follow_option_web() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A gateway-side tunnel method that configures nothing.
-struct NoTunnel;
-
-impl Method for NoTunnel {
-    fn name(&self) -> &'static str {
-        "wireguard"
-    }
-    fn check_options(&self, _: &Map<String, Value>) -> Result<(), String> {
-        Ok(())
-    }
-    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn accept(&mut self, _: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
-        Ok(Map::new())
-    }
-    fn remove(&mut self, _: &Peer<'_>) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn shutdown(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn request_options(&self) -> Map<String, Value> {
-        Map::new()
-    }
-    fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
-        Err(TunnelError::Invalid("gateway-only test method".into()))
-    }
-    fn disconnect(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-}
-
 /// A JSON-RPC call to `to` from the local address `from` (127.0.0.0/8 gives us many callers).
 fn call_from(from: Ipv4Addr, to: u16, method: &str, params: Value) -> Value {
-    // SAFETY: plain socket calls on a descriptor we own; handed to TcpStream on success.
-    let mut s = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let mut a: libc::sockaddr_in = std::mem::zeroed();
-        a.sin_family = libc::AF_INET as libc::sa_family_t;
-        a.sin_addr.s_addr = u32::from(from).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, (&raw const a).cast(), len), 0, "bind {from}");
-        a.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
-        a.sin_port = to.to_be();
-        assert_eq!(libc::connect(fd, (&raw const a).cast(), len), 0);
-        TcpStream::from_raw_fd(fd)
-    };
+    let mut s = connect_from(from, SocketAddr::from((Ipv4Addr::LOCALHOST, to)));
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
     let head = format!(
         "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -233,7 +187,7 @@ fn read_only_callers_see_sessions_and_graph_without_session_ids() {
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
     let gw = Gateway::new(
         cfg.gateway.clone(),
-        vec![Box::new(NoTunnel)],
+        vec![Box::new(CountingMethod::default())],
         store.clone(),
         None,
     );
