@@ -131,13 +131,16 @@ impl Node {
         sessions
     }
 
-    fn mesh_graph(&self) -> Result<Value, RpcError> {
-        let rows = self
-            .store
-            .lock()
-            .expect("not poisoned")
+    /// The gateways in the store, as the control methods report them.
+    fn stored_gateways(&self) -> Result<Vec<crate::store::GatewayRow>, RpcError> {
+        let store = self.store.lock().expect("not poisoned");
+        store
             .gateways()
-            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))
+    }
+
+    fn mesh_graph(&self) -> Result<Value, RpcError> {
+        let rows = self.stored_gateways()?;
         let seen: Vec<graph::SeenGateway> = rows
             .into_iter()
             .map(|r| graph::SeenGateway {
@@ -214,12 +217,7 @@ impl Node {
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
-        let rows = self
-            .store
-            .lock()
-            .expect("not poisoned")
-            .gateways()
-            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        let rows = self.stored_gateways()?;
         // Connection quality is kept per node name (subscriber side); absent for the others.
         let quality = self
             .store

@@ -643,14 +643,10 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
     ));
     Ok(super::Found {
         candidates: candidates(&w, &cfg.ports),
-        graph: Some(super::Graph {
-            nodes: w
-                .nodes
-                .iter()
-                .map(|n| (IpAddr::V6(n.address), n.depth))
-                .collect(),
-            links: w.links.clone(),
-        }),
+        graph: Some(super::Graph::of_walk(
+            w.nodes.iter().map(|n| (n.address, n.depth)),
+            &w.links,
+        )),
     })
 }
 

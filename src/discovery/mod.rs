@@ -192,6 +192,17 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The graph of an overlay walk (cjdns, Yggdrasil): IPv6 nodes with their depth, and links.
+    pub fn of_walk(
+        nodes: impl Iterator<Item = (std::net::Ipv6Addr, u32)>,
+        links: &[(usize, usize)],
+    ) -> Graph {
+        Graph {
+            nodes: nodes.map(|(a, d)| (IpAddr::V6(a), d)).collect(),
+            links: links.to_vec(),
+        }
+    }
+
     /// `{"nodes": [{"address", "hops"}], "links": [[a, b]]}`.
     pub fn to_json(&self) -> serde_json::Value {
         let nodes: Vec<serde_json::Value> = self

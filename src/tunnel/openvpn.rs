@@ -202,6 +202,28 @@ fn mkdir(path: &Path) -> Result<(), TunnelError> {
         .map_err(|e| io("cannot protect", path, e))
 }
 
+/// Makes a new P-256 key at `key` and a certificate request for `subject` at `req`.
+fn new_key_and_request(key: &Path, req: &Path, subject: &str) -> Result<(), TunnelError> {
+    let (key, req) = (s(key), s(req));
+    cmd::run(&[
+        "openssl",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-subj",
+        subject,
+        "-out",
+        &req,
+    ])?;
+    Ok(())
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -366,22 +388,7 @@ impl Openvpn {
             let key = dir.join("client.key");
             let req = dir.join("client.csr");
             if !key.exists() || !req.exists() {
-                cmd::run(&[
-                    "openssl",
-                    "req",
-                    "-new",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-keyout",
-                    &s(&key),
-                    "-subj",
-                    "/CN=mnigs-subscriber",
-                    "-out",
-                    &s(&req),
-                ])?;
+                new_key_and_request(&key, &req, "/CN=mnigs-subscriber")?;
             }
             csr = read(&req)?;
         }
@@ -443,22 +450,7 @@ impl Method for Openvpn {
         let (key, crt) = (self.dir.join("server.key"), self.dir.join("server.crt"));
         if !key.exists() || !crt.exists() {
             let req = self.dir.join("server.csr");
-            cmd::run(&[
-                "openssl",
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &s(&key),
-                "-subj",
-                "/CN=server",
-                "-out",
-                &s(&req),
-            ])?;
+            new_key_and_request(&key, &req, "/CN=server")?;
             sign(&self.dir, &req, SERVER_CN, &crt, true)?;
         }
         let log = self.dir.join("openvpn.log");
