@@ -323,17 +323,29 @@ impl Scenario {
 
     /// Waits until the subscriber reports `connected`.
     pub fn wait_connected(&self, timeout: Duration, stop: &AtomicBool) -> Result<Value, String> {
+        self.wait_node_connected(Node::Sub, timeout, stop)
+    }
+
+    /// Waits until the subscriber daemon of `node` (whose config is `NODE.uci`) reports
+    /// `connected`.
+    pub fn wait_node_connected(
+        &self,
+        node: Node,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> Result<Value, String> {
         let start = Instant::now();
         loop {
-            match self.status(Node::Sub) {
+            match self.status(node) {
                 Ok(s) if s["subscriber"]["state"] == "connected" => return Ok(s),
                 _ => {}
             }
             if start.elapsed() > timeout || stop.load(Ordering::Relaxed) {
                 return Err(format!(
-                    "subscriber not connected after {:?}; its log:\n{}",
+                    "{} not connected after {:?}; its log:\n{}",
+                    node.name(),
                     start.elapsed(),
-                    self.tail(Node::Sub)
+                    self.tail(node)
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
