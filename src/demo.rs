@@ -23,6 +23,8 @@ pub struct Scenario {
     pub sub_wg: String,
     /// Second gateway daemon's PID, while running (two-gateway scenario).
     pub gw2_pid: Option<u32>,
+    /// The second gateway's WireGuard interface (two-gateway scenario; empty otherwise).
+    pub gw2_wg: String,
 }
 
 impl Scenario {
@@ -58,6 +60,7 @@ impl Scenario {
             sub_wg,
             bed,
             gw2_pid: None,
+            gw2_wg: String::new(),
         };
         let list: String = methods
             .iter()
@@ -123,10 +126,11 @@ impl Scenario {
             sub_wg,
             bed,
             gw2_pid: None,
+            gw2_wg,
         };
         for (node, name, wg, pool) in [
             (Node::Gw, "gw1", s.gw_wg.clone(), "100.127.0.0/24"),
-            (Node::Gw2, "gw2", gw2_wg, "100.126.0.0/24"),
+            (Node::Gw2, "gw2", s.gw2_wg.clone(), "100.126.0.0/24"),
         ] {
             let text = format!(
                 "config mnigs 'main'\n\toption name '{name}'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
@@ -253,6 +257,46 @@ impl Scenario {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon PID of `node`, while it runs.
+    pub fn pid(&self, node: Node) -> Option<u32> {
+        match node {
+            Node::Gw => self.gw_pid,
+            Node::Gw2 => self.gw2_pid,
+            _ => self.sub_pid,
+        }
+    }
+
+    /// The WireGuard interface mnigs manages on `node`.
+    pub fn wg_ifname(&self, node: Node) -> &str {
+        match node {
+            Node::Gw => &self.gw_wg,
+            Node::Gw2 => &self.gw2_wg,
+            _ => &self.sub_wg,
+        }
+    }
+
+    /// Cuts the uplink of gateway `node` (its link goes down, which takes its default route),
+    /// or brings both back.
+    pub fn set_uplink(&self, node: Node, up: bool) -> Result<(), String> {
+        let wan = self.bed.wan_ifname();
+        let state = if up { "up" } else { "down" };
+        self.bed
+            .exec(node, &["ip", "link", "set", wan, state])
+            .map_err(|e| e.to_string())?;
+        if up {
+            let via = if node == Node::Gw2 {
+                Testbed::INET_UPLINK2
+            } else {
+                Testbed::INET_UPLINK
+            };
+            let via = via.to_string();
+            self.bed
+                .exec(node, &["ip", "route", "replace", "default", "via", &via])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The UCI file of `node` (gw or sub).

@@ -4,16 +4,24 @@
 //! interface, route, rule, WireGuard peer or NAT entry), both databases pass
 //! `PRAGMA integrity_check`, and traffic flows. At the end SIGTERM leaves both nodes as they were.
 //!
-//! Seeded: `MNIGS_CRASH_SEED` (default 8) and `MNIGS_CRASH_ROUNDS` (default 5; `bench/crash.sh`
-//! runs 50). A failure prints the seed and round to replay it.
+//! The second test does the same while the subscriber fails over between two gateways: the
+//! uplink of the gateway in use is cut, and the subscriber, the gateway it leaves or the one it
+//! moves to is killed at a random moment of the move.
+//!
+//! Seeded: `MNIGS_CRASH_SEED` (default 8) and `MNIGS_CRASH_ROUNDS` (default 5 per test;
+//! `bench/crash.sh` runs 25 per test). A failure prints the seed and round to replay it.
 
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, e2e_gate};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
 static NEVER: AtomicBool = AtomicBool::new(false);
+/// The two tests run one after the other: each times daemons on its own mesh, and two meshes
+/// at once on two cores stretch those times.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// xorshift64*: reproducible from the seed, good enough to pick moments.
 struct Rng(u64);
@@ -68,11 +76,7 @@ fn snapshot(s: &Scenario, node: Node) -> String {
         out.push_str(line.trim());
         out.push('\n');
     }
-    let wg = if node == Node::Gw {
-        &s.gw_wg
-    } else {
-        &s.sub_wg
-    };
+    let wg = s.wg_ifname(node);
     if let Ok(peers) = s.bed.exec(node, &["wg", "show", wg, "allowed-ips"]) {
         out.push_str(&format!("wg peers {}\n", peers.lines().count()));
         for line in peers.lines() {
@@ -87,17 +91,37 @@ fn snapshot(s: &Scenario, node: Node) -> String {
 
 /// Fails with the lines only one of two snapshots has.
 fn same(now: &str, reference: &str, what: &str) {
-    if now == reference {
+    // Order is not configuration (a recreated interface is listed last).
+    let sorted = |t: &str| {
+        let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let (a, b) = (sorted(now), sorted(reference));
+    if a == b {
         return;
     }
-    let (a, b): (Vec<&str>, Vec<&str>) = (now.lines().collect(), reference.lines().collect());
-    let extra: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
-    let missing: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
-    panic!("{what}: differs from when first connected\nextra: {extra:#?}\nmissing: {missing:#?}");
+    let extra: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let missing: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    panic!(
+        "{what}: differs from when first connected\nextra: {extra:#?}\nmissing: {missing:#?}\n\
+         now:\n{now}\nthen:\n{reference}"
+    );
+}
+
+/// Sends SIGKILL to `node`'s daemon (the caller then reaps it with `Scenario::stop`).
+fn kill(s: &Scenario, node: Node) {
+    let pid = s.pid(node).expect("daemon running");
+    // SAFETY: kill(2) on the PID of a daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
 
 fn gw_sessions(s: &Scenario) -> Vec<String> {
-    let out = s.cli(Node::Gw, &["sessions", "--json"]).expect("sessions");
+    sessions(s, Node::Gw)
+}
+
+fn sessions(s: &Scenario, gw: Node) -> Vec<String> {
+    let out = s.cli(gw, &["sessions", "--json"]).expect("sessions");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let mut ids: Vec<String> = v["sessions"]
         .as_array()
@@ -146,6 +170,9 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
     if !e2e_gate("daemons_killed_at_random_moments_leave_nothing_stale") {
         return;
     }
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let seed = env_u64("MNIGS_CRASH_SEED", 8);
     let rounds = env_u64("MNIGS_CRASH_ROUNDS", 5);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -186,14 +213,7 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
                 _ => None,
             };
             std::thread::sleep(delay);
-            let pid = if victim == Node::Gw {
-                s.gw_pid
-            } else {
-                s.sub_pid
-            };
-            let pid = pid.expect("daemon running");
-            // SAFETY: kill(2) on the PID of a daemon this test started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            kill(&s, victim);
             if let Some(t) = trigger {
                 let _ = t.join();
             }
@@ -250,4 +270,178 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
         gw_before,
         "SIGTERM leaves nothing on gw"
     );
+}
+
+/// What each node looks like with the subscriber on gateway `i` (0: gw1, 1: gw2).
+struct Refs {
+    sub: [String; 2],
+    busy: [String; 2],
+    idle: [String; 2],
+}
+
+const GATEWAYS: [Node; 2] = [Node::Gw, Node::Gw2];
+const GW_NAMES: [&str; 2] = ["gw1", "gw2"];
+
+fn current_gateway(s: &Scenario) -> usize {
+    let name = s.sub_gateway().expect("connected");
+    GW_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .expect("a known gateway")
+}
+
+/// Cuts the uplink of the gateway in use, waits for the subscriber to move to the other one,
+/// restores the uplink and returns the index of the gateway moved to.
+fn fail_over(s: &Scenario, from: usize) -> usize {
+    let to = 1 - from;
+    s.set_uplink(GATEWAYS[from], false).unwrap();
+    s.wait_gateway(GW_NAMES[to], Duration::from_secs(20))
+        .unwrap();
+    s.set_uplink(GATEWAYS[from], true).unwrap();
+    to
+}
+
+/// Waits until gateway `gw` holds `count` sessions.
+fn wait_sessions(s: &Scenario, gw: Node, count: usize) {
+    let start = Instant::now();
+    while sessions(s, gw).len() != count {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} keeps {:?}",
+            gw.name(),
+            sessions(s, gw)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn daemons_killed_during_failover_leave_nothing_stale() {
+    if !e2e_gate("daemons_killed_during_failover_leave_nothing_stale") {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seed = env_u64("MNIGS_CRASH_SEED", 8);
+    let rounds = env_u64("MNIGS_CRASH_ROUNDS", 5);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // No fail back: the subscriber stays where a move took it once both uplinks are up again.
+    let options = format!(
+        "\toption scan_interval '1'\n\tlist probe_target '{}'\n\toption failback_after '86400'\n",
+        mnigs::testbed::Testbed::INET_HOST
+    );
+    let mut s = Scenario::two_gateways(EXE.as_ref(), &options).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(30))
+        .expect("Babel converges");
+    let nodes = [Node::Sub, Node::Gw, Node::Gw2];
+    let before: Vec<String> = nodes.iter().map(|n| s.system_state(*n)).collect();
+    for node in nodes {
+        s.start(node).unwrap();
+    }
+    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert!(ping_within(&s, Duration::from_secs(5)));
+
+    // References, taken on either gateway after a clean move.
+    let mut on = current_gateway(&s);
+    let mut refs = Refs {
+        sub: Default::default(),
+        busy: Default::default(),
+        idle: Default::default(),
+    };
+    for _ in 0..2 {
+        on = fail_over(&s, on);
+        wait_sessions(&s, GATEWAYS[1 - on], 0);
+        assert!(ping_within(&s, Duration::from_secs(5)));
+        refs.sub[on] = snapshot(&s, Node::Sub);
+        refs.busy[on] = snapshot(&s, GATEWAYS[on]);
+        refs.idle[1 - on] = snapshot(&s, GATEWAYS[1 - on]);
+    }
+
+    let mut outages = Vec::new();
+    for round in 0..rounds {
+        let (from, to) = (on, 1 - on);
+        let victim = [Node::Sub, GATEWAYS[from], GATEWAYS[to]][rng.next(3) as usize];
+        let delay = Duration::from_millis(rng.next(3000));
+        let what = format!(
+            "seed {seed} round {round}: SIGKILL {} {delay:?} into the move {} -> {}",
+            victim.name(),
+            GW_NAMES[from],
+            GW_NAMES[to]
+        );
+        eprintln!("{what}");
+        s.set_uplink(GATEWAYS[from], false).unwrap();
+        std::thread::sleep(delay);
+        kill(&s, victim);
+        let killed = Instant::now();
+        assert!(s.stop(victim, libc::SIGKILL), "{what}: daemon ended");
+        s.start(victim)
+            .unwrap_or_else(|e| panic!("{what}: restart: {e}"));
+        if s.wait_gateway(GW_NAMES[to], Duration::from_secs(20))
+            .is_err()
+        {
+            let _ = s.cli(Node::Sub, &["scan"]);
+            s.wait_gateway(GW_NAMES[to], Duration::from_secs(40))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        s.set_uplink(GATEWAYS[from], true).unwrap();
+        assert!(
+            ping_within(&s, Duration::from_secs(10)),
+            "{what}: traffic flows"
+        );
+        outages.push(killed.elapsed());
+        on = to;
+
+        same(
+            &snapshot(&s, Node::Sub),
+            &refs.sub[to],
+            &format!("{what}: sub"),
+        );
+        assert_eq!(sessions(&s, GATEWAYS[to]).len(), 1, "{what}: one session");
+        same(
+            &snapshot(&s, GATEWAYS[to]),
+            &refs.busy[to],
+            &format!("{what}: {}", GW_NAMES[to]),
+        );
+        // The gateway left behind may keep the lease whose release never arrived (the subscriber
+        // died first): not stale, it expires. Otherwise it is as idle as before.
+        let left = match sessions(&s, GATEWAYS[from]).len() {
+            0 => &refs.idle[from],
+            1 => &refs.busy[from],
+            n => panic!("{what}: {n} sessions left on {}", GW_NAMES[from]),
+        };
+        same(
+            &snapshot(&s, GATEWAYS[from]),
+            left,
+            &format!("{what}: {}", GW_NAMES[from]),
+        );
+        for node in nodes {
+            assert_eq!(
+                integrity(&s, node),
+                "ok",
+                "{what}: {} database",
+                node.name()
+            );
+        }
+    }
+    outages.sort();
+    if let (Some(min), Some(max)) = (outages.first(), outages.last()) {
+        eprintln!(
+            "{rounds} kills during failover: back to a working tunnel after {min:?} .. {max:?} (median {:?})",
+            outages[outages.len() / 2]
+        );
+    }
+
+    for node in nodes {
+        assert!(s.stop(node, libc::SIGTERM));
+    }
+    for (node, was) in nodes.iter().zip(before) {
+        assert_eq!(
+            s.system_state(*node),
+            was,
+            "SIGTERM leaves nothing on {}",
+            node.name()
+        );
+    }
 }

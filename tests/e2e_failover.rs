@@ -111,7 +111,7 @@ fn failover_cases(hot: bool) {
 
     // (a) gw1's uplink cut.
     let (a, ()) = outage_during(&s, 50, &format!("{mode} (a) uplink cut"), || {
-        gw(&s, &["ip", "link", "set", "wan0", "down"]);
+        s.set_uplink(Node::Gw, false).unwrap();
     });
     s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
     assert!(
@@ -131,18 +131,7 @@ fn failover_cases(hot: bool) {
     assert_eq!(uplink(&s), false, "gw1 reports its uplink unhealthy");
 
     // (d) gw1 back: the subscriber stays on gw2 for the stability period, then fails back.
-    gw(&s, &["ip", "link", "set", "wan0", "up"]);
-    gw(
-        &s,
-        &[
-            "ip",
-            "route",
-            "replace",
-            "default",
-            "via",
-            &Testbed::INET_UPLINK.to_string(),
-        ],
-    );
+    s.set_uplink(Node::Gw, true).unwrap();
     let back = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
