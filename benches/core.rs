@@ -4,13 +4,19 @@
 //! - stripped release binary size of the router build, without the demo (target ≤ 2.0 MB),
 //! - `nodeInfo` requests per second on loopback against a running daemon (target ≥ 5,000),
 //! - idle RSS of a daemon with no role, and of a connected gateway and subscriber (target ≤ 4 MB),
+//!   the median of several runs, with PSS beside it (RSS counts every page of the binary and of
+//!   glibc the kernel mapped in, pages every other process shares; PSS divides those up),
 //! - seconds from subscriber start to the first ping through the tunnel, once Babel has
 //!   converged (target ≤ 1 s), the median of several runs on fresh meshes.
+//!
+//! The daemons measured are the router build's (`--no-default-features`), the binary a router
+//! runs; the CLI and the test mesh come from the default build.
 
 use mnigs::demo::Scenario;
 use mnigs::rpc::client;
 use mnigs::testbed::{Node, require_root};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -38,14 +44,42 @@ fn row(what: &str, value: f64, unit: &str, target: f64, higher_is_better: bool) 
     );
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(f64::NAN);
-    kb / 1024.0
+/// Resident and proportional set size of `pid`, MB.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    rss: f64,
+    pss: f64,
+}
+
+fn memory(pid: u32) -> Memory {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        let kb: f64 = rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(f64::NAN);
+        kb / 1024.0
+    };
+    Memory {
+        rss: field("Rss:"),
+        pss: field("Pss:"),
+    }
+}
+
+/// The run with the median RSS.
+fn median(mut runs: Vec<Memory>) -> Memory {
+    runs.sort_by(|a, b| a.rss.total_cmp(&b.rss));
+    runs.get(runs.len() / 2).copied().unwrap_or_default()
+}
+
+fn memory_rows(what: &str, m: Memory) {
+    row(&format!("idle RSS, {what}"), m.rss, "MB", 4.0, false);
+    println!(
+        "{:<48} {:>10.3} MB     (informational)",
+        format!("idle PSS, {what}"),
+        m.pss
+    );
 }
 
 fn free_port() -> u16 {
@@ -56,8 +90,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Requests per second and idle RSS of a daemon with no role, on loopback.
-fn loopback() {
+/// Requests per second and idle RSS of a daemon with no role (binary `exe`), on loopback.
+fn loopback(exe: &Path) {
     let dir = std::env::temp_dir().join(format!("mnigs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
@@ -67,7 +101,7 @@ fn loopback() {
         dir.join("bench.db").display()
     );
     std::fs::write(&conf, cfg).unwrap();
-    let mut child = std::process::Command::new(EXE)
+    let mut child = std::process::Command::new(exe)
         .args(["daemon", "-c"])
         .arg(&conf)
         .spawn()
@@ -88,8 +122,11 @@ fn loopback() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let idle = rss_mb(child.id());
+    let mut idle = Vec::new();
+    for _ in 0..RUNS {
+        std::thread::sleep(Duration::from_millis(200));
+        idle.push(memory(child.id()));
+    }
     let start = Instant::now();
     let threads: Vec<_> = (0..CLIENT_THREADS)
         .map(|_| {
@@ -111,7 +148,7 @@ fn loopback() {
         t.join().unwrap();
     }
     let rate = REQUESTS as f64 / start.elapsed().as_secs_f64();
-    let busy = rss_mb(child.id());
+    let busy = memory(child.id()).rss;
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
@@ -123,20 +160,20 @@ fn loopback() {
         5000.0,
         true,
     );
-    row("idle RSS, daemon with no role", idle, "MB", 4.0, false);
+    memory_rows("daemon with no role", median(idle));
     println!(
         "{:<48} {busy:>10.3} MB     (informational)",
         "RSS right after the request burst"
     );
 }
 
-/// Subscriber start → first ping through the tunnel; RSS of the connected daemons.
-fn mesh() {
+/// Subscriber start → first ping through the tunnel; RSS of the connected daemons (binary `exe`).
+fn mesh(exe: &Path) {
     let never = AtomicBool::new(false);
     let mut times = Vec::new();
-    let mut rss = (0.0f64, 0.0f64);
+    let (mut gw, mut sub) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        let mut s = Scenario::new(EXE.as_ref(), 300).expect("testbed");
+        let mut s = Scenario::new(exe, 300).expect("testbed");
         s.bed
             .wait_converged(Duration::from_secs(20))
             .expect("Babel converges");
@@ -153,7 +190,8 @@ fn mesh() {
         }
         times.push(started.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_secs(2));
-        rss = (rss_mb(s.gw_pid.unwrap()), rss_mb(s.sub_pid.unwrap()));
+        gw.push(memory(s.gw_pid.unwrap()));
+        sub.push(memory(s.sub_pid.unwrap()));
         s.stop(Node::Sub, libc::SIGTERM);
         s.stop(Node::Gw, libc::SIGTERM);
     }
@@ -166,24 +204,12 @@ fn mesh() {
         1.0,
         false,
     );
-    row(
-        "idle RSS, connected gateway daemon",
-        rss.0,
-        "MB",
-        4.0,
-        false,
-    );
-    row(
-        "idle RSS, connected subscriber daemon",
-        rss.1,
-        "MB",
-        4.0,
-        false,
-    );
+    memory_rows("connected gateway daemon", median(gw));
+    memory_rows("connected subscriber daemon", median(sub));
 }
 
 /// Builds the binary routers get (no demo: `--no-default-features`) and returns its path.
-fn router_binary() -> Option<std::path::PathBuf> {
+fn router_binary() -> Option<PathBuf> {
     let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = top.join("target").join("router");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -203,7 +229,7 @@ fn router_binary() -> Option<std::path::PathBuf> {
     built.then(|| target.join("release").join("mnigs"))
 }
 
-fn size_mb(path: &std::path::Path) -> f64 {
+fn size_mb(path: &Path) -> f64 {
     std::fs::metadata(path)
         .map(|m| m.len() as f64 / 1e6)
         .unwrap_or(f64::NAN)
@@ -212,24 +238,25 @@ fn size_mb(path: &std::path::Path) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is expected.
     println!("mnigs core benchmark ({EXE})");
-    match router_binary() {
-        Some(router) => row(
-            "router binary (no demo), stripped",
-            size_mb(&router),
-            "MB",
-            2.0,
-            false,
-        ),
-        None => println!("router binary: build FAILED"),
-    }
+    let Some(router) = router_binary() else {
+        println!("router binary: build FAILED");
+        std::process::exit(1);
+    };
+    row(
+        "router binary (no demo), stripped",
+        size_mb(&router),
+        "MB",
+        2.0,
+        false,
+    );
     println!(
         "{:<48} {:>10.3} MB     (informational)",
         "default build (with the demo), stripped",
         size_mb(EXE.as_ref())
     );
-    loopback();
+    loopback(&router);
     match require_root() {
-        Ok(()) => mesh(),
+        Ok(()) => mesh(&router),
         Err(e) => println!("mesh figures SKIPPED: {e}"),
     }
 }

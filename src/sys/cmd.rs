@@ -1,18 +1,21 @@
 //! Running external programs: argv only, never a shell, always with a timeout.
 //!
-//! Every command is logged at debug level and appended to an in-process command log, so tests
-//! can assert that hostile input reached no program at all.
+//! Every command is logged at debug level; once a test has called [`clear_history`], commands
+//! are also appended to an in-process command log, so it can assert that hostile input reached
+//! no program at all. The daemon never keeps that log (up to 1000 strings of resident memory).
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Default time a command may take before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static KEEP_LOG: AtomicBool = AtomicBool::new(false);
 
 /// Why a command failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +177,9 @@ fn run_with<S: AsRef<str>>(
 
 fn record(line: &str) {
     crate::log::debug(&format!("run: {line}"));
+    if !KEEP_LOG.load(Ordering::Relaxed) {
+        return;
+    }
     if let Ok(mut log) = LOG.lock() {
         // Bounded: the log is for tests and diagnostics, not an archive.
         if log.len() >= 1000 {
@@ -183,13 +189,15 @@ fn record(line: &str) {
     }
 }
 
-/// The commands run so far by this process (most recent last, at most 1000).
+/// The commands run since [`clear_history`] (most recent last, at most 1000).
 pub fn history() -> Vec<String> {
     LOG.lock().map(|l| l.clone()).unwrap_or_default()
 }
 
-/// Forgets the command history (tests call this before the part they observe).
+/// Forgets the command history and keeps one from now on (tests call this before the part
+/// they observe).
 pub fn clear_history() {
+    KEEP_LOG.store(true, Ordering::Relaxed);
     if let Ok(mut log) = LOG.lock() {
         log.clear();
     }
