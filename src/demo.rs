@@ -431,18 +431,7 @@ impl Scenario {
                 &["nft", "list", "chain", "inet", "mnwatch", "input"],
             )
             .map_err(|e| e.to_string())?;
-        let counts: Vec<u64> = out
-            .lines()
-            .filter_map(|l| {
-                l.split("packets ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        match counts[..] {
+        match nft_packet_counts(&out)[..] {
             [from_gw, all] => Ok((from_gw, all)),
             _ => Err(format!("unexpected counter listing: {out}")),
         }
@@ -451,27 +440,11 @@ impl Scenario {
     /// What mnigs may leave on `node`: links, addresses, routes of all tables, rules, WireGuard
     /// peers and nftables rules, as text to compare before and after.
     pub fn system_state(&self, node: Node) -> String {
-        let views: [&[&str]; 6] = [
-            &["ip", "-o", "link", "show"],
-            &["ip", "-o", "addr", "show"],
-            &["ip", "route", "show", "table", "all"],
-            &["ip", "-6", "route", "show", "table", "all"],
-            &["ip", "rule", "show"],
-            &["nft", "list", "ruleset"],
-        ];
-        let mut out = String::new();
-        for argv in views {
-            let text = self
-                .bed
+        let mut out = network_state(|argv| {
+            self.bed
                 .exec(node, argv)
-                .unwrap_or_else(|e| format!("({e})"));
-            // Babel's own routes and link counters move on their own; keep what mnigs owns.
-            for line in text.lines().filter(|l| !l.contains("proto babel")) {
-                let line = line.split(" link/").next().unwrap_or(line);
-                out.push_str(line.split("\\    valid_lft").next().unwrap_or(line));
-                out.push('\n');
-            }
-        }
+                .unwrap_or_else(|e| format!("({e})"))
+        });
         // wireguard-go's sockets are shared by all namespaces: show only interfaces living here.
         let wg = self
             .bed
@@ -500,6 +473,44 @@ impl Scenario {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+}
+
+/// Links, addresses, routes of all tables, rules and nftables of a namespace, as text to
+/// compare before and after; `run` lists one view (an `ip` or `nft` argv). Babel's routes and
+/// link counters move on their own and are left out.
+pub fn network_state(run: impl Fn(&[&str]) -> String) -> String {
+    let views: [&[&str]; 6] = [
+        &["ip", "-o", "link", "show"],
+        &["ip", "-o", "addr", "show"],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &["ip", "rule", "show"],
+        &["nft", "list", "ruleset"],
+    ];
+    let mut out = String::new();
+    for argv in views {
+        for line in run(argv).lines().filter(|l| !l.contains("proto babel")) {
+            let line = line.split(" link/").next().unwrap_or(line);
+            out.push_str(line.split("\\    valid_lft").next().unwrap_or(line));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The packet counts of an `nft list chain` listing's `counter` rules, in order.
+pub fn nft_packet_counts(listing: &str) -> Vec<u64> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 fn text(v: &Value) -> &str {

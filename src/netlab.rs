@@ -8,9 +8,8 @@
 //! the host's.
 
 use crate::sys::cmd::{self, CmdError};
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -132,29 +131,14 @@ redistribute deny
         input: Option<&str>,
         timeout: Duration,
     ) -> Result<String, CmdError> {
-        let mut full = vec!["ip", "netns", "exec", ns];
-        full.extend_from_slice(argv);
-        cmd::run_full(&full, input, timeout)
+        crate::testbed::exec_in_ns(ns, argv, input, timeout)
     }
 
     /// Starts `argv` in the background inside `ns`, output appended to `log`; returns its PID.
     /// (`ip netns exec` execs the program, so the PID is the program's own.)
     pub fn spawn(&self, ns: &str, argv: &[&str], log: &Path) -> Result<u32, String> {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("netlab: log {}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(argv)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("netlab: cannot start {argv:?} in {ns}: {e}"))?;
+        let child =
+            crate::testbed::spawn_in_ns(ns, argv, log).map_err(|e| format!("netlab: {e}"))?;
         let pid = child.id();
         lock(&self.children).push(child);
         Ok(pid)

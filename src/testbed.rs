@@ -367,9 +367,7 @@ impl Testbed {
         input: Option<&str>,
         timeout: Duration,
     ) -> Result<String, CmdError> {
-        let mut full = vec!["ip", "netns", "exec", ns];
-        full.extend_from_slice(argv);
-        cmd::run_full(&full, input, timeout)
+        exec_in_ns(ns, argv, input, timeout)
     }
 
     /// Starts `argv` in the background inside `node`'s namespace, stdout and stderr appended to
@@ -383,26 +381,7 @@ impl Testbed {
 
     /// Like [`Testbed::spawn`], in the namespace named `ns` (e.g. a [`Testbed::leaf_ns`]).
     pub fn spawn_in(&self, ns: &str, argv: &[&str], log: &Path) -> Result<u32, String> {
-        if argv.is_empty() {
-            return Err("testbed: spawn needs a program".to_string());
-        }
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("testbed: cannot open log {}: {e}", log.display()))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| format!("testbed: cannot open log {}: {e}", log.display()))?;
-        crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(argv)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("testbed: cannot start `{}` in {ns}: {e}", argv.join(" ")))?;
+        let child = spawn_in_ns(ns, argv, log)?;
         let pid = child.id();
         lock(&self.children).push(child);
         Ok(pid)
@@ -844,6 +823,44 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// Runs `argv` inside namespace `ns` (`ip netns exec NS argv…`) with `input` on stdin.
+pub fn exec_in_ns(
+    ns: &str,
+    argv: &[&str],
+    input: Option<&str>,
+    timeout: Duration,
+) -> Result<String, CmdError> {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(argv);
+    cmd::run_full(&full, input, timeout)
+}
+
+/// Starts `argv` in the background inside namespace `ns`, stdout and stderr appended to `log`.
+/// `ip netns exec` replaces itself with the program, so the child's PID is the program's own;
+/// the caller keeps the child to reap it.
+pub fn spawn_in_ns(ns: &str, argv: &[&str], log: &Path) -> Result<Child, String> {
+    if argv.is_empty() {
+        return Err("spawn needs a program".to_string());
+    }
+    let open_log = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("cannot open log {}: {e}", log.display()))
+    };
+    let (out, err) = (open_log()?, open_log()?);
+    crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start `{}` in {ns}: {e}", argv.join(" ")))
 }
 
 /// Fails unless the effective user is root (namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN).

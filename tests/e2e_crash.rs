@@ -13,8 +13,8 @@
 
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, e2e_gate};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
@@ -148,6 +148,56 @@ fn integrity(s: &Scenario, node: Node) -> String {
         .expect("integrity_check")
 }
 
+/// A test's seeded run, one test at a time.
+struct Run {
+    _serial: MutexGuard<'static, ()>,
+    seed: u64,
+    rounds: u64,
+    rng: Rng,
+}
+
+impl Run {
+    /// `None` when the E2E gate skips `test`.
+    fn begin(test: &str) -> Option<Run> {
+        if !e2e_gate(test) {
+            return None;
+        }
+        let seed = env_u64("MNIGS_CRASH_SEED", 8);
+        Some(Run {
+            _serial: ONE_AT_A_TIME
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            seed,
+            rounds: env_u64("MNIGS_CRASH_ROUNDS", 5),
+            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+        })
+    }
+}
+
+/// Every database of `nodes` passes `PRAGMA integrity_check`.
+fn databases_intact(s: &Scenario, nodes: &[Node], what: &str) {
+    for node in nodes {
+        assert_eq!(
+            integrity(s, *node),
+            "ok",
+            "{what}: {} database",
+            node.name()
+        );
+    }
+}
+
+/// Prints the range and median of the times from a kill back to a working tunnel.
+fn report_outages(mut outages: Vec<Duration>, label: &str) {
+    outages.sort();
+    if let (Some(min), Some(max)) = (outages.first(), outages.last()) {
+        eprintln!(
+            "{} {label}: back to a working tunnel after {min:?} .. {max:?} (median {:?})",
+            outages.len(),
+            outages[outages.len() / 2]
+        );
+    }
+}
+
 fn ping_within(s: &Scenario, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -170,15 +220,15 @@ fn converge(s: &Scenario, why: &str) {
 
 #[test]
 fn daemons_killed_at_random_moments_leave_nothing_stale() {
-    if !e2e_gate("daemons_killed_at_random_moments_leave_nothing_stale") {
+    let Some(Run {
+        _serial,
+        seed,
+        rounds,
+        mut rng,
+    }) = Run::begin("daemons_killed_at_random_moments_leave_nothing_stale")
+    else {
         return;
-    }
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let seed = env_u64("MNIGS_CRASH_SEED", 8);
-    let rounds = env_u64("MNIGS_CRASH_ROUNDS", 5);
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    };
     let mut s = Scenario::new(EXE.as_ref(), 120).expect("testbed");
     s.bed
         .wait_converged(Duration::from_secs(20))
@@ -244,22 +294,9 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
                 sessions.len()
             );
         }
-        for node in [Node::Gw, Node::Sub] {
-            assert_eq!(
-                integrity(&s, node),
-                "ok",
-                "{what}: {} database",
-                node.name()
-            );
-        }
+        databases_intact(&s, &[Node::Gw, Node::Sub], &what);
     }
-    outages.sort();
-    if let (Some(min), Some(max)) = (outages.first(), outages.last()) {
-        eprintln!(
-            "{rounds} kills: back to a working tunnel after {min:?} .. {max:?} (median {:?})",
-            outages[outages.len() / 2]
-        );
-    }
+    report_outages(outages, "kills");
 
     assert!(s.stop(Node::Sub, libc::SIGTERM));
     assert!(s.stop(Node::Gw, libc::SIGTERM));
@@ -320,15 +357,15 @@ fn wait_sessions(s: &Scenario, gw: Node, count: usize) {
 
 #[test]
 fn daemons_killed_during_failover_leave_nothing_stale() {
-    if !e2e_gate("daemons_killed_during_failover_leave_nothing_stale") {
+    let Some(Run {
+        _serial,
+        seed,
+        rounds,
+        mut rng,
+    }) = Run::begin("daemons_killed_during_failover_leave_nothing_stale")
+    else {
         return;
-    }
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let seed = env_u64("MNIGS_CRASH_SEED", 8);
-    let rounds = env_u64("MNIGS_CRASH_ROUNDS", 5);
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    };
     // No fail back: the subscriber stays where a move took it once both uplinks are up again.
     let options = format!(
         "\toption scan_interval '1'\n\tlist probe_target '{}'\n\toption failback_after '86400'\n",
@@ -419,22 +456,9 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
             left,
             &format!("{what}: {}", GW_NAMES[from]),
         );
-        for node in nodes {
-            assert_eq!(
-                integrity(&s, node),
-                "ok",
-                "{what}: {} database",
-                node.name()
-            );
-        }
+        databases_intact(&s, &nodes, &what);
     }
-    outages.sort();
-    if let (Some(min), Some(max)) = (outages.first(), outages.last()) {
-        eprintln!(
-            "{rounds} kills during failover: back to a working tunnel after {min:?} .. {max:?} (median {:?})",
-            outages[outages.len() / 2]
-        );
-    }
+    report_outages(outages, "kills during failover");
 
     for node in nodes {
         assert!(s.stop(node, libc::SIGTERM));

@@ -249,17 +249,7 @@ fn sub_leak_counts(s: &Scenario) -> (u64, u64) {
             &["nft", "list", "chain", "inet", "mnleak", "out"],
         )
         .expect("counter listing");
-    let counts: Vec<u64> = out
-        .lines()
-        .filter_map(|l| {
-            l.split("packets ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let counts = mnigs::demo::nft_packet_counts(&out);
     assert_eq!(counts.len(), 2, "{out}");
     (counts[0], counts[1])
 }

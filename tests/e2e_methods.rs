@@ -332,23 +332,7 @@ impl Bed {
 
     /// Links, addresses, routes, rules and nftables of `node`, to compare before and after.
     fn state(&self, node: &str) -> String {
-        let views: [&[&str]; 6] = [
-            &["ip", "-o", "link", "show"],
-            &["ip", "-o", "addr", "show"],
-            &["ip", "route", "show", "table", "all"],
-            &["ip", "-6", "route", "show", "table", "all"],
-            &["ip", "rule", "show"],
-            &["nft", "list", "ruleset"],
-        ];
-        let mut out = String::new();
-        for argv in views {
-            for line in self.exec(node, argv).unwrap_or_default().lines() {
-                let line = line.split(" link/").next().unwrap_or(line);
-                out.push_str(line.split("\\    valid_lft").next().unwrap_or(line));
-                out.push('\n');
-            }
-        }
-        out
+        mnigs::demo::network_state(|argv| self.exec(node, argv).unwrap_or_default())
     }
 
     /// PIDs of processes in `node`'s namespace that are not our children.
