@@ -467,12 +467,97 @@ impl Scenario {
         out
     }
 
+    /// What mnigs configured on `node`, without what changes by itself (counters, handshakes,
+    /// interface indexes, Babel's routes): equal snapshots mean nothing was added or left behind.
+    pub fn configured(&self, node: Node) -> String {
+        let mut out = String::new();
+        let run = |argv: &[&str]| {
+            self.bed
+                .exec(node, argv)
+                .unwrap_or_else(|e| format!("({e})"))
+        };
+        for line in run(&["ip", "-o", "link", "show"]).lines() {
+            // "7: name@x: <FLAGS> ..." → "name"
+            let name = line.split(": ").nth(1).unwrap_or(line);
+            out.push_str(&format!(
+                "link {}\n",
+                name.split('@').next().unwrap_or(name)
+            ));
+        }
+        for argv in [
+            &["ip", "-o", "addr", "show"][..],
+            &["ip", "route", "show", "table", "all"],
+            &["ip", "-6", "route", "show", "table", "all"],
+            &["ip", "rule", "show"],
+        ] {
+            // Link-local addresses of a recreated interface are new random ones (stable-privacy);
+            // the kernel adds an interface's IPv6 multicast route a moment after the link comes up.
+            let ours = |l: &&str| {
+                !l.contains("proto babel")
+                    && !l.contains("fe80:")
+                    && !l.contains("multicast ff00::/8")
+            };
+            for line in run(argv).lines().filter(ours) {
+                let line = line.split("\\    valid_lft").next().unwrap_or(line);
+                // Drop the "N:" index of `ip -o addr`.
+                let line = line.split_once(": ").map_or(line, |(_, rest)| rest);
+                out.push_str(line.trim());
+                out.push('\n');
+            }
+        }
+        for line in run(&["nft", "list", "ruleset"]).lines() {
+            // Rules without their counts: "counter packets 3 bytes 220 jump X" → "counter jump X".
+            let mut words = line.split_whitespace();
+            let mut kept = Vec::new();
+            while let Some(w) = words.next() {
+                if w == "packets" || w == "bytes" {
+                    words.next();
+                } else {
+                    kept.push(w);
+                }
+            }
+            out.push_str(&kept.join(" "));
+            out.push('\n');
+        }
+        let wg = self.wg_ifname(node);
+        if let Ok(peers) = self.bed.exec(node, &["wg", "show", wg, "allowed-ips"]) {
+            out.push_str(&format!("wg peers {}\n", peers.lines().count()));
+            for line in peers.lines() {
+                out.push_str(&format!(
+                    "wg allowed {}\n",
+                    line.split_once('\t').map_or("", |x| x.1)
+                ));
+            }
+        }
+        out
+    }
+
     /// The last lines of `node`'s daemon log.
     pub fn tail(&self, node: Node) -> String {
         let text = std::fs::read_to_string(self.log(node)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+}
+
+/// Fails with the lines only one of two [`Scenario::configured`] listings has (in any order).
+pub fn assert_same_config(now: &str, reference: &str, what: &str) {
+    // Order is not configuration (a recreated interface is listed last).
+    let sorted = |t: &str| {
+        let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let (a, b) = (sorted(now), sorted(reference));
+    if a == b {
+        return;
+    }
+    let extra: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let missing: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    panic!(
+        "{what}: differs from the reference\nextra: {extra:#?}\nmissing: {missing:#?}\n\
+         now:\n{now}\nthen:\n{reference}"
+    );
 }
 
 /// Links, addresses, routes of all tables, rules and nftables of a namespace, as text to

@@ -2,7 +2,7 @@
 //! gateway by itself, registers, and reaches the fake Internet host through WireGuard (userspace
 //! wireguard-go here, the kernel has no module). Skips loudly without root; fails under MNIGS_E2E=1.
 
-use mnigs::demo::Scenario;
+use mnigs::demo::{Scenario, assert_same_config};
 use mnigs::testbed::{Node, Testbed, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -176,6 +176,7 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
     let lease = 8;
     let mut s = ready(lease, "iptables");
     s.start(Node::Gw).unwrap();
+    let idle = s.configured(Node::Gw);
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     assert!(ping_within(&s, Duration::from_secs(5)));
@@ -234,6 +235,9 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
     );
     assert_eq!(gw_iptables_rules(&s), "", "expiry removes the NAT rule");
     assert_eq!(sessions(&s), 0);
+    // Listed in full: the gateway is exactly as before the subscriber came (routes, addresses,
+    // peers, NAT), though it was restarted in between.
+    assert_same_config(&s.configured(Node::Gw), &idle, "gw after the expiry");
     assert!(
         s.tail(Node::Gw).contains("expired"),
         "gateway log says the lease expired"

@@ -11,7 +11,7 @@
 //! Seeded: `MNIGS_CRASH_SEED` (default 8) and `MNIGS_CRASH_ROUNDS` (default 5 per test;
 //! `bench/crash.sh` runs 25 per test). A failure prints the seed and round to replay it.
 
-use mnigs::demo::Scenario;
+use mnigs::demo::{Scenario, assert_same_config};
 use mnigs::testbed::{Node, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
@@ -40,76 +40,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// What mnigs configured on `node`, without what changes by itself (counters, handshakes,
-/// interface indexes, Babel's routes): equal snapshots mean nothing was added or left behind.
-fn snapshot(s: &Scenario, node: Node) -> String {
-    let mut out = String::new();
-    let run = |argv: &[&str]| s.bed.exec(node, argv).unwrap_or_else(|e| format!("({e})"));
-    for line in run(&["ip", "-o", "link", "show"]).lines() {
-        // "7: name@x: <FLAGS> ..." → "name"
-        let name = line.split(": ").nth(1).unwrap_or(line);
-        out.push_str(&format!(
-            "link {}\n",
-            name.split('@').next().unwrap_or(name)
-        ));
-    }
-    for argv in [
-        &["ip", "-o", "addr", "show"][..],
-        &["ip", "route", "show", "table", "all"],
-        &["ip", "-6", "route", "show", "table", "all"],
-        &["ip", "rule", "show"],
-    ] {
-        // Link-local addresses of a recreated interface are new random ones (stable-privacy);
-        // the kernel adds an interface's IPv6 multicast route a moment after the link comes up.
-        let ours = |l: &&str| {
-            !l.contains("proto babel") && !l.contains("fe80:") && !l.contains("multicast ff00::/8")
-        };
-        for line in run(argv).lines().filter(ours) {
-            let line = line.split("\\    valid_lft").next().unwrap_or(line);
-            // Drop the "N:" index of `ip -o addr`.
-            let line = line.split_once(": ").map_or(line, |(_, rest)| rest);
-            out.push_str(line.trim());
-            out.push('\n');
-        }
-    }
-    for line in run(&["nft", "list", "ruleset"]).lines() {
-        let line = line.split(" counter").next().unwrap_or(line);
-        out.push_str(line.trim());
-        out.push('\n');
-    }
-    let wg = s.wg_ifname(node);
-    if let Ok(peers) = s.bed.exec(node, &["wg", "show", wg, "allowed-ips"]) {
-        out.push_str(&format!("wg peers {}\n", peers.lines().count()));
-        for line in peers.lines() {
-            out.push_str(&format!(
-                "wg allowed {}\n",
-                line.split_once('\t').map_or("", |x| x.1)
-            ));
-        }
-    }
-    out
-}
-
-/// Fails with the lines only one of two snapshots has.
-fn same(now: &str, reference: &str, what: &str) {
-    // Order is not configuration (a recreated interface is listed last).
-    let sorted = |t: &str| {
-        let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
-        lines.sort();
-        lines
-    };
-    let (a, b) = (sorted(now), sorted(reference));
-    if a == b {
-        return;
-    }
-    let extra: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
-    let missing: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
-    panic!(
-        "{what}: differs from when first connected\nextra: {extra:#?}\nmissing: {missing:#?}\n\
-         now:\n{now}\nthen:\n{reference}"
-    );
 }
 
 /// Sends SIGKILL to `node`'s daemon (the caller then reaps it with `Scenario::stop`).
@@ -239,8 +169,8 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     assert!(ping_within(&s, Duration::from_secs(5)));
-    let sub_ref = snapshot(&s, Node::Sub);
-    let gw_ref = snapshot(&s, Node::Gw);
+    let sub_ref = s.configured(Node::Sub);
+    let gw_ref = s.configured(Node::Gw);
     let mut outages = Vec::new();
 
     for round in 0..rounds {
@@ -285,9 +215,9 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
         // arrived): it is not stale, it expires; everything else must be exactly as before.
         let sessions = gw_sessions(&s);
         assert!(!sessions.is_empty(), "{what}: a session");
-        same(&snapshot(&s, Node::Sub), &sub_ref, &format!("{what}: sub"));
+        assert_same_config(&s.configured(Node::Sub), &sub_ref, &format!("{what}: sub"));
         if sessions.len() == 1 {
-            same(&snapshot(&s, Node::Gw), &gw_ref, &format!("{what}: gw"));
+            assert_same_config(&s.configured(Node::Gw), &gw_ref, &format!("{what}: gw"));
         } else {
             panic!(
                 "{what}: {} sessions on the gateway for one subscriber: {sessions:?}",
@@ -394,9 +324,9 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
         on = fail_over(&s, on);
         wait_sessions(&s, GATEWAYS[1 - on], 0);
         assert!(ping_within(&s, Duration::from_secs(5)));
-        refs.sub[on] = snapshot(&s, Node::Sub);
-        refs.busy[on] = snapshot(&s, GATEWAYS[on]);
-        refs.idle[1 - on] = snapshot(&s, GATEWAYS[1 - on]);
+        refs.sub[on] = s.configured(Node::Sub);
+        refs.busy[on] = s.configured(GATEWAYS[on]);
+        refs.idle[1 - on] = s.configured(GATEWAYS[1 - on]);
     }
 
     let mut outages = Vec::new();
@@ -433,14 +363,14 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
         outages.push(killed.elapsed());
         on = to;
 
-        same(
-            &snapshot(&s, Node::Sub),
+        assert_same_config(
+            &s.configured(Node::Sub),
             &refs.sub[to],
             &format!("{what}: sub"),
         );
         assert_eq!(sessions(&s, GATEWAYS[to]).len(), 1, "{what}: one session");
-        same(
-            &snapshot(&s, GATEWAYS[to]),
+        assert_same_config(
+            &s.configured(GATEWAYS[to]),
             &refs.busy[to],
             &format!("{what}: {}", GW_NAMES[to]),
         );
@@ -451,8 +381,8 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
             1 => &refs.busy[from],
             n => panic!("{what}: {n} sessions left on {}", GW_NAMES[from]),
         };
-        same(
-            &snapshot(&s, GATEWAYS[from]),
+        assert_same_config(
+            &s.configured(GATEWAYS[from]),
             left,
             &format!("{what}: {}", GW_NAMES[from]),
         );

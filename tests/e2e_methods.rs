@@ -524,7 +524,7 @@ fn route_method_on_a_bridge() {
     }
     let mut bed = Bed::build();
     let before: Vec<String> = ["gw", "s1"].iter().map(|n| bed.state(n)).collect();
-    bed.write_conf("gw", &["route"], 30);
+    bed.write_conf("gw", &["route"], 6);
     bed.write_conf("s1", &["route"], 0);
     bed.start("gw");
     bed.start("s1");
@@ -547,12 +547,32 @@ fn route_method_on_a_bridge() {
     bed.cli("s1", &["disconnect"]).unwrap();
     assert!(!bed.ping("s1"), "s1 still gets out after release");
     let mid = bed.state("gw");
-    bed.stop("s1", libc::SIGTERM);
-    bed.stop("gw", libc::SIGTERM);
     assert!(
         !mid.contains("proto 77"),
         "gateway kept the route after release:\n{mid}"
     );
+
+    // Expiry: s1 connects again and its daemon dies; once the 6 s lease has run out the gateway
+    // is listed exactly as after the release.
+    assert!(connect(&bed, "s1", Some("route")).is_ok());
+    assert!(bed.ping_within("s1", Duration::from_secs(5)));
+    assert_ne!(bed.state("gw"), mid, "the lease shows on the gateway");
+    bed.stop("s1", libc::SIGKILL);
+    let cut = bed.cut_within("s1", Duration::from_secs(20));
+    assert!(cut.is_some(), "s1 still gets out after its lease expired");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bed.state("gw") != mid && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_same(&mid, &bed.state("gw"), "gw after the expiry");
+    println!(
+        "route: s1 cut off {:?} after its daemon died (lease 6 s)",
+        cut.unwrap()
+    );
+    // s1's daemon comes back, finds its own leftovers and clears them on SIGTERM.
+    bed.start("s1");
+    bed.stop("s1", libc::SIGTERM);
+    bed.stop("gw", libc::SIGTERM);
     assert_same(&before[0], &bed.state("gw"), "gw state");
     assert_same(&before[1], &bed.state("s1"), "s1 state");
 }
