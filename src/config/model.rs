@@ -309,9 +309,9 @@ pub struct SubscriberConfig {
     /// While no gateway is up, drop Internet-bound traffic instead of letting it leak out another
     /// way; mesh routes keep working (`option fail_closed`).
     pub fail_closed: bool,
-    /// Seconds a candidate that did not answer is left out of later scans (`option
-    /// negative_cache`, 0-86400, default 0: every scan asks everyone, so a gateway that comes back
-    /// is seen at once; large meshes full of nodes without mnigs want a few scan intervals).
+    /// Seconds a candidate that did not answer is left out of later background scans (`option
+    /// negative_cache`, 0-86400, default 600, two default scan intervals; 0 asks everyone every
+    /// time). Gateways we registered with are always asked, and `mnigs scan` asks everyone.
     pub negative_cache: u32,
 }
 
@@ -333,7 +333,7 @@ impl Default for SubscriberConfig {
             failback_after: 60,
             hot_standby: false,
             fail_closed: false,
-            negative_cache: 0,
+            negative_cache: 600,
         }
     }
 }
@@ -2245,7 +2245,7 @@ config gateway g
         let ok = "config subscriber 'subscriber'\n\toption negative_cache '900'\n";
         let (c, _) = from_text(ok, Path::new("t")).unwrap();
         assert_eq!(c.subscriber.negative_cache, 900);
-        assert_eq!(Config::default().subscriber.negative_cache, 0);
+        assert_eq!(Config::default().subscriber.negative_cache, 600);
         let bad = "config subscriber 'subscriber'\n\toption negative_cache '-1'\n";
         let problems = from_text(bad, Path::new("t")).unwrap_err();
         assert!(

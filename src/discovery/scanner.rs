@@ -1,8 +1,10 @@
 //! [`Scanner`]: the whole scan — every discovery section, the probes, one gossip round — with
 //! the guarantees a daemon needs: two scans never run at once (a second caller gets
 //! [`ScanError::Busy`] instead of waiting), a running scan can be cancelled, and candidates that
-//! did not answer are skipped for a while (negative cache), so a mesh full of dead or
-//! mnigs-less nodes costs one timeout per node per `negative_for`, not per scan.
+//! keep not answering are skipped for a while (negative cache), so a mesh full of dead or
+//! mnigs-less nodes costs one timeout per node per `negative_for`, not per scan. The time a
+//! candidate is skipped grows with its misses in a row ([`skip_after`]): a node whose daemon
+//! merely started after ours (a mesh booting after a power cut) is asked again at once.
 
 use super::{Answer, Candidate, Graph, Limits, dedup, gossip, probe_until, run_method};
 use crate::config::DiscoveryConfig;
@@ -105,8 +107,29 @@ impl ScanReport {
 pub struct Scanner {
     running: Mutex<()>,
     cancel: AtomicBool,
-    negative: Mutex<HashMap<(IpAddr, u16), Instant>>,
+    negative: Mutex<HashMap<(IpAddr, u16), Silence>>,
     negative_for: Duration,
+}
+
+/// A candidate's run of unanswered probes.
+#[derive(Debug, Clone, Copy)]
+struct Silence {
+    misses: u32,
+    last: Instant,
+    skip_until: Instant,
+}
+
+/// The skip after the first two misses in a row; each further miss doubles it.
+const FIRST_SKIP: Duration = Duration::from_secs(15);
+
+/// How long a candidate that missed `misses` probes in a row is left out, at most `cap`: not at
+/// all after one miss, then [`FIRST_SKIP`], doubling with each miss.
+pub fn skip_after(misses: u32, cap: Duration) -> Duration {
+    if misses < 2 {
+        return Duration::ZERO;
+    }
+    let doublings = (misses - 2).min(20);
+    FIRST_SKIP.saturating_mul(1 << doublings).min(cap)
 }
 
 impl Scanner {
@@ -118,6 +141,14 @@ impl Scanner {
             negative: Mutex::new(HashMap::new()),
             negative_for,
         }
+    }
+
+    /// Empties the negative cache: the next scan asks every candidate again.
+    pub fn forget_silent(&self) {
+        self.negative
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Asks the running scan, if any, to stop: no new probes start; it returns what it has.
@@ -247,14 +278,19 @@ impl Scanner {
     fn without_negative(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
         let now = Instant::now();
         let mut neg = self.negative.lock().unwrap_or_else(|e| e.into_inner());
-        neg.retain(|_, until| *until > now);
+        // A run of misses is forgotten once the candidate has not been asked for a long while.
+        let forget = self.negative_for.saturating_mul(2).max(FIRST_SKIP * 4);
+        neg.retain(|_, s| now.duration_since(s.last) < forget);
         candidates
             .into_iter()
-            .filter(|c| !neg.contains_key(&(c.address, c.port)))
+            .filter(|c| {
+                neg.get(&(c.address, c.port))
+                    .is_none_or(|s| s.skip_until <= now)
+            })
             .collect()
     }
 
-    /// Silent candidates go into the negative cache; those that answered leave it.
+    /// Silent candidates count a miss in the negative cache; those that answered leave it.
     fn remember(&self, asked: &HashSet<(IpAddr, u16)>, answers: &[Answer]) {
         if self.negative_for.is_zero() {
             return;
@@ -263,13 +299,20 @@ impl Scanner {
             .iter()
             .map(|a| (a.candidate.address, a.candidate.port))
             .collect();
-        let until = Instant::now() + self.negative_for;
+        let now = Instant::now();
         let mut neg = self.negative.lock().unwrap_or_else(|e| e.into_inner());
         for k in asked {
             if answered.contains(k) {
                 neg.remove(k);
             } else {
-                neg.insert(*k, until);
+                let s = neg.entry(*k).or_insert(Silence {
+                    misses: 0,
+                    last: now,
+                    skip_until: now,
+                });
+                s.misses = s.misses.saturating_add(1);
+                s.last = now;
+                s.skip_until = now + skip_after(s.misses, self.negative_for);
             }
         }
     }
@@ -370,13 +413,30 @@ mod tests {
             l.local_addr().unwrap()
         };
         let s = Scanner::new(Duration::from_millis(400));
-        let r = s.scan_candidates(vec![cand(gw), cand(refused)], limits(300), false);
+        let both = || vec![cand(gw), cand(refused)];
+        let r = s.scan_candidates(both(), limits(300), false);
         assert_eq!((r.candidates, r.skipped, r.gateways().len()), (2, 0, 1));
-        let r = s.scan_candidates(vec![cand(gw), cand(refused)], limits(300), false);
+        // One miss is not enough: the node may just have started later than us.
+        let r = s.scan_candidates(both(), limits(300), false);
+        assert_eq!((r.skipped, r.gateways().len()), (0, 1));
+        let r = s.scan_candidates(both(), limits(300), false);
         assert_eq!((r.skipped, r.gateways().len()), (1, 1));
         std::thread::sleep(Duration::from_millis(450));
-        let r = s.scan_candidates(vec![cand(gw), cand(refused)], limits(300), false);
+        let r = s.scan_candidates(both(), limits(300), false);
         assert_eq!(r.skipped, 0);
+        // The operator's scan asks everyone.
+        s.forget_silent();
+        let r = s.scan_candidates(both(), limits(300), false);
+        assert_eq!(r.skipped, 0);
+    }
+
+    #[test]
+    fn the_skip_grows_with_the_misses_up_to_the_cap() {
+        let cap = Duration::from_secs(600);
+        let skips: Vec<u64> = (0..10).map(|m| skip_after(m, cap).as_secs()).collect();
+        assert_eq!(skips, [0, 0, 15, 30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(skip_after(u32::MAX, cap), cap);
+        assert_eq!(skip_after(5, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -122,8 +122,9 @@ pub struct Supervisor {
     seed: u64,
     epoch: Instant,
     last_failover: Option<Value>,
-    /// One scan at a time, shared with the background scans. Silent candidates are skipped for
-    /// `negative_cache` seconds (default 0: a gateway that comes back is seen at the next scan).
+    /// One scan at a time, shared with the background scans. Silent candidates are skipped by
+    /// the background scans for `negative_cache` seconds; gateways we registered with
+    /// (`remembered`) are always asked.
     scanner: Arc<Scanner>,
     /// Gateways we registered with, newest last (at most [`REMEMBERED`]): a gateway reached by
     /// `connect` or lost during a restart is found again even where discovery does not see it.
@@ -293,6 +294,8 @@ impl Supervisor {
         match cmd {
             Command::Scan(reply) => {
                 self.auto = true;
+                // Asked for by the operator: everyone is asked again, silent or not.
+                self.scanner.forget_silent();
                 // While a background scan holds the scanner, answer with the last results.
                 let found = self.scan_now().unwrap_or_else(|| self.answers.clone());
                 self.absorb(found.clone());
