@@ -56,7 +56,7 @@ const MODULES: [&str; 11] = [
 ];
 
 /// Every result line the guest must print as `ok`.
-const EXPECTED: [&str; 22] = [
+const EXPECTED: [&str; 23] = [
     "no-modules-no-tunnels",
     "insmod",
     "control",
@@ -76,6 +76,7 @@ const EXPECTED: [&str; 22] = [
     "wireguard-cut",
     "gw-restart",
     "expiry",
+    "expiry-listing",
     "teardown",
     "listing-gw",
     "listing-sub",
@@ -288,7 +289,8 @@ $IP -n inet addr add 198.51.100.2/24 dev wan0; $IP -n inet addr add 203.0.113.7/
 # The gateway turns forwarding on and leaves it on; start with it on.
 $IP netns exec gw sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding'
 # Everything mnigs may touch, listed before and after.
-listing() { for c in "-o link show" "-o addr show" "route show table all" "-6 route show table all" "rule show"; do $IP -n $1 $c; done | sed 's/ link\/.*//; s/\\ *valid_lft.*//'; $IP netns exec $1 nft list ruleset; }
+# Interface indexes are dropped: a restarted daemon recreates its interfaces under new ones.
+listing() { for c in "-o link show" "-o addr show" "route show table all" "-6 route show table all" "rule show"; do $IP -n $1 $c; done | sed 's/^[0-9]*: //; s/ link\/.*//; s/\\ *valid_lft.*//'; $IP netns exec $1 nft list ruleset; }
 # Links settle first (carrier, link-local addresses), so the listings compare.
 for i in $(seq 1 50); do
   n=0; for ns in gw sub; do $IP -n $ns -6 -o addr show dev m0 | grep -q fe80 && n=$((n+1)); done
@@ -327,6 +329,8 @@ t ipip4 10.77.0.3 ipip
 t gre6 fd77::3 gre
 t ipip6 fd77::3 ipip
 t wireguard 10.77.0.3 wireguard
+# The running gateway without sessions, to compare with after the expiry below.
+listing gw | sort > /tmp/idle-gw
 # Gateway restart: the session comes back from the store and the tunnel carries traffic again.
 $IP netns exec sub mnigs connect 10.77.0.3 -m gre -c /etc/sub.uci >/dev/null 2>&1
 kill $GWPID; for i in $(seq 1 50); do kill -0 $GWPID 2>/dev/null || break; sleep 0.2; done
@@ -344,6 +348,8 @@ kill -9 $SUBPID
 gone=0
 for i in $(seq 1 250); do [ "$($IP -n gw -o link show | grep -c ': mnt')" = 0 ] && { gone=1; break; }; sleep 0.2; done
 [ $gone = 1 ] && echo "RESULT expiry ok" || echo "RESULT expiry FAIL"
+listing gw | sort > /tmp/expired-gw
+diff /tmp/idle-gw /tmp/expired-gw > /tmp/diff-expiry && echo "RESULT expiry-listing ok" || { echo "RESULT expiry-listing FAIL"; cat /tmp/diff-expiry; }
 $IP -n sub link del mnigs-tun
 kill $GWPID; for i in $(seq 1 50); do kill -0 $GWPID 2>/dev/null || break; sleep 0.2; done
 for n in gw sub; do
