@@ -211,6 +211,7 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
             "{what}: traffic flows"
         );
         outages.push(killed.elapsed());
+        eprintln!("  back to a working tunnel after {:?}", killed.elapsed());
         // The gateway may still hold a lease the subscriber gave up while dying (release never
         // arrived): it is not stale, it expires; everything else must be exactly as before.
         let sessions = gw_sessions(&s);
@@ -361,6 +362,18 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
             "{what}: traffic flows"
         );
         outages.push(killed.elapsed());
+        eprintln!("  back to a working tunnel after {:?}", killed.elapsed());
+        if killed.elapsed() > Duration::from_secs(5) {
+            let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("route show table all") && !l.contains("debug: scan:"))
+                .collect();
+            eprintln!(
+                "  slow; sub log, without the scans:\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
         on = to;
 
         assert_same_config(

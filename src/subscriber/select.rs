@@ -51,6 +51,12 @@ pub struct History {
     pub last_failure_ms: Option<u64>,
     /// Since when it has been answering without failure (ms, caller's clock).
     pub stable_since_ms: Option<u64>,
+    /// Our last registration found nobody at its RPC port (connection refused or no route):
+    /// its back-off ends as soon as it answers a scan again, as a restarted gateway does.
+    pub unreachable: bool,
+    /// The last failure was a failed registration (refused, unreachable, tunnel setup), not the
+    /// gateway going down while we used it.
+    pub registration_failed: bool,
 }
 
 /// Tuning of the selection rules.
@@ -226,6 +232,32 @@ fn splitmix(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// [`rank`] for when it finds nothing and we are offline, or on a gateway that stopped
+/// answering: a gateway held back only by the back-off after it went down while we used it
+/// counts again — its own answer says it is fine now, and any working gateway beats none. One
+/// whose registration failed keeps its back-off (asking again at once would fail again), and
+/// gateways that are down or whose terms rule them out stay out.
+pub fn rank_for_rescue(
+    answers: &[Answer],
+    wants: &Wants,
+    history: &HashMap<String, History>,
+    now_ms: u64,
+    policy: &Policy,
+    seed: u64,
+) -> Vec<Choice> {
+    let eased: HashMap<String, History> = history
+        .iter()
+        .map(|(name, h)| {
+            let mut h = h.clone();
+            if !h.registration_failed {
+                h.last_failure_ms = None;
+            }
+            (name.clone(), h)
+        })
+        .collect();
+    rank(answers, wants, &eased, now_ms, policy, seed)
 }
 
 /// A seed derived from a node name (FNV-1a), so each subscriber draws differently but stably.
@@ -544,6 +576,42 @@ mod tests {
         };
         assert!(unusable(&a, &wants(), &h, 53_999, &p).is_some());
         assert!(unusable(&a, &wants(), &h, 54_000, &p).is_none());
+    }
+
+    #[test]
+    fn rescue_lifts_only_the_back_off_of_gateways_that_went_down_in_use() {
+        let p = no_tie();
+        let backing_off = |registration_failed: bool| History {
+            failures: 4,
+            last_failure_ms: Some(10_000),
+            registration_failed,
+            ..History::default()
+        };
+        let list = [
+            answer("flapped", "fd77::1", 5, 0),
+            answer("refused", "fd77::2", 1, 0),
+            answer("dead", "fd77::3", 1, 0),
+        ];
+        let hist = hist_of(&[
+            ("flapped", backing_off(false)),
+            ("refused", backing_off(true)),
+            (
+                "dead",
+                History {
+                    down: true,
+                    ..backing_off(false)
+                },
+            ),
+        ]);
+        // 2 s after the failures, all three are still backing off (16 s after 4 failures).
+        assert!(rank(&list, &wants(), &hist, 12_000, &p, 0).is_empty());
+        let r = rank_for_rescue(&list, &wants(), &hist, 12_000, &p, 0);
+        assert_eq!(names(&r), ["flapped"]);
+        // Once every back-off is over, the rescue ranks as `rank` does.
+        assert_eq!(
+            rank_for_rescue(&list, &wants(), &hist, 30_000, &p, 0),
+            rank(&list, &wants(), &hist, 30_000, &p, 0)
+        );
     }
 
     fn hist_of(entries: &[(&str, History)]) -> HashMap<String, History> {

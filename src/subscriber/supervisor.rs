@@ -506,6 +506,12 @@ impl Supervisor {
         }
         for a in &found {
             let h = self.history.entry(a.info.name.clone()).or_default();
+            if h.unreachable {
+                // Nobody was at its port when we tried to register; now it answers (a restarted
+                // gateway): worth a try at once. Its failures still count in its score.
+                h.unreachable = false;
+                h.last_failure_ms = None;
+            }
             if a.info.uplink.healthy {
                 // Answering again: no longer down (its back-off still applies).
                 h.down = false;
@@ -541,12 +547,27 @@ impl Supervisor {
     }
 
     fn ranked(&self) -> Vec<select::Choice> {
+        self.rank_by(select::rank)
+    }
+
+    /// [`Self::ranked`], or when that is empty [`select::rank_for_rescue`]: for when we have
+    /// no working gateway and any usable one is better than none.
+    fn ranked_or_rescue(&self) -> Vec<select::Choice> {
+        let ranked = self.ranked();
+        if ranked.is_empty() {
+            self.rank_by(select::rank_for_rescue)
+        } else {
+            ranked
+        }
+    }
+
+    fn rank_by(&self, rank: RankFn) -> Vec<select::Choice> {
         // A gateway we hold a lease with counts us among its subscribers; without taking us out
         // it would look busier (or full) than the others just because we use it, and we would
         // keep moving between equal gateways.
         let ours: Vec<&str> = self.links().map(|(_, l)| l.name.as_str()).collect();
         let answers = select::without_us(&self.answers, &ours);
-        select::rank(
+        rank(
             &answers,
             &self.wants(),
             &self.history,
@@ -558,7 +579,11 @@ impl Supervisor {
 
     /// Connects if not connected, fails back to a clearly better gateway, keeps a standby.
     fn reconsider(&mut self) {
-        let ranked = self.ranked();
+        let ranked = if self.active.is_none() || self.state == "degraded" {
+            self.ranked_or_rescue()
+        } else {
+            self.ranked()
+        };
         if self.active.is_none() {
             if ranked.is_empty() {
                 self.fail(format!(
@@ -837,6 +862,7 @@ impl Supervisor {
             h.down = true;
             h.failures = h.failures.saturating_add(1);
             h.last_failure_ms = Some(t);
+            h.registration_failed = false;
             h.stable_since_ms = None;
             if let Some(l) = self.slots[i].link.as_ref() {
                 let (addr, port) = (l.gateway.ip().to_string(), l.gateway.port());
@@ -849,7 +875,7 @@ impl Supervisor {
             self.save_quality(&name, Some(&why));
         }
         let was_active = self.active == Some(i);
-        let alone = self.links().all(|(j, _)| j == i) && self.ranked().is_empty();
+        let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
         if was_active && keep_if_alone && alone {
             if self.state != "degraded" {
                 log::warn(&format!(
@@ -882,7 +908,7 @@ impl Supervisor {
         self.release_slot_async(i);
         if was_active {
             if self.active.is_none() {
-                let ranked = self.ranked();
+                let ranked = self.ranked_or_rescue();
                 self.connect_first(&ranked, 0);
             }
             self.note_failover(Some(name), why, "failover", started);
@@ -1037,13 +1063,15 @@ impl Supervisor {
             match self.register(slot, a, m) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    last = format!("{} via {m}: {e}", a.info.name);
+                    last = format!("{} via {m}: {}", a.info.name, e.msg);
                     self.fail(last.clone());
                     let t = self.now_ms();
                     let h = self.history.entry(a.info.name.clone()).or_default();
                     h.failures = h.failures.saturating_add(1);
                     h.last_failure_ms = Some(t);
                     h.stable_since_ms = None;
+                    h.unreachable = e.unreachable;
+                    h.registration_failed = true;
                     let c = &a.candidate;
                     let _ = self
                         .store
@@ -1094,7 +1122,7 @@ impl Supervisor {
     }
 
     /// `requestConnection` at the gateway, then the tunnel in slot `slot`.
-    fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), String> {
+    fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), RegisterError> {
         let options = self.method_mut(slot, method)?.request_options();
         if self.active.is_none() {
             self.state = "connecting";
@@ -1109,10 +1137,13 @@ impl Supervisor {
             options,
         };
         let answer = client::call(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RegisterError {
+                unreachable: matches!(e, client::ClientError::Connect(..)),
+                msg: e.to_string(),
+            })?;
         let grant = match outcome::<Grant>(answer).map_err(|e| e.to_string())? {
             Ok(g) => g,
-            Err(Failure { error_msg, .. }) => return Err(format!("refused: {error_msg}")),
+            Err(Failure { error_msg, .. }) => return Err(format!("refused: {error_msg}").into()),
         };
         log::info(&format!(
             "registered with {} at {gateway}: {} {}/{}",
@@ -1139,7 +1170,7 @@ impl Supervisor {
                     Event::Release,
                     &session_env(&a.info.name, gateway, &grant, None).reason("tunnel setup failed"),
                 );
-                return Err(format!("tunnel setup failed: {e}"));
+                return Err(format!("tunnel setup failed: {e}").into());
             }
         };
         log::info(&format!("tunnel {interface} up to {}", a.info.name));
@@ -1382,6 +1413,32 @@ impl Supervisor {
             .collect();
         v["ranking"] = json!(ranked);
         *self.status.lock().expect("not poisoned") = v;
+    }
+}
+
+/// [`select::rank`] or [`select::rank_for_rescue`].
+type RankFn = fn(
+    &[Answer],
+    &select::Wants,
+    &HashMap<String, select::History>,
+    u64,
+    &select::Policy,
+    u64,
+) -> Vec<select::Choice>;
+
+/// Why a registration failed.
+struct RegisterError {
+    msg: String,
+    /// Nobody was at the gateway's RPC port (connection refused, no route).
+    unreachable: bool,
+}
+
+impl From<String> for RegisterError {
+    fn from(msg: String) -> RegisterError {
+        RegisterError {
+            msg,
+            unreachable: false,
+        }
     }
 }
 
