@@ -550,6 +550,31 @@ pub fn candidates(w: &Walk, ports: &[u16]) -> Vec<Candidate> {
     out
 }
 
+/// A client of cjdroute's admin API: the address and password from UCI (`admin`, `password`),
+/// else from cjdroute.conf's text (`conf`: `admin.bind`, `admin.password`), else the default
+/// address; cjdroute's password `NONE` turns authentication off.
+pub fn open_admin(
+    admin: Option<String>,
+    password: Option<String>,
+    conf: Option<String>,
+    timeout: Duration,
+) -> Result<UdpAdmin, String> {
+    let (mut password, mut bind) = (password, None);
+    if let Some(text) = conf {
+        let (pw, b) = read_cjdroute_conf(&text)?;
+        password = password.or(pw);
+        bind = b;
+    }
+    let password = password.filter(|p| p != "NONE");
+    let admin = admin.or(bind).unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+    let admin = admin.strip_prefix("tcp://").unwrap_or(&admin);
+    let addr: SocketAddr = admin
+        .replace("localhost:", "127.0.0.1:")
+        .parse()
+        .map_err(|_| format!("cjdns admin address {admin} is not HOST:PORT"))?;
+    UdpAdmin::connect(addr, password, timeout).map_err(|e| format!("cjdns admin: {e}"))
+}
+
 /// The admin password and bind address from cjdroute.conf (JSON with comments).
 pub fn read_cjdroute_conf(text: &str) -> Result<(Option<String>, Option<String>), String> {
     let v: serde_json::Value = serde_json::from_str(&strip_comments(text))
@@ -608,27 +633,13 @@ fn strip_comments(text: &str) -> String {
 
 /// Walks the cjdns network as `cfg` says and returns its nodes as candidates.
 pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
-    let (mut password, mut bind) = (cfg.password.clone(), None);
-    if let Some(path) = &cfg.cjdroute_conf {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let (pw, b) = read_cjdroute_conf(&text)?;
-        password = password.or(pw);
-        bind = b;
-    }
-    let admin = cfg
-        .admin
-        .clone()
-        .or(bind)
-        .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
-    let admin = admin.strip_prefix("tcp://").unwrap_or(&admin);
-    let addr: SocketAddr = admin
-        .replace("localhost:", "127.0.0.1:")
-        .parse()
-        .map_err(|_| format!("cjdns admin address {admin} is not HOST:PORT"))?;
+    let conf = cfg
+        .cjdroute_conf
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display())))
+        .transpose()?;
     let timeout = Duration::from_millis(u64::from(cfg.timeout_ms));
-    let mut client =
-        UdpAdmin::connect(addr, password, timeout).map_err(|e| format!("cjdns admin: {e}"))?;
+    let mut client = open_admin(cfg.admin.clone(), cfg.password.clone(), conf, timeout)?;
     let caps = Caps {
         max_depth: cfg.max_depth,
         max_nodes: cfg.max_nodes,
@@ -653,6 +664,36 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_address_and_password_come_from_uci_then_cjdroute_conf() {
+        let t = Duration::from_millis(100);
+        let peer = |a: &UdpAdmin| a.sock.peer_addr().unwrap().to_string();
+        let conf = r#"{ // cjdroute.conf
+            "admin": { "bind": "127.0.0.1:11999", "password": "secret" } }"#;
+        let a = open_admin(None, None, Some(conf.into()), t).unwrap();
+        assert_eq!(
+            (peer(&a), a.password.as_deref()),
+            ("127.0.0.1:11999".into(), Some("secret"))
+        );
+        let a = open_admin(
+            Some("tcp://localhost:12000".into()),
+            Some("uci".into()),
+            Some(conf.into()),
+            t,
+        )
+        .unwrap();
+        assert_eq!(
+            (peer(&a), a.password.as_deref()),
+            ("127.0.0.1:12000".into(), Some("uci"))
+        );
+        let a = open_admin(None, Some("NONE".into()), None, t).unwrap();
+        assert_eq!((peer(&a), a.password), (DEFAULT_ADMIN.into(), None));
+        let e = open_admin(Some("cjdns.local".into()), None, None, t)
+            .err()
+            .unwrap();
+        assert!(e.contains("cjdns.local is not HOST:PORT"), "{e}");
+    }
 
     /// Key/address pairs published in cjdroute.conf examples.
     const PAIRS: &[(&str, &str)] = &[

@@ -18,15 +18,12 @@
 
 use super::{GatewayNet, Method, Peer, TunnelError, host_routes};
 use crate::discovery::bencode::Value;
-use crate::discovery::cjdns::{
-    self as api, Admin, DEFAULT_ADMIN, PeerAddr, UdpAdmin, read_cjdroute_conf,
-    read_cjdroute_public_key,
-};
+use crate::discovery::cjdns::{self as api, Admin, PeerAddr, UdpAdmin, read_cjdroute_public_key};
 use crate::protocol::Grant;
 use crate::sys::cmd::{self, CmdError};
 use serde_json::{Map, json};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -229,25 +226,12 @@ impl AdminTarget {
 
     /// A client of the admin API.
     pub fn open(&self) -> Result<UdpAdmin, String> {
-        let (mut password, mut bind) = (self.password.clone(), None);
-        if let Some(text) = self.conf()? {
-            let (pw, b) = read_cjdroute_conf(&text)?;
-            password = password.or(pw);
-            bind = b;
-        }
-        // cjdroute's "NONE" password turns authentication off.
-        password = password.filter(|p| p != "NONE");
-        let admin = self
-            .admin
-            .clone()
-            .or(bind)
-            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
-        let admin = admin.strip_prefix("tcp://").unwrap_or(&admin);
-        let addr: SocketAddr = admin
-            .replace("localhost:", "127.0.0.1:")
-            .parse()
-            .map_err(|_| format!("cjdns admin address {admin} is not HOST:PORT"))?;
-        UdpAdmin::connect(addr, password, self.timeout).map_err(|e| format!("cjdns admin: {e}"))
+        api::open_admin(
+            self.admin.clone(),
+            self.password.clone(),
+            self.conf()?,
+            self.timeout,
+        )
     }
 
     /// Our key: from `Core_nodeInfo`, else cjdroute.conf's `publicKey`.
