@@ -23,11 +23,25 @@ pub struct Scenario {
     pub sub_wg: String,
     /// Second gateway daemon's PID, while running (two-gateway scenario).
     pub gw2_pid: Option<u32>,
-    /// The second gateway's WireGuard interface (two-gateway scenario; empty otherwise).
+    /// The second gateway's WireGuard interface (used in the two-gateway scenario).
     pub gw2_wg: String,
 }
 
 impl Scenario {
+    /// No daemon yet on `bed`, with unique WireGuard interface names for every node.
+    fn on(bed: Testbed, exe: &Path) -> Scenario {
+        Scenario {
+            exe: exe.to_path_buf(),
+            gw_pid: None,
+            sub_pid: None,
+            gw_wg: bed.unique_ifname("g"),
+            sub_wg: bed.unique_ifname("s"),
+            gw2_wg: bed.unique_ifname("h"),
+            bed,
+            gw2_pid: None,
+        }
+    }
+
     /// Builds the mesh and writes both UCI files; `exe` is the mnigs binary, `lease_seconds` the
     /// gateway's lease length.
     pub fn new(exe: &Path, lease_seconds: u32) -> Result<Scenario, String> {
@@ -49,19 +63,7 @@ impl Scenario {
         methods: &[&str],
         extra: &str,
     ) -> Result<Scenario, String> {
-        let bed = Testbed::build()?;
-        let gw_wg = bed.unique_ifname("g");
-        let sub_wg = bed.unique_ifname("s");
-        let s = Scenario {
-            exe: exe.to_path_buf(),
-            gw_pid: None,
-            sub_pid: None,
-            gw_wg,
-            sub_wg,
-            bed,
-            gw2_pid: None,
-            gw2_wg: String::new(),
-        };
+        let s = Scenario::on(Testbed::build()?, exe);
         let list: String = methods
             .iter()
             .map(|m| format!("\tlist method '{m}'\n"))
@@ -114,20 +116,7 @@ impl Scenario {
         sub_options: &str,
         leaves: u8,
     ) -> Result<Scenario, String> {
-        let bed = Testbed::build_two_gateways_with_leaves(leaves)?;
-        let gw_wg = bed.unique_ifname("g");
-        let sub_wg = bed.unique_ifname("s");
-        let gw2_wg = bed.unique_ifname("h");
-        let s = Scenario {
-            exe: exe.to_path_buf(),
-            gw_pid: None,
-            sub_pid: None,
-            gw_wg,
-            sub_wg,
-            bed,
-            gw2_pid: None,
-            gw2_wg,
-        };
+        let s = Scenario::on(Testbed::build_two_gateways_with_leaves(leaves)?, exe);
         for (node, name, wg, pool) in [
             (Node::Gw, "gw1", s.gw_wg.clone(), "100.127.0.0/24"),
             (Node::Gw2, "gw2", s.gw2_wg.clone(), "100.126.0.0/24"),
