@@ -28,6 +28,25 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// [`Scenario::new`] with Babel converged, both daemons started, the subscriber connected and
+    /// traffic flowing; also returns what sub and gw looked like before the daemons started
+    /// ([`Scenario::system_state`]), to compare with after they stop.
+    pub fn connected(exe: &Path, lease_seconds: u32) -> Result<(Scenario, [String; 2]), String> {
+        let mut s = Scenario::new(exe, lease_seconds)?;
+        s.bed.wait_converged(Duration::from_secs(20))?;
+        let before = [s.system_state(Node::Sub), s.system_state(Node::Gw)];
+        s.start(Node::Gw)?;
+        s.start(Node::Sub)?;
+        s.wait_connected(Duration::from_secs(30), &AtomicBool::new(false))?;
+        if !s.ping_within(Duration::from_secs(5)) {
+            return Err(format!(
+                "connected, but no ping through the tunnel; sub log:\n{}",
+                s.tail(Node::Sub)
+            ));
+        }
+        Ok((s, before))
+    }
+
     /// No daemon yet on `bed`, with unique WireGuard interface names for every node.
     fn on(bed: Testbed, exe: &Path) -> Scenario {
         Scenario {
@@ -383,6 +402,17 @@ impl Scenario {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Pings the fake Internet host from sub until one answers (true) or `limit` has passed.
+    pub fn ping_within(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.ping_inet("1") {
+                return true;
+            }
+        }
+        false
     }
 
     /// One ping from sub to the fake Internet host.

@@ -18,16 +18,6 @@ fn ready(lease: u32, nat: &str) -> Scenario {
     s
 }
 
-fn ping_within(s: &Scenario, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if s.ping_inet("1") {
-            return true;
-        }
-    }
-    false
-}
-
 /// WireGuard peers configured on the gateway's interface.
 fn gw_peers(s: &Scenario) -> usize {
     s.bed
@@ -100,7 +90,7 @@ fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
     assert_eq!(sub["interface"], s.sub_wg.as_str());
     assert_eq!(sub["ipv4"], "100.127.0.2");
     assert!(
-        ping_within(&s, Duration::from_secs(5)),
+        s.ping_within(Duration::from_secs(5)),
         "ping through the tunnel; sub log:\n{}",
         s.tail(Node::Sub)
     );
@@ -147,7 +137,7 @@ fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
     // Scan connects again.
     s.cli(Node::Sub, &["scan"]).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(s.ping_within(Duration::from_secs(5)));
 
     // SIGTERM tears everything down on both nodes.
     assert!(
@@ -179,7 +169,7 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
     let idle = s.configured(Node::Gw);
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(s.ping_within(Duration::from_secs(5)));
     assert!(
         gw_iptables_rules(&s).contains("-s 100.127.0.2/32 -o wan0 -j MASQUERADE"),
         "iptables NAT in use"
@@ -190,7 +180,7 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
         "no nftables table of ours with nat 'iptables'"
     );
     s.watch_inet().unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(s.ping_within(Duration::from_secs(5)));
     let (from_gw, all) = s.inet_counts().unwrap();
     assert!(
         from_gw >= 1 && from_gw == all,
@@ -205,7 +195,7 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
     assert_eq!(sessions(&s), 1, "session restored from the store");
     assert_eq!(gw_peers(&s), 1);
     assert!(
-        ping_within(&s, Duration::from_secs(5)),
+        s.ping_within(Duration::from_secs(5)),
         "traffic flows after the gateway restart"
     );
 

@@ -128,16 +128,6 @@ fn report_outages(mut outages: Vec<Duration>, label: &str) {
     }
 }
 
-fn ping_within(s: &Scenario, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if s.ping_inet("1") {
-            return true;
-        }
-    }
-    false
-}
-
 /// Waits until the subscriber is connected, asking it to scan once if it does not reconnect by
 /// itself within a few seconds (after a kill during release it rightly stays disconnected).
 fn converge(s: &Scenario, why: &str) {
@@ -159,16 +149,8 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
     else {
         return;
     };
-    let mut s = Scenario::new(EXE.as_ref(), 120).expect("testbed");
-    s.bed
-        .wait_converged(Duration::from_secs(20))
-        .expect("Babel converges");
-    let sub_before = s.system_state(Node::Sub);
-    let gw_before = s.system_state(Node::Gw);
-    s.start(Node::Gw).unwrap();
-    s.start(Node::Sub).unwrap();
-    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    let (mut s, [sub_before, gw_before]) =
+        Scenario::connected(EXE.as_ref(), 120).expect("connected scenario");
     let sub_ref = s.configured(Node::Sub);
     let gw_ref = s.configured(Node::Gw);
     let mut outages = Vec::new();
@@ -207,7 +189,7 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
             .unwrap_or_else(|e| panic!("{what}: restart: {e}"));
         converge(&s, &what);
         assert!(
-            ping_within(&s, Duration::from_secs(10)),
+            s.ping_within(Duration::from_secs(10)),
             "{what}: traffic flows"
         );
         outages.push(killed.elapsed());
@@ -312,7 +294,7 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
         s.start(node).unwrap();
     }
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(s.ping_within(Duration::from_secs(5)));
 
     // References, taken on either gateway after a clean move.
     let mut on = current_gateway(&s);
@@ -324,7 +306,7 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
     for _ in 0..2 {
         on = fail_over(&s, on);
         wait_sessions(&s, GATEWAYS[1 - on], 0);
-        assert!(ping_within(&s, Duration::from_secs(5)));
+        assert!(s.ping_within(Duration::from_secs(5)));
         refs.sub[on] = s.configured(Node::Sub);
         refs.busy[on] = s.configured(GATEWAYS[on]);
         refs.idle[1 - on] = s.configured(GATEWAYS[1 - on]);
@@ -358,7 +340,7 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
         }
         s.set_uplink(GATEWAYS[from], true).unwrap();
         assert!(
-            ping_within(&s, Duration::from_secs(10)),
+            s.ping_within(Duration::from_secs(10)),
             "{what}: traffic flows"
         );
         outages.push(killed.elapsed());

@@ -39,21 +39,11 @@ fn ready(hot: bool, extra: &str) -> Scenario {
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     s.wait_gateway("gw1", Duration::from_secs(10)).unwrap();
     assert!(
-        ping_within(&s, Duration::from_secs(5)),
+        s.ping_within(Duration::from_secs(5)),
         "{}",
         s.tail(Node::Sub)
     );
     s
-}
-
-fn ping_within(s: &Scenario, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if s.ping_inet("1") {
-            return true;
-        }
-    }
-    false
 }
 
 /// Runs `count` pings at 100 ms while `event` happens 1 s in; returns the outage in seconds
@@ -115,7 +105,7 @@ fn failover_cases(hot: bool) {
     });
     s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
     assert!(
-        ping_within(&s, Duration::from_secs(3)),
+        s.ping_within(Duration::from_secs(3)),
         "traffic flows via gw2"
     );
     assert!(a < 5.0, "the outage ended within the series");
@@ -150,7 +140,7 @@ fn failover_cases(hot: bool) {
     );
     assert!(moved_after >= Duration::from_secs(FAILBACK_AFTER));
     assert!(
-        ping_within(&s, Duration::from_secs(3)),
+        s.ping_within(Duration::from_secs(3)),
         "traffic flows via gw1"
     );
 
@@ -158,7 +148,7 @@ fn failover_cases(hot: bool) {
     let (b, ()) = outage_during(&s, 50, &format!("{mode} (b) SIGKILL"), || kill_gw1(&s));
     s.gw_pid = None;
     s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(3)));
+    assert!(s.ping_within(Duration::from_secs(3)));
     assert!(b < 5.0);
 
     // gw1 comes back as a fresh daemon; wait for the fail back before the next case.
@@ -172,14 +162,14 @@ fn failover_cases(hot: bool) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    assert!(ping_within(&s, Duration::from_secs(3)));
+    assert!(s.ping_within(Duration::from_secs(3)));
 
     // (c) gw1's mesh links down.
     let (c, ()) = outage_during(&s, 50, &format!("{mode} (c) mesh links down"), || {
         gw(&s, &["ip", "link", "set", "mesh0", "down"]);
     });
     s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(3)));
+    assert!(s.ping_within(Duration::from_secs(3)));
     assert!(c < 5.0);
 
     let st = s.status(Node::Sub).unwrap();
@@ -294,7 +284,7 @@ fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
     s.wait_gateway("gw1", Duration::from_secs(30)).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(s.ping_within(Duration::from_secs(5)));
     let (tunnel, leaked) = sub_leak_counts(&s);
     assert!(tunnel >= 1, "the counter sees tunnel traffic");
     assert_eq!(leaked, 0);

@@ -10,21 +10,9 @@ use mnigs::testbed::{Node, e2e_gate};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
-static NEVER: AtomicBool = AtomicBool::new(false);
-
-fn ping_within(s: &Scenario, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if s.ping_inet("1") {
-            return true;
-        }
-    }
-    false
-}
 
 fn json(s: &Scenario, node: Node, args: &[&str]) -> Value {
     let out = s.cli(node, args).expect("cli");
@@ -100,16 +88,8 @@ fn sighup_applies_new_terms_and_keeps_the_tunnel() {
     if !e2e_gate("sighup_applies_new_terms_and_keeps_the_tunnel") {
         return;
     }
-    let mut s = Scenario::new(EXE.as_ref(), 60).expect("testbed");
-    s.bed
-        .wait_converged(Duration::from_secs(20))
-        .expect("Babel converges");
-    let sub_before = s.system_state(Node::Sub);
-    let gw_before = s.system_state(Node::Gw);
-    s.start(Node::Gw).unwrap();
-    s.start(Node::Sub).unwrap();
-    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    let (mut s, [sub_before, gw_before]) =
+        Scenario::connected(EXE.as_ref(), 60).expect("connected scenario");
 
     let sessions = sids(&s);
     assert_eq!(sessions.len(), 1);
@@ -186,7 +166,7 @@ fn sighup_applies_new_terms_and_keeps_the_tunnel() {
     assert_eq!(wg_peers(&s, Node::Sub, &s.sub_wg), sub_peers);
     assert_eq!(connection(&s), conn);
     assert!(
-        ping_within(&s, Duration::from_secs(5)),
+        s.ping_within(Duration::from_secs(5)),
         "traffic still flows (NAT still on the old uplink)"
     );
 
@@ -211,7 +191,7 @@ fn sighup_applies_new_terms_and_keeps_the_tunnel() {
     }
     assert_eq!(now, was, "the subscriber's tunnel is untouched");
     assert_eq!(sids(&s), sessions);
-    assert!(ping_within(&s, Duration::from_secs(5)));
+    assert!(s.ping_within(Duration::from_secs(5)));
 
     // A max_price below the gateway's price: the tunnel is no longer acceptable and is left.
     edit(
