@@ -94,6 +94,9 @@ return view.extend({
 		o = s.taboption('general', form.Value, 'scan_interval', _('Scan interval'), _('Seconds between scans.'));
 		o.datatype = 'range(1,86400)';
 		o.placeholder = '300';
+		o = s.taboption('general', form.Value, 'negative_cache', _('Skip silent nodes'), _('Seconds a node that keeps not answering is left out of scans (a manual scan asks everyone); 0 asks every node every time.'));
+		o.datatype = 'range(0,86400)';
+		o.placeholder = '600';
 		o = s.taboption('general', form.Value, 'probe_interval', _('Probe interval'), _('Seconds between checks of the current gateway.'));
 		o.datatype = 'range(1,3600)';
 		o.placeholder = '1';
