@@ -69,6 +69,18 @@ pub fn route_replace(dst: &str, ifname: &str, v6: bool) -> Result<(), CmdError> 
     cmd::run(&["ip", fam, "route", "replace", dst, "dev", ifname]).map(drop)
 }
 
+/// Sends Internet traffic through `ifname`: the `/1` halves of IPv4, and of IPv6 with `ipv6`.
+/// Two halves override any default route without replacing it, so the original default comes
+/// back by itself when the interface goes, even after a crash.
+pub fn route_internet_via(ifname: &str, ipv6: bool) -> Result<(), CmdError> {
+    for (half, v6) in policy::HALVES {
+        if ipv6 || !v6 {
+            route_replace(half, ifname, v6)?;
+        }
+    }
+    Ok(())
+}
+
 /// `ip -j route show` of one family, optionally only routes of one protocol, all tables.
 pub fn routes_json(v6: bool, protocol: Option<&str>) -> Result<String, CmdError> {
     let mut argv = vec![

@@ -209,9 +209,7 @@ impl Method for IpTunnel {
         self.create(&ifname, gateway, Some(source_towards(gateway)?))?;
         point_to_point(&ifname, ipv4, gw4)?;
         net::link_up(&ifname, mtu)?;
-        for half in ["0.0.0.0/1", "128.0.0.0/1"] {
-            net::route_replace(half, &ifname, false)?;
-        }
+        net::route_internet_via(&ifname, false)?;
         Ok(ifname)
     }
 

@@ -608,14 +608,7 @@ impl Method for Openvpn {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for half in ["0.0.0.0/1", "128.0.0.0/1"] {
-            net::route_replace(half, &self.ifname, false)?;
-        }
-        if ipv6.is_some() {
-            for half in ["::/1", "8000::/1"] {
-                net::route_replace(half, &self.ifname, true)?;
-            }
-        }
+        net::route_internet_via(&self.ifname, ipv6.is_some())?;
         Ok(self.ifname.clone())
     }
 

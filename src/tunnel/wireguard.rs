@@ -264,16 +264,7 @@ impl Method for Wireguard {
             net::addr_replace(&self.ifname, IpAddr::V6(v6), len)?;
         }
         net::link_up(&self.ifname, mtu)?;
-        // Two halves override any default route without replacing it, so the original default comes
-        // back by itself when the interface goes, even after a crash.
-        for half in ["0.0.0.0/1", "128.0.0.0/1"] {
-            net::route_replace(half, &self.ifname, false)?;
-        }
-        if ipv6.is_some() {
-            for half in ["::/1", "8000::/1"] {
-                net::route_replace(half, &self.ifname, true)?;
-            }
-        }
+        net::route_internet_via(&self.ifname, ipv6.is_some())?;
         Ok(self.ifname.clone())
     }
 
