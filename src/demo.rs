@@ -307,6 +307,22 @@ impl Scenario {
         Ok(())
     }
 
+    /// Writes the relay node's UCI file ([`Scenario::config`] of [`Node::Relay`]): a second
+    /// subscriber configured like sub, logging at `log_level`; returns its path.
+    pub fn write_relay_config(&self, log_level: &str) -> Result<PathBuf, String> {
+        let wg = self.bed.unique_ifname("r");
+        let conf = self.config(Node::Relay);
+        let text = format!(
+            "config mnigs 'main'\n\toption name 'relay'\n\toption database '{db}'\n\toption log_level '{log_level}'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
+             config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '1000'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
+            db = self.bed.dir.join("relay.db").display(),
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("writing the relay's config: {e}"))?;
+        Ok(conf)
+    }
+
     /// The UCI file of `node` (gw or sub).
     pub fn config(&self, node: Node) -> PathBuf {
         self.bed.dir.join(format!("{}.uci", node.name()))

@@ -85,16 +85,7 @@ fn sids(s: &Scenario) -> Vec<String> {
 
 /// Writes the relay's subscriber config (like the subscriber's) and starts its daemon.
 fn start_relay_subscriber(s: &Scenario) -> u32 {
-    let wg = s.bed.unique_ifname("r");
-    let conf = s.bed.dir.join("relay.uci");
-    let text = format!(
-        "config mnigs 'main'\n\toption name 'relay'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
-         config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
-         config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '1000'\n\n\
-         config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
-        db = s.bed.dir.join("relay.db").display(),
-    );
-    std::fs::write(&conf, text).unwrap();
+    let conf = s.write_relay_config("debug").unwrap();
     let conf = conf.to_string_lossy().to_string();
     s.bed
         .spawn(

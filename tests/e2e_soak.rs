@@ -65,16 +65,7 @@ struct Relay {
 
 impl Relay {
     fn start(s: &Scenario) -> Relay {
-        let wg = s.bed.unique_ifname("r");
-        let conf = s.bed.dir.join("relay.uci");
-        let text = format!(
-            "config mnigs 'main'\n\toption name 'relay'\n\toption database '{db}'\n\toption log_level 'info'\n\n\
-             config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'wireguard'\n\n\
-             config discovery 'babel'\n\toption method 'routes'\n\toption protocol 'babel'\n\toption timeout_ms '1000'\n\n\
-             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n",
-            db = s.bed.dir.join("relay.db").display(),
-        );
-        std::fs::write(&conf, text).unwrap();
+        let conf = s.write_relay_config("info").unwrap();
         let mut r = Relay {
             conf: conf.to_string_lossy().to_string(),
             pid: 0,
