@@ -196,13 +196,7 @@ impl Method for IpTunnel {
         let gw4: Ipv4Addr = grant.ipv4gateway.parse().map_err(|_| {
             TunnelError::Invalid("gateway's answer has an invalid ipv4gateway".into())
         })?;
-        let mtu = grant
-            .extra
-            .get("mtu")
-            .and_then(Value::as_u64)
-            .and_then(|m| u16::try_from(m).ok())
-            .filter(|m| (1280..=9000).contains(m))
-            .unwrap_or(self.mtu);
+        let mtu = super::grant_mtu(grant, self.mtu);
         let ifname = self.client_ifname.clone();
         net::link_delete(&ifname)?;
         // IPv6 tunnels send nothing without a local address; ours is the one the gateway sees.

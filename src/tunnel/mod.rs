@@ -77,6 +77,18 @@ pub struct Peer<'a> {
     pub via: Option<&'a str>,
 }
 
+/// The tunnel MTU the gateway's answer asks for (`mtu`), if it is one an IPv6-capable link can
+/// carry (1280–9000); else `ours`.
+pub fn grant_mtu(grant: &Grant, ours: u16) -> u16 {
+    grant
+        .extra
+        .get("mtu")
+        .and_then(Value::as_u64)
+        .and_then(|m| u16::try_from(m).ok())
+        .filter(|m| (1280..=9000).contains(m))
+        .unwrap_or(ours)
+}
+
 /// Gateway: routes (or unroutes) one subscriber's tunnel addresses to `ifname` as host routes.
 ///
 /// Methods that share one interface among subscribers (WireGuard, OpenVPN) all put the pool's
@@ -138,4 +150,30 @@ pub trait Method: Send {
 
     /// Subscriber: takes the tunnel and its routes down.
     fn disconnect(&mut self) -> Result<(), TunnelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_mtu_takes_only_sane_values() {
+        let with = |mtu: Value| -> Grant {
+            serde_json::from_value(serde_json::json!({
+                "success": true, "sid": "s", "timeout": 60, "method": "wireguard",
+                "ipv4": "100.127.0.2", "cidr4": 24, "ipv4gateway": "100.127.0.1", "mtu": mtu
+            }))
+            .unwrap()
+        };
+        assert_eq!(grant_mtu(&with(1400.into()), 1420), 1400);
+        for bad in [
+            Value::from(10),
+            Value::from(70_000),
+            Value::from(-1),
+            Value::from("1400"),
+        ] {
+            assert_eq!(grant_mtu(&with(bad), 1420), 1420);
+        }
+        assert_eq!(grant_mtu(&with(Value::Null), 1380), 1380);
+    }
 }

@@ -562,13 +562,7 @@ impl Method for Openvpn {
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| TunnelError::Invalid("gateway's answer lacks a valid port".into()))?;
-        let mtu = grant
-            .extra
-            .get("mtu")
-            .and_then(Value::as_u64)
-            .and_then(|m| u16::try_from(m).ok())
-            .filter(|m| (1280..=9000).contains(m))
-            .unwrap_or(self.mtu);
+        let mtu = super::grant_mtu(grant, self.mtu);
         let ((ipv4, _), ipv6) = super::wireguard::grant_addresses(grant)?;
         self.disconnect()?;
         write(&self.dir.join("client.crt"), cert)?;

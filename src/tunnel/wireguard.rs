@@ -233,10 +233,7 @@ impl Method for Wireguard {
             .ok_or_else(|| {
                 TunnelError::Invalid("gateway's answer lacks a valid listenPort".into())
             })?;
-        let mtu = field("mtu")
-            .and_then(Value::as_u64)
-            .and_then(|m| u16::try_from(m).ok())
-            .unwrap_or(self.mtu);
+        let mtu = super::grant_mtu(grant, self.mtu);
         // The endpoint is the address we reached the gateway at: it is routed over the mesh.
         let endpoint = SocketAddr::new(gateway, port).to_string();
         let (ipv4, ipv6) = grant_addresses(grant)?;
