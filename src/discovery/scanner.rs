@@ -111,12 +111,11 @@ pub struct Scanner {
     negative_for: Duration,
 }
 
-/// A candidate's run of unanswered probes.
+/// A candidate's run of unanswered probes: how many, and when the last one was.
 #[derive(Debug, Clone, Copy)]
 struct Silence {
     misses: u32,
     last: Instant,
-    skip_until: Instant,
 }
 
 /// The skip after the first two misses in a row; each further miss doubles it.
@@ -284,8 +283,9 @@ impl Scanner {
         candidates
             .into_iter()
             .filter(|c| {
-                neg.get(&(c.address, c.port))
-                    .is_none_or(|s| s.skip_until <= now)
+                neg.get(&(c.address, c.port)).is_none_or(|s| {
+                    now.duration_since(s.last) >= skip_after(s.misses, self.negative_for)
+                })
             })
             .collect()
     }
@@ -308,11 +308,9 @@ impl Scanner {
                 let s = neg.entry(*k).or_insert(Silence {
                     misses: 0,
                     last: now,
-                    skip_until: now,
                 });
                 s.misses = s.misses.saturating_add(1);
                 s.last = now;
-                s.skip_until = now + skip_after(s.misses, self.negative_for);
             }
         }
     }

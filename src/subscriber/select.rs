@@ -51,11 +51,9 @@ pub struct History {
     pub last_failure_ms: Option<u64>,
     /// Since when it has been answering without failure (ms, caller's clock).
     pub stable_since_ms: Option<u64>,
-    /// Our last registration found nobody at its RPC port (connection refused or no route):
-    /// its back-off ends as soon as it answers a scan again, as a restarted gateway does.
-    pub unreachable: bool,
-    /// The last failure was a failed registration (refused, unreachable, tunnel setup), not the
-    /// gateway going down while we used it.
+    /// The last failure was a registration the gateway refused or could not carry out (not one
+    /// where nobody was at its port, and not the gateway going down while we used it): such a
+    /// gateway keeps its back-off even when we have no other ([`rank_for_rescue`]).
     pub registration_failed: bool,
 }
 
@@ -235,9 +233,10 @@ fn splitmix(seed: u64) -> u64 {
 }
 
 /// [`rank`] for when it finds nothing and we are offline, or on a gateway that stopped
-/// answering: a gateway held back only by the back-off after it went down while we used it
-/// counts again — its own answer says it is fine now, and any working gateway beats none. One
-/// whose registration failed keeps its back-off (asking again at once would fail again), and
+/// answering: a gateway held back only by the back-off after it went down while we used it, or
+/// after nobody was at its port when we tried to register (a restarting gateway), counts again —
+/// its own answer says it is fine now, and any working gateway beats none. One that refused or
+/// failed our registration keeps its back-off (asking again at once would fail again), and
 /// gateways that are down or whose terms rule them out stay out.
 pub fn rank_for_rescue(
     answers: &[Answer],

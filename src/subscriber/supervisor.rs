@@ -506,12 +506,6 @@ impl Supervisor {
         }
         for a in &found {
             let h = self.history.entry(a.info.name.clone()).or_default();
-            if h.unreachable {
-                // Nobody was at its port when we tried to register; now it answers (a restarted
-                // gateway): worth a try at once. Its failures still count in its score.
-                h.unreachable = false;
-                h.last_failure_ms = None;
-            }
             if a.info.uplink.healthy {
                 // Answering again: no longer down (its back-off still applies).
                 h.down = false;
@@ -1070,8 +1064,7 @@ impl Supervisor {
                     h.failures = h.failures.saturating_add(1);
                     h.last_failure_ms = Some(t);
                     h.stable_since_ms = None;
-                    h.unreachable = e.unreachable;
-                    h.registration_failed = true;
+                    h.registration_failed = !e.unreachable;
                     let c = &a.candidate;
                     let _ = self
                         .store
