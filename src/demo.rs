@@ -567,6 +567,27 @@ impl Scenario {
         out
     }
 
+    /// Stops the daemon of each node in `before` with SIGTERM, then fails unless every one of
+    /// those nodes looks as it did before its daemon started (`before` holds each node's
+    /// [`Scenario::system_state`] from then).
+    pub fn assert_sigterm_leaves_nothing(&mut self, before: &[(Node, &str)]) {
+        for (node, _) in before {
+            assert!(
+                self.stop(*node, libc::SIGTERM),
+                "{} stops on SIGTERM",
+                node.name()
+            );
+        }
+        for (node, was) in before {
+            assert_eq!(
+                self.system_state(*node),
+                *was,
+                "SIGTERM leaves nothing on {}",
+                node.name()
+            );
+        }
+    }
+
     /// The last lines of `node`'s daemon log.
     pub fn tail(&self, node: Node) -> String {
         let text = std::fs::read_to_string(self.log(node)).unwrap_or_default();

@@ -140,21 +140,7 @@ fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
     assert!(s.ping_within(Duration::from_secs(5)));
 
     // SIGTERM tears everything down on both nodes.
-    assert!(
-        s.stop(Node::Sub, libc::SIGTERM),
-        "subscriber stops on SIGTERM"
-    );
-    assert!(s.stop(Node::Gw, libc::SIGTERM), "gateway stops on SIGTERM");
-    assert_eq!(
-        s.system_state(Node::Sub),
-        sub_before,
-        "SIGTERM leaves nothing on sub"
-    );
-    assert_eq!(
-        s.system_state(Node::Gw),
-        gw_before,
-        "SIGTERM leaves nothing on gw"
-    );
+    s.assert_sigterm_leaves_nothing(&[(Node::Sub, &sub_before), (Node::Gw, &gw_before)]);
     assert!(!s.ping_inet("1"));
 }
 

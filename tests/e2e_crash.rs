@@ -211,18 +211,7 @@ fn daemons_killed_at_random_moments_leave_nothing_stale() {
     }
     report_outages(outages, "kills");
 
-    assert!(s.stop(Node::Sub, libc::SIGTERM));
-    assert!(s.stop(Node::Gw, libc::SIGTERM));
-    assert_eq!(
-        s.system_state(Node::Sub),
-        sub_before,
-        "SIGTERM leaves nothing on sub"
-    );
-    assert_eq!(
-        s.system_state(Node::Gw),
-        gw_before,
-        "SIGTERM leaves nothing on gw"
-    );
+    s.assert_sigterm_leaves_nothing(&[(Node::Sub, &sub_before), (Node::Gw, &gw_before)]);
 }
 
 /// What each node looks like with the subscriber on gateway `i` (0: gw1, 1: gw2).
@@ -385,15 +374,10 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
     }
     report_outages(outages, "kills during failover");
 
-    for node in nodes {
-        assert!(s.stop(node, libc::SIGTERM));
-    }
-    for (node, was) in nodes.iter().zip(before) {
-        assert_eq!(
-            s.system_state(*node),
-            was,
-            "SIGTERM leaves nothing on {}",
-            node.name()
-        );
-    }
+    let before: Vec<(Node, &str)> = nodes
+        .iter()
+        .copied()
+        .zip(before.iter().map(String::as_str))
+        .collect();
+    s.assert_sigterm_leaves_nothing(&before);
 }

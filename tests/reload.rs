@@ -226,11 +226,5 @@ fn sighup_applies_new_terms_and_keeps_the_tunnel() {
     edit(&s, Node::Gw, "option price 'lots'", "option price '5'");
     assert_eq!(s.status(Node::Gw).unwrap()["gateway"]["terms"]["price"], 5);
 
-    assert!(
-        s.stop(Node::Sub, libc::SIGTERM),
-        "subscriber stops on SIGTERM"
-    );
-    assert!(s.stop(Node::Gw, libc::SIGTERM), "gateway stops on SIGTERM");
-    assert_eq!(s.system_state(Node::Sub), sub_before, "nothing left on sub");
-    assert_eq!(s.system_state(Node::Gw), gw_before, "nothing left on gw");
+    s.assert_sigterm_leaves_nothing(&[(Node::Sub, &sub_before), (Node::Gw, &gw_before)]);
 }
