@@ -329,8 +329,12 @@ fn status_view_renders_and_its_buttons_call_the_plugin() {
         "gw (10.77.0.3)",
         "mnigs-wgc, wireguard",
         "100.127.0.2, fd7e:7e7e::2",
-        "10.77.0.3:65533 routes:babel 1/10 - 3 s ago in use",
-        "gw2 10.77.0.9:65533",
+        // The gateway in use: its quality (status.subscriber.gateway.quality) and score.
+        "Quality 12.3 ms, 25 % lost Score 1.25",
+        // Per gateway: quality from the gateway list, score from the subscriber's ranking.
+        "10.77.0.3:65533 routes:babel 1/10 12.3 ms, 25 % lost 1.25 3 s ago in use",
+        "gw2 10.77.0.9:65533 routes:babel 0/5 - 3.50 7 min ago",
+        "RTT of the gateway in use, last 1 refreshes",
         "other 10.77.0.7 wireguard 100.127.0.3 250 s",
     ] {
         assert!(page.contains(want), "status view lacks {want:?}: {page}");
@@ -368,7 +372,16 @@ fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/model.rs"))
             .unwrap();
     let mut out = std::collections::BTreeMap::new();
-    for section in ["main", "gateway", "subscriber", "wireguard", "discovery"] {
+    for section in [
+        "main",
+        "gateway",
+        "subscriber",
+        "wireguard",
+        "openvpn",
+        "iptunnel",
+        "cjdns",
+        "discovery",
+    ] {
         let start = src
             .find(&format!("    fn {section}(&mut self"))
             .unwrap_or_else(|| panic!("fn {section}"));
@@ -446,7 +459,17 @@ fn settings_view_offers_only_options_the_daemon_reads() {
         .collect();
     assert_eq!(
         types,
-        ["mnigs", "gateway", "subscriber", "discovery", "wireguard"]
+        [
+            "mnigs",
+            "gateway",
+            "subscriber",
+            "discovery",
+            "wireguard",
+            "openvpn",
+            "iptunnel",
+            "cjdns"
+        ],
+        "a tunnel method's section is shown when a role lists the method"
     );
     assert_eq!(
         sections[3]["cls"], "GridSection",
@@ -483,6 +506,56 @@ fn settings_view_offers_only_options_the_daemon_reads() {
             .unwrap_or_else(|| panic!("{} missing", e.option()));
         assert_eq!(o["validate"], "function");
     }
+    // Hiding an option (another tab, another discovery method, the grid's dialog) never deletes it.
+    for s in sections {
+        for o in s["options"].as_array().unwrap() {
+            assert_eq!(o["retain"], true, "{} {}: retain", s["args"], o["name"]);
+        }
+    }
+    // Tunnel methods: every method the daemon has, in the gateway and the subscriber section, as an
+    // ordered list (the subscriber's order is its preference).
+    for s in &sections[1..=2] {
+        let m = s["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "method")
+            .expect("method");
+        assert_eq!(m["cls"], "DynamicList");
+        assert_eq!(m["values"], serde_json::json!(mnigs::validate::METHODS));
+    }
+    let discovery_methods = sections[3]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "method")
+        .expect("discovery method");
+    assert_eq!(
+        discovery_methods["values"],
+        serde_json::json!(mnigs::config::model::DISCOVERY_METHODS)
+    );
+    // Every option README's configuration blocks show is in the form (probe_interval is the older
+    // spelling of probe_interval_ms, which the form edits).
+    let offered: BTreeSet<(String, String)> = sections
+        .iter()
+        .zip(&types)
+        .flat_map(|(s, ty)| {
+            s["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| (ty.to_string(), o["name"].as_str().unwrap().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let documented = readme_options();
+    assert!(documented.len() > 60, "{documented:?}");
+    for (ty, name) in &documented {
+        assert!(
+            offered.contains(&(ty.clone(), name.clone())),
+            "README documents {ty}.{name}, the settings form does not offer it"
+        );
+    }
     let web = sections[0]["options"]
         .as_array()
         .unwrap()
@@ -491,6 +564,27 @@ fn settings_view_offers_only_options_the_daemon_reads() {
         .expect("option web");
     assert_eq!(
         web["values"],
-        serde_json::json!(["readonly", "off", "full"])
+        serde_json::json!(["off", "readonly", "full"])
     );
+}
+
+/// (section type, option) of every `option`/`list` line in README's UCI blocks.
+fn readme_options() -> BTreeSet<(String, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut out = BTreeSet::new();
+    let mut ty: Option<String> = None;
+    for line in readme.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["config", t, ..] => ty = Some(t.to_string()),
+            ["option" | "list", name, ..] if ty.is_some() && line.starts_with('\t') => {
+                out.insert((ty.clone().unwrap(), name.to_string()));
+            }
+            _ if !line.starts_with('\t') => ty = None,
+            _ => {}
+        }
+    }
+    out.retain(|(_, name)| name != "probe_interval");
+    out
 }
