@@ -588,3 +588,302 @@ fn readme_options() -> BTreeSet<(String, String)> {
     out.retain(|(_, name)| name != "probe_interval");
     out
 }
+
+// ---- The app inside LuCI's real framework, in chromium -----------------------------------------
+//
+// tests/luci/browser.mjs serves the views with LuCI's own files from MNIGS_LUCI (set by .ci/run)
+// through tests/luci/standin.mjs, a stand-in for uhttpd and rpcd that runs the app's rpcd plugin
+// against a real mnigs, and drives them in Debian's chromium with playwright-core.
+
+/// LuCI's files, chromium, node and playwright-core; None (after a loud line) when one is
+/// missing, a panic instead under MNIGS_E2E=1.
+fn luci_gate(test: &str) -> Option<PathBuf> {
+    let mut missing = Vec::new();
+    let luci = std::env::var_os("MNIGS_LUCI").map(PathBuf::from);
+    match &luci {
+        Some(p) if p.join("resources/luci.js").exists() => {}
+        Some(p) => missing.push(format!(
+            "MNIGS_LUCI={} has no resources/luci.js",
+            p.display()
+        )),
+        None => missing.push("MNIGS_LUCI is not set (.ci/run sets it)".into()),
+    }
+    for p in ["/usr/bin/chromium", "/usr/bin/node"] {
+        if !Path::new(p).exists() {
+            missing.push(format!("{p} is not installed"));
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        missing.push("playwright-core is missing: run `npm ci` in tests/browser".into());
+    }
+    if missing.is_empty() {
+        return luci;
+    }
+    let reason = missing.join("; ");
+    if std::env::var("MNIGS_E2E").is_ok_and(|v| v == "1") {
+        panic!("{test}: MNIGS_E2E=1 but the LuCI browser prerequisites are missing: {reason}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {reason} !!!!!!!!\n");
+    None
+}
+
+/// Where screenshots go (README's come from here).
+fn luci_out() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/luci");
+    std::fs::create_dir_all(&d).expect("target/luci");
+    d
+}
+
+/// The scenario browser.mjs reads, with what every run shares.
+fn scenario(luci: &Path, config: &Path, mode: &str, extra: Value) -> Value {
+    let bin_dir = Path::new(EXE).parent().unwrap();
+    let mut v = serde_json::json!({
+        "mode": mode,
+        "luci": luci,
+        "app": app(),
+        "plugin": plugin(),
+        "path": format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()),
+        "config": config,
+        "outdir": luci_out(),
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}
+
+/// Runs browser.mjs on a scenario in this namespace; its report.
+fn browse(dir: &Path, sc: &Value) -> Value {
+    let file = dir.join(format!("scenario-{}.json", sc["mode"].as_str().unwrap()));
+    std::fs::write(&file, sc.to_string()).unwrap();
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/browser.mjs"))
+        .arg(&file)
+        .output()
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "browser.mjs {} failed: {stderr}\n{}",
+        sc["mode"],
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("browser.mjs prints JSON")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnigs-luci-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every option README documents, none at its default: every tunnel method in both roles (in an
+/// order of its own), every discovery method (one section anonymous), every method's section.
+const FULL_CONFIG: &str = include_str!("luci/full-config");
+
+/// One section of a UCI file: type, name (or `@INDEX`), its options with their values, sorted.
+type RawSection = (String, String, Vec<(String, Vec<String>)>);
+
+/// The sections of a UCI file, in file order.
+fn raw_options(text: &str) -> Vec<RawSection> {
+    let sections = mnigs::config::uci::parse(text).expect("UCI");
+    sections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut opts: Vec<(String, Vec<String>)> = Vec::new();
+            for o in &s.options {
+                let vals = match &o.value {
+                    mnigs::config::uci::UciValue::Single(v) => vec![v.clone()],
+                    mnigs::config::uci::UciValue::List(l) => {
+                        l.iter().map(|(v, _)| v.clone()).collect()
+                    }
+                };
+                opts.push((o.name.clone(), vals));
+            }
+            opts.sort();
+            (
+                s.ty.clone(),
+                s.name.clone().unwrap_or_else(|| format!("@{i}")),
+                opts,
+            )
+        })
+        .collect()
+}
+
+/// `mnigs check-config --json` on a file: its problems; panics unless it says success.
+fn check_config_ok(path: &Path) -> Value {
+    let out = Command::new(EXE)
+        .args(["check-config", "--json", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("check-config --json");
+    assert_eq!(v["success"], true, "{v}");
+    v["problems"].clone()
+}
+
+/// Opens settings on `text`, makes `edits` through the form, presses Save & Apply; returns the
+/// file before, the file after and the report.
+fn round_trip(luci: &Path, tag: &str, text: &str, edits: Value) -> (PathBuf, PathBuf, Value) {
+    let dir = temp_dir(tag);
+    let before = dir.join("mnigs.before");
+    let config = dir.join("mnigs");
+    std::fs::write(&before, text).unwrap();
+    std::fs::write(&config, text).unwrap();
+    let r = browse(
+        &dir,
+        &scenario(luci, &config, "edit", serde_json::json!({ "edits": edits })),
+    );
+    (before, config, r)
+}
+
+#[test]
+fn luci_save_keeps_every_option_it_does_not_edit() {
+    let Some(luci) = luci_gate("luci_save_keeps_every_option_it_does_not_edit") else {
+        return;
+    };
+    // The fixture documents every option README shows, so this test covers all of them.
+    let fixture: BTreeSet<(String, String)> = raw_options(FULL_CONFIG)
+        .into_iter()
+        .flat_map(|(ty, _, opts)| opts.into_iter().map(move |(o, _)| (ty.clone(), o)))
+        .collect();
+    for want in readme_options() {
+        assert!(
+            fixture.contains(&want),
+            "tests/luci/full-config lacks {want:?}"
+        );
+    }
+    assert_eq!(
+        check_config_ok(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/full-config")),
+        Value::Array(vec![])
+    );
+
+    let edits = serde_json::json!([
+        { "section": "gateway", "tab": "offer", "option": "price", "value": "4" }
+    ]);
+    let (before, after, report) = round_trip(&luci, "full", FULL_CONFIG, edits);
+    eprintln!("LuCI wrote: {}", report["committed"]);
+    let problems = check_config_ok(&after);
+    assert_eq!(problems, Value::Array(vec![]), "no warnings after the save");
+
+    // In meaning: the daemon's model of the file is the one before with the one field changed.
+    let (was, _) = mnigs::config::model::load(&before).expect("before");
+    let (now, _) = mnigs::config::model::load(&after).expect("after");
+    let mut want = was.clone();
+    want.gateway.price = 4;
+    assert_eq!(now, want, "only gateway.price changed in meaning");
+    assert_ne!(was, want, "the edit is visible (the test can fail)");
+
+    // Literally: every section and every option as before, except the one edited.
+    let text_after = std::fs::read_to_string(&after).unwrap();
+    let expect = raw_options(&FULL_CONFIG.replace("option price '3'", "option price '4'"));
+    assert_eq!(raw_options(&text_after), expect, "{text_after}");
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+#[test]
+fn luci_probe_interval_edit_writes_the_option_the_daemon_reads() {
+    let Some(luci) = luci_gate("luci_probe_interval_edit_writes_the_option_the_daemon_reads")
+    else {
+        return;
+    };
+    // A config of the older spelling: the form shows its value in milliseconds and, once edited,
+    // leaves exactly probe_interval_ms (which the daemon reads first) behind.
+    let text = "config mnigs 'main'\n\toption name 'n1'\n\nconfig subscriber 'subscriber'\n\
+                \toption enabled '0'\n\tlist method 'openvpn'\n\toption probe_interval '5'\n";
+    let edits = serde_json::json!([
+        { "section": "subscriber", "tab": "probing", "option": "probe_interval_ms",
+          "before": "5000", "value": "300" }
+    ]);
+    let (before, after, _) = round_trip(&luci, "probe", text, edits);
+    let (was, _) = mnigs::config::model::load(&before).expect("before");
+    let (now, _) = mnigs::config::model::load(&after).expect("after");
+    assert_eq!(was.subscriber.probe_interval_ms, 5000);
+    assert_eq!(
+        now.subscriber.probe_interval_ms, 300,
+        "the edit takes effect"
+    );
+    let raw = raw_options(&std::fs::read_to_string(&after).unwrap());
+    let sub = &raw.iter().find(|s| s.0 == "subscriber").unwrap().2;
+    assert!(
+        sub.iter().all(|(o, _)| o != "probe_interval"),
+        "probe_interval is gone: {sub:?}"
+    );
+    assert!(
+        sub.contains(&("method".into(), vec!["openvpn".into()])),
+        "{sub:?}"
+    );
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+#[test]
+fn luci_status_view_shows_hostile_daemon_text_as_text() {
+    let Some(luci) = luci_gate("luci_status_view_shows_hostile_daemon_text_as_text") else {
+        return;
+    };
+    // A daemon (browser.mjs's fake, on loopback) whose every string is markup, as names, errors
+    // and addresses from other mesh nodes can be; the real plugin and CLI pass them through.
+    let dir = temp_dir("hostile");
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("mnigs");
+    std::fs::write(
+        &config,
+        format!(
+            "config mnigs 'main'\n\toption name 'n1'\n\toption rpc_port '{port}'\n\
+             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
+            dir.join("db").display()
+        ),
+    )
+    .unwrap();
+    let r = browse(
+        &dir,
+        &scenario(
+            &luci,
+            &config,
+            "hostile",
+            serde_json::json!({ "fakePort": port }),
+        ),
+    );
+    let fake_calls: BTreeSet<&str> = r["fakeCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for m in [
+        "status",
+        "listGateways",
+        "listSessions",
+        "scan",
+        "disconnect",
+    ] {
+        assert!(
+            fake_calls.contains(m),
+            "{m} reached the fake daemon: {fake_calls:?}"
+        );
+    }
+    assert_eq!(r["xss"], 0, "no injected script ran");
+    assert_eq!(r["elements"], 0, "no injected element exists");
+    assert_eq!(
+        r["xssRequests"],
+        Value::Array(vec![]),
+        "no <img src=x> was fetched"
+    );
+    assert!(
+        r["literal"].as_u64().unwrap() >= 20,
+        "the markup is shown as text, field by field: {}",
+        r["text"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -82,7 +82,117 @@ async function render() {
   await page.screenshot({ path: sc.outdir + '/luci-settings.png', fullPage: true });
 }
 
-const modes = { render };
+// Opens the settings view, makes each edit { section, tab?, option, value } through the widgets,
+// then presses Save & Apply and waits until the stand-in committed and LuCI confirmed.
+async function edit() {
+  await open('settings');
+  await page.waitForSelector('.cbi-map');
+  for (const e of sc.edits) {
+    const field = page.locator('[data-field="cbid.mnigs.' + e.section + '.' + e.option + '"]');
+    const sec = page.locator('.cbi-section', { has: field }).first();
+    if (e.tab) await sec.locator('ul.cbi-tabmenu li[data-tab="' + e.tab + '"] a').first().click();
+    if (e.before !== undefined) {
+      const shown = await field.locator('input').first().inputValue();
+      check(shown === e.before, 'the form shows ' + e.section + '.' + e.option + ' = ' + e.before, shown);
+    }
+    await field.locator('input').first().fill(e.value);
+    await field.locator('input').first().blur();
+    step('edited ' + e.section + '.' + e.option + ' = ' + e.value);
+  }
+  if (sc.screenshot) await page.screenshot({ path: sc.outdir + '/' + sc.screenshot, fullPage: true });
+  await page.locator('.cbi-page-actions').getByText('Save & Apply', { exact: true }).first().click();
+  await waitFor(async () => standin.applied.length > 0, 'Save & Apply committed the changes');
+  await waitFor(async () => (await page.locator('.alert-message', { hasText: 'Configuration changes applied.' }).count()) > 0
+    || (await page.locator('#maincontent', { hasText: 'Configuration changes applied.' }).count()) > 0, 'LuCI confirmed the apply');
+  report.committed = standin.committedChanges;
+}
+
+// The status view against a fake daemon whose every string is markup: nothing of it may run or
+// become an element.
+const HOSTILE = '<img src=x onerror="window.__xss=(window.__xss||0)+1">evil<script>window.__xss=(window.__xss||0)+1</script>';
+
+function hostileAnswers() {
+  const h = HOSTILE;
+  const quality = { rttMs: h, loss: h, window: h, consecutiveFailures: h };
+  const link = { name: h, address: h, port: h, method: h, interface: h, ipv4: h, score: h, quality, leaseLeft: h };
+  return {
+    status: { success: true, name: h, version: h, access: 'full', gateway: { enabled: true, methods: [h], terms: {}, uplink: {}, sessions: [] },
+      subscriber: { enabled: true, state: h, lastError: h, gateway: link, standby: link, method: h, interface: h, ipv4: h, ipv6: h,
+        leaseLeft: h, ranking: [{ name: h, score: h }] } },
+    listGateways: { success: true, gateways: [
+      { name: h, address: h, port: h, how: h, hops: h, seenAgo: h, failures: h, info: { terms: { subscribers: h, maxSubscribers: h } }, quality: { rttMs: h, loss: h } },
+      { name: 'gw2', address: '10.77.0.9', port: 65533, how: h, seenAgo: 5, info: { terms: { subscribers: h, maxSubscribers: 3 } } }] },
+    listSessions: { success: true, sessions: [{ name: h, address: h, method: h, ipv4: h, ipv6: h, expiresIn: h }] },
+    scan: { success: false, errorMsg: h, temporaryError: false },
+    disconnect: { success: true, left: h },
+    connect: { success: true, gateway: h },
+  };
+}
+
+async function hostile() {
+  const answers = hostileAnswers();
+  const fake = createServer((req, res) => {
+    let b = '';
+    req.on('data', (d) => { b += d; });
+    req.on('end', () => {
+      let msg = {};
+      try { msg = JSON.parse(b); } catch (e) {}
+      const result = answers[msg.method] || { success: false, errorMsg: HOSTILE };
+      report.fakeCalls = (report.fakeCalls || []).concat(msg.method);
+      const out = JSON.stringify({ jsonrpc: '2.0', id: msg.id, result });
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(out), 'Connection': 'close' });
+      res.end(out);
+    });
+  });
+  await new Promise((r) => fake.listen(sc.fakePort, '127.0.0.1', r));
+  const xssRequests = [];
+  page.on('request', (r) => { if (/\/x$/.test(new URL(r.url()).pathname)) xssRequests.push(r.url()); });
+  await open('status');
+  await waitFor(async () => (await page.locator('#mnigs-status table').count()) >= 2, 'status view drawn from the hostile daemon');
+  await page.locator('.cbi-page-actions button', { hasText: 'Scan' }).click();
+  await page.locator('.cbi-page-actions button', { hasText: 'Disconnect' }).click();
+  await page.locator('#mnigs-status button', { hasText: 'Connect' }).first().click();
+  await waitFor(async () => (await page.locator('.alert-message').count()) >= 3, 'three notifications shown');
+  // One refresh by poll, which redraws with dom.content.
+  await page.waitForTimeout(6500);
+  report.text = await page.locator('#maincontent').innerText();
+  report.xss = await page.evaluate(() => window.__xss || 0);
+  report.elements = await page.evaluate(() => [...document.querySelectorAll('img, [onerror], script')]
+    .filter((n) => n.tagName !== 'SCRIPT' || n.textContent.includes('__xss')).length);
+  report.xssRequests = xssRequests;
+  report.literal = report.text.split('<img src=x onerror=').length - 1;
+  await page.screenshot({ path: sc.outdir + '/luci-hostile.png', fullPage: true });
+  fake.close();
+}
+
+// The status view of a live node: waits for sc.expect (regexps on the view's text), clicks the
+// buttons sc.click names in order (waiting for sc.after[i] each time), takes screenshots.
+async function live() {
+  await open('status');
+  for (const want of sc.expect || []) {
+    const re = new RegExp(want);
+    await waitFor(async () => re.test(await page.locator('#mnigs-status').innerText()), 'status shows ' + want, 60000);
+  }
+  if (sc.chart) await waitFor(async () => (await page.locator('#mnigs-rtt-chart polyline').getAttribute('points').catch(() => '') || '').split(' ').length >= 3,
+    'RTT chart has three samples', 60000);
+  report.statusText = await page.locator('#mnigs-status').innerText();
+  if (sc.screenshot) await page.screenshot({ path: sc.outdir + '/' + sc.screenshot, fullPage: true });
+  for (const [i, c] of (sc.click || []).entries()) {
+    const scope = c.inGateways ? '#mnigs-gateways button' : '.cbi-page-actions button';
+    await page.locator(scope, { hasText: c.label }).first().click();
+    const re = new RegExp(c.then);
+    await waitFor(async () => re.test(await page.locator('#maincontent').innerText()), c.label + ' → ' + c.then, 60000);
+  }
+  report.finalText = await page.locator('#mnigs-status').innerText();
+  if (sc.settingsScreenshot) {
+    await open('settings');
+    await page.waitForSelector('.cbi-map');
+    await page.screenshot({ path: sc.outdir + '/' + sc.settingsScreenshot, fullPage: true });
+  }
+}
+
+const modes = { render, edit, hostile, live };
+
 
 let failed = false;
 try {

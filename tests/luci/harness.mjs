@@ -17,7 +17,9 @@ String.prototype.format = function (...args) {
 function E(tag, a, b) {
   let attrs = {}, children = [];
   if (Array.isArray(tag)) return { tag: '#fragment', attrs, children: a || [] };
-  if (a !== undefined && (Array.isArray(a) || typeof a !== 'object' || a === null || a.tag)) children = a;
+  // As LuCI's dom.create: anything but a plain object or array as the second argument is the
+  // content (so E('p', node) takes node for the attributes and drops it, as LuCI does).
+  if (a !== undefined && (Array.isArray(a) || !(a instanceof Object))) children = a;
   else { attrs = a || {}; children = b === undefined ? [] : b; }
   if (!Array.isArray(children)) children = [children];
   return { tag, attrs, children: children.filter((c) => c !== null && c !== undefined) };

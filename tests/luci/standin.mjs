@@ -105,6 +105,7 @@ export async function startStandin(opts) {
   const acl = JSON.parse(readFileSync(join(opts.app, 'root/usr/share/rpcd/acl.d/luci-app-mnigs.json'), 'utf8'))['luci-app-mnigs'];
   const granted = new Set([...(acl.read.ubus['luci.mnigs'] || []), ...(acl.write.ubus['luci.mnigs'] || [])]);
   const applied = [];
+  const committedChanges = [];
 
   async function ubusCall(obj, method, args) {
     calls.push({ object: obj, method, args });
@@ -182,7 +183,9 @@ export async function startStandin(opts) {
         await body(req);
         if (m[1] === 'revert') { pkg.revert(); res.writeHead(200); return res.end(); }
         if (m[1] === 'confirm') { res.writeHead(200); return res.end(); }
+        const staged = pkg.changes.slice();
         const changed = pkg.commit();
+        if (changed) committedChanges.push(...staged);
         if (changed) {
           applied.push(Date.now());
           if (opts.onApply) await opts.onApply();
@@ -212,6 +215,7 @@ export async function startStandin(opts) {
     url: (view) => base + '/cgi-bin/luci/admin/services/mnigs/' + view,
     calls,
     applied,
+    committedChanges,
     log,
     pkg,
     close: () => new Promise((resolve) => server.close(resolve)),

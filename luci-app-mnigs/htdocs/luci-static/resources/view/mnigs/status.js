@@ -36,10 +36,10 @@ function ago(s) {
 
 // "12.3 ms, 0 % lost" from a quality summary ({rttMs, loss}); '-' when there is none.
 function quality(q) {
-	if (!q || (q.rttMs == null && q.loss == null))
+	if (!q || typeof q.loss !== 'number')
 		return text(null);
-	var rtt = (q.rttMs != null) ? _('%s ms').format((+q.rttMs).toFixed(1)) : _('no answer');
-	return text(_('%s, %s %% lost').format(rtt, Math.round((+q.loss || 0) * 100)));
+	var rtt = (typeof q.rttMs === 'number') ? _('%s ms').format(q.rttMs.toFixed(1)) : _('no answer');
+	return text(_('%s, %s %% lost').format(rtt, Math.round(q.loss * 100)));
 }
 
 function score(v) {
@@ -48,9 +48,9 @@ function score(v) {
 
 function result(r, done) {
 	if (r && r.success === false)
-		ui.addNotification(null, E('p', text(_('mnigs: %s').format(r.errorMsg || _('failed')))), 'danger');
+		ui.addNotification(null, E('p', {}, text(_('mnigs: %s').format(r.errorMsg || _('failed')))), 'danger');
 	else
-		ui.addNotification(null, E('p', text(done)), 'info');
+		ui.addNotification(null, E('p', {}, text(done)), 'info');
 }
 
 var SVG = 'http://www.w3.org/2000/svg';
@@ -179,7 +179,7 @@ return view.extend({
 				action
 			];
 		});
-		cbi_update_table(table, rows, E('em', text(_('No gateway found yet; press Scan.'))));
+		cbi_update_table(table, rows, E('em', {}, text(_('No gateway found yet; press Scan.'))));
 		return table;
 	},
 
@@ -197,7 +197,7 @@ return view.extend({
 			return [ text(s.name), text(s.address), text(s.method),
 				text([ s.ipv4, s.ipv6 ].filter(Boolean).join(', ')),
 				text(s.expiresIn != null ? _('%d s').format(s.expiresIn) : null) ];
-		}), E('em', text(_('No subscribers.'))));
+		}), E('em', {}, text(_('No subscribers.'))));
 		return table;
 	},
 
@@ -222,17 +222,17 @@ return view.extend({
 	renderAll: function(data) {
 		var st = data[0] || {}, gws = data[1] || {}, sess = data[2] || {};
 		this.sample(st);
-		var access = [ E('h3', text(_('Internet access'))), this.renderAccess(st) ];
+		var access = [ E('h3', {}, text(_('Internet access'))), this.renderAccess(st) ];
 		if (this.samples.length)
 			access.push(E('div', { 'class': 'cbi-section-node' }, [ rttChart(this.samples) ]));
 		return E('div', {}, [
 			E('div', { 'class': 'cbi-section' }, access),
 			E('div', { 'class': 'cbi-section' }, [
-				E('h3', text(_('Gateways'))),
+				E('h3', {}, text(_('Gateways'))),
 				this.renderGateways(st, gws.gateways)
 			]),
 			E('div', { 'class': 'cbi-section' }, [
-				E('h3', text(_('Subscribers of this gateway'))),
+				E('h3', {}, text(_('Subscribers of this gateway'))),
 				this.renderSessions(sess.sessions)
 			])
 		]);
@@ -247,7 +247,7 @@ return view.extend({
 			});
 		}, 5);
 		return E([], [
-			E('h2', text(_('Mesh Internet Gateway'))),
+			E('h2', {}, text(_('Mesh Internet Gateway'))),
 			E('div', { 'class': 'cbi-page-actions' }, [
 				E('button', {
 					'class': 'btn cbi-button cbi-button-action',
