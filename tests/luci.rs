@@ -335,6 +335,8 @@ fn status_view_renders_and_its_buttons_call_the_plugin() {
         "10.77.0.3:65533 routes:babel 1/10 12.3 ms, 25 % lost 1.25 3 s ago in use",
         "gw2 10.77.0.9:65533 routes:babel 0/5 - 3.50 7 min ago",
         "RTT of the gateway in use, last 1 refreshes",
+        "This gateway Offered methods wireguard, openvpn Subscribers 1/10 Lease length 300 s \
+         Price 0 Bandwidth - Uplink healthy, checked 2 s ago",
         "other 10.77.0.7 wireguard 100.127.0.3 250 s",
     ] {
         assert!(page.contains(want), "status view lacks {want:?}: {page}");
@@ -884,6 +886,179 @@ fn luci_status_view_shows_hostile_daemon_text_as_text() {
         r["literal"].as_u64().unwrap() >= 20,
         "the markup is shown as text, field by field: {}",
         r["text"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs browser.mjs on a scenario inside a testbed node's namespace (the plugin and the CLI then
+/// reach that node's daemon on its loopback).
+fn browse_in(
+    s: &mnigs::demo::Scenario,
+    node: mnigs::testbed::Node,
+    dir: &Path,
+    sc: &Value,
+) -> Value {
+    let file = dir.join(format!(
+        "scenario-{}-{}.json",
+        node.name(),
+        sc["mode"].as_str().unwrap()
+    ));
+    std::fs::write(&file, sc.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/browser.mjs");
+    let argv = ["node", &script.to_string_lossy(), &file.to_string_lossy()];
+    match s.bed.exec_full(node, &argv, None, Duration::from_secs(300)) {
+        Ok(out) => serde_json::from_str(out.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("browser.mjs printed no report ({e}): {out}")),
+        Err(e) => panic!(
+            "browser.mjs {} in {} failed: {e}\nlog:\n{}",
+            sc["mode"],
+            node.name(),
+            s.tail(node)
+        ),
+    }
+}
+
+/// Polls `mnigs status --json` of a node until `pick` of it is `want`.
+fn wait_status(s: &mnigs::demo::Scenario, node: mnigs::testbed::Node, pick: &[&str], want: Value) {
+    let start = Instant::now();
+    loop {
+        let st = s.status(node).expect("status");
+        let got = pick.iter().fold(&st, |v, k| &v[*k]);
+        if *got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}: {pick:?} is {got}, not {want}",
+            node.name()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn luci_live_subscriber_and_gateway() {
+    use mnigs::testbed::Node;
+    if !mnigs::testbed::e2e_gate("luci_live_subscriber_and_gateway") {
+        return;
+    }
+    let Some(luci) = luci_gate("luci_live_subscriber_and_gateway") else {
+        return;
+    };
+    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut s = mnigs::demo::Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    s.start(Node::Gw).expect("gateway starts");
+    s.start(Node::Sub).expect("subscriber starts");
+    s.wait_connected(Duration::from_secs(30), &NEVER)
+        .expect("subscriber connects by itself");
+    let dir = temp_dir("live");
+
+    // The subscriber's status view: connected through gw, with the quality (RTT, loss) and score
+    // of the gateway in use and of each gateway, the RTT chart; then its buttons.
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Sub),
+        "live",
+        serde_json::json!({
+            "expect": [
+                "State\\s+connected",
+                "Gateway\\s+gw \\(10\\.77\\.0\\.3\\)",
+                "Quality\\s+[0-9.]+ ms, \\d+ % lost",
+                "Score\\s+-?[0-9]+\\.[0-9]{2}",
+                "gw\\s+10\\.77\\.0\\.3:65533\\s+routes:babel\\s+\\d+/10\\s+[0-9.]+ ms, \\d+ % lost\\s+-?[0-9]+\\.[0-9]{2}\\s+\\d+ s ago\\s+in use"
+            ],
+            "chart": true,
+            "screenshot": "luci-status.png",
+            "click": [
+                { "label": "Disconnect", "then": "Left gw\\." },
+                { "label": "Scan", "then": "Scan done: \\d+ gateway\\(s\\) answered\\." },
+                { "label": "Disconnect", "then": "State\\s+(disconnected|idle)" },
+                { "label": "Connect", "inGateways": true, "then": "Connected to gw\\." }
+            ],
+            "settingsScreenshot": "luci-settings.png"
+        }),
+    );
+    let r = browse_in(&s, Node::Sub, &dir, &sc);
+    eprintln!(
+        "subscriber's status view:\n{}",
+        r["statusText"].as_str().unwrap_or_default()
+    );
+    let calls: Vec<&str> = r["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for m in [
+        "status",
+        "gateways",
+        "sessions",
+        "disconnect",
+        "scan",
+        "connect",
+    ] {
+        assert!(
+            calls.contains(&m),
+            "the view called {m} through the plugin: {calls:?}"
+        );
+    }
+    s.wait_connected(Duration::from_secs(30), &NEVER)
+        .expect("connected again after Connect");
+
+    // Settings on the live subscriber: Save & Apply, the daemon reloads (SIGHUP, as procd's
+    // reload does) and runs with the new scan interval.
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Sub),
+        "edit",
+        serde_json::json!({
+            "edits": [{ "section": "subscriber", "tab": "general", "option": "scan_interval", "value": "77" }],
+            "daemonPid": s.pid(Node::Sub).expect("pid"),
+        }),
+    );
+    browse_in(&s, Node::Sub, &dir, &sc);
+    wait_status(
+        &s,
+        Node::Sub,
+        &["subscriber", "scanInterval"],
+        serde_json::json!(77),
+    );
+    check_config_ok(&s.config(Node::Sub));
+
+    // The gateway's status view lists the subscriber; a price set in its settings is offered live.
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Gw),
+        "live",
+        serde_json::json!({
+            "expect": [
+                "The subscriber role is disabled on this node\\.",
+                "Offered methods\\s+wireguard",
+                "Subscribers\\s+1/10",
+                "sub\\s+10\\.77\\.0\\.\\d+\\s+wireguard\\s+100\\.127\\.0\\.\\d+"
+            ],
+            "screenshot": "luci-status-gateway.png"
+        }),
+    );
+    browse_in(&s, Node::Gw, &dir, &sc);
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Gw),
+        "edit",
+        serde_json::json!({
+            "edits": [{ "section": "gateway", "tab": "offer", "option": "price", "value": "5" }],
+            "daemonPid": s.pid(Node::Gw).expect("pid"),
+        }),
+    );
+    browse_in(&s, Node::Gw, &dir, &sc);
+    wait_status(
+        &s,
+        Node::Gw,
+        &["gateway", "terms", "price"],
+        serde_json::json!(5),
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -171,7 +171,8 @@ async function live() {
   await open('status');
   for (const want of sc.expect || []) {
     const re = new RegExp(want);
-    await waitFor(async () => re.test(await page.locator('#mnigs-status').innerText()), 'status shows ' + want, 60000);
+    await waitFor(async () => re.test(await page.locator('#mnigs-status').innerText()), 'status shows ' + want, 60000)
+      .catch(async (e) => { throw new Error(e.message + '; the view shows:\n' + await page.locator('#mnigs-status').innerText()); });
   }
   if (sc.chart) await waitFor(async () => (await page.locator('#mnigs-rtt-chart polyline').getAttribute('points').catch(() => '') || '').split(' ').length >= 3,
     'RTT chart has three samples', 60000);

@@ -261,8 +261,13 @@ return view.extend({
 		o = add(s, null, form.ListValue, 'method', _('Method'));
 		DISCOVERY.forEach(function(d) { o.value(d[0], d[1]); });
 		o.default = 'routes';
-		o = add(s, null, form.DynamicList, 'port', _('Ports'), _('RPC ports to probe.'));
+		o = add(s, null, form.DynamicList, 'port', _('Ports'), _('RPC ports to probe; none: 65533.'));
 		o.datatype = 'port';
+		o.placeholder = '65533';
+		o.textvalue = function(section_id) {
+			var v = this.cfgvalue(section_id);
+			return (Array.isArray(v) && v.length) ? v.join(', ') : (v ? v : '65533');
+		};
 		o = add(s, null, form.Value, 'timeout_ms', _('Probe timeout (ms)'));
 		o.datatype = 'range(50,60000)';
 		o.placeholder = '1500';

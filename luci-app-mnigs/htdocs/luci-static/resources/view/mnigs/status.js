@@ -159,7 +159,7 @@ return view.extend({
 				E('th', { 'class': 'th' }, text(_('Quality'))),
 				E('th', { 'class': 'th' }, text(_('Score'))),
 				E('th', { 'class': 'th' }, text(_('Seen'))),
-				E('th', { 'class': 'th cbi-section-actions' }, text(''))
+				E('th', { 'class': 'th cbi-section-actions' }, document.createTextNode(''))
 			])
 		]);
 		var rows = (Array.isArray(list) ? list : []).map(function(g) {
@@ -179,8 +179,30 @@ return view.extend({
 				action
 			];
 		});
-		cbi_update_table(table, rows, E('em', {}, text(_('No gateway found yet; press Scan.'))));
+		cbi_update_table(table, rows, E('em', {}, text(st.subscriber ? _('No gateway found yet; press Scan.') :
+			_('None: only the subscriber role looks for gateways.'))));
 		return table;
+	},
+
+	// This node as a gateway: what it offers and how its uplink is.
+	renderOffer: function(gw) {
+		var terms = gw.terms || {}, uplink = gw.uplink || {};
+		var health = (uplink.healthy === true) ? _('healthy') : (uplink.healthy === false) ? _('down') : null;
+		var rows = [
+			[ _('Offered methods'), text(Array.isArray(gw.methods) ? gw.methods.join(', ') : null) ],
+			[ _('Subscribers'), text(terms.maxSubscribers != null ? '%s/%s'.format(terms.subscribers, terms.maxSubscribers) : null) ],
+			[ _('Lease length'), text(terms.leaseSeconds != null ? _('%d s').format(terms.leaseSeconds) : null) ],
+			[ _('Price'), text(terms.price) ],
+			[ _('Bandwidth'), text(terms.bandwidthDown || terms.bandwidthUp ?
+				_('%s / %s kbit/s').format(terms.bandwidthDown || '?', terms.bandwidthUp || '?') : null) ],
+			[ _('Uplink'), text(health != null && uplink.checkedAgo != null ? _('%s, checked %s s ago').format(health, uplink.checkedAgo) : health) ]
+		];
+		return E('table', { 'class': 'table', 'id': 'mnigs-offer' }, rows.map(function(r) {
+			return E('tr', { 'class': 'tr' }, [
+				E('td', { 'class': 'td left', 'width': '33%' }, text(r[0])),
+				E('td', { 'class': 'td left' }, r[1])
+			]);
+		}));
 	},
 
 	renderSessions: function(list) {
@@ -231,9 +253,14 @@ return view.extend({
 				E('h3', {}, text(_('Gateways'))),
 				this.renderGateways(st, gws.gateways)
 			]),
-			E('div', { 'class': 'cbi-section' }, [
-				E('h3', {}, text(_('Subscribers of this gateway'))),
+			E('div', { 'class': 'cbi-section' }, st.gateway ? [
+				E('h3', {}, text(_('This gateway'))),
+				this.renderOffer(st.gateway),
+				E('h4', {}, text(_('Subscribers'))),
 				this.renderSessions(sess.sessions)
+			] : [
+				E('h3', {}, text(_('This gateway'))),
+				E('p', {}, text(_('The gateway role is disabled on this node.')))
 			])
 		]);
 	},
@@ -248,7 +275,8 @@ return view.extend({
 		}, 5);
 		return E([], [
 			E('h2', {}, text(_('Mesh Internet Gateway'))),
-			E('div', { 'class': 'cbi-page-actions' }, [
+			// Scan, Disconnect and Connect act on the subscriber role.
+			(data[0] || {}).subscriber ? E('div', { 'class': 'cbi-page-actions' }, [
 				E('button', {
 					'class': 'btn cbi-button cbi-button-action',
 					'click': ui.createHandlerFn(this, 'handleScan')
@@ -258,7 +286,7 @@ return view.extend({
 					'class': 'btn cbi-button cbi-button-reset',
 					'click': ui.createHandlerFn(this, 'handleDisconnect')
 				}, text(_('Disconnect')))
-			]),
+			]) : E([]),
 			body
 		]);
 	},
