@@ -95,7 +95,9 @@ fn views_parse_and_acl_grants_exactly_what_they_use() {
             .collect()
     };
     let (read, write) = (grants("read"), grants("write"));
-    let want_read: BTreeSet<String> = ["status", "gateways", "sessions"].map(String::from).into();
+    let want_read: BTreeSet<String> = ["status", "gateways", "sessions", "check"]
+        .map(String::from)
+        .into();
     let want_write: BTreeSet<String> = ["scan", "connect", "disconnect"].map(String::from).into();
     assert_eq!(read, want_read, "read grants only the reading methods");
     assert_eq!(write, want_write, "write grants only the actions");
@@ -190,6 +192,7 @@ fn rpcd_plugin_answers_from_a_running_daemon() {
     assert_eq!(
         methods,
         [
+            "check",
             "connect",
             "disconnect",
             "gateways",
@@ -265,6 +268,37 @@ fn rpcd_plugin_answers_from_a_running_daemon() {
         &config,
     );
     assert_eq!(v["errorMsg"], "invalid address", "{v}");
+    // check: the daemon's rules on a config LuCI sends (as a JSON string, with rpcd's session).
+    let v = rpcd(
+        &["call", "check"],
+        r#"{"config": "config mnigs 'main'\n\toption rpc_port '99999'\n", "ubus_rpc_session": "x"}"#,
+        &config,
+    );
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["problems"][0]["place"], "main.rpc_port", "{v}");
+    assert_eq!(v["problems"][0]["line"], 2, "{v}");
+    let v = rpcd(
+        &["call", "check"],
+        r#"{"config": "config mnigs 'main'\n\toption name 'it'\\''s'\n\toption rpc_port '1'\n"}"#,
+        &config,
+    );
+    assert_eq!(
+        v["success"], false,
+        "quoting reaches the daemon intact: {v}"
+    );
+    assert!(
+        v["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r"got 'it\'s'"),
+        "{v}"
+    );
+    let v = rpcd(
+        &["call", "check"],
+        r#"{"config": "config mnigs 'main'\n\toption rpc_port '1'\n"}"#,
+        &config,
+    );
+    assert_eq!(v["success"], true, "{v}");
     let v = rpcd(&["call", "reboot"], "{}", &config);
     assert_eq!(v["errorMsg"], "unknown method");
     drop(daemon);
@@ -734,15 +768,16 @@ fn check_config_ok(path: &Path) -> Value {
 /// Opens settings on `text`, makes `edits` through the form, presses Save & Apply; returns the
 /// file before, the file after and the report.
 fn round_trip(luci: &Path, tag: &str, text: &str, edits: Value) -> (PathBuf, PathBuf, Value) {
+    round_trip_with(luci, tag, text, serde_json::json!({ "edits": edits }))
+}
+
+fn round_trip_with(luci: &Path, tag: &str, text: &str, extra: Value) -> (PathBuf, PathBuf, Value) {
     let dir = temp_dir(tag);
     let before = dir.join("mnigs.before");
     let config = dir.join("mnigs");
     std::fs::write(&before, text).unwrap();
     std::fs::write(&config, text).unwrap();
-    let r = browse(
-        &dir,
-        &scenario(luci, &config, "edit", serde_json::json!({ "edits": edits })),
-    );
+    let r = browse(&dir, &scenario(luci, &config, "edit", extra));
     (before, config, r)
 }
 
@@ -772,6 +807,10 @@ fn luci_save_keeps_every_option_it_does_not_edit() {
     ]);
     let (before, after, report) = round_trip(&luci, "full", FULL_CONFIG, edits);
     eprintln!("LuCI wrote: {}", report["committed"]);
+    assert_eq!(
+        report["checks"], 1,
+        "the daemon checked the config before the apply"
+    );
     let problems = check_config_ok(&after);
     assert_eq!(problems, Value::Array(vec![]), "no warnings after the save");
 
@@ -822,6 +861,9 @@ fn luci_probe_interval_edit_writes_the_option_the_daemon_reads() {
         sub.contains(&("method".into(), vec!["openvpn".into()])),
         "{sub:?}"
     );
+    // The rest exactly as it was: LuCI adds no defaults (log level, web page, …) of its own.
+    let was = raw_options(&std::fs::read_to_string(&before).unwrap());
+    assert_eq!(raw[0], was[0], "main section untouched");
     let _ = std::fs::remove_dir_all(before.parent().unwrap());
 }
 
@@ -1061,4 +1103,32 @@ fn luci_live_subscriber_and_gateway() {
         serde_json::json!(5),
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn luci_save_and_apply_is_refused_with_the_daemons_message() {
+    let Some(luci) = luci_gate("luci_save_and_apply_is_refused_with_the_daemons_message") else {
+        return;
+    };
+    // LuCI's datatypes cannot see that the flash copy would be the live database; the daemon can,
+    // and its message is what the owner sees. Nothing is applied.
+    let text = "config mnigs 'main'\n\toption name 'n1'\n\toption database '/tmp/mnigs-x/db'\n";
+    let extra = serde_json::json!({
+        "edits": [{ "section": "main", "tab": "storage", "option": "persist_path", "value": "/tmp/mnigs-x/db" }],
+        "expectRefusal": "main\\.persist_path: must differ from database",
+        "screenshot": "luci-settings-refused.png",
+    });
+    let (before, after, r) = round_trip_with(&luci, "refused", text, extra);
+    assert_eq!(r["checks"], 1);
+    assert!(
+        r["shown"].as_str().unwrap().contains("nothing was applied"),
+        "{}",
+        r["shown"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&after).unwrap(),
+        std::fs::read_to_string(&before).unwrap(),
+        "the file is untouched"
+    );
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
 }

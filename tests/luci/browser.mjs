@@ -99,12 +99,22 @@ async function edit() {
     await field.locator('input').first().blur();
     step('edited ' + e.section + '.' + e.option + ' = ' + e.value);
   }
-  if (sc.screenshot) await page.screenshot({ path: sc.outdir + '/' + sc.screenshot, fullPage: true });
   await page.locator('.cbi-page-actions').getByText('Save & Apply', { exact: true }).first().click();
+  if (sc.expectRefusal) {
+    const re = new RegExp(sc.expectRefusal);
+    await waitFor(async () => re.test(await page.locator('#maincontent').innerText()), 'the daemon\'s refusal is shown: ' + sc.expectRefusal);
+    await page.waitForTimeout(2000);
+    check(standin.applied.length === 0, 'nothing was applied');
+    report.shown = await page.locator('.alert-message').first().innerText();
+    if (sc.screenshot) await page.screenshot({ path: sc.outdir + '/' + sc.screenshot, fullPage: true });
+    report.checks = standin.calls.filter((c) => c.object === 'luci.mnigs' && c.method === 'check').length;
+    return;
+  }
   await waitFor(async () => standin.applied.length > 0, 'Save & Apply committed the changes');
   await waitFor(async () => (await page.locator('.alert-message', { hasText: 'Configuration changes applied.' }).count()) > 0
     || (await page.locator('#maincontent', { hasText: 'Configuration changes applied.' }).count()) > 0, 'LuCI confirmed the apply');
   report.committed = standin.committedChanges;
+  report.checks = standin.calls.filter((c) => c.object === 'luci.mnigs' && c.method === 'check').length;
 }
 
 // The status view against a fake daemon whose every string is markup: nothing of it may run or

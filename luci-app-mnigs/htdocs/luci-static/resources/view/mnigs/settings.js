@@ -2,6 +2,8 @@
 'require view';
 'require form';
 'require uci';
+'require rpc';
+'require ui';
 
 // Settings of mnigs: /etc/config/mnigs, every option README documents, grouped in tabs, with
 // the limits the daemon checks (`mnigs check-config` names file and line of anything LuCI lets
@@ -24,6 +26,31 @@ var DISCOVERY = [
 	[ 'yggdrasil', 'Yggdrasil' ],
 	[ 'gossip', _('Gossip (gateways other nodes know)') ]
 ];
+
+var callCheck = rpc.declare({
+	object: 'luci.mnigs',
+	method: 'check',
+	params: [ 'config' ],
+	expect: { '': {} }
+});
+
+// The staged configuration as UCI text, as `uci export` would write it.
+function uciText() {
+	var q = function(v) { return "'" + String(v).replace(/'/g, "'\\''") + "'"; };
+	var out = '';
+	uci.sections('mnigs').forEach(function(s) {
+		out += '\nconfig ' + s['.type'] + (s['.anonymous'] ? '' : ' ' + q(s['.name'])) + '\n';
+		Object.keys(s).forEach(function(k) {
+			if (k.charAt(0) === '.')
+				return;
+			if (Array.isArray(s[k]))
+				s[k].forEach(function(v) { out += '\tlist ' + k + ' ' + q(v) + '\n'; });
+			else
+				out += '\toption ' + k + ' ' + q(s[k]) + '\n';
+		});
+	});
+	return out;
+}
 
 // Absolute paths only, as the daemon requires (hooks, database, directories).
 function absolutePath(section_id, value) {
@@ -51,6 +78,19 @@ function adminEndpoint(section_id, value) {
 function add(s, tab, cls, name, title, description) {
 	var o = tab ? s.taboption(tab, cls, name, title, description) : s.option(cls, name, title, description);
 	o.retain = true;
+	return o;
+}
+
+// A choice whose absence means its default: shown as the default and, unless changed, not
+// written (LuCI would otherwise add the default to the file on every save).
+function choice(s, tab, name, title, description, values, dflt) {
+	var o = add(s, tab, form.ListValue, name, title, description);
+	values.forEach(function(v) { o.value(v[0], v[1]); });
+	o.default = dflt;
+	o.cfgvalue = function(section_id) {
+		var v = uci.get('mnigs', section_id, name);
+		return (v == null) ? dflt : v;
+	};
 	return o;
 }
 
@@ -83,6 +123,29 @@ return view.extend({
 		return uci.load('mnigs');
 	},
 
+	// Save & Apply: after LuCI's own checks, the daemon checks the configuration that would be
+	// applied (`mnigs check-config`, through the plugin); on errors nothing is applied and its
+	// messages are shown (the changes stay saved, to be corrected).
+	handleSaveApply: function(ev, mode) {
+		return this.handleSave(ev).then(function() {
+			return callCheck(uciText());
+		}).then(function(r) {
+			var problems = Array.isArray(r.problems) ? r.problems : [];
+			var list = E('ul', {}, problems.map(function(p) {
+				return E('li', {}, document.createTextNode('%s: %s: %s'.format(p.severity, p.place || _('file'), p.message)));
+			}));
+			if (r.success !== true) {
+				ui.addNotification(_('mnigs refuses this configuration; nothing was applied'),
+					[ E('p', {}, document.createTextNode(r.errorMsg || _('Correct the settings below and press Save & Apply again.'))), list ],
+					'danger');
+				return;
+			}
+			if (problems.length)
+				ui.addNotification(_('mnigs warns about this configuration'), list, 'warning');
+			ui.changes.apply(mode == '0');
+		});
+	},
+
 	render: function() {
 		var m, s, o;
 
@@ -97,15 +160,11 @@ return view.extend({
 		s.tab('storage', _('Storage'));
 		o = add(s, 'general', form.Value, 'name', _('Node name'), _('What other nodes see; empty means the host name.'));
 		o.validate = nodeName;
-		o = add(s, 'general', form.ListValue, 'log_level', _('Log level'));
-		[ 'error', 'warn', 'info', 'debug' ].forEach(function(l) { o.value(l); });
-		o.default = 'info';
-		o = add(s, 'general', form.ListValue, 'web', _('Built-in page for others'),
-			_('What callers outside the authorized networks get from http://node:65533/.'));
-		o.value('off', _('Nothing'));
-		o.value('readonly', _('Read only'));
-		o.value('full', _('Full control (trusted mesh only)'));
-		o.default = 'off';
+		choice(s, 'general', 'log_level', _('Log level'), null,
+			[ [ 'error', 'error' ], [ 'warn', 'warn' ], [ 'info', 'info' ], [ 'debug', 'debug' ] ], 'info');
+		choice(s, 'general', 'web', _('Built-in page for others'),
+			_('What callers outside the authorized networks get from http://node:65533/.'),
+			[ [ 'off', _('Nothing') ], [ 'readonly', _('Read only') ], [ 'full', _('Full control (trusted mesh only)') ] ], 'off');
 		o = add(s, 'rpc', form.Value, 'rpc_port', _('RPC port'), _('TCP port of the JSON-RPC server and of the built-in page.'));
 		o.datatype = 'port';
 		o.placeholder = '65533';
@@ -162,11 +221,8 @@ return view.extend({
 		o.placeholder = '100.127.0.0/24';
 		o = add(s, 'addresses', form.Value, 'ipv6_pool', _('IPv6 pool'), _('Empty for IPv4 only.'));
 		o.datatype = 'cidr6';
-		o = add(s, 'addresses', form.ListValue, 'nat', _('NAT backend'));
-		o.value('auto', _('automatic'));
-		o.value('nft', 'nftables');
-		o.value('iptables', 'iptables');
-		o.default = 'auto';
+		choice(s, 'addresses', 'nat', _('NAT backend'), null,
+			[ [ 'auto', _('automatic') ], [ 'nft', 'nftables' ], [ 'iptables', 'iptables' ] ], 'auto');
 		o = add(s, 'offer', form.Value, 'price', _('Price'), _('0 for free.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
@@ -258,9 +314,7 @@ return view.extend({
 		s.addremove = true;
 		s.anonymous = false;
 		s.nodescriptions = true;
-		o = add(s, null, form.ListValue, 'method', _('Method'));
-		DISCOVERY.forEach(function(d) { o.value(d[0], d[1]); });
-		o.default = 'routes';
+		choice(s, null, 'method', _('Method'), null, DISCOVERY, 'routes');
 		o = add(s, null, form.DynamicList, 'port', _('Ports'), _('RPC ports to probe; none: 65533.'));
 		o.datatype = 'port';
 		o.placeholder = '65533';
