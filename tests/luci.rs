@@ -830,6 +830,48 @@ fn luci_save_keeps_every_option_it_does_not_edit() {
 }
 
 #[test]
+fn luci_discovery_dialog_keeps_the_other_options_of_every_section() {
+    let Some(luci) = luci_gate("luci_discovery_dialog_keeps_the_other_options_of_every_section")
+    else {
+        return;
+    };
+    // Discovery sections edited in the grid's dialog, where the options of other methods are
+    // hidden: a cjdns section, and a routes section that also holds an option of the cjdns and
+    // Yggdrasil methods (the daemon reads it). Every section keeps everything else.
+    let text = FULL_CONFIG.replace(
+        "option route_gateways '1'",
+        "option route_gateways '1'\n\toption max_nodes '500'",
+    );
+    let edits = serde_json::json!([
+        { "section": "cj", "modal": true, "option": "max_depth", "before": "4", "value": "6" },
+        { "section": "babel", "modal": true, "option": "timeout_ms", "before": "900", "value": "800" }
+    ]);
+    let (before, after, _) = round_trip(&luci, "dialog", &text, edits);
+    let (was, _) = mnigs::config::model::load(&before).expect("before");
+    let (now, _) = mnigs::config::model::load(&after).expect("after");
+    assert_eq!(was.discovery[0].max_nodes, 500, "the extra option is read");
+    let mut want = was.clone();
+    for d in &mut want.discovery {
+        match d.section.as_str() {
+            "cj" => d.max_depth = 6,
+            "babel" => d.timeout_ms = 800,
+            _ => {}
+        }
+    }
+    assert_eq!(now, want, "only the two edited options changed in meaning");
+    let expect = raw_options(
+        &text
+            .replace("option max_depth '4'", "option max_depth '6'")
+            .replace("option timeout_ms '900'", "option timeout_ms '800'"),
+    );
+    assert_eq!(
+        raw_options(&std::fs::read_to_string(&after).unwrap()),
+        expect
+    );
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+#[test]
 fn luci_probe_interval_edit_writes_the_option_the_daemon_reads() {
     let Some(luci) = luci_gate("luci_probe_interval_edit_writes_the_option_the_daemon_reads")
     else {

@@ -88,7 +88,10 @@ async function edit() {
   await open('settings');
   await page.waitForSelector('.cbi-map');
   for (const e of sc.edits) {
-    const field = page.locator('[data-field="cbid.mnigs.' + e.section + '.' + e.option + '"]');
+    // A grid row (discovery) is edited in its dialog: Edit, change, the dialog's Save.
+    if (e.modal) await page.locator('tr[data-sid="' + e.section + '"]').getByText('Edit').click();
+    const scope = e.modal ? page.locator('.modal') : page;
+    const field = scope.locator('[data-field="cbid.mnigs.' + e.section + '.' + e.option + '"]');
     const sec = page.locator('.cbi-section', { has: field }).first();
     if (e.tab) await sec.locator('ul.cbi-tabmenu li[data-tab="' + e.tab + '"] a').first().click();
     if (e.before !== undefined) {
@@ -97,6 +100,10 @@ async function edit() {
     }
     await field.locator('input').first().fill(e.value);
     await field.locator('input').first().blur();
+    if (e.modal) {
+      await page.locator('.modal button', { hasText: 'Save' }).click();
+      await page.waitForFunction(() => !document.body.classList.contains('modal-overlay-active'), null, { timeout: 10000 });
+    }
     step('edited ' + e.section + '.' + e.option + ' = ' + e.value);
   }
   await page.locator('.cbi-page-actions').getByText('Save & Apply', { exact: true }).first().click();
