@@ -324,11 +324,16 @@ fn rpcd_plugin_passes_shellcheck() {
 
 /// Runs tests/luci/harness.mjs on a view; None when node is missing (and MNIGS_E2E is unset).
 fn harness(mode: &str, view: &str) -> Option<Value> {
+    harness_with(mode, view, &[])
+}
+
+fn harness_with(mode: &str, view: &str, values: &[&str]) -> Option<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = match Command::new("node")
         .arg(dir.join("tests/luci/harness.mjs"))
         .arg(mode)
         .arg(app().join(format!("htdocs/luci-static/resources/view/mnigs/{view}.js")))
+        .arg(serde_json::to_string(values).unwrap())
         .output()
     {
         Ok(o) => o,
@@ -1173,4 +1178,88 @@ fn luci_save_and_apply_is_refused_with_the_daemons_message() {
         "the file is untouched"
     );
     let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+/// Values on the edges of what the daemon accepts for names, interfaces, paths, protocols and
+/// admin endpoints.
+const EDGE_VALUES: &[&str] = &[
+    "eth0",
+    "br-lan",
+    "wg.1",
+    "_x",
+    "-x",
+    ".",
+    "..",
+    "aaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaa",
+    "aaaaaaa",
+    "aaaaaaaa",
+    "a b",
+    "a/b",
+    "a:b",
+    "gw-a",
+    "Gw_1.x",
+    "/etc/mnigs/hook",
+    "relative/path",
+    "babel",
+    "Babel",
+    "bird2",
+    "0",
+    "00",
+    "255",
+    "256",
+    "127.0.0.1:11234",
+    "[fc00::1]:11234",
+    "unix:///var/run/y.sock",
+    "tcp://127.0.0.1:9001",
+    "host:0",
+    "host",
+    "localhost:1",
+    "1.2.3.256:1",
+    "1.2.3.4:65536",
+    "unix://relative",
+    "[fc00::zz]:1",
+];
+
+#[test]
+fn settings_validators_agree_with_the_daemon() {
+    let Some(r) = harness_with("settings", "settings", EDGE_VALUES) else {
+        return;
+    };
+    let mut compared = 0;
+    for s in r["sections"].as_array().unwrap() {
+        let ty = if s["cls"] == "NamedSection" {
+            s["args"][1].as_str().unwrap()
+        } else {
+            s["args"][0].as_str().unwrap()
+        };
+        for o in s["options"].as_array().unwrap() {
+            let Some(accepts) = o["accepts"].as_array() else {
+                continue;
+            };
+            let name = o["name"].as_str().unwrap();
+            for (value, js) in EDGE_VALUES.iter().zip(accepts) {
+                let section = if ty == "mnigs" { "main" } else { ty };
+                let extra = if ty == "discovery" {
+                    "\tlist port '1'\n"
+                } else {
+                    ""
+                };
+                let text = format!("config {ty} '{section}'\n\toption {name} '{value}'\n{extra}");
+                let daemon = match mnigs::config::model::from_text(&text, Path::new("t")) {
+                    Ok(_) => true,
+                    Err(problems) => !problems
+                        .iter()
+                        .any(|p| p.is_error() && p.place.ends_with(&format!(".{name}"))),
+                };
+                assert_eq!(
+                    js.as_bool().unwrap(),
+                    daemon,
+                    "{ty}.{name} = {value:?}: the form says {js}, the daemon {daemon}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 400, "{compared} verdicts compared");
 }

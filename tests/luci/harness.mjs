@@ -5,7 +5,9 @@
 // Used by tests/luci.rs, which checks the report.
 import { readFileSync } from 'node:fs';
 
-const [mode, file] = process.argv.slice(2);
+const [mode, file, valuesJson] = process.argv.slice(2);
+// settings: values to run every option's validate function on (reported per option).
+const probeValues = valuesJson ? JSON.parse(valuesJson) : [];
 const source = readFileSync(file, 'utf8');
 
 String.prototype.format = function (...args) {
@@ -148,5 +150,6 @@ if (mode === 'status') {
   await v.load();
   await v.render();
   console.log(JSON.stringify({ requires, sections: declared.map((s) => ({ cls: s.cls, args: s.args, tabs: s.tabs,
-    options: s.options.map((o) => ({ cls: o.cls, name: o.name, datatype: o.datatype, validate: typeof o.validate, values: o.values, default: o.default, retain: o.retain === true, deps: o.deps || [] })) })) }));
+    options: s.options.map((o) => ({ cls: o.cls, name: o.name, datatype: o.datatype, validate: typeof o.validate, values: o.values, default: o.default, retain: o.retain === true, deps: o.deps || [],
+      accepts: typeof o.validate === 'function' ? probeValues.map((v) => o.validate.call(o, 'x', v) === true) : null })) })) }));
 }

@@ -52,14 +52,24 @@ function uciText() {
 	return out;
 }
 
-// Absolute paths only, as the daemon requires (hooks, database, directories).
+// Absolute paths as the daemon checks them (validate::path): at most 4096 bytes, no control characters.
 function absolutePath(section_id, value) {
-	return (value == null || value === '' || value.charAt(0) === '/') ? true : _('Must be an absolute path');
+	if (value == null || value === '')
+		return true;
+	return (value.charAt(0) === '/' && value.length <= 4096 && !/[\x00-\x1f\x7f]/.test(value)) ? true :
+		_('An absolute path (starting with /), without control characters');
 }
 
-// Interface names: at most 15 characters, no spaces, slashes or colons (the kernel's rules).
+// Interface names as the daemon checks them (validate::ifname).
 function interfaceName(section_id, value) {
-	return (value == null || value === '' || /^[^\s\/:]{1,15}$/.test(value)) ? true : _('Not a valid interface name');
+	return (value == null || value === '' || (/^[A-Za-z0-9._][A-Za-z0-9._-]{0,14}$/.test(value) && value !== '.' && value !== '..')) ? true :
+		_('1-15 characters of A-Z a-z 0-9 . _ -, not starting with - and not . or ..');
+}
+
+// Route protocols as the daemon checks them (validate::route_protocol): 0-255 or a lower-case name.
+function routeProtocol(section_id, value) {
+	return (value == null || value === '' || /^(0|[1-9][0-9]{0,2})$/.test(value) && +value <= 255 || /^[a-z][a-z0-9_-]{0,30}$/.test(value)) ? true :
+		_('A number 0-255 or a name of lower-case letters, digits, _ and -');
 }
 
 // Node names as the daemon checks them (validate::node_name).
@@ -68,10 +78,31 @@ function nodeName(section_id, value) {
 		_('1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit');
 }
 
-// HOST:PORT of an admin API, or unix:///path or tcp://HOST:PORT (Yggdrasil).
-function adminEndpoint(section_id, value) {
-	return (value == null || value === '' || /^(unix:\/\/\/\S+|tcp:\/\/\S+:\d+|\S+:\d+)$/.test(value)) ? true :
-		_('HOST:PORT, unix:///PATH or tcp://HOST:PORT');
+// IP:PORT as Rust's SocketAddr reads it ([v6]:port for IPv6); localhost stands for 127.0.0.1.
+function socketAddress(v) {
+	v = v.replace(/^localhost:/, '127.0.0.1:');
+	var m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(v), ok = false;
+	if (m) {
+		try { ok = new URL('http://[' + m[1] + ']/').hostname.length > 2; } catch (e) { ok = false; }
+	}
+	else if ((m = /^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)$/.exec(v)) != null) {
+		ok = m.slice(1, 5).every(function(o) { return /^(0|[1-9]\d{0,2})$/.test(o) && +o <= 255; });
+		m = [ null, null, m[5] ];
+	}
+	return ok && +m[2] <= 65535;
+}
+
+// An admin API as the daemon checks it (admin_endpoint): IP:PORT, tcp://IP:PORT or, where
+// allowed (Yggdrasil), unix:///PATH.
+function adminEndpoint(unix) {
+	return function(section_id, value) {
+		if (value == null || value === '')
+			return true;
+		if (value.indexOf('unix://') === 0)
+			return (unix && absolutePath(section_id, value.substr(7)) === true && value.charAt(7) === '/') ? true :
+				_('unix:///PATH (Yggdrasil only)');
+		return socketAddress(value.replace(/^tcp:\/\//, '')) ? true : _('IP:PORT or tcp://IP:PORT');
+	};
 }
 
 // Adds an option with `retain` set, so that hiding it (tab, depends, dialog) never deletes it.
@@ -130,7 +161,15 @@ return view.extend({
 		return this.handleSave(ev).then(function() {
 			return callCheck(uciText());
 		}).then(function(r) {
-			var problems = Array.isArray(r.problems) ? r.problems : [];
+			// No verdict (the plugin could not run mnigs): apply as LuCI would; the daemon still
+			// refuses a file with errors on reload and keeps running with the old one.
+			if (!r || !Array.isArray(r.problems)) {
+				ui.addNotification(null, E('p', {}, document.createTextNode(
+					_('mnigs could not check the configuration (%s); applied unchecked.').format((r && r.errorMsg) || _('no answer')))), 'warning');
+				ui.changes.apply(mode == '0');
+				return;
+			}
+			var problems = r.problems;
 			var list = E('ul', {}, problems.map(function(p) {
 				return E('li', {}, document.createTextNode('%s: %s: %s'.format(p.severity, p.place || _('file'), p.message)));
 			}));
@@ -330,7 +369,7 @@ return view.extend({
 		o.placeholder = '64';
 		o.modalonly = true;
 		o = add(s, null, form.Value, 'protocol', _('Routing protocol'), _('Only routes of this protocol (babel, bird, olsr, a number, …); empty: any.'));
-		o.datatype = 'and(maxlength(15),string)';
+		o.validate = routeProtocol;
 		o.depends('method', 'routes');
 		o = add(s, null, form.Flag, 'route_gateways', _('Next hops too'), _('Also probe the next hops of non-host routes (e.g. OLSR HNA).'));
 		o.depends('method', 'routes');
@@ -350,7 +389,7 @@ return view.extend({
 		o.depends('method', 'neighbours');
 		o.modalonly = true;
 		o = add(s, null, form.Value, 'admin', _('Admin API'), _('cjdns: HOST:PORT; Yggdrasil: unix:///var/run/yggdrasil/yggdrasil.sock or tcp://HOST:PORT.'));
-		o.validate = adminEndpoint;
+		o.validate = adminEndpoint(true);
 		o.depends('method', 'cjdns');
 		o.depends('method', 'yggdrasil');
 		o.modalonly = true;
@@ -417,7 +456,8 @@ return view.extend({
 			[ 'iptunnel', _('GRE and IPIP'), function(s) {
 				o = add(s, null, form.Value, 'interface_prefix', _('Gateway interface prefix'), _('At most 7 characters; 8 hex digits follow.'));
 				o.validate = function(section_id, value) {
-					return (value == null || value === '' || /^[^\s\/:]{1,7}$/.test(value)) ? true : _('At most 7 characters, no spaces, slashes or colons');
+					return (value == null || value === '' || (/^[A-Za-z0-9._][A-Za-z0-9._-]{0,6}$/.test(value) && value !== '.' && value !== '..')) ? true :
+						_('1-7 characters of A-Z a-z 0-9 . _ -, not starting with -');
 				};
 				o.placeholder = 'mnt';
 				o = add(s, null, form.Value, 'client_interface', _('Subscriber interface'));
@@ -434,7 +474,7 @@ return view.extend({
 				o = add(s, null, form.Value, 'password', _('Admin password'));
 				o.password = true;
 				o = add(s, null, form.Value, 'admin', _('Admin API'), _('HOST:PORT; default: cjdroute.conf\'s admin.bind.'));
-				o.validate = adminEndpoint;
+				o.validate = adminEndpoint(false);
 				o.placeholder = '127.0.0.1:11234';
 				o = add(s, null, form.Value, 'interface', _('cjdroute\'s tun'));
 				o.validate = interfaceName;
