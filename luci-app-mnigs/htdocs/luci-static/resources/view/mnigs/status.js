@@ -73,6 +73,9 @@ function rttChart(samples) {
 	var label = svg('text', { 'x': 0, 'y': 12, 'font-size': 11 });
 	label.appendChild(document.createTextNode(_('%d ms').format(Math.ceil(max))));
 	root.appendChild(label);
+	var zero = svg('text', { 'x': 0, 'y': h - 17, 'font-size': 11 });
+	zero.appendChild(document.createTextNode('0'));
+	root.appendChild(zero);
 	var points = [];
 	samples.forEach(function(x, i) {
 		var px = pad + (w - pad) * i / n;
