@@ -1263,3 +1263,61 @@ fn settings_validators_agree_with_the_daemon() {
     }
     assert!(compared > 400, "{compared} verdicts compared");
 }
+
+#[test]
+fn luci_hostile_gateway_on_the_mesh_runs_no_script() {
+    use mnigs::testbed::Node;
+    if !mnigs::testbed::e2e_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") {
+        return;
+    }
+    let Some(luci) = luci_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") else {
+        return;
+    };
+    // Issue 20's first attack as it happens: a node on the mesh answers nodeInfo with a name that
+    // is markup and refuses registration with an errorMsg that is markup; a real subscriber finds
+    // it, and its owner opens the LuCI status view (real plugin, real CLI, real daemon).
+    let mut s = mnigs::demo::Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/fake-gateway.mjs");
+    let dir = temp_dir("mesh-hostile");
+    s.bed
+        .spawn(
+            Node::Gw,
+            &["node", &fake.to_string_lossy(), "65533"],
+            &dir.join("fake-gateway.log"),
+        )
+        .expect("fake gateway runs");
+    s.start(Node::Sub).expect("subscriber starts");
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Sub),
+        "hostile",
+        serde_json::json!({ "waitFor": "evil" }),
+    );
+    let r = browse_in(&s, Node::Sub, &dir, &sc);
+    let passed_through = s
+        .cli(Node::Sub, &["gateways", "--json"])
+        .unwrap_or_default()
+        + &s.cli(Node::Sub, &["status", "--json"]).unwrap_or_default();
+    eprintln!(
+        "the view showed:\n{}",
+        r["text"].as_str().unwrap_or_default()
+    );
+    assert_eq!(r["xss"], 0, "no script of the gateway ran");
+    assert_eq!(r["elements"], 0, "no element of the gateway exists");
+    assert_eq!(
+        r["xssRequests"],
+        Value::Array(vec![]),
+        "no <img src=x> was fetched"
+    );
+    if passed_through.contains("onerror") {
+        assert!(
+            r["literal"].as_u64().unwrap() >= 1,
+            "the daemon reports the markup; the view shows it as text: {}",
+            r["text"]
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
