@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 the action failed or the config is invalid, 3 the daemon is not running.
 
-use crate::config::Config;
+use crate::config::{Config, model};
 use crate::daemon;
 use crate::rpc::client::{self, ClientError};
 use argh::FromArgs;
@@ -128,6 +128,10 @@ pub struct CheckArgs {
     /// print JSON: {"success", "file", "problems": [{file, line, place, severity, message}]}
     #[argh(switch)]
     pub json: bool,
+    /// check the text on stdin instead (FILE only names it in messages); a JSON object
+    /// {"config": TEXT}, as LuCI's rpcd plugin passes its arguments, is taken too
+    #[argh(switch)]
+    pub stdin: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -157,7 +161,8 @@ pub fn main(args: Args) -> i32 {
                 1
             }
         },
-        Cmd::CheckConfig(a) => check_config(&a.config, a.json),
+        Cmd::CheckConfig(a) if a.stdin => check_config(&a.config, a.json, stdin_config(&a.config)),
+        Cmd::CheckConfig(a) => check_config(&a.config, a.json, model::load(&a.config)),
         #[cfg(feature = "demo")]
         Cmd::Demo(a) => crate::demo::run(a.hold),
         #[cfg(not(feature = "demo"))]
@@ -194,9 +199,39 @@ pub fn main(args: Args) -> i32 {
     }
 }
 
-fn check_config(path: &Path, as_json: bool) -> i32 {
+type Checked = Result<(Config, Vec<model::Problem>), Vec<model::Problem>>;
+
+/// `check-config --stdin`: the config text on stdin (at most 1 MiB), or `{"config": TEXT}`.
+fn stdin_config(path: &Path) -> Checked {
+    use std::io::Read;
+    let problem = |message: String| {
+        vec![model::Problem {
+            severity: model::Severity::Error,
+            file: path.to_path_buf(),
+            line: 0,
+            place: String::new(),
+            message,
+        }]
+    };
+    let mut text = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| problem(format!("cannot read stdin: {e}")))?;
+    if text.trim_start().starts_with('{') {
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| problem(format!("stdin is not JSON: {e}")))?;
+        let Some(config) = v["config"].as_str() else {
+            return Err(problem("the JSON on stdin has no \"config\" string".into()));
+        };
+        return model::from_text(config, path);
+    }
+    model::from_text(&text, path)
+}
+
+fn check_config(path: &Path, as_json: bool, checked: Checked) -> i32 {
     if as_json {
-        let (ok, problems) = match crate::config::model::load(path) {
+        let (ok, problems) = match checked {
             Ok((_, warnings)) => (true, warnings),
             Err(problems) => (false, problems),
         };
@@ -212,7 +247,7 @@ fn check_config(path: &Path, as_json: bool) -> i32 {
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
         return i32::from(!ok);
     }
-    match crate::config::model::load(path) {
+    match checked {
         Ok((_, warnings)) => {
             for w in &warnings {
                 println!("{w}");

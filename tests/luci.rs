@@ -95,7 +95,9 @@ fn views_parse_and_acl_grants_exactly_what_they_use() {
             .collect()
     };
     let (read, write) = (grants("read"), grants("write"));
-    let want_read: BTreeSet<String> = ["status", "gateways", "sessions"].map(String::from).into();
+    let want_read: BTreeSet<String> = ["status", "gateways", "sessions", "check"]
+        .map(String::from)
+        .into();
     let want_write: BTreeSet<String> = ["scan", "connect", "disconnect"].map(String::from).into();
     assert_eq!(read, want_read, "read grants only the reading methods");
     assert_eq!(write, want_write, "write grants only the actions");
@@ -190,6 +192,7 @@ fn rpcd_plugin_answers_from_a_running_daemon() {
     assert_eq!(
         methods,
         [
+            "check",
             "connect",
             "disconnect",
             "gateways",
@@ -265,6 +268,37 @@ fn rpcd_plugin_answers_from_a_running_daemon() {
         &config,
     );
     assert_eq!(v["errorMsg"], "invalid address", "{v}");
+    // check: the daemon's rules on a config LuCI sends (as a JSON string, with rpcd's session).
+    let v = rpcd(
+        &["call", "check"],
+        r#"{"config": "config mnigs 'main'\n\toption rpc_port '99999'\n", "ubus_rpc_session": "x"}"#,
+        &config,
+    );
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["problems"][0]["place"], "main.rpc_port", "{v}");
+    assert_eq!(v["problems"][0]["line"], 2, "{v}");
+    let v = rpcd(
+        &["call", "check"],
+        r#"{"config": "config mnigs 'main'\n\toption name 'it'\\''s'\n\toption rpc_port '1'\n"}"#,
+        &config,
+    );
+    assert_eq!(
+        v["success"], false,
+        "quoting reaches the daemon intact: {v}"
+    );
+    assert!(
+        v["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r"got 'it\'s'"),
+        "{v}"
+    );
+    let v = rpcd(
+        &["call", "check"],
+        r#"{"config": "config mnigs 'main'\n\toption rpc_port '1'\n"}"#,
+        &config,
+    );
+    assert_eq!(v["success"], true, "{v}");
     let v = rpcd(&["call", "reboot"], "{}", &config);
     assert_eq!(v["errorMsg"], "unknown method");
     drop(daemon);
@@ -290,11 +324,16 @@ fn rpcd_plugin_passes_shellcheck() {
 
 /// Runs tests/luci/harness.mjs on a view; None when node is missing (and MNIGS_E2E is unset).
 fn harness(mode: &str, view: &str) -> Option<Value> {
+    harness_with(mode, view, &[])
+}
+
+fn harness_with(mode: &str, view: &str, values: &[&str]) -> Option<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = match Command::new("node")
         .arg(dir.join("tests/luci/harness.mjs"))
         .arg(mode)
         .arg(app().join(format!("htdocs/luci-static/resources/view/mnigs/{view}.js")))
+        .arg(serde_json::to_string(values).unwrap())
         .output()
     {
         Ok(o) => o,
@@ -329,8 +368,14 @@ fn status_view_renders_and_its_buttons_call_the_plugin() {
         "gw (10.77.0.3)",
         "mnigs-wgc, wireguard",
         "100.127.0.2, fd7e:7e7e::2",
-        "10.77.0.3:65533 routes:babel 1/10 - 3 s ago in use",
-        "gw2 10.77.0.9:65533",
+        // The gateway in use: its quality (status.subscriber.gateway.quality) and score.
+        "Quality 12.3 ms, 25 % lost Score 1.25",
+        // Per gateway: quality from the gateway list, score from the subscriber's ranking.
+        "10.77.0.3:65533 routes:babel 1/10 12.3 ms, 25 % lost 1.25 3 s ago in use",
+        "gw2 10.77.0.9:65533 routes:babel 0/5 - 3.50 7 min ago",
+        "RTT of the gateway in use, last 1 refreshes",
+        "This gateway Offered methods wireguard, openvpn Subscribers 1/10 Lease length 300 s \
+         Price 0 Bandwidth - Uplink healthy, checked 2 s ago",
         "other 10.77.0.7 wireguard 100.127.0.3 250 s",
     ] {
         assert!(page.contains(want), "status view lacks {want:?}: {page}");
@@ -368,7 +413,16 @@ fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/model.rs"))
             .unwrap();
     let mut out = std::collections::BTreeMap::new();
-    for section in ["main", "gateway", "subscriber", "wireguard", "discovery"] {
+    for section in [
+        "main",
+        "gateway",
+        "subscriber",
+        "wireguard",
+        "openvpn",
+        "iptunnel",
+        "cjdns",
+        "discovery",
+    ] {
         let start = src
             .find(&format!("    fn {section}(&mut self"))
             .unwrap_or_else(|| panic!("fn {section}"));
@@ -446,7 +500,17 @@ fn settings_view_offers_only_options_the_daemon_reads() {
         .collect();
     assert_eq!(
         types,
-        ["mnigs", "gateway", "subscriber", "discovery", "wireguard"]
+        [
+            "mnigs",
+            "gateway",
+            "subscriber",
+            "discovery",
+            "wireguard",
+            "openvpn",
+            "iptunnel",
+            "cjdns"
+        ],
+        "a tunnel method's section is shown when a role lists the method"
     );
     assert_eq!(
         sections[3]["cls"], "GridSection",
@@ -483,6 +547,56 @@ fn settings_view_offers_only_options_the_daemon_reads() {
             .unwrap_or_else(|| panic!("{} missing", e.option()));
         assert_eq!(o["validate"], "function");
     }
+    // Hiding an option (another tab, another discovery method, the grid's dialog) never deletes it.
+    for s in sections {
+        for o in s["options"].as_array().unwrap() {
+            assert_eq!(o["retain"], true, "{} {}: retain", s["args"], o["name"]);
+        }
+    }
+    // Tunnel methods: every method the daemon has, in the gateway and the subscriber section, as an
+    // ordered list (the subscriber's order is its preference).
+    for s in &sections[1..=2] {
+        let m = s["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "method")
+            .expect("method");
+        assert_eq!(m["cls"], "DynamicList");
+        assert_eq!(m["values"], serde_json::json!(mnigs::validate::METHODS));
+    }
+    let discovery_methods = sections[3]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "method")
+        .expect("discovery method");
+    assert_eq!(
+        discovery_methods["values"],
+        serde_json::json!(mnigs::config::model::DISCOVERY_METHODS)
+    );
+    // Every option README's configuration blocks show is in the form (probe_interval is the older
+    // spelling of probe_interval_ms, which the form edits).
+    let offered: BTreeSet<(String, String)> = sections
+        .iter()
+        .zip(&types)
+        .flat_map(|(s, ty)| {
+            s["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| (ty.to_string(), o["name"].as_str().unwrap().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let documented = readme_options();
+    assert!(documented.len() > 60, "{documented:?}");
+    for (ty, name) in &documented {
+        assert!(
+            offered.contains(&(ty.clone(), name.clone())),
+            "README documents {ty}.{name}, the settings form does not offer it"
+        );
+    }
     let web = sections[0]["options"]
         .as_array()
         .unwrap()
@@ -491,6 +605,719 @@ fn settings_view_offers_only_options_the_daemon_reads() {
         .expect("option web");
     assert_eq!(
         web["values"],
-        serde_json::json!(["readonly", "off", "full"])
+        serde_json::json!(["off", "readonly", "full"])
     );
+}
+
+/// (section type, option) of every `option`/`list` line in README's UCI blocks.
+fn readme_options() -> BTreeSet<(String, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut out = BTreeSet::new();
+    let mut ty: Option<String> = None;
+    for line in readme.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["config", t, ..] => ty = Some(t.to_string()),
+            ["option" | "list", name, ..] if ty.is_some() && line.starts_with('\t') => {
+                out.insert((ty.clone().unwrap(), name.to_string()));
+            }
+            _ if !line.starts_with('\t') => ty = None,
+            _ => {}
+        }
+    }
+    out.retain(|(_, name)| name != "probe_interval");
+    out
+}
+
+// ---- The app inside LuCI's real framework, in chromium -----------------------------------------
+//
+// tests/luci/browser.mjs serves the views with LuCI's own files from MNIGS_LUCI (set by .ci/run)
+// through tests/luci/standin.mjs, a stand-in for uhttpd and rpcd that runs the app's rpcd plugin
+// against a real mnigs, and drives them in Debian's chromium with playwright-core.
+
+/// LuCI's files, chromium, node and playwright-core; None (after a loud line) when one is
+/// missing, a panic instead under MNIGS_E2E=1.
+fn luci_gate(test: &str) -> Option<PathBuf> {
+    let mut missing = Vec::new();
+    let luci = std::env::var_os("MNIGS_LUCI").map(PathBuf::from);
+    match &luci {
+        Some(p) if p.join("resources/luci.js").exists() => {}
+        Some(p) => missing.push(format!(
+            "MNIGS_LUCI={} has no resources/luci.js",
+            p.display()
+        )),
+        None => missing.push("MNIGS_LUCI is not set (.ci/run sets it)".into()),
+    }
+    for p in ["/usr/bin/chromium", "/usr/bin/node"] {
+        if !Path::new(p).exists() {
+            missing.push(format!("{p} is not installed"));
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        missing.push("playwright-core is missing: run `npm ci` in tests/browser".into());
+    }
+    if missing.is_empty() {
+        return luci;
+    }
+    let reason = missing.join("; ");
+    if std::env::var("MNIGS_E2E").is_ok_and(|v| v == "1") {
+        panic!("{test}: MNIGS_E2E=1 but the LuCI browser prerequisites are missing: {reason}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {reason} !!!!!!!!\n");
+    None
+}
+
+/// Where screenshots go (README's come from here).
+fn luci_out() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/luci");
+    std::fs::create_dir_all(&d).expect("target/luci");
+    d
+}
+
+/// The scenario browser.mjs reads, with what every run shares.
+fn scenario(luci: &Path, config: &Path, mode: &str, extra: Value) -> Value {
+    let bin_dir = Path::new(EXE).parent().unwrap();
+    let mut v = serde_json::json!({
+        "mode": mode,
+        "luci": luci,
+        "app": app(),
+        "plugin": plugin(),
+        "path": format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()),
+        "config": config,
+        "outdir": luci_out(),
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}
+
+/// Runs browser.mjs on a scenario in this namespace; its report.
+fn browse(dir: &Path, sc: &Value) -> Value {
+    let file = dir.join(format!("scenario-{}.json", sc["mode"].as_str().unwrap()));
+    std::fs::write(&file, sc.to_string()).unwrap();
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/browser.mjs"))
+        .arg(&file)
+        .output()
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "browser.mjs {} failed: {stderr}\n{}",
+        sc["mode"],
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("browser.mjs prints JSON")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnigs-luci-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every option README documents, none at its default: every tunnel method in both roles (in an
+/// order of its own), every discovery method (one section anonymous), every method's section.
+const FULL_CONFIG: &str = include_str!("luci/full-config");
+
+/// One section of a UCI file: type, name (or `@INDEX`), its options with their values, sorted.
+type RawSection = (String, String, Vec<(String, Vec<String>)>);
+
+/// The sections of a UCI file, in file order.
+fn raw_options(text: &str) -> Vec<RawSection> {
+    let sections = mnigs::config::uci::parse(text).expect("UCI");
+    sections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut opts: Vec<(String, Vec<String>)> = Vec::new();
+            for o in &s.options {
+                let vals = match &o.value {
+                    mnigs::config::uci::UciValue::Single(v) => vec![v.clone()],
+                    mnigs::config::uci::UciValue::List(l) => {
+                        l.iter().map(|(v, _)| v.clone()).collect()
+                    }
+                };
+                opts.push((o.name.clone(), vals));
+            }
+            opts.sort();
+            (
+                s.ty.clone(),
+                s.name.clone().unwrap_or_else(|| format!("@{i}")),
+                opts,
+            )
+        })
+        .collect()
+}
+
+/// `mnigs check-config --json` on a file: its problems; panics unless it says success.
+fn check_config_ok(path: &Path) -> Value {
+    let out = Command::new(EXE)
+        .args(["check-config", "--json", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("check-config --json");
+    assert_eq!(v["success"], true, "{v}");
+    v["problems"].clone()
+}
+
+/// Opens settings on `text`, makes `edits` through the form, presses Save & Apply; returns the
+/// file before, the file after and the report.
+fn round_trip(luci: &Path, tag: &str, text: &str, edits: Value) -> (PathBuf, PathBuf, Value) {
+    round_trip_with(luci, tag, text, serde_json::json!({ "edits": edits }))
+}
+
+fn round_trip_with(luci: &Path, tag: &str, text: &str, extra: Value) -> (PathBuf, PathBuf, Value) {
+    let dir = temp_dir(tag);
+    let before = dir.join("mnigs.before");
+    let config = dir.join("mnigs");
+    std::fs::write(&before, text).unwrap();
+    std::fs::write(&config, text).unwrap();
+    let r = browse(&dir, &scenario(luci, &config, "edit", extra));
+    (before, config, r)
+}
+
+#[test]
+fn luci_save_keeps_every_option_it_does_not_edit() {
+    let Some(luci) = luci_gate("luci_save_keeps_every_option_it_does_not_edit") else {
+        return;
+    };
+    // The fixture documents every option README shows, so this test covers all of them.
+    let fixture: BTreeSet<(String, String)> = raw_options(FULL_CONFIG)
+        .into_iter()
+        .flat_map(|(ty, _, opts)| opts.into_iter().map(move |(o, _)| (ty.clone(), o)))
+        .collect();
+    for want in readme_options() {
+        assert!(
+            fixture.contains(&want),
+            "tests/luci/full-config lacks {want:?}"
+        );
+    }
+    assert_eq!(
+        check_config_ok(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/full-config")),
+        Value::Array(vec![])
+    );
+
+    let edits = serde_json::json!([
+        { "section": "gateway", "tab": "offer", "option": "price", "value": "4" }
+    ]);
+    let (before, after, report) = round_trip(&luci, "full", FULL_CONFIG, edits);
+    eprintln!("LuCI wrote: {}", report["committed"]);
+    assert_eq!(
+        report["checks"], 1,
+        "the daemon checked the config before the apply"
+    );
+    let problems = check_config_ok(&after);
+    assert_eq!(problems, Value::Array(vec![]), "no warnings after the save");
+
+    // In meaning: the daemon's model of the file is the one before with the one field changed.
+    let (was, _) = mnigs::config::model::load(&before).expect("before");
+    let (now, _) = mnigs::config::model::load(&after).expect("after");
+    let mut want = was.clone();
+    want.gateway.price = 4;
+    assert_eq!(now, want, "only gateway.price changed in meaning");
+    assert_ne!(was, want, "the edit is visible (the test can fail)");
+
+    // Literally: every section and every option as before, except the one edited.
+    let text_after = std::fs::read_to_string(&after).unwrap();
+    let expect = raw_options(&FULL_CONFIG.replace("option price '3'", "option price '4'"));
+    assert_eq!(raw_options(&text_after), expect, "{text_after}");
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+#[test]
+fn luci_discovery_dialog_keeps_the_other_options_of_every_section() {
+    let Some(luci) = luci_gate("luci_discovery_dialog_keeps_the_other_options_of_every_section")
+    else {
+        return;
+    };
+    // Discovery sections edited in the grid's dialog, where the options of other methods are
+    // hidden: a cjdns section, and a routes section that also holds an option of the cjdns and
+    // Yggdrasil methods (the daemon reads it). Every section keeps everything else.
+    let text = FULL_CONFIG.replace(
+        "option route_gateways '1'",
+        "option route_gateways '1'\n\toption max_nodes '500'",
+    );
+    let edits = serde_json::json!([
+        { "section": "cj", "modal": true, "option": "max_depth", "before": "4", "value": "6" },
+        { "section": "babel", "modal": true, "option": "timeout_ms", "before": "900", "value": "800" }
+    ]);
+    let (before, after, _) = round_trip(&luci, "dialog", &text, edits);
+    let (was, _) = mnigs::config::model::load(&before).expect("before");
+    let (now, _) = mnigs::config::model::load(&after).expect("after");
+    assert_eq!(was.discovery[0].max_nodes, 500, "the extra option is read");
+    let mut want = was.clone();
+    for d in &mut want.discovery {
+        match d.section.as_str() {
+            "cj" => d.max_depth = 6,
+            "babel" => d.timeout_ms = 800,
+            _ => {}
+        }
+    }
+    assert_eq!(now, want, "only the two edited options changed in meaning");
+    let expect = raw_options(
+        &text
+            .replace("option max_depth '4'", "option max_depth '6'")
+            .replace("option timeout_ms '900'", "option timeout_ms '800'"),
+    );
+    assert_eq!(
+        raw_options(&std::fs::read_to_string(&after).unwrap()),
+        expect
+    );
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+#[test]
+fn luci_probe_interval_edit_writes_the_option_the_daemon_reads() {
+    let Some(luci) = luci_gate("luci_probe_interval_edit_writes_the_option_the_daemon_reads")
+    else {
+        return;
+    };
+    // A config of the older spelling: the form shows its value in milliseconds and, once edited,
+    // leaves exactly probe_interval_ms (which the daemon reads first) behind.
+    let text = "config mnigs 'main'\n\toption name 'n1'\n\nconfig subscriber 'subscriber'\n\
+                \toption enabled '0'\n\tlist method 'openvpn'\n\toption probe_interval '5'\n";
+    let edits = serde_json::json!([
+        { "section": "subscriber", "tab": "probing", "option": "probe_interval_ms",
+          "before": "5000", "value": "300" }
+    ]);
+    let (before, after, _) = round_trip(&luci, "probe", text, edits);
+    let (was, _) = mnigs::config::model::load(&before).expect("before");
+    let (now, _) = mnigs::config::model::load(&after).expect("after");
+    assert_eq!(was.subscriber.probe_interval_ms, 5000);
+    assert_eq!(
+        now.subscriber.probe_interval_ms, 300,
+        "the edit takes effect"
+    );
+    let raw = raw_options(&std::fs::read_to_string(&after).unwrap());
+    let sub = &raw.iter().find(|s| s.0 == "subscriber").unwrap().2;
+    assert!(
+        sub.iter().all(|(o, _)| o != "probe_interval"),
+        "probe_interval is gone: {sub:?}"
+    );
+    assert!(
+        sub.contains(&("method".into(), vec!["openvpn".into()])),
+        "{sub:?}"
+    );
+    // The rest exactly as it was: LuCI adds no defaults (log level, web page, …) of its own.
+    let was = raw_options(&std::fs::read_to_string(&before).unwrap());
+    assert_eq!(raw[0], was[0], "main section untouched");
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+#[test]
+fn luci_status_view_shows_hostile_daemon_text_as_text() {
+    let Some(luci) = luci_gate("luci_status_view_shows_hostile_daemon_text_as_text") else {
+        return;
+    };
+    // A daemon (browser.mjs's fake, on loopback) whose every string is markup, as names, errors
+    // and addresses from other mesh nodes can be; the real plugin and CLI pass them through.
+    let dir = temp_dir("hostile");
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("mnigs");
+    std::fs::write(
+        &config,
+        format!(
+            "config mnigs 'main'\n\toption name 'n1'\n\toption rpc_port '{port}'\n\
+             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
+            dir.join("db").display()
+        ),
+    )
+    .unwrap();
+    let r = browse(
+        &dir,
+        &scenario(
+            &luci,
+            &config,
+            "hostile",
+            serde_json::json!({ "fakePort": port }),
+        ),
+    );
+    let fake_calls: BTreeSet<&str> = r["fakeCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for m in [
+        "status",
+        "listGateways",
+        "listSessions",
+        "scan",
+        "disconnect",
+    ] {
+        assert!(
+            fake_calls.contains(m),
+            "{m} reached the fake daemon: {fake_calls:?}"
+        );
+    }
+    assert_eq!(r["xss"], 0, "no injected script ran");
+    assert_eq!(r["elements"], 0, "no injected element exists");
+    assert_eq!(
+        r["xssRequests"],
+        Value::Array(vec![]),
+        "no <img src=x> was fetched"
+    );
+    assert!(
+        r["literal"].as_u64().unwrap() >= 20,
+        "the markup is shown as text, field by field: {}",
+        r["text"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs browser.mjs on a scenario inside a testbed node's namespace (the plugin and the CLI then
+/// reach that node's daemon on its loopback).
+fn browse_in(
+    s: &mnigs::demo::Scenario,
+    node: mnigs::testbed::Node,
+    dir: &Path,
+    sc: &Value,
+) -> Value {
+    let file = dir.join(format!(
+        "scenario-{}-{}.json",
+        node.name(),
+        sc["mode"].as_str().unwrap()
+    ));
+    std::fs::write(&file, sc.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/browser.mjs");
+    let argv = ["node", &script.to_string_lossy(), &file.to_string_lossy()];
+    match s.bed.exec_full(node, &argv, None, Duration::from_secs(300)) {
+        Ok(out) => serde_json::from_str(out.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("browser.mjs printed no report ({e}): {out}")),
+        Err(e) => panic!(
+            "browser.mjs {} in {} failed: {e}\nlog:\n{}",
+            sc["mode"],
+            node.name(),
+            s.tail(node)
+        ),
+    }
+}
+
+/// Polls `mnigs status --json` of a node until `pick` of it is `want`.
+fn wait_status(s: &mnigs::demo::Scenario, node: mnigs::testbed::Node, pick: &[&str], want: Value) {
+    let start = Instant::now();
+    loop {
+        let st = s.status(node).expect("status");
+        let got = pick.iter().fold(&st, |v, k| &v[*k]);
+        if *got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}: {pick:?} is {got}, not {want}",
+            node.name()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn luci_live_subscriber_and_gateway() {
+    use mnigs::testbed::Node;
+    if !mnigs::testbed::e2e_gate("luci_live_subscriber_and_gateway") {
+        return;
+    }
+    let Some(luci) = luci_gate("luci_live_subscriber_and_gateway") else {
+        return;
+    };
+    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut s = mnigs::demo::Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    s.start(Node::Gw).expect("gateway starts");
+    s.start(Node::Sub).expect("subscriber starts");
+    s.wait_connected(Duration::from_secs(30), &NEVER)
+        .expect("subscriber connects by itself");
+    let dir = temp_dir("live");
+
+    // The subscriber's status view: connected through gw, with the quality (RTT, loss) and score
+    // of the gateway in use and of each gateway, the RTT chart; then its buttons.
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Sub),
+        "live",
+        serde_json::json!({
+            "expect": [
+                "State\\s+connected",
+                "Gateway\\s+gw \\(10\\.77\\.0\\.3\\)",
+                "Quality\\s+[0-9.]+ ms, \\d+ % lost",
+                "Score\\s+-?[0-9]+\\.[0-9]{2}",
+                "gw\\s+10\\.77\\.0\\.3:65533\\s+routes:babel\\s+\\d+/10\\s+[0-9.]+ ms, \\d+ % lost\\s+-?[0-9]+\\.[0-9]{2}\\s+\\d+ s ago\\s+in use"
+            ],
+            "chart": true,
+            "screenshot": "luci-status.png",
+            "click": [
+                { "label": "Disconnect", "then": "Left gw\\." },
+                { "label": "Scan", "then": "Scan done: \\d+ gateway\\(s\\) answered\\." },
+                { "label": "Disconnect", "then": "State\\s+(disconnected|idle)" },
+                { "label": "Connect", "inGateways": true, "then": "Connected to gw\\." }
+            ],
+            "settingsScreenshot": "luci-settings.png"
+        }),
+    );
+    let r = browse_in(&s, Node::Sub, &dir, &sc);
+    eprintln!(
+        "subscriber's status view:\n{}",
+        r["statusText"].as_str().unwrap_or_default()
+    );
+    let calls: Vec<&str> = r["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for m in [
+        "status",
+        "gateways",
+        "sessions",
+        "disconnect",
+        "scan",
+        "connect",
+    ] {
+        assert!(
+            calls.contains(&m),
+            "the view called {m} through the plugin: {calls:?}"
+        );
+    }
+    s.wait_connected(Duration::from_secs(30), &NEVER)
+        .expect("connected again after Connect");
+
+    // Settings on the live subscriber: Save & Apply, the daemon reloads (SIGHUP, as procd's
+    // reload does) and runs with the new scan interval.
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Sub),
+        "edit",
+        serde_json::json!({
+            "edits": [{ "section": "subscriber", "tab": "general", "option": "scan_interval", "value": "77" }],
+            "daemonPid": s.pid(Node::Sub).expect("pid"),
+        }),
+    );
+    browse_in(&s, Node::Sub, &dir, &sc);
+    wait_status(
+        &s,
+        Node::Sub,
+        &["subscriber", "scanInterval"],
+        serde_json::json!(77),
+    );
+    check_config_ok(&s.config(Node::Sub));
+
+    // The gateway's status view lists the subscriber; a price set in its settings is offered live.
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Gw),
+        "live",
+        serde_json::json!({
+            "expect": [
+                "The subscriber role is disabled on this node\\.",
+                "Offered methods\\s+wireguard",
+                "Subscribers\\s+1/10",
+                "sub\\s+10\\.77\\.0\\.\\d+\\s+wireguard\\s+100\\.127\\.0\\.\\d+"
+            ],
+            "screenshot": "luci-status-gateway.png"
+        }),
+    );
+    browse_in(&s, Node::Gw, &dir, &sc);
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Gw),
+        "edit",
+        serde_json::json!({
+            "edits": [{ "section": "gateway", "tab": "offer", "option": "price", "value": "5" }],
+            "daemonPid": s.pid(Node::Gw).expect("pid"),
+        }),
+    );
+    browse_in(&s, Node::Gw, &dir, &sc);
+    wait_status(
+        &s,
+        Node::Gw,
+        &["gateway", "terms", "price"],
+        serde_json::json!(5),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn luci_save_and_apply_is_refused_with_the_daemons_message() {
+    let Some(luci) = luci_gate("luci_save_and_apply_is_refused_with_the_daemons_message") else {
+        return;
+    };
+    // LuCI's datatypes cannot see that the flash copy would be the live database; the daemon can,
+    // and its message is what the owner sees. Nothing is applied.
+    let text = "config mnigs 'main'\n\toption name 'n1'\n\toption database '/tmp/mnigs-x/db'\n";
+    let extra = serde_json::json!({
+        "edits": [{ "section": "main", "tab": "storage", "option": "persist_path", "value": "/tmp/mnigs-x/db" }],
+        "expectRefusal": "main\\.persist_path: must differ from database",
+        "screenshot": "luci-settings-refused.png",
+    });
+    let (before, after, r) = round_trip_with(&luci, "refused", text, extra);
+    assert_eq!(r["checks"], 1);
+    assert!(
+        r["shown"].as_str().unwrap().contains("nothing was applied"),
+        "{}",
+        r["shown"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&after).unwrap(),
+        std::fs::read_to_string(&before).unwrap(),
+        "the file is untouched"
+    );
+    let _ = std::fs::remove_dir_all(before.parent().unwrap());
+}
+
+/// Values on the edges of what the daemon accepts for names, interfaces, paths, protocols and
+/// admin endpoints.
+const EDGE_VALUES: &[&str] = &[
+    "eth0",
+    "br-lan",
+    "wg.1",
+    "_x",
+    "-x",
+    ".",
+    "..",
+    "aaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaa",
+    "aaaaaaa",
+    "aaaaaaaa",
+    "a b",
+    "a/b",
+    "a:b",
+    "gw-a",
+    "Gw_1.x",
+    "/etc/mnigs/hook",
+    "relative/path",
+    "babel",
+    "Babel",
+    "bird2",
+    "0",
+    "00",
+    "255",
+    "256",
+    "127.0.0.1:11234",
+    "[fc00::1]:11234",
+    "unix:///var/run/y.sock",
+    "tcp://127.0.0.1:9001",
+    "host:0",
+    "host",
+    "localhost:1",
+    "1.2.3.256:1",
+    "1.2.3.4:65536",
+    "unix://relative",
+    "[fc00::zz]:1",
+];
+
+#[test]
+fn settings_validators_agree_with_the_daemon() {
+    let Some(r) = harness_with("settings", "settings", EDGE_VALUES) else {
+        return;
+    };
+    let mut compared = 0;
+    for s in r["sections"].as_array().unwrap() {
+        let ty = if s["cls"] == "NamedSection" {
+            s["args"][1].as_str().unwrap()
+        } else {
+            s["args"][0].as_str().unwrap()
+        };
+        for o in s["options"].as_array().unwrap() {
+            let Some(accepts) = o["accepts"].as_array() else {
+                continue;
+            };
+            let name = o["name"].as_str().unwrap();
+            for (value, js) in EDGE_VALUES.iter().zip(accepts) {
+                let section = if ty == "mnigs" { "main" } else { ty };
+                let extra = if ty == "discovery" {
+                    "\tlist port '1'\n"
+                } else {
+                    ""
+                };
+                let text = format!("config {ty} '{section}'\n\toption {name} '{value}'\n{extra}");
+                let daemon = match mnigs::config::model::from_text(&text, Path::new("t")) {
+                    Ok(_) => true,
+                    Err(problems) => !problems
+                        .iter()
+                        .any(|p| p.is_error() && p.place.ends_with(&format!(".{name}"))),
+                };
+                assert_eq!(
+                    js.as_bool().unwrap(),
+                    daemon,
+                    "{ty}.{name} = {value:?}: the form says {js}, the daemon {daemon}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 400, "{compared} verdicts compared");
+}
+
+#[test]
+fn luci_hostile_gateway_on_the_mesh_runs_no_script() {
+    use mnigs::testbed::Node;
+    if !mnigs::testbed::e2e_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") {
+        return;
+    }
+    let Some(luci) = luci_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") else {
+        return;
+    };
+    // Issue 20's first attack as it happens: a node on the mesh answers nodeInfo with a name that
+    // is markup and refuses registration with an errorMsg that is markup; a real subscriber finds
+    // it, and its owner opens the LuCI status view (real plugin, real CLI, real daemon).
+    let mut s = mnigs::demo::Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/luci/fake-gateway.mjs");
+    let dir = temp_dir("mesh-hostile");
+    s.bed
+        .spawn(
+            Node::Gw,
+            &["node", &fake.to_string_lossy(), "65533"],
+            &dir.join("fake-gateway.log"),
+        )
+        .expect("fake gateway runs");
+    s.start(Node::Sub).expect("subscriber starts");
+    let sc = scenario(
+        &luci,
+        &s.config(Node::Sub),
+        "hostile",
+        serde_json::json!({ "waitFor": "evil" }),
+    );
+    let r = browse_in(&s, Node::Sub, &dir, &sc);
+    let passed_through = s
+        .cli(Node::Sub, &["gateways", "--json"])
+        .unwrap_or_default()
+        + &s.cli(Node::Sub, &["status", "--json"]).unwrap_or_default();
+    eprintln!(
+        "the view showed:\n{}",
+        r["text"].as_str().unwrap_or_default()
+    );
+    assert_eq!(r["xss"], 0, "no script of the gateway ran");
+    assert_eq!(r["elements"], 0, "no element of the gateway exists");
+    assert_eq!(
+        r["xssRequests"],
+        Value::Array(vec![]),
+        "no <img src=x> was fetched"
+    );
+    if passed_through.contains("onerror") {
+        assert!(
+            r["literal"].as_u64().unwrap() >= 1,
+            "the daemon reports the markup; the view shows it as text: {}",
+            r["text"]
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

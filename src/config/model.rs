@@ -879,6 +879,7 @@ impl<'f> Builder<'f> {
             text(validate::ifname),
         );
         r.single("listen_port", &mut w.listen_port, port);
+        r.single("client_listen_port", &mut w.client_listen_port, port);
         r.single("mtu", &mut w.mtu, |v| {
             number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
         });
@@ -1611,6 +1612,7 @@ config discovery d2
 config wireguard
 \toption interface wg9
 \toption listen_port 1
+\toption client_listen_port 2
 \toption mtu 9000
 ";
         let (c, warnings) = check(text).unwrap();
@@ -1664,7 +1666,7 @@ config wireguard
                 listen_port: 1,
                 mtu: 9000,
                 client_interface: "mnigs-wgc".into(),
-                client_listen_port: 51821,
+                client_listen_port: 2,
             }
         );
     }
