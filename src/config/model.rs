@@ -879,6 +879,7 @@ impl<'f> Builder<'f> {
             text(validate::ifname),
         );
         r.single("listen_port", &mut w.listen_port, port);
+        r.single("client_listen_port", &mut w.client_listen_port, port);
         r.single("mtu", &mut w.mtu, |v| {
             number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
         });
