@@ -82,10 +82,10 @@ fn named_in_prose() -> Vec<(usize, String)> {
         }
         for code in line.split('`').skip(1).step_by(2) {
             let mut words = code.split_whitespace();
-            if let (Some("option" | "list"), Some(name)) = (words.next(), words.next()) {
-                if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                    out.push((i + 1, name.to_string()));
-                }
+            if let (Some("option" | "list"), Some(name)) = (words.next(), words.next())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                out.push((i + 1, name.to_string()));
             }
         }
     }
