@@ -79,7 +79,7 @@ fn start_gateway(
     name: &str,
     pool: u8,
     methods: &[&str],
-) -> (String, PathBuf) {
+) -> (String, PathBuf, u32) {
     let wg = lab.unique_ifname(&format!("g{pool}"));
     let methods: String = methods
         .iter()
@@ -91,14 +91,15 @@ fn start_gateway(
         &format!(
             "config mnigs 'main'\n\toption name '{name}'\n\tlist listen '::'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
              config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\toption nat 'nft'\n\
-             \toption ipv4_pool '100.{pool}.0.0/24'\n\toption ipv6_pool 'fd7e:{pool}::/64'\n{methods}\n\
+             \toption lease_seconds '5'\n\toption ipv4_pool '100.{pool}.0.0/24'\n\toption ipv6_pool 'fd7e:{pool}::/64'\n{methods}\n\
              config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n\n{cjdns}",
             db = lab.dir.join(format!("{name}.db")).display(),
             cjdns = cjdns_section(node),
         ),
     );
     let log = lab.dir.join(format!("{name}.log"));
-    lab.spawn(&node.ns, &[EXE, "daemon", "-c", &conf], &log)
+    let pid = lab
+        .spawn(&node.ns, &[EXE, "daemon", "-c", &conf], &log)
         .unwrap();
     let start = Instant::now();
     while status(lab, &node.ns, &conf).is_none() {
@@ -109,7 +110,7 @@ fn start_gateway(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    (conf, log)
+    (conf, log, pid)
 }
 
 fn subscriber_conf(lab: &Lab, node: &cjdlab::CjdNode, methods: &[&str]) -> String {
@@ -286,8 +287,8 @@ fn iptunnel_on_real_cjdroute() {
     eprintln!("[{:?}] discovery walked the mesh", t0.elapsed());
 
     uplinks(&lab, &[&gw.ns, &gwb.ns]);
-    let (_, gw_log) = start_gateway(&lab, gw, "gw", 127, &["cjdns"]);
-    let (_, gwb_log) = start_gateway(&lab, gwb, "gwb", 126, &["cjdns"]);
+    let (_, gw_log, gw_pid) = start_gateway(&lab, gw, "gw", 127, &["cjdns"]);
+    let (_, gwb_log, gwb_pid) = start_gateway(&lab, gwb, "gwb", 126, &["cjdns"]);
     let before = state(&lab, &sub.ns);
     assert!(!ping(&lab, &sub.ns), "no Internet before mnigs");
     let sub_conf = subscriber_conf(&lab, sub, &["cjdns"]);
@@ -374,6 +375,42 @@ fn iptunnel_on_real_cjdroute() {
     assert_eq!(tun.lines().count(), 1, "one IPv4 address on the tun: {tun}");
     eprintln!("[{:?}] failed over to {other}", t0.elapsed());
 
+    // SIGKILL and a restart: the saved session is taken up again, nothing is duplicated.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(lab.stop(pid, Duration::from_secs(5)));
+    let pid = lab
+        .spawn(&sub.ns, &[EXE, "daemon", "-c", &sub_conf], &sub_log)
+        .unwrap();
+    wait_connected(
+        &lab,
+        &sub.ns,
+        &sub_conf,
+        Some(other),
+        Duration::from_secs(60),
+        &logs,
+    );
+    assert!(ping(&lab, &sub.ns), "ping after the restart");
+    assert_eq!(prefixes(&lab, &mesh, 0), p, "the same prefixes, once");
+    eprintln!(
+        "[{:?}] SIGKILL + restart took the session up again",
+        t0.elapsed()
+    );
+
+    // The lease is lost (the last gateway goes away, taking its IpTunnel connections along, and
+    // its 5 s lease runs out unrenewed): with no gateway left, the node is as before.
+    let other_pid = if other == "gw" { gw_pid } else { gwb_pid };
+    assert!(lab.stop(other_pid, Duration::from_secs(10)));
+    let start = Instant::now();
+    while state(&lab, &sub.ns) != before && start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_state(&lab, &sub.ns, &before, "after the lease was lost");
+    assert_eq!(prefixes(&lab, &mesh, 0), Vec::<String>::new());
+    eprintln!("[{:?}] lease lost left nothing", t0.elapsed());
+
     // SIGTERM: as before.
     assert!(lab.stop(pid, Duration::from_secs(10)));
     wait_state(&lab, &sub.ns, &before, "after SIGTERM");
@@ -392,7 +429,7 @@ fn cjdns_carrying_nothing_falls_over_to_wireguard() {
     let mesh = lab.cjdroute_mesh(&exe, &["sub", "gw"], &[(0, 1)]).unwrap();
     let (sub, gw) = (&mesh.nodes[0], &mesh.nodes[1]);
     uplinks(&lab, &[&gw.ns]);
-    let (_, gw_log) = start_gateway(&lab, gw, "gw", 127, &["cjdns", "wireguard"]);
+    let (_, gw_log, _) = start_gateway(&lab, gw, "gw", 127, &["cjdns", "wireguard"]);
     // The gateway's IpTunnel carries no IPv4: dropped on its cjdns tun.
     let rules = format!(
         "table ip cjblock {{\n chain blockin {{\n type filter hook input priority -10;\n iifname \"{t}\" drop\n }}\n \
