@@ -350,3 +350,85 @@ impl Lab {
         ))
     }
 }
+
+/// The fake Internet host behind the gateways of a cjdns lab.
+pub const INET_HOST: &str = "203.0.113.7";
+
+impl Lab {
+    /// An `inet` namespace holding [`INET_HOST`], linked to each gateway namespace as its `wan0`
+    /// (198.51.N.1/24, default route to .2); returns its name.
+    pub fn cjd_uplinks(&self, gateways: &[&str]) -> Result<String, String> {
+        let e = |r: Result<String, cmd::CmdError>| r.map(drop).map_err(|e| e.to_string());
+        let inet = self.add_ns("inet")?;
+        e(self.exec(
+            &inet,
+            &["ip", "addr", "add", &format!("{INET_HOST}/32"), "dev", "lo"],
+        ))?;
+        for (i, gw) in gateways.iter().enumerate() {
+            let up = format!("up{i}");
+            self.veth(gw, "wan0", &inet, &up)
+                .map_err(|e| e.to_string())?;
+            let (g, h) = (format!("198.51.{i}.1/24"), format!("198.51.{i}.2/24"));
+            e(self.exec(gw, &["ip", "addr", "add", &g, "dev", "wan0"]))?;
+            e(self.exec(&inet, &["ip", "addr", "add", &h, "dev", &up]))?;
+            let via = format!("198.51.{i}.2");
+            e(self.exec(gw, &["ip", "route", "add", "default", "via", &via]))?;
+        }
+        Ok(inet)
+    }
+
+    /// A gateway's mnigs config on `node`: offers `methods`, pools 100.`pool`.0.0/24 and
+    /// fd7e:`pool`::/64, leases of `lease` seconds, NAT out of `wan0`, cjdns through the
+    /// node's cjdroute.conf.
+    pub fn cjd_gateway_config(
+        &self,
+        node: &CjdNode,
+        name: &str,
+        pool: u8,
+        lease: u32,
+        methods: &[&str],
+    ) -> String {
+        let wg = self.unique_ifname(&format!("g{pool}"));
+        format!(
+            "config mnigs 'main'\n\toption name '{name}'\n\tlist listen '::'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\toption nat 'nft'\n\
+             \toption lease_seconds '{lease}'\n\toption ipv4_pool '100.{pool}.0.0/24'\n\toption ipv6_pool 'fd7e:{pool}::/64'\n{methods}\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n\n{cjdns}",
+            db = self.dir.join(format!("{name}.db")).display(),
+            methods = method_lines(methods),
+            cjdns = cjdns_section(node),
+        )
+    }
+
+    /// A subscriber's mnigs config on `node`: accepts `methods`, finds gateways by walking the
+    /// cjdns mesh through the node's cjdroute.
+    pub fn cjd_subscriber_config(&self, node: &CjdNode, name: &str, methods: &[&str]) -> String {
+        let wg = self.unique_ifname("s");
+        format!(
+            "config mnigs 'main'\n\toption name '{name}'\n\tlist listen '::1'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config subscriber 'subscriber'\n\toption enabled '1'\n{methods}\toption probe_interval_ms '200'\n\n\
+             config discovery 'mesh'\n\toption method 'cjdns'\n\toption cjdroute_conf '{conf}'\n\toption timeout_ms '6000'\n\n\
+             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n\n{cjdns}",
+            db = self.dir.join(format!("{name}.db")).display(),
+            methods = method_lines(methods),
+            conf = node.conf.display(),
+            cjdns = cjdns_section(node),
+        )
+    }
+}
+
+fn method_lines(methods: &[&str]) -> String {
+    methods
+        .iter()
+        .map(|m| format!("\tlist method '{m}'\n"))
+        .collect()
+}
+
+/// The `cjdns` section of a node's mnigs config: admin and password from its cjdroute.conf.
+fn cjdns_section(node: &CjdNode) -> String {
+    format!(
+        "config cjdns 'cjdns'\n\toption cjdroute_conf '{}'\n\toption interface '{}'\n",
+        node.conf.display(),
+        node.tun
+    )
+}

@@ -137,6 +137,9 @@ pub struct DemoArgs {
     /// keep the demo running until Ctrl-C instead of tearing it down at once
     #[argh(switch)]
     pub hold: bool,
+    /// the demo on cjdns: real cjdroute nodes (MNIGS_CJDROUTE or cjdroute on PATH) and IpTunnel
+    #[argh(switch)]
+    pub cjdns: bool,
 }
 
 /// Runs the parsed command line; returns the exit code.
@@ -158,6 +161,8 @@ pub fn main(args: Args) -> i32 {
             }
         },
         Cmd::CheckConfig(a) => check_config(&a.config, a.json),
+        #[cfg(feature = "demo")]
+        Cmd::Demo(a) if a.cjdns => crate::cjdemo::run(a.hold),
         #[cfg(feature = "demo")]
         Cmd::Demo(a) => crate::demo::run(a.hold),
         #[cfg(not(feature = "demo"))]

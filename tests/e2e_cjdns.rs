@@ -12,6 +12,7 @@
 //! - `cjdns_carrying_nothing_falls_over_to_wireguard`: the gateway's IpTunnel carries no IPv4
 //!   (dropped on its cjdns tun): cjdns is not reported connected; the subscriber falls over to
 //!   WireGuard over the cjdns addresses on the same node, and traffic flows through it.
+//! - `mnigs demo --cjdns` tells its story; without cjdroute it says what is missing.
 
 use mnigs::cjdlab::{self, CjdMesh};
 use mnigs::discovery::cjdns as api;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
-const INET: &str = "203.0.113.7";
+const INET: &str = cjdlab::INET_HOST;
 
 /// The tests here run one at a time (each runs several cjdroutes and daemons).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -30,26 +31,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ok(r: Result<String, mnigs::sys::cmd::CmdError>) {
-    r.expect("command in the lab");
-}
-
-/// An `inet` namespace holding 203.0.113.7, linked to each gateway namespace as its `wan0`.
 fn uplinks(lab: &Lab, gateways: &[&str]) {
-    let inet = lab.add_ns("inet").unwrap();
-    ok(lab.exec(
-        &inet,
-        &["ip", "addr", "add", &format!("{INET}/32"), "dev", "lo"],
-    ));
-    for (i, gw) in gateways.iter().enumerate() {
-        let up = format!("up{i}");
-        lab.veth(gw, "wan0", &inet, &up).unwrap();
-        let (g, h) = (format!("198.51.{i}.1/24"), format!("198.51.{i}.2/24"));
-        ok(lab.exec(gw, &["ip", "addr", "add", &g, "dev", "wan0"]));
-        ok(lab.exec(&inet, &["ip", "addr", "add", &h, "dev", &up]));
-        let via = format!("198.51.{i}.2");
-        ok(lab.exec(gw, &["ip", "route", "add", "default", "via", &via]));
-    }
+    lab.cjd_uplinks(gateways).unwrap();
 }
 
 fn write(lab: &Lab, name: &str, text: &str) -> String {
@@ -64,14 +47,6 @@ fn log_of(path: &Path) -> String {
     s[s.floor_char_boundary(start)..].to_string()
 }
 
-fn cjdns_section(node: &cjdlab::CjdNode) -> String {
-    format!(
-        "config cjdns 'cjdns'\n\toption cjdroute_conf '{}'\n\toption interface '{}'\n",
-        node.conf.display(),
-        node.tun
-    )
-}
-
 /// Starts a gateway daemon on `node` offering `methods`; returns its config and log.
 fn start_gateway(
     lab: &Lab,
@@ -80,23 +55,8 @@ fn start_gateway(
     pool: u8,
     methods: &[&str],
 ) -> (String, PathBuf, u32) {
-    let wg = lab.unique_ifname(&format!("g{pool}"));
-    let methods: String = methods
-        .iter()
-        .map(|m| format!("\tlist method '{m}'\n"))
-        .collect();
-    let conf = write(
-        lab,
-        &format!("{name}.uci"),
-        &format!(
-            "config mnigs 'main'\n\toption name '{name}'\n\tlist listen '::'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
-             config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\toption nat 'nft'\n\
-             \toption lease_seconds '5'\n\toption ipv4_pool '100.{pool}.0.0/24'\n\toption ipv6_pool 'fd7e:{pool}::/64'\n{methods}\n\
-             config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wg}c'\n\n{cjdns}",
-            db = lab.dir.join(format!("{name}.db")).display(),
-            cjdns = cjdns_section(node),
-        ),
-    );
+    let text = lab.cjd_gateway_config(node, name, pool, 5, methods);
+    let conf = write(lab, &format!("{name}.uci"), &text);
     let log = lab.dir.join(format!("{name}.log"));
     let pid = lab
         .spawn(&node.ns, &[EXE, "daemon", "-c", &conf], &log)
@@ -114,23 +74,10 @@ fn start_gateway(
 }
 
 fn subscriber_conf(lab: &Lab, node: &cjdlab::CjdNode, methods: &[&str]) -> String {
-    let wg = lab.unique_ifname("s");
-    let methods: String = methods
-        .iter()
-        .map(|m| format!("\tlist method '{m}'\n"))
-        .collect();
     write(
         lab,
         "sub.uci",
-        &format!(
-            "config mnigs 'main'\n\toption name 'sub'\n\tlist listen '::1'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
-             config subscriber 'subscriber'\n\toption enabled '1'\n{methods}\toption probe_interval_ms '200'\n\n\
-             config discovery 'mesh'\n\toption method 'cjdns'\n\toption cjdroute_conf '{conf}'\n\toption timeout_ms '6000'\n\n\
-             config wireguard 'wireguard'\n\toption interface '{wg}g'\n\toption client_interface '{wg}'\n\n{cjdns}",
-            db = lab.dir.join("sub.db").display(),
-            conf = node.conf.display(),
-            cjdns = cjdns_section(node),
-        ),
+        &lab.cjd_subscriber_config(node, "sub", methods),
     )
 }
 
@@ -482,4 +429,65 @@ fn cjdns_carrying_nothing_falls_over_to_wireguard() {
     assert!(lab.stop(pid, Duration::from_secs(10)));
     wait_state(&lab, &sub.ns, &before, "after SIGTERM");
     eprintln!("[{:?}] cjdns → WireGuard over cjdns", t0.elapsed());
+}
+
+#[test]
+fn demo_cjdns_tells_its_story() {
+    if cjdlab::gate("demo_cjdns_tells_its_story").is_none() {
+        return;
+    }
+    let _one = serial();
+    let out = std::process::Command::new(EXE)
+        .args(["demo", "--cjdns"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    for line in [
+        "cjdroute started and peered on sub, relay and gw",
+        "before mnigs: ping sub → Internet host 203.0.113.7 fails, as it should",
+        "gateway found and registered: gw at fc",
+        " via cjdns, tunnel cjdsub with 100.127.0.2",
+        "Internet reachable: ping sub → 203.0.113.7 works",
+        "disconnected: ping now fails again; sub's addresses and routes are as before mnigs",
+        "] done",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}\n{err}");
+    }
+}
+
+#[test]
+fn demo_cjdns_without_cjdroute_says_what_is_missing() {
+    // No root needed: the check comes first. PATH without cjdroute, MNIGS_CJDROUTE empty.
+    let path = "/usr/sbin:/usr/bin:/sbin:/bin";
+    let on_path = path
+        .split(':')
+        .any(|d| Path::new(d).join("cjdroute").exists());
+    let run = |value: &str| {
+        std::process::Command::new(EXE)
+            .args(["demo", "--cjdns"])
+            .env("PATH", path)
+            .env(cjdlab::ENV, value)
+            .output()
+            .unwrap()
+    };
+    if !on_path {
+        let out = run("");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cjdroute is not installed")
+                && err.contains("MNIGS_CJDROUTE")
+                && err.contains("libsodium23"),
+            "{err}"
+        );
+    }
+    let out = run("/nonexistent/cjdroute");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MNIGS_CJDROUTE=/nonexistent/cjdroute: cannot run it"),
+        "{err}"
+    );
 }
