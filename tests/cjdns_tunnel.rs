@@ -749,4 +749,13 @@ fn leave_nothing() {
     gw.remove(&peer).unwrap();
     gw.shutdown().unwrap();
     assert_same(&before, &state());
+
+    // A gateway stopped before any subscriber came: its addresses were never put on the tun,
+    // and `ip` saying so ("Address not found", "address not found") is no error.
+    let mut idle = Cjdns::new(target(&gs), "cjgw");
+    idle.prepare(&net()).unwrap();
+    commands();
+    idle.shutdown().unwrap();
+    assert_eq!(commands().len(), 2, "both deletions were tried");
+    assert_same(&before, &state());
 }

@@ -607,12 +607,14 @@ impl Cjdns {
     }
 }
 
+/// Whether `ip` failed only because what it was to remove is not there (`Error: ipv4: Address
+/// not found.`, `Error: ipv6: address not found.`, older: `Cannot assign requested address`).
 fn absent(e: &CmdError) -> bool {
-    let s = e.stderr();
+    let s = e.stderr().to_ascii_lowercase();
     [
-        "Cannot assign requested address",
-        "Address not found",
-        "Cannot find device",
+        "cannot assign requested address",
+        "address not found",
+        "cannot find device",
         "not exist",
     ]
     .iter()
