@@ -207,6 +207,18 @@ impl Lab {
         names: &[&str],
         links: &[(usize, usize)],
     ) -> Result<CjdMesh, String> {
+        self.cjdroute_mesh_dropping(exe, names, links, &[])
+    }
+
+    /// [`Lab::cjdroute_mesh`], but the nodes in `unprivileged` run as cjdroute does by default:
+    /// privileges dropped to `nobody` (keeping CAP_NET_ADMIN only in some threads).
+    pub fn cjdroute_mesh_dropping(
+        &self,
+        exe: &Path,
+        names: &[&str],
+        links: &[(usize, usize)],
+        unprivileged: &[usize],
+    ) -> Result<CjdMesh, String> {
         let e = |r: Result<String, cmd::CmdError>| r.map(drop).map_err(|e| e.to_string());
         let mut nss = Vec::new();
         for n in names {
@@ -245,7 +257,11 @@ impl Lab {
             );
             let tun = format!("cjd{name}");
             let pipe = self.dir.join(format!("cjd-{name}.sock"));
-            let conf = node_config(&bases[i], &password, &tun, &pipe, &dial[i]);
+            let mut conf = node_config(&bases[i], &password, &tun, &pipe, &dial[i]);
+            if unprivileged.contains(&i) {
+                conf["security"] = json!([{"setupComplete": 1}, {"noforks": 1}, {"nofiles": 0},
+                    {"setuser": "nobody", "keepNetAdmin": 1}]);
+            }
             let conf_path = self.dir.join(format!("cjd-{name}.json"));
             std::fs::write(
                 &conf_path,

@@ -12,6 +12,8 @@
 //! - `cjdns_carrying_nothing_falls_over_to_wireguard`: the gateway's IpTunnel carries no IPv4
 //!   (dropped on its cjdns tun): cjdns is not reported connected; the subscriber falls over to
 //!   WireGuard over the cjdns addresses on the same node, and traffic flows through it.
+//! - `a_tun_cjdroute_could_not_configure_is_not_reported_connected`: the subscriber's cjdroute drops
+//!   its privileges (its default) and cannot put the granted address on its tun: not connected.
 //! - `mnigs demo --cjdns` tells its story; without cjdroute it says what is missing.
 
 use mnigs::cjdlab::{self, CjdMesh};
@@ -490,4 +492,44 @@ fn demo_cjdns_without_cjdroute_says_what_is_missing() {
         err.contains("MNIGS_CJDROUTE=/nonexistent/cjdroute: cannot run it"),
         "{err}"
     );
+}
+
+#[test]
+fn a_tun_cjdroute_could_not_configure_is_not_reported_connected() {
+    let Some(exe) = cjdlab::gate("a_tun_cjdroute_could_not_configure_is_not_reported_connected")
+    else {
+        return;
+    };
+    let _one = serial();
+    let lab = Lab::new("cjp").unwrap();
+    // The subscriber's cjdroute drops its privileges (cjdroute's default): it reports the
+    // granted address but cannot put it on its tun.
+    let mesh = lab
+        .cjdroute_mesh_dropping(&exe, &["sub", "gw"], &[(0, 1)], &[0])
+        .unwrap();
+    let (sub, gw) = (&mesh.nodes[0], &mesh.nodes[1]);
+    uplinks(&lab, &[&gw.ns]);
+    let (_, gw_log, _) = start_gateway(&lab, gw, "gw", 127, &["cjdns"]);
+    let sub_conf = subscriber_conf(&lab, sub, &["cjdns"]);
+    let sub_log = lab.dir.join("sub.log");
+    lab.spawn(&sub.ns, &[EXE, "daemon", "-c", &sub_conf], &sub_log)
+        .unwrap();
+    let start = Instant::now();
+    let mut log = String::new();
+    while start.elapsed() < Duration::from_secs(40) {
+        log = std::fs::read_to_string(&sub_log).unwrap_or_default();
+        if log.contains("tunnel setup failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        log.contains("tunnel setup failed") && log.contains("cjdroute reports the tunnel"),
+        "{}\n{}",
+        log_of(&sub_log),
+        log_of(&gw_log)
+    );
+    let s = status(&lab, &sub.ns, &sub_conf).unwrap();
+    assert_ne!(s["subscriber"]["state"], "connected", "{s:#}");
+    assert!(!ping(&lab, &sub.ns));
 }
