@@ -8,7 +8,9 @@
 //!   routes of every table, rules and nftables are listed before and after each disconnect and
 //!   must be equal, and cjdroute keeps no RouteGen prefix (none duplicated while connected).
 //!   Then its gateway's cjdroute dies: it fails over to the other gateway, leaving nothing of
-//!   the first session. SIGTERM leaves the node as before.
+//!   the first session. SIGKILL and a restart take the session up again without duplicating
+//!   anything; the last gateway stopping (lease lost, nowhere to go) and SIGTERM each leave the
+//!   node as before.
 //! - `cjdns_carrying_nothing_falls_over_to_wireguard`: the gateway's IpTunnel carries no IPv4
 //!   (dropped on its cjdns tun): cjdns is not reported connected; the subscriber falls over to
 //!   WireGuard over the cjdns addresses on the same node, and traffic flows through it.
