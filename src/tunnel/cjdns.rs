@@ -862,6 +862,47 @@ mod tests {
     }
 
     #[test]
+    fn routegen_prefixes_and_tun_addresses_are_read() {
+        assert_eq!(
+            prefix_address("100.127.0.2/0"),
+            Some("100.127.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            prefix_address("fd7e:7e7e::2/0"),
+            Some("fd7e:7e7e::2".parse().unwrap())
+        );
+        for bad in ["", "100.127.0.2", "x/0", "/0"] {
+            assert_eq!(prefix_address(bad), None, "{bad:?}");
+        }
+        // `ip -j addr show dev cjdsub` on a connected subscriber (iproute2 6.1).
+        let listing = r#"[{"ifindex":3,"ifname":"cjdsub","flags":["POINTOPOINT","MULTICAST","NOARP","UP","LOWER_UP"],"mtu":1304,"addr_info":[{"family":"inet","local":"100.127.0.2","prefixlen":32,"scope":"global","label":"cjdsub"},{"family":"inet6","local":"fd7e:7e7e::2","prefixlen":128,"scope":"global"},{"family":"inet6","local":"fc86:1010:1850:abdb:43da:904e:490:57e1","prefixlen":8,"scope":"global"}]}]"#;
+        assert_eq!(
+            parse_addresses(listing),
+            [
+                ("100.127.0.2".parse().unwrap(), 32),
+                ("fd7e:7e7e::2".parse().unwrap(), 128),
+                ("fc86:1010:1850:abdb:43da:904e:490:57e1".parse().unwrap(), 8),
+            ]
+        );
+        assert!(parse_addresses("").is_empty());
+        assert!(
+            parse_addresses("[{\"addr_info\":[{\"local\":\"x\",\"prefixlen\":8}]}]").is_empty()
+        );
+    }
+
+    #[test]
+    fn a_ledger_entry_round_trips() {
+        let d = Dialled {
+            key: KEY.into(),
+            ipv4: Some("100.127.0.2".parse().unwrap()),
+            ipv6: None,
+        };
+        let text = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Dialled>(&text).unwrap(), d);
+        assert_eq!(d.addresses(), ["100.127.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
     fn the_key_must_be_the_callers() {
         let opts = options(KEY);
         let mut peer = Peer {
