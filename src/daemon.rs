@@ -432,7 +432,13 @@ fn methods(
                     cjdroute_conf: c.cjdroute_conf.clone(),
                     timeout: Duration::from_millis(u64::from(c.timeout_ms)),
                 };
-                out.push(Box::new(cjdns::Cjdns::new(target, &c.interface)));
+                // What the subscriber dials is remembered next to the database, for cleaning
+                // up after a crash.
+                let ledger =
+                    std::path::PathBuf::from(format!("{}-cjdns", cfg.main.database.display()));
+                out.push(Box::new(
+                    cjdns::Cjdns::new(target, &c.interface).with_ledger(&ledger),
+                ));
             }
             other => return Err(format!("method {other} is not supported by this version")),
         }

@@ -22,9 +22,15 @@
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
 //! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
+//! - [`cjdlab`]: real cjdroute nodes in a lab (cjdns end-to-end tests, `mnigs demo --cjdns`).
+//! - [`cjdemo`]: `mnigs demo --cjdns`, the single-host demo on cjdns.
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
 
+#[cfg(feature = "demo")]
+pub mod cjdemo;
+#[cfg(feature = "demo")]
+pub mod cjdlab;
 pub mod cli;
 pub mod config;
 pub mod daemon;
