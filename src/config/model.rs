@@ -148,6 +148,10 @@ pub struct MainConfig {
     pub database: PathBuf,
     /// Networks allowed to call the local control methods (`list authorized_network`).
     pub authorized_network: Vec<Prefix>,
+    /// Names the owner reaches the page by besides the node's addresses and `localhost`
+    /// (`list hostname`, lower case); a request naming any other host is refused for everything
+    /// but the mesh methods (DNS rebinding, see [`crate::rpc::guard`]).
+    pub hostname: Vec<String>,
     /// One of [`LOG_LEVELS`] (`option log_level`).
     pub log_level: String,
     /// What callers outside `authorized_network` get from the built-in page (`option web`:
@@ -189,6 +193,7 @@ impl Default for MainConfig {
                     len: 128,
                 },
             ],
+            hostname: Vec::new(),
             log_level: "info".into(),
             web: crate::web::Access::Off,
             persist_path: None,
@@ -757,6 +762,7 @@ impl<'f> Builder<'f> {
             &mut m.authorized_network,
             validate::prefix,
         );
+        r.list("hostname", &mut m.hostname, validate::host_name);
         r.single("log_level", &mut m.log_level, one_of(LOG_LEVELS));
         r.single("web", &mut m.web, crate::web::Access::parse);
         r.single("persist_path", &mut m.persist_path, |v| {
