@@ -213,6 +213,9 @@ pub struct GatewayConfig {
     pub enabled: bool,
     /// Most subscribers served at once (`option max_subscribers`).
     pub max_subscribers: u32,
+    /// Most sessions one source may hold: one IPv4 address, or one IPv6 /64, since a host
+    /// usually owns a whole /64 (`option max_sessions_per_source`).
+    pub max_sessions_per_source: u32,
     /// Lease length offered to subscribers (`option lease_seconds`).
     pub lease_seconds: u32,
     /// Interface (or UCI network) towards the Internet (`option wan_interface`).
@@ -248,6 +251,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             enabled: false,
             max_subscribers: 10,
+            max_sessions_per_source: 4,
             lease_seconds: 300,
             wan_interface: "wan".into(),
             ipv4_pool: Prefix {
@@ -799,6 +803,11 @@ impl<'f> Builder<'f> {
         let mut r = self.reader(s, label);
         r.single("enabled", &mut g.enabled, boolean);
         r.single("max_subscribers", &mut g.max_subscribers, number(1, 65535));
+        r.single(
+            "max_sessions_per_source",
+            &mut g.max_sessions_per_source,
+            number(1, 65535),
+        );
         r.single("lease_seconds", &mut g.lease_seconds, number(5, 86400));
         r.single(
             "wan_interface",
