@@ -2,8 +2,13 @@
 // tests/web_browser.rs inside a node's network namespace:
 //   node page.mjs full     URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS TUNNEL_IFNAME
 //   node page.mjs readonly URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS
+//   node page.mjs crosssite URL OUTDIR
+// (crosssite: serves an attacker's page on another port of 127.0.0.1 — another origin — whose
+// script sends the node's actions the ways a page may without asking: no-cors fetches with a
+// text/plain body, a text/plain form post; and a JSON fetch, which needs a preflight.)
 // Prints one line per step; exits non-zero (with the reason on stderr) when the page misbehaves.
 import { chromium } from 'playwright-core';
+import http from 'node:http';
 
 const [mode, url, outdir, gwName, gwAddr, tunnel] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -98,6 +103,57 @@ async function readonly(page) {
   }
 }
 
+// The attacker's page: its script reports, per attempt, whether the request went out and was
+// answered (an opaque response) or failed, in document.title as JSON.
+function attackerPage(node) {
+  const target = node + 'jsonrpc';
+  return `<!doctype html><html><body><iframe name="sink"></iframe>
+<form id="f" method="POST" action="${target}" enctype="text/plain" target="sink">
+<input name='{"jsonrpc":"2.0","id":9,"method":"disconnect","params":{},"pad":"' value='"}'></form>
+<script>
+(async () => {
+  const out = {};
+  const calls = [['disconnect', {}], ['connect', { address: '127.0.0.9' }], ['scan', {}]];
+  for (const [m, p] of calls) {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: m, params: p });
+    try {
+      const r = await fetch('${target}', { method: 'POST', mode: 'no-cors', headers: { 'Content-Type': 'text/plain' }, body });
+      out['nocors-' + m] = r.type;
+    } catch (e) { out['nocors-' + m] = 'failed: ' + e.message; }
+    try {
+      const r = await fetch('${target}', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+      out['json-' + m] = 'answered ' + r.status;
+    } catch (e) { out['json-' + m] = 'failed'; }
+  }
+  document.getElementById('f').submit();
+  await new Promise((r) => setTimeout(r, 1500));
+  document.title = JSON.stringify(out);
+})();
+</script></body></html>`;
+}
+
+async function crosssite(page) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end(attackerPage(url));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const evil = 'http://127.0.0.1:' + server.address().port + '/';
+  const seen = [];
+  page.on('request', (r) => { if (r.url().startsWith(url)) seen.push(r.method() + ' ' + r.url()); });
+  await page.goto(evil);
+  await page.waitForFunction(() => document.title.startsWith('{'), null, { timeout: STEP_MS });
+  const out = JSON.parse(await page.title());
+  console.log('attacker page at ' + evil + ' sent: ' + JSON.stringify(out));
+  console.log('requests to the node: ' + JSON.stringify(seen));
+  for (const m of ['disconnect', 'connect', 'scan']) {
+    check(out['nocors-' + m] === 'opaque', 'no-cors text/plain ' + m + ' reached the node and was answered');
+    check(out['json-' + m] === 'failed', 'JSON ' + m + ' from another origin is stopped by the browser (no CORS)');
+  }
+  check(seen.some((r) => r.startsWith('POST')), 'the node received the cross-site POSTs');
+  server.close();
+}
+
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
@@ -110,8 +166,8 @@ const external = [];
 page.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin)) external.push(r.url()); });
 page.on('pageerror', (e) => { console.error('page error: ' + e.message); failed = true; });
 try {
-  await (mode === 'full' ? full(page) : readonly(page));
-  check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
+  await ({ full, readonly, crosssite }[mode])(page);
+  if (mode !== 'crosssite') check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
   check(!failed, 'no JavaScript errors');
 } catch (e) {
   console.error(e.stack || String(e));
