@@ -69,6 +69,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.name, "main.name");
     live!(main.log_level, "main.log_level");
     live!(main.authorized_network, "main.authorized_network");
+    live!(main.hostname, "main.hostname");
     live!(main.persist_interval, "main.persist_interval");
     live!(main.web, "main.web");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
