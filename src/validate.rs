@@ -261,10 +261,14 @@ pub fn path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a DNS name the owner reaches the node by (`list hostname`): labels of `A-Z a-z 0-9 -`
-/// (not starting or ending with `-`, at most 63 characters) joined by dots, at most 253
-/// characters, not an IP address; returned in lower case without a trailing dot.
+/// Checks a name the owner reaches the node by (`list hostname`): a DNS name — labels of
+/// `A-Z a-z 0-9 -` (not starting or ending with `-`, at most 63 characters) joined by dots, at
+/// most 253 characters — returned in lower case without a trailing dot; or an IP address that is
+/// not the node's own (a port forward's), returned in its canonical form.
 pub fn host_name(s: &str) -> Result<String, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ip.to_string());
+    }
     let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
     let label_ok = |l: &str| {
         (1..=63).contains(&l.len())
@@ -276,7 +280,7 @@ pub fn host_name(s: &str) -> Result<String, String> {
         Ok(name)
     } else {
         Err(format!(
-            "must be a DNS name (labels of A-Z a-z 0-9 - joined by dots; addresses need no entry), got {}",
+            "must be a DNS name (labels of A-Z a-z 0-9 - joined by dots) or an IP address, got {}",
             quoted(s)
         ))
     }
@@ -579,12 +583,13 @@ mod tests {
     fn host_names_for_list_hostname() {
         assert_eq!(host_name("Router.LAN.").unwrap(), "router.lan");
         assert_eq!(host_name("gw-1").unwrap(), "gw-1");
+        assert_eq!(host_name("FD77:0::3").unwrap(), "fd77::3");
         for bad in [
             "",
             "a..b",
             "-a",
             "a-",
-            "10.0.0.1",
+            "[::1]",
             "a b",
             "a_b",
             "a/b",

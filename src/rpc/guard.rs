@@ -4,7 +4,8 @@
 //!
 //! - Mesh protocol methods ([`MESH_METHODS`]) are called by other nodes by address: no rule here.
 //! - Every other method and the page need a `Host` that is this node ([`host_allowed`]): an IP
-//!   literal of the address the connection came in on, `localhost`, or a name the owner lists
+//!   literal of the address the connection came in on, `localhost`, or a name (or a port
+//!   forward's address) the owner lists
 //!   (`list hostname`). A rebound name (`evil.example` resolving to the node) is refused, so a
 //!   page on that name can neither read the node's state nor fetch the page's token.
 //! - A present `Origin` must be the node itself (`http://` plus the `Host` the request names).
@@ -103,9 +104,12 @@ pub fn host_allowed(host: Option<&str>, site: &Site<'_>) -> Result<(), Refused> 
     let Some(raw) = host else { return Ok(()) };
     let name = host_name(raw);
     let ok = match name.parse::<IpAddr>() {
-        Ok(ip) => site
-            .local
-            .is_some_and(|l| super::server::canonical(l) == super::server::canonical(ip)),
+        Ok(ip) => {
+            let ip = super::server::canonical(ip);
+            site.local
+                .is_some_and(|l| super::server::canonical(l) == ip)
+                || site.hostnames.contains(&ip.to_string())
+        }
         Err(_) => name == "localhost" || site.hostnames.contains(&name),
     };
     if ok {
@@ -370,6 +374,13 @@ mod tests {
         };
         assert!(host_allowed(Some("[fd77::3]:65533"), &s).is_ok());
         assert!(host_allowed(Some("[fd77::4]:65533"), &s).is_err());
+        let forwarded = vec!["203.0.113.5".to_string()];
+        let s = Site {
+            hostnames: &forwarded,
+            ..s
+        };
+        assert!(host_allowed(Some("203.0.113.5:8080"), &s).is_ok());
+        assert!(host_allowed(Some("203.0.113.6:8080"), &s).is_err());
         let mapped = Site {
             local: Some("::ffff:10.0.0.1".parse().unwrap()),
             hostnames: &names,
