@@ -1,7 +1,7 @@
 //! The built-in page in a real browser (Debian's chromium, driven by playwright-core from
 //! tests/browser/page.mjs) against the demo topology: chromium runs inside the subscriber's
 //! namespace and uses the page on its loopback (full control; first a page of another origin tries
-//! the actions cross-site and changes nothing), then inside the relay's namespace
+//! the actions cross-site, and a DNS-rebound page reads and does nothing), then inside the relay's namespace
 //! against the subscriber's mesh address (outside authorized_network: read only, actions refused).
 //! Screenshots go to target/browser/. Gated like the other end-to-end tests, plus chromium, node
 //! and `npm ci` in tests/browser (`.ci/deps` installs them).
@@ -151,6 +151,13 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     println!("{log}");
     assert!(
         log.contains("ok   the node received the cross-site POSTs"),
+        "{log}"
+    );
+    // DNS rebinding: the attacker's name resolves to the node after its page loaded.
+    let log = drive(&s, Node::Sub, &["rebind", "http://127.0.0.1:65533/", &out]);
+    println!("{log}");
+    assert!(
+        log.contains("ok   disconnect refused to the rebound name"),
         "{log}"
     );
     let st = s.status(Node::Sub).expect("status");

@@ -3,9 +3,12 @@
 //   node page.mjs full     URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS TUNNEL_IFNAME
 //   node page.mjs readonly URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS
 //   node page.mjs crosssite URL OUTDIR
+//   node page.mjs rebind    URL OUTDIR
 // (crosssite: serves an attacker's page on another port of 127.0.0.1 — another origin — whose
 // script sends the node's actions the ways a page may without asking: no-cors fetches with a
-// text/plain body, a text/plain form post; and a JSON fetch, which needs a preflight.)
+// text/plain body, a text/plain form post; and a JSON fetch, which needs a preflight.
+// rebind: DNS rebinding — chromium resolves evil.example to the node; the attacker's page is
+// served for http://evil.example:PORT/ first, then its same-origin script reaches the node.)
 // Prints one line per step; exits non-zero (with the reason on stderr) when the page misbehaves.
 import { chromium } from 'playwright-core';
 import http from 'node:http';
@@ -154,11 +157,44 @@ async function crosssite(page) {
   server.close();
 }
 
+async function rebind(page) {
+  const node = new URL(url);
+  const evil = 'http://evil.example:' + node.port + '/';
+  // The attacker's server answers the first load; from then on the name is the node's.
+  await page.route(evil, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>evil</title>' }));
+  await page.goto(evil);
+  await page.unroute(evil);
+  const out = await page.evaluate(async () => {
+    const res = {};
+    const post = (m) => fetch('/jsonrpc', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: m, params: {} }) });
+    try {
+      let r = await post('status');
+      res.status = r.status + ' ' + (await r.text()).slice(0, 120);
+      r = await fetch('/');
+      const html = await r.text();
+      res.page = r.status;
+      res.token = /mnigs-token" content="[0-9a-f]+"/.test(html);
+      r = await post('disconnect');
+      res.disconnect = r.status + ' ' + (await r.text()).slice(0, 120);
+    } catch (e) { res.error = String(e); }
+    return res;
+  });
+  console.log('rebound page at ' + evil + ' got: ' + JSON.stringify(out));
+  check(!out.error, 'the rebound page reached the node (' + (out.error || 'no browser block') + ')');
+  check(out.status.startsWith('403') && !out.status.includes('"result"'), 'status refused to the rebound name');
+  check(out.page === 403 && !out.token, 'the page (and its token) refused to the rebound name');
+  check(out.disconnect.startsWith('403'), 'disconnect refused to the rebound name');
+}
+
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
+    '--disable-component-update', '--disable-sync',
+    // Private Network Access would stop this fetch in chromium; other browsers (and older
+    // chromium) have no such check, so the node must refuse it itself.
+    ...(mode === 'rebind' ? ['--host-resolver-rules=MAP evil.example 127.0.0.1',
+      '--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks'] : [])],
 });
 let failed = false;
 const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
@@ -166,8 +202,8 @@ const external = [];
 page.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin)) external.push(r.url()); });
 page.on('pageerror', (e) => { console.error('page error: ' + e.message); failed = true; });
 try {
-  await ({ full, readonly, crosssite }[mode])(page);
-  if (mode !== 'crosssite') check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
+  await ({ full, readonly, crosssite, rebind }[mode])(page);
+  if (mode === 'full' || mode === 'readonly') check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
   check(!failed, 'no JavaScript errors');
 } catch (e) {
   console.error(e.stack || String(e));
