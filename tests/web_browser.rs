@@ -1,7 +1,7 @@
 //! The built-in page in a real browser (Debian's chromium, driven by playwright-core from
 //! tests/browser/page.mjs) against the demo topology: chromium runs inside the subscriber's
 //! namespace and uses the page on its loopback (full control; first a page of another origin tries
-//! the actions cross-site, and a DNS-rebound page reads and does nothing), then inside the relay's namespace
+//! the actions cross-site, and a DNS-rebound page can neither read nor act), then inside the relay's namespace
 //! against the subscriber's mesh address (outside authorized_network: read only, actions refused).
 //! Screenshots go to target/browser/. Gated like the other end-to-end tests, plus chromium, node
 //! and `npm ci` in tests/browser (`.ci/deps` installs them).
