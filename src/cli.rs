@@ -291,7 +291,7 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
     } else {
         Duration::from_secs(5)
     };
-    let (message, code) = match client::call(addr, method, params, timeout) {
+    let (message, code) = match client::call_local(addr, method, params, timeout) {
         Ok(v) => {
             let failed = v.get("success") == Some(&Value::Bool(false));
             if as_json {

@@ -148,6 +148,10 @@ pub struct MainConfig {
     pub database: PathBuf,
     /// Networks allowed to call the local control methods (`list authorized_network`).
     pub authorized_network: Vec<Prefix>,
+    /// Names the owner reaches the page by besides the node's addresses and `localhost`
+    /// (`list hostname`, lower case); a request naming any other host is refused for everything
+    /// but the mesh methods (DNS rebinding, see [`crate::rpc::guard`]).
+    pub hostname: Vec<String>,
     /// One of [`LOG_LEVELS`] (`option log_level`).
     pub log_level: String,
     /// What callers outside `authorized_network` get from the built-in page (`option web`:
@@ -189,6 +193,7 @@ impl Default for MainConfig {
                     len: 128,
                 },
             ],
+            hostname: Vec::new(),
             log_level: "info".into(),
             web: crate::web::Access::Off,
             persist_path: None,
@@ -208,6 +213,9 @@ pub struct GatewayConfig {
     pub enabled: bool,
     /// Most subscribers served at once (`option max_subscribers`).
     pub max_subscribers: u32,
+    /// Most sessions one source may hold: one IPv4 address, or one IPv6 /64, since a host
+    /// usually owns a whole /64 (`option max_sessions_per_source`).
+    pub max_sessions_per_source: u32,
     /// Lease length offered to subscribers (`option lease_seconds`).
     pub lease_seconds: u32,
     /// Interface (or UCI network) towards the Internet (`option wan_interface`).
@@ -243,6 +251,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             enabled: false,
             max_subscribers: 10,
+            max_sessions_per_source: 4,
             lease_seconds: 300,
             wan_interface: "wan".into(),
             ipv4_pool: Prefix {
@@ -757,6 +766,7 @@ impl<'f> Builder<'f> {
             &mut m.authorized_network,
             validate::prefix,
         );
+        r.list("hostname", &mut m.hostname, validate::host_name);
         r.single("log_level", &mut m.log_level, one_of(LOG_LEVELS));
         r.single("web", &mut m.web, crate::web::Access::parse);
         r.single("persist_path", &mut m.persist_path, |v| {
@@ -793,6 +803,11 @@ impl<'f> Builder<'f> {
         let mut r = self.reader(s, label);
         r.single("enabled", &mut g.enabled, boolean);
         r.single("max_subscribers", &mut g.max_subscribers, number(1, 65535));
+        r.single(
+            "max_sessions_per_source",
+            &mut g.max_sessions_per_source,
+            number(1, 65535),
+        );
         r.single("lease_seconds", &mut g.lease_seconds, number(5, 86400));
         r.single(
             "wan_interface",

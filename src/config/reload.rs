@@ -69,9 +69,14 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.name, "main.name");
     live!(main.log_level, "main.log_level");
     live!(main.authorized_network, "main.authorized_network");
+    live!(main.hostname, "main.hostname");
     live!(main.persist_interval, "main.persist_interval");
     live!(main.web, "main.web");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
+    live!(
+        gateway.max_sessions_per_source,
+        "gateway.max_sessions_per_source"
+    );
     live!(gateway.lease_seconds, "gateway.lease_seconds");
     live!(gateway.keep_sessions, "gateway.keep_sessions");
     live!(gateway.price, "gateway.price");

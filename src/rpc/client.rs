@@ -38,9 +38,23 @@ impl std::error::Error for ClientError {}
 
 /// The bytes of an HTTP request carrying one JSON-RPC call.
 pub fn encode(addr: SocketAddr, method: &str, params: Value) -> Vec<u8> {
+    encode_with_token(addr, method, params, None)
+}
+
+/// Like [`encode`], with the page token the node asks for on its action methods
+/// ([`crate::rpc::guard`]).
+pub fn encode_with_token(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    token: Option<&str>,
+) -> Vec<u8> {
     let body = Request::encode(1, method, params);
+    let token = token.map_or(String::new(), |t| {
+        format!("{}: {t}\r\n", crate::rpc::guard::TOKEN_HEADER)
+    });
     let mut out = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{token}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -94,6 +108,38 @@ pub fn call(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
+    let request = encode(addr, method, params);
+    exchange(addr, &request, timeout)
+}
+
+/// Calls a local control method as the node's owner: for an action method the page token is
+/// taken from the node's page first, as the page itself has it (the CLI and, through it, LuCI).
+pub fn call_local(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    if crate::rpc::guard::kind(method) != crate::rpc::guard::Kind::Action {
+        return call(addr, method, params, timeout);
+    }
+    let page = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let raw = fetch(addr, page.as_bytes(), timeout)?;
+    let html = String::from_utf8_lossy(&raw);
+    // No token (a caller who may not act): the call itself then gets the node's reason.
+    let token = crate::rpc::guard::token_in_page(&html);
+    let request = encode_with_token(addr, method, params, token.as_deref());
+    exchange(addr, &request, timeout)
+}
+
+/// Sends `request` and decodes the JSON-RPC answer.
+fn exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Value, ClientError> {
+    let raw = fetch(addr, request, timeout)?;
+    decode(addr, &raw)
+}
+
+/// Sends `request` and reads the whole answer, within `timeout` in all.
+fn fetch(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
     let deadline = std::time::Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout(addr),
@@ -111,16 +157,14 @@ pub fn call(
     stream
         .set_write_timeout(Some(left(())))
         .map_err(timed_out)?;
-    stream
-        .write_all(&encode(addr, method, params))
-        .map_err(timed_out)?;
+    stream.write_all(request).map_err(timed_out)?;
     stream.set_read_timeout(Some(left(()))).map_err(timed_out)?;
     let mut raw = Vec::new();
     stream
         .take(MAX_ANSWER as u64)
         .read_to_end(&mut raw)
         .map_err(timed_out)?;
-    decode(addr, &raw)
+    Ok(raw)
 }
 
 /// Async [`call`], for use inside a smol executor.
