@@ -213,6 +213,9 @@ return view.extend({
 		o = add(s, 'rpc', form.DynamicList, 'authorized_network', _('Authorized networks'),
 			_('Callers from these networks may control the node (scan, connect, disconnect).'));
 		o.datatype = 'cidr';
+		o = add(s, 'rpc', form.DynamicList, 'hostname', _('Host names'),
+			_('Names (or a port forward\'s address) the page is reached by; other names are refused (DNS rebinding).'));
+		o.datatype = 'or(hostname,ipaddr)';
 		o = add(s, 'rpc', form.Value, 'rate_limit', _('Requests per second'), _('Per source address (IPv6: per /64); 0 = no limit.'));
 		o.datatype = 'range(0,100000)';
 		o.placeholder = '20';
@@ -250,6 +253,10 @@ return view.extend({
 		o = add(s, 'general', form.Value, 'max_subscribers', _('Maximum subscribers'));
 		o.datatype = 'range(1,65535)';
 		o.placeholder = '10';
+		o = add(s, 'general', form.Value, 'max_sessions_per_source', _('Sessions per source'),
+			_('Sessions one IPv4 address or IPv6 /64 may hold.'));
+		o.datatype = 'range(1,65535)';
+		o.placeholder = '4';
 		o = add(s, 'general', form.Value, 'lease_seconds', _('Lease length'), _('Seconds; subscribers renew a third of the way through.'));
 		o.datatype = 'range(5,86400)';
 		o.placeholder = '300';
