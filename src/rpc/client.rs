@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Largest answer read.
-const MAX_ANSWER: usize = 1024 * 1024;
+/// Largest answer [`call`] reads (the local control calls: `listGateways`, `scan`).
+pub const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -94,6 +94,30 @@ pub fn call(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
+    call_bounded(addr, method, params, timeout, MAX_ANSWER)
+}
+
+/// The answer read so far, or an error if it is longer than `max` bytes: a node that answers
+/// more than it could mean is refused without holding more than `max + 1` bytes.
+fn within(addr: SocketAddr, raw: Vec<u8>, max: usize) -> Result<Vec<u8>, ClientError> {
+    if raw.len() > max {
+        Err(ClientError::BadAnswer(
+            addr,
+            format!("answer longer than {max} bytes"),
+        ))
+    } else {
+        Ok(raw)
+    }
+}
+
+/// [`call`], refusing answers longer than `max` bytes (calls to other nodes).
+pub fn call_bounded(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+    max: usize,
+) -> Result<Value, ClientError> {
     let deadline = std::time::Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout(addr),
@@ -117,18 +141,19 @@ pub fn call(
     stream.set_read_timeout(Some(left(()))).map_err(timed_out)?;
     let mut raw = Vec::new();
     stream
-        .take(MAX_ANSWER as u64)
+        .take(max as u64 + 1)
         .read_to_end(&mut raw)
         .map_err(timed_out)?;
-    decode(addr, &raw)
+    decode(addr, &within(addr, raw, max)?)
 }
 
-/// Async [`call`], for use inside a smol executor.
+/// Async [`call_bounded`], for use inside a smol executor.
 pub async fn call_async(
     addr: SocketAddr,
     method: &str,
     params: Value,
     timeout: Duration,
+    max: usize,
 ) -> Result<Value, ClientError> {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
@@ -141,11 +166,11 @@ pub async fn call_async(
             .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
         let mut raw = Vec::new();
         (&mut stream)
-            .take(MAX_ANSWER as u64)
+            .take(max as u64 + 1)
             .read_to_end(&mut raw)
             .await
             .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
-        decode(addr, &raw)
+        decode(addr, &within(addr, raw, max)?)
     };
     smol::future::or(exchange, async {
         smol::Timer::after(timeout).await;

@@ -16,6 +16,7 @@
 
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
+use super::trust;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::gateway::service::now;
@@ -937,8 +938,13 @@ impl Supervisor {
             self.forget_connection();
             return;
         };
+        if let Err(why) = self.check_grant(&grant, &grant.method.clone()) {
+            log::warn(&format!("saved session not resumed: {why}"));
+            self.forget_connection();
+            return;
+        }
         let gateway = SocketAddr::new(ip, saved.gateway_port);
-        match client::call(
+        match call_gateway(
             gateway,
             "renewConnection",
             json!({"sid": grant.sid}),
@@ -1000,8 +1006,18 @@ impl Supervisor {
     /// `connect(address, port?, method?)` from the control RPC.
     fn connect_to(&mut self, address: IpAddr, port: u16, method: Option<String>) -> Value {
         let gateway = SocketAddr::new(address, port);
-        let info = match client::call(gateway, "nodeInfo", json!({}), CALL_TIMEOUT) {
-            Ok(v) => match serde_json::from_value::<NodeInfo>(v) {
+        let answer = client::call_bounded(
+            gateway,
+            "nodeInfo",
+            json!({}),
+            CALL_TIMEOUT,
+            trust::MAX_NODE_INFO,
+        );
+        let info = match answer {
+            Ok(v) => match serde_json::from_value::<NodeInfo>(v)
+                .map_err(|e| e.to_string())
+                .and_then(trust::check_node_info)
+            {
                 Ok(info) => info,
                 Err(e) => {
                     return failure(format!("{gateway} answered nodeInfo with nonsense: {e}"));
@@ -1114,6 +1130,20 @@ impl Supervisor {
         let _ = policy::flush_table(self.slots[slot].table);
     }
 
+    /// A grant's types, then where its addresses would land: inside `grant_allow`, clear of our
+    /// addresses and of every prefix we route except those of our own live tunnels.
+    fn check_grant(&self, grant: &Grant, method: &str) -> Result<(), String> {
+        let addresses = trust::check_grant(grant, method)?;
+        let ours: Vec<String> = self.links().map(|(_, l)| l.interface.clone()).collect();
+        let local = crate::sys::net::local_prefixes(&ours)
+            .map_err(|e| format!("cannot read this node's addresses and routes: {e}"))?;
+        trust::check_grant_placement(
+            &addresses,
+            &self.cfg.subscriber.grant_allow,
+            &trust::Local { prefixes: local },
+        )
+    }
+
     /// `requestConnection` at the gateway, then the tunnel in slot `slot`.
     fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), RegisterError> {
         let options = self.method_mut(slot, method)?.request_options();
@@ -1129,15 +1159,27 @@ impl Supervisor {
             method: method.to_string(),
             options,
         };
-        let answer = client::call(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
+        let answer = call_gateway(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
             .map_err(|e| RegisterError {
                 unreachable: matches!(e, client::ClientError::Connect(..)),
                 msg: e.to_string(),
             })?;
         let grant = match outcome::<Grant>(answer).map_err(|e| e.to_string())? {
             Ok(g) => g,
-            Err(Failure { error_msg, .. }) => return Err(format!("refused: {error_msg}").into()),
+            Err(Failure { error_msg, .. }) => {
+                return Err(format!("refused: {}", crate::validate::quoted(&error_msg)).into());
+            }
         };
+        if let Err(why) = self.check_grant(&grant, method) {
+            // Not ours to use: give the lease back, and count it against the gateway.
+            let _ = call_gateway(
+                gateway,
+                "releaseConnection",
+                json!({"sid": grant.sid}),
+                CALL_TIMEOUT,
+            );
+            return Err(format!("unacceptable grant: {why}").into());
+        }
         log::info(&format!(
             "registered with {} at {gateway}: {} {}/{}",
             a.info.name, grant.method, grant.ipv4, grant.cidr4
@@ -1152,7 +1194,7 @@ impl Supervisor {
             Ok(i) => i,
             Err(e) => {
                 self.disconnect_slot(slot);
-                let _ = client::call(
+                let _ = call_gateway(
                     gateway,
                     "releaseConnection",
                     json!({"sid": grant.sid}),
@@ -1267,7 +1309,7 @@ impl Supervisor {
         let Some(c) = &mut self.slots[slot].link else {
             return;
         };
-        let result = client::call(
+        let result = call_gateway(
             c.gateway,
             "renewConnection",
             json!({"sid": c.grant.sid}),
@@ -1287,7 +1329,11 @@ impl Supervisor {
                 }
             }
             Ok(Ok(Err(f))) => {
-                let why = format!("gateway {} refused renewal: {}", c.name, f.error_msg);
+                let why = format!(
+                    "gateway {} refused renewal: {}",
+                    c.name,
+                    crate::validate::quoted(&f.error_msg)
+                );
                 self.link_failed(slot, why, false);
             }
             other => {
@@ -1314,7 +1360,7 @@ impl Supervisor {
     fn release_slot(&mut self, i: usize, why: &str) {
         if let Some(c) = self.slots[i].link.take() {
             log::info(&format!("leaving {}: {why}", c.name));
-            let _ = client::call(
+            let _ = call_gateway(
                 c.gateway,
                 "releaseConnection",
                 json!({"sid": c.grant.sid}),
@@ -1335,7 +1381,7 @@ impl Supervisor {
     fn release_slot_async(&mut self, i: usize) {
         if let Some(c) = self.slots[i].link.take() {
             std::thread::spawn(move || {
-                let _ = client::call(
+                let _ = call_gateway(
                     c.gateway,
                     "releaseConnection",
                     json!({"sid": c.grant.sid}),
@@ -1475,6 +1521,16 @@ fn scan(cfg: &Config, scanner: &Scanner, remembered: &[Candidate]) -> Option<Vec
             None
         }
     }
+}
+
+/// A call to a gateway: its answer is bounded by [`trust::MAX_GRANT`].
+fn call_gateway(
+    at: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    client::call_bounded(at, method, params, timeout, trust::MAX_GRANT)
 }
 
 fn failure(msg: String) -> Value {
