@@ -43,6 +43,9 @@ const RETRY: Duration = Duration::from_secs(5);
 const IDLE_RETRY: Duration = Duration::from_secs(2);
 /// Gateways we have held a lease with, asked again at every scan even if discovery misses them.
 const REMEMBERED: usize = 16;
+/// Gateways kept in the store at most (the most recently seen): with `nodeInfo` answers capped
+/// at [`trust::MAX_NODE_INFO`], the table stays under a few MB whatever a mesh announces.
+const MAX_STORED_GATEWAYS: usize = 256;
 /// Probe failures right after a tunnel came up do not count (handshake time).
 const GRACE: Duration = Duration::from_millis(1000);
 /// How often a gateway's quality summary is written to the store.
@@ -497,6 +500,9 @@ impl Supervisor {
                 if let Err(e) = store.upsert_gateway(&row) {
                     log::warn(&format!("cannot store gateway: {e}"));
                 }
+            }
+            if let Err(e) = store.trim_gateways(MAX_STORED_GATEWAYS) {
+                log::warn(&format!("cannot trim the stored gateways: {e}"));
             }
         }
         let answered: Vec<String> = found.iter().map(|a| a.info.name.clone()).collect();
