@@ -88,6 +88,11 @@ struct Link {
 }
 
 impl Link {
+    /// The gateway's identity ([`select::id`]): the mesh address we reach it at.
+    fn id(&self) -> String {
+        self.gateway.ip().to_string()
+    }
+
     /// The hook variables describing this session.
     fn env(&self) -> HookEnv {
         session_env(&self.name, self.gateway, &self.grant, Some(&self.interface))
@@ -119,7 +124,9 @@ pub struct Supervisor {
     state: &'static str,
     last_error: Option<String>,
     answers: Vec<Answer>,
+    /// Per gateway identity ([`select::id`]), never per name.
     history: HashMap<String, History>,
+    /// Probe windows per gateway identity.
     records: HashMap<String, Record>,
     saved: HashMap<String, Instant>,
     policy: Policy,
@@ -353,7 +360,14 @@ impl Supervisor {
         let unwanted: Vec<(usize, String)> = self
             .links()
             .filter_map(|(i, l)| {
-                if self.cfg.subscriber.exclude.contains(&l.name) {
+                let id = l.id();
+                if self
+                    .cfg
+                    .subscriber
+                    .exclude
+                    .iter()
+                    .any(|e| *e == l.name || *e == id)
+                {
                     return Some((i, "it is excluded now".to_string()));
                 }
                 let price = rows
@@ -505,14 +519,14 @@ impl Supervisor {
                 log::warn(&format!("cannot trim the stored gateways: {e}"));
             }
         }
-        let answered: Vec<String> = found.iter().map(|a| a.info.name.clone()).collect();
-        for (name, h) in self.history.iter_mut() {
-            if !answered.contains(name) {
+        let answered: Vec<String> = found.iter().map(select::id).collect();
+        for (id, h) in self.history.iter_mut() {
+            if !answered.contains(id) {
                 h.stable_since_ms = None;
             }
         }
         for a in &found {
-            let h = self.history.entry(a.info.name.clone()).or_default();
+            let h = self.history.entry(select::id(a)).or_default();
             if a.info.uplink.healthy {
                 // Answering again: no longer down (its back-off still applies).
                 h.down = false;
@@ -527,7 +541,7 @@ impl Supervisor {
             .filter(|(_, l)| {
                 self.answers
                     .iter()
-                    .any(|a| a.info.name == l.name && !a.info.uplink.healthy)
+                    .any(|a| select::id(a) == l.id() && !a.info.uplink.healthy)
             })
             .map(|(i, l)| (i, l.name.clone()))
             .collect();
@@ -566,7 +580,8 @@ impl Supervisor {
         // A gateway we hold a lease with counts us among its subscribers; without taking us out
         // it would look busier (or full) than the others just because we use it, and we would
         // keep moving between equal gateways.
-        let ours: Vec<&str> = self.links().map(|(_, l)| l.name.as_str()).collect();
+        let ours: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
+        let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
         let answers = select::without_us(&self.answers, &ours);
         rank(
             &answers,
@@ -602,10 +617,10 @@ impl Supervisor {
             if let Some(i) = self.active {
                 self.link_failed(i, "still down, and another gateway is usable".into(), false);
             }
-        } else if let Some(current) = self.active_link().map(|l| l.name.clone()) {
+        } else if let Some(current) = self.active_link().map(Link::id) {
             let score = ranked
                 .iter()
-                .find(|c| c.answer.info.name == current)
+                .find(|c| select::id(&c.answer) == current)
                 .map(|c| c.score);
             if let Some(score) = score {
                 let d = select::decide(
@@ -626,9 +641,9 @@ impl Supervisor {
     /// Registers with the first choice (from `ranked[from..]`) that works, into the active slot
     /// (slot 0 in cold mode, else any free slot).
     fn connect_first(&mut self, ranked: &[select::Choice], from: usize) -> bool {
-        let busy: Vec<String> = self.links().map(|(_, l)| l.name.clone()).collect();
+        let busy: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
         for choice in ranked.iter().skip(from) {
-            if busy.contains(&choice.answer.info.name) {
+            if busy.contains(&select::id(&choice.answer)) {
                 continue;
             }
             let Some(slot) = self.free_slot() else {
@@ -659,9 +674,14 @@ impl Supervisor {
             return;
         }
         let ranked = self.ranked();
-        let busy: Vec<String> = self.links().map(|(_, l)| l.name.clone()).collect();
+        // Not the gateway in use, nor (most likely the same node) another address by its name.
+        let busy: Vec<(String, String)> = self
+            .links()
+            .map(|(_, l)| (l.id(), l.name.clone()))
+            .collect();
         for choice in ranked {
-            if busy.contains(&choice.answer.info.name) {
+            let (id, name) = (select::id(&choice.answer), &choice.answer.info.name);
+            if busy.iter().any(|(i, n)| *i == id || n == name) {
                 continue;
             }
             let Some(slot) = self.free_slot() else { return };
@@ -682,9 +702,13 @@ impl Supervisor {
         let Some(old) = self.active else { return };
         let from = self.slots[old].link.as_ref().map(|l| l.name.clone());
         let target = choice.answer.info.name.clone();
-        log::info(&format!("moving to {target}: {why}"));
+        let target_id = select::id(&choice.answer);
+        log::info(&format!("moving to {target} at {target_id}: {why}"));
         if self.hot() {
-            let standby = self.links().find(|(_, l)| l.name == target).map(|(i, _)| i);
+            let standby = self
+                .links()
+                .find(|(_, l)| l.id() == target_id)
+                .map(|(i, _)| i);
             let slot = match standby {
                 Some(i) => i,
                 None => {
@@ -760,11 +784,13 @@ impl Supervisor {
         let down_after = self.cfg.subscriber.down_after;
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
-        let links: Vec<(usize, String, String, Vec<IpAddr>, Duration)> = self
+        type Probed = (usize, String, String, String, Vec<IpAddr>, Duration);
+        let links: Vec<Probed> = self
             .links()
             .map(|(i, l)| {
                 (
                     i,
+                    l.id(),
                     l.name.clone(),
                     l.interface.clone(),
                     self.probe_targets(l),
@@ -772,33 +798,33 @@ impl Supervisor {
                 )
             })
             .collect();
-        for (i, name, ifname, targets, up_for) in links {
+        for (i, id, name, ifname, targets, up_for) in links {
             let in_grace = up_for < GRACE;
             let per_target = (interval.mul_f64(0.9) / targets.len().max(1) as u32)
                 .max(Duration::from_millis(20));
             let rtt = targets
                 .iter()
                 .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok());
-            let record = self.records.entry(name.clone()).or_default();
+            let record = self.records.entry(id.clone()).or_default();
             if rtt.is_none() && in_grace {
                 continue;
             }
             record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
             let down = record.is_down(down_after);
-            if rtt.is_some() && self.history.get(&name).is_some_and(|h| h.down) {
+            if rtt.is_some() && self.history.get(&id).is_some_and(|h| h.down) {
                 // A kept tunnel answers again: the gateway is back (its back-off still counts).
                 log::info(&format!("{name} answers again through {ifname}"));
                 let t = self.now_ms();
-                let h = self.history.entry(name.clone()).or_default();
+                let h = self.history.entry(id.clone()).or_default();
                 h.down = false;
                 h.stable_since_ms = Some(t);
                 if self.active == Some(i) {
                     self.state = "connected";
                 }
             }
-            let record = self.records.entry(name.clone()).or_default();
+            let record = self.records.entry(id.clone()).or_default();
             let summary = record.summary();
-            let h = self.history.entry(name.clone()).or_default();
+            let h = self.history.entry(id.clone()).or_default();
             h.rtt_ms = summary.rtt_ms;
             h.loss = summary.loss;
             if rtt.is_some() && !in_grace && up_for >= failures_forgiven_after {
@@ -813,16 +839,17 @@ impl Supervisor {
                 self.link_failed(i, why, true);
             } else if self
                 .saved
-                .get(&name)
+                .get(&id)
                 .is_none_or(|t| t.elapsed() >= SAVE_EVERY)
             {
-                self.save_quality(&name, None);
+                self.save_quality(&id, &name, None);
             }
         }
     }
 
-    fn save_quality(&mut self, name: &str, down_reason: Option<&str>) {
-        let Some(r) = self.records.get(name) else {
+    /// Saves the probe summary of gateway `id`; the store shows it under its `name` (a label).
+    fn save_quality(&mut self, id: &str, name: &str, down_reason: Option<&str>) {
+        let Some(r) = self.records.get(id) else {
             return;
         };
         let s = r.summary();
@@ -840,7 +867,7 @@ impl Supervisor {
         if let Err(e) = self.store.lock().expect("not poisoned").save_quality(&row) {
             log::warn(&format!("cannot save quality: {e}"));
         }
-        self.saved.insert(name.to_string(), Instant::now());
+        self.saved.insert(id.to_string(), Instant::now());
     }
 
     /// Slot `i`'s path is down: count it against the gateway, drop the tunnel and, if it carried
@@ -852,14 +879,18 @@ impl Supervisor {
     /// turns up — tearing down the only tunnel would win nothing.
     fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
         let started = Instant::now();
-        let Some(name) = self.slots[i].link.as_ref().map(|l| l.name.clone()) else {
+        let Some((id, name)) = self.slots[i]
+            .link
+            .as_ref()
+            .map(|l| (l.id(), l.name.clone()))
+        else {
             return;
         };
-        let already_down = self.history.get(&name).is_some_and(|h| h.down);
+        let already_down = self.history.get(&id).is_some_and(|h| h.down);
         if !already_down {
             self.fail(why.clone());
             let t = self.now_ms();
-            let h = self.history.entry(name.clone()).or_default();
+            let h = self.history.entry(id.clone()).or_default();
             h.down = true;
             h.failures = h.failures.saturating_add(1);
             h.last_failure_ms = Some(t);
@@ -873,7 +904,7 @@ impl Supervisor {
                     .expect("not poisoned")
                     .record_gateway_failure(&addr, port);
             }
-            self.save_quality(&name, Some(&why));
+            self.save_quality(&id, &name, Some(&why));
         }
         let was_active = self.active == Some(i);
         let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
@@ -909,7 +940,13 @@ impl Supervisor {
         self.release_slot_async(i);
         if was_active {
             if self.active.is_none() {
-                let ranked = self.ranked_or_rescue();
+                // Other addresses under the lost gateway's name are most likely the same node:
+                // tried last (only the order; their own records are untouched).
+                let (mut ranked, same): (Vec<_>, Vec<_>) = self
+                    .ranked_or_rescue()
+                    .into_iter()
+                    .partition(|c| c.answer.info.name != name);
+                ranked.extend(same);
                 self.connect_first(&ranked, 0);
             }
             self.note_failover(Some(name), why, "failover", started);
@@ -1082,7 +1119,7 @@ impl Supervisor {
                     last = format!("{} via {m}: {}", a.info.name, e.msg);
                     self.fail(last.clone());
                     let t = self.now_ms();
-                    let h = self.history.entry(a.info.name.clone()).or_default();
+                    let h = self.history.entry(select::id(a)).or_default();
                     h.failures = h.failures.saturating_add(1);
                     h.last_failure_ms = Some(t);
                     h.stable_since_ms = None;
@@ -1293,7 +1330,7 @@ impl Supervisor {
     ) {
         let now_i = Instant::now();
         let lease = Duration::from_secs(u64::from(lease.max(3)));
-        if let Some(r) = self.records.get_mut(&name) {
+        if let Some(r) = self.records.get_mut(&gateway.ip().to_string()) {
             r.restart_streak();
         }
         self.slots[slot].link = Some(Link {
@@ -1419,12 +1456,12 @@ impl Supervisor {
     fn link_json(&self, l: &Link, ranked: &[select::Choice]) -> Value {
         let score = ranked
             .iter()
-            .find(|c| c.answer.info.name == l.name)
+            .find(|c| select::id(&c.answer) == l.id())
             .map(|c| c.score);
         json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
                "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
                "score": score,
-               "quality": self.records.get(&l.name).map(Record::summary),
+               "quality": self.records.get(&l.id()).map(Record::summary),
                "leaseLeft": l.expires.saturating_duration_since(Instant::now()).as_secs()})
     }
 
@@ -1454,7 +1491,10 @@ impl Supervisor {
         }
         let ranked: Vec<Value> = ranked
             .iter()
-            .map(|c| json!({"name": c.answer.info.name, "score": c.score}))
+            .map(|c| {
+                json!({"name": c.answer.info.name, "address": select::id(&c.answer),
+                            "score": c.score})
+            })
             .collect();
         v["ranking"] = json!(ranked);
         *self.status.lock().expect("not poisoned") = v;
