@@ -375,6 +375,10 @@ impl Store {
             // A few tables of a few rows: 64 KiB of page cache instead of SQLite's 2 MiB keeps
             // the database out of the daemon's resident memory (the OS caches the file anyway).
             conn.pragma_update(None, "cache_size", -64)?;
+            // The WAL is checkpointed every 256 pages (1 MiB) and cut back to 1 MiB afterwards, so
+            // a burst of writes (a scan finding hundreds of gateways) leaves no large file behind.
+            conn.pragma_update(None, "wal_autocheckpoint", 256)?;
+            conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
             conn.pragma_update(None, "foreign_keys", "ON")
         };
         configure(&conn).context(|| format!("configuring {location}"))?;

@@ -499,7 +499,8 @@ impl Supervisor {
         let t = self.now_ms();
         {
             let store = self.store.lock().expect("not poisoned");
-            for a in &found {
+            // At most as many as are kept: writing more only to delete them would churn the file.
+            for a in found.iter().take(MAX_STORED_GATEWAYS) {
                 let row = GatewayRow {
                     address: a.candidate.address.to_string(),
                     port: a.candidate.port,
