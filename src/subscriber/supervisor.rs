@@ -1211,7 +1211,7 @@ impl Supervisor {
         let grant = match outcome::<Grant>(answer).map_err(|e| e.to_string())? {
             Ok(g) => g,
             Err(Failure { error_msg, .. }) => {
-                return Err(format!("refused: {}", crate::validate::quoted(&error_msg)).into());
+                return Err(format!("refused: {}", trust::refusal_text(&error_msg)).into());
             }
         };
         if let Err(why) = self.check_grant(&grant, method) {
@@ -1376,7 +1376,7 @@ impl Supervisor {
                 let why = format!(
                     "gateway {} refused renewal: {}",
                     c.name,
-                    crate::validate::quoted(&f.error_msg)
+                    trust::refusal_text(&f.error_msg)
                 );
                 self.link_failed(slot, why, false);
             }

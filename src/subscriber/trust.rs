@@ -84,6 +84,19 @@ pub fn check_node_info(mut info: NodeInfo) -> Result<NodeInfo, String> {
     Ok(info)
 }
 
+/// Longest part of a gateway's refusal text we keep, in characters.
+pub const MAX_REFUSAL: usize = 200;
+
+/// A gateway's `errorMsg`, fit to log and show: control characters escaped (one line, no terminal
+/// escapes), at most [`MAX_REFUSAL`] characters.
+pub fn refusal_text(s: &str) -> String {
+    let mut out: String = crate::log::escape(s).chars().take(MAX_REFUSAL).collect();
+    if s.chars().count() > MAX_REFUSAL {
+        out.push_str("...");
+    }
+    out
+}
+
 /// The node's own addresses and the prefixes it routes, which no grant may touch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Local {
@@ -310,6 +323,16 @@ mod tests {
                 .iter()
                 .all(|e| e.address.parse::<IpAddr>().is_ok())
         );
+    }
+
+    #[test]
+    fn refusals_are_one_bounded_line() {
+        assert_eq!(
+            refusal_text("full\nmnigs[1] error: x\u{1b}[2J"),
+            "full\\nmnigs[1] error: x\\u{1b}[2J"
+        );
+        let long = refusal_text(&"é".repeat(5000));
+        assert_eq!(long.chars().count(), MAX_REFUSAL + 3);
     }
 
     #[test]
