@@ -5,9 +5,9 @@
 //! fd77::/64). Each test also shows that the attack is seen when it is not stopped (a positive
 //! control), so it can fail.
 //!
-//! Items: grants (1), hook environment (3), log lines (4), bounds (5), identity (6), gossip (8).
-//! The OpenVPN pull filters (7) are unit-tested in `src/tunnel/openvpn.rs`; the built-in page's
-//! text-only rendering is checked here without root.
+//! Items: grants (1), hook environment (3), log lines (4), bounds (5), identity (6), OpenVPN
+//! pushes (7, a real mnigs gateway whose OpenVPN server pushes more than the grant), gossip (8);
+//! the built-in page's text-only rendering (2) is checked without root.
 
 use mnigs::netlab::Lab;
 use mnigs::rpc::client;
@@ -255,9 +255,11 @@ impl Bed {
             "config mnigs 'main'\n\toption name 'sub'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
              config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method 'route'\n\
              \toption scan_interval '3600'\n\toption on_register '{hook}'\n\toption on_connect '{hook}'\n{extra}\n\
-             config discovery 'd'\n\toption method 'routes'\n\toption protocol '99'\n\toption timeout_ms '800'\n\n{sections}",
+             config discovery 'd'\n\toption method 'routes'\n\toption protocol '99'\n\toption timeout_ms '800'\n\n\
+             config openvpn 'openvpn'\n\toption client_interface 'ovc'\n\toption directory '{ovpn}'\n\n{sections}",
             db = self.path("sub.db").display(),
             hook = hook.display(),
+            ovpn = self.path("sub-ovpn").display(),
         );
         std::fs::write(self.path("sub.uci"), conf).unwrap();
         let conf = self.path("sub.uci").display().to_string();
@@ -829,5 +831,120 @@ fn the_built_in_page_inserts_no_remote_html() {
     assert!(
         server.contains("web::CONTENT_SECURITY_POLICY"),
         "the page is served with it"
+    );
+}
+
+/// Item 7: an OpenVPN server that pushes an IPv6 address inside the LAN's /64 instead of the
+/// granted one (its per-client file rewritten after mnigs wrote it), plus routes to the LAN and
+/// the mesh, a redirect and timers: the subscriber takes none of it — the tun does not carry the
+/// grant, so the tunnel is refused, and the LAN and the mesh keep their routes.
+#[test]
+fn an_openvpn_server_pushes_nothing_beyond_the_grant() {
+    if !e2e_gate("an_openvpn_server_pushes_nothing_beyond_the_grant") {
+        return;
+    }
+    for p in ["openvpn", "openssl", "nft"] {
+        if !mnigs::sys::cmd::available(p) {
+            assert!(
+                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
+                "`{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
+            );
+            eprintln!("SKIPPED an_openvpn_server_pushes_nothing_beyond_the_grant: no `{p}`");
+            return;
+        }
+    }
+    let mut bed = Bed::new("mggf");
+    bed.batch(
+        "gw",
+        "link add wan0 type veth peer name wan1\nlink set wan0 up\nlink set wan1 up\n\
+         addr add 198.51.100.1/24 dev wan0\n",
+    );
+    bed.batch("sub", "route add 10.77.0.3/32 dev mesh0 proto 99\n");
+    // The gateway's openvpn: pushes of its own, and for 60 s every per-client file it is given
+    // rewritten to hand out fd50::80/121 (in the subscriber's LAN) instead of the grant.
+    let evil = bed.path("evilbin");
+    std::fs::create_dir_all(&evil).unwrap();
+    let real = ["/usr/sbin/openvpn", "/usr/bin/openvpn", "/sbin/openvpn"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("openvpn binary");
+    let ccd = bed.path("gw-ovpn/server/ccd");
+    std::fs::write(
+        evil.join("openvpn"),
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --mode server \"*)\n\
+             (for i in $(seq 1200); do for f in {ccd}/*; do [ -f \"$f\" ] && \\\n\
+             sed -i 's|^ifconfig-ipv6-push .*|ifconfig-ipv6-push fd50::80/121 fd50::1|' \"$f\"; \\\n\
+             done; sleep 0.05; done) >/dev/null 2>&1 </dev/null &\n\
+             exec {real} \"$@\" --push 'route 192.168.50.0 255.255.255.0' --push 'route-ipv6 fd77::/64' \\\n\
+             --push 'redirect-gateway def1' --push 'ping-restart 3600' ;;\nesac\nexec {real} \"$@\"\n",
+            ccd = ccd.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(evil.join("openvpn"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let gw_conf = bed.path("gw.uci");
+    std::fs::write(
+        &gw_conf,
+        format!(
+            "config mnigs 'main'\n\toption name 'evil'\n\toption database '{db}'\n\toption log_level 'debug'\n\n\
+             config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\
+             \toption lease_seconds '60'\n\tlist method 'openvpn'\n\n\
+             config openvpn 'openvpn'\n\toption interface 'ovs'\n\toption directory '{ovpn}'\n",
+            db = bed.path("gw.db").display(),
+            ovpn = bed.path("gw-ovpn").display(),
+        ),
+    )
+    .unwrap();
+    let path = format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", evil.display());
+    let gw_conf = gw_conf.display().to_string();
+    let gw_ns = bed.gw.clone();
+    bed.lab
+        .spawn(
+            &gw_ns,
+            &["env", &path, EXE, "daemon", "-c", &gw_conf],
+            &bed.path("gw.log"),
+        )
+        .unwrap();
+    let before = bed.snapshot();
+    bed.start_subscriber("\tlist method 'openvpn'\n", "");
+    let client_log = bed.path("sub-ovpn/client/openvpn.log");
+    bed.wait_for("the subscriber to refuse the tunnel", |b| {
+        let st = b.rpc("status", json!({})).unwrap();
+        st["subscriber"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("granted"))
+    });
+    let st = bed.rpc("status", json!({})).unwrap();
+    assert_ne!(st["subscriber"]["state"], "connected", "{st}");
+    let why = st["subscriber"]["lastError"].as_str().unwrap().to_string();
+    assert!(why.contains("lacks the granted fd7e:7e7e::2/64"), "{why}");
+    // Positive control: the malicious address and routes did reach the client…
+    let log = String::from_utf8_lossy(&std::fs::read(&client_log).unwrap_or_default()).to_string();
+    let gw_log =
+        String::from_utf8_lossy(&std::fs::read(bed.path("gw.log")).unwrap_or_default()).to_string();
+    assert!(
+        log.contains("fd50::80/121") || bed.log().contains("fd50::80/121"),
+        "positive control: the pushed fd50::80/121 reached the client\n{log}\n{gw_log}"
+    );
+    // …and none of it stayed: no tun, no address, no route changed.
+    assert!(
+        !bed.exec("sub", &["ip", "-o", "addr", "show"])
+            .contains("fd50::80")
+    );
+    for (dst, dev) in [
+        ("192.168.50.9", "lan0"),
+        ("fd50::81", "lan0"),
+        ("fd77::9", "mesh0"),
+        ("10.77.0.3", "mesh0"),
+    ] {
+        let route = bed.exec("sub", &["ip", "route", "get", dst]);
+        assert!(route.contains(&format!("dev {dev}")), "{dst}: {route}");
+    }
+    assert_eq!(
+        bed.snapshot(),
+        before,
+        "the subscriber's addresses and routes changed"
     );
 }
