@@ -1178,7 +1178,14 @@ impl Supervisor {
     /// addresses and of every prefix we route except those of our own live tunnels.
     fn check_grant(&self, grant: &Grant, method: &str) -> Result<(), String> {
         let addresses = trust::check_grant(grant, method)?;
-        let ours: Vec<String> = self.links().map(|(_, l)| l.interface.clone()).collect();
+        // Interfaces we created for a live tunnel carry a pool of their own (two gateways may
+        // use the same default pool). The route and cjdns methods use the mesh's own interface,
+        // which stays protected.
+        let ours: Vec<String> = self
+            .links()
+            .filter(|(_, l)| !matches!(l.grant.method.as_str(), "route" | "cjdns"))
+            .map(|(_, l)| l.interface.clone())
+            .collect();
         let local = crate::sys::net::local_prefixes(&ours)
             .map_err(|e| format!("cannot read this node's addresses and routes: {e}"))?;
         trust::check_grant_placement(
