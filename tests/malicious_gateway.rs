@@ -948,3 +948,72 @@ fn an_openvpn_server_pushes_nothing_beyond_the_grant() {
         "the subscriber's addresses and routes changed"
     );
 }
+
+/// Item 6, the key: a gateway's WireGuard key is pinned per mesh address at first contact; a
+/// node presenting another key at that address is refused until the operator connects to it.
+#[test]
+fn a_gateway_key_is_pinned_at_first_contact() {
+    if !e2e_gate("a_gateway_key_is_pinned_at_first_contact") {
+        return;
+    }
+    let mut bed = Bed::new("mggg");
+    bed.batch("sub", "route add 10.77.0.3/32 dev mesh0 proto 99\n");
+    let k1 = format!("{}=", "A".repeat(43));
+    let k2 = format!("{}E=", "A".repeat(42));
+    let key = Arc::new(Mutex::new(k1.clone()));
+    let k = key.clone();
+    let fake = Fake::start(
+        &bed.gw.clone(),
+        Box::new(move |_, method, _| match method {
+            "nodeInfo" => {
+                let mut info = node_info("gw");
+                info["methods"] = json!(["wireguard"]);
+                info
+            }
+            "requestConnection" => grant(json!({"method": "wireguard",
+                "publicKey": *k.lock().unwrap(), "listenPort": 51820})),
+            _ => json!({"success": true, "timeout": 60}),
+        }),
+    );
+    let (wg, wgc) = (bed.lab.unique_ifname("pg"), bed.lab.unique_ifname("pc"));
+    bed.start_subscriber(
+        "\tlist method 'wireguard'\n\toption probe_interval_ms '500'\n\toption down_after '100'\n",
+        &format!(
+            "config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wgc}'\n"
+        ),
+    );
+    let t0 = Instant::now();
+    bed.wait_for("the first contact, pinned", |b| {
+        b.log().contains(&format!("pinned wireguard {k1}"))
+    });
+    eprintln!("pin: first contact after {:?}", t0.elapsed());
+    bed.rpc("disconnect", json!({})).unwrap();
+    eprintln!("pin: disconnected after {:?}", t0.elapsed());
+    // Another node at the same address (or the gateway with another key): not used on its own.
+    *key.lock().unwrap() = k2.clone();
+    let refused_before = fake
+        .seen()
+        .iter()
+        .filter(|s| s.method == "releaseConnection")
+        .count();
+    bed.rpc("scan", json!({})).unwrap();
+    eprintln!("pin: scanned after {:?}", t0.elapsed());
+    let st = bed.rpc("status", json!({})).unwrap();
+    assert_ne!(st["subscriber"]["state"], "connected", "{st}");
+    let why = st["subscriber"]["lastError"].as_str().unwrap_or("");
+    assert!(why.contains("pinned at first contact"), "{st}");
+    assert!(
+        fake.seen()
+            .iter()
+            .filter(|s| s.method == "releaseConnection")
+            .count()
+            > refused_before,
+        "the refused lease was released"
+    );
+    assert!(!bed.log().contains(&format!("pinned wireguard {k2}")));
+    // The operator asks for it by address: the new key is accepted and pinned.
+    let out = bed.connect("10.77.0.3");
+    assert_eq!(out["success"], true, "{out}\n{}", bed.log());
+    assert!(bed.log().contains(&format!("pinned wireguard {k2}")));
+    bed.rpc("disconnect", json!({})).unwrap();
+}

@@ -140,6 +140,8 @@ pub struct Supervisor {
     /// Gateways we registered with, newest last (at most [`REMEMBERED`]): a gateway reached by
     /// `connect` or lost during a restart is found again even where discovery does not see it.
     remembered: Vec<Candidate>,
+    /// The address the operator asked for with `connect`: its key may replace the pinned one.
+    operator_asked: Option<IpAddr>,
 }
 
 /// A handle to the supervisor thread.
@@ -229,6 +231,7 @@ impl Supervisor {
                 cfg.subscriber.negative_cache,
             )))),
             remembered: Vec::new(),
+            operator_asked: None,
             cfg,
         };
         let thread = std::thread::spawn(move || sup.run(rx));
@@ -1096,7 +1099,10 @@ impl Supervisor {
         }
         let methods = select::common_methods(&answer, &wants);
         self.leave_all("switching gateway");
-        match self.register_any(0, &answer, &methods) {
+        self.operator_asked = Some(address);
+        let registered = self.register_any(0, &answer, &methods);
+        self.operator_asked = None;
+        match registered {
             Ok(()) => {
                 if let Err(e) = self.route_via(0) {
                     self.fail(format!("cannot switch routes: {e}"));
@@ -1195,6 +1201,17 @@ impl Supervisor {
         )
     }
 
+    /// The key a gateway's grant presents against the one pinned for its address and method.
+    fn check_pin(&self, at: IpAddr, method: &str, key: &str) -> Result<(), String> {
+        let pinned = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .get_kv(&trust::pin_setting(at, method))
+            .map_err(|e| format!("cannot read the pinned key: {e}"))?;
+        trust::check_pin(key, pinned.as_deref(), self.operator_asked == Some(at))
+    }
+
     /// `requestConnection` at the gateway, then the tunnel in slot `slot`.
     fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), RegisterError> {
         let options = self.method_mut(slot, method)?.request_options();
@@ -1221,7 +1238,12 @@ impl Supervisor {
                 return Err(format!("refused: {}", trust::refusal_text(&error_msg)).into());
             }
         };
-        if let Err(why) = self.check_grant(&grant, method) {
+        let pin = trust::grant_key(&grant);
+        let checked = self.check_grant(&grant, method).and_then(|()| match &pin {
+            Some(key) => self.check_pin(gateway.ip(), method, key),
+            None => Ok(()),
+        });
+        if let Err(why) = checked {
             // Not ours to use: give the lease back, and count it against the gateway.
             let _ = call_gateway(
                 gateway,
@@ -1260,6 +1282,20 @@ impl Supervisor {
             }
         };
         log::info(&format!("tunnel {interface} up to {}", a.info.name));
+        if let Some(key) = &pin {
+            let setting = trust::pin_setting(gateway.ip(), method);
+            let store = self.store.lock().expect("not poisoned");
+            if store.get_kv(&setting).ok().flatten().as_deref() != Some(key.as_str()) {
+                log::info(&format!(
+                    "pinned {key} for {} at {}",
+                    a.info.name,
+                    gateway.ip()
+                ));
+                if let Err(e) = store.set_kv(&setting, key) {
+                    log::warn(&format!("cannot pin the gateway's key: {e}"));
+                }
+            }
+        }
         hooks::fire(
             &self.cfg,
             Event::Connect,

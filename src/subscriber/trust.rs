@@ -84,6 +84,42 @@ pub fn check_node_info(mut info: NodeInfo) -> Result<NodeInfo, String> {
     Ok(info)
 }
 
+/// The key a grant proves the gateway holds, if its method has one: WireGuard's public key (the
+/// handshake only succeeds with its private key), or the SHA-256 of OpenVPN's CA (the server
+/// must present a certificate it signed). Pinned per mesh address at first contact.
+pub fn grant_key(g: &Grant) -> Option<String> {
+    let field = |k: &str| g.extra.get(k).and_then(serde_json::Value::as_str);
+    match g.method.as_str() {
+        "wireguard" => field("publicKey").map(|k| format!("wireguard {k}")),
+        "openvpn" => field("ca").map(|ca| {
+            let digest = crate::discovery::sha2::sha256(ca.trim().as_bytes());
+            format!("openvpn-ca sha256:{}", crate::discovery::sha2::hex(&digest))
+        }),
+        _ => None,
+    }
+}
+
+/// The store setting holding the key pinned for `method` at `address`.
+pub fn pin_setting(address: IpAddr, method: &str) -> String {
+    format!("pin.{address}.{method}")
+}
+
+/// Whether `presented` may be used at an address where `pinned` was seen before: the same key,
+/// nothing pinned yet, or the operator asked for this gateway by address (`mnigs connect`).
+pub fn check_pin(
+    presented: &str,
+    pinned: Option<&str>,
+    operator_asked: bool,
+) -> Result<(), String> {
+    match pinned {
+        Some(p) if p != presented && !operator_asked => Err(format!(
+            "the gateway presents {presented}, but {p} was pinned at first contact \
+             (`mnigs connect` to it accepts the new key)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Longest part of a gateway's refusal text we keep, in characters.
 pub const MAX_REFUSAL: usize = 200;
 
@@ -323,6 +359,28 @@ mod tests {
                 .iter()
                 .all(|e| e.address.parse::<IpAddr>().is_ok())
         );
+    }
+
+    #[test]
+    fn keys_are_pinned_per_method_and_only_the_operator_changes_them() {
+        let wg = grant(json!({"publicKey": "K1"}));
+        assert_eq!(grant_key(&wg).as_deref(), Some("wireguard K1"));
+        let ovpn = grant(json!({"method": "openvpn", "ca": "-----BEGIN CERTIFICATE-----\nx\n"}));
+        let k = grant_key(&ovpn).unwrap();
+        assert!(
+            k.starts_with("openvpn-ca sha256:") && k.len() == 18 + 64,
+            "{k}"
+        );
+        assert_eq!(grant_key(&grant(json!({"method": "gre"}))), None);
+        assert_eq!(
+            pin_setting("fd77::3".parse().unwrap(), "wireguard"),
+            "pin.fd77::3.wireguard"
+        );
+        assert!(check_pin("wireguard K1", None, false).is_ok());
+        assert!(check_pin("wireguard K1", Some("wireguard K1"), false).is_ok());
+        let e = check_pin("wireguard K2", Some("wireguard K1"), false).unwrap_err();
+        assert!(e.contains("pinned at first contact"), "{e}");
+        assert!(check_pin("wireguard K2", Some("wireguard K1"), true).is_ok());
     }
 
     #[test]
