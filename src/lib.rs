@@ -11,7 +11,8 @@
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
 //! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
-//! - [`subscriber`]: gateway selection and the supervisor state machine of the subscriber role.
+//! - [`subscriber`]: gateway selection, the supervisor state machine of the subscriber role, and
+//!   `trust`: the checks of everything a gateway sends.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
 //! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel), each
 //!   with a gateway and a subscriber side.

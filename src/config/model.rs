@@ -305,10 +305,14 @@ pub struct SubscriberConfig {
     /// tunnel address; the path is up while any of them answers, so a gateway whose uplink
     /// broke is noticed even if it does not notice itself.
     pub probe_targets: Vec<IpAddr>,
-    /// Gateway node name preferred over all others while usable (`option prefer`).
+    /// Gateway preferred over all others while usable (`option prefer`): a mesh address (exact:
+    /// only that node) or a node name (any gateway that calls itself so).
     pub prefer: Option<String>,
-    /// Gateway node names never used (`list exclude`).
+    /// Gateways never used (`list exclude`): mesh addresses or node names.
     pub exclude: Vec<String>,
+    /// Where a grant's tunnel addresses may lie (`list grant_allow`, default 100.64.0.0/10 and
+    /// fc00::/7); see `subscriber::trust`.
+    pub grant_allow: Vec<Prefix>,
     /// Seconds a better gateway must have been free of failures before we move (back) to it
     /// (`option failback_after`, 0-86400, default 60).
     pub failback_after: u32,
@@ -339,6 +343,7 @@ impl Default for SubscriberConfig {
             probe_targets: Vec::new(),
             prefer: None,
             exclude: Vec::new(),
+            grant_allow: crate::subscriber::trust::default_allow(),
             failback_after: 60,
             hot_standby: false,
             fail_closed: false,
@@ -856,10 +861,9 @@ impl<'f> Builder<'f> {
         );
         r.single("down_after", &mut sub.down_after, number(1, 100));
         r.list("probe_target", &mut sub.probe_targets, ip_address);
-        r.single("prefer", &mut sub.prefer, |v| {
-            text(validate::node_name)(v).map(Some)
-        });
-        r.list("exclude", &mut sub.exclude, text(validate::node_name));
+        r.single("prefer", &mut sub.prefer, |v| gateway_ref(v).map(Some));
+        r.list("exclude", &mut sub.exclude, gateway_ref);
+        r.list("grant_allow", &mut sub.grant_allow, validate::prefix);
         r.single("failback_after", &mut sub.failback_after, number(0, 86400));
         r.single("negative_cache", &mut sub.negative_cache, number(0, 86400));
         r.single("hot_standby", &mut sub.hot_standby, boolean);
@@ -1210,6 +1214,17 @@ fn one_of(choices: &'static [&'static str]) -> impl Fn(&str) -> Result<String, S
             ))
         }
     }
+}
+
+/// A gateway named in `prefer`/`exclude`: a mesh address (kept in its canonical spelling) or a
+/// node name.
+fn gateway_ref(v: &str) -> Result<String, String> {
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    validate::node_name(v)
+        .map(|()| v.to_string())
+        .map_err(|e| format!("must be a mesh address or a node name: {e}"))
 }
 
 fn ip_address(v: &str) -> Result<IpAddr, String> {

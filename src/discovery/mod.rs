@@ -114,10 +114,25 @@ pub fn probe_until(
 /// One `nodeInfo` probe.
 async fn probe_one(c: &Candidate, timeout: Duration) -> Option<Answer> {
     let started = std::time::Instant::now();
-    let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
-        .await
-        .ok()?;
+    let v = client::call_async(
+        c.socket(),
+        "nodeInfo",
+        serde_json::json!({}),
+        timeout,
+        crate::subscriber::trust::MAX_NODE_INFO,
+    )
+    .await
+    .ok()?;
     let info: NodeInfo = serde_json::from_value(v).ok()?;
+    // Checked where it enters: a name that is no node name, or lists over their bounds, and the
+    // answer is dropped as nonsense.
+    let info = match crate::subscriber::trust::check_node_info(info) {
+        Ok(info) => info,
+        Err(e) => {
+            crate::log::debug(&format!("{}: {e}", c.socket()));
+            return None;
+        }
+    };
     Some(Answer {
         candidate: c.clone(),
         info,

@@ -109,6 +109,11 @@ pub struct Scanner {
     cancel: AtomicBool,
     negative: Mutex<HashMap<(IpAddr, u16), Silence>>,
     negative_for: Duration,
+    /// Per-source budget of gossip targets, across scans.
+    gossip_budget: Mutex<gossip::Budget>,
+    /// Whether gossip entries must be plausible mesh addresses ([`gossip::gate`]); off only for
+    /// tests on loopback.
+    gossip_checked: AtomicBool,
 }
 
 /// A candidate's run of unanswered probes: how many, and when the last one was.
@@ -139,7 +144,15 @@ impl Scanner {
             cancel: AtomicBool::new(false),
             negative: Mutex::new(HashMap::new()),
             negative_for,
+            gossip_budget: Mutex::new(gossip::Budget::default()),
+            gossip_checked: AtomicBool::new(true),
         }
+    }
+
+    /// Follows gossip entries without [`gossip::gate`] (for tests whose nodes all live on
+    /// loopback).
+    pub fn follow_any_gossip(&self) {
+        self.gossip_checked.store(false, Ordering::SeqCst);
     }
 
     /// Empties the negative cache: the next scan asks every candidate again.
@@ -243,7 +256,12 @@ impl Scanner {
         let mut methods = Vec::new();
         if gossip_on && !cancelled {
             let t = Instant::now();
-            let learned = self.without_negative(gossip::candidates(&answers, &probed));
+            let mut learned = self.without_negative(gossip::candidates(&answers, &probed));
+            if self.gossip_checked.load(Ordering::SeqCst) {
+                let mut budget = self.gossip_budget.lock().unwrap_or_else(|e| e.into_inner());
+                let view = gossip::View::load();
+                learned = gossip::gate(learned, &answers, &view, &mut budget, Instant::now());
+            }
             let count = learned.len();
             let asked: HashSet<(IpAddr, u16)> =
                 learned.iter().map(|c| (c.address, c.port)).collect();
@@ -385,6 +403,7 @@ mod tests {
         let (nobody, _keep) = silent();
         let near = server(info(false, &[far_gw, not_gw, nobody]));
         let s = Scanner::new(Duration::from_secs(60));
+        s.follow_any_gossip();
         let r = s.scan_candidates(vec![cand(near)], limits(300), true);
         let gws: Vec<SocketAddr> = r.gateways().iter().map(|a| a.candidate.socket()).collect();
         assert_eq!(gws, vec![far_gw]);

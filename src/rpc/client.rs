@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Largest answer read.
-const MAX_ANSWER: usize = 1024 * 1024;
+/// Largest answer [`call`] reads (the local control calls: `listGateways`, `scan`).
+pub const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -108,8 +108,32 @@ pub fn call(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
+    call_bounded(addr, method, params, timeout, MAX_ANSWER)
+}
+
+/// The answer read so far, or an error if it is longer than `max` bytes: a node that answers
+/// more than it could mean is refused without holding more than `max + 1` bytes.
+fn within(addr: SocketAddr, raw: Vec<u8>, max: usize) -> Result<Vec<u8>, ClientError> {
+    if raw.len() > max {
+        Err(ClientError::BadAnswer(
+            addr,
+            format!("answer longer than {max} bytes"),
+        ))
+    } else {
+        Ok(raw)
+    }
+}
+
+/// [`call`], refusing answers longer than `max` bytes (calls to other nodes).
+pub fn call_bounded(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+    max: usize,
+) -> Result<Value, ClientError> {
     let request = encode(addr, method, params);
-    exchange(addr, &request, timeout)
+    decode(addr, &fetch(addr, &request, timeout, max)?)
 }
 
 /// Calls a local control method as the node's owner: for an action method the page token is
@@ -124,22 +148,21 @@ pub fn call_local(
         return call(addr, method, params, timeout);
     }
     let page = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let raw = fetch(addr, page.as_bytes(), timeout)?;
+    let raw = fetch(addr, page.as_bytes(), timeout, MAX_ANSWER)?;
     let html = String::from_utf8_lossy(&raw);
     // No token (a caller who may not act): the call itself then gets the node's reason.
     let token = crate::rpc::guard::token_in_page(&html);
     let request = encode_with_token(addr, method, params, token.as_deref());
-    exchange(addr, &request, timeout)
+    decode(addr, &fetch(addr, &request, timeout, MAX_ANSWER)?)
 }
 
-/// Sends `request` and decodes the JSON-RPC answer.
-fn exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Value, ClientError> {
-    let raw = fetch(addr, request, timeout)?;
-    decode(addr, &raw)
-}
-
-/// Sends `request` and reads the whole answer, within `timeout` in all.
-fn fetch(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
+/// Sends `request` and reads the whole answer (at most `max` bytes), within `timeout` in all.
+fn fetch(
+    addr: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+    max: usize,
+) -> Result<Vec<u8>, ClientError> {
     let deadline = std::time::Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout(addr),
@@ -161,18 +184,19 @@ fn fetch(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<Vec<u8>,
     stream.set_read_timeout(Some(left(()))).map_err(timed_out)?;
     let mut raw = Vec::new();
     stream
-        .take(MAX_ANSWER as u64)
+        .take(max as u64 + 1)
         .read_to_end(&mut raw)
         .map_err(timed_out)?;
-    Ok(raw)
+    within(addr, raw, max)
 }
 
-/// Async [`call`], for use inside a smol executor.
+/// Async [`call_bounded`], for use inside a smol executor.
 pub async fn call_async(
     addr: SocketAddr,
     method: &str,
     params: Value,
     timeout: Duration,
+    max: usize,
 ) -> Result<Value, ClientError> {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
@@ -185,11 +209,11 @@ pub async fn call_async(
             .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
         let mut raw = Vec::new();
         (&mut stream)
-            .take(MAX_ANSWER as u64)
+            .take(max as u64 + 1)
             .read_to_end(&mut raw)
             .await
             .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
-        decode(addr, &raw)
+        decode(addr, &within(addr, raw, max)?)
     };
     smol::future::or(exchange, async {
         smol::Timer::after(timeout).await;
