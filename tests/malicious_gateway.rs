@@ -283,12 +283,13 @@ impl Bed {
         }
     }
 
-    /// A control call to the subscriber daemon, from inside its namespace.
+    /// A control call to the subscriber daemon as its owner (with the page token), from inside its
+    /// namespace.
     fn rpc(&self, method: &str, params: Value) -> Result<Value, String> {
         let method = method.to_string();
         self.lab
             .run_in(&self.sub, move || {
-                client::call(
+                client::call_local(
                     RPC.parse().unwrap(),
                     &method,
                     params,

@@ -78,6 +78,15 @@ function nodeName(section_id, value) {
 		_('1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit');
 }
 
+// prefer/exclude as the daemon reads them (config::model::gateway_ref): a mesh address or a node name.
+function gatewayRef(section_id, value) {
+	if (value != null && /:/.test(value) && /^[0-9A-Fa-f:.]+$/.test(value)) {
+		try { if (new URL('http://[' + value + ']/').hostname.length > 2) return true; } catch (e) {}
+	}
+	return nodeName(section_id, value) === true ? true :
+		_('A mesh address, or 1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit');
+}
+
 // IP:PORT as Rust's SocketAddr reads it ([v6]:port for IPv6); localhost stands for 127.0.0.1.
 function socketAddress(v) {
 	v = v.replace(/^localhost:/, '127.0.0.1:');
@@ -305,10 +314,13 @@ return view.extend({
 		o = add(s, 'choice', form.Value, 'max_price', _('Highest price'), _('0: only free gateways.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
-		o = add(s, 'choice', form.Value, 'prefer', _('Preferred gateway'), _('Node name; used while it is usable.'));
-		o.validate = nodeName;
-		o = add(s, 'choice', form.DynamicList, 'exclude', _('Never use'), _('Node names.'));
-		o.validate = nodeName;
+		o = add(s, 'choice', form.Value, 'prefer', _('Preferred gateway'), _('Mesh address (that node only) or node name (any node using it); used while it is usable.'));
+		o.validate = gatewayRef;
+		o = add(s, 'choice', form.DynamicList, 'exclude', _('Never use'), _('Mesh addresses or node names.'));
+		o.validate = gatewayRef;
+		o = add(s, 'choice', form.DynamicList, 'grant_allow', _('Allowed tunnel addresses'),
+			_('Where a gateway\'s granted addresses may lie; empty: 100.64.0.0/10 and fc00::/7.'));
+		o.datatype = 'cidr';
 		o = add(s, 'choice', form.Value, 'failback_after', _('Fail back after'), _('Seconds a better gateway must be stable before we move back.'));
 		o.datatype = 'range(0,86400)';
 		o.placeholder = '60';
