@@ -21,6 +21,23 @@ pub enum ClientError {
     BadAnswer(SocketAddr, String),
     /// The server answered with a JSON-RPC error.
     Rpc(RpcError),
+    /// The server is there but refused for now (HTTP 429 or 503: rate limit or connection
+    /// caps); ask again after the `Retry-After` it gave ([`retry_after`]).
+    Busy(SocketAddr, Duration),
+}
+
+/// Wait assumed when a busy answer names no (readable) `Retry-After`.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Longest `Retry-After` honoured: a node cannot ask to be left alone for longer than this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The wait a `Retry-After` header value asks for: delta-seconds, capped at [`MAX_RETRY_AFTER`];
+/// an HTTP-date or garbage counts as [`DEFAULT_RETRY_AFTER`].
+pub fn retry_after(value: Option<&[u8]>) -> Duration {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_RETRY_AFTER, Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
 }
 
 impl std::fmt::Display for ClientError {
@@ -30,6 +47,9 @@ impl std::fmt::Display for ClientError {
             ClientError::Timeout(a) => write!(f, "{a} did not answer in time"),
             ClientError::BadAnswer(a, why) => write!(f, "bad answer from {a}: {why}"),
             ClientError::Rpc(e) => e.fmt(f),
+            ClientError::Busy(a, wait) => {
+                write!(f, "{a} is busy, ask again in {} s", wait.as_secs())
+            }
         }
     }
 }
@@ -69,6 +89,14 @@ pub fn decode(addr: SocketAddr, raw: &[u8]) -> Result<Value, ClientError> {
                 .parse::<usize>()
                 .ok()
         });
+    if matches!(resp.code, Some(429 | 503)) {
+        let value = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+            .map(|h| h.value);
+        return Err(ClientError::Busy(addr, retry_after(value)));
+    }
     let mut body = &raw[start..];
     if let Some(n) = length {
         if body.len() < n {
@@ -111,16 +139,30 @@ pub fn call(
     stream
         .set_write_timeout(Some(left(())))
         .map_err(timed_out)?;
-    stream
-        .write_all(&encode(addr, method, params))
-        .map_err(timed_out)?;
+    // A server refusing the connection (429/503) may answer and close before reading the
+    // request: the write or the read then fails, but its answer may be there to read.
+    let sent = stream.write_all(&encode(addr, method, params));
     stream.set_read_timeout(Some(left(()))).map_err(timed_out)?;
     let mut raw = Vec::new();
-    stream
-        .take(MAX_ANSWER as u64)
-        .read_to_end(&mut raw)
-        .map_err(timed_out)?;
-    decode(addr, &raw)
+    let read = (&mut stream).take(MAX_ANSWER as u64).read_to_end(&mut raw);
+    answer_despite(addr, &raw, sent.and(read.map(drop)).map_err(timed_out))
+}
+
+/// The answer in `raw`, even when the exchange ended in `failed`: a server that refuses a
+/// connection may say so and close before reading the request (a reset then follows). Without
+/// an answer in `raw`, the failure stands.
+fn answer_despite(
+    addr: SocketAddr,
+    raw: &[u8],
+    failed: Result<(), ClientError>,
+) -> Result<Value, ClientError> {
+    match failed {
+        Ok(()) => decode(addr, raw),
+        Err(e) => match decode(addr, raw) {
+            Err(ClientError::BadAnswer(..)) => Err(e),
+            answer => answer,
+        },
+    }
 }
 
 /// Async [`call`], for use inside a smol executor.
@@ -135,17 +177,14 @@ pub async fn call_async(
         let mut stream = smol::net::TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(addr, e))?;
-        stream
-            .write_all(&encode(addr, method, params))
-            .await
-            .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
+        let bad = |e: std::io::Error| ClientError::BadAnswer(addr, e.to_string());
+        let sent = stream.write_all(&encode(addr, method, params)).await;
         let mut raw = Vec::new();
-        (&mut stream)
+        let read = (&mut stream)
             .take(MAX_ANSWER as u64)
             .read_to_end(&mut raw)
-            .await
-            .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
-        decode(addr, &raw)
+            .await;
+        answer_despite(addr, &raw, sent.and(read.map(drop)).map_err(bad))
     };
     smol::future::or(exchange, async {
         smol::Timer::after(timeout).await;
@@ -186,5 +225,63 @@ mod tests {
             decode(addr(), b"garbage"),
             Err(ClientError::BadAnswer(..))
         ));
+    }
+
+    #[test]
+    fn a_refusal_sent_before_the_request_was_read_is_still_heard() {
+        // Like the server's admission: answer at once, close without reading the request (the
+        // unread request then makes the kernel send a reset).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(2) {
+                let mut s = s.unwrap();
+                let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 4\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let big = serde_json::json!({"pad": "x".repeat(200_000)});
+        let r = call(at, "nodeInfo", big.clone(), Duration::from_secs(2));
+        assert!(
+            matches!(r, Err(ClientError::Busy(_, d)) if d.as_secs() == 4),
+            "{r:?}"
+        );
+        let r = smol::block_on(call_async(at, "nodeInfo", big, Duration::from_secs(2)));
+        assert!(
+            matches!(r, Err(ClientError::Busy(_, d)) if d.as_secs() == 4),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn busy_answers_carry_their_retry_after() {
+        let busy = |head: &str| decode(addr(), format!("{head}\r\n\r\n{{}}").as_bytes());
+        let wait = |r: Result<Value, ClientError>| match r {
+            Err(ClientError::Busy(a, d)) if a == addr() => Some(d.as_secs()),
+            _ => None,
+        };
+        assert_eq!(
+            wait(busy("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7")),
+            Some(7)
+        );
+        assert_eq!(
+            wait(busy("HTTP/1.1 503 Service Unavailable\r\nretry-after:  3 ")),
+            Some(3)
+        );
+        // Without a usable value: the default; a huge one: the cap.
+        assert_eq!(wait(busy("HTTP/1.1 503 Service Unavailable")), Some(1));
+        assert_eq!(
+            wait(busy(
+                "HTTP/1.1 429 x\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 GMT"
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            wait(busy("HTTP/1.1 429 x\r\nRetry-After: 99999999")),
+            Some(600)
+        );
+        // Other refusals are not "busy".
+        assert_eq!(wait(busy("HTTP/1.1 403 Forbidden")), None);
+        assert_eq!(wait(busy("HTTP/1.1 408 Request Timeout")), None);
     }
 }
