@@ -270,7 +270,12 @@ impl Scanner {
         let total = candidates.len();
         let fresh = self.without_negative(candidates);
         let skipped = total - fresh.len();
-        let probed: HashSet<(IpAddr, u16)> = fresh.iter().map(key).collect();
+        // Only the gossip round needs to know who was asked (memory: 100,000 candidates).
+        let probed: HashSet<(IpAddr, u16)> = if gossip_on {
+            fresh.iter().map(key).collect()
+        } else {
+            HashSet::new()
+        };
         let (mut answers, mut busy) = self.ask(fresh, limits);
         let cancelled = self.cancel.load(Ordering::SeqCst);
         let mut methods = Vec::new();
@@ -317,7 +322,7 @@ impl Scanner {
                 .into_iter()
                 .partition(|c| until.contains_key(&key(c)))
         };
-        let asked: HashSet<Key> = asking.iter().map(key).collect();
+        let asked: Vec<Key> = asking.iter().map(key).collect();
         let mut probed = probe_each(asking, limits.concurrency, limits.timeout, &self.cancel);
         let (soon, later): (Vec<_>, Vec<_>) = std::mem::take(&mut probed.busy)
             .into_iter()
@@ -405,7 +410,7 @@ impl Scanner {
 
     /// Silent candidates count a miss in the negative cache; those that answered (busy or not)
     /// leave it.
-    fn remember(&self, asked: &HashSet<Key>, answered: &HashSet<Key>) {
+    fn remember(&self, asked: &[Key], answered: &HashSet<Key>) {
         if self.negative_for.is_zero() {
             return;
         }
