@@ -626,7 +626,9 @@ mod tests {
         let mut renamed = info(true, &[]);
         renamed["name"] = json!("gw-now");
         *sw.info.lock().unwrap() = renamed;
-        std::thread::sleep(Duration::from_secs(3).saturating_sub(busy_at.elapsed()));
+        // The 3 s count from the busy answer, which came within a probe timeout after busy_at.
+        let after = Duration::from_millis(3000 + 300 + 200);
+        std::thread::sleep(after.saturating_sub(busy_at.elapsed()));
         let r = s.scan_candidates(vec![cand(gw)], limits(300), false);
         assert_eq!(
             (names(&r), r.busy, asked()),
