@@ -5,15 +5,29 @@
 #   naive shell watchdog (3 failed pings, then switch to a running WireGuard server): 2.2–2.4 s
 #   Babel withdrawing a dead gateway's route (1 s hellos): 3–4 s
 # Usage: sudo [RUNS=3] bench/failover.sh     (needs ip, babeld, wg, wireguard-go, nft, ping)
+#        sudo bench/failover.sh --short       (CI: one run of the cold failover cases only)
+# Fails (exit 1) unless every test passes and every case of the tests run reports its outage: 9
+# cases (cold and hot (a)-(d), fail_closed) and 2 fail-backs, or 4 and 1 with --short.
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
+filter=
+cases=9
+failbacks=2
+if [ "${1:-}" = --short ]; then
+	runs=1
+	filter=cold_failover_between_two_gateways
+	cases=4
+	failbacks=1
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 i=1
 while [ "$i" -le "$runs" ]; do
-	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 >>"$log" 2>&1 || {
+	# shellcheck disable=SC2086 # $filter is one test name or nothing
+	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 $filter >>"$log" 2>&1 || {
 		tail -50 "$log"
+		echo "failover.sh: FAILED: cargo test failed"
 		exit 1
 	}
 	i=$((i + 1))
@@ -37,3 +51,9 @@ grep -o 'OUTAGE .*' "$log" | sed 's/^OUTAGE //' |
 		}
 	}'
 grep -o 'FAILBACK .*' "$log" || true
+seen=$(grep -o 'OUTAGE [^:]*: [0-9.]* s' "$log" | sed 's/: [0-9.]* s$//' | sort -u | wc -l)
+back=$(grep -o 'FAILBACK [a-z]*: back on gw1 [0-9.]* s' "$log" | sort -u -k2,2 | wc -l)
+if [ "$seen" -ne "$cases" ] || [ "$back" -ne "$failbacks" ]; then
+	echo "failover.sh: FAILED: $seen case(s) and $back fail-back(s) reported, expected $cases and $failbacks"
+	exit 1
+fi
