@@ -10,7 +10,7 @@ use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, c
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, wireguard};
+use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -433,6 +433,30 @@ fn methods(
                     timeout: Duration::from_millis(u64::from(c.timeout_ms)),
                 };
                 out.push(Box::new(cjdns::Cjdns::new(target, &c.interface)));
+            }
+            "socks" => {
+                let c = &cfg.socks;
+                let (side, ifname) = match role {
+                    Role::Gateway => (socks::Side::Server, c.interface.clone()),
+                    Role::Subscriber => (socks::Side::Client, c.interface.clone()),
+                    Role::Standby => (socks::Side::Client, standby_ifname(&c.interface)),
+                };
+                // Each side (and the standby) keeps its pid files in a directory of its own.
+                let sub = match role {
+                    Role::Gateway => "server",
+                    Role::Subscriber => "client",
+                    Role::Standby => "standby",
+                };
+                let m = socks::Socks::new(
+                    side,
+                    &c.directory.join(sub),
+                    &ifname,
+                    c.port,
+                    c.mtu,
+                    c.listen,
+                )
+                .map_err(|e| format!("socks: {e}"))?;
+                out.push(Box::new(m));
             }
             other => return Err(format!("method {other} is not supported by this version")),
         }
