@@ -37,14 +37,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a server has to start listening.
 const SERVER_START: Duration = Duration::from_secs(3);
 
-/// Checks a user name or password from a grant: 1–64 ASCII letters and digits (it goes into an
+/// Longest user name or password accepted from a grant (ours are 10 and 32 characters).
+pub const MAX_CREDENTIAL: usize = 48;
+
+/// Checks a user name or password from a grant: 1–48 ASCII letters and digits (it goes into an
 /// argv and a URL, so nothing that needs quoting).
 pub fn check_credential(what: &str, s: &str) -> Result<(), String> {
-    if (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if (1..=MAX_CREDENTIAL).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(())
     } else {
         Err(format!(
-            "{what} must be 1-64 letters and digits, got {}",
+            "{what} must be 1-{MAX_CREDENTIAL} letters and digits, got {}",
             crate::validate::quoted(s)
         ))
     }
@@ -388,11 +391,11 @@ impl Method for Socks {
         let (port, user, password) = grant_fields(grant)?;
         let ((ipv4, _), _) = super::wireguard::grant_addresses(grant)?;
         let mtu = super::grant_mtu(grant, self.mtu);
-        self.disconnect()?;
         let proxy = SocketAddr::new(gateway, port);
         // Log in once first: a wrong port or refused credentials fail here, at once.
         login(proxy, &user, &password, CONNECT_TIMEOUT)
             .map_err(|e| TunnelError::Invalid(format!("socks proxy of {gateway}: {e}")))?;
+        self.disconnect()?;
         let log = self.dir.join("client.log");
         let _ = std::fs::remove_file(&log);
         let argv = client_argv(&self.ifname, proxy, &user, &password, mtu);
