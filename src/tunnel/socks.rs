@@ -403,13 +403,11 @@ impl Method for Socks {
         let pidfile = self.dir.join("client.pid");
         std::fs::write(&pidfile, format!("{pid}\n"))
             .map_err(|e| io("cannot write", &pidfile, e))?;
-        // tun2proxy puts its own 10.0.0.33/24 on the interface; wait for that, then replace it
-        // with our pool address (a 10.0.0.0/24 route could shadow part of a mesh).
+        // Without `--setup` tun2proxy only creates the interface (down, no address); it may
+        // bring its own 10.0.0.33/24 in other versions, so the interface's addresses are
+        // replaced by our pool address (a 10.0.0.0/24 route could shadow part of a mesh).
         loop {
-            let up = net::link_exists(&self.ifname)
-                && cmd::run(&["ip", "-4", "-o", "addr", "show", "dev", &self.ifname])
-                    .is_ok_and(|out| out.contains(" inet "));
-            if up {
+            if net::link_exists(&self.ifname) {
                 break;
             }
             if !cmd::pid_runs(pid, CLIENT) || started.elapsed() > CONNECT_TIMEOUT {

@@ -16,7 +16,8 @@ var METHODS = [
 	[ 'gre', 'GRE' ],
 	[ 'ipip', 'IPIP' ],
 	[ 'route', _('Plain routing (layer-2 mesh)') ],
-	[ 'cjdns', 'cjdns IpTunnel' ]
+	[ 'cjdns', 'cjdns IpTunnel' ],
+	[ 'socks', _('SOCKS5 proxy (tun2socks)') ]
 ];
 
 var DISCOVERY = [
@@ -482,6 +483,23 @@ return view.extend({
 				o = add(s, null, form.Value, 'timeout_ms', _('Admin call timeout (ms)'));
 				o.datatype = 'range(50,60000)';
 				o.placeholder = '2000';
+			} ],
+			[ 'socks', _('SOCKS5 proxy (tun2socks)'), function(s) {
+				o = add(s, null, form.Value, 'interface', _('Subscriber TUN'));
+				o.validate = interfaceName;
+				o.placeholder = 'mnigs-socks';
+				o = add(s, null, form.Value, 'port', _('Gateway first TCP port'), _('Each subscriber gets its own SOCKS server on this port plus its place in the pool.'));
+				o.datatype = 'port';
+				o.placeholder = '10800';
+				o = add(s, null, form.Value, 'listen', _('Gateway listen address'), _('The SOCKS servers listen here; :: for all addresses.'));
+				o.datatype = 'ipaddr';
+				o.placeholder = '::';
+				o = add(s, null, form.Value, 'mtu', _('MTU'));
+				o.datatype = 'range(1280,9000)';
+				o.placeholder = '1500';
+				o = add(s, null, form.Value, 'directory', _('Directory'), _('PID files and logs of the SOCKS servers and of tun2socks.'));
+				o.validate = absolutePath;
+				o.placeholder = '/var/run/mnigs/socks';
 			} ]
 		];
 		tunnels.forEach(function(t) {
