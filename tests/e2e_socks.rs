@@ -334,3 +334,87 @@ fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
     assert_eq!(count(&s, Node::Sub, "tun2proxy-bin"), 0);
     assert!(s.stop(Node::Gw, libc::SIGTERM));
 }
+
+/// The gateway offers socks and wireguard, the subscriber prefers socks; the gateway's SOCKS ports
+/// silently drop everything (a firewall), so socks cannot come up: the subscriber gives it up
+/// within its 4 s bring-up limit and connects by wireguard, within 5 s of the first registration.
+#[test]
+fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
+    if !gate("socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s") {
+        return;
+    }
+    let extra = "config socks 'socks'\n\toption interface 'mnsocks'\n\
+                 \toption directory '@DIR@/@NODE@-socks'\n";
+    let mut s = Scenario::with_methods(EXE.as_ref(), 60, "auto", &["socks", "wireguard"], extra)
+        .expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    let script = "add table inet mnigs_t15\n\
+                  add chain inet mnigs_t15 in { type filter hook input priority 0 ; }\n\
+                  add rule inet mnigs_t15 in iifname != \"lo\" tcp dport 10800-11052 drop\n";
+    s.bed
+        .exec_in(
+            &s.bed.ns(Node::Gw),
+            &["nft", "-f", "-"],
+            Some(script),
+            Duration::from_secs(10),
+        )
+        .expect("firewall");
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    // Watch the subscriber's log for the two registrations.
+    let (mut socks_at, mut wg_at, mut failed_at) = (None, None, None);
+    let start = Instant::now();
+    while wg_at.is_none() && start.elapsed() < Duration::from_secs(40) {
+        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
+        if socks_at.is_none() && log.contains(": socks 100.127.") {
+            socks_at = Some(Instant::now());
+        }
+        if failed_at.is_none() && log.contains("via socks: tunnel setup failed") {
+            failed_at = Some(Instant::now());
+        }
+        if log.contains(": wireguard 100.127.") {
+            wg_at = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (Some(a), Some(b)) = (socks_at, wg_at) else {
+        panic!(
+            "expected a socks then a wireguard registration:\n{}",
+            s.tail(Node::Sub)
+        );
+    };
+    let took = b.duration_since(a);
+    println!(
+        "socks given up after {:?}, wireguard registered after {took:?}",
+        failed_at.map(|f| f.duration_since(a))
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "fallback took {took:?}: more than 5 s"
+    );
+    let st = s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert_eq!(st["subscriber"]["method"], "wireguard", "{st}");
+    assert!(
+        s.tail(Node::Sub).contains("via socks: tunnel setup failed"),
+        "{}",
+        s.tail(Node::Sub)
+    );
+    assert!(
+        s.ping_within(Duration::from_secs(5)),
+        "wireguard carries traffic"
+    );
+    assert_eq!(
+        count(&s, Node::Sub, "tun2proxy-bin"),
+        0,
+        "nothing left of socks"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || count(&s, Node::Gw, "microsocks")
+            == 0),
+        "the socks lease was released and its server stopped"
+    );
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+}

@@ -245,6 +245,19 @@ pub fn spawn_daemon<S: AsRef<str>>(
         .stdout(out)
         .stderr(err)
         .process_group(0);
+    // The daemon blocks SIGTERM, SIGINT and SIGHUP in every thread (one thread waits for them);
+    // a child inherits that mask, and one that cannot see SIGTERM only dies by SIGKILL.
+    // SAFETY: between fork and exec only async-signal-safe calls: sigemptyset, sigprocmask.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = command.spawn().map_err(spawn_err)?;
     let pid = child.id();
     std::thread::spawn(move || {

@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 pub const SERVER: &str = "microsocks";
 /// The subscriber's tun2socks program.
 pub const CLIENT: &str = "tun2proxy-bin";
-/// Longest bring-up of the subscriber's side: after this the next method is tried.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest bring-up of the subscriber's side (login, then tun2proxy): after this the next
+/// method is tried, which with the release of this lease comes within 5 s.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time a server has to start listening.
 const SERVER_START: Duration = Duration::from_secs(3);
 
