@@ -10,7 +10,7 @@ use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, c
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, wireguard};
+use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, softether, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -456,6 +456,27 @@ fn methods(
                     c.listen,
                 )
                 .map_err(|e| format!("socks: {e}"))?;
+                out.push(Box::new(m));
+            }
+            // One SoftEther client account and NIC: no second path to keep on standby.
+            "softether" if role == Role::Standby => {}
+            "softether" => {
+                let c = &cfg.softether;
+                let (side, device, sub) = match role {
+                    Role::Gateway => (softether::Side::Server, c.device.clone(), "server"),
+                    _ => (softether::Side::Client, c.client_nic.clone(), "client"),
+                };
+                let setup = softether::Setup {
+                    vpncmd: c.vpncmd.clone(),
+                    admin: c.admin.clone(),
+                    admin_password: c.admin_password.clone(),
+                    hub: c.hub.clone(),
+                    port: c.port,
+                    device,
+                    directory: c.directory.join(sub),
+                };
+                let m = softether::Softether::new(side, setup)
+                    .map_err(|e| format!("softether: {e}"))?;
                 out.push(Box::new(m));
             }
             other => return Err(format!("method {other} is not supported by this version")),

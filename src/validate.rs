@@ -27,6 +27,7 @@ pub const METHODS: &[&str] = &[
     "route",
     "cjdns",
     "socks",
+    "softether",
 ];
 
 /// Longest path accepted by [`path`], in bytes (Linux `PATH_MAX`).
@@ -539,7 +540,7 @@ mod tests {
         }
         assert_eq!(
             method("l2tp").unwrap_err(),
-            "unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks"
+            "unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether"
         );
         for bad in HOSTILE
             .iter()

@@ -422,6 +422,7 @@ fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
         "iptunnel",
         "cjdns",
         "socks",
+        "softether",
         "discovery",
     ] {
         let start = src
@@ -510,7 +511,8 @@ fn settings_view_offers_only_options_the_daemon_reads() {
             "openvpn",
             "iptunnel",
             "cjdns",
-            "socks"
+            "socks",
+            "softether"
         ],
         "a tunnel method's section is shown when a role lists the method"
     );

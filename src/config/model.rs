@@ -487,6 +487,42 @@ impl Default for SocksConfig {
     }
 }
 
+/// `config softether 'softether'`: the SoftEther VPN method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftetherConfig {
+    /// The vpncmd program (`option vpncmd`).
+    pub vpncmd: String,
+    /// Gateway: the SoftEther server's admin address `HOST:PORT` (`option admin`).
+    pub admin: String,
+    /// Gateway: the server's administrator password (`option admin_password`).
+    pub admin_password: String,
+    /// Gateway: the Virtual Hub mnigs manages (`option hub`).
+    pub hub: String,
+    /// Gateway: the server's TCP port subscribers connect to (`option port`).
+    pub port: u16,
+    /// Gateway: the local bridge device, the tap is `tap_DEVICE` (`option device`).
+    pub device: String,
+    /// Subscriber: the client's virtual NIC, the interface is `vpn_NIC` (`option client_nic`).
+    pub client_nic: String,
+    /// Command files (`option directory`).
+    pub directory: PathBuf,
+}
+
+impl Default for SoftetherConfig {
+    fn default() -> SoftetherConfig {
+        SoftetherConfig {
+            vpncmd: "vpncmd".into(),
+            admin: "127.0.0.1:5555".into(),
+            admin_password: String::new(),
+            hub: "mnigs".into(),
+            port: 443,
+            device: "mnigs".into(),
+            client_nic: "mnigs".into(),
+            directory: PathBuf::from("/var/run/mnigs/softether"),
+        }
+    }
+}
+
 /// `config iptunnel 'iptunnel'`: the GRE and IPIP methods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IptunnelConfig {
@@ -558,6 +594,8 @@ pub struct Config {
     pub cjdns: CjdnsConfig,
     /// `config socks` (SOCKS5 server and tun2socks).
     pub socks: SocksConfig,
+    /// `config softether` (SoftEther VPN).
+    pub softether: SoftetherConfig,
 }
 
 /// How bad a [`Problem`] is.
@@ -681,6 +719,7 @@ const SINGLETONS: &[&str] = &[
     "iptunnel",
     "cjdns",
     "socks",
+    "softether",
 ];
 
 /// Builds a [`Config`] from sections, collecting problems.
@@ -744,6 +783,7 @@ impl<'f> Builder<'f> {
                 "iptunnel" => self.iptunnel(s, label),
                 "cjdns" => self.cjdns(s, label),
                 "socks" => self.socks(s, label),
+                "softether" => self.softether(s, label),
                 "discovery" => self.discovery(s, label),
                 other => {
                     let msg = format!("unknown section type {}, ignored", quoted(other));
@@ -942,6 +982,60 @@ impl<'f> Builder<'f> {
         });
         r.finish();
         self.config.openvpn = o;
+    }
+
+    fn softether(&mut self, s: &Section, label: String) {
+        let mut o = self.config.softether.clone();
+        let mut r = self.reader(s, label);
+        let short_name = |v: &str| {
+            if (1..=11).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "must be 1-11 letters and digits, got {}",
+                    quoted(v)
+                ))
+            }
+        };
+        r.single("vpncmd", &mut o.vpncmd, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| v.to_string())
+            } else if v == "vpncmd" {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "must be an absolute path or 'vpncmd', got {}",
+                    quoted(v)
+                ))
+            }
+        });
+        r.single("admin", &mut o.admin, |v| {
+            v.parse::<std::net::SocketAddr>()
+                .map(|_| v.to_string())
+                .map_err(|_| format!("must be IP:PORT, got {}", quoted(v)))
+        });
+        r.single("admin_password", &mut o.admin_password, |v| {
+            if (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(v.to_string())
+            } else {
+                Err("must be 1-128 printable ASCII characters without spaces".into())
+            }
+        });
+        r.single("hub", &mut o.hub, |v| {
+            crate::tunnel::softether::check_name("hub", v).map(|()| v.to_string())
+        });
+        r.single("port", &mut o.port, port);
+        r.single("device", &mut o.device, short_name);
+        r.single("client_nic", &mut o.client_nic, short_name);
+        r.single("directory", &mut o.directory, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| PathBuf::from(v))
+            } else {
+                Err(format!("must be an absolute path, got {}", quoted(v)))
+            }
+        });
+        r.finish();
+        self.config.softether = o;
     }
 
     fn socks(&mut self, s: &Section, label: String) {
@@ -1784,11 +1878,11 @@ gateway g | option ipv4_pool 10.0.0.0/31 | g.ipv4_pool | must hold at least 4 ad
 gateway g | option ipv6_pool 10.0.0.0/24 | g.ipv6_pool | must be an IPv6 prefix, or '' for none, got '10.0.0.0/24'
 gateway g | option price -5 | g.price | must be a whole number 0-4294967295, got '-5'
 gateway g | option bandwidth_up 4294967296 | g.bandwidth_up | must be a whole number 0-4294967295, got '4294967296'
-gateway g | list method l2tp | g.method | unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks
+gateway g | list method l2tp | g.method | unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether
 gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
-subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks
+subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'

@@ -12,12 +12,14 @@
 //! - `route.rs`: no tunnel, routes on a layer-2 mesh.
 //! - `cjdns.rs`: cjdns IpTunnel, driven through cjdroute's admin API.
 //! - `socks.rs`: a SOCKS5 server per subscriber on the gateway, tun2socks on the subscriber.
+//! - `softether.rs`: a hub user per subscriber on a SoftEther VPN server, driven by vpncmd.
 
 pub mod cjdns;
 pub mod iptunnel;
 pub mod openvpn;
 pub mod route;
 pub mod socks;
+pub mod softether;
 pub mod wireguard;
 
 use crate::protocol::Grant;

@@ -17,7 +17,8 @@ var METHODS = [
 	[ 'ipip', 'IPIP' ],
 	[ 'route', _('Plain routing (layer-2 mesh)') ],
 	[ 'cjdns', 'cjdns IpTunnel' ],
-	[ 'socks', _('SOCKS5 proxy (tun2socks)') ]
+	[ 'socks', _('SOCKS5 proxy (tun2socks)') ],
+	[ 'softether', 'SoftEther VPN' ]
 ];
 
 var DISCOVERY = [
@@ -500,6 +501,37 @@ return view.extend({
 				o = add(s, null, form.Value, 'directory', _('Directory'), _('PID files and logs of the SOCKS servers and of tun2socks.'));
 				o.validate = absolutePath;
 				o.placeholder = '/var/run/mnigs/socks';
+			} ],
+			[ 'softether', _('SoftEther VPN'), function(s) {
+				var shortName = function(section_id, value) {
+					return (value == null || value === '' || /^[A-Za-z0-9]{1,11}$/.test(value)) ? true : _('1-11 letters and digits');
+				};
+				o = add(s, null, form.Value, 'admin', _('Gateway: server admin address'), _('IP:PORT of the SoftEther server\'s admin port.'));
+				o.validate = function(section_id, value) {
+					return (value == null || value === '' || /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/.test(value)) ? true : _('IP:PORT, e.g. 127.0.0.1:5555 or [::1]:5555');
+				};
+				o.placeholder = '127.0.0.1:5555';
+				o = add(s, null, form.Value, 'admin_password', _('Gateway: server admin password'));
+				o.password = true;
+				o = add(s, null, form.Value, 'hub', _('Gateway: Virtual Hub'));
+				o.validate = function(section_id, value) {
+					return (value == null || value === '' || /^[A-Za-z0-9]{1,48}$/.test(value)) ? true : _('1-48 letters and digits');
+				};
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'port', _('Gateway: server TCP port'), _('The port subscribers connect to.'));
+				o.datatype = 'port';
+				o.placeholder = '443';
+				o = add(s, null, form.Value, 'device', _('Gateway: bridge device'), _('The tap interface is tap_ + this name.'));
+				o.validate = shortName;
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'client_nic', _('Subscriber: client NIC'), _('The interface is vpn_ + this name.'));
+				o.validate = shortName;
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'vpncmd', _('vpncmd program'));
+				o.placeholder = 'vpncmd';
+				o = add(s, null, form.Value, 'directory', _('Directory'), _('Command files (mode 0600, removed at once).'));
+				o.validate = absolutePath;
+				o.placeholder = '/var/run/mnigs/softether';
 			} ]
 		];
 		tunnels.forEach(function(t) {

@@ -1,0 +1,213 @@
+//! End to end, as root: the `softether` method with Debian's SoftEther VPN server (in gw's
+//! namespace) and client (in sub's), across the Babel mesh of [`mnigs::demo::Scenario`] (sub —
+//! relay — gw — inet). The subscriber pings the Internet host through a hub user made for its
+//! session; disconnect leaves sub as before and deletes the user; after the subscriber is killed
+//! the lease expires and the user and its session go; SIGTERM leaves both nodes as they were.
+//!
+//! SoftEther keeps its state in fixed host paths (/var/lib/softether, /run/softether): this test
+//! creates those directories, and removes the server's and client's config files it made, so
+//! it must not run beside a real SoftEther on the same host. Skips loudly without root (or without
+//! the programs); fails under MNIGS_E2E=1.
+
+use mnigs::demo::Scenario;
+use mnigs::sys::cmd;
+use mnigs::testbed::{Node, e2e_gate};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+static NEVER: AtomicBool = AtomicBool::new(false);
+const SERVER: &str = "/usr/libexec/softether/vpnserver/vpnserver";
+const CLIENT: &str = "/usr/libexec/softether/vpnclient/vpnclient";
+const VPNCMD: &str = "/usr/libexec/softether/vpncmd/vpncmd";
+const ADMIN_PASSWORD: &str = "mnigsTestAdmin1";
+const STATE_DIRS: [&str; 3] = ["/var/lib/softether", "/run/softether", "/var/log/softether"];
+
+fn gate(test: &str) -> bool {
+    if !e2e_gate(test) {
+        return false;
+    }
+    for p in [SERVER, CLIENT, VPNCMD] {
+        if !Path::new(p).exists() {
+            assert!(
+                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
+                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
+            );
+            eprintln!("SKIPPED {test}: `{p}` is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// Removes the SoftEther state files this test's server and client wrote.
+fn clear_state() {
+    for d in STATE_DIRS {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+fn server_cmd(s: &Scenario, command: &[&str]) -> Result<String, String> {
+    let pw = format!("/PASSWORD:{ADMIN_PASSWORD}");
+    let mut argv = vec![
+        VPNCMD,
+        "127.0.0.1:5555",
+        "/SERVER",
+        &pw,
+        "/ADMINHUB:mnigs",
+        "/CMD",
+    ];
+    argv.extend_from_slice(command);
+    s.bed.exec(Node::Gw, &argv).map_err(|e| e.to_string())
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
+    if !gate("softether_over_a_babel_mesh_release_expiry_and_sigterm") {
+        return;
+    }
+    for d in STATE_DIRS {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    clear_state();
+    let extra = format!(
+        "config softether 'softether'\n\toption vpncmd '{VPNCMD}'\n\toption admin_password '{ADMIN_PASSWORD}'\n\
+         \toption device 'mnse'\n\toption client_nic 'mnse'\n\toption directory '@DIR@/@NODE@-se'\n"
+    );
+    let lease = 8;
+    let mut s = Scenario::with_methods(EXE.as_ref(), lease, "auto", &["softether"], &extra)
+        .expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    s.bed
+        .spawn(
+            Node::Gw,
+            &[SERVER, "execsvc"],
+            &s.bed.dir.join("vpnserver.log"),
+        )
+        .unwrap();
+    s.bed
+        .spawn(
+            Node::Sub,
+            &[CLIENT, "execsvc"],
+            &s.bed.dir.join("vpnclient.log"),
+        )
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            s.bed
+                .exec(
+                    Node::Gw,
+                    &[
+                        VPNCMD,
+                        "127.0.0.1:5555",
+                        "/SERVER",
+                        "/CMD",
+                        "ServerPasswordSet",
+                        ADMIN_PASSWORD,
+                    ],
+                )
+                .is_ok()
+        }),
+        "the SoftEther server answers"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            s.bed
+                .exec(
+                    Node::Sub,
+                    &[VPNCMD, "localhost", "/CLIENT", "/CMD", "AccountList"],
+                )
+                .is_ok()
+        }),
+        "the SoftEther client answers"
+    );
+    let before = [s.system_state(Node::Sub), s.system_state(Node::Gw)];
+    assert!(!s.ping_inet("1"), "negative control");
+
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let st = s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert_eq!(st["subscriber"]["method"], "softether", "{st}");
+    assert_eq!(st["subscriber"]["interface"], "vpn_mnse", "{st}");
+    assert!(
+        s.ping_within(Duration::from_secs(10)),
+        "ping through SoftEther\n{}",
+        s.tail(Node::Sub)
+    );
+    let users = server_cmd(&s, &["UserList"]).unwrap();
+    assert!(users.contains("mn647f0002"), "{users}");
+
+    // Disconnect: the user goes, sub is as before.
+    s.cli(Node::Sub, &["disconnect"]).unwrap();
+    assert_eq!(
+        s.system_state(Node::Sub),
+        before[0],
+        "disconnect leaves nothing on sub"
+    );
+    let users = server_cmd(&s, &["UserList"]).unwrap();
+    assert!(
+        !users.contains("mn647f0002"),
+        "release deletes the user: {users}"
+    );
+    assert!(!s.ping_inet("1"));
+
+    // Again, then the subscriber is killed: the lease runs out, the user and its session go.
+    s.cli(Node::Sub, &["scan"]).unwrap();
+    s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert!(s.ping_within(Duration::from_secs(10)));
+    assert!(s.stop(Node::Sub, libc::SIGKILL));
+    assert!(
+        wait_for(Duration::from_secs(u64::from(lease) + 5), || {
+            server_cmd(&s, &["UserList"]).is_ok_and(|u| !u.contains("mn647f0002"))
+        }),
+        "expiry deletes the user\n{}",
+        s.tail(Node::Gw)
+    );
+    // The user goes first, then its session (the client keeps retrying, and is refused).
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            server_cmd(&s, &["SessionList"]).is_ok_and(|l| !l.to_lowercase().contains("mn647f0002"))
+        }),
+        "expiry disconnects the session: {}",
+        server_cmd(&s, &["SessionList"]).unwrap_or_default()
+    );
+    assert!(!s.ping_inet("1"), "no Internet after the expiry");
+    // The next subscriber daemon removes what the killed one left; SIGTERM leaves both as before.
+    s.start(Node::Sub).unwrap();
+    s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert!(
+        s.ping_within(Duration::from_secs(10)),
+        "ping after the restart\n{}\n--- gw\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw)
+    );
+    s.assert_sigterm_leaves_nothing(&[(Node::Sub, &before[0]), (Node::Gw, &before[1])]);
+    let _ = cmd::available("ip");
+    drop(s);
+    clear_state();
+}
