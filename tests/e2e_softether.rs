@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
 static NEVER: AtomicBool = AtomicBool::new(false);
+/// SoftEther's state is per host: one test at a time.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const SERVER: &str = "/usr/libexec/softether/vpnserver/vpnserver";
 const CLIENT: &str = "/usr/libexec/softether/vpnclient/vpnclient";
 const VPNCMD: &str = "/usr/libexec/softether/vpncmd/vpncmd";
@@ -84,11 +86,9 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-#[test]
-fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
-    if !gate("softether_over_a_babel_mesh_release_expiry_and_sigterm") {
-        return;
-    }
+/// The Babel-mesh scenario with both daemons listing `methods`, a SoftEther server running in
+/// gw's namespace (admin password set) and a client in sub's.
+fn with_softether(methods: &[&str], lease: u32) -> Scenario {
     for d in STATE_DIRS {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -97,9 +97,7 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
         "config softether 'softether'\n\toption vpncmd '{VPNCMD}'\n\toption admin_password '{ADMIN_PASSWORD}'\n\
          \toption device 'mnse'\n\toption client_nic 'mnse'\n\toption directory '@DIR@/@NODE@-se'\n"
     );
-    let lease = 8;
-    let mut s = Scenario::with_methods(EXE.as_ref(), lease, "auto", &["softether"], &extra)
-        .expect("testbed");
+    let s = Scenario::with_methods(EXE.as_ref(), lease, "auto", methods, &extra).expect("testbed");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");
@@ -146,6 +144,17 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
         }),
         "the SoftEther client answers"
     );
+    s
+}
+
+#[test]
+fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
+    if !gate("softether_over_a_babel_mesh_release_expiry_and_sigterm") {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let lease = 8;
+    let mut s = with_softether(&["softether"], lease);
     let before = [s.system_state(Node::Sub), s.system_state(Node::Gw)];
     assert!(!s.ping_inet("1"), "negative control");
 
@@ -208,6 +217,71 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
     );
     s.assert_sigterm_leaves_nothing(&[(Node::Sub, &before[0]), (Node::Gw, &before[1])]);
     let _ = cmd::available("ip");
+    drop(s);
+    clear_state();
+}
+
+/// The gateway offers softether and wireguard, the subscriber prefers softether; the gateway's
+/// SoftEther port silently drops everything from the mesh, so no session comes up: the subscriber
+/// gives softether up within its 3 s bring-up limit and connects by wireguard within 5 s.
+#[test]
+fn softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
+    if !gate("softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s") {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = with_softether(&["softether", "wireguard"], 60);
+    let script = "add table inet mnigs_t15\n\
+                  add chain inet mnigs_t15 in { type filter hook input priority 0 ; }\n\
+                  add rule inet mnigs_t15 in iifname != \"lo\" tcp dport 443 drop\n";
+    s.bed
+        .exec_in(
+            &s.bed.ns(Node::Gw),
+            &["nft", "-f", "-"],
+            Some(script),
+            Duration::from_secs(10),
+        )
+        .expect("firewall");
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let (mut first, mut next) = (None, None);
+    let start = Instant::now();
+    while next.is_none() && start.elapsed() < Duration::from_secs(40) {
+        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
+        if first.is_none() && log.contains(": softether 100.127.") {
+            first = Some(Instant::now());
+        }
+        if log.contains(": wireguard 100.127.") {
+            next = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (Some(a), Some(b)) = (first, next) else {
+        panic!(
+            "expected a softether then a wireguard registration:\n{}",
+            s.tail(Node::Sub)
+        );
+    };
+    let took = b.duration_since(a);
+    println!("softether given up, wireguard registered after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "fallback took {took:?}: more than 5 s"
+    );
+    let st = s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert_eq!(st["subscriber"]["method"], "wireguard", "{st}");
+    assert!(
+        s.ping_within(Duration::from_secs(5)),
+        "wireguard carries traffic"
+    );
+    assert!(
+        s.bed
+            .exec(Node::Sub, &["ip", "link", "show", "dev", "vpn_mnse"])
+            .is_err(),
+        "nothing left of softether on sub"
+    );
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
     drop(s);
     clear_state();
 }

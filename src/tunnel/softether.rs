@@ -21,8 +21,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Longest bring-up of the subscriber's side: after this the next method is tried.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Longest wait for the session on the subscriber's side: after this the tunnel is taken down
+/// and the next method tried, which (with the vpncmd calls around it and the release of this
+/// lease) comes within 5 s.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The account name on the subscriber's SoftEther client.
 const ACCOUNT: &str = "mnigs";
 /// vpncmd's exit code for "object not found" (deleting what is not there).
@@ -387,16 +389,24 @@ impl Method for Softether {
             IpAddr::V6(a) => format!("[{a}]:{port}"),
         };
         let nic = &self.setup.device;
-        self.one(format!("NicCreate {nic}"), &[EXISTS])?;
-        self.one(
-            format!("AccountCreate {ACCOUNT} /SERVER:{server} /HUB:{hub} /USERNAME:{user} /NICNAME:{nic}"),
-            &[],
-        )?;
-        self.one(
+        // One vpncmd run for all four (each run costs a connection to the client service);
+        // disconnect() above removed NIC and account, so none of them exists yet.
+        let commands = [
+            format!("NicCreate {nic}"),
+            format!(
+                "AccountCreate {ACCOUNT} /SERVER:{server} /HUB:{hub} /USERNAME:{user} /NICNAME:{nic}"
+            ),
             format!("AccountPasswordSet {ACCOUNT} /PASSWORD:{password} /TYPE:standard"),
-            &[],
-        )?;
-        self.one(format!("AccountConnect {ACCOUNT}"), &[])?;
+            format!("AccountConnect {ACCOUNT}"),
+        ];
+        if let Err((code, out)) = self.vpncmd(&commands) {
+            self.disconnect()?;
+            return Err(TunnelError::Invalid(format!(
+                "vpncmd account setup failed ({}): {}",
+                code.map_or_else(|| "no exit code".into(), |c| c.to_string()),
+                last_lines(&out)
+            )));
+        }
         let ifname = self.ifname();
         loop {
             let status = self
@@ -432,10 +442,17 @@ impl Method for Softether {
             return Ok(());
         }
         route_via(&ifname, Ipv4Addr::UNSPECIFIED, false)?;
-        self.one(format!("AccountDisconnect {ACCOUNT}"), &[NOT_FOUND, 36])
-            .ok();
-        self.one(format!("AccountDelete {ACCOUNT}"), &[NOT_FOUND])?;
-        self.one(format!("NicDelete {}", self.setup.device), &[NOT_FOUND])?;
+        // One run; an account that is not connected (or gone) only makes its step fail.
+        let _ = self.vpncmd(&[
+            format!("AccountDisconnect {ACCOUNT}"),
+            format!("AccountDelete {ACCOUNT}"),
+            format!("NicDelete {}", self.setup.device),
+        ]);
+        if net::link_exists(&ifname) {
+            // Something failed before NicDelete: make sure it happens.
+            self.one(format!("AccountDelete {ACCOUNT}"), &[NOT_FOUND])?;
+            self.one(format!("NicDelete {}", self.setup.device), &[NOT_FOUND])?;
+        }
         Ok(())
     }
 }
