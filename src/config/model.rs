@@ -1010,9 +1010,13 @@ impl<'f> Builder<'f> {
             }
         });
         r.single("admin", &mut o.admin, |v| {
-            v.parse::<std::net::SocketAddr>()
-                .map(|_| v.to_string())
-                .map_err(|_| format!("must be IP:PORT, got {}", quoted(v)))
+            match v.parse::<std::net::SocketAddrV4>() {
+                Ok(a) if a.port() > 0 => Ok(v.to_string()),
+                _ => Err(format!(
+                    "must be IPV4:PORT such as 127.0.0.1:5555, got {}",
+                    quoted(v)
+                )),
+            }
         });
         r.single("admin_password", &mut o.admin_password, |v| {
             if (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()) {
@@ -1905,6 +1909,11 @@ wireguard w | option listen_port 0x10 | w.listen_port | must be a port number 1-
 openvpn o | option port 0 | o.port | must be a port number 1-65535, got '0'
 openvpn o | option mtu 9001 | o.mtu | must be a whole number 1280-9000, got '9001'
 openvpn o | option directory 'etc/x' | o.directory | must be an absolute path, got 'etc/x'
+softether e | option admin '[::1]:5555' | e.admin | must be IPV4:PORT such as 127.0.0.1:5555, got '[::1]:5555'
+softether e | option hub 'a/b' | e.hub | hub must be 1-48 letters and digits, got 'a/b'
+softether e | option device 'abcdefghijkl' | e.device | must be 1-11 letters and digits, got 'abcdefghijkl'
+softether e | option client_nic 'a-b' | e.client_nic | must be 1-11 letters and digits, got 'a-b'
+softether e | option vpncmd 'bin/vpncmd' | e.vpncmd | must be an absolute path or 'vpncmd', got 'bin/vpncmd'
 socks x | option port 0 | x.port | must be a port number 1-65535, got '0'
 socks x | option port 65536 | x.port | must be a port number 1-65535, got '65536'
 socks x | option mtu 100 | x.mtu | must be a whole number 1280-9000, got '100'
@@ -1930,7 +1939,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 65);
+        assert_eq!(rows, 70);
     }
 
     #[test]

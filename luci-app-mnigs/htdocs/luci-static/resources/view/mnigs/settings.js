@@ -508,7 +508,11 @@ return view.extend({
 				};
 				o = add(s, null, form.Value, 'admin', _('Gateway: server admin address'), _('IP:PORT of the SoftEther server\'s admin port.'));
 				o.validate = function(section_id, value) {
-					return (value == null || value === '' || /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/.test(value)) ? true : _('IP:PORT, e.g. 127.0.0.1:5555 or [::1]:5555');
+					if (value == null || value === '')
+						return true;
+					var octet = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+					var m = new RegExp('^' + octet + '(\\.' + octet + '){3}:([1-9][0-9]{0,4})$').exec(value);
+					return (m && +m[m.length - 1] <= 65535) ? true : _('IPV4:PORT, e.g. 127.0.0.1:5555');
 				};
 				o.placeholder = '127.0.0.1:5555';
 				o = add(s, null, form.Value, 'admin_password', _('Gateway: server admin password'));
