@@ -171,6 +171,23 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
     let users = server_cmd(&s, &["UserList"]).unwrap();
     assert!(users.contains("mn647f0002"), "{users}");
 
+    // The gateway daemon is killed and restarted: it finds its hub and bridge and makes the
+    // restored session's user anew (new password); the established SoftEther session survives
+    // (the server keeps it), so traffic flows on.
+    assert!(s.stop(Node::Gw, libc::SIGKILL));
+    s.start(Node::Gw).unwrap();
+    let back = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(40), || s.ping_inet("1")),
+        "no ping after the gateway restarted\n{}\n--- gw\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw)
+    );
+    println!(
+        "softether: back {:?} after the gateway was killed and restarted",
+        back.elapsed()
+    );
+
     // Disconnect: the user goes, sub is as before.
     s.cli(Node::Sub, &["disconnect"]).unwrap();
     assert_eq!(

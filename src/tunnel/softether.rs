@@ -29,8 +29,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const ACCOUNT: &str = "mnigs";
 /// vpncmd's exit code for "object not found" (deleting what is not there).
 const NOT_FOUND: i32 = 29;
-/// vpncmd's exit code for "object already exists".
-const EXISTS: i32 = 30;
+/// vpncmd's exit code for HubCreate of a hub that exists (SoftEther 5.01: 57, observed).
+const HUB_EXISTS: i32 = 57;
 /// Longest user name, password or hub name accepted from a grant.
 pub const MAX_NAME: usize = 48;
 
@@ -286,7 +286,7 @@ impl Method for Softether {
             self.setup.hub
         )])
         .or_else(|(code, out)| {
-            if code == Some(EXISTS) {
+            if code == Some(HUB_EXISTS) {
                 Ok(String::new())
             } else {
                 Err(TunnelError::Invalid(format!(
@@ -295,12 +295,13 @@ impl Method for Softether {
                 )))
             }
         })?;
+        // BridgeCreate of an existing bridge succeeds (observed).
         self.one(
             format!(
                 "BridgeCreate {} /DEVICE:{} /TAP:yes",
                 self.setup.hub, self.setup.device
             ),
-            &[EXISTS],
+            &[],
         )?;
         let tap = self.ifname();
         if !wait_link(&tap, Duration::from_secs(5)) {
