@@ -13,7 +13,8 @@
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
 //! - [`subscriber`]: gateway selection and the supervisor state machine of the subscriber role.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
-//! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel), each
+//! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel,
+//!   SoftEther, SOCKS with tun2socks), each
 //!   with a gateway and a subscriber side.
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
 //! - [`daemon`]: wires the roles, the server and signals together.
