@@ -11,7 +11,7 @@ use crate::rpc::guard::{self, Kind};
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, wireguard};
+use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, softether, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -467,6 +467,51 @@ fn methods(
                 out.push(Box::new(
                     cjdns::Cjdns::new(target, &c.interface).with_ledger(&ledger),
                 ));
+            }
+            "socks" => {
+                let c = &cfg.socks;
+                let (side, ifname) = match role {
+                    Role::Gateway => (socks::Side::Server, c.interface.clone()),
+                    Role::Subscriber => (socks::Side::Client, c.interface.clone()),
+                    Role::Standby => (socks::Side::Client, standby_ifname(&c.interface)),
+                };
+                // Each side (and the standby) keeps its pid files in a directory of its own.
+                let sub = match role {
+                    Role::Gateway => "server",
+                    Role::Subscriber => "client",
+                    Role::Standby => "standby",
+                };
+                let m = socks::Socks::new(
+                    side,
+                    &c.directory.join(sub),
+                    &ifname,
+                    c.port,
+                    c.mtu,
+                    c.listen,
+                )
+                .map_err(|e| format!("socks: {e}"))?;
+                out.push(Box::new(m));
+            }
+            // One SoftEther client account and NIC: no second path to keep on standby.
+            "softether" if role == Role::Standby => {}
+            "softether" => {
+                let c = &cfg.softether;
+                let (side, device, sub) = match role {
+                    Role::Gateway => (softether::Side::Server, c.device.clone(), "server"),
+                    _ => (softether::Side::Client, c.client_nic.clone(), "client"),
+                };
+                let setup = softether::Setup {
+                    vpncmd: c.vpncmd.clone(),
+                    admin: c.admin.clone(),
+                    admin_password: c.admin_password.clone(),
+                    hub: c.hub.clone(),
+                    port: c.port,
+                    device,
+                    directory: c.directory.join(sub),
+                };
+                let m = softether::Softether::new(side, setup)
+                    .map_err(|e| format!("softether: {e}"))?;
+                out.push(Box::new(m));
             }
             other => return Err(format!("method {other} is not supported by this version")),
         }

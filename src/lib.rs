@@ -14,7 +14,8 @@
 //! - [`subscriber`]: gateway selection, the supervisor state machine of the subscriber role, and
 //!   `trust`: the checks of everything a gateway sends.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
-//! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel), each
+//! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel,
+//!   SoftEther, SOCKS with tun2socks), each
 //!   with a gateway and a subscriber side.
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
 //! - [`daemon`]: wires the roles, the server and signals together.

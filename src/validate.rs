@@ -19,7 +19,16 @@ use std::net::IpAddr;
 use crate::config::model::Prefix;
 
 /// Tunnel methods this build implements, in order of preference.
-pub const METHODS: &[&str] = &["wireguard", "openvpn", "gre", "ipip", "route", "cjdns"];
+pub const METHODS: &[&str] = &[
+    "wireguard",
+    "openvpn",
+    "gre",
+    "ipip",
+    "route",
+    "cjdns",
+    "socks",
+    "softether",
+];
 
 /// Longest path accepted by [`path`], in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
@@ -543,12 +552,20 @@ mod tests {
 
     #[test]
     fn method_lists_the_supported_ones() {
-        for m in ["wireguard", "openvpn", "gre", "ipip", "route", "cjdns"] {
+        for m in [
+            "wireguard",
+            "openvpn",
+            "gre",
+            "ipip",
+            "route",
+            "cjdns",
+            "socks",
+        ] {
             assert_eq!(method(m), Ok(()));
         }
         assert_eq!(
-            method("softether").unwrap_err(),
-            "unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route, cjdns"
+            method("l2tp").unwrap_err(),
+            "unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether"
         );
         for bad in HOSTILE
             .iter()

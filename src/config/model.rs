@@ -472,6 +472,71 @@ impl Default for OpenvpnConfig {
     }
 }
 
+/// `config socks 'socks'`: the SOCKS method (a SOCKS5 server per subscriber on the gateway,
+/// tun2socks on the subscriber).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocksConfig {
+    /// The subscriber's TUN interface (`option interface`).
+    pub interface: String,
+    /// Gateway: TCP port of the first subscriber's SOCKS server (`option port`); the subscriber
+    /// with pool address number N (counted from the pool's start) gets `port + N`.
+    pub port: u16,
+    /// MTU of the subscriber's TUN interface (`option mtu`).
+    pub mtu: u16,
+    /// PID files and logs of the SOCKS server and the tun2socks client (`option directory`).
+    pub directory: PathBuf,
+    /// Gateway: the address its SOCKS servers listen on (`option listen`), `::` for all.
+    pub listen: IpAddr,
+}
+
+impl Default for SocksConfig {
+    fn default() -> SocksConfig {
+        SocksConfig {
+            interface: "mnigs-socks".into(),
+            port: 10800,
+            mtu: 1500,
+            directory: PathBuf::from("/var/run/mnigs/socks"),
+            listen: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// `config softether 'softether'`: the SoftEther VPN method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftetherConfig {
+    /// The vpncmd program (`option vpncmd`).
+    pub vpncmd: String,
+    /// Gateway: the SoftEther server's admin address `HOST:PORT` (`option admin`).
+    pub admin: String,
+    /// Gateway: the server's administrator password (`option admin_password`).
+    pub admin_password: String,
+    /// Gateway: the Virtual Hub mnigs manages (`option hub`).
+    pub hub: String,
+    /// Gateway: the server's TCP port subscribers connect to (`option port`).
+    pub port: u16,
+    /// Gateway: the local bridge device, the tap is `tap_DEVICE` (`option device`).
+    pub device: String,
+    /// Subscriber: the client's virtual NIC, the interface is `vpn_NIC` (`option client_nic`).
+    pub client_nic: String,
+    /// Command files (`option directory`).
+    pub directory: PathBuf,
+}
+
+impl Default for SoftetherConfig {
+    fn default() -> SoftetherConfig {
+        SoftetherConfig {
+            vpncmd: "vpncmd".into(),
+            admin: "127.0.0.1:5555".into(),
+            admin_password: String::new(),
+            hub: "mnigs".into(),
+            port: 443,
+            device: "mnigs".into(),
+            client_nic: "mnigs".into(),
+            directory: PathBuf::from("/var/run/mnigs/softether"),
+        }
+    }
+}
+
 /// `config iptunnel 'iptunnel'`: the GRE and IPIP methods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IptunnelConfig {
@@ -541,6 +606,10 @@ pub struct Config {
     pub iptunnel: IptunnelConfig,
     /// `config cjdns` (cjdns IpTunnel).
     pub cjdns: CjdnsConfig,
+    /// `config socks` (SOCKS5 server and tun2socks).
+    pub socks: SocksConfig,
+    /// `config softether` (SoftEther VPN).
+    pub softether: SoftetherConfig,
 }
 
 /// How bad a [`Problem`] is.
@@ -663,6 +732,8 @@ const SINGLETONS: &[&str] = &[
     "openvpn",
     "iptunnel",
     "cjdns",
+    "socks",
+    "softether",
 ];
 
 /// Builds a [`Config`] from sections, collecting problems.
@@ -725,6 +796,8 @@ impl<'f> Builder<'f> {
                 "openvpn" => self.openvpn(s, label),
                 "iptunnel" => self.iptunnel(s, label),
                 "cjdns" => self.cjdns(s, label),
+                "socks" => self.socks(s, label),
+                "softether" => self.softether(s, label),
                 "discovery" => self.discovery(s, label),
                 other => {
                     let msg = format!("unknown section type {}, ignored", quoted(other));
@@ -928,6 +1001,87 @@ impl<'f> Builder<'f> {
         });
         r.finish();
         self.config.openvpn = o;
+    }
+
+    fn softether(&mut self, s: &Section, label: String) {
+        let mut o = self.config.softether.clone();
+        let mut r = self.reader(s, label);
+        let short_name = |v: &str| {
+            if (1..=11).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "must be 1-11 letters and digits, got {}",
+                    quoted(v)
+                ))
+            }
+        };
+        r.single("vpncmd", &mut o.vpncmd, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| v.to_string())
+            } else if v == "vpncmd" {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "must be an absolute path or 'vpncmd', got {}",
+                    quoted(v)
+                ))
+            }
+        });
+        r.single("admin", &mut o.admin, |v| {
+            match v.parse::<std::net::SocketAddrV4>() {
+                Ok(a) if a.port() > 0 => Ok(v.to_string()),
+                _ => Err(format!(
+                    "must be IPV4:PORT such as 127.0.0.1:5555, got {}",
+                    quoted(v)
+                )),
+            }
+        });
+        r.single("admin_password", &mut o.admin_password, |v| {
+            if (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(v.to_string())
+            } else {
+                Err("must be 1-128 printable ASCII characters without spaces".into())
+            }
+        });
+        r.single("hub", &mut o.hub, |v| {
+            crate::tunnel::softether::check_name("hub", v).map(|()| v.to_string())
+        });
+        r.single("port", &mut o.port, port);
+        r.single("device", &mut o.device, short_name);
+        r.single("client_nic", &mut o.client_nic, short_name);
+        r.single("directory", &mut o.directory, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| PathBuf::from(v))
+            } else {
+                Err(format!("must be an absolute path, got {}", quoted(v)))
+            }
+        });
+        r.finish();
+        self.config.softether = o;
+    }
+
+    fn socks(&mut self, s: &Section, label: String) {
+        let mut o = self.config.socks.clone();
+        let mut r = self.reader(s, label);
+        r.single("interface", &mut o.interface, text(validate::ifname));
+        r.single("port", &mut o.port, port);
+        r.single("mtu", &mut o.mtu, |v| {
+            number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+        });
+        r.single("directory", &mut o.directory, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| PathBuf::from(v))
+            } else {
+                Err(format!("must be an absolute path, got {}", quoted(v)))
+            }
+        });
+        r.single("listen", &mut o.listen, |v| {
+            v.parse::<IpAddr>()
+                .map_err(|_| format!("must be an IP address, got {}", quoted(v)))
+        });
+        r.finish();
+        self.config.socks = o;
     }
 
     fn iptunnel(&mut self, s: &Section, label: String) {
@@ -1758,11 +1912,11 @@ gateway g | option ipv4_pool 10.0.0.0/31 | g.ipv4_pool | must hold at least 4 ad
 gateway g | option ipv6_pool 10.0.0.0/24 | g.ipv6_pool | must be an IPv6 prefix, or '' for none, got '10.0.0.0/24'
 gateway g | option price -5 | g.price | must be a whole number 0-4294967295, got '-5'
 gateway g | option bandwidth_up 4294967296 | g.bandwidth_up | must be a whole number 0-4294967295, got '4294967296'
-gateway g | list method softether | g.method | unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route, cjdns
+gateway g | list method l2tp | g.method | unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether
 gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
-subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns
+subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'
@@ -1785,6 +1939,17 @@ wireguard w | option listen_port 0x10 | w.listen_port | must be a port number 1-
 openvpn o | option port 0 | o.port | must be a port number 1-65535, got '0'
 openvpn o | option mtu 9001 | o.mtu | must be a whole number 1280-9000, got '9001'
 openvpn o | option directory 'etc/x' | o.directory | must be an absolute path, got 'etc/x'
+softether e | option admin '[::1]:5555' | e.admin | must be IPV4:PORT such as 127.0.0.1:5555, got '[::1]:5555'
+softether e | option hub 'a/b' | e.hub | hub must be 1-48 letters and digits, got 'a/b'
+softether e | option device 'abcdefghijkl' | e.device | must be 1-11 letters and digits, got 'abcdefghijkl'
+softether e | option client_nic 'a-b' | e.client_nic | must be 1-11 letters and digits, got 'a-b'
+softether e | option vpncmd 'bin/vpncmd' | e.vpncmd | must be an absolute path or 'vpncmd', got 'bin/vpncmd'
+socks x | option port 0 | x.port | must be a port number 1-65535, got '0'
+socks x | option port 65536 | x.port | must be a port number 1-65535, got '65536'
+socks x | option mtu 100 | x.mtu | must be a whole number 1280-9000, got '100'
+socks x | option directory 'run/x' | x.directory | must be an absolute path, got 'run/x'
+socks x | option listen '10.0.0.1 -b 1.2.3.4' | x.listen | must be an IP address, got '10.0.0.1 -b 1.2.3.4'
+socks x | option interface '-x' | x.interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got '-x'
 openvpn o | option client_interface 'a b' | o.client_interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a b'
 iptunnel t | option interface_prefix 'mnigsgre' | t.interface_prefix | must be at most 7 characters, got 'mnigsgre'
 iptunnel t | option interface_prefix 'a;b' | t.interface_prefix | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a;b'
@@ -1804,7 +1969,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 59);
+        assert_eq!(rows, 70);
     }
 
     #[test]

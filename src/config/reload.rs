@@ -57,6 +57,8 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(subscriber.fail_closed, "subscriber.fail_closed");
     keep!(wireguard, "wireguard");
     keep!(cjdns, "cjdns");
+    keep!(socks, "socks");
+    keep!(softether, "softether");
 
     let mut applied = Vec::new();
     macro_rules! live {
@@ -113,6 +115,18 @@ mod tests {
         let r = plan(&old, new);
         assert_eq!(r.effective.cjdns, old.cjdns);
         assert_eq!(r.need_restart, ["cjdns"]);
+    }
+
+    #[test]
+    fn the_socks_and_softether_sections_wait_for_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.socks.port = 20800;
+        new.softether.hub = "other".into();
+        let r = plan(&old, new);
+        assert_eq!(r.effective.socks, old.socks);
+        assert_eq!(r.effective.softether, old.softether);
+        assert_eq!(r.need_restart, ["socks", "softether"]);
     }
 
     #[test]

@@ -806,9 +806,23 @@ impl Supervisor {
             let in_grace = up_for < GRACE;
             let per_target = (interval.mul_f64(0.9) / targets.len().max(1) as u32)
                 .max(Duration::from_millis(20));
-            let rtt = targets
-                .iter()
-                .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok());
+            // A method that carries no ICMP (socks) probes in its own way.
+            let own = self.slots[i]
+                .link
+                .as_ref()
+                .and_then(|l| {
+                    self.slots[i]
+                        .methods
+                        .iter()
+                        .find(|m| m.name() == l.grant.method)
+                })
+                .and_then(|m| m.probe(interval.mul_f64(0.9)));
+            let rtt = match own {
+                Some(r) => r.ok(),
+                None => targets
+                    .iter()
+                    .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok()),
+            };
             let record = self.records.entry(id.clone()).or_default();
             if rtt.is_none() && in_grace {
                 continue;

@@ -88,7 +88,9 @@ function renderStatus(st) {
   state.className = 'state-' + sub.state;
   const gw = sub.gateway;
   set('sub-gateway', gw ? gw.name + ' (' + gw.address + ')' : null);
-  set('sub-tunnel', sub.interface ? sub.interface + ' · ' + sub.method : null);
+  // A SOCKS tunnel carries TCP and DNS only (no ping, no other UDP): say so where it is shown.
+  const carries = sub.method === 'socks' ? ' (TCP and DNS only)' : '';
+  set('sub-tunnel', sub.interface ? sub.interface + ' · ' + sub.method + carries : null);
   set('sub-address', [sub.ipv4, sub.ipv6].filter(Boolean).join(' · '));
   set('sub-lease', sub.leaseLeft !== undefined ? sub.leaseLeft + ' s' : null);
   set('sub-error', sub.lastError);

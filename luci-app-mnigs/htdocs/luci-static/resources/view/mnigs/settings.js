@@ -16,7 +16,9 @@ var METHODS = [
 	[ 'gre', 'GRE' ],
 	[ 'ipip', 'IPIP' ],
 	[ 'route', _('Plain routing (layer-2 mesh)') ],
-	[ 'cjdns', 'cjdns IpTunnel' ]
+	[ 'cjdns', 'cjdns IpTunnel' ],
+	[ 'socks', _('SOCKS5 proxy (tun2socks)') ],
+	[ 'softether', 'SoftEther VPN' ]
 ];
 
 var DISCOVERY = [
@@ -501,6 +503,58 @@ return view.extend({
 				o = add(s, null, form.Value, 'timeout_ms', _('Admin call timeout (ms)'));
 				o.datatype = 'range(50,60000)';
 				o.placeholder = '2000';
+			} ],
+			[ 'socks', _('SOCKS5 proxy (tun2socks)'), function(s) {
+				o = add(s, null, form.Value, 'interface', _('Subscriber TUN'));
+				o.validate = interfaceName;
+				o.placeholder = 'mnigs-socks';
+				o = add(s, null, form.Value, 'port', _('Gateway first TCP port'), _('Each subscriber gets its own SOCKS server on this port plus its place in the pool.'));
+				o.datatype = 'port';
+				o.placeholder = '10800';
+				o = add(s, null, form.Value, 'listen', _('Gateway listen address'), _('The SOCKS servers listen here; :: for all addresses.'));
+				o.datatype = 'ipaddr';
+				o.placeholder = '::';
+				o = add(s, null, form.Value, 'mtu', _('MTU'));
+				o.datatype = 'range(1280,9000)';
+				o.placeholder = '1500';
+				o = add(s, null, form.Value, 'directory', _('Directory'), _('PID files and logs of the SOCKS servers and of tun2socks.'));
+				o.validate = absolutePath;
+				o.placeholder = '/var/run/mnigs/socks';
+			} ],
+			[ 'softether', _('SoftEther VPN'), function(s) {
+				var shortName = function(section_id, value) {
+					return (value == null || value === '' || /^[A-Za-z0-9]{1,11}$/.test(value)) ? true : _('1-11 letters and digits');
+				};
+				o = add(s, null, form.Value, 'admin', _('Gateway: server admin address'), _('IP:PORT of the SoftEther server\'s admin port.'));
+				o.validate = function(section_id, value) {
+					if (value == null || value === '')
+						return true;
+					var octet = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+					var m = new RegExp('^' + octet + '(\\.' + octet + '){3}:([1-9][0-9]{0,4})$').exec(value);
+					return (m && +m[m.length - 1] <= 65535) ? true : _('IPV4:PORT, e.g. 127.0.0.1:5555');
+				};
+				o.placeholder = '127.0.0.1:5555';
+				o = add(s, null, form.Value, 'admin_password', _('Gateway: server admin password'));
+				o.password = true;
+				o = add(s, null, form.Value, 'hub', _('Gateway: Virtual Hub'));
+				o.validate = function(section_id, value) {
+					return (value == null || value === '' || /^[A-Za-z0-9]{1,48}$/.test(value)) ? true : _('1-48 letters and digits');
+				};
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'port', _('Gateway: server TCP port'), _('The port subscribers connect to.'));
+				o.datatype = 'port';
+				o.placeholder = '443';
+				o = add(s, null, form.Value, 'device', _('Gateway: bridge device'), _('The tap interface is tap_ + this name.'));
+				o.validate = shortName;
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'client_nic', _('Subscriber: client NIC'), _('The interface is vpn_ + this name.'));
+				o.validate = shortName;
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'vpncmd', _('vpncmd program'));
+				o.placeholder = 'vpncmd';
+				o = add(s, null, form.Value, 'directory', _('Directory'), _('Command files (mode 0600, removed at once).'));
+				o.validate = absolutePath;
+				o.placeholder = '/var/run/mnigs/softether';
 			} ]
 		];
 		tunnels.forEach(function(t) {
