@@ -440,6 +440,46 @@ fn methods(
     Ok(out)
 }
 
+/// The gateway's mesh interfaces: `list mesh_interface`, else those of the discovery sections.
+pub fn mesh_interfaces(cfg: &Config) -> Vec<String> {
+    let mut v = if cfg.gateway.mesh_interfaces.is_empty() {
+        cfg.discovery
+            .iter()
+            .flat_map(|d| d.interfaces.iter().cloned())
+            .collect()
+    } else {
+        cfg.gateway.mesh_interfaces.clone()
+    };
+    v.retain(|i| *i != cfg.gateway.wan_interface);
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What the gateway's firewall is built from.
+fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
+    let g = &cfg.gateway;
+    let pools = crate::gateway::service::Pools::new(g.ipv4_pool, g.ipv6_pool);
+    let net = pools.gateway();
+    let mesh = mesh_interfaces(cfg);
+    if mesh.is_empty() {
+        log::warn(
+            "gateway: no mesh interface known (list mesh_interface, or a discovery section's \
+             list interface): mesh nodes without a lease are not kept off the WAN and LAN",
+        );
+    }
+    crate::sys::firewall::Policy {
+        wan: g.wan_interface.clone(),
+        mesh,
+        pool4: g.ipv4_pool.to_string(),
+        pool6: g.ipv6_pool.map(|p| p.to_string()),
+        gateway4: net.ipv4,
+        gateway6: net.ipv6.map(|(a, _)| a),
+        rpc_port: cfg.main.rpc_port,
+        allow: g.allow_destinations.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
 /// Loads and checks a config file, printing every problem to stderr.
 pub fn load_config(path: &Path) -> Result<Config, String> {
     match config::model::load(path) {
@@ -510,7 +550,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
         let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
-        let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
+        let nat = crate::sys::firewall::Firewall::choose(&cfg.gateway.nat, firewall_policy(&cfg));
         let g = Gateway::new(cfg.gateway.clone(), m, store.clone(), Some(nat));
         if let Err(e) = g.start() {
             g.shutdown();

@@ -236,6 +236,13 @@ pub struct GatewayConfig {
     /// without registering again; `false` releases them all (their tunnel ends, NAT entries and
     /// rows go), and subscribers must register anew. A SIGKILL or power loss always keeps them.
     pub keep_sessions: bool,
+    /// Interfaces facing the mesh (`list mesh_interface`): nothing arriving there is forwarded
+    /// to the WAN or the LAN without a live session. Empty: the interfaces of the `discovery`
+    /// sections.
+    pub mesh_interfaces: Vec<String>,
+    /// Private destinations subscribers may reach all the same (`list allow_destination`,
+    /// prefixes); by default they reach only public addresses, out of the WAN.
+    pub allow_destinations: Vec<Prefix>,
 }
 
 impl Default for GatewayConfig {
@@ -261,6 +268,8 @@ impl Default for GatewayConfig {
             uplink_targets: Vec::new(),
             uplink_interval: 5,
             keep_sessions: true,
+            mesh_interfaces: Vec::new(),
+            allow_destinations: Vec::new(),
         }
     }
 }
@@ -809,6 +818,14 @@ impl<'f> Builder<'f> {
         r.list("uplink_target", &mut g.uplink_targets, ip_address);
         r.single("uplink_interval", &mut g.uplink_interval, number(1, 3600));
         r.single("keep_sessions", &mut g.keep_sessions, boolean);
+        r.list(
+            "mesh_interface",
+            &mut g.mesh_interfaces,
+            text(validate::ifname),
+        );
+        r.list("allow_destination", &mut g.allow_destinations, |v| {
+            validate::prefix(v)
+        });
         if g.enabled && g.methods.is_empty() {
             r.error_at(
                 "method",

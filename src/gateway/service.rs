@@ -7,7 +7,7 @@ use crate::config::model::Prefix;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
 use crate::rpc::server::Caller;
 use crate::store::{SessionRow, Store};
-use crate::sys::net::Nat;
+use crate::sys::firewall::{Firewall, Session};
 use crate::tunnel::{GatewayNet, Method, Peer};
 use crate::{log, validate};
 use serde_json::{Value, json};
@@ -103,8 +103,8 @@ fn v6(a: Option<IpAddr>) -> Ipv6Addr {
 struct Inner {
     book: LeaseBook,
     methods: Vec<Box<dyn Method>>,
-    /// `None` only in tests that must not touch the system.
-    nat: Option<Nat>,
+    /// Forward/input policy and NAT; `None` only in tests that must not touch the system.
+    nat: Option<Firewall>,
 }
 
 /// The gateway role.
@@ -120,12 +120,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway that has not touched the system yet; [`Gateway::start`] sets it up. With `nat`
-    /// `None` no NAT is configured (for tests of the RPC surface).
+    /// `None` no firewall or NAT is configured (for tests of the RPC surface).
     pub fn new(
         cfg: GatewayConfig,
         methods: Vec<Box<dyn Method>>,
         store: Arc<Mutex<Store>>,
-        nat: Option<Nat>,
+        nat: Option<Firewall>,
     ) -> Gateway {
         let pools = Pools::new(cfg.ipv4_pool, cfg.ipv6_pool);
         let capacity = cfg.max_subscribers.min(pools.slots());
@@ -171,8 +171,9 @@ impl Gateway {
         crate::sys::net::enable_forwarding()
             .map_err(|e| format!("cannot enable forwarding: {e}"))?;
         let mut inner = self.inner.lock().expect("not poisoned");
-        if let Some(nat) = &inner.nat {
-            nat.setup().map_err(|e| format!("cannot set up NAT: {e}"))?;
+        if let Some(nat) = &mut inner.nat {
+            nat.setup()
+                .map_err(|e| format!("cannot set up the firewall and NAT: {e}"))?;
         }
         let net = self.pools.gateway();
         for m in inner.methods.iter_mut() {
@@ -243,9 +244,22 @@ impl Gateway {
                 let method =
                     method.ok_or_else(|| format!("method {} is not offered", lease.method))?;
                 let fields = method.accept(&peer).map_err(|e| e.to_string())?;
-                for addr in std::iter::once(IpAddr::V4(ipv4)).chain(ipv6.map(IpAddr::V6)) {
-                    if let Some(nat) = nat {
-                        nat.add(addr).map_err(|e| e.to_string())?;
+                if let Some(nat) = nat {
+                    let admitted = method
+                        .ingress(&peer)
+                        .map_err(|e| e.to_string())
+                        .and_then(|i| {
+                            let session = Session {
+                                ifname: i.ifname,
+                                addrs: addrs(ipv4, ipv6),
+                                mac: i.mac,
+                            };
+                            nat.admit(&lease.sid, session).map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = admitted {
+                        // Nothing half-configured: the tunnel end goes again.
+                        let _ = method.remove(&peer);
+                        return Err(e);
                     }
                 }
                 store
@@ -258,10 +272,11 @@ impl Gateway {
                 if let Some(Err(e)) = method.map(|m| m.remove(&peer)) {
                     problems.push(e.to_string());
                 }
-                for addr in std::iter::once(IpAddr::V4(ipv4)).chain(ipv6.map(IpAddr::V6)) {
-                    if let Some(Err(e)) = nat.as_ref().map(|n| n.remove(addr)) {
-                        problems.push(e.to_string());
-                    }
+                if let Some(Err(e)) = nat
+                    .as_mut()
+                    .map(|n| n.dismiss(&lease.sid, &addrs(ipv4, ipv6)))
+                {
+                    problems.push(e.to_string());
                 }
                 if let Err(e) = store.delete_session(&lease.sid) {
                     problems.push(e.to_string());
@@ -483,7 +498,7 @@ impl Gateway {
         if !keep {
             let sids: Vec<String> = inner.book.leases().map(|l| l.sid.clone()).collect();
             for sid in &sids {
-                if let Some(action) = inner.book.revoke(sid)
+                if let Some(action) = inner.book.revoke_at(now(), sid)
                     && let Err(e) = self.execute(&mut inner, &action, None)
                 {
                     log::warn(&format!("releasing at shutdown left something behind: {e}"));
@@ -500,11 +515,17 @@ impl Gateway {
                 log::warn(&format!("{} shutdown: {e}", m.name()));
             }
         }
-        if let Some(Err(e)) = nat.as_ref().map(Nat::teardown) {
-            log::warn(&format!("NAT teardown: {e}"));
+        if let Some(Err(e)) = nat.as_ref().map(Firewall::teardown) {
+            log::warn(&format!("firewall and NAT teardown: {e}"));
         }
         log::info("gateway stopped");
     }
+}
+
+fn addrs(ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Vec<IpAddr> {
+    std::iter::once(IpAddr::V4(ipv4))
+        .chain(ipv6.map(IpAddr::V6))
+        .collect()
 }
 
 fn session_row(l: &Lease, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> SessionRow {

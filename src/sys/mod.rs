@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - `cmd.rs`: run an argv (never a shell) with a timeout, capture stdout/stderr, log every command.
-//! - `net.rs`: addresses, routes, links, forwarding and NAT, built on `cmd`.
+//! - `net.rs`: addresses, routes, links and forwarding, built on `cmd`.
+//! - `firewall.rs`: the gateway's forward/input policy and NAT (nftables or iptables).
 //! - `icmp.rs`: ICMP echo probes over a raw socket, optionally bound to an interface.
 
 pub mod cmd;
+pub mod firewall;
 pub mod icmp;
 pub mod net;
 

@@ -508,6 +508,13 @@ impl Method for Openvpn {
         Ok(fields)
     }
 
+    fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        Ok(super::Ingress {
+            ifname: self.ifname.clone(),
+            mac: None,
+        })
+    }
+
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         let csr = Self::csr_of(peer.options)?;
         let cn = client_cn(peer.ipv4, csr);
