@@ -383,8 +383,10 @@ impl Gateway {
                     if let Some(undo) = inner.book.revoke(&lease.sid) {
                         let _ = self.execute(&mut inner, &undo, None);
                     }
+                    // The details (command lines, paths, program output) go to the log only.
                     return Err(Failure::temporary(format!(
-                        "gateway could not configure the tunnel: {e}"
+                        "gateway could not configure the {} tunnel (the gateway's log says why)",
+                        lease.method
                     )));
                 }
             }
@@ -394,7 +396,13 @@ impl Gateway {
             let action = Action::Accept(lease.clone());
             fields = self
                 .execute(&mut inner, &action, caller.host.as_deref())
-                .map_err(Failure::temporary)?;
+                .map_err(|e| {
+                    log::error(&format!("cannot repeat session of {}: {e}", lease.name));
+                    Failure::temporary(format!(
+                        "gateway could not configure the {} tunnel (the gateway's log says why)",
+                        lease.method
+                    ))
+                })?;
         }
         if !actions.is_empty() {
             log::info(&format!(
