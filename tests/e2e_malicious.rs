@@ -252,6 +252,14 @@ fn suite(label: &str, method: &'static str) {
         eprintln!("SKIPPED {test}: openvpn/openssl not installed");
         return;
     }
+    if !cmd::available("conntrack") {
+        assert!(
+            std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
+            "{test}: `conntrack` is not installed (MNIGS_E2E=1 forbids skipping)"
+        );
+        eprintln!("SKIPPED {test}: `conntrack` is not installed");
+        return;
+    }
     let mut bed = Bed::build(label, method);
     // The lab itself works: the LAN reaches the Internet through the gateway's own routing,
     // and the mesh node reaches the gateway.
@@ -329,8 +337,22 @@ fn suite(label: &str, method: &'static str) {
     )
     .unwrap();
 
+    // Item 4 (release flushes conntrack): s1's connections are tracked while it holds the
+    // lease, and forgotten with it.
+    assert!(bed.ping("s1", INET_HOST, None));
+    let tracked = |bed: &Bed| {
+        bed.exec("gw", &["conntrack", "-L", "-f", "ipv4", "-s", &a1])
+            .unwrap_or_default()
+    };
+    assert!(tracked(&bed).contains(INET_HOST), "positive control");
+
     // A former subscriber keeps nothing: after disconnect it is a mesh node like m.
     bed.cli("s1", &["disconnect"]).unwrap();
+    let left = tracked(&bed);
+    assert!(
+        !left.contains(INET_HOST),
+        "release left s1's connections: {left}"
+    );
     bed.exec("s1", &["ip", "route", "replace", "default", "via", GW_MESH])
         .unwrap();
     assert!(
@@ -351,6 +373,10 @@ fn suite(label: &str, method: &'static str) {
         !bed.tcp("inet", GW_WAN, RPC),
         "the RPC server answers on the WAN"
     );
+    // The freed address rests: s1 coming back gets neither its old address nor s2's.
+    let a3 = Bed::pool_address(&bed.connect("s1"));
+    assert!(a3 != a1 && a3 != a2, "{a3} handed out again at once");
+    assert!(bed.ping("s1", INET_HOST, None), "s1 back on the Internet");
 }
 
 #[test]
