@@ -477,6 +477,8 @@ fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
         gateway6: net.ipv6.map(|(a, _)| a),
         rpc_port: cfg.main.rpc_port,
         allow: g.allow_destinations.iter().map(|p| p.to_string()).collect(),
+        shape_down: false,
+        shape_up: false,
     }
 }
 
@@ -550,7 +552,17 @@ pub fn run(path: &Path) -> Result<(), String> {
     let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
         let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
-        let nat = crate::sys::firewall::Firewall::choose(&cfg.gateway.nat, firewall_policy(&cfg));
+        let g = &cfg.gateway;
+        let capacity = g
+            .max_subscribers
+            .min(crate::gateway::service::Pools::new(g.ipv4_pool, g.ipv6_pool).slots());
+        let shaper = crate::sys::shaper::Shaper::new(
+            g.bandwidth_down,
+            g.bandwidth_up,
+            capacity,
+            &g.wan_interface,
+        );
+        let nat = crate::sys::firewall::Firewall::choose(&g.nat, firewall_policy(&cfg), shaper);
         let g = Gateway::new(cfg.gateway.clone(), m, store.clone(), Some(nat));
         if let Err(e) = g.start() {
             g.shutdown();

@@ -253,6 +253,7 @@ impl Gateway {
                                 ifname: i.ifname,
                                 addrs: addrs(ipv4, ipv6),
                                 mac: i.mac,
+                                class: crate::sys::shaper::minor(lease.slot),
                             };
                             nat.admit(&lease.sid, session).map_err(|e| e.to_string())
                         });
@@ -523,7 +524,7 @@ impl Gateway {
                 log::warn(&format!("{} shutdown: {e}", m.name()));
             }
         }
-        if let Some(Err(e)) = nat.as_ref().map(Firewall::teardown) {
+        if let Some(Err(e)) = nat.as_mut().map(Firewall::teardown) {
             log::warn(&format!("firewall and NAT teardown: {e}"));
         }
         log::info("gateway stopped");

@@ -27,6 +27,7 @@
 //! - [`Firewall`]: applies it, and flushes conntrack entries of a freed address.
 
 use super::cmd::{self, CmdError};
+use super::shaper::Shaper;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -87,6 +88,10 @@ pub struct Policy {
     pub rpc_port: u16,
     /// Destinations subscribers may reach although private (`list allow_destination`).
     pub allow: Vec<String>,
+    /// Whether downloads are shaped: packets to a session get its class ([`super::shaper`]).
+    pub shape_down: bool,
+    /// Whether uploads are shaped: packets from a session get its class.
+    pub shape_up: bool,
 }
 
 /// Where one live session's packets come from.
@@ -98,6 +103,8 @@ pub struct Session {
     pub addrs: Vec<IpAddr>,
     /// The MAC address its packets must carry (route method); `None` for tunnels.
     pub mac: Option<String>,
+    /// Its shaping class minor ([`super::shaper::minor`]).
+    pub class: u32,
 }
 
 fn quote(ifname: &str) -> String {
@@ -170,6 +177,26 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
         }
         s.push_str("\t}\n");
     }
+    // Shaping classes by address: downloads by destination, uploads by source.
+    for (name, on, v6) in [
+        ("down4", policy.shape_down, false),
+        ("down6", policy.shape_down, true),
+        ("up4", policy.shape_up, false),
+        ("up6", policy.shape_up, true),
+    ] {
+        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        let elements = sessions.iter().filter(|_| on).flat_map(|x| {
+            x.addrs
+                .iter()
+                .filter(move |a| a.is_ipv6() == v6)
+                .map(move |a| format!("{a} : {}:{:x}", super::shaper::HANDLE, x.class))
+        });
+        s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
+        if let Some(e) = set_of(elements) {
+            s.push_str(&format!("\t\telements = {e};\n"));
+        }
+        s.push_str("\t}\n");
+    }
     let (allow4, allow6) = split(&policy.allow);
     for (name, ty, list) in [
         ("allow4", "ipv4_addr", allow4),
@@ -197,6 +224,10 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
     // Forwarding.
     s.push_str(
         "\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n\
+         \t\tmeta priority set ip daddr map @down4\n\
+         \t\tmeta priority set ip6 daddr map @down6\n\
+         \t\tmeta priority set ip saddr map @up4\n\
+         \t\tmeta priority set ip6 saddr map @up6\n\
          \t\tiifname @tunifs jump from_tunnel\n\
          \t\tiifname @meshifs oifname != @meshifs jump from_mesh\n",
     );
@@ -287,6 +318,7 @@ const IPT_IN: &str = "MNIGS-IN";
 const IPT_NAT: &str = "MNIGS-NAT";
 const IPT_MESH: &str = "MNIGS-MESH";
 const IPT_SUBIN: &str = "MNIGS-SUBIN";
+const IPT_CLS: &str = "MNIGS-CLS";
 
 /// The `iptables-restore --noflush` input (IPv4, or IPv6 with `v6`) that replaces our chains'
 /// contents with the policy for `sessions`. Declaring a chain in `--noflush` mode empties it,
@@ -407,6 +439,25 @@ pub fn ipt_restore(policy: &Policy, sessions: &[Session], v6: bool) -> String {
         "-A {IPT_SUBIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n\
          -A {IPT_SUBIN} -j DROP\nCOMMIT\n"
     ));
+    let mut m = format!("*mangle\n:{IPT_CLS} - [0:0]\n");
+    for x in sessions {
+        let class = format!("{}:{:x}", super::shaper::HANDLE, x.class);
+        for a in x.addrs.iter().filter(ours) {
+            if policy.shape_down {
+                m.push_str(&format!(
+                    "-A {IPT_CLS} -d {} -j CLASSIFY --set-class {class}\n",
+                    host(a)
+                ));
+            }
+            if policy.shape_up {
+                m.push_str(&format!(
+                    "-A {IPT_CLS} -s {} -j CLASSIFY --set-class {class}\n",
+                    host(a)
+                ));
+            }
+        }
+    }
+    m.push_str("COMMIT\n");
     let mut n = format!("*nat\n:{IPT_NAT} - [0:0]\n");
     for x in sessions {
         for a in x.addrs.iter().filter(ours) {
@@ -418,17 +469,19 @@ pub fn ipt_restore(policy: &Policy, sessions: &[Session], v6: bool) -> String {
         }
     }
     n.push_str("COMMIT\n");
-    f + &n
+    f + &m + &n
 }
 
 /// Our jumps from the built-in chains: (table, built-in chain, our chain).
-const IPT_JUMPS: [(&str, &str, &str); 3] = [
+const IPT_JUMPS: [(&str, &str, &str); 4] = [
     ("filter", "FORWARD", IPT_FWD),
+    ("mangle", "FORWARD", IPT_CLS),
     ("filter", "INPUT", IPT_IN),
     ("nat", "POSTROUTING", IPT_NAT),
 ];
 /// Every chain we own, per table.
-const IPT_CHAINS: [(&str, &str); 6] = [
+const IPT_CHAINS: [(&str, &str); 7] = [
+    ("mangle", IPT_CLS),
     ("filter", IPT_FWD),
     ("filter", IPT_OUT),
     ("filter", IPT_IN),
@@ -468,11 +521,16 @@ pub struct Firewall {
     pub policy: Policy,
     /// Live sessions by key (the session id).
     sessions: BTreeMap<String, Session>,
+    /// Per-subscriber shaping.
+    shaper: Shaper,
 }
 
 impl Firewall {
     /// Picks the backend: `nft`, `iptables`, or `auto` (nft when it works, else iptables).
-    pub fn choose(setting: &str, policy: Policy) -> Firewall {
+    /// `shaper` gives each session its fair share; the policy's `shape_*` follow its rates.
+    pub fn choose(setting: &str, mut policy: Policy, shaper: Shaper) -> Firewall {
+        policy.shape_down = shaper.down_kbit > 0;
+        policy.shape_up = shaper.up_kbit > 0;
         let backend = match setting {
             "nft" => Backend::Nft,
             "iptables" => Backend::Iptables,
@@ -485,6 +543,7 @@ impl Firewall {
             backend,
             policy,
             sessions: BTreeMap::new(),
+            shaper,
         }
     }
 
@@ -523,6 +582,7 @@ impl Firewall {
 
     /// Admits one session (replacing what `key` had).
     pub fn admit(&mut self, key: &str, session: Session) -> Result<(), CmdError> {
+        self.shaper.admit(&session.ifname, session.class)?;
         let old = self.sessions.insert(key.to_string(), session);
         let r = self.apply();
         if r.is_err() {
@@ -537,14 +597,16 @@ impl Firewall {
     /// Withdraws a session, then forgets its connections (conntrack), so that nothing it
     /// opened survives, neither through NAT nor for whoever gets the address next.
     pub fn dismiss(&mut self, key: &str, addrs: &[IpAddr]) -> Result<(), CmdError> {
-        if self.sessions.remove(key).is_some() {
+        if let Some(gone) = self.sessions.remove(key) {
             self.apply()?;
+            self.shaper.dismiss(&gone.ifname, gone.class)?;
         }
         flush_conntrack(addrs)
     }
 
-    /// Removes the table or chains and everything in them.
-    pub fn teardown(&self) -> Result<(), CmdError> {
+    /// Removes the table or chains and everything in them, and the shaping.
+    pub fn teardown(&mut self) -> Result<(), CmdError> {
+        self.shaper.teardown()?;
         match self.backend {
             Backend::Nft => ignore_absent(cmd::run(&["nft", "delete", "table", "inet", NFT_TABLE])),
             Backend::Iptables => {
@@ -621,6 +683,8 @@ mod tests {
             gateway6: Some("fd7e:7e7e::1".parse().unwrap()),
             rpc_port: 65533,
             allow: vec!["192.168.9.0/24".into(), "fd00:9::/64".into()],
+            shape_down: true,
+            shape_up: false,
         }
     }
 
@@ -633,11 +697,13 @@ mod tests {
                     "fd7e:7e7e::2".parse().unwrap(),
                 ],
                 mac: None,
+                class: 0x100,
             },
             Session {
                 ifname: "br-mesh".into(),
                 addrs: vec!["100.127.0.3".parse().unwrap()],
                 mac: Some("02:00:00:00:00:03".into()),
+                class: 0x101,
             },
         ]
     }
@@ -657,6 +723,13 @@ mod tests {
         assert!(s.contains("ip daddr 100.127.0.1 tcp dport 65533 accept"));
         assert!(s.contains("iifname \"wan0\" tcp dport 65533 drop"));
         assert!(s.contains("elements = { 192.168.9.0/24 }"));
+        assert!(s.contains(
+            "map down4 {\n\t\ttype ipv4_addr : classid;\n\t\telements = { 100.127.0.2 : 7e:100, 100.127.0.3 : 7e:101 };"
+        ));
+        assert!(
+            s.contains("map up4 {\n\t\ttype ipv4_addr : classid;\n\t}"),
+            "uploads not shaped"
+        );
         for p in PRIVATE4 {
             assert!(s.contains(p), "{p}");
         }
@@ -682,6 +755,8 @@ mod tests {
         assert!(v4.contains("-A MNIGS-OUT ! -o wan0 -j DROP\n"));
         assert!(v4.contains("-A MNIGS-IN -i wan0 -p tcp --dport 65533 -j DROP\n"));
         assert!(v4.contains("-A MNIGS-NAT -s 100.127.0.2/32 -o wan0 -j MASQUERADE\n"));
+        assert!(v4.contains("-A MNIGS-CLS -d 100.127.0.2/32 -j CLASSIFY --set-class 7e:100\n"));
+        assert!(!v4.contains("-A MNIGS-CLS -s"), "uploads not shaped");
         assert!(!v4.contains("fd7e"));
         // The session rules come before the drops.
         let accept = v4.find("-g MNIGS-OUT").unwrap();
@@ -690,7 +765,7 @@ mod tests {
         assert!(v6.contains("-A MNIGS-FWD -i mnigs-wg -s fd7e:7e7e::2/128 -g MNIGS-OUT\n"));
         assert!(v6.contains("-A MNIGS-OUT -d fd00:9::/64 -j RETURN\n"));
         assert!(!v6.contains("100.127.0.3"));
-        assert_eq!(v6.matches("COMMIT").count(), 2);
+        assert_eq!(v6.matches("COMMIT").count(), 3);
     }
 
     #[test]
