@@ -467,7 +467,7 @@ fn fair_share_run(method: &'static str, label: &str, bandwidth_down: u32) -> [f6
         panic!("B's iperf3 failed three times");
     };
     let alone = b(&bed, "6");
-    let mut flood = |args: &[&str]| {
+    let flood = |args: &[&str]| {
         let ns = bed.ns["s1"].clone();
         let mut argv = vec!["ip", "netns", "exec", &ns, "iperf3", "-c", INET_HOST];
         argv.extend_from_slice(args);
