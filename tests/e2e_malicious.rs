@@ -44,9 +44,18 @@ struct Bed {
 
 impl Bed {
     fn build(label: &str, method: &'static str) -> Bed {
+        Bed::build_with(label, method, None)
+    }
+
+    /// With `uplink_mbit`, a "modem" (a bridge) sits between `wan0` and `inet` and limits
+    /// both directions to that rate: the uplink's bottleneck is outside the gateway.
+    fn build_with(label: &str, method: &'static str, uplink_mbit: Option<u32>) -> Bed {
         let lab = Lab::new(label).unwrap();
         let mut ns = std::collections::BTreeMap::new();
-        for n in ["gw", "s1", "s2", "m", "lan", "inet"] {
+        for n in ["gw", "s1", "s2", "m", "lan", "inet", "modem"] {
+            if n == "modem" && uplink_mbit.is_none() {
+                continue;
+            }
             ns.insert(n, lab.add_mesh_ns(n).unwrap());
         }
         let bed = Bed {
@@ -62,9 +71,42 @@ impl Bed {
         bed.lab
             .veth(&bed.ns["gw"], "lan0", &bed.ns["lan"], "e0")
             .unwrap();
-        bed.lab
-            .veth(&bed.ns["gw"], "wan0", &bed.ns["inet"], "wan0")
-            .unwrap();
+        if let Some(mbit) = uplink_mbit {
+            bed.lab
+                .veth(&bed.ns["gw"], "wan0", &bed.ns["modem"], "g0")
+                .unwrap();
+            bed.lab
+                .veth(&bed.ns["modem"], "i0", &bed.ns["inet"], "wan0")
+                .unwrap();
+            let rate = format!("{mbit}mbit");
+            let mut lines = vec![
+                "link add br0 type bridge".to_string(),
+                "link set g0 master br0".into(),
+                "link set i0 master br0".into(),
+                "link set br0 up".into(),
+            ];
+            for dev in ["g0", "i0"] {
+                lines.push(format!(
+                    "x qdisc add dev {dev} root handle 1: htb default 1"
+                ));
+                lines.push(format!(
+                    "x class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate}"
+                ));
+            }
+            let (ip, tc): (Vec<&String>, Vec<&String>) =
+                lines.iter().partition(|l| !l.starts_with("x "));
+            let ip: Vec<&str> = ip.iter().map(|l| l.as_str()).collect();
+            bed.batch("modem", &ip);
+            for l in tc {
+                let mut argv = vec!["tc"];
+                argv.extend(l[2..].split(' '));
+                bed.exec("modem", &argv).unwrap();
+            }
+        } else {
+            bed.lab
+                .veth(&bed.ns["gw"], "wan0", &bed.ns["inet"], "wan0")
+                .unwrap();
+        }
         bed.batch(
             "gw",
             &[
@@ -397,30 +439,29 @@ fn malicious_subscriber_route() {
     suite("malrt", "route");
 }
 
-/// Throughput in Mbit/s that an `iperf3 -J` client measured (received: `-R` downloads).
+/// Throughput in Mbit/s that reached the receiver, from an `iperf3 -J` client's report (TCP:
+/// `sum_received`; UDP: the sent rate less the datagrams lost).
 fn mbits(json: &str) -> f64 {
     let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("iperf3: {e}: {json}"));
-    v["end"]["sum_received"]["bits_per_second"]
+    let end = &v["end"];
+    if let Some(bps) = end["sum_received"]["bits_per_second"].as_f64() {
+        return bps / 1e6;
+    }
+    let sum = &end["sum"];
+    let bps = sum["bits_per_second"]
         .as_f64()
-        .unwrap_or_else(|| panic!("no sum_received in {json}"))
-        / 1e6
+        .unwrap_or_else(|| panic!("no throughput in {json}"));
+    bps * (1.0 - sum["lost_percent"].as_f64().unwrap_or(0.0) / 100.0) / 1e6
 }
 
-/// One fair-share measurement: the uplink (inet → gw) is 20 Mbit/s; B downloads with one TCP
-/// stream alone, then while A floods (8 TCP streams, or UDP at 40 Mbit/s). Returns B's
-/// throughput (alone, during the TCP flood, during the UDP flood) and A's during each flood.
-fn fair_share_run(method: &'static str, label: &str, bandwidth_down: u32) -> [f64; 5] {
-    let mut bed = Bed::build(label, method);
-    bed.gw_extra = format!("\toption bandwidth_down '{bandwidth_down}'\n");
-    // The uplink: 20 Mbit/s from the Internet to the gateway.
-    for line in [
-        "qdisc add dev wan0 root handle 1: htb default 1",
-        "class add dev wan0 parent 1: classid 1:1 htb rate 20mbit ceil 20mbit",
-    ] {
-        let mut argv = vec!["tc"];
-        argv.extend(line.split(' '));
-        bed.exec("inet", &argv).unwrap();
-    }
+/// One fair-share measurement over a 20 Mbit/s uplink (both ways): B moves data with one TCP
+/// stream alone, then while A floods (8 TCP streams, or UDP at 40 Mbit/s), downloads (`-R`)
+/// or uploads. Returns B's Mbit/s (alone, during the TCP flood, during the UDP flood) and A's
+/// during each flood.
+fn fair_share_run(method: &'static str, label: &str, shaped_kbit: u32, download: bool) -> [f64; 5] {
+    let mut bed = Bed::build_with(label, method, Some(20));
+    bed.gw_extra =
+        format!("\toption bandwidth_down '{shaped_kbit}'\n\toption bandwidth_up '{shaped_kbit}'\n");
     let log = bed.lab.dir.join("iperf.log");
     for port in ["5201", "5202", "5203"] {
         bed.lab
@@ -438,15 +479,15 @@ fn fair_share_run(method: &'static str, label: &str, bandwidth_down: u32) -> [f6
     bed.connect("s1");
     bed.connect("s2");
     std::thread::sleep(Duration::from_millis(500));
-    // B's download; a run whose control connection stalls is tried again (a loaded machine).
+    let dir = if download { "-R" } else { "" };
+    // B's transfer; a run whose control connection stalls is tried again (a loaded machine).
     let b = |bed: &Bed, secs: &str| {
-        let argv = [
+        let mut argv = vec![
             "iperf3",
             "-c",
             INET_HOST,
             "-p",
             "5202",
-            "-R",
             "-J",
             "-t",
             secs,
@@ -455,6 +496,9 @@ fn fair_share_run(method: &'static str, label: &str, bandwidth_down: u32) -> [f6
             "--connect-timeout",
             "3000",
         ];
+        if download {
+            argv.push(dir);
+        }
         for _ in 0..3 {
             match bed
                 .lab
@@ -471,7 +515,10 @@ fn fair_share_run(method: &'static str, label: &str, bandwidth_down: u32) -> [f6
         let ns = bed.ns["s1"].clone();
         let mut argv = vec!["ip", "netns", "exec", &ns, "iperf3", "-c", INET_HOST];
         argv.extend_from_slice(args);
-        argv.extend(["-R", "-J", "-t", "10"]);
+        argv.extend(["-J", "-t", "10"]);
+        if download {
+            argv.push(dir);
+        }
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let a = std::thread::spawn(move || cmd::run_full(&argv, None, Duration::from_secs(30)));
         std::thread::sleep(Duration::from_secs(2));
@@ -492,7 +539,8 @@ fn fair_share_run(method: &'static str, label: &str, bandwidth_down: u32) -> [f6
 }
 
 /// The fair-share bench (issue 21, item 3): `bench/fairshare.sh` runs it. Prints B's share of
-/// the 20 Mbit/s uplink while A floods, without shaping and with `bandwidth_down 19000`.
+/// the 20 Mbit/s uplink while A floods, without shaping and with `bandwidth_down`/`bandwidth_up`
+/// 19000 (kbit/s, a little below the uplink, so the queue forms on the gateway).
 #[test]
 #[ignore = "a benchmark: bench/fairshare.sh"]
 fn fair_share_bench() {
@@ -505,14 +553,17 @@ fn fair_share_bench() {
         Ok("openvpn") => "openvpn",
         _ => "wireguard",
     };
-    for (label, down) in [("fsoff", 0), ("fson", 19000)] {
-        let [alone, tcp, udp, a_tcp, a_udp] = fair_share_run(method, label, down);
-        println!(
-            "FAIRSHARE {method} bandwidth_down {down}: B alone {alone:.1} Mbit/s; \
-             A 8 TCP streams: B {tcp:.1} ({:.0} % of 20), A {a_tcp:.1}; \
-             A UDP 40M: B {udp:.1} ({:.0} % of 20), A {a_udp:.1}",
-            tcp / 20.0 * 100.0,
-            udp / 20.0 * 100.0
-        );
+    for download in [true, false] {
+        for (label, kbit) in [("fsoff", 0), ("fson", 19000)] {
+            let [alone, tcp, udp, a_tcp, a_udp] = fair_share_run(method, label, kbit, download);
+            println!(
+                "FAIRSHARE {method} {} shaped {kbit} kbit/s: B alone {alone:.1} Mbit/s; \
+                 A 8 TCP streams: B {tcp:.1} ({:.0} % of 20), A {a_tcp:.1}; \
+                 A UDP 40M: B {udp:.1} ({:.0} % of 20), A {a_udp:.1}",
+                if download { "download" } else { "upload" },
+                tcp / 20.0 * 100.0,
+                udp / 20.0 * 100.0
+            );
+        }
     }
 }
