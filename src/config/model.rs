@@ -462,7 +462,7 @@ impl Default for OpenvpnConfig {
             client_interface: "mnigs-ovpnc".into(),
             port: 1194,
             mtu: 1400,
-            directory: PathBuf::from("/etc/mnigs/openvpn"),
+            directory: PathBuf::from("/var/lib/mnigs/openvpn"),
         }
     }
 }
@@ -1535,7 +1535,7 @@ config cjdns
     fn tunnel_method_sections_are_read() {
         let (c, _) = check("").unwrap();
         assert_eq!(c.openvpn.port, 1194);
-        assert_eq!(c.openvpn.directory, Path::new("/etc/mnigs/openvpn"));
+        assert_eq!(c.openvpn.directory, Path::new("/var/lib/mnigs/openvpn"));
         assert_eq!(c.iptunnel.interface_prefix, "mnt");
         let text = "\
 config gateway g

@@ -226,7 +226,7 @@ impl Gateway {
         inner: &mut Inner,
         action: &Action,
         via: Option<&str>,
-    ) -> Result<serde_json::Map<String, Value>, String> {
+    ) -> Result<serde_json::Map<String, Value>, ExecError> {
         let (Action::Accept(lease) | Action::Remove(lease)) = action;
         let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
         let peer = Peer {
@@ -243,7 +243,10 @@ impl Gateway {
             Action::Accept(_) => {
                 let method =
                     method.ok_or_else(|| format!("method {} is not offered", lease.method))?;
-                let fields = method.accept(&peer).map_err(|e| e.to_string())?;
+                let fields = method.accept(&peer).map_err(|e| ExecError {
+                    public: e.public().map(str::to_string),
+                    detail: e.to_string(),
+                })?;
                 if let Some(nat) = nat {
                     let admitted = method
                         .ingress(&peer)
@@ -260,7 +263,7 @@ impl Gateway {
                     if let Err(e) = admitted {
                         // Nothing half-configured: the tunnel end goes again.
                         let _ = method.remove(&peer);
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
                 store
@@ -289,7 +292,7 @@ impl Gateway {
                 if problems.is_empty() {
                     Ok(Default::default())
                 } else {
-                    Err(problems.join("; "))
+                    Err(problems.join("; ").into())
                 }
             }
         }
@@ -385,10 +388,7 @@ impl Gateway {
                         let _ = self.execute(&mut inner, &undo, None);
                     }
                     // The details (command lines, paths, program output) go to the log only.
-                    return Err(Failure::temporary(format!(
-                        "gateway could not configure the {} tunnel (the gateway's log says why)",
-                        lease.method
-                    )));
+                    return Err(Failure::temporary(e.answer(&lease.method)));
                 }
             }
         }
@@ -399,10 +399,7 @@ impl Gateway {
                 .execute(&mut inner, &action, caller.host.as_deref())
                 .map_err(|e| {
                     log::error(&format!("cannot repeat session of {}: {e}", lease.name));
-                    Failure::temporary(format!(
-                        "gateway could not configure the {} tunnel (the gateway's log says why)",
-                        lease.method
-                    ))
+                    Failure::temporary(e.answer(&lease.method))
                 })?;
         }
         if !actions.is_empty() {
@@ -531,6 +528,40 @@ impl Gateway {
     }
 }
 
+/// Why an action failed: the whole story for the log, and what the caller may be told.
+#[derive(Debug)]
+struct ExecError {
+    detail: String,
+    public: Option<String>,
+}
+
+impl From<String> for ExecError {
+    fn from(detail: String) -> ExecError {
+        ExecError {
+            detail,
+            public: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl ExecError {
+    /// The answer to the caller: no paths, command lines or program output.
+    fn answer(&self, method: &str) -> String {
+        match &self.public {
+            Some(p) => format!("gateway could not configure the {method} tunnel: {p}"),
+            None => format!(
+                "gateway could not configure the {method} tunnel (the gateway's log says why)"
+            ),
+        }
+    }
+}
+
 fn addrs(ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Vec<IpAddr> {
     std::iter::once(IpAddr::V4(ipv4))
         .chain(ipv6.map(IpAddr::V6))
@@ -619,6 +650,82 @@ mod tests {
         fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
         }
+    }
+
+    /// A method whose accept fails, the way the failure says.
+    struct Failing(fn() -> crate::tunnel::TunnelError);
+
+    impl Method for Failing {
+        fn name(&self) -> &'static str {
+            "openvpn"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            _: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Err((self.0)())
+        }
+        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failures_answer_without_paths_or_command_lines() {
+        let ask = |m: Failing| {
+            let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+            let cfg = GatewayConfig {
+                methods: vec!["openvpn".into()],
+                ..GatewayConfig::default()
+            };
+            let gw = Gateway::new(cfg, vec![Box::new(m)], store, None);
+            let caller = Caller {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
+                host: None,
+            };
+            let req = ConnectionRequest {
+                sid: None,
+                name: "sub".into(),
+                port: None,
+                method: "openvpn".into(),
+                options: Default::default(),
+            };
+            let answer = gw.request_connection(&caller, req);
+            assert_eq!(answer["success"], false);
+            assert_eq!(gw.sessions().as_array().unwrap().len(), 0, "nothing kept");
+            answer["errorMsg"].as_str().unwrap().to_string()
+        };
+        let secret = ask(Failing(|| {
+            crate::tunnel::TunnelError::Invalid(
+                "openssl x509 -req -in /etc/mnigs/openvpn/server/issued/x.csr: bad".into(),
+            )
+        }));
+        assert!(
+            !secret.contains('/') && !secret.contains("openssl"),
+            "{secret}"
+        );
+        let told = ask(Failing(|| {
+            crate::tunnel::TunnelError::Refused("the openvpn server is not running".into())
+        }));
+        assert!(told.contains("the openvpn server is not running"), "{told}");
     }
 
     #[test]

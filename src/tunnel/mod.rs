@@ -32,13 +32,28 @@ pub enum TunnelError {
     Invalid(String),
     /// A daemon's admin API (cjdroute's) failed or refused a call.
     Admin(String),
+    /// The method cannot serve now, for a reason meant for the caller: the text names no path,
+    /// command line or program output (the other variants may, and are only logged).
+    Refused(String),
+}
+
+impl TunnelError {
+    /// What the caller may be told, if anything.
+    pub fn public(&self) -> Option<&str> {
+        match self {
+            TunnelError::Refused(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for TunnelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TunnelError::Command(e) => e.fmt(f),
-            TunnelError::Invalid(s) | TunnelError::Admin(s) => f.write_str(s),
+            TunnelError::Invalid(s) | TunnelError::Admin(s) | TunnelError::Refused(s) => {
+                f.write_str(s)
+            }
         }
     }
 }

@@ -288,6 +288,28 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
     Ok(())
 }
 
+/// Makes the gateway's CA and server certificate unless they exist.
+fn server_keys(dir: &Path) -> Result<(), TunnelError> {
+    self_signed(&dir.join("ca.key"), &dir.join("ca.crt"), "mnigs-ca")?;
+    let (key, crt) = (dir.join("server.key"), dir.join("server.crt"));
+    if !key.exists() || !crt.exists() {
+        let req = dir.join("server.csr");
+        new_key_and_request(&key, &req, "/CN=server")?;
+        sign(dir, &req, SERVER_CN, &crt, true)?;
+        let _ = std::fs::remove_file(&req);
+    }
+    Ok(())
+}
+
+/// The files that make an OpenVPN side's identity (kept in the store, so that they live in the
+/// volatile directory and reach flash only with the store's persistence).
+pub fn key_files(side: Side) -> &'static [&'static str] {
+    match side {
+        Side::Server => &["ca.key", "ca.crt", "server.key", "server.crt"],
+        Side::Client => &["client.key", "client.csr"],
+    }
+}
+
 /// Signs a subscriber's `csr` as `issued/<cn>.crt` unless that certificate exists. The request
 /// is never kept, and a failed signing leaves no file behind.
 fn issue(dir: &Path, cn: &str, csr: &str) -> Result<PathBuf, TunnelError> {
@@ -403,6 +425,9 @@ impl Openvpn {
         });
         mkdir(&dir)?;
         let mut csr = String::new();
+        if side == Side::Server {
+            server_keys(&dir)?;
+        }
         if side == Side::Client {
             let key = dir.join("client.key");
             let req = dir.join("client.csr");
@@ -430,6 +455,11 @@ impl Openvpn {
             .get("csr")
             .and_then(Value::as_str)
             .ok_or_else(|| TunnelError::Invalid("options.csr is missing".into()))
+    }
+
+    /// The directory of this side's files (`server/` or `client/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The PID of the running openvpn of this side, if any.
@@ -461,17 +491,7 @@ impl Method for Openvpn {
         let ccd = self.dir.join("ccd");
         let _ = std::fs::remove_dir_all(&ccd);
         mkdir(&ccd)?;
-        self_signed(
-            &self.dir.join("ca.key"),
-            &self.dir.join("ca.crt"),
-            "mnigs-ca",
-        )?;
-        let (key, crt) = (self.dir.join("server.key"), self.dir.join("server.crt"));
-        if !key.exists() || !crt.exists() {
-            let req = self.dir.join("server.csr");
-            new_key_and_request(&key, &req, "/CN=server")?;
-            sign(&self.dir, &req, SERVER_CN, &crt, true)?;
-        }
+        server_keys(&self.dir)?;
         let log = self.dir.join("openvpn.log");
         let _ = std::fs::remove_file(&log);
         // A socket left by a crashed server must not pass for the new one's.
@@ -498,7 +518,7 @@ impl Method for Openvpn {
 
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
         if self.pid().is_none() {
-            return Err(TunnelError::Invalid(
+            return Err(TunnelError::Refused(
                 "the openvpn server is not running".into(),
             ));
         }
