@@ -219,9 +219,16 @@ impl Drop for Lab {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        // wireguard-go sockets of interfaces named by `unique_ifname`, left if it was killed.
-        for name in lock(&self.ifnames).drain(..) {
-            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        // wireguard-go sockets of interfaces named by `unique_ifname` (or that name with a suffix,
+        // as configs derive a second interface from it), left if a daemon was killed.
+        let ours: Vec<String> = lock(&self.ifnames).drain(..).collect();
+        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.ends_with(".sock") && ours.iter().any(|o| name.starts_with(o.as_str())) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
     }
 }
