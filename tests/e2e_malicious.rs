@@ -51,7 +51,7 @@ impl Bed {
     }
 
     /// With `uplink_mbit`, a "modem" (a bridge) sits between `wan0` and `inet` and limits
-    /// both directions to that rate: the uplink's bottleneck is outside the gateway.
+    /// uploads to that rate: the uplink's bottleneck is outside the gateway.
     fn build_with(label: &str, method: &'static str, uplink_mbit: Option<u32>) -> Bed {
         let lab = Lab::new(label).unwrap();
         let mut ns = std::collections::BTreeMap::new();
@@ -89,14 +89,12 @@ impl Bed {
                 "link set i0 master br0".into(),
                 "link set br0 up".into(),
             ];
-            for dev in ["g0", "i0"] {
-                lines.push(format!(
-                    "x qdisc add dev {dev} root handle 1: htb default 1"
-                ));
-                lines.push(format!(
-                    "x class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate}"
-                ));
-            }
+            // Uploads: the modem's queue towards the Internet. (Downloads are limited on the
+            // Internet host's own interface, see `fair_share_run`.)
+            lines.push("x qdisc add dev i0 root handle 1: htb default 1".into());
+            lines.push(format!(
+                "x class add dev i0 parent 1: classid 1:1 htb rate {rate} ceil {rate}"
+            ));
             let (ip, tc): (Vec<&String>, Vec<&String>) =
                 lines.iter().partition(|l| !l.starts_with("x "));
             let ip: Vec<&str> = ip.iter().map(|l| l.as_str()).collect();
@@ -567,6 +565,15 @@ fn mbits(json: &str) -> f64 {
 /// during each flood.
 fn fair_share_run(method: &'static str, label: &str, shaped_kbit: u32, download: bool) -> [f64; 5] {
     let mut bed = Bed::build_with(label, method, Some(20));
+    // Downloads: 20 Mbit/s leave the Internet side towards the gateway (as in the setup).
+    for line in [
+        "qdisc add dev wan0 root handle 1: htb default 1",
+        "class add dev wan0 parent 1: classid 1:1 htb rate 20mbit ceil 20mbit",
+    ] {
+        let mut argv = vec!["tc"];
+        argv.extend(line.split(' '));
+        bed.exec("inet", &argv).unwrap();
+    }
     bed.gw_extra =
         format!("\toption bandwidth_down '{shaped_kbit}'\n\toption bandwidth_up '{shaped_kbit}'\n");
     let log = bed.lab.dir.join("iperf.log");
