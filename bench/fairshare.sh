@@ -8,4 +8,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 MNIGS_E2E=1 cargo test --test e2e_malicious fair_share_bench -- --ignored --nocapture --test-threads=1 2>&1 |
-	grep -E '^FAIRSHARE|panicked|failed' | sed 's/^FAIRSHARE //'
+	grep -oE 'FAIRSHARE.*|panicked.*|failed.*' | sed 's/^FAIRSHARE //'
