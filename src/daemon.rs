@@ -508,7 +508,12 @@ fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
     let g = &cfg.gateway;
     let pools = crate::gateway::service::Pools::new(g.ipv4_pool, g.ipv6_pool);
     let net = pools.gateway();
-    let mesh = mesh_interfaces(cfg);
+    let mut mesh = mesh_interfaces(cfg);
+    // cjdroute's interface carries the cjdns mesh as well as subscribers: a mesh interface, on
+    // which a subscriber's packets are still told apart by its session's address.
+    if g.methods.iter().any(|m| m == "cjdns") && !mesh.contains(&cfg.cjdns.interface) {
+        mesh.push(cfg.cjdns.interface.clone());
+    }
     if mesh.is_empty() {
         log::warn(
             "gateway: no mesh interface known (list mesh_interface, or a discovery section's \

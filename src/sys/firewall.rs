@@ -138,24 +138,32 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
     let mut s = format!(
         "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
     );
-    let mut sess4 = Vec::new();
-    let mut sess6 = Vec::new();
-    let mut bind4 = Vec::new();
+    // sess*: every session (masquerade); tun*: sessions whose tunnel authenticates them;
+    // bind4: sessions without tunnel (route), with the MAC address they must come from.
+    let (mut sess4, mut sess6, mut tun4, mut tun6, mut bind4) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for x in sessions {
         for a in &x.addrs {
+            let key = format!("{} . {a}", quote(&x.ifname));
             match (a, &x.mac) {
-                (IpAddr::V4(a), None) => sess4.push(format!("{} . {a}", quote(&x.ifname))),
-                (IpAddr::V6(a), None) => sess6.push(format!("{} . {a}", quote(&x.ifname))),
-                (IpAddr::V4(a), Some(mac)) => {
-                    sess4.push(format!("{} . {a}", quote(&x.ifname)));
-                    bind4.push(format!("{} . {a} . {mac}", quote(&x.ifname)));
+                (IpAddr::V4(_), None) => {
+                    sess4.push(key.clone());
+                    tun4.push(key);
+                }
+                (IpAddr::V6(_), None) => {
+                    sess6.push(key.clone());
+                    tun6.push(key);
+                }
+                (IpAddr::V4(_), Some(mac)) => {
+                    sess4.push(key.clone());
+                    bind4.push(format!("{key} . {mac}"));
                 }
                 // The route method is IPv4 only; an IPv6 address without tunnel is never admitted.
                 (IpAddr::V6(_), Some(_)) => {}
             }
         }
     }
-    let sets: [(&str, &str, Option<String>); 5] = [
+    let sets: [(&str, &str, Option<String>); 7] = [
         (
             "tunifs",
             "ifname",
@@ -168,6 +176,8 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
         ),
         ("sess4", "ifname . ipv4_addr", set_of(sess4)),
         ("sess6", "ifname . ipv6_addr", set_of(sess6)),
+        ("tun4", "ifname . ipv4_addr", set_of(tun4)),
+        ("tun6", "ifname . ipv6_addr", set_of(tun6)),
         ("bind4", "ifname . ipv4_addr . ether_addr", set_of(bind4)),
     ];
     for (name, ty, elements) in sets {
@@ -248,11 +258,13 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
     s.push_str("\t}\n");
     s.push_str(
         "\tchain from_tunnel {\n\
-         \t\tiifname . ip saddr @sess4 goto to_internet\n\
-         \t\tiifname . ip6 saddr @sess6 goto to_internet\n\
+         \t\tiifname . ip saddr @tun4 goto to_internet\n\
+         \t\tiifname . ip6 saddr @tun6 goto to_internet\n\
          \t\tdrop\n\t}\n\
          \tchain from_mesh {\n\
          \t\tiifname . ip saddr . ether saddr @bind4 goto to_internet\n\
+         \t\tiifname . ip saddr @tun4 goto to_internet\n\
+         \t\tiifname . ip6 saddr @tun6 goto to_internet\n\
          \t\tdrop\n\t}\n\
          \tchain to_internet {\n\
          \t\tip daddr @allow4 accept\n\
@@ -714,6 +726,10 @@ mod tests {
         assert!(s.starts_with("table inet mnigs {}\ndelete table inet mnigs\n"));
         assert!(s.contains("elements = { \"mnigs-wg\" . 100.127.0.2, \"br-mesh\" . 100.127.0.3 }"));
         assert!(s.contains("elements = { \"mnigs-wg\" . fd7e:7e7e::2 }"));
+        // The route session is masqueraded, but admitted only with its MAC address.
+        assert!(s.contains(
+            "set tun4 {\n\t\ttype ifname . ipv4_addr;\n\t\telements = { \"mnigs-wg\" . 100.127.0.2 };"
+        ));
         assert!(s.contains("elements = { \"br-mesh\" . 100.127.0.3 . 02:00:00:00:00:03 }"));
         // The mesh interface is never treated as a tunnel (that would cut the mesh's own traffic).
         assert!(s.contains("set tunifs {\n\t\ttype ifname;\n\t\telements = { \"mnigs-wg\" };"));
