@@ -654,7 +654,7 @@ fn fair_share_run(method: &'static str, label: &str, shaped_kbit: u32, download:
 
 /// The fair-share bench (issue 21, item 3): `bench/fairshare.sh` runs it. Prints B's share of
 /// the 20 Mbit/s uplink while A floods, without shaping and with `bandwidth_down`/`bandwidth_up`
-/// 19000 (kbit/s, a little below the uplink, so the queue forms on the gateway).
+/// `SHAPED_KBIT` (default 19000; a little below the uplink, so the queue forms on the gateway).
 #[test]
 #[ignore = "a benchmark: bench/fairshare.sh"]
 fn fair_share_bench() {
@@ -668,7 +668,11 @@ fn fair_share_bench() {
         _ => "wireguard",
     };
     for download in [true, false] {
-        for (label, kbit) in [("fsoff", 0), ("fson", 19000)] {
+        let shaped: u32 = std::env::var("SHAPED_KBIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(19000);
+        for (label, kbit) in [("fsoff", 0), ("fson", shaped)] {
             let [alone, tcp, udp, a_tcp, a_udp] = fair_share_run(method, label, kbit, download);
             println!(
                 "FAIRSHARE {method} {} shaped {kbit} kbit/s: B alone {alone:.1} Mbit/s; \
