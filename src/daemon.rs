@@ -373,6 +373,45 @@ fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
     Ok(k)
 }
 
+/// OpenVPN's keys and certificates live in the store (whose persistence spares the flash) and
+/// are written to the method's directory (volatile by default) at start: `save` false puts the
+/// stored ones back where files are missing, `save` true stores what the method made.
+fn openvpn_keys(
+    store: &Mutex<Store>,
+    side: openvpn::Side,
+    dir: &Path,
+    save: bool,
+) -> Result<(), String> {
+    let store = store.lock().expect("not poisoned");
+    for name in openvpn::key_files(side) {
+        let key = format!("openvpn/{name}");
+        let path = dir.join(name);
+        if save {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("openvpn: cannot read {name}: {e}"))?;
+            if store.get_kv(&key).map_err(|e| e.to_string())?.as_deref() != Some(text.as_str()) {
+                store.set_kv(&key, &text).map_err(|e| e.to_string())?;
+            }
+        } else if !path.exists()
+            && let Some(text) = store.get_kv(&key).map_err(|e| e.to_string())?
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("openvpn: cannot create its directory: {e}"))?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| format!("openvpn: cannot write {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Which end of the tunnels a method instance serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -425,8 +464,16 @@ fn methods(
                     Role::Subscriber => (openvpn::Side::Client, o.client_interface.clone()),
                     Role::Standby => (openvpn::Side::Client, standby_ifname(&o.client_interface)),
                 };
+                let sub = if side == openvpn::Side::Server {
+                    "server"
+                } else {
+                    "client"
+                };
+                let dir = o.directory.join(sub);
+                openvpn_keys(store, side, &dir, false)?;
                 let m = openvpn::Openvpn::new(side, &o.directory, &ifname, o.port, o.mtu)
                     .map_err(|e| format!("openvpn: {e}"))?;
+                openvpn_keys(store, side, &dir, true)?;
                 out.push(Box::new(m));
             }
             "gre" | "ipip" => {
@@ -519,6 +566,53 @@ fn methods(
     Ok(out)
 }
 
+/// The gateway's mesh interfaces: `list mesh_interface`, else those of the discovery sections.
+pub fn mesh_interfaces(cfg: &Config) -> Vec<String> {
+    let mut v = if cfg.gateway.mesh_interfaces.is_empty() {
+        cfg.discovery
+            .iter()
+            .flat_map(|d| d.interfaces.iter().cloned())
+            .collect()
+    } else {
+        cfg.gateway.mesh_interfaces.clone()
+    };
+    v.retain(|i| *i != cfg.gateway.wan_interface);
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What the gateway's firewall is built from.
+fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
+    let g = &cfg.gateway;
+    let pools = crate::gateway::service::Pools::new(g.ipv4_pool, g.ipv6_pool);
+    let net = pools.gateway();
+    let mut mesh = mesh_interfaces(cfg);
+    // cjdroute's interface carries the cjdns mesh as well as subscribers: a mesh interface, on
+    // which a subscriber's packets are still told apart by its session's address.
+    if g.methods.iter().any(|m| m == "cjdns") && !mesh.contains(&cfg.cjdns.interface) {
+        mesh.push(cfg.cjdns.interface.clone());
+    }
+    if mesh.is_empty() {
+        log::warn(
+            "gateway: no mesh interface known (list mesh_interface, or a discovery section's \
+             list interface): mesh nodes without a lease are not kept off the WAN and LAN",
+        );
+    }
+    crate::sys::firewall::Policy {
+        wan: g.wan_interface.clone(),
+        mesh,
+        pool4: g.ipv4_pool.to_string(),
+        pool6: g.ipv6_pool.map(|p| p.to_string()),
+        gateway4: net.ipv4,
+        gateway6: net.ipv6.map(|(a, _)| a),
+        rpc_port: cfg.main.rpc_port,
+        allow: g.allow_destinations.iter().map(|p| p.to_string()).collect(),
+        shape_down: false,
+        shape_up: false,
+    }
+}
+
 /// Loads and checks a config file, printing every problem to stderr.
 pub fn load_config(path: &Path) -> Result<Config, String> {
     match config::model::load(path) {
@@ -589,7 +683,17 @@ pub fn run(path: &Path) -> Result<(), String> {
     let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
         let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
-        let nat = crate::sys::net::Nat::choose(&cfg.gateway.nat, &cfg.gateway.wan_interface);
+        let g = &cfg.gateway;
+        let capacity = g
+            .max_subscribers
+            .min(crate::gateway::service::Pools::new(g.ipv4_pool, g.ipv6_pool).slots());
+        let shaper = crate::sys::shaper::Shaper::new(
+            g.bandwidth_down,
+            g.bandwidth_up,
+            capacity,
+            &g.wan_interface,
+        );
+        let nat = crate::sys::firewall::Firewall::choose(&g.nat, firewall_policy(&cfg), shaper);
         let g = Gateway::new(cfg.gateway.clone(), m, store.clone(), Some(nat));
         if let Err(e) = g.start() {
             g.shutdown();
@@ -773,6 +877,37 @@ fn shutdown(node: Arc<Node>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openvpn_keys_come_back_from_the_store() {
+        let store = Mutex::new(Store::open_in_memory().unwrap());
+        let dir = std::env::temp_dir().join(format!("mnigs-ovkeys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in openvpn::key_files(openvpn::Side::Server) {
+            std::fs::write(dir.join(name), format!("{name} material\n")).unwrap();
+        }
+        openvpn_keys(&store, openvpn::Side::Server, &dir, true).unwrap();
+        // A reboot empties the volatile directory; the store (restored from flash) still has them.
+        std::fs::remove_dir_all(&dir).unwrap();
+        openvpn_keys(&store, openvpn::Side::Server, &dir, false).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for name in openvpn::key_files(openvpn::Side::Server) {
+            let path = dir.join(name);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{name} material\n")
+            );
+            assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // Files present win over the store (an existing directory is kept as it is).
+        std::fs::write(dir.join("ca.crt"), "newer\n").unwrap();
+        openvpn_keys(&store, openvpn::Side::Server, &dir, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+            "newer\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn standby_interface_names_differ_and_fit() {

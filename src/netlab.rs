@@ -20,6 +20,9 @@ pub struct Lab {
     pub dir: PathBuf,
     namespaces: Mutex<Vec<String>>,
     children: Mutex<Vec<Child>>,
+    /// Names handed out by [`Lab::unique_ifname`]: only their wireguard-go sockets are ours to
+    /// remove (another lab of this process may be using the same prefix at the same time).
+    ifnames: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -44,6 +47,7 @@ impl Lab {
             dir,
             namespaces: Mutex::new(Vec::new()),
             children: Mutex::new(Vec::new()),
+            ifnames: Mutex::new(Vec::new()),
         })
     }
 
@@ -172,6 +176,7 @@ redistribute deny
     pub fn unique_ifname(&self, role: &str) -> String {
         let mut name = format!("w{}{role}", std::process::id());
         name.truncate(15);
+        lock(&self.ifnames).push(name.clone());
         name
     }
 
@@ -214,12 +219,13 @@ impl Drop for Lab {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        // wireguard-go sockets of interfaces named by `unique_ifname`, left if it was killed.
-        let ours = format!("w{}", std::process::id());
+        // wireguard-go sockets of interfaces named by `unique_ifname` (or that name with a suffix,
+        // as configs derive a second interface from it), left if a daemon was killed.
+        let ours: Vec<String> = lock(&self.ifnames).drain(..).collect();
         if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with(&ours) && name.ends_with(".sock") {
+                if name.ends_with(".sock") && ours.iter().any(|o| name.starts_with(o.as_str())) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

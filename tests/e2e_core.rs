@@ -45,7 +45,7 @@ fn gw_iptables_rules(s: &Scenario) -> String {
 fn gw_nat_elements(s: &Scenario) -> String {
     let out = s
         .bed
-        .exec(Node::Gw, &["nft", "list", "set", "inet", "mnigs", "sub4"])
+        .exec(Node::Gw, &["nft", "list", "set", "inet", "mnigs", "sess4"])
         .unwrap_or_default();
     out.lines()
         .filter(|l| l.contains("elements"))

@@ -244,6 +244,13 @@ pub struct GatewayConfig {
     /// without registering again; `false` releases them all (their tunnel ends, NAT entries and
     /// rows go), and subscribers must register anew. A SIGKILL or power loss always keeps them.
     pub keep_sessions: bool,
+    /// Interfaces facing the mesh (`list mesh_interface`): nothing arriving there is forwarded
+    /// to the WAN or the LAN without a live session. Empty: the interfaces of the `discovery`
+    /// sections.
+    pub mesh_interfaces: Vec<String>,
+    /// Private destinations subscribers may reach all the same (`list allow_destination`,
+    /// prefixes); by default they reach only public addresses, out of the WAN.
+    pub allow_destinations: Vec<Prefix>,
 }
 
 impl Default for GatewayConfig {
@@ -270,6 +277,8 @@ impl Default for GatewayConfig {
             uplink_targets: Vec::new(),
             uplink_interval: 5,
             keep_sessions: true,
+            mesh_interfaces: Vec::new(),
+            allow_destinations: Vec::new(),
         }
     }
 }
@@ -467,7 +476,7 @@ impl Default for OpenvpnConfig {
             client_interface: "mnigs-ovpnc".into(),
             port: 1194,
             mtu: 1400,
-            directory: PathBuf::from("/etc/mnigs/openvpn"),
+            directory: PathBuf::from("/var/lib/mnigs/openvpn"),
         }
     }
 }
@@ -902,6 +911,14 @@ impl<'f> Builder<'f> {
         r.list("uplink_target", &mut g.uplink_targets, ip_address);
         r.single("uplink_interval", &mut g.uplink_interval, number(1, 3600));
         r.single("keep_sessions", &mut g.keep_sessions, boolean);
+        r.list(
+            "mesh_interface",
+            &mut g.mesh_interfaces,
+            text(validate::ifname),
+        );
+        r.list("allow_destination", &mut g.allow_destinations, |v| {
+            validate::prefix(v)
+        });
         if g.enabled && g.methods.is_empty() {
             r.error_at(
                 "method",
@@ -1703,7 +1720,7 @@ config cjdns
     fn tunnel_method_sections_are_read() {
         let (c, _) = check("").unwrap();
         assert_eq!(c.openvpn.port, 1194);
-        assert_eq!(c.openvpn.directory, Path::new("/etc/mnigs/openvpn"));
+        assert_eq!(c.openvpn.directory, Path::new("/var/lib/mnigs/openvpn"));
         assert_eq!(c.iptunnel.interface_prefix, "mnt");
         let text = "\
 config gateway g

@@ -128,6 +128,9 @@ pub struct LeaseBook {
     /// Most leases one source ([`source_key`]) may hold.
     per_source: u32,
     leases: BTreeMap<String, Lease>,
+    /// When each slot was last freed: a freed address rests for a lease length (quarantine)
+    /// before it is handed out again, unless no other slot is free.
+    freed: BTreeMap<u32, i64>,
 }
 
 impl LeaseBook {
@@ -138,6 +141,7 @@ impl LeaseBook {
             lease_seconds,
             per_source: u32::MAX,
             leases: BTreeMap::new(),
+            freed: BTreeMap::new(),
         }
     }
 
@@ -228,7 +232,7 @@ impl LeaseBook {
         if mine >= self.per_source as usize {
             return Err(Refusal::SourceFull(self.per_source));
         }
-        let slot = self.free_slot().ok_or(Refusal::Full)?;
+        let slot = self.free_slot(now).ok_or(Refusal::Full)?;
         let lease = Lease {
             sid: new_sid(),
             owner: ask.owner,
@@ -255,12 +259,21 @@ impl LeaseBook {
     pub fn release(&mut self, now: i64, owner: IpAddr, sid: &str) -> Result<Vec<Action>, Refusal> {
         self.owned_mut(now, owner, sid)?;
         let lease = self.leases.remove(sid).expect("checked above");
+        self.freed.insert(lease.slot, now);
         Ok(vec![Action::Remove(lease)])
     }
 
     /// Ends a lease whatever its owner (undoing a grant whose execution failed; shutdown).
+    /// Its slot is not quarantined: use [`LeaseBook::revoke_at`] when the lease was used.
     pub fn revoke(&mut self, sid: &str) -> Option<Action> {
         self.leases.remove(sid).map(Action::Remove)
+    }
+
+    /// Ends a lease whatever its owner, at `now`: its address rests in quarantine.
+    pub fn revoke_at(&mut self, now: i64, sid: &str) -> Option<Action> {
+        let lease = self.leases.remove(sid)?;
+        self.freed.insert(lease.slot, now);
+        Some(Action::Remove(lease))
     }
 
     /// Ends every lease whose time is up.
@@ -272,7 +285,7 @@ impl LeaseBook {
             .map(|l| l.sid.clone())
             .collect();
         dead.into_iter()
-            .filter_map(|sid| self.revoke(&sid))
+            .filter_map(|sid| self.revoke_at(now, &sid))
             .collect()
     }
 
@@ -340,12 +353,19 @@ impl LeaseBook {
         Ok(lease)
     }
 
-    fn free_slot(&self) -> Option<u32> {
+    /// The lowest free slot out of quarantine; if every free slot is in quarantine, the one
+    /// freed longest ago (a full gateway still serves, the address just rested less).
+    fn free_slot(&self, now: i64) -> Option<u32> {
         if self.leases.len() >= self.capacity as usize {
             return None;
         }
         let used: std::collections::BTreeSet<u32> = self.leases.values().map(|l| l.slot).collect();
-        (0..self.capacity).find(|s| !used.contains(s))
+        let rest = i64::from(self.lease_seconds);
+        let free = (0..self.capacity).filter(|s| !used.contains(s));
+        let resting = |s: &u32| self.freed.get(s).is_some_and(|t| now < t + rest);
+        free.clone()
+            .find(|s| !resting(s))
+            .or_else(|| free.min_by_key(|s| (self.freed.get(s).copied(), *s)))
     }
 }
 
@@ -460,6 +480,38 @@ mod tests {
             vec![Action::Remove(a)]
         );
         assert!(b.grant(2, ask("fd77::2"), &mut s).is_ok());
+    }
+
+    #[test]
+    fn a_freed_address_rests_while_others_are_free() {
+        let mut b = LeaseBook::new(3, 60);
+        let mut s = sids();
+        let (a, _) = b.grant(0, ask("fd77::1"), &mut s).unwrap();
+        assert_eq!(a.slot, 0);
+        b.release(10, ip("fd77::1"), &a.sid).unwrap();
+        // The next caller does not get A's address while slots 1 and 2 are free.
+        let (c, _) = b.grant(11, ask("fd77::2"), &mut s).unwrap();
+        assert_eq!(c.slot, 1);
+        let (d, _) = b.grant(12, ask("fd77::3"), &mut s).unwrap();
+        assert_eq!(d.slot, 2);
+        // Only slot 0 is left: a full gateway still serves, with the resting address.
+        b.release(13, ip("fd77::2"), &c.sid).unwrap();
+        let (e, _) = b.grant(14, ask("fd77::4"), &mut s).unwrap();
+        assert_eq!(e.slot, 0, "freed longest ago");
+        // After a lease length the rest is over and the lowest slot is used again.
+        b.release(20, ip("fd77::3"), &d.sid).unwrap();
+        let (f, _) = b.grant(80, ask("fd77::5"), &mut s).unwrap();
+        assert_eq!(f.slot, 1);
+    }
+
+    #[test]
+    fn an_expired_address_rests_too() {
+        let mut b = LeaseBook::new(2, 60);
+        let mut s = sids();
+        let (a, _) = b.grant(0, ask("fd77::1"), &mut s).unwrap();
+        assert_eq!(b.expire(60).len(), 1);
+        assert_eq!(b.grant(61, ask("fd77::2"), &mut s).unwrap().0.slot, 1);
+        assert_ne!(a.slot, 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::config::model::Prefix;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
 use crate::rpc::server::Caller;
 use crate::store::{SessionRow, Store};
-use crate::sys::net::Nat;
+use crate::sys::firewall::{Firewall, Session};
 use crate::tunnel::{GatewayNet, Method, Peer};
 use crate::{log, validate};
 use serde_json::{Value, json};
@@ -103,8 +103,8 @@ fn v6(a: Option<IpAddr>) -> Ipv6Addr {
 struct Inner {
     book: LeaseBook,
     methods: Vec<Box<dyn Method>>,
-    /// `None` only in tests that must not touch the system.
-    nat: Option<Nat>,
+    /// Forward/input policy and NAT; `None` only in tests that must not touch the system.
+    nat: Option<Firewall>,
 }
 
 /// The gateway role.
@@ -120,12 +120,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway that has not touched the system yet; [`Gateway::start`] sets it up. With `nat`
-    /// `None` no NAT is configured (for tests of the RPC surface).
+    /// `None` no firewall or NAT is configured (for tests of the RPC surface).
     pub fn new(
         cfg: GatewayConfig,
         methods: Vec<Box<dyn Method>>,
         store: Arc<Mutex<Store>>,
-        nat: Option<Nat>,
+        nat: Option<Firewall>,
     ) -> Gateway {
         let pools = Pools::new(cfg.ipv4_pool, cfg.ipv6_pool);
         let capacity = cfg.max_subscribers.min(pools.slots());
@@ -169,8 +169,9 @@ impl Gateway {
         crate::sys::net::enable_forwarding()
             .map_err(|e| format!("cannot enable forwarding: {e}"))?;
         let mut inner = self.inner.lock().expect("not poisoned");
-        if let Some(nat) = &inner.nat {
-            nat.setup().map_err(|e| format!("cannot set up NAT: {e}"))?;
+        if let Some(nat) = &mut inner.nat {
+            nat.setup()
+                .map_err(|e| format!("cannot set up the firewall and NAT: {e}"))?;
         }
         let net = self.pools.gateway();
         for m in inner.methods.iter_mut() {
@@ -223,7 +224,7 @@ impl Gateway {
         inner: &mut Inner,
         action: &Action,
         via: Option<&str>,
-    ) -> Result<serde_json::Map<String, Value>, String> {
+    ) -> Result<serde_json::Map<String, Value>, ExecError> {
         let (Action::Accept(lease) | Action::Remove(lease)) = action;
         let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
         let peer = Peer {
@@ -240,10 +241,27 @@ impl Gateway {
             Action::Accept(_) => {
                 let method =
                     method.ok_or_else(|| format!("method {} is not offered", lease.method))?;
-                let fields = method.accept(&peer).map_err(|e| e.to_string())?;
-                for addr in std::iter::once(IpAddr::V4(ipv4)).chain(ipv6.map(IpAddr::V6)) {
-                    if let Some(nat) = nat {
-                        nat.add(addr).map_err(|e| e.to_string())?;
+                let fields = method.accept(&peer).map_err(|e| ExecError {
+                    public: e.public().map(str::to_string),
+                    detail: e.to_string(),
+                })?;
+                if let Some(nat) = nat {
+                    let admitted = method
+                        .ingress(&peer)
+                        .map_err(|e| e.to_string())
+                        .and_then(|i| {
+                            let session = Session {
+                                ifname: i.ifname,
+                                addrs: addrs(ipv4, ipv6),
+                                mac: i.mac,
+                                class: crate::sys::shaper::minor(lease.slot),
+                            };
+                            nat.admit(&lease.sid, session).map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = admitted {
+                        // Nothing half-configured: the tunnel end goes again.
+                        let _ = method.remove(&peer);
+                        return Err(e.into());
                     }
                 }
                 store
@@ -256,10 +274,11 @@ impl Gateway {
                 if let Some(Err(e)) = method.map(|m| m.remove(&peer)) {
                     problems.push(e.to_string());
                 }
-                for addr in std::iter::once(IpAddr::V4(ipv4)).chain(ipv6.map(IpAddr::V6)) {
-                    if let Some(Err(e)) = nat.as_ref().map(|n| n.remove(addr)) {
-                        problems.push(e.to_string());
-                    }
+                if let Some(Err(e)) = nat
+                    .as_mut()
+                    .map(|n| n.dismiss(&lease.sid, &addrs(ipv4, ipv6)))
+                {
+                    problems.push(e.to_string());
                 }
                 if let Err(e) = store.delete_session(&lease.sid) {
                     problems.push(e.to_string());
@@ -271,7 +290,7 @@ impl Gateway {
                 if problems.is_empty() {
                     Ok(Default::default())
                 } else {
-                    Err(problems.join("; "))
+                    Err(problems.join("; ").into())
                 }
             }
         }
@@ -367,9 +386,8 @@ impl Gateway {
                     if let Some(undo) = inner.book.revoke(&lease.sid) {
                         let _ = self.execute(&mut inner, &undo, None);
                     }
-                    return Err(Failure::temporary(format!(
-                        "gateway could not configure the tunnel: {e}"
-                    )));
+                    // The details (command lines, paths, program output) go to the log only.
+                    return Err(Failure::temporary(e.answer(&lease.method)));
                 }
             }
         }
@@ -378,7 +396,10 @@ impl Gateway {
             let action = Action::Accept(lease.clone());
             fields = self
                 .execute(&mut inner, &action, caller.host.as_deref())
-                .map_err(Failure::temporary)?;
+                .map_err(|e| {
+                    log::error(&format!("cannot repeat session of {}: {e}", lease.name));
+                    Failure::temporary(e.answer(&lease.method))
+                })?;
         }
         if !actions.is_empty() {
             log::info(&format!(
@@ -482,7 +503,7 @@ impl Gateway {
         if !keep {
             let sids: Vec<String> = inner.book.leases().map(|l| l.sid.clone()).collect();
             for sid in &sids {
-                if let Some(action) = inner.book.revoke(sid)
+                if let Some(action) = inner.book.revoke_at(now(), sid)
                     && let Err(e) = self.execute(&mut inner, &action, None)
                 {
                     log::warn(&format!("releasing at shutdown left something behind: {e}"));
@@ -499,11 +520,51 @@ impl Gateway {
                 log::warn(&format!("{} shutdown: {e}", m.name()));
             }
         }
-        if let Some(Err(e)) = nat.as_ref().map(Nat::teardown) {
-            log::warn(&format!("NAT teardown: {e}"));
+        if let Some(Err(e)) = nat.as_mut().map(Firewall::teardown) {
+            log::warn(&format!("firewall and NAT teardown: {e}"));
         }
         log::info("gateway stopped");
     }
+}
+
+/// Why an action failed: the whole story for the log, and what the caller may be told.
+#[derive(Debug)]
+struct ExecError {
+    detail: String,
+    public: Option<String>,
+}
+
+impl From<String> for ExecError {
+    fn from(detail: String) -> ExecError {
+        ExecError {
+            detail,
+            public: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl ExecError {
+    /// The answer to the caller: no paths, command lines or program output.
+    fn answer(&self, method: &str) -> String {
+        match &self.public {
+            Some(p) => format!("gateway could not configure the {method} tunnel: {p}"),
+            None => format!(
+                "gateway could not configure the {method} tunnel (the gateway's log says why)"
+            ),
+        }
+    }
+}
+
+fn addrs(ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Vec<IpAddr> {
+    std::iter::once(IpAddr::V4(ipv4))
+        .chain(ipv6.map(IpAddr::V6))
+        .collect()
 }
 
 fn session_row(l: &Lease, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> SessionRow {
@@ -588,6 +649,82 @@ mod tests {
         fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
         }
+    }
+
+    /// A method whose accept fails, the way the failure says.
+    struct Failing(fn() -> crate::tunnel::TunnelError);
+
+    impl Method for Failing {
+        fn name(&self) -> &'static str {
+            "openvpn"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            _: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Err((self.0)())
+        }
+        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failures_answer_without_paths_or_command_lines() {
+        let ask = |m: Failing| {
+            let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+            let cfg = GatewayConfig {
+                methods: vec!["openvpn".into()],
+                ..GatewayConfig::default()
+            };
+            let gw = Gateway::new(cfg, vec![Box::new(m)], store, None);
+            let caller = Caller {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
+                host: None,
+            };
+            let req = ConnectionRequest {
+                sid: None,
+                name: "sub".into(),
+                port: None,
+                method: "openvpn".into(),
+                options: Default::default(),
+            };
+            let answer = gw.request_connection(&caller, req);
+            assert_eq!(answer["success"], false);
+            assert_eq!(gw.sessions().as_array().unwrap().len(), 0, "nothing kept");
+            answer["errorMsg"].as_str().unwrap().to_string()
+        };
+        let secret = ask(Failing(|| {
+            crate::tunnel::TunnelError::Invalid(
+                "openssl x509 -req -in /etc/mnigs/openvpn/server/issued/x.csr: bad".into(),
+            )
+        }));
+        assert!(
+            !secret.contains('/') && !secret.contains("openssl"),
+            "{secret}"
+        );
+        let told = ask(Failing(|| {
+            crate::tunnel::TunnelError::Refused("the openvpn server is not running".into())
+        }));
+        assert!(told.contains("the openvpn server is not running"), "{told}");
     }
 
     #[test]

@@ -2,12 +2,16 @@
 //!
 //! # Layout
 //! - `cmd.rs`: run an argv (never a shell) with a timeout, capture stdout/stderr, log every command.
-//! - `net.rs`: addresses, routes, links, forwarding and NAT, built on `cmd`.
+//! - `net.rs`: addresses, routes, links and forwarding, built on `cmd`.
+//! - `firewall.rs`: the gateway's forward/input policy and NAT (nftables or iptables).
+//! - `shaper.rs`: per-subscriber fair shares of the uplink (`tc` HTB classes).
 //! - `icmp.rs`: ICMP echo probes over a raw socket, optionally bound to an interface.
 
 pub mod cmd;
+pub mod firewall;
 pub mod icmp;
 pub mod net;
+pub mod shaper;
 
 /// How many sockets a burst of probes may open: the soft open-file limit, raised to the hard
 /// limit first (a scan of thousands of candidates wants ~1,000 at once), less 64 kept for the

@@ -691,6 +691,13 @@ impl Method for Cjdns {
         Ok(fields)
     }
 
+    fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        Ok(super::Ingress {
+            ifname: self.tun.clone(),
+            mac: None,
+        })
+    }
+
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         host_routes(&self.tun, peer, false)?;
         // A request whose key was refused configured nothing; there is nothing to find.

@@ -176,6 +176,13 @@ impl Method for IpTunnel {
         Ok(fields)
     }
 
+    fn ingress(&self, peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        Ok(super::Ingress {
+            ifname: gateway_ifname(&self.prefix, peer.ipv4),
+            mac: None,
+        })
+    }
+
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         Ok(net::link_delete(&gateway_ifname(&self.prefix, peer.ipv4))?)
     }

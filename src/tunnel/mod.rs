@@ -36,13 +36,28 @@ pub enum TunnelError {
     Invalid(String),
     /// A daemon's admin API (cjdroute's) failed or refused a call.
     Admin(String),
+    /// The method cannot serve now, for a reason meant for the caller: the text names no path,
+    /// command line or program output (the other variants may, and are only logged).
+    Refused(String),
+}
+
+impl TunnelError {
+    /// What the caller may be told, if anything.
+    pub fn public(&self) -> Option<&str> {
+        match self {
+            TunnelError::Refused(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for TunnelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TunnelError::Command(e) => e.fmt(f),
-            TunnelError::Invalid(s) | TunnelError::Admin(s) => f.write_str(s),
+            TunnelError::Invalid(s) | TunnelError::Admin(s) | TunnelError::Refused(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
@@ -119,6 +134,17 @@ pub fn host_routes(ifname: &str, peer: &Peer<'_>, add: bool) -> Result<(), Tunne
     Ok(())
 }
 
+/// Where a subscriber's packets reach the gateway, for the forwarding filter
+/// ([`crate::sys::firewall`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingress {
+    /// The interface its packets (inside the tunnel) arrive on.
+    pub ifname: String,
+    /// The link-layer address they must come from, for a method without a tunnel that
+    /// authenticates them (route); `None` for tunnels.
+    pub mac: Option<String>,
+}
+
 /// A tunnel method.
 pub trait Method: Send {
     /// The method's protocol name (`wireguard`, …).
@@ -138,6 +164,15 @@ pub trait Method: Send {
 
     /// Gateway: configures one subscriber's tunnel end; returns the method's fields for the grant.
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError>;
+
+    /// Gateway: where the packets of the subscriber just accepted arrive (its tunnel interface),
+    /// so that only they may use its addresses.
+    fn ingress(&self, _peer: &Peer<'_>) -> Result<Ingress, TunnelError> {
+        Err(TunnelError::Invalid(format!(
+            "method {} cannot name its subscribers' interface",
+            self.name()
+        )))
+    }
 
     /// Gateway: removes one subscriber's tunnel end.
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError>;

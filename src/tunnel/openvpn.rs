@@ -334,10 +334,11 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
     let subj = format!("/CN={cn}");
     let ext = dir.join(if server { "server.ext" } else { "client.ext" });
     let usage = if server { "serverAuth" } else { "clientAuth" };
-    write(
-        &ext,
-        &format!("keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"),
-    )?;
+    let text = format!("keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n");
+    // Written once: the directory may be on flash.
+    if std::fs::read_to_string(&ext).ok().as_deref() != Some(text.as_str()) {
+        write(&ext, &text)?;
+    }
     cmd::run(&[
         "openssl",
         "x509",
@@ -359,6 +360,46 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
         &s(out),
     ])?;
     Ok(())
+}
+
+/// Makes the gateway's CA and server certificate unless they exist.
+fn server_keys(dir: &Path) -> Result<(), TunnelError> {
+    self_signed(&dir.join("ca.key"), &dir.join("ca.crt"), "mnigs-ca")?;
+    let (key, crt) = (dir.join("server.key"), dir.join("server.crt"));
+    if !key.exists() || !crt.exists() {
+        let req = dir.join("server.csr");
+        new_key_and_request(&key, &req, "/CN=server")?;
+        sign(dir, &req, SERVER_CN, &crt, true)?;
+        let _ = std::fs::remove_file(&req);
+    }
+    Ok(())
+}
+
+/// The files that make an OpenVPN side's identity (kept in the store, so that they live in the
+/// volatile directory and reach flash only with the store's persistence).
+pub fn key_files(side: Side) -> &'static [&'static str] {
+    match side {
+        Side::Server => &["ca.key", "ca.crt", "server.key", "server.crt"],
+        Side::Client => &["client.key", "client.csr"],
+    }
+}
+
+/// Signs a subscriber's `csr` as `issued/<cn>.crt` unless that certificate exists. The request
+/// is never kept, and a failed signing leaves no file behind.
+fn issue(dir: &Path, cn: &str, csr: &str) -> Result<PathBuf, TunnelError> {
+    let issued = dir.join("issued");
+    mkdir(&issued)?;
+    let crt = issued.join(format!("{cn}.crt"));
+    if !crt.exists() {
+        let req = issued.join(format!("{cn}.csr"));
+        let signed = write(&req, csr).and_then(|()| sign(dir, &req, cn, &crt, false));
+        let _ = std::fs::remove_file(&req);
+        if let Err(e) = signed {
+            let _ = std::fs::remove_file(&crt);
+            return Err(e);
+        }
+    }
+    Ok(crt)
 }
 
 /// The PID in `pidfile` if that process is alive and is an openvpn.
@@ -458,6 +499,9 @@ impl Openvpn {
         });
         mkdir(&dir)?;
         let mut csr = String::new();
+        if side == Side::Server {
+            server_keys(&dir)?;
+        }
         if side == Side::Client {
             let key = dir.join("client.key");
             let req = dir.join("client.csr");
@@ -485,6 +529,11 @@ impl Openvpn {
             .get("csr")
             .and_then(Value::as_str)
             .ok_or_else(|| TunnelError::Invalid("options.csr is missing".into()))
+    }
+
+    /// The directory of this side's files (`server/` or `client/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The PID of the running openvpn of this side, if any.
@@ -516,17 +565,7 @@ impl Method for Openvpn {
         let ccd = self.dir.join("ccd");
         let _ = std::fs::remove_dir_all(&ccd);
         mkdir(&ccd)?;
-        self_signed(
-            &self.dir.join("ca.key"),
-            &self.dir.join("ca.crt"),
-            "mnigs-ca",
-        )?;
-        let (key, crt) = (self.dir.join("server.key"), self.dir.join("server.crt"));
-        if !key.exists() || !crt.exists() {
-            let req = self.dir.join("server.csr");
-            new_key_and_request(&key, &req, "/CN=server")?;
-            sign(&self.dir, &req, SERVER_CN, &crt, true)?;
-        }
+        server_keys(&self.dir)?;
         let log = self.dir.join("openvpn.log");
         let _ = std::fs::remove_file(&log);
         // A socket left by a crashed server must not pass for the new one's.
@@ -553,33 +592,38 @@ impl Method for Openvpn {
 
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
         if self.pid().is_none() {
-            return Err(TunnelError::Invalid(
+            return Err(TunnelError::Refused(
                 "the openvpn server is not running".into(),
             ));
         }
         let csr = Self::csr_of(peer.options)?;
         let cn = client_cn(peer.ipv4, csr);
-        let issued = self.dir.join("issued");
-        mkdir(&issued)?;
-        let crt = issued.join(format!("{cn}.crt"));
-        if !crt.exists() {
-            let req = issued.join(format!("{cn}.csr"));
-            write(&req, csr)?;
-            sign(&self.dir, &req, &cn, &crt, false)?;
-            let _ = std::fs::remove_file(&req);
-        }
+        let crt = issue(&self.dir, &cn, csr)?;
         let net = self
             .net
             .clone()
             .ok_or_else(|| TunnelError::Invalid("openvpn is not prepared".into()))?;
-        write(&self.ccd(&cn), &client_config(&net, peer))?;
-        super::host_routes(&self.ifname, peer, true)?;
+        let ccd = self.ccd(&cn);
+        let configured = write(&ccd, &client_config(&net, peer))
+            .and_then(|()| super::host_routes(&self.ifname, peer, true));
+        if let Err(e) = configured {
+            let _ = std::fs::remove_file(&ccd);
+            let _ = std::fs::remove_file(&crt);
+            return Err(e);
+        }
         let mut fields = Map::new();
         fields.insert("certificate".into(), json!(read(&crt)?));
         fields.insert("ca".into(), json!(read(&self.dir.join("ca.crt"))?));
         fields.insert("port".into(), json!(self.port));
         fields.insert("mtu".into(), json!(self.mtu));
         Ok(fields)
+    }
+
+    fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        Ok(super::Ingress {
+            ifname: self.ifname.clone(),
+            mac: None,
+        })
     }
 
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
@@ -716,6 +760,35 @@ mod tests {
     use super::*;
 
     const PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAzCBqgIBADAbMRkwFwYDVQQD\nQUJD+/==\n-----END CERTIFICATE REQUEST-----\n";
+
+    #[test]
+    fn a_request_that_fails_signing_leaves_no_file() {
+        if !cmd::available("openssl") {
+            eprintln!("SKIPPED a_request_that_fails_signing_leaves_no_file: no openssl");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("mnigs-ovpn-issue-{}", std::process::id()));
+        mkdir(&dir).unwrap();
+        self_signed(&dir.join("ca.key"), &dir.join("ca.crt"), "mnigs-ca").unwrap();
+        // Passes the PEM check, but is no certificate request.
+        assert!(check_pem(PEM, "CERTIFICATE REQUEST").is_ok());
+        for i in 0..3 {
+            assert!(issue(&dir, &format!("sub{i}"), PEM).is_err());
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.join("issued")).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        // A real request is signed, and only the certificate stays.
+        let (key, req) = (dir.join("k.key"), dir.join("k.csr"));
+        new_key_and_request(&key, &req, "/CN=x").unwrap();
+        let crt = issue(&dir, "ok", &read(&req).unwrap()).unwrap();
+        assert!(read(&crt).unwrap().contains("BEGIN CERTIFICATE"));
+        let names: Vec<String> = std::fs::read_dir(dir.join("issued"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ok.crt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pem_is_checked() {

@@ -82,6 +82,35 @@ fn dev_towards(dst: IpAddr) -> Result<String, TunnelError> {
     Err(TunnelError::Invalid(format!("no route to {dst}: {out}")))
 }
 
+/// The interface and neighbour (`via`, or `dst` itself when directly connected) that
+/// `ip route get` picks for `dst`.
+fn hop_towards(dst: IpAddr) -> Result<(String, IpAddr), TunnelError> {
+    let out = cmd::run(&["ip", "-o", "route", "get", &dst.to_string()])?;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+    };
+    let dev =
+        after("dev").ok_or_else(|| TunnelError::Invalid(format!("no route to {dst}: {out}")))?;
+    crate::validate::ifname(dev).map_err(TunnelError::Invalid)?;
+    let hop = after("via").and_then(|v| v.parse().ok()).unwrap_or(dst);
+    Ok((dev.to_string(), hop))
+}
+
+/// The MAC address in `ip -j neigh show ADDR` output, if the entry has one.
+fn neighbour_mac(json: &str) -> Option<String> {
+    let v: Vec<Value> = serde_json::from_str(json).ok()?;
+    let mac = v.first()?.get("lladdr")?.as_str()?;
+    let ok = mac.len() == 17
+        && mac
+            .split(':')
+            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+    ok.then(|| mac.to_ascii_lowercase())
+}
+
 /// The route method, for either role.
 #[derive(Default)]
 pub struct Route {
@@ -119,6 +148,30 @@ impl Method for Route {
         argv.extend(["proto".into(), PROTO.into()]);
         cmd::run(&argv)?;
         Ok(Map::new())
+    }
+
+    fn ingress(&self, peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        let (ifname, hop) = hop_towards(peer.owner)?;
+        let fam = if hop.is_ipv6() { "-6" } else { "-4" };
+        let out = cmd::run(&[
+            "ip",
+            "-j",
+            fam,
+            "neigh",
+            "show",
+            &hop.to_string(),
+            "dev",
+            &ifname,
+        ])?;
+        let mac = neighbour_mac(&out).ok_or_else(|| {
+            TunnelError::Invalid(format!(
+                "no link-layer address known for {hop} on {ifname}: cannot bind the route to it"
+            ))
+        })?;
+        Ok(super::Ingress {
+            ifname,
+            mac: Some(mac),
+        })
     }
 
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
@@ -191,6 +244,21 @@ mod tests {
             labelled(out),
             [("100.127.0.2/32".to_string(), "e0".to_string())]
         );
+    }
+
+    #[test]
+    fn neighbour_macs_are_checked() {
+        let out = r#"[{"dst":"10.78.0.11","dev":"br0","lladdr":"02:AB:00:00:00:11","state":["REACHABLE"]}]"#;
+        assert_eq!(neighbour_mac(out).as_deref(), Some("02:ab:00:00:00:11"));
+        assert_eq!(
+            neighbour_mac(r#"[{"dst":"10.78.0.11","dev":"br0","state":["FAILED"]}]"#),
+            None
+        );
+        assert_eq!(
+            neighbour_mac(r#"[{"lladdr":"02:ab:00:00:00:11; drop"}]"#),
+            None
+        );
+        assert_eq!(neighbour_mac("[]"), None);
     }
 
     #[test]

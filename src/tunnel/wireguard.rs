@@ -198,6 +198,13 @@ impl Method for Wireguard {
         Ok(fields)
     }
 
+    fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        Ok(super::Ingress {
+            ifname: self.ifname.clone(),
+            mac: None,
+        })
+    }
+
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         if !net::link_exists(&self.ifname) {
             return Ok(());

@@ -1,0 +1,793 @@
+//! The gateway's packet policy: what a subscriber may reach and the NAT of its addresses, in
+//! one nftables table (`inet mnigs`) or, with iptables, chains named `MNIGS-*`.
+//!
+//! The whole policy is rendered from [`Policy`] and the live sessions by pure functions
+//! ([`nft_script`], [`ipt_restore`]) and loaded atomically on every change (one `nft -f`
+//! transaction, or one `iptables-restore --noflush`), so there is never a half-applied state and
+//! a crashed run's leftovers are simply replaced.
+//!
+//! What the rules say (forward and input hooks at priority `filter - 10`, before OpenWrt's fw4 at
+//! `filter`; our drops are final, our accepts only let fw4 decide):
+//! - A packet arriving on a subscriber tunnel interface is forwarded only if its incoming
+//!   interface **and** source address belong to one live session, and then only out of the WAN
+//!   to a public destination (or one in `allow_destination`). Everything else from a tunnel is
+//!   dropped: other subscribers, the LAN, private ranges behind the WAN.
+//! - A route-method subscriber has no tunnel: its packets must come in on its interface, from
+//!   its address **and** its neighbour's MAC address.
+//! - Nothing arriving on a mesh interface is forwarded off the mesh (WAN, LAN) without a live
+//!   session; packets with a pool source are dropped unless a session matches.
+//! - Into a tunnel interface only replies (conntrack established/related) are forwarded.
+//! - To the gateway itself a subscriber reaches only the RPC port and echo requests on the
+//!   gateway's tunnel addresses.
+//! - Masquerade matches the incoming interface and source address of a live session.
+//!
+//! # Layout
+//! - [`Policy`], [`Session`]: the inputs.
+//! - [`nft_script`], [`ipt_restore`]: rendering, unit-tested.
+//! - [`Firewall`]: applies it, and flushes conntrack entries of a freed address.
+
+use super::cmd::{self, CmdError};
+use super::shaper::Shaper;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Which tool to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// nftables: one table `inet mnigs`.
+    Nft,
+    /// iptables/ip6tables: chains `MNIGS-FWD`, `MNIGS-OUT`, `MNIGS-IN`, `MNIGS-NAT`.
+    Iptables,
+}
+
+/// Name of our nftables table (family `inet`).
+pub const NFT_TABLE: &str = "mnigs";
+
+/// IPv4 destinations a subscriber never reaches unless allowed: private, shared, loopback,
+/// link-local, benchmarking, multicast and reserved ranges.
+pub const PRIVATE4: [&str; 11] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+/// IPv6 counterparts of [`PRIVATE4`]: unspecified/loopback, mapped, ULA, link-local, multicast.
+pub const PRIVATE6: [&str; 6] = [
+    "::/127",
+    "::ffff:0:0/96",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+/// What the policy is built from (fixed while the gateway runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The uplink interface.
+    pub wan: String,
+    /// Interfaces facing the mesh (nothing from them is forwarded off the mesh without a session).
+    pub mesh: Vec<String>,
+    /// The IPv4 pool, `addr/len`.
+    pub pool4: String,
+    /// The IPv6 pool, if any.
+    pub pool6: Option<String>,
+    /// The gateway's own tunnel addresses.
+    pub gateway4: Ipv4Addr,
+    /// The gateway's own IPv6 tunnel address.
+    pub gateway6: Option<Ipv6Addr>,
+    /// The RPC port (open to subscribers on the tunnel addresses).
+    pub rpc_port: u16,
+    /// Destinations subscribers may reach although private (`list allow_destination`).
+    pub allow: Vec<String>,
+    /// Whether downloads are shaped: packets to a session get its class ([`super::shaper`]).
+    pub shape_down: bool,
+    /// Whether uploads are shaped: packets from a session get its class.
+    pub shape_up: bool,
+}
+
+/// Where one live session's packets come from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Session {
+    /// The interface its packets arrive on.
+    pub ifname: String,
+    /// Its leased addresses.
+    pub addrs: Vec<IpAddr>,
+    /// The MAC address its packets must carry (route method); `None` for tunnels.
+    pub mac: Option<String>,
+    /// Its shaping class minor ([`super::shaper::minor`]).
+    pub class: u32,
+}
+
+fn quote(ifname: &str) -> String {
+    format!("\"{ifname}\"")
+}
+
+fn set_of(items: impl IntoIterator<Item = String>) -> Option<String> {
+    let v: Vec<String> = items.into_iter().collect();
+    (!v.is_empty()).then(|| format!("{{ {} }}", v.join(", ")))
+}
+
+fn split(allow: &[String]) -> (Vec<String>, Vec<String>) {
+    allow.iter().cloned().partition(|p| !p.contains(':'))
+}
+
+/// The interfaces subscribers' tunnels arrive on (every session's, except mesh interfaces).
+fn tunnel_ifs(policy: &Policy, sessions: &[Session]) -> Vec<String> {
+    let mut v: Vec<String> = sessions
+        .iter()
+        .filter(|s| s.mac.is_none() && !policy.mesh.contains(&s.ifname))
+        .map(|s| s.ifname.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The nft script that replaces our table with the policy for `sessions` (one transaction).
+pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
+    let wan = quote(&policy.wan);
+    let mut s = format!(
+        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
+    );
+    // sess*: every session (masquerade); tun*: sessions whose tunnel authenticates them;
+    // bind4: sessions without tunnel (route), with the MAC address they must come from.
+    let (mut sess4, mut sess6, mut tun4, mut tun6, mut bind4) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for x in sessions {
+        for a in &x.addrs {
+            let key = format!("{} . {a}", quote(&x.ifname));
+            match (a, &x.mac) {
+                (IpAddr::V4(_), None) => {
+                    sess4.push(key.clone());
+                    tun4.push(key);
+                }
+                (IpAddr::V6(_), None) => {
+                    sess6.push(key.clone());
+                    tun6.push(key);
+                }
+                (IpAddr::V4(_), Some(mac)) => {
+                    sess4.push(key.clone());
+                    bind4.push(format!("{key} . {mac}"));
+                }
+                // The route method is IPv4 only; an IPv6 address without tunnel is never admitted.
+                (IpAddr::V6(_), Some(_)) => {}
+            }
+        }
+    }
+    let sets: [(&str, &str, Option<String>); 7] = [
+        (
+            "tunifs",
+            "ifname",
+            set_of(tunnel_ifs(policy, sessions).iter().map(|i| quote(i))),
+        ),
+        (
+            "meshifs",
+            "ifname",
+            set_of(policy.mesh.iter().map(|i| quote(i))),
+        ),
+        ("sess4", "ifname . ipv4_addr", set_of(sess4)),
+        ("sess6", "ifname . ipv6_addr", set_of(sess6)),
+        ("tun4", "ifname . ipv4_addr", set_of(tun4)),
+        ("tun6", "ifname . ipv6_addr", set_of(tun6)),
+        ("bind4", "ifname . ipv4_addr . ether_addr", set_of(bind4)),
+    ];
+    for (name, ty, elements) in sets {
+        s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
+        if let Some(e) = elements {
+            s.push_str(&format!("\t\telements = {e};\n"));
+        }
+        s.push_str("\t}\n");
+    }
+    // Shaping classes by address: downloads by destination, uploads by source.
+    for (name, on, v6) in [
+        ("down4", policy.shape_down, false),
+        ("down6", policy.shape_down, true),
+        ("up4", policy.shape_up, false),
+        ("up6", policy.shape_up, true),
+    ] {
+        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        let elements = sessions.iter().filter(|_| on).flat_map(|x| {
+            x.addrs
+                .iter()
+                .filter(move |a| a.is_ipv6() == v6)
+                .map(move |a| format!("{a} : {}:{:x}", super::shaper::HANDLE, x.class))
+        });
+        s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
+        if let Some(e) = set_of(elements) {
+            s.push_str(&format!("\t\telements = {e};\n"));
+        }
+        s.push_str("\t}\n");
+    }
+    let (allow4, allow6) = split(&policy.allow);
+    for (name, ty, list) in [
+        ("allow4", "ipv4_addr", allow4),
+        ("allow6", "ipv6_addr", allow6),
+        (
+            "private4",
+            "ipv4_addr",
+            PRIVATE4.iter().map(|p| p.to_string()).collect(),
+        ),
+        (
+            "private6",
+            "ipv6_addr",
+            PRIVATE6.iter().map(|p| p.to_string()).collect(),
+        ),
+    ] {
+        s.push_str(&format!(
+            "\tset {name} {{\n\t\ttype {ty};\n\t\tflags interval;\n"
+        ));
+        if let Some(e) = set_of(list) {
+            s.push_str(&format!("\t\telements = {e};\n"));
+        }
+        s.push_str("\t}\n");
+    }
+    let pool6 = policy.pool6.as_deref();
+    // Forwarding.
+    s.push_str(
+        "\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n\
+         \t\tmeta priority set ip daddr map @down4\n\
+         \t\tmeta priority set ip6 daddr map @down6\n\
+         \t\tmeta priority set ip saddr map @up4\n\
+         \t\tmeta priority set ip6 saddr map @up6\n\
+         \t\tiifname @tunifs jump from_tunnel\n\
+         \t\tiifname @meshifs oifname != @meshifs jump from_mesh\n",
+    );
+    s.push_str(&format!("\t\tip saddr {} jump from_mesh\n", policy.pool4));
+    if let Some(p) = pool6 {
+        s.push_str(&format!("\t\tip6 saddr {p} jump from_mesh\n"));
+    }
+    s.push_str("\t\toifname @tunifs jump to_tunnel\n");
+    s.push_str(&format!(
+        "\t\tiifname {wan} ip daddr {} ct state != {{ established, related }} drop\n",
+        policy.pool4
+    ));
+    if let Some(p) = pool6 {
+        s.push_str(&format!(
+            "\t\tiifname {wan} ip6 daddr {p} ct state != {{ established, related }} drop\n"
+        ));
+    }
+    s.push_str("\t}\n");
+    s.push_str(
+        "\tchain from_tunnel {\n\
+         \t\tiifname . ip saddr @tun4 goto to_internet\n\
+         \t\tiifname . ip6 saddr @tun6 goto to_internet\n\
+         \t\tdrop\n\t}\n\
+         \tchain from_mesh {\n\
+         \t\tiifname . ip saddr . ether saddr @bind4 goto to_internet\n\
+         \t\tiifname . ip saddr @tun4 goto to_internet\n\
+         \t\tiifname . ip6 saddr @tun6 goto to_internet\n\
+         \t\tdrop\n\t}\n\
+         \tchain to_internet {\n\
+         \t\tip daddr @allow4 accept\n\
+         \t\tip6 daddr @allow6 accept\n",
+    );
+    s.push_str(&format!(
+        "\t\toifname != {wan} drop\n\
+         \t\tip daddr @private4 drop\n\
+         \t\tip6 daddr @private6 drop\n\
+         \t\taccept\n\t}}\n\
+         \tchain to_tunnel {{\n\
+         \t\tct state {{ established, related }} accept\n\
+         \t\tdrop\n\t}}\n"
+    ));
+    // The gateway itself.
+    // The RPC server is for the mesh: whatever it listens on, the WAN side gets nothing.
+    s.push_str(&format!(
+        "\tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;\n\
+         \t\tiifname {wan} tcp dport {} drop\n\
+         \t\tiifname @tunifs jump from_subscriber\n",
+        policy.rpc_port
+    ));
+    s.push_str(&format!(
+        "\t\tip saddr {} jump from_subscriber\n",
+        policy.pool4
+    ));
+    if let Some(p) = pool6 {
+        s.push_str(&format!("\t\tip6 saddr {p} jump from_subscriber\n"));
+    }
+    s.push_str("\t}\n\tchain from_subscriber {\n");
+    let port = policy.rpc_port;
+    let g4 = policy.gateway4;
+    s.push_str(&format!(
+        "\t\tip daddr {g4} tcp dport {port} accept\n\
+         \t\tip daddr {g4} icmp type echo-request accept\n"
+    ));
+    if let Some(g6) = policy.gateway6 {
+        s.push_str(&format!(
+            "\t\tip6 daddr {g6} tcp dport {port} accept\n\
+             \t\tip6 daddr {g6} icmpv6 type echo-request accept\n"
+        ));
+    }
+    // cjdns: requests arrive on cjdroute's interface from cjdns addresses.
+    s.push_str(&format!(
+        "\t\tip6 saddr fc00::/8 ip6 daddr fc00::/8 tcp dport {port} accept\n\
+         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept\n\
+         \t\tct state {{ established, related }} accept\n\
+         \t\tdrop\n\t}}\n"
+    ));
+    // Source NAT.
+    s.push_str(&format!(
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\toifname {wan} iifname . ip saddr @sess4 masquerade\n\
+         \t\toifname {wan} iifname . ip6 saddr @sess6 masquerade\n\t}}\n}}\n"
+    ));
+    s
+}
+
+/// iptables chains: forward filter, its tail towards the Internet, input filter, NAT.
+const IPT_FWD: &str = "MNIGS-FWD";
+const IPT_OUT: &str = "MNIGS-OUT";
+const IPT_IN: &str = "MNIGS-IN";
+const IPT_NAT: &str = "MNIGS-NAT";
+const IPT_MESH: &str = "MNIGS-MESH";
+const IPT_SUBIN: &str = "MNIGS-SUBIN";
+const IPT_CLS: &str = "MNIGS-CLS";
+
+/// The `iptables-restore --noflush` input (IPv4, or IPv6 with `v6`) that replaces our chains'
+/// contents with the policy for `sessions`. Declaring a chain in `--noflush` mode empties it,
+/// and the whole input is one commit per table. iptables cannot match the incoming interface in
+/// POSTROUTING: the masquerade matches the source, and the forward filter already dropped every
+/// packet whose interface does not match its source.
+pub fn ipt_restore(policy: &Policy, sessions: &[Session], v6: bool) -> String {
+    let host = |a: &IpAddr| match a {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    };
+    let ours = |a: &&IpAddr| a.is_ipv6() == v6;
+    let pool = if v6 {
+        policy.pool6.clone()
+    } else {
+        Some(policy.pool4.clone())
+    };
+    let mut f = format!(
+        "*filter\n:{IPT_FWD} - [0:0]\n:{IPT_OUT} - [0:0]\n:{IPT_IN} - [0:0]\n\
+         :{IPT_MESH} - [0:0]\n:{IPT_SUBIN} - [0:0]\n"
+    );
+    for x in sessions {
+        for a in x.addrs.iter().filter(ours) {
+            let mac = x
+                .mac
+                .as_ref()
+                .map_or(String::new(), |m| format!(" -m mac --mac-source {m}"));
+            if x.mac.is_some() && v6 {
+                continue;
+            }
+            f.push_str(&format!(
+                "-A {IPT_FWD} -i {} -s {}{mac} -g {IPT_OUT}\n",
+                x.ifname,
+                host(a)
+            ));
+        }
+    }
+    let tunifs = tunnel_ifs(policy, sessions);
+    for i in &tunifs {
+        f.push_str(&format!("-A {IPT_FWD} -i {i} -j DROP\n"));
+    }
+    for m in &policy.mesh {
+        f.push_str(&format!("-A {IPT_FWD} -i {m} -g {IPT_MESH}\n"));
+    }
+    if let Some(p) = &pool {
+        f.push_str(&format!("-A {IPT_FWD} -s {p} -j DROP\n"));
+    }
+    for i in &tunifs {
+        f.push_str(&format!(
+            "-A {IPT_FWD} -o {i} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n\
+             -A {IPT_FWD} -o {i} -j DROP\n"
+        ));
+    }
+    if let Some(p) = &pool {
+        f.push_str(&format!(
+            "-A {IPT_FWD} -i {} -d {p} -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP\n",
+            policy.wan
+        ));
+    }
+    let (allow4, allow6) = split(&policy.allow);
+    let (allow, private): (Vec<String>, Vec<&str>) = if v6 {
+        (allow6, PRIVATE6.to_vec())
+    } else {
+        (allow4, PRIVATE4.to_vec())
+    };
+    for a in &allow {
+        f.push_str(&format!("-A {IPT_OUT} -d {a} -j RETURN\n"));
+    }
+    f.push_str(&format!("-A {IPT_OUT} ! -o {} -j DROP\n", policy.wan));
+    for p in private {
+        f.push_str(&format!("-A {IPT_OUT} -d {p} -j DROP\n"));
+    }
+    // Mesh: traffic leaving the mesh without a session (sessions were matched above).
+    for m in &policy.mesh {
+        f.push_str(&format!("-A {IPT_MESH} -o {m} -j RETURN\n"));
+    }
+    f.push_str(&format!("-A {IPT_MESH} -j DROP\n"));
+    // Input: the RPC server is for the mesh, never for the WAN side.
+    f.push_str(&format!(
+        "-A {IPT_IN} -i {} -p tcp --dport {} -j DROP\n",
+        policy.wan, policy.rpc_port
+    ));
+    for i in &tunifs {
+        f.push_str(&format!("-A {IPT_IN} -i {i} -g {IPT_SUBIN}\n"));
+    }
+    if let Some(p) = &pool {
+        f.push_str(&format!("-A {IPT_IN} -s {p} -g {IPT_SUBIN}\n"));
+    }
+    let port = policy.rpc_port;
+    let (gw, icmp) = if v6 {
+        (
+            policy.gateway6.map(|g| format!("{g}/128")),
+            "-p ipv6-icmp --icmpv6-type echo-request",
+        )
+    } else {
+        (
+            Some(format!("{}/32", policy.gateway4)),
+            "-p icmp --icmp-type echo-request",
+        )
+    };
+    if let Some(g) = gw {
+        f.push_str(&format!(
+            "-A {IPT_SUBIN} -d {g} -p tcp --dport {port} -j RETURN\n\
+             -A {IPT_SUBIN} -d {g} {icmp} -j RETURN\n"
+        ));
+    }
+    if v6 {
+        f.push_str(&format!(
+            "-A {IPT_SUBIN} -s fc00::/8 -d fc00::/8 -p tcp --dport {port} -j RETURN\n"
+        ));
+        for t in ["neighbour-solicitation", "neighbour-advertisement"] {
+            f.push_str(&format!(
+                "-A {IPT_SUBIN} -p ipv6-icmp --icmpv6-type {t} -j RETURN\n"
+            ));
+        }
+    }
+    f.push_str(&format!(
+        "-A {IPT_SUBIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n\
+         -A {IPT_SUBIN} -j DROP\nCOMMIT\n"
+    ));
+    let mut m = format!("*mangle\n:{IPT_CLS} - [0:0]\n");
+    for x in sessions {
+        let class = format!("{}:{:x}", super::shaper::HANDLE, x.class);
+        for a in x.addrs.iter().filter(ours) {
+            if policy.shape_down {
+                m.push_str(&format!(
+                    "-A {IPT_CLS} -d {} -j CLASSIFY --set-class {class}\n",
+                    host(a)
+                ));
+            }
+            if policy.shape_up {
+                m.push_str(&format!(
+                    "-A {IPT_CLS} -s {} -j CLASSIFY --set-class {class}\n",
+                    host(a)
+                ));
+            }
+        }
+    }
+    m.push_str("COMMIT\n");
+    let mut n = format!("*nat\n:{IPT_NAT} - [0:0]\n");
+    for x in sessions {
+        for a in x.addrs.iter().filter(ours) {
+            n.push_str(&format!(
+                "-A {IPT_NAT} -s {} -o {} -j MASQUERADE\n",
+                host(a),
+                policy.wan
+            ));
+        }
+    }
+    n.push_str("COMMIT\n");
+    f + &m + &n
+}
+
+/// Our jumps from the built-in chains: (table, built-in chain, our chain).
+const IPT_JUMPS: [(&str, &str, &str); 4] = [
+    ("filter", "FORWARD", IPT_FWD),
+    ("mangle", "FORWARD", IPT_CLS),
+    ("filter", "INPUT", IPT_IN),
+    ("nat", "POSTROUTING", IPT_NAT),
+];
+/// Every chain we own, per table.
+const IPT_CHAINS: [(&str, &str); 7] = [
+    ("mangle", IPT_CLS),
+    ("filter", IPT_FWD),
+    ("filter", IPT_OUT),
+    ("filter", IPT_IN),
+    ("filter", IPT_MESH),
+    ("filter", IPT_SUBIN),
+    ("nat", IPT_NAT),
+];
+
+/// Whether an error only says that the thing is already gone.
+fn is_absent(e: &CmdError) -> bool {
+    let s = e.stderr();
+    [
+        "No such file or directory",
+        "No such process",
+        "does not exist",
+        "Bad rule",
+        "No chain/target/match",
+        "Couldn't load target",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
+}
+
+fn ignore_absent(r: Result<String, CmdError>) -> Result<(), CmdError> {
+    match r {
+        Err(e) if !is_absent(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The gateway's firewall and NAT, applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firewall {
+    /// Tool in use.
+    pub backend: Backend,
+    /// What the rules are built from.
+    pub policy: Policy,
+    /// Live sessions by key (the session id).
+    sessions: BTreeMap<String, Session>,
+    /// Per-subscriber shaping.
+    shaper: Shaper,
+}
+
+impl Firewall {
+    /// Picks the backend: `nft`, `iptables`, or `auto` (nft when it works, else iptables).
+    /// `shaper` gives each session its fair share; the policy's `shape_*` follow its rates.
+    pub fn choose(setting: &str, mut policy: Policy, shaper: Shaper) -> Firewall {
+        policy.shape_down = shaper.down_kbit > 0;
+        policy.shape_up = shaper.up_kbit > 0;
+        let backend = match setting {
+            "nft" => Backend::Nft,
+            "iptables" => Backend::Iptables,
+            _ if cmd::available("nft") && cmd::run(&["nft", "list", "tables"]).is_ok() => {
+                Backend::Nft
+            }
+            _ => Backend::Iptables,
+        };
+        Firewall {
+            backend,
+            policy,
+            sessions: BTreeMap::new(),
+            shaper,
+        }
+    }
+
+    /// Installs the policy with no session (anything left by an earlier run is replaced).
+    pub fn setup(&mut self) -> Result<(), CmdError> {
+        self.sessions.clear();
+        if self.backend == Backend::Iptables {
+            self.teardown()?;
+            for ipt in ["iptables", "ip6tables"] {
+                for (table, chain) in IPT_CHAINS {
+                    cmd::run(&[ipt, "-w", "-t", table, "-N", chain])?;
+                }
+                for (table, builtin, chain) in IPT_JUMPS {
+                    cmd::run(&[ipt, "-w", "-t", table, "-I", builtin, "1", "-j", chain])?;
+                }
+            }
+        }
+        self.apply()
+    }
+
+    fn apply(&self) -> Result<(), CmdError> {
+        let sessions: Vec<Session> = self.sessions.values().cloned().collect();
+        match self.backend {
+            Backend::Nft => {
+                cmd::run_input(&["nft", "-f", "-"], &nft_script(&self.policy, &sessions)).map(drop)
+            }
+            Backend::Iptables => {
+                for (tool, v6) in [("iptables-restore", false), ("ip6tables-restore", true)] {
+                    let input = ipt_restore(&self.policy, &sessions, v6);
+                    cmd::run_input(&[tool, "-w", "--noflush"], &input)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Admits one session (replacing what `key` had).
+    pub fn admit(&mut self, key: &str, session: Session) -> Result<(), CmdError> {
+        self.shaper.admit(&session.ifname, session.class)?;
+        let old = self.sessions.insert(key.to_string(), session);
+        let r = self.apply();
+        if r.is_err() {
+            match old {
+                Some(o) => self.sessions.insert(key.to_string(), o),
+                None => self.sessions.remove(key),
+            };
+        }
+        r
+    }
+
+    /// Withdraws a session, then forgets its connections (conntrack), so that nothing it
+    /// opened survives, neither through NAT nor for whoever gets the address next.
+    pub fn dismiss(&mut self, key: &str, addrs: &[IpAddr]) -> Result<(), CmdError> {
+        if let Some(gone) = self.sessions.remove(key) {
+            self.apply()?;
+            self.shaper.dismiss(&gone.ifname, gone.class)?;
+        }
+        flush_conntrack(addrs)
+    }
+
+    /// Removes the table or chains and everything in them, and the shaping.
+    pub fn teardown(&mut self) -> Result<(), CmdError> {
+        self.shaper.teardown()?;
+        match self.backend {
+            Backend::Nft => ignore_absent(cmd::run(&["nft", "delete", "table", "inet", NFT_TABLE])),
+            Backend::Iptables => {
+                for ipt in ["iptables", "ip6tables"] {
+                    for (table, builtin, chain) in IPT_JUMPS {
+                        // Each delete removes one jump; a crashed run may have left several.
+                        for _ in 0..4 {
+                            let r = cmd::run(&[ipt, "-w", "-t", table, "-D", builtin, "-j", chain]);
+                            if r.is_err() {
+                                ignore_absent(r)?;
+                                break;
+                            }
+                        }
+                    }
+                    for (table, chain) in IPT_CHAINS {
+                        ignore_absent(cmd::run(&[ipt, "-w", "-t", table, "-F", chain]))?;
+                    }
+                    for (table, chain) in IPT_CHAINS {
+                        ignore_absent(cmd::run(&[ipt, "-w", "-t", table, "-X", chain]))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `conntrack -D` calls that forget every connection from or to `addr`.
+pub fn conntrack_argv(addr: IpAddr) -> [Vec<String>; 2] {
+    let fam = if addr.is_ipv6() { "ipv6" } else { "ipv4" };
+    ["-s", "-d"].map(|dir| {
+        ["conntrack", "-D", "-f", fam, dir]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([addr.to_string()])
+            .collect()
+    })
+}
+
+/// Forgets the connections of `addrs`. Without the `conntrack` program this is logged and
+/// skipped (the firewall still stops the traffic; only the NAT entries live on until they time
+/// out).
+pub fn flush_conntrack(addrs: &[IpAddr]) -> Result<(), CmdError> {
+    if !cmd::available("conntrack") {
+        crate::log::warn(
+            "`conntrack` is not installed: connections of a freed address are not flushed",
+        );
+        return Ok(());
+    }
+    for a in addrs {
+        for argv in conntrack_argv(*a) {
+            match cmd::run(&argv) {
+                Ok(_) => {}
+                // "0 flow entries have been deleted" exits 1: nothing to forget.
+                Err(e) if e.stderr().contains("0 flow entries") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            wan: "wan0".into(),
+            mesh: vec!["br-mesh".into()],
+            pool4: "100.127.0.0/24".into(),
+            pool6: Some("fd7e:7e7e::/64".into()),
+            gateway4: Ipv4Addr::new(100, 127, 0, 1),
+            gateway6: Some("fd7e:7e7e::1".parse().unwrap()),
+            rpc_port: 65533,
+            allow: vec!["192.168.9.0/24".into(), "fd00:9::/64".into()],
+            shape_down: true,
+            shape_up: false,
+        }
+    }
+
+    fn sessions() -> Vec<Session> {
+        vec![
+            Session {
+                ifname: "mnigs-wg".into(),
+                addrs: vec![
+                    "100.127.0.2".parse().unwrap(),
+                    "fd7e:7e7e::2".parse().unwrap(),
+                ],
+                mac: None,
+                class: 0x100,
+            },
+            Session {
+                ifname: "br-mesh".into(),
+                addrs: vec!["100.127.0.3".parse().unwrap()],
+                mac: Some("02:00:00:00:00:03".into()),
+                class: 0x101,
+            },
+        ]
+    }
+
+    #[test]
+    fn nft_binds_each_address_to_its_interface_and_mac() {
+        let s = nft_script(&policy(), &sessions());
+        assert!(s.starts_with("table inet mnigs {}\ndelete table inet mnigs\n"));
+        assert!(s.contains("elements = { \"mnigs-wg\" . 100.127.0.2, \"br-mesh\" . 100.127.0.3 }"));
+        assert!(s.contains("elements = { \"mnigs-wg\" . fd7e:7e7e::2 }"));
+        // The route session is masqueraded, but admitted only with its MAC address.
+        assert!(s.contains(
+            "set tun4 {\n\t\ttype ifname . ipv4_addr;\n\t\telements = { \"mnigs-wg\" . 100.127.0.2 };"
+        ));
+        assert!(s.contains("elements = { \"br-mesh\" . 100.127.0.3 . 02:00:00:00:00:03 }"));
+        // The mesh interface is never treated as a tunnel (that would cut the mesh's own traffic).
+        assert!(s.contains("set tunifs {\n\t\ttype ifname;\n\t\telements = { \"mnigs-wg\" };"));
+        assert!(s.contains("oifname \"wan0\" iifname . ip saddr @sess4 masquerade"));
+        assert!(s.contains("iifname @meshifs oifname != @meshifs jump from_mesh"));
+        assert!(s.contains("oifname != \"wan0\" drop"));
+        assert!(s.contains("ip daddr 100.127.0.1 tcp dport 65533 accept"));
+        assert!(s.contains("iifname \"wan0\" tcp dport 65533 drop"));
+        assert!(s.contains("elements = { 192.168.9.0/24 }"));
+        assert!(s.contains(
+            "map down4 {\n\t\ttype ipv4_addr : classid;\n\t\telements = { 100.127.0.2 : 7e:100, 100.127.0.3 : 7e:101 };"
+        ));
+        assert!(
+            s.contains("map up4 {\n\t\ttype ipv4_addr : classid;\n\t}"),
+            "uploads not shaped"
+        );
+        for p in PRIVATE4 {
+            assert!(s.contains(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn nft_without_sessions_has_empty_sets() {
+        let s = nft_script(&policy(), &[]);
+        assert!(s.contains("set sess4 {\n\t\ttype ifname . ipv4_addr;\n\t}"));
+        assert!(!s.contains("elements = { \"mnigs-wg\""));
+    }
+
+    #[test]
+    fn iptables_rules_match_interface_source_and_mac() {
+        let v4 = ipt_restore(&policy(), &sessions(), false);
+        assert!(v4.contains("-A MNIGS-FWD -i mnigs-wg -s 100.127.0.2/32 -g MNIGS-OUT\n"));
+        assert!(v4.contains(
+            "-A MNIGS-FWD -i br-mesh -s 100.127.0.3/32 -m mac --mac-source 02:00:00:00:00:03 -g MNIGS-OUT\n"
+        ));
+        assert!(v4.contains("-A MNIGS-FWD -i mnigs-wg -j DROP\n"));
+        assert!(v4.contains("-A MNIGS-FWD -i br-mesh -g MNIGS-MESH\n"));
+        assert!(v4.contains("-A MNIGS-OUT -d 192.168.9.0/24 -j RETURN\n"));
+        assert!(v4.contains("-A MNIGS-OUT ! -o wan0 -j DROP\n"));
+        assert!(v4.contains("-A MNIGS-IN -i wan0 -p tcp --dport 65533 -j DROP\n"));
+        assert!(v4.contains("-A MNIGS-NAT -s 100.127.0.2/32 -o wan0 -j MASQUERADE\n"));
+        assert!(v4.contains("-A MNIGS-CLS -d 100.127.0.2/32 -j CLASSIFY --set-class 7e:100\n"));
+        assert!(!v4.contains("-A MNIGS-CLS -s"), "uploads not shaped");
+        assert!(!v4.contains("fd7e"));
+        // The session rules come before the drops.
+        let accept = v4.find("-g MNIGS-OUT").unwrap();
+        assert!(accept < v4.find("-i mnigs-wg -j DROP").unwrap());
+        let v6 = ipt_restore(&policy(), &sessions(), true);
+        assert!(v6.contains("-A MNIGS-FWD -i mnigs-wg -s fd7e:7e7e::2/128 -g MNIGS-OUT\n"));
+        assert!(v6.contains("-A MNIGS-OUT -d fd00:9::/64 -j RETURN\n"));
+        assert!(!v6.contains("100.127.0.3"));
+        assert_eq!(v6.matches("COMMIT").count(), 3);
+    }
+
+    #[test]
+    fn conntrack_forgets_both_directions() {
+        let [s, d] = conntrack_argv("100.127.0.2".parse().unwrap());
+        assert_eq!(s.join(" "), "conntrack -D -f ipv4 -s 100.127.0.2");
+        assert_eq!(d.join(" "), "conntrack -D -f ipv4 -d 100.127.0.2");
+    }
+}

@@ -1,0 +1,203 @@
+//! Fair shares of the uplink: one HTB class per subscriber, so that one subscriber's flood
+//! cannot starve the others (`tc`, argv only).
+//!
+//! With `bandwidth_down`/`bandwidth_up` set (kbit/s: what the gateway shares), every interface
+//! a subscriber's traffic leaves by gets a root HTB qdisc (handle [`HANDLE`]): class `:1` for
+//! everything that is not a subscriber's (unlimited), class `:2` for all subscribers together
+//! (rate and ceiling = the shared bandwidth), and under it one class per session (minor
+//! [`minor`] of its slot) with an equal guaranteed rate and the whole bandwidth as ceiling:
+//! an idle subscriber's share goes to the busy ones, and a subscriber that wants its share gets
+//! at least it while another floods. Downloads are shaped where they leave towards the
+//! subscriber (its tunnel interface; the mesh interface for the route method), uploads on the
+//! WAN. Packets are put into a class by the firewall ([`super::firewall`]: `meta priority`, or
+//! iptables `CLASSIFY`), by address, so the shaping needs no filter of its own.
+//!
+//! HTB is used because it is everywhere (this kernel has no fq_codel, sfq or cake); shaping to
+//! slightly below the real uplink keeps the queue on the gateway, where it is fair, instead of
+//! the modem's.
+
+use super::cmd::{self, CmdError};
+use std::collections::BTreeSet;
+
+/// Major number of our qdisc (hex), `7e:`.
+pub const HANDLE: &str = "7e";
+
+/// The class minor (hex) of a session in slot `slot`.
+pub fn minor(slot: u32) -> u32 {
+    0x100 + slot
+}
+
+/// The class id (`7e:1xx`) of class minor `minor`.
+pub fn class_id(minor: u32) -> String {
+    format!("{HANDLE}:{minor:x}")
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// The `tc` calls that put our root qdisc on `ifname` with `total_kbit` for subscribers.
+pub fn root_argvs(ifname: &str, total_kbit: u32) -> Vec<Vec<String>> {
+    let total = format!("{total_kbit}kbit");
+    let root = format!("{HANDLE}:");
+    let other = format!("{HANDLE}:1");
+    let subs = format!("{HANDLE}:2");
+    vec![
+        argv(&[
+            "tc", "qdisc", "replace", "dev", ifname, "root", "handle", &root, "htb", "default", "1",
+        ]),
+        argv(&[
+            "tc", "class", "replace", "dev", ifname, "parent", &root, "classid", &other, "htb",
+            "rate", "10gbit", "quantum", "1514",
+        ]),
+        argv(&[
+            "tc", "class", "replace", "dev", ifname, "parent", &root, "classid", &subs, "htb",
+            "rate", &total, "ceil", &total, "quantum", "1514",
+        ]),
+    ]
+}
+
+/// The `tc` call that gives a session its class (minor `minor`) on `ifname`: an equal share of
+/// `total_kbit` among `capacity` subscribers guaranteed, all of it as ceiling.
+pub fn class_argv(ifname: &str, minor: u32, total_kbit: u32, capacity: u32) -> Vec<String> {
+    let share = (total_kbit / capacity.max(1)).max(8);
+    argv(&[
+        "tc",
+        "class",
+        "replace",
+        "dev",
+        ifname,
+        "parent",
+        &format!("{HANDLE}:2"),
+        "classid",
+        &class_id(minor),
+        "htb",
+        "rate",
+        &format!("{share}kbit"),
+        "ceil",
+        &format!("{total_kbit}kbit"),
+        "quantum",
+        "1514",
+    ])
+}
+
+fn absent(e: &CmdError) -> bool {
+    let s = e.stderr();
+    ["Cannot find", "No such", "not found", "Invalid handle"]
+        .iter()
+        .any(|m| s.contains(m))
+}
+
+/// Per-subscriber shaping, applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shaper {
+    /// Kbit/s shared towards subscribers (0: downloads are not shaped).
+    pub down_kbit: u32,
+    /// Kbit/s shared from subscribers out of the WAN (0: uploads are not shaped).
+    pub up_kbit: u32,
+    /// Number of subscriber slots (the guaranteed share is the total over this).
+    pub capacity: u32,
+    /// The WAN interface.
+    pub wan: String,
+    /// Interfaces that carry our root qdisc.
+    rooted: BTreeSet<String>,
+}
+
+impl Shaper {
+    /// A shaper that has not touched the system yet.
+    pub fn new(down_kbit: u32, up_kbit: u32, capacity: u32, wan: &str) -> Shaper {
+        Shaper {
+            down_kbit,
+            up_kbit,
+            capacity,
+            wan: wan.to_string(),
+            rooted: BTreeSet::new(),
+        }
+    }
+
+    /// Whether anything is shaped.
+    pub fn active(&self) -> bool {
+        self.down_kbit > 0 || self.up_kbit > 0
+    }
+
+    fn root(&mut self, ifname: &str, total: u32) -> Result<(), CmdError> {
+        if self.rooted.contains(ifname) {
+            return Ok(());
+        }
+        for a in root_argvs(ifname, total) {
+            cmd::run(&a)?;
+        }
+        self.rooted.insert(ifname.to_string());
+        Ok(())
+    }
+
+    /// Gives a session (class minor `minor`), whose downloads leave by `ifname`, its classes.
+    pub fn admit(&mut self, ifname: &str, minor: u32) -> Result<(), CmdError> {
+        if self.down_kbit > 0 {
+            self.root(ifname, self.down_kbit)?;
+            cmd::run(&class_argv(ifname, minor, self.down_kbit, self.capacity))?;
+        }
+        if self.up_kbit > 0 {
+            let wan = self.wan.clone();
+            self.root(&wan, self.up_kbit)?;
+            cmd::run(&class_argv(&wan, minor, self.up_kbit, self.capacity))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a session's classes.
+    pub fn dismiss(&mut self, ifname: &str, minor: u32) -> Result<(), CmdError> {
+        let id = class_id(minor);
+        for dev in [ifname, self.wan.as_str()] {
+            if !self.rooted.contains(dev) {
+                continue;
+            }
+            match cmd::run(&["tc", "class", "del", "dev", dev, "classid", &id]) {
+                Err(e) if !absent(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes our root qdiscs (only ours: a root qdisc of another handle stays).
+    pub fn teardown(&mut self) -> Result<(), CmdError> {
+        for dev in std::mem::take(&mut self.rooted) {
+            let shown = cmd::run(&["tc", "qdisc", "show", "dev", &dev, "root"]).unwrap_or_default();
+            if shown.contains(&format!("htb {HANDLE}:")) {
+                match cmd::run(&["tc", "qdisc", "del", "dev", &dev, "root"]) {
+                    Err(e) if !absent(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_share_equally_and_may_borrow_everything() {
+        assert_eq!(class_id(minor(0)), "7e:100");
+        assert_eq!(class_id(minor(17)), "7e:111");
+        assert_eq!(
+            class_argv("wg0", minor(1), 20000, 10).join(" "),
+            "tc class replace dev wg0 parent 7e:2 classid 7e:101 htb rate 2000kbit ceil 20000kbit quantum 1514"
+        );
+        // A tiny bandwidth among many slots still gets a usable rate.
+        assert!(class_argv("wg0", 1, 100, 65535).contains(&"8kbit".to_string()));
+        let root = root_argvs("wan0", 5000);
+        assert_eq!(
+            root[0].join(" "),
+            "tc qdisc replace dev wan0 root handle 7e: htb default 1"
+        );
+        assert!(
+            root[2]
+                .join(" ")
+                .contains("classid 7e:2 htb rate 5000kbit ceil 5000kbit")
+        );
+    }
+}
