@@ -485,6 +485,7 @@ fn full_connection() {
         ipv6: Some(sub_v6.to_string()),
         cidr6: Some(64),
         ipv6gateway: Some("fd6d:6e69:6773::1".into()),
+        uplink_targets: Vec::new(),
         extra: fields,
     };
     assert_eq!(sub.connect(gw_addr, &grant).unwrap(), "cjsub");

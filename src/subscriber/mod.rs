@@ -2,9 +2,12 @@
 //!
 //! # Layout
 //! - `select.rs`: pure scoring, ranking and the decision to move (hysteresis, back-off, ties).
+//! - `probe.rs`: what is probed through a tunnel (own targets, the gateway's uplink targets, its
+//!   tunnel address), pure.
 //! - `quality.rs`: bounded probe windows per gateway and the down rule.
 //! - `supervisor.rs`: the state machine scan → register → connect → renew → (fail over), on its own thread.
 
+pub mod probe;
 pub mod quality;
 pub mod select;
 pub mod supervisor;

@@ -11,9 +11,11 @@
 //! its own table ([`policy`]), and failover is one rule switch, after which a new standby is found.
 //!
 //! The path is **down** when the probes through it (ICMP echo to `probe_target`s, else to the
-//! gateway's tunnel address) failed `down_after` intervals in a row, when the lease cannot be
+//! uplink targets the gateway advertises, else to the gateway's tunnel address: [`probe`])
+//! failed `down_after` intervals in a row, when the lease cannot be
 //! renewed, or when the gateway says its uplink is unhealthy.
 
+use super::probe;
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
 use crate::config::Config;
@@ -120,6 +122,8 @@ pub struct Supervisor {
     saved: HashMap<String, Instant>,
     policy: Policy,
     seed: u64,
+    /// Probe rounds so far (advertised uplink targets take turns, [`probe::plan`]).
+    probe_rounds: u64,
     epoch: Instant,
     last_failover: Option<Value>,
     /// One scan at a time, shared with the background scans. Silent candidates are skipped by
@@ -195,6 +199,7 @@ impl Supervisor {
         };
         let mut sup = Supervisor {
             seed: select::seed_for(&cfg.main.name),
+            probe_rounds: 0,
             store,
             slots,
             active: None,
@@ -738,19 +743,27 @@ impl Supervisor {
 
     // --- probing ---
 
-    /// The addresses probed through a link.
+    /// The addresses probed through a link this round ([`probe::plan`]).
     fn probe_targets(&self, link: &Link) -> Vec<IpAddr> {
-        let targets = &self.cfg.subscriber.probe_targets;
-        if !targets.is_empty() {
-            return targets.clone();
-        }
-        link.grant.ipv4gateway.parse().into_iter().collect()
+        let info: &[IpAddr] = self
+            .answers
+            .iter()
+            .find(|a| a.candidate.address == link.gateway.ip() && a.info.name == link.name)
+            .map_or(&[], |a| &a.info.uplink.targets);
+        probe::plan(
+            &self.cfg.subscriber.probe_targets,
+            &probe::advertised(&link.grant, info),
+            &link.grant.ipv4gateway,
+            self.probe_rounds,
+        )
+        .addresses()
     }
 
     /// One probe per link; a link whose probes failed `down_after` intervals in a row is down.
     fn probe_round(&mut self) {
         let interval = self.probe_interval();
         let down_after = self.cfg.subscriber.down_after;
+        self.probe_rounds = self.probe_rounds.wrapping_add(1);
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
         let links: Vec<(usize, String, String, Vec<IpAddr>, Duration)> = self
@@ -800,8 +813,13 @@ impl Supervisor {
             }
             if down {
                 let why = format!(
-                    "{name}: no answer to {} probe(s) through {ifname} in a row",
-                    summary.consecutive_failures
+                    "{name}: no answer to {} probe(s) through {ifname} in a row (last to {})",
+                    summary.consecutive_failures,
+                    targets
+                        .iter()
+                        .map(IpAddr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 self.link_failed(i, why, true);
             } else if self
