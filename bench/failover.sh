@@ -4,7 +4,10 @@
 # fake Internet host — next to the reference figures measured on the same kind of mesh (issue 5):
 #   naive shell watchdog (3 failed pings, then switch to a running WireGuard server): 2.2–2.4 s
 #   Babel withdrawing a dead gateway's route (1 s hellos): 3–4 s
-# Usage: sudo [RUNS=3] bench/failover.sh     (needs ip, babeld, wg, wireguard-go, nft, ping)
+# The *_with_shipped_defaults cases run with the shipped defaults (only the roles, the gateways'
+# wan_interface and uplink_target set; nothing on the subscriber); the others with tuned settings.
+# Usage: sudo [RUNS=3] [FILTER=shipped_defaults] bench/failover.sh
+#        (FILTER: only the tests whose name contains it; needs ip, babeld, wg, wireguard-go, nft, ping)
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
@@ -12,7 +15,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 i=1
 while [ "$i" -le "$runs" ]; do
-	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 >>"$log" 2>&1 || {
+	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 ${FILTER:-} >>"$log" 2>&1 || {
 		tail -50 "$log"
 		exit 1
 	}
@@ -37,3 +40,4 @@ grep -o 'OUTAGE .*' "$log" | sed 's/^OUTAGE //' |
 		}
 	}'
 grep -o 'FAILBACK .*' "$log" || true
+grep -o 'SHIPPED .*' "$log" || true

@@ -407,7 +407,7 @@ fn uplink_cut_with_shipped_defaults(hot: bool) {
     let (outage, ()) = outage_during(
         &s,
         50,
-        &format!("{mode} shipped defaults: uplink cut"),
+        &format!("{mode} shipped defaults, uplink cut"),
         || s.set_uplink(node, false).unwrap(),
     );
     s.wait_gateway(other, Duration::from_secs(5))
