@@ -6,6 +6,11 @@
 //! figures, not assertions; `bench/failover.sh` collects them.
 //!
 //! Cold failover (default) and hot standby are both run; fail_closed has its own test.
+//!
+//! Those cases run with tuned settings (`scan_interval 1`, `probe_target`, `prefer`, 1 s uplink
+//! checks). The `*_with_shipped_defaults` tests run the uplink cut (and, on fresh meshes, the
+//! daemon kill and the mesh cut) with nothing tuned (issue 18): the subscriber must notice a gateway
+//! without Internet through its tunnel, by the uplink targets the gateway advertises.
 
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, Testbed, e2e_gate};
@@ -444,6 +449,67 @@ fn uplink_cut_with_shipped_defaults(hot: bool) {
     println!("SHIPPED {mode}: uplink cut outage {outage:.1} s, {first} → {other}");
 }
 
+/// Kills `node`'s daemon and every other process of it but babeld (wireguard-go) with SIGKILL.
+fn kill_gateway(s: &Scenario, node: Node) {
+    let daemon = s.pid(node).expect("the gateway runs");
+    let babeld = s.bed.babeld_pid(node);
+    assert!(s.bed.stop(daemon, libc::SIGKILL, Duration::from_secs(5)));
+    let ns = s.bed.ns(node);
+    let pids = mnigs::sys::cmd::run(&["ip", "netns", "pids", &ns]).unwrap_or_default();
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        if Some(pid) != babeld {
+            s.bed.stop(pid, libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+}
+
+/// The daemon kill and the mesh cut with the shipped defaults, each on a fresh mesh (both
+/// gateways known healthy): the figures for README's shipped-defaults column.
+fn other_cases_with_shipped_defaults(hot: bool) {
+    let mode = if hot { "hot" } else { "cold" };
+    for (label, cut) in [
+        ("daemon SIGKILL", kill_gateway as fn(&Scenario, Node)),
+        ("mesh links down", |s: &Scenario, node: Node| {
+            s.bed
+                .exec(node, &["ip", "link", "set", "mesh0", "down"])
+                .expect("mesh0 down");
+        }),
+    ] {
+        let mut s = shipped_defaults(hot);
+        let first = s.sub_gateway().expect("connected");
+        let (node, other) = if first == "gw1" {
+            (Node::Gw, "gw2")
+        } else {
+            (Node::Gw2, "gw1")
+        };
+        if hot {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"] != other
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let (outage, ()) =
+            outage_during(&s, 50, &format!("{mode} shipped defaults, {label}"), || {
+                cut(&s, node)
+            });
+        if label == "daemon SIGKILL" {
+            // Gone: the testbed must not signal its PID again.
+            match node {
+                Node::Gw => s.gw_pid = None,
+                _ => s.gw2_pid = None,
+            }
+        }
+        s.wait_gateway(other, Duration::from_secs(5)).unwrap();
+        assert!(s.ping_within(Duration::from_secs(3)));
+        assert!(outage < 5.0, "the outage ended within the series");
+    }
+}
+
 #[test]
 fn cold_uplink_cut_with_shipped_defaults() {
     if !e2e_gate("cold_uplink_cut_with_shipped_defaults") {
@@ -458,4 +524,20 @@ fn hot_standby_uplink_cut_with_shipped_defaults() {
         return;
     }
     uplink_cut_with_shipped_defaults(true);
+}
+
+#[test]
+fn cold_kill_and_mesh_cut_with_shipped_defaults() {
+    if !e2e_gate("cold_kill_and_mesh_cut_with_shipped_defaults") {
+        return;
+    }
+    other_cases_with_shipped_defaults(false);
+}
+
+#[test]
+fn hot_standby_kill_and_mesh_cut_with_shipped_defaults() {
+    if !e2e_gate("hot_standby_kill_and_mesh_cut_with_shipped_defaults") {
+        return;
+    }
+    other_cases_with_shipped_defaults(true);
 }
