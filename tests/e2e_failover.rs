@@ -446,6 +446,24 @@ fn uplink_cut_with_shipped_defaults(hot: bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(s.ping_within(Duration::from_secs(3)));
+    if hot {
+        // The gateway left behind becomes the standby again once it is back (an early scan,
+        // not the regular one 300 s later), without carrying traffic before failback_after.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"] != first.as_str()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let st = s.status(Node::Sub).unwrap();
+        assert_eq!(
+            st["subscriber"]["standby"]["name"],
+            first.as_str(),
+            "{first} is the standby again; {}",
+            s.tail(Node::Sub)
+        );
+        assert_eq!(st["subscriber"]["gateway"]["name"], other);
+    }
     println!("SHIPPED {mode}: uplink cut outage {outage:.1} s, {first} → {other}");
 }
 

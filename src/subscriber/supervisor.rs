@@ -18,6 +18,7 @@
 use super::probe;
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
+use super::standby;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::gateway::service::now;
@@ -122,6 +123,8 @@ pub struct Supervisor {
     saved: HashMap<String, Instant>,
     policy: Policy,
     seed: u64,
+    /// The last early-scan delay while the hot standby slot stayed empty ([`standby`]).
+    standby_rescan: Option<Duration>,
     /// Probe rounds so far (advertised uplink targets take turns, [`probe::plan`]).
     probe_rounds: u64,
     epoch: Instant,
@@ -200,6 +203,7 @@ impl Supervisor {
         let mut sup = Supervisor {
             seed: select::seed_for(&cfg.main.name),
             probe_rounds: 0,
+            standby_rescan: None,
             store,
             slots,
             active: None,
@@ -668,9 +672,19 @@ impl Supervisor {
                 .is_ok()
             {
                 log::info(&format!("hot standby up: {}", choice.answer.info.name));
+                self.standby_rescan = None;
                 return;
             }
         }
+        // None usable now (the one just left may be back soon): scan early, backing off.
+        let regular = Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        let delay = standby::next_rescan(self.standby_rescan, regular);
+        self.standby_rescan = Some(delay);
+        self.next_scan = self.next_scan.min(Instant::now() + delay);
+        log::debug(&format!(
+            "no hot standby: scanning again within {} s",
+            delay.as_secs()
+        ));
     }
 
     /// Moves to a clearly better gateway: hot standby switches to it (bringing it up in the
