@@ -6,17 +6,35 @@
 #   Babel withdrawing a dead gateway's route (1 s hellos): 3–4 s
 # The *_with_shipped_defaults cases run with the shipped defaults (only the roles, the gateways'
 # wan_interface and uplink_target set; nothing on the subscriber); the others with tuned settings.
-# Usage: sudo [RUNS=3] [FILTER=shipped_defaults] bench/failover.sh
-#        (FILTER: only the tests whose name contains it; needs ip, babeld, wg, wireguard-go, nft, ping)
+# Usage: sudo [RUNS=3] bench/failover.sh     (needs ip, babeld, wg, wireguard-go, nft, ping)
+#        sudo bench/failover.sh --short       (CI: one run of the cold cases, tuned and shipped uplink cut)
+#        sudo [RUNS=3] FILTER=shipped_defaults bench/failover.sh   (only the tests whose name contains it)
+# Fails (exit 1) unless every test passes and every case of the tests run reports its outage: 15
+# cases (cold and hot tuned (a)-(d), fail_closed, cold and hot shipped uplink, kill and mesh cut) and
+# 2 fail-backs, or 5 and 1 with --short (with FILTER only the tests must pass).
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
+filter=
+cases=15
+failbacks=2
+if [ "${1:-}" = --short ]; then
+	runs=1
+	filter="cold_failover_between_two_gateways cold_uplink_cut_with_shipped_defaults"
+	cases=5
+	failbacks=1
+elif [ -n "${FILTER:-}" ]; then
+	filter=$FILTER
+	cases=
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 i=1
 while [ "$i" -le "$runs" ]; do
-	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 ${FILTER:-} >>"$log" 2>&1 || {
+	# shellcheck disable=SC2086 # $filter is test names or nothing
+	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 $filter >>"$log" 2>&1 || {
 		tail -50 "$log"
+		echo "failover.sh: FAILED: cargo test failed"
 		exit 1
 	}
 	i=$((i + 1))
@@ -41,3 +59,10 @@ grep -o 'OUTAGE .*' "$log" | sed 's/^OUTAGE //' |
 	}'
 grep -o 'FAILBACK .*' "$log" || true
 grep -o 'SHIPPED .*' "$log" || true
+[ -n "$cases" ] || exit 0
+seen=$(grep -o 'OUTAGE [^:]*: [0-9.]* s' "$log" | sed 's/: [0-9.]* s$//' | sort -u | wc -l)
+back=$(grep -o 'FAILBACK [a-z]*: back on gw1 [0-9.]* s' "$log" | sort -u -k2,2 | wc -l)
+if [ "$seen" -ne "$cases" ] || [ "$back" -ne "$failbacks" ]; then
+	echo "failover.sh: FAILED: $seen case(s) and $back fail-back(s) reported, expected $cases and $failbacks"
+	exit 1
+fi

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets (fuzz/) and prints executions, time and crashes per target.
 #   bench/fuzz.sh [SECONDS_PER_TARGET] [MAX_RUNS] [TARGET...]
+#   bench/fuzz.sh --short      (5 s per target; .ci/run gives each 30 s)
 # Defaults: 30 s, no run cap (-1), every target. Needs cargo-fuzz (`cargo install cargo-fuzz`)
 # and RUSTC_BOOTSTRAP=1 on stable Rust (set here). Each run starts from the committed seeds in
 # fuzz/corpus/TARGET, copied to a scratch dir so the repository's corpus stays small; a crash
-# leaves its input in fuzz/artifacts/TARGET and makes the script exit 1.
+# leaves its input in fuzz/artifacts/TARGET and makes the script exit 1, and so does a target
+# that executed no input at all (a fuzzer that does not run finds nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
+if [ "${1:-}" = --short ]; then set -- 5; fi
 secs=${1:-30}
 runs=${2:--1}
 targets=("${@:3}")
@@ -33,6 +36,11 @@ for t in "${targets[@]}"; do
 	end=$(date +%s)
 	execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
 	speed=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
+	if [ "$result" = ok ] && [ "${execs:-0}" -eq 0 ]; then
+		result="FAILED: no input executed"
+		failed=1
+		tail -40 "$log"
+	fi
 	printf '%-18s %12s %8s %10s %s\n' "$t" "${execs:-?}" "$((end - start))" "${speed:-?}" "$result"
 done
 exit $failed

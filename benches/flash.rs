@@ -14,6 +14,12 @@
 //! hour (bytes handed to write(2), from /proc/self/io `wchar`: WAL frames and checkpoints), and
 //! for the flash copy (`option persist_path`) at several `persist_interval`s, the copies and bytes
 //! written per hour including the copy at shutdown.
+//!
+//! `--short` (for CI: `cargo test --bench flash -- --short`) runs the direct case and one copy
+//! interval (900 s) instead of four. Both modes check that the figures are sound and fail
+//! (exit status non-zero) when not: the busy hour changed rows and wrote bytes, the copies are
+//! at most one per interval plus the one at shutdown, and the flash copy left at shutdown holds
+//! exactly the sessions, connection and gateways the database in RAM held.
 
 use mnigs::persist::Persister;
 use mnigs::store::{ConnectionRow, GatewayRow, SessionRow, Store};
@@ -155,7 +161,40 @@ fn fresh_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Fails unless the copy at `flash` holds what `ram` holds.
+fn assert_copy_matches(ram: &Store, flash: &Path) {
+    let copy = Store::open(flash).expect("the flash copy opens as a database");
+    let sids = |s: &Store| -> Vec<String> {
+        let mut v: Vec<String> = s.sessions().unwrap().into_iter().map(|r| r.sid).collect();
+        v.sort();
+        v
+    };
+    let gateways = |s: &Store| -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = s
+            .gateways()
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.address, g.last_seen))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sids(ram).len(),
+        SUBSCRIBERS as usize,
+        "live sessions in RAM"
+    );
+    assert_eq!(sids(&copy), sids(ram), "sessions in the flash copy");
+    assert_eq!(gateways(&copy), gateways(ram), "gateways in the flash copy");
+    assert_eq!(
+        copy.connection().unwrap().map(|c| c.sid),
+        ram.connection().unwrap().map(|c| c.sid),
+        "connection in the flash copy"
+    );
+}
+
 fn main() {
+    let short = std::env::args().any(|a| a == "--short");
     println!(
         "flash writes in one busy hour, simulated in accelerated time (gateway with {SUBSCRIBERS} subscribers"
     );
@@ -171,6 +210,10 @@ fn main() {
     let changes = busy_hour(&store, |_| {});
     let direct_bytes = wchar() - w0;
     let elapsed = started.elapsed();
+    assert!(
+        changes > 0 && direct_bytes > 0,
+        "the busy hour wrote nothing"
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(&d);
     println!(
@@ -179,7 +222,12 @@ fn main() {
     );
 
     // The database in RAM, copied to flash.
-    for interval in [300_i64, 900, 3600, 21600] {
+    let intervals: &[i64] = if short {
+        &[900]
+    } else {
+        &[300, 900, 3600, 21600]
+    };
+    for &interval in intervals {
         let d = fresh_dir(&format!("copy{interval}"));
         let store = Store::open(&d.join("ram/mnigs.db")).unwrap();
         let mut p = Persister::new(&d.join("flash/state.db"), &store);
@@ -205,6 +253,13 @@ fn main() {
             p.bytes / p.writes.max(1)
         );
         assert!(copy_wchar >= p.bytes, "wchar covers the copies");
+        let most = (HOUR / interval) as u64 + 1;
+        assert!(
+            (1..=most).contains(&p.writes),
+            "{} copies in the hour, expected 1 to {most}",
+            p.writes
+        );
+        assert_copy_matches(&store, &d.join("flash/state.db"));
         drop(store);
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -141,6 +141,9 @@ pub struct DemoArgs {
     /// keep the demo running until Ctrl-C instead of tearing it down at once
     #[argh(switch)]
     pub hold: bool,
+    /// the demo on cjdns: real cjdroute nodes (MNIGS_CJDROUTE or cjdroute on PATH) and IpTunnel
+    #[argh(switch)]
+    pub cjdns: bool,
 }
 
 /// Runs the parsed command line; returns the exit code.
@@ -163,6 +166,8 @@ pub fn main(args: Args) -> i32 {
         },
         Cmd::CheckConfig(a) if a.stdin => check_config(&a.config, a.json, stdin_config(&a.config)),
         Cmd::CheckConfig(a) => check_config(&a.config, a.json, model::load(&a.config)),
+        #[cfg(feature = "demo")]
+        Cmd::Demo(a) if a.cjdns => crate::cjdemo::run(a.hold),
         #[cfg(feature = "demo")]
         Cmd::Demo(a) => crate::demo::run(a.hold),
         #[cfg(not(feature = "demo"))]
@@ -286,7 +291,7 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
     } else {
         Duration::from_secs(5)
     };
-    let (message, code) = match client::call(addr, method, params, timeout) {
+    let (message, code) = match client::call_local(addr, method, params, timeout) {
         Ok(v) => {
             let failed = v.get("success") == Some(&Value::Bool(false));
             if as_json {

@@ -7,10 +7,11 @@ use crate::gateway::service::{Gateway, now};
 use crate::log;
 use crate::persist::{self, Persister};
 use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
+use crate::rpc::guard::{self, Kind};
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, wireguard};
+use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, softether, wireguard};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -20,8 +21,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// JSON-RPC error code for a local control method called from outside `authorized_network`.
-pub const FORBIDDEN: i64 = -32001;
+/// JSON-RPC error code for a local control method called from outside `authorized_network`
+/// (and for the cross-site refusals of [`crate::rpc::guard`]).
+pub const FORBIDDEN: i64 = guard::FORBIDDEN;
 
 /// Everything the RPC handlers need.
 pub struct Node {
@@ -33,11 +35,6 @@ pub struct Node {
     /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
     persisted: Mutex<Option<Value>>,
 }
-
-/// Local control methods that only read; `option web 'readonly'` opens them to every caller.
-const READ_METHODS: &[&str] = &["status", "listGateways", "listSessions", "meshGraph"];
-/// Local control methods that change something; only `authorized_network` (or `option web 'full'`).
-const ACTION_METHODS: &[&str] = &["scan", "connect", "disconnect"];
 
 impl Node {
     /// A node with the roles given.
@@ -251,24 +248,58 @@ fn sid_param(req: &Request) -> Result<String, RpcError> {
     Ok(req.params.string("sid", 0)?.to_string())
 }
 
+/// The local control methods that change something (see [`guard::kind`]: every method that is
+/// neither a mesh nor a read method is treated as one).
+const ACTION_METHODS: &[&str] = &["scan", "connect", "disconnect"];
+
+fn unknown_method(m: &str) -> RpcError {
+    RpcError::new(
+        code::METHOD_NOT_FOUND,
+        format!("unknown method '{}'", m.escape_debug()),
+    )
+}
+
 impl Handler for Node {
+    /// An unknown method is reported as such first (a newer node calling us must learn that we
+    /// lack it, whatever its headers). Mesh methods are open; read methods (`guard::READ_METHODS`) need `option web 'readonly'`
+    /// or more; everything else (the actions) needs `authorized_network` or `option web 'full'`.
+    fn permitted(&self, caller: &Caller, m: &str) -> Result<(), RpcError> {
+        let known = [guard::MESH_METHODS, guard::READ_METHODS, ACTION_METHODS]
+            .iter()
+            .any(|list| list.contains(&m));
+        if !known {
+            return Err(unknown_method(m));
+        }
+        let allowed = match (self.access(caller), guard::kind(m)) {
+            (_, Kind::Mesh) | (Access::Full, _) => true,
+            (Access::Readonly, kind) => kind == Kind::Read,
+            (Access::Off, _) => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(RpcError::new(
+            FORBIDDEN,
+            format!(
+                "permission denied: {} is only answered to authorized_network callers, not {}",
+                m.escape_debug(),
+                caller.addr
+            ),
+        ))
+    }
+
+    fn page_controls(&self, caller: &Caller) -> bool {
+        self.access(caller) == Access::Full
+    }
+
+    fn hostnames(&self) -> Vec<String> {
+        self.cfg().main.hostname.clone()
+    }
+
     fn call(&self, caller: &Caller, req: &Request) -> Result<Value, RpcError> {
         let m = req.method.as_str();
         let access = self.access(caller);
-        let allowed = match access {
-            Access::Full => true,
-            Access::Readonly => !ACTION_METHODS.contains(&m),
-            Access::Off => !ACTION_METHODS.contains(&m) && !READ_METHODS.contains(&m),
-        };
-        if !allowed {
-            return Err(RpcError::new(
-                FORBIDDEN,
-                format!(
-                    "permission denied: {m} is only answered to authorized_network callers, not {}",
-                    caller.addr
-                ),
-            ));
-        }
+        self.permitted(caller, m)?;
         let not_gateway = || Failure::permanent("this node is not a gateway").to_value();
         match m {
             "nodeInfo" => Ok(self.node_info()),
@@ -318,10 +349,7 @@ impl Handler for Node {
                     reply,
                 }))
             }
-            other => Err(RpcError::new(
-                code::METHOD_NOT_FOUND,
-                format!("unknown method '{}'", other.escape_debug()),
-            )),
+            other => Err(unknown_method(other)),
         }
     }
 
@@ -433,7 +461,58 @@ fn methods(
                     cjdroute_conf: c.cjdroute_conf.clone(),
                     timeout: Duration::from_millis(u64::from(c.timeout_ms)),
                 };
-                out.push(Box::new(cjdns::Cjdns::new(target, &c.interface)));
+                // What the subscriber dials is remembered next to the database, for cleaning
+                // up after a crash.
+                let ledger =
+                    std::path::PathBuf::from(format!("{}-cjdns", cfg.main.database.display()));
+                out.push(Box::new(
+                    cjdns::Cjdns::new(target, &c.interface).with_ledger(&ledger),
+                ));
+            }
+            "socks" => {
+                let c = &cfg.socks;
+                let (side, ifname) = match role {
+                    Role::Gateway => (socks::Side::Server, c.interface.clone()),
+                    Role::Subscriber => (socks::Side::Client, c.interface.clone()),
+                    Role::Standby => (socks::Side::Client, standby_ifname(&c.interface)),
+                };
+                // Each side (and the standby) keeps its pid files in a directory of its own.
+                let sub = match role {
+                    Role::Gateway => "server",
+                    Role::Subscriber => "client",
+                    Role::Standby => "standby",
+                };
+                let m = socks::Socks::new(
+                    side,
+                    &c.directory.join(sub),
+                    &ifname,
+                    c.port,
+                    c.mtu,
+                    c.listen,
+                )
+                .map_err(|e| format!("socks: {e}"))?;
+                out.push(Box::new(m));
+            }
+            // One SoftEther client account and NIC: no second path to keep on standby.
+            "softether" if role == Role::Standby => {}
+            "softether" => {
+                let c = &cfg.softether;
+                let (side, device, sub) = match role {
+                    Role::Gateway => (softether::Side::Server, c.device.clone(), "server"),
+                    _ => (softether::Side::Client, c.client_nic.clone(), "client"),
+                };
+                let setup = softether::Setup {
+                    vpncmd: c.vpncmd.clone(),
+                    admin: c.admin.clone(),
+                    admin_password: c.admin_password.clone(),
+                    hub: c.hub.clone(),
+                    port: c.port,
+                    device,
+                    directory: c.directory.join(sub),
+                };
+                let m = softether::Softether::new(side, setup)
+                    .map_err(|e| format!("softether: {e}"))?;
+                out.push(Box::new(m));
             }
             other => return Err(format!("method {other} is not supported by this version")),
         }

@@ -168,11 +168,14 @@ impl HookEnv {
         HookEnv::default()
     }
 
-    /// Sets `MNIGS_<key>` (replacing an earlier value).
+    /// Sets `MNIGS_<key>` (replacing an earlier value). What a gateway sent reaches here only
+    /// after `subscriber::trust` checked it; as a second line of defence a control character
+    /// (newline, escape) in any value is written escaped, so no value spans lines.
     pub fn set(mut self, key: &str, value: impl ToString) -> HookEnv {
         let key = format!("MNIGS_{key}");
         self.vars.retain(|(k, _)| *k != key);
-        self.vars.push((key, value.to_string()));
+        let value = value.to_string();
+        self.vars.push((key, log::escape(&value).into_owned()));
         self
     }
 
@@ -300,6 +303,17 @@ mod tests {
             .filter(|(k, _)| k.starts_with("MNIGS_"))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn no_value_spans_lines_even_unchecked() {
+        let env = HookEnv::new()
+            .reason("gw said: x\nMNIGS_SID=forged\u{1b}[2J")
+            .set("GATEWAY_NAME", "a$(reboot)`id`");
+        for (k, v) in env.vars() {
+            assert!(!v.chars().any(char::is_control), "{k}={v}");
+        }
+        assert_eq!(env.vars()[0].1, "gw said: x\\nMNIGS_SID=forged\\u{1b}[2J");
     }
 
     #[test]

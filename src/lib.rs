@@ -11,9 +11,11 @@
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
 //! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
-//! - [`subscriber`]: gateway selection and the supervisor state machine of the subscriber role.
+//! - [`subscriber`]: gateway selection, the supervisor state machine of the subscriber role, and
+//!   `trust`: the checks of everything a gateway sends.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
-//! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel), each
+//! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel,
+//!   SoftEther, SOCKS with tun2socks), each
 //!   with a gateway and a subscriber side.
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
 //! - [`daemon`]: wires the roles, the server and signals together.
@@ -22,9 +24,15 @@
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
 //! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
+//! - [`cjdlab`]: real cjdroute nodes in a lab (cjdns end-to-end tests, `mnigs demo --cjdns`).
+//! - [`cjdemo`]: `mnigs demo --cjdns`, the single-host demo on cjdns.
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
 
+#[cfg(feature = "demo")]
+pub mod cjdemo;
+#[cfg(feature = "demo")]
+pub mod cjdlab;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,4 +1,8 @@
 //! A tiny leveled logger writing to stderr (procd forwards it to logd).
+//!
+//! One call is one line: control characters in a message (a newline or a terminal escape in a
+//! name another node sent) are written escaped (`\n`, `\u{1b}`), so nothing from the network can
+//! start a forged line or drive the terminal of whoever reads the log.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -39,8 +43,26 @@ fn emit(level: Level, msg: &str) {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        eprintln!("mnigs[{}] {tag}: {msg}", std::process::id());
+        eprintln!("mnigs[{}] {tag}: {}", std::process::id(), escape(msg));
     }
+}
+
+/// `msg` with every control character escaped (`\n`, `\r`, `\t`, else `\u{..}`), as one line.
+pub fn escape(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Logs at debug level.
@@ -58,4 +80,24 @@ pub fn warn(msg: &str) {
 /// Logs at error level.
 pub fn error(msg: &str) {
     emit(Level::Error, msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_cannot_forge_lines_or_escape_sequences() {
+        let hostile = "gw\nmnigs[1] info: forged\r\u{1b}[31mred\u{7}\u{9b}x\ttab";
+        let out = escape(hostile);
+        assert!(!out.chars().any(char::is_control), "{out}");
+        assert_eq!(
+            out,
+            "gw\\nmnigs[1] info: forged\\r\\u{1b}[31mred\\u{7}\\u{9b}x\\ttab"
+        );
+        assert!(matches!(
+            escape("plain ünïcode"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -375,6 +375,10 @@ impl Store {
             // A few tables of a few rows: 64 KiB of page cache instead of SQLite's 2 MiB keeps
             // the database out of the daemon's resident memory (the OS caches the file anyway).
             conn.pragma_update(None, "cache_size", -64)?;
+            // The WAL is checkpointed every 256 pages (1 MiB) and cut back to 1 MiB afterwards, so
+            // a burst of writes (a scan finding hundreds of gateways) leaves no large file behind.
+            conn.pragma_update(None, "wal_autocheckpoint", 256)?;
+            conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
             conn.pragma_update(None, "foreign_keys", "ON")
         };
         configure(&conn).context(|| format!("configuring {location}"))?;
@@ -522,6 +526,11 @@ impl Store {
     /// Stores what a probe learned about a gateway. An existing row keeps its `first_seen` and
     /// `failures`; everything else is replaced.
     pub fn upsert_gateway(&self, row: &GatewayRow) -> Result<()> {
+        // The name has its own column: stored once, put back into `info` when read.
+        let mut info = row.info.clone();
+        if let Some(o) = info.as_object_mut() {
+            o.remove("name");
+        }
         self.execute(
             "INSERT INTO gateways
                  (address, port, name, info, how, hops, first_seen, last_seen, failures)
@@ -533,7 +542,7 @@ impl Store {
                 row.address,
                 row.port,
                 row.name,
-                row.info.to_string(),
+                info.to_string(),
                 row.how,
                 row.hops,
                 row.first_seen,
@@ -577,6 +586,18 @@ impl Store {
             || format!("resetting failures of gateway {}", endpoint(address, port)),
         )
         .map(|n| n > 0)
+    }
+
+    /// Keeps the `keep` most recently seen gateways and deletes the rest; returns how many went.
+    /// Bounds the store however many gateways a mesh announces.
+    pub fn trim_gateways(&self, keep: usize) -> Result<usize> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.execute(
+            "DELETE FROM gateways WHERE (address, port) NOT IN
+                 (SELECT address, port FROM gateways ORDER BY last_seen DESC, address, port LIMIT ?1)",
+            params![keep],
+            || format!("keeping the {keep} most recent gateways"),
+        )
     }
 
     /// Deletes gateways last seen before `unix` (seconds); returns how many.
@@ -843,10 +864,16 @@ fn gateway_from_row(row: &Row<'_>) -> std::result::Result<GatewayRow, Fault> {
     let address: String = row.get(0)?;
     let port: i64 = row.get(1)?;
     let bad = |detail: String| Fault::Bad(format!("gateway {address} port {port}: {detail}"));
+    let name: String = row.get(2)?;
+    let mut info = json_from(row.get(3)?, "info").map_err(bad)?;
+    if let Some(o) = info.as_object_mut() {
+        o.entry("name")
+            .or_insert_with(|| serde_json::Value::String(name.clone()));
+    }
     Ok(GatewayRow {
         port: port_from(port).map_err(bad)?,
-        name: row.get(2)?,
-        info: json_from(row.get(3)?, "info").map_err(bad)?,
+        name,
+        info,
         how: row.get(4)?,
         hops: u32_from(row.get(5)?, "hops").map_err(bad)?,
         first_seen: row.get(6)?,
@@ -971,7 +998,8 @@ mod tests {
             address: address.to_string(),
             port,
             name: format!("gw-{address}"),
-            info: json!({"success": true, "gateway": true, "methods": ["wireguard"]}),
+            info: json!({"success": true, "name": format!("gw-{address}"), "gateway": true,
+                         "methods": ["wireguard"]}),
             how: "routes".to_string(),
             hops: 2,
             first_seen: last_seen,
@@ -1223,6 +1251,28 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.record_gateway_failure("fd00::9", 65533).unwrap();
         assert!(store.gateways().unwrap().is_empty());
+    }
+
+    #[test]
+    fn trimming_keeps_the_most_recent_and_names_are_stored_once() {
+        let store = Store::open_in_memory().unwrap();
+        for i in 0..10 {
+            let mut g = gateway(&format!("10.0.0.{i}"), 1, 100 + i64::from(i));
+            g.name = format!("gw{i}");
+            g.info = serde_json::json!({"name": g.name, "gateway": true});
+            store.upsert_gateway(&g).unwrap();
+        }
+        assert_eq!(store.trim_gateways(4).unwrap(), 6);
+        let left = store.gateways().unwrap();
+        let names: Vec<&str> = left.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["gw9", "gw8", "gw7", "gw6"]);
+        assert_eq!(left[0].info["name"], "gw9", "name put back into info");
+        let raw: String = store
+            .conn
+            .query_row("SELECT info FROM gateways LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        assert!(!raw.contains("name"), "{raw}");
+        assert_eq!(store.trim_gateways(4).unwrap(), 0);
     }
 
     #[test]

@@ -19,7 +19,16 @@ use std::net::IpAddr;
 use crate::config::model::Prefix;
 
 /// Tunnel methods this build implements, in order of preference.
-pub const METHODS: &[&str] = &["wireguard", "openvpn", "gre", "ipip", "route", "cjdns"];
+pub const METHODS: &[&str] = &[
+    "wireguard",
+    "openvpn",
+    "gre",
+    "ipip",
+    "route",
+    "cjdns",
+    "socks",
+    "softether",
+];
 
 /// Longest path accepted by [`path`], in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
@@ -259,6 +268,31 @@ pub fn path(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks a name the owner reaches the node by (`list hostname`): a DNS name — labels of
+/// `A-Z a-z 0-9 -` (not starting or ending with `-`, at most 63 characters) joined by dots, at
+/// most 253 characters — returned in lower case without a trailing dot; or an IP address that is
+/// not the node's own (a port forward's), returned in its canonical form.
+pub fn host_name(s: &str) -> Result<String, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) && name.parse::<IpAddr>().is_err() {
+        Ok(name)
+    } else {
+        Err(format!(
+            "must be a DNS name (labels of A-Z a-z 0-9 - joined by dots) or an IP address, got {}",
+            quoted(s)
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -518,12 +552,20 @@ mod tests {
 
     #[test]
     fn method_lists_the_supported_ones() {
-        for m in ["wireguard", "openvpn", "gre", "ipip", "route", "cjdns"] {
+        for m in [
+            "wireguard",
+            "openvpn",
+            "gre",
+            "ipip",
+            "route",
+            "cjdns",
+            "socks",
+        ] {
             assert_eq!(method(m), Ok(()));
         }
         assert_eq!(
-            method("softether").unwrap_err(),
-            "unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route, cjdns"
+            method("l2tp").unwrap_err(),
+            "unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether"
         );
         for bad in HOSTILE
             .iter()
@@ -552,5 +594,25 @@ mod tests {
         assert!(path("/tmp/a\nb").unwrap_err().contains("newline"));
         assert!(path("/tmp/a\rb").unwrap_err().contains("control"));
         assert!(path("/tmp/\u{1b}[2J").unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn host_names_for_list_hostname() {
+        assert_eq!(host_name("Router.LAN.").unwrap(), "router.lan");
+        assert_eq!(host_name("gw-1").unwrap(), "gw-1");
+        assert_eq!(host_name("FD77:0::3").unwrap(), "fd77::3");
+        for bad in [
+            "",
+            "a..b",
+            "-a",
+            "a-",
+            "[::1]",
+            "a b",
+            "a_b",
+            "a/b",
+            &"x".repeat(64),
+        ] {
+            assert!(host_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! The simulator routes every `RouterModule_getPeers` path hop by hop from our node, so a wrongly
 //! spliced label reaches the wrong node (or none) and is counted; asking for our own node's
-//! peers makes it stop answering, as cjdroute crashed when asked that.
+//! peers makes it stop answering, as cjdroute crashed when asked that. Answers are shaped as
+//! cjdroute v22.1's: the queried node itself (label 1) and the link back in every peer list, six
+//! peers per `peerStats` page, and `{result: "timeout"}` without peers for an unreachable path.
 
 #[path = "common/cjdns_admin.rs"]
 mod cjdns_admin;
@@ -126,6 +128,14 @@ impl Topology {
 struct Counters {
     bad_paths: AtomicU32,
     self_queried: AtomicBool,
+    /// Nodes that do not answer (cjdroute then answers `{result: "timeout"}`, no peers).
+    unreachable: Mutex<HashSet<usize>>,
+}
+
+/// cjdroute's answer to `getPeers` for a path nobody answers on (after ~4.6 s there): no
+/// `peers` key, no error.
+fn timeout_answer() -> Vec<(&'static str, Value)> {
+    vec![("result", Value::str("timeout")), ("ms", Value::Int(4600))]
 }
 
 /// The topology's functions, served by the shared simulated admin API.
@@ -211,9 +221,12 @@ fn handle(
                 Some(n) if topo.keys[n] == path.key => n,
                 _ => {
                     counters.bad_paths.fetch_add(1, Ordering::SeqCst);
-                    return vec![("error", Value::str("timeout"))];
+                    return timeout_answer();
                 }
             };
+            if counters.unreachable.lock().unwrap().contains(&node) {
+                return timeout_answer();
+            }
             if node == 0 {
                 counters.self_queried.store(true, Ordering::SeqCst);
                 return vec![];
@@ -413,4 +426,22 @@ fn discover_takes_the_password_from_cjdroute_conf_and_reports_the_map() {
     assert_eq!(g.nodes.len(), within + 1);
     assert!(!g.links.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreachable_node_is_a_failed_query_not_a_node_without_peers() {
+    let s = sim(2024);
+    let dist = s.topo.distances();
+    // Every node at depth 1 stops answering: the walk knows them (our own peers) but nothing
+    // behind them, and counts each as a failure.
+    let first: HashSet<usize> = (0..300).filter(|i| dist[*i] == 1).collect();
+    *s.counters.unreachable.lock().unwrap() = first.clone();
+    let caps = Caps {
+        max_depth: 8,
+        max_nodes: 10_000,
+    };
+    let w = cjdns::walk(&mut client(&s, Some(PASSWORD)), caps).unwrap();
+    assert_eq!(w.nodes.len(), 1 + first.len());
+    assert_eq!(w.failures as usize, first.len());
+    assert_eq!(s.counters.bad_paths.load(Ordering::SeqCst), 0);
 }

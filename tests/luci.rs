@@ -423,6 +423,8 @@ fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
         "openvpn",
         "iptunnel",
         "cjdns",
+        "socks",
+        "softether",
         "discovery",
     ] {
         let start = src
@@ -510,7 +512,9 @@ fn settings_view_offers_only_options_the_daemon_reads() {
             "wireguard",
             "openvpn",
             "iptunnel",
-            "cjdns"
+            "cjdns",
+            "socks",
+            "softether"
         ],
         "a tunnel method's section is shown when a role lists the method"
     );

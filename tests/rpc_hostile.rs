@@ -8,6 +8,9 @@ use mnigs::gateway::service::Gateway;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
 use mnigs::sys::cmd;
+use mnigs::tunnel::Method;
+use mnigs::tunnel::socks::{self, Socks};
+use mnigs::tunnel::softether::{self, Softether};
 use mnigs::tunnel::wireguard::Wireguard;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -317,6 +320,14 @@ fn hostile_requests_get_clear_errors_and_run_nothing() {
             ("main", "name"),
             ("wireguard", "interface"),
             ("gateway", "method"),
+            ("socks", "interface"),
+            ("socks", "listen"),
+            ("socks", "port"),
+            ("softether", "admin"),
+            ("softether", "hub"),
+            ("softether", "port"),
+            ("softether", "device"),
+            ("softether", "client_nic"),
         ] {
             let ty = if section == "main" { "mnigs" } else { section };
             let text = format!("config {ty} '{section}'\n\toption {option} \"{quoted}\"\n");
@@ -338,6 +349,95 @@ fn hostile_requests_get_clear_errors_and_run_nothing() {
         cmd::history(),
         Vec::<String>::new(),
         "config checks run nothing either"
+    );
+
+    // A hostile gateway's socks grant: every field is refused before the subscriber runs
+    // anything (tun2proxy's argv carries the port, user name and password).
+    let dir = std::env::temp_dir().join(format!("mnigs-hostile-socks-{}", std::process::id()));
+    let mut socks = Socks::new(
+        socks::Side::Client,
+        &dir,
+        "mnigs-nx-sx",
+        10800,
+        1500,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    )
+    .unwrap();
+    let good = json!({"port": 10800, "username": "mn1", "password": "abc"});
+    for bad in &values {
+        for field in ["username", "password", "port"] {
+            let mut extra = good.clone();
+            extra[field] = json!(bad);
+            let mut grant = json!({"success": true, "sid": "0".repeat(32), "timeout": 60,
+                "method": "socks", "ipv4": "100.127.0.2", "cidr4": 24, "ipv4gateway": "100.127.0.1"});
+            for (k, v) in extra.as_object().unwrap() {
+                grant[k] = v.clone();
+            }
+            let grant: mnigs::protocol::Grant = serde_json::from_value(grant).unwrap();
+            let e = socks
+                .connect(IpAddr::V4(Ipv4Addr::LOCALHOST), &grant)
+                .expect_err(&format!("socks grant {field} = {bad:?} must be refused"));
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+    }
+    for port in [json!(0), json!(65536), json!(-1), json!(1.5), json!(null)] {
+        let grant: mnigs::protocol::Grant = serde_json::from_value(json!({"success": true,
+            "sid": "0".repeat(32), "timeout": 60, "method": "socks", "ipv4": "100.127.0.2",
+            "cidr4": 24, "ipv4gateway": "100.127.0.1", "port": port, "username": "u",
+            "password": "p"}))
+        .unwrap();
+        assert!(
+            socks
+                .connect(IpAddr::V4(Ipv4Addr::LOCALHOST), &grant)
+                .is_err()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        cmd::history(),
+        Vec::<String>::new(),
+        "no program ran for any hostile socks grant"
+    );
+
+    // The same for a softether grant: its fields go into vpncmd commands.
+    let dir = std::env::temp_dir().join(format!("mnigs-hostile-se-{}", std::process::id()));
+    let mut se = Softether::new(
+        softether::Side::Client,
+        softether::Setup {
+            vpncmd: "vpncmd".into(),
+            admin: "127.0.0.1:5555".into(),
+            admin_password: String::new(),
+            hub: "mnigs".into(),
+            port: 443,
+            device: "mnnx".into(),
+            directory: dir.clone(),
+        },
+    )
+    .unwrap();
+    let good = json!({"port": 443, "hub": "mnigs", "username": "mn1", "password": "abc"});
+    for bad in &values {
+        for field in ["hub", "username", "password", "port"] {
+            let mut grant = json!({"success": true, "sid": "0".repeat(32), "timeout": 60,
+                "method": "softether", "ipv4": "100.127.0.2", "cidr4": 24,
+                "ipv4gateway": "100.127.0.1"});
+            for (k, v) in good.as_object().unwrap() {
+                grant[k] = v.clone();
+            }
+            grant[field] = json!(bad);
+            let grant: mnigs::protocol::Grant = serde_json::from_value(grant).unwrap();
+            let e = se
+                .connect(IpAddr::V4(Ipv4Addr::LOCALHOST), &grant)
+                .expect_err(&format!(
+                    "softether grant {field} = {bad:?} must be refused"
+                ));
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        cmd::history(),
+        Vec::<String>::new(),
+        "no program ran for any hostile softether grant"
     );
 
     // Local control methods are refused to callers outside authorized_network.

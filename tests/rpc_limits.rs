@@ -26,6 +26,7 @@ const LIMITS: fn() -> Limits = || Limits {
     rate: 5.0,
     burst: 10.0,
     rate_exempt: Vec::new(),
+    reserved: 2,
     ..Limits::default()
 };
 
@@ -66,7 +67,7 @@ fn parse_answer(out: &str) -> Option<(u16, String)> {
 fn rpc(method: &str, params: Value) -> Vec<u8> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
     format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -177,4 +178,106 @@ fn oversized_headers_are_refused() {
     let (status, body) = exchange(me, gw, &rpc("listSessions", json!({}))).unwrap();
     assert_eq!(status, 200, "{body}");
     server.stop();
+}
+
+/// The real daemon with the shipped limits, authorized_network only 127.0.0.1: eight mesh
+/// sources each hold eight half-sent requests (every connection they may take, 64 tried), and
+/// the owner's CLI (`status`, `status --json`, `disconnect` — what LuCI runs) is still answered
+/// by the daemon, not told "server busy".
+#[test]
+fn eight_by_eight_held_connections_do_not_lock_the_owner_out() {
+    use std::process::{Command, Stdio};
+    const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+    let dir = std::env::temp_dir().join(format!("mnigs-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("mnigs");
+    std::fs::write(
+        &config,
+        format!(
+            "config mnigs 'main'\n\toption name 'hold'\n\toption rpc_port '{port}'\n\
+             \tlist listen '127.0.0.1'\n\toption database '{}'\n\
+             \tlist authorized_network '127.0.0.1/32'\n\toption read_timeout '60'\n",
+            dir.join("db").display()
+        ),
+    )
+    .unwrap();
+    /// Killed also when an assertion fails.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = Daemon(
+        Command::new(EXE)
+            .args(["daemon", "-c", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(to).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "daemon not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cli = |args: &[&str]| {
+        let out = Command::new(EXE)
+            .args(args)
+            .args(["-c", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    let mut held = Vec::new();
+    for n in 1..=8u8 {
+        for _ in 0..8 {
+            let mut s = connect_from(Ipv4Addr::new(127, 0, 1, n), to);
+            s.write_all(b"POST /jsonrpc HTTP/1.1\r\nHost:").unwrap();
+            held.push(s);
+        }
+    }
+    // Let the daemon take them all in; the ones beyond the mesh's share are answered 503.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut refused = 0;
+    for s in &mut held {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused <= 8,
+        "{refused} of 64 refused: the mesh holds its share"
+    );
+
+    let (code, out) = cli(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("node        hold"), "{out}");
+    let (code, out) = cli(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["disconnect"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the subscriber role is disabled on this node"),
+        "disconnect reached the daemon: {out}"
+    );
+    assert!(!out.contains("busy"), "{out}");
+    drop(held);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(dir);
 }

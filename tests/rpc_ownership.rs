@@ -141,3 +141,63 @@ fn a_hundred_callers_racing_for_ten_slots() {
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 10);
     server.stop();
 }
+
+#[test]
+fn another_subscribers_key_is_refused_and_its_session_untouched() {
+    let (server, gw, peers) = gateway(10);
+    let alice = Ipv4Addr::new(127, 0, 0, 12);
+    let mallory = Ipv4Addr::new(127, 0, 0, 67);
+    let grant = call_from(alice, gw, "requestConnection", ask("alice-key"));
+    assert_eq!(grant["success"], true, "{grant}");
+    // Who holds what (expiresIn left out: it ticks).
+    let sessions = || {
+        let list = call_from(Ipv4Addr::LOCALHOST, gw, "listSessions", json!({}));
+        let rows: Vec<String> = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} {} {}",
+                    s["sid"], s["address"], s["ipv4"], s["grantedAt"]
+                )
+            })
+            .collect();
+        rows
+    };
+
+    let before = sessions();
+
+    // A newcomer with alice's key (public: it travels in every requestConnection).
+    let stolen = call_from(mallory, gw, "requestConnection", ask("alice-key"));
+    assert_eq!(stolen["success"], false, "{stolen}");
+    assert_eq!(stolen["temporaryError"], false, "permanent: {stolen}");
+    assert!(
+        stolen["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("WireGuard public key belongs to a live session of another subscriber"),
+        "{stolen}"
+    );
+    assert_eq!(sessions(), before, "alice's session untouched");
+    assert_eq!(
+        *peers.lock().unwrap(),
+        HashSet::from(["alice-key".to_string()]),
+        "no tunnel end re-pointed"
+    );
+
+    // A holder of its own session re-keying to alice's key is refused the same way.
+    let own = call_from(mallory, gw, "requestConnection", ask("mallory-key"));
+    assert_eq!(own["success"], true, "{own}");
+    let rekey = call_from(mallory, gw, "requestConnection", ask("alice-key"));
+    assert_eq!(rekey["success"], false, "{rekey}");
+    assert_eq!(
+        *peers.lock().unwrap(),
+        HashSet::from(["alice-key".to_string(), "mallory-key".to_string()])
+    );
+
+    // Alice re-registering with her own key keeps her session.
+    let again = call_from(alice, gw, "requestConnection", ask("alice-key"));
+    assert_eq!(again["sid"], grant["sid"], "{again}");
+    server.stop();
+}

@@ -1,6 +1,7 @@
 //! The built-in page in a real browser (Debian's chromium, driven by playwright-core from
 //! tests/browser/page.mjs) against the demo topology: chromium runs inside the subscriber's
-//! namespace and uses the page on its loopback (full control), then inside the relay's namespace
+//! namespace and uses the page on its loopback (full control; first a page of another origin tries
+//! the actions cross-site, and a DNS-rebound page can neither read nor act), then inside the relay's namespace
 //! against the subscriber's mesh address (outside authorized_network: read only, actions refused).
 //! Screenshots go to target/browser/. Gated like the other end-to-end tests, plus chromium, node
 //! and `npm ci` in tests/browser (`.ci/deps` installs them).
@@ -127,6 +128,45 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     let st: serde_json::Value = serde_json::from_str(&answer).expect("plugin prints JSON");
     assert_eq!(st["subscriber"]["state"], "connected", "{st}");
     assert_eq!(st["subscriber"]["interface"], s.sub_wg.as_str(), "{st}");
+
+    // Another site's page in the owner's browser on the node itself (the most trusted source,
+    // loopback) sends every action the ways a page may without asking: nothing happens.
+    let sessions = |s: &Scenario| {
+        let gw = s.status(Node::Gw).expect("gateway status");
+        gw["gateway"]["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .map(|x| format!("{} {}", x["sid"], x["address"]))
+            .collect::<Vec<_>>()
+    };
+    let held = sessions(&s);
+    assert_eq!(held.len(), 1, "{held:?}");
+    let via = s.status(Node::Sub).expect("status")["subscriber"]["gateway"].clone();
+    let log = drive(
+        &s,
+        Node::Sub,
+        &["crosssite", "http://127.0.0.1:65533/", &out],
+    );
+    println!("{log}");
+    assert!(
+        log.contains("ok   the node received the cross-site POSTs"),
+        "{log}"
+    );
+    // DNS rebinding: the attacker's name resolves to the node after its page loaded.
+    let log = drive(&s, Node::Sub, &["rebind", "http://127.0.0.1:65533/", &out]);
+    println!("{log}");
+    assert!(
+        log.contains("ok   disconnect refused to the rebound name"),
+        "{log}"
+    );
+    let st = s.status(Node::Sub).expect("status");
+    assert_eq!(
+        st["subscriber"]["state"], "connected",
+        "a page from another site changed the state: {st}"
+    );
+    assert_eq!(st["subscriber"]["gateway"]["address"], via["address"]);
+    assert_eq!(sessions(&s), held, "the session at the gateway is the same");
 
     // A mesh neighbour, outside authorized_network, sees the page but cannot act.
     let sub_addr = Testbed::mesh_v4(Node::Sub);

@@ -76,20 +76,36 @@ fn http(port: u16, request: &str) -> (u16, String, String) {
 fn get(port: u16, path: &str) -> (u16, String, String) {
     http(
         port,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
     )
 }
 
 fn rpc(port: u16, method: &str) -> Value {
+    rpc_with(port, method, "")
+}
+
+/// A call with extra header lines (each ending in CRLF).
+fn rpc_with(port: u16, method: &str, headers: &str) -> Value {
     let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"{method}\",\"params\":{{}}}}");
     let (_, _, answer) = http(
         port,
         &format!(
-            "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     );
     serde_json::from_str(&answer).unwrap()
+}
+
+/// An action as the page sends it: JSON, with the token from the page just served.
+fn act(port: u16, method: &str) -> Value {
+    let (_, _, page) = get(port, "/");
+    let token = mnigs::rpc::guard::token_in_page(&page).expect("the page carries a token");
+    rpc_with(
+        port,
+        method,
+        &format!("Content-Type: application/json\r\nX-Mnigs-Token: {token}\r\n"),
+    )
 }
 
 fn refused(v: &Value) -> bool {
@@ -123,8 +139,16 @@ fn page_and_methods_follow_option_web() {
     let graph = rpc(d.1, "meshGraph");
     assert_eq!(graph["result"]["nodes"][0]["kind"], "self", "{graph}");
     assert_eq!(graph["result"]["nodes"][0]["name"], "page-test");
+    let (_, _, page) = get(d.1, "/");
+    assert_eq!(
+        mnigs::rpc::guard::token_in_page(&page),
+        None,
+        "a read-only caller gets no token"
+    );
     for m in ["scan", "connect", "disconnect"] {
         assert!(refused(&rpc(d.1, m)), "{m} must be refused");
+        let json = "Content-Type: application/json\r\nX-Mnigs-Token: 00\r\n";
+        assert!(refused(&rpc_with(d.1, m, json)), "{m} must be refused");
     }
     drop(d);
 
@@ -148,16 +172,24 @@ fn page_and_methods_follow_option_web() {
     // Full: actions reach the node (which has no subscriber role to act with).
     let d = start(&dir, "10.99.0.0/16", "full");
     assert_eq!(rpc(d.1, "status")["result"]["access"], "full");
-    let scan = rpc(d.1, "scan");
+    let scan = act(d.1, "scan");
     assert_eq!(scan["result"]["success"], false, "{scan}");
-    assert!(!refused(&scan));
+    assert!(
+        scan["result"]["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("subscriber role is disabled"),
+        "{scan}"
+    );
     drop(d);
 
     // An authorized caller gets everything even with web off.
     let d = start(&dir, "127.0.0.0/8", "off");
     assert_eq!(get(d.1, "/").0, 200);
     assert_eq!(rpc(d.1, "status")["result"]["access"], "full");
-    assert!(!refused(&rpc(d.1, "disconnect")));
+    let disconnect = act(d.1, "disconnect");
+    assert_eq!(disconnect["result"]["success"], false, "{disconnect}");
+    assert!(!refused(&disconnect));
     drop(d);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -167,7 +199,7 @@ fn call_from(from: Ipv4Addr, to: u16, method: &str, params: Value) -> Value {
     let mut s = connect_from(from, SocketAddr::from((Ipv4Addr::LOCALHOST, to)));
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
     let head = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1:{to}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();

@@ -148,6 +148,10 @@ pub struct MainConfig {
     pub database: PathBuf,
     /// Networks allowed to call the local control methods (`list authorized_network`).
     pub authorized_network: Vec<Prefix>,
+    /// Names the owner reaches the page by besides the node's addresses and `localhost`
+    /// (`list hostname`, lower case); a request naming any other host is refused for everything
+    /// but the mesh methods (DNS rebinding, see [`crate::rpc::guard`]).
+    pub hostname: Vec<String>,
     /// One of [`LOG_LEVELS`] (`option log_level`).
     pub log_level: String,
     /// What callers outside `authorized_network` get from the built-in page (`option web`:
@@ -189,6 +193,7 @@ impl Default for MainConfig {
                     len: 128,
                 },
             ],
+            hostname: Vec::new(),
             log_level: "info".into(),
             web: crate::web::Access::Off,
             persist_path: None,
@@ -208,6 +213,9 @@ pub struct GatewayConfig {
     pub enabled: bool,
     /// Most subscribers served at once (`option max_subscribers`).
     pub max_subscribers: u32,
+    /// Most sessions one source may hold: one IPv4 address, or one IPv6 /64, since a host
+    /// usually owns a whole /64 (`option max_sessions_per_source`).
+    pub max_sessions_per_source: u32,
     /// Lease length offered to subscribers (`option lease_seconds`).
     pub lease_seconds: u32,
     /// Interface (or UCI network) towards the Internet (`option wan_interface`).
@@ -246,6 +254,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             enabled: false,
             max_subscribers: 10,
+            max_sessions_per_source: 4,
             lease_seconds: 300,
             wan_interface: "wan".into(),
             ipv4_pool: Prefix {
@@ -300,10 +309,14 @@ pub struct SubscriberConfig {
     /// tunnel address; the path is up while any of them answers, so a gateway whose uplink
     /// broke is noticed even if it does not notice itself.
     pub probe_targets: Vec<IpAddr>,
-    /// Gateway node name preferred over all others while usable (`option prefer`).
+    /// Gateway preferred over all others while usable (`option prefer`): a mesh address (exact:
+    /// only that node) or a node name (any gateway that calls itself so).
     pub prefer: Option<String>,
-    /// Gateway node names never used (`list exclude`).
+    /// Gateways never used (`list exclude`): mesh addresses or node names.
     pub exclude: Vec<String>,
+    /// Where a grant's tunnel addresses may lie (`list grant_allow`, default 100.64.0.0/10 and
+    /// fc00::/7); see `subscriber::trust`.
+    pub grant_allow: Vec<Prefix>,
     /// Seconds a better gateway must have been free of failures before we move (back) to it
     /// (`option failback_after`, 0-86400, default 60).
     pub failback_after: u32,
@@ -334,6 +347,7 @@ impl Default for SubscriberConfig {
             probe_targets: Vec::new(),
             prefer: None,
             exclude: Vec::new(),
+            grant_allow: crate::subscriber::trust::default_allow(),
             failback_after: 60,
             hot_standby: false,
             fail_closed: false,
@@ -462,6 +476,71 @@ impl Default for OpenvpnConfig {
     }
 }
 
+/// `config socks 'socks'`: the SOCKS method (a SOCKS5 server per subscriber on the gateway,
+/// tun2socks on the subscriber).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocksConfig {
+    /// The subscriber's TUN interface (`option interface`).
+    pub interface: String,
+    /// Gateway: TCP port of the first subscriber's SOCKS server (`option port`); the subscriber
+    /// with pool address number N (counted from the pool's start) gets `port + N`.
+    pub port: u16,
+    /// MTU of the subscriber's TUN interface (`option mtu`).
+    pub mtu: u16,
+    /// PID files and logs of the SOCKS server and the tun2socks client (`option directory`).
+    pub directory: PathBuf,
+    /// Gateway: the address its SOCKS servers listen on (`option listen`), `::` for all.
+    pub listen: IpAddr,
+}
+
+impl Default for SocksConfig {
+    fn default() -> SocksConfig {
+        SocksConfig {
+            interface: "mnigs-socks".into(),
+            port: 10800,
+            mtu: 1500,
+            directory: PathBuf::from("/var/run/mnigs/socks"),
+            listen: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// `config softether 'softether'`: the SoftEther VPN method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftetherConfig {
+    /// The vpncmd program (`option vpncmd`).
+    pub vpncmd: String,
+    /// Gateway: the SoftEther server's admin address `HOST:PORT` (`option admin`).
+    pub admin: String,
+    /// Gateway: the server's administrator password (`option admin_password`).
+    pub admin_password: String,
+    /// Gateway: the Virtual Hub mnigs manages (`option hub`).
+    pub hub: String,
+    /// Gateway: the server's TCP port subscribers connect to (`option port`).
+    pub port: u16,
+    /// Gateway: the local bridge device, the tap is `tap_DEVICE` (`option device`).
+    pub device: String,
+    /// Subscriber: the client's virtual NIC, the interface is `vpn_NIC` (`option client_nic`).
+    pub client_nic: String,
+    /// Command files (`option directory`).
+    pub directory: PathBuf,
+}
+
+impl Default for SoftetherConfig {
+    fn default() -> SoftetherConfig {
+        SoftetherConfig {
+            vpncmd: "vpncmd".into(),
+            admin: "127.0.0.1:5555".into(),
+            admin_password: String::new(),
+            hub: "mnigs".into(),
+            port: 443,
+            device: "mnigs".into(),
+            client_nic: "mnigs".into(),
+            directory: PathBuf::from("/var/run/mnigs/softether"),
+        }
+    }
+}
+
 /// `config iptunnel 'iptunnel'`: the GRE and IPIP methods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IptunnelConfig {
@@ -531,6 +610,10 @@ pub struct Config {
     pub iptunnel: IptunnelConfig,
     /// `config cjdns` (cjdns IpTunnel).
     pub cjdns: CjdnsConfig,
+    /// `config socks` (SOCKS5 server and tun2socks).
+    pub socks: SocksConfig,
+    /// `config softether` (SoftEther VPN).
+    pub softether: SoftetherConfig,
 }
 
 /// How bad a [`Problem`] is.
@@ -653,6 +736,8 @@ const SINGLETONS: &[&str] = &[
     "openvpn",
     "iptunnel",
     "cjdns",
+    "socks",
+    "softether",
 ];
 
 /// Builds a [`Config`] from sections, collecting problems.
@@ -715,6 +800,8 @@ impl<'f> Builder<'f> {
                 "openvpn" => self.openvpn(s, label),
                 "iptunnel" => self.iptunnel(s, label),
                 "cjdns" => self.cjdns(s, label),
+                "socks" => self.socks(s, label),
+                "softether" => self.softether(s, label),
                 "discovery" => self.discovery(s, label),
                 other => {
                     let msg = format!("unknown section type {}, ignored", quoted(other));
@@ -761,6 +848,7 @@ impl<'f> Builder<'f> {
             &mut m.authorized_network,
             validate::prefix,
         );
+        r.list("hostname", &mut m.hostname, validate::host_name);
         r.single("log_level", &mut m.log_level, one_of(LOG_LEVELS));
         r.single("web", &mut m.web, crate::web::Access::parse);
         r.single("persist_path", &mut m.persist_path, |v| {
@@ -797,6 +885,11 @@ impl<'f> Builder<'f> {
         let mut r = self.reader(s, label);
         r.single("enabled", &mut g.enabled, boolean);
         r.single("max_subscribers", &mut g.max_subscribers, number(1, 65535));
+        r.single(
+            "max_sessions_per_source",
+            &mut g.max_sessions_per_source,
+            number(1, 65535),
+        );
         r.single("lease_seconds", &mut g.lease_seconds, number(5, 86400));
         r.single(
             "wan_interface",
@@ -846,10 +939,9 @@ impl<'f> Builder<'f> {
         );
         r.single("down_after", &mut sub.down_after, number(1, 100));
         r.list("probe_target", &mut sub.probe_targets, ip_address);
-        r.single("prefer", &mut sub.prefer, |v| {
-            text(validate::node_name)(v).map(Some)
-        });
-        r.list("exclude", &mut sub.exclude, text(validate::node_name));
+        r.single("prefer", &mut sub.prefer, |v| gateway_ref(v).map(Some));
+        r.list("exclude", &mut sub.exclude, gateway_ref);
+        r.list("grant_allow", &mut sub.grant_allow, validate::prefix);
         r.single("failback_after", &mut sub.failback_after, number(0, 86400));
         r.single("negative_cache", &mut sub.negative_cache, number(0, 86400));
         r.single("hot_standby", &mut sub.hot_standby, boolean);
@@ -914,6 +1006,87 @@ impl<'f> Builder<'f> {
         });
         r.finish();
         self.config.openvpn = o;
+    }
+
+    fn softether(&mut self, s: &Section, label: String) {
+        let mut o = self.config.softether.clone();
+        let mut r = self.reader(s, label);
+        let short_name = |v: &str| {
+            if (1..=11).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "must be 1-11 letters and digits, got {}",
+                    quoted(v)
+                ))
+            }
+        };
+        r.single("vpncmd", &mut o.vpncmd, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| v.to_string())
+            } else if v == "vpncmd" {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "must be an absolute path or 'vpncmd', got {}",
+                    quoted(v)
+                ))
+            }
+        });
+        r.single("admin", &mut o.admin, |v| {
+            match v.parse::<std::net::SocketAddrV4>() {
+                Ok(a) if a.port() > 0 => Ok(v.to_string()),
+                _ => Err(format!(
+                    "must be IPV4:PORT such as 127.0.0.1:5555, got {}",
+                    quoted(v)
+                )),
+            }
+        });
+        r.single("admin_password", &mut o.admin_password, |v| {
+            if (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(v.to_string())
+            } else {
+                Err("must be 1-128 printable ASCII characters without spaces".into())
+            }
+        });
+        r.single("hub", &mut o.hub, |v| {
+            crate::tunnel::softether::check_name("hub", v).map(|()| v.to_string())
+        });
+        r.single("port", &mut o.port, port);
+        r.single("device", &mut o.device, short_name);
+        r.single("client_nic", &mut o.client_nic, short_name);
+        r.single("directory", &mut o.directory, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| PathBuf::from(v))
+            } else {
+                Err(format!("must be an absolute path, got {}", quoted(v)))
+            }
+        });
+        r.finish();
+        self.config.softether = o;
+    }
+
+    fn socks(&mut self, s: &Section, label: String) {
+        let mut o = self.config.socks.clone();
+        let mut r = self.reader(s, label);
+        r.single("interface", &mut o.interface, text(validate::ifname));
+        r.single("port", &mut o.port, port);
+        r.single("mtu", &mut o.mtu, |v| {
+            number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+        });
+        r.single("directory", &mut o.directory, |v| {
+            if v.starts_with('/') {
+                validate::path(v).map(|()| PathBuf::from(v))
+            } else {
+                Err(format!("must be an absolute path, got {}", quoted(v)))
+            }
+        });
+        r.single("listen", &mut o.listen, |v| {
+            v.parse::<IpAddr>()
+                .map_err(|_| format!("must be an IP address, got {}", quoted(v)))
+        });
+        r.finish();
+        self.config.socks = o;
     }
 
     fn iptunnel(&mut self, s: &Section, label: String) {
@@ -1200,6 +1373,17 @@ fn one_of(choices: &'static [&'static str]) -> impl Fn(&str) -> Result<String, S
             ))
         }
     }
+}
+
+/// A gateway named in `prefer`/`exclude`: a mesh address (kept in its canonical spelling) or a
+/// node name.
+fn gateway_ref(v: &str) -> Result<String, String> {
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    validate::node_name(v)
+        .map(|()| v.to_string())
+        .map_err(|e| format!("must be a mesh address or a node name: {e}"))
 }
 
 fn ip_address(v: &str) -> Result<IpAddr, String> {
@@ -1733,11 +1917,11 @@ gateway g | option ipv4_pool 10.0.0.0/31 | g.ipv4_pool | must hold at least 4 ad
 gateway g | option ipv6_pool 10.0.0.0/24 | g.ipv6_pool | must be an IPv6 prefix, or '' for none, got '10.0.0.0/24'
 gateway g | option price -5 | g.price | must be a whole number 0-4294967295, got '-5'
 gateway g | option bandwidth_up 4294967296 | g.bandwidth_up | must be a whole number 0-4294967295, got '4294967296'
-gateway g | list method softether | g.method | unknown tunnel method 'softether'; supported: wireguard, openvpn, gre, ipip, route, cjdns
+gateway g | list method l2tp | g.method | unknown tunnel method 'l2tp'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether
 gateway g | option nat pf | g.nat | must be one of auto, nft, iptables, got 'pf'
 subscriber s | option scan_interval 0 | s.scan_interval | must be a whole number 1-86400, got '0'
 subscriber s | option probe_interval 3601 | s.probe_interval | must be a whole number 1-3600, got '3601'
-subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns
+subscriber s | list method wireguard; list method sit | s.method | unknown tunnel method 'sit'; supported: wireguard, openvpn, gre, ipip, route, cjdns, socks, softether
 discovery | option method dns | @discovery[0].method | unknown discovery method 'dns'; expected one of routes, neighbours, cjdns, yggdrasil, gossip
 discovery d | option protocol Babel | d.protocol | route protocol must be a number 0-255 or a name of 1-31 characters a-z 0-9 _ - starting with a letter, got 'Babel'
 discovery d | list port 65533; list port 70000 | d.port | must be a port number 1-65535, got '70000'
@@ -1760,6 +1944,17 @@ wireguard w | option listen_port 0x10 | w.listen_port | must be a port number 1-
 openvpn o | option port 0 | o.port | must be a port number 1-65535, got '0'
 openvpn o | option mtu 9001 | o.mtu | must be a whole number 1280-9000, got '9001'
 openvpn o | option directory 'etc/x' | o.directory | must be an absolute path, got 'etc/x'
+softether e | option admin '[::1]:5555' | e.admin | must be IPV4:PORT such as 127.0.0.1:5555, got '[::1]:5555'
+softether e | option hub 'a/b' | e.hub | hub must be 1-48 letters and digits, got 'a/b'
+softether e | option device 'abcdefghijkl' | e.device | must be 1-11 letters and digits, got 'abcdefghijkl'
+softether e | option client_nic 'a-b' | e.client_nic | must be 1-11 letters and digits, got 'a-b'
+softether e | option vpncmd 'bin/vpncmd' | e.vpncmd | must be an absolute path or 'vpncmd', got 'bin/vpncmd'
+socks x | option port 0 | x.port | must be a port number 1-65535, got '0'
+socks x | option port 65536 | x.port | must be a port number 1-65535, got '65536'
+socks x | option mtu 100 | x.mtu | must be a whole number 1280-9000, got '100'
+socks x | option directory 'run/x' | x.directory | must be an absolute path, got 'run/x'
+socks x | option listen '10.0.0.1 -b 1.2.3.4' | x.listen | must be an IP address, got '10.0.0.1 -b 1.2.3.4'
+socks x | option interface '-x' | x.interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got '-x'
 openvpn o | option client_interface 'a b' | o.client_interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a b'
 iptunnel t | option interface_prefix 'mnigsgre' | t.interface_prefix | must be at most 7 characters, got 'mnigsgre'
 iptunnel t | option interface_prefix 'a;b' | t.interface_prefix | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a;b'
@@ -1779,7 +1974,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 59);
+        assert_eq!(rows, 70);
     }
 
     #[test]

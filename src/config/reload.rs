@@ -58,6 +58,8 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(subscriber.fail_closed, "subscriber.fail_closed");
     keep!(wireguard, "wireguard");
     keep!(cjdns, "cjdns");
+    keep!(socks, "socks");
+    keep!(softether, "softether");
 
     let mut applied = Vec::new();
     macro_rules! live {
@@ -70,9 +72,14 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     live!(main.name, "main.name");
     live!(main.log_level, "main.log_level");
     live!(main.authorized_network, "main.authorized_network");
+    live!(main.hostname, "main.hostname");
     live!(main.persist_interval, "main.persist_interval");
     live!(main.web, "main.web");
     live!(gateway.max_subscribers, "gateway.max_subscribers");
+    live!(
+        gateway.max_sessions_per_source,
+        "gateway.max_sessions_per_source"
+    );
     live!(gateway.lease_seconds, "gateway.lease_seconds");
     live!(gateway.keep_sessions, "gateway.keep_sessions");
     live!(gateway.price, "gateway.price");
@@ -109,6 +116,18 @@ mod tests {
         let r = plan(&old, new);
         assert_eq!(r.effective.cjdns, old.cjdns);
         assert_eq!(r.need_restart, ["cjdns"]);
+    }
+
+    #[test]
+    fn the_socks_and_softether_sections_wait_for_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.socks.port = 20800;
+        new.softether.hub = "other".into();
+        let r = plan(&old, new);
+        assert_eq!(r.effective.socks, old.socks);
+        assert_eq!(r.effective.softether, old.softether);
+        assert_eq!(r.need_restart, ["socks", "softether"]);
     }
 
     #[test]

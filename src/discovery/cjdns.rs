@@ -464,7 +464,15 @@ pub fn walk(admin: &mut dyn Admin, caps: Caps) -> Result<Walk, String> {
                 args.push(("nearbyPath", Value::str(&format_label(n))));
             }
             w.queries += 1;
-            let v = match admin.call("RouterModule_getPeers", Value::dict(args)) {
+            // An unreachable node is answered with `{result: "timeout"}` and no peers after
+            // some seconds: a failed query, not a node without peers.
+            let answer = admin
+                .call("RouterModule_getPeers", Value::dict(args))
+                .and_then(|v| match v.get("result").and_then(Value::as_str) {
+                    Some("peers") | None if v.get("peers").is_some() => Ok(v),
+                    other => Err(format!("no peers in the answer (result {other:?})")),
+                });
+            let v = match answer {
                 Ok(v) => v,
                 Err(e) => {
                     crate::log::debug(&format!("cjdns: {path}: {e}"));

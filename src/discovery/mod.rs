@@ -76,16 +76,37 @@ pub fn probe_until(
     timeout: Duration,
     cancel: &AtomicBool,
 ) -> Vec<Answer> {
+    probe_each(candidates, concurrency, timeout, cancel).answers
+}
+
+/// What [`probe_each`] heard back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probed {
+    /// Candidates that answered `nodeInfo`, in candidate order.
+    pub answers: Vec<Answer>,
+    /// Candidates that answered "busy, ask again later" (HTTP 429/503), with the wait they asked
+    /// for: alive, but what they are is unknown.
+    pub busy: Vec<(Candidate, Duration)>,
+}
+
+/// [`probe_until`], also telling busy candidates apart from silent ones.
+pub fn probe_each(
+    candidates: Vec<Candidate>,
+    concurrency: usize,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Probed {
     let workers = concurrency
         .max(1)
         .min(candidates.len())
         .min(crate::sys::fd_budget());
     let next = Cell::new(0usize);
     let found: RefCell<Vec<(usize, Answer)>> = RefCell::new(Vec::new());
+    let busy: RefCell<Vec<(usize, Duration)>> = RefCell::new(Vec::new());
     let ex = smol::LocalExecutor::new();
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (candidates, next, found) = (&candidates, &next, &found);
+        let (candidates, next, found, busy) = (&candidates, &next, &found, &busy);
         tasks.push(ex.spawn(async move {
             loop {
                 if cancel.load(Ordering::Relaxed) {
@@ -94,8 +115,10 @@ pub fn probe_until(
                 let i = next.get();
                 let Some(c) = candidates.get(i) else { break };
                 next.set(i + 1);
-                if let Some(a) = probe_one(c, timeout).await {
-                    found.borrow_mut().push((i, a));
+                match probe_one(c, timeout).await {
+                    Heard::Answer(a) => found.borrow_mut().push((i, *a)),
+                    Heard::Busy(wait) => busy.borrow_mut().push((i, wait)),
+                    Heard::Nothing => {}
                 }
             }
         }));
@@ -108,21 +131,56 @@ pub fn probe_until(
     drop(ex);
     let mut found = found.into_inner();
     found.sort_by_key(|(i, _)| *i);
-    found.into_iter().map(|(_, a)| a).collect()
+    let mut busy = busy.into_inner();
+    busy.sort_by_key(|(i, _)| *i);
+    Probed {
+        answers: found.into_iter().map(|(_, a)| a).collect(),
+        busy: busy
+            .into_iter()
+            .map(|(i, wait)| (candidates[i].clone(), wait))
+            .collect(),
+    }
+}
+
+/// What one probe heard.
+enum Heard {
+    Answer(Box<Answer>),
+    Busy(Duration),
+    Nothing,
 }
 
 /// One `nodeInfo` probe.
-async fn probe_one(c: &Candidate, timeout: Duration) -> Option<Answer> {
+async fn probe_one(c: &Candidate, timeout: Duration) -> Heard {
     let started = std::time::Instant::now();
-    let v = client::call_async(c.socket(), "nodeInfo", serde_json::json!({}), timeout)
-        .await
-        .ok()?;
-    let info: NodeInfo = serde_json::from_value(v).ok()?;
-    Some(Answer {
-        candidate: c.clone(),
-        info,
-        rtt: started.elapsed(),
-    })
+    let v = match client::call_async(
+        c.socket(),
+        "nodeInfo",
+        serde_json::json!({}),
+        timeout,
+        crate::subscriber::trust::MAX_NODE_INFO,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(client::ClientError::Busy(_, wait)) => return Heard::Busy(wait),
+        Err(_) => return Heard::Nothing,
+    };
+    let Ok(info) = serde_json::from_value::<NodeInfo>(v) else {
+        return Heard::Nothing;
+    };
+    // Checked where it enters: a name that is no node name, or lists over their bounds, and the
+    // answer is dropped as nonsense.
+    match crate::subscriber::trust::check_node_info(info) {
+        Ok(info) => Heard::Answer(Box::new(Answer {
+            candidate: c.clone(),
+            info,
+            rtt: started.elapsed(),
+        })),
+        Err(e) => {
+            crate::log::debug(&format!("{}: {e}", c.socket()));
+            Heard::Nothing
+        }
+    }
 }
 
 /// How hard a scan may probe.

@@ -5,8 +5,14 @@
 //! mnigs-less nodes costs one timeout per node per `negative_for`, not per scan. The time a
 //! candidate is skipped grows with its misses in a row ([`skip_after`]): a node whose daemon
 //! merely started after ours (a mesh booting after a power cut) is asked again at once.
+//!
+//! A candidate that answers "busy, ask again later" (HTTP 429/503: its rate limit or connection
+//! caps) is alive, not silent: it never enters the negative cache. It is asked again once within
+//! the scan when its `Retry-After` is short ([`RETRY_WITHIN_SCAN`]), otherwise not before that
+//! time has passed; meanwhile a gateway among them is listed with its last known answer (at most
+//! [`KNOWN_FOR`] old), so a gateway busy for a moment does not drop out of a subscriber's list.
 
-use super::{Answer, Candidate, Graph, Limits, dedup, gossip, probe_until, run_method};
+use super::{Answer, Candidate, Graph, Limits, dedup, gossip, probe_each, run_method};
 use crate::config::DiscoveryConfig;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -56,6 +62,9 @@ pub struct ScanReport {
     pub candidates: usize,
     /// Candidates skipped because they did not answer recently.
     pub skipped: usize,
+    /// Candidates that said busy (or were still inside the `Retry-After` they gave): not counted
+    /// as silent; a gateway among them is in `answers` with its last known answer, if any.
+    pub busy: usize,
     /// Every answer (gateways and not), gossip-learned non-gateways left out.
     pub answers: Vec<Answer>,
     /// Whole scan time.
@@ -97,6 +106,7 @@ impl ScanReport {
             .map(|(section, g)| (section.clone(), g.to_json()))
             .collect();
         json!({"methods": methods, "candidates": self.candidates, "skipped": self.skipped,
+               "busy": self.busy,
                "graphs": graphs,
                "answers": self.answers.len(), "gateways": gateways,
                "ms": self.elapsed.as_millis() as u64, "cancelled": self.cancelled})
@@ -109,6 +119,35 @@ pub struct Scanner {
     cancel: AtomicBool,
     negative: Mutex<HashMap<(IpAddr, u16), Silence>>,
     negative_for: Duration,
+    /// Per-source budget of gossip targets, across scans.
+    gossip_budget: Mutex<gossip::Budget>,
+    /// Whether gossip entries must be plausible mesh addresses ([`gossip::gate`]); off only for
+    /// tests on loopback.
+    gossip_checked: AtomicBool,
+    /// Candidates that said busy: not asked again before this instant.
+    busy_until: Mutex<HashMap<(IpAddr, u16), Instant>>,
+    /// Gateways' last real answers: they stand in while the gateway says busy.
+    known: Mutex<HashMap<(IpAddr, u16), Known>>,
+}
+
+/// A gateway's last real answer and when it came.
+#[derive(Debug, Clone)]
+struct Known {
+    answer: Answer,
+    at: Instant,
+}
+
+/// A busy candidate whose `Retry-After` is at most this is asked again within the same scan
+/// (the shipped server asks for 1 s); a longer wait is left to a later scan.
+pub const RETRY_WITHIN_SCAN: Duration = Duration::from_secs(2);
+
+/// How long a gateway's last real answer stands in for it while it keeps saying busy.
+pub const KNOWN_FOR: Duration = Duration::from_secs(900);
+
+type Key = (IpAddr, u16);
+
+fn key(c: &Candidate) -> Key {
+    (c.address, c.port)
 }
 
 /// A candidate's run of unanswered probes: how many, and when the last one was.
@@ -139,7 +178,17 @@ impl Scanner {
             cancel: AtomicBool::new(false),
             negative: Mutex::new(HashMap::new()),
             negative_for,
+            gossip_budget: Mutex::new(gossip::Budget::default()),
+            gossip_checked: AtomicBool::new(true),
+            busy_until: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Follows gossip entries without [`gossip::gate`] (for tests whose nodes all live on
+    /// loopback).
+    pub fn follow_any_gossip(&self) {
+        self.gossip_checked.store(false, Ordering::SeqCst);
     }
 
     /// Empties the negative cache: the next scan asks every candidate again.
@@ -234,23 +283,26 @@ impl Scanner {
         let total = candidates.len();
         let fresh = self.without_negative(candidates);
         let skipped = total - fresh.len();
-        let probed: HashSet<(IpAddr, u16)> = fresh.iter().map(|c| (c.address, c.port)).collect();
-        let mut answers = probe_until(fresh, limits.concurrency, limits.timeout, &self.cancel);
+        // Only the gossip round needs to know who was asked (memory: 100,000 candidates).
+        let probed: HashSet<(IpAddr, u16)> = if gossip_on {
+            fresh.iter().map(key).collect()
+        } else {
+            HashSet::new()
+        };
+        let (mut answers, mut busy) = self.ask(fresh, limits);
         let cancelled = self.cancel.load(Ordering::SeqCst);
-        if !cancelled {
-            self.remember(&probed, &answers);
-        }
         let mut methods = Vec::new();
         if gossip_on && !cancelled {
             let t = Instant::now();
-            let learned = self.without_negative(gossip::candidates(&answers, &probed));
-            let count = learned.len();
-            let asked: HashSet<(IpAddr, u16)> =
-                learned.iter().map(|c| (c.address, c.port)).collect();
-            let verified = probe_until(learned, limits.concurrency, limits.timeout, &self.cancel);
-            if !self.cancel.load(Ordering::SeqCst) {
-                self.remember(&asked, &verified);
+            let mut learned = self.without_negative(gossip::candidates(&answers, &probed));
+            if self.gossip_checked.load(Ordering::SeqCst) {
+                let mut budget = self.gossip_budget.lock().unwrap_or_else(|e| e.into_inner());
+                let view = gossip::View::load();
+                learned = gossip::gate(learned, &answers, &view, &mut budget, Instant::now());
             }
+            let count = learned.len();
+            let (verified, also_busy) = self.ask(learned, limits);
+            busy += also_busy;
             // Only what our own probe confirmed as a gateway is kept; a forged entry ends here.
             let verified: Vec<Answer> = verified.into_iter().filter(|a| a.info.gateway).collect();
             methods.push(MethodReport {
@@ -267,11 +319,95 @@ impl Scanner {
             methods,
             candidates: total,
             skipped,
+            busy,
             answers,
             elapsed: started.elapsed(),
             cancelled: self.cancel.load(Ordering::SeqCst),
             graphs: Vec::new(),
         }
+    }
+
+    /// Probes `candidates` except those still inside a `Retry-After`; waits out a short
+    /// `Retry-After` once; updates the negative cache (unless cancelled), the busy times and the
+    /// last known answers. Returns the answers, busy gateways' last known answers among them, and
+    /// how many candidates were busy.
+    fn ask(&self, candidates: Vec<Candidate>, limits: Limits) -> (Vec<Answer>, usize) {
+        let (waiting, asking): (Vec<Candidate>, Vec<Candidate>) = {
+            let now = Instant::now();
+            let mut until = self.busy_until.lock().unwrap_or_else(|e| e.into_inner());
+            until.retain(|_, t| *t > now);
+            candidates
+                .into_iter()
+                .partition(|c| until.contains_key(&key(c)))
+        };
+        let asked: Vec<Key> = asking.iter().map(key).collect();
+        let mut probed = probe_each(asking, limits.concurrency, limits.timeout, &self.cancel);
+        let (soon, later): (Vec<_>, Vec<_>) = std::mem::take(&mut probed.busy)
+            .into_iter()
+            .partition(|(_, wait)| *wait <= RETRY_WITHIN_SCAN);
+        probed.busy = later;
+        if let Some(wait) = soon.iter().map(|(_, w)| *w).max() {
+            if self.sleep_unless_cancelled(wait) {
+                let again: Vec<Candidate> = soon.into_iter().map(|(c, _)| c).collect();
+                let second = probe_each(again, limits.concurrency, limits.timeout, &self.cancel);
+                probed.answers.extend(second.answers);
+                probed.busy.extend(second.busy);
+            } else {
+                probed.busy.extend(soon);
+            }
+        }
+        let now = Instant::now();
+        {
+            let mut until = self.busy_until.lock().unwrap_or_else(|e| e.into_inner());
+            for (c, wait) in &probed.busy {
+                until.insert(key(c), now + *wait);
+            }
+        }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|_, k| now.duration_since(k.at) < KNOWN_FOR);
+        for a in &probed.answers {
+            if a.info.gateway {
+                let answer = a.clone();
+                known.insert(key(&a.candidate), Known { answer, at: now });
+            } else {
+                known.remove(&key(&a.candidate));
+            }
+        }
+        let mut alive: HashSet<Key> = probed.answers.iter().map(|a| key(&a.candidate)).collect();
+        let busy: Vec<&Candidate> = probed
+            .busy
+            .iter()
+            .map(|(c, _)| c)
+            .chain(waiting.iter())
+            .collect();
+        let mut answers = probed.answers;
+        for c in &busy {
+            alive.insert(key(c));
+            if let Some(k) = known.get(&key(c)) {
+                answers.push(Answer {
+                    candidate: (*c).clone(),
+                    info: k.answer.info.clone(),
+                    rtt: k.answer.rtt,
+                });
+            }
+        }
+        if !self.cancel.load(Ordering::SeqCst) {
+            self.remember(&asked, &alive);
+        }
+        (answers, busy.len())
+    }
+
+    /// Sleeps for `wait` unless the scan is cancelled first; true if it slept the whole time.
+    fn sleep_unless_cancelled(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while !self.cancel.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+        false
     }
 
     fn without_negative(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
@@ -290,15 +426,12 @@ impl Scanner {
             .collect()
     }
 
-    /// Silent candidates count a miss in the negative cache; those that answered leave it.
-    fn remember(&self, asked: &HashSet<(IpAddr, u16)>, answers: &[Answer]) {
+    /// Silent candidates count a miss in the negative cache; those that answered (busy or not)
+    /// leave it.
+    fn remember(&self, asked: &[Key], answered: &HashSet<Key>) {
         if self.negative_for.is_zero() {
             return;
         }
-        let answered: HashSet<(IpAddr, u16)> = answers
-            .iter()
-            .map(|a| (a.candidate.address, a.candidate.port))
-            .collect();
         let now = Instant::now();
         let mut neg = self.negative.lock().unwrap_or_else(|e| e.into_inner());
         for k in asked {
@@ -348,6 +481,57 @@ mod tests {
         addr
     }
 
+    /// How [`switchable`] answers: `busy_for` > 0 means "429, Retry-After: `busy_for`" (a
+    /// negative value: that many busy answers with `Retry-After: 1`, then `info`); `asked`
+    /// counts the connections.
+    struct Switch {
+        info: Mutex<Value>,
+        busy_for: std::sync::atomic::AtomicI64,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    /// A loopback `nodeInfo` server whose answers the test changes on the fly.
+    fn switchable(info: Value) -> (SocketAddr, Arc<Switch>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let sw = Arc::new(Switch {
+            info: Mutex::new(info),
+            busy_for: 0.into(),
+            asked: 0.into(),
+        });
+        let state = sw.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                state.asked.fetch_add(1, Ordering::SeqCst);
+                let busy_for = state.busy_for.load(Ordering::SeqCst);
+                if busy_for < 0 {
+                    state.busy_for.fetch_add(1, Ordering::SeqCst);
+                }
+                let reply = if busy_for != 0 {
+                    let body =
+                        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"busy"}}"#;
+                    format!(
+                        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        busy_for.max(1),
+                        body.len()
+                    )
+                } else {
+                    let info = state.info.lock().unwrap().clone();
+                    let body = json!({"jsonrpc": "2.0", "id": 1, "result": info}).to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        (addr, sw)
+    }
+
     /// A server that accepts and never answers: a probe to it times out.
     fn silent() -> (SocketAddr, TcpListener) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -385,6 +569,7 @@ mod tests {
         let (nobody, _keep) = silent();
         let near = server(info(false, &[far_gw, not_gw, nobody]));
         let s = Scanner::new(Duration::from_secs(60));
+        s.follow_any_gossip();
         let r = s.scan_candidates(vec![cand(near)], limits(300), true);
         let gws: Vec<SocketAddr> = r.gateways().iter().map(|a| a.candidate.socket()).collect();
         assert_eq!(gws, vec![far_gw]);
@@ -426,6 +611,71 @@ mod tests {
         s.forget_silent();
         let r = s.scan_candidates(both(), limits(300), false);
         assert_eq!(r.skipped, 0);
+    }
+
+    #[test]
+    fn a_busy_gateway_keeps_its_last_known_answer_and_is_asked_after_retry_after() {
+        let (gw, sw) = switchable(info(true, &[]));
+        let s = Scanner::new(Duration::from_secs(600));
+        let asked = || sw.asked.load(Ordering::SeqCst);
+        let names = |r: &ScanReport| -> Vec<String> {
+            r.gateways().iter().map(|a| a.info.name.clone()).collect()
+        };
+        let r = s.scan_candidates(vec![cand(gw)], limits(300), false);
+        assert_eq!((names(&r), r.busy, asked()), (vec!["gw".to_string()], 0, 1));
+
+        // Busy for 3 s (longer than RETRY_WITHIN_SCAN): listed with what it said last time.
+        sw.busy_for.store(3, Ordering::SeqCst);
+        *sw.info.lock().unwrap() = json!({"changed": "while busy"});
+        let busy_at = Instant::now();
+        for _ in 0..3 {
+            let r = s.scan_candidates(vec![cand(gw)], limits(300), false);
+            assert_eq!(names(&r), ["gw"], "kept with its last known info");
+            assert_eq!((r.busy, r.skipped), (1, 0), "busy, never silent");
+            assert_eq!(r.gateways()[0].candidate.socket(), gw);
+        }
+        assert_eq!(asked(), 2, "not asked again inside its Retry-After");
+        assert!(
+            busy_at.elapsed() < Duration::from_secs(2),
+            "no in-scan wait for 3 s"
+        );
+
+        // After Retry-After it is asked again and what it says now counts.
+        sw.busy_for.store(0, Ordering::SeqCst);
+        let mut renamed = info(true, &[]);
+        renamed["name"] = json!("gw-now");
+        *sw.info.lock().unwrap() = renamed;
+        // The 3 s count from the busy answer, which came within a probe timeout after busy_at.
+        let after = Duration::from_millis(3000 + 300 + 200);
+        std::thread::sleep(after.saturating_sub(busy_at.elapsed()));
+        let r = s.scan_candidates(vec![cand(gw)], limits(300), false);
+        assert_eq!(
+            (names(&r), r.busy, asked()),
+            (vec!["gw-now".to_string()], 0, 3)
+        );
+    }
+
+    #[test]
+    fn a_short_retry_after_is_waited_out_within_the_scan() {
+        // Never seen before, busy once with Retry-After: 1: the same scan finds it.
+        let (gw, sw) = switchable(info(true, &[]));
+        sw.busy_for.store(-1, Ordering::SeqCst);
+        let s = Scanner::new(Duration::from_secs(600));
+        let t = Instant::now();
+        let r = s.scan_candidates(vec![cand(gw)], limits(300), false);
+        assert_eq!((r.gateways().len(), r.busy), (1, 0));
+        assert_eq!(sw.asked.load(Ordering::SeqCst), 2);
+        assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+
+        // Busy on both tries and never seen: not listed, but not silent either; asked again
+        // once its Retry-After has passed.
+        let (other, sw) = switchable(info(true, &[]));
+        sw.busy_for.store(-2, Ordering::SeqCst);
+        let r = s.scan_candidates(vec![cand(other)], limits(300), false);
+        assert_eq!((r.gateways().len(), r.busy, r.skipped), (0, 1, 0));
+        std::thread::sleep(Duration::from_millis(1100));
+        let r = s.scan_candidates(vec![cand(other)], limits(300), false);
+        assert_eq!((r.gateways().len(), r.busy, r.skipped), (1, 0, 0));
     }
 
     #[test]

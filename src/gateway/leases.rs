@@ -4,9 +4,35 @@
 //! (configure or remove a subscriber's tunnel end); the book itself never touches the system, so
 //! each rule is unit-tested here and only execution is tested end to end.
 
+use crate::rpc::limits::source_key;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+/// What names a subscriber to its tunnel method, as the caller supplies it: a second owner
+/// presenting the same must not take over (or disturb) the first one's tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// What it is, for the refusal (`WireGuard public key`).
+    pub what: &'static str,
+    /// Its value as sent.
+    pub value: String,
+}
+
+/// The identity in a request's method options, for the methods that have one (the ip tunnels
+/// and plain routing know a subscriber by its address only).
+pub fn identity_of(method: &str, options: &Map<String, Value>) -> Option<Identity> {
+    let (what, field) = match method {
+        "wireguard" => ("WireGuard public key", "publicKey"),
+        // The certificate's subject is the gateway's choice (one per slot); what the caller
+        // brings is its request, whose key is its own.
+        "openvpn" => ("OpenVPN certificate request", "csr"),
+        "cjdns" => ("cjdns key", crate::tunnel::cjdns::KEY_FIELD),
+        _ => return None,
+    };
+    let value = options.get(field)?.as_str()?.trim().to_string();
+    Some(Identity { what, value })
+}
 
 /// One subscriber's lease.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,21 +73,35 @@ pub enum Refusal {
     UnknownSession,
     /// The session belongs to another address.
     NotOwner,
+    /// The key (certificate request...) is held by a live session of another address.
+    IdentityInUse(&'static str),
+    /// The caller's source (IPv4 address, IPv6 /64) already holds this many sessions.
+    SourceFull(u32),
 }
 
 impl Refusal {
     /// The message sent to the caller.
-    pub fn message(&self) -> &'static str {
+    pub fn message(&self) -> String {
         match self {
-            Refusal::Full => "gateway is full: every subscriber slot is taken, try again later",
-            Refusal::UnknownSession => "unknown or expired session id",
-            Refusal::NotOwner => "session belongs to another address",
+            Refusal::Full => {
+                "gateway is full: every subscriber slot is taken, try again later".into()
+            }
+            Refusal::UnknownSession => "unknown or expired session id".into(),
+            Refusal::NotOwner => "session belongs to another address".into(),
+            Refusal::IdentityInUse(what) => format!(
+                "this {what} belongs to a live session of another subscriber; \
+                 every subscriber must bring its own"
+            ),
+            Refusal::SourceFull(n) => format!(
+                "your network already holds {n} session(s) on this gateway, the most one \
+                 IPv4 address or IPv6 /64 may hold (max_sessions_per_source); try again later"
+            ),
         }
     }
 
     /// Whether trying again later may succeed.
     pub fn temporary(&self) -> bool {
-        matches!(self, Refusal::Full)
+        matches!(self, Refusal::Full | Refusal::SourceFull(_))
     }
 }
 
@@ -85,6 +125,8 @@ pub struct Ask {
 pub struct LeaseBook {
     capacity: u32,
     lease_seconds: u32,
+    /// Most leases one source ([`source_key`]) may hold.
+    per_source: u32,
     leases: BTreeMap<String, Lease>,
 }
 
@@ -94,8 +136,15 @@ impl LeaseBook {
         LeaseBook {
             capacity,
             lease_seconds,
+            per_source: u32::MAX,
             leases: BTreeMap::new(),
         }
+    }
+
+    /// Caps the leases one source (an IPv4 address, an IPv6 /64) may hold; live leases beyond a
+    /// lowered cap stay until they end.
+    pub fn set_per_source(&mut self, per_source: u32) {
+        self.per_source = per_source.max(1);
     }
 
     /// Number of slots.
@@ -132,7 +181,8 @@ impl LeaseBook {
     ///
     /// A repeat with the same method and options changes nothing but the expiry. A repeat with other
     /// options or another method replaces the old tunnel end (remove, then accept). `new_sid` is only
-    /// called when a new session is made.
+    /// called when a new session is made. A key (any [`identity_of`]) that another owner's lease
+    /// holds is refused, and so is a new lease for a source holding `per_source` already.
     pub fn grant(
         &mut self,
         now: i64,
@@ -142,6 +192,18 @@ impl LeaseBook {
         let held = ask.sid.as_ref().and_then(|sid| self.leases.get(sid));
         if held.is_some_and(|l| l.owner != ask.owner) {
             return Err(Refusal::NotOwner);
+        }
+        if let Some(id) = identity_of(&ask.method, &ask.options) {
+            // Expired leases not yet swept count too: their removal would take the key's
+            // tunnel end away from the newcomer.
+            let taken = self.leases.values().any(|l| {
+                l.owner != ask.owner
+                    && l.method == ask.method
+                    && identity_of(&l.method, &l.options).is_some_and(|o| o.value == id.value)
+            });
+            if taken {
+                return Err(Refusal::IdentityInUse(id.what));
+            }
         }
         let expires_at = now + i64::from(self.lease_seconds);
         if let Some(existing) = self.leases.values_mut().find(|l| l.owner == ask.owner) {
@@ -156,6 +218,15 @@ impl LeaseBook {
             existing.name = ask.name;
             let new = existing.clone();
             return Ok((new.clone(), vec![Action::Remove(old), Action::Accept(new)]));
+        }
+        let source = source_key(ask.owner);
+        let mine = self
+            .leases
+            .values()
+            .filter(|l| source_key(l.owner) == source)
+            .count();
+        if mine >= self.per_source as usize {
+            return Err(Refusal::SourceFull(self.per_source));
         }
         let slot = self.free_slot().ok_or(Refusal::Full)?;
         let lease = Lease {
@@ -235,10 +306,14 @@ impl LeaseBook {
     pub fn restore(&mut self, now: i64, saved: Vec<Lease>) -> Vec<Action> {
         let mut actions = Vec::new();
         for lease in saved {
-            let clash = self
-                .leases
-                .values()
-                .any(|l| l.owner == lease.owner || l.slot == lease.slot);
+            let id = identity_of(&lease.method, &lease.options);
+            let clash = self.leases.values().any(|l| {
+                l.owner == lease.owner
+                    || l.slot == lease.slot
+                    || (l.method == lease.method
+                        && id.is_some()
+                        && identity_of(&l.method, &l.options) == id)
+            });
             if lease.expires_at <= now
                 || lease.slot >= self.capacity
                 || clash
@@ -498,5 +573,125 @@ mod tests {
             ]
         );
         assert_eq!(b.len(), 1);
+    }
+
+    fn keyed(owner: &str, method: &str, field: &str, key: &str) -> Ask {
+        let mut a = ask(owner);
+        a.method = method.into();
+        a.options.insert(field.into(), json!(key));
+        a
+    }
+
+    #[test]
+    fn another_owners_key_is_refused_and_the_holder_untouched() {
+        let mut b = LeaseBook::new(5, 60);
+        let mut s = sids();
+        let (victim, _) = b
+            .grant(0, keyed("fd77::1", "wireguard", "publicKey", "K"), &mut s)
+            .unwrap();
+        let before = b.clone();
+        for (method, field, what) in [
+            ("wireguard", "publicKey", "WireGuard public key"),
+            ("openvpn", "csr", "OpenVPN certificate request"),
+            ("cjdns", "key", "cjdns key"),
+        ] {
+            let mut b = LeaseBook::new(5, 60);
+            let mut s = sids();
+            b.grant(0, keyed("fd77::1", method, field, "K"), &mut s)
+                .unwrap();
+            // A new caller, and a caller that holds a lease of its own and re-keys to the victim's.
+            b.grant(0, keyed("10.0.0.9", method, field, "mine"), &mut s)
+                .unwrap();
+            for thief in ["fd99::2", "10.0.0.9"] {
+                let e = b
+                    .grant(1, keyed(thief, method, field, " K\n"), &mut s)
+                    .unwrap_err();
+                assert_eq!(e, Refusal::IdentityInUse(what));
+                assert!(!e.temporary(), "permanent");
+                assert!(e.message().contains(what), "{}", e.message());
+            }
+        }
+        let e = b
+            .grant(1, keyed("fd99::2", "wireguard", "publicKey", "K"), &mut s)
+            .unwrap_err();
+        assert_eq!(e, Refusal::IdentityInUse("WireGuard public key"));
+        assert_eq!(
+            b.leases().collect::<Vec<_>>(),
+            before.leases().collect::<Vec<_>>()
+        );
+        // The owner itself repeats and re-registers with its own key as before.
+        let (again, acts) = b
+            .grant(2, keyed("fd77::1", "wireguard", "publicKey", "K"), &mut s)
+            .unwrap();
+        assert_eq!((again.sid.as_str(), acts.len()), (victim.sid.as_str(), 0));
+        // The same key under another method is another thing; after release it is free.
+        assert!(
+            b.grant(3, keyed("fd99::3", "gre", "publicKey", "K"), &mut s)
+                .is_ok()
+        );
+        b.release(4, ip("fd77::1"), &victim.sid).unwrap();
+        assert!(
+            b.grant(5, keyed("fd99::2", "wireguard", "publicKey", "K"), &mut s)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn sessions_per_source_are_capped_per_ipv4_address_and_ipv6_64() {
+        let mut b = LeaseBook::new(20, 60);
+        b.set_per_source(2);
+        let mut s = sids();
+        assert!(b.grant(0, ask("fd77::1:1"), &mut s).is_ok());
+        assert!(b.grant(0, ask("fd77::ffff:2"), &mut s).is_ok());
+        let e = b.grant(0, ask("fd77::abcd:3"), &mut s).unwrap_err();
+        assert_eq!(e, Refusal::SourceFull(2));
+        assert!(e.temporary());
+        assert!(e.message().contains("max_sessions_per_source"));
+        assert!(
+            b.grant(0, ask("fd77:0:0:1::3"), &mut s).is_ok(),
+            "another /64"
+        );
+        // A repeat of a holder is no new session.
+        assert!(b.grant(1, ask("fd77::1:1"), &mut s).is_ok());
+        // IPv4: every address is its own source (and holds one lease anyway).
+        for last in 1..=5 {
+            assert!(b.grant(0, ask(&format!("10.0.0.{last}")), &mut s).is_ok());
+        }
+        let mut one = LeaseBook::new(5, 60);
+        one.set_per_source(1);
+        let (a, _) = one.grant(0, ask("fd77::1"), &mut s).unwrap();
+        assert_eq!(
+            one.grant(0, ask("fd77::2"), &mut s).unwrap_err(),
+            Refusal::SourceFull(1)
+        );
+        one.release(1, ip("fd77::1"), &a.sid).unwrap();
+        assert!(
+            one.grant(2, ask("fd77::2"), &mut s).is_ok(),
+            "freed by release"
+        );
+        assert_eq!(b.len(), 8);
+    }
+
+    #[test]
+    fn restore_drops_a_second_holder_of_one_key() {
+        let mut b = LeaseBook::new(4, 60);
+        let mk = |sid: &str, owner: &str, slot| {
+            let mut options = Map::new();
+            options.insert("publicKey".into(), json!("K"));
+            Lease {
+                sid: sid.into(),
+                owner: ip(owner),
+                name: "n".into(),
+                method: "wireguard".into(),
+                slot,
+                options,
+                granted_at: 0,
+                expires_at: 100,
+            }
+        };
+        let acts = b.restore(1, vec![mk("a", "fd77::1", 0), mk("b", "fd99::1", 1)]);
+        assert!(
+            matches!(&acts[..], [Action::Accept(a), Action::Remove(r)] if a.sid == "a" && r.sid == "b")
+        );
     }
 }

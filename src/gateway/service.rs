@@ -130,12 +130,10 @@ impl Gateway {
     ) -> Gateway {
         let pools = Pools::new(cfg.ipv4_pool, cfg.ipv6_pool);
         let capacity = cfg.max_subscribers.min(pools.slots());
+        let mut book = LeaseBook::new(capacity, cfg.lease_seconds);
+        book.set_per_source(cfg.max_sessions_per_source);
         Gateway {
-            inner: Mutex::new(Inner {
-                book: LeaseBook::new(capacity, cfg.lease_seconds),
-                methods,
-                nat,
-            }),
+            inner: Mutex::new(Inner { book, methods, nat }),
             cfg: Mutex::new(cfg),
             pools,
             store,
@@ -324,6 +322,7 @@ impl Gateway {
         *self.cfg.lock().expect("not poisoned") = new.clone();
         let capacity = new.max_subscribers.min(self.pools.slots());
         let actions = inner.book.retune(capacity, new.lease_seconds);
+        inner.book.set_per_source(new.max_sessions_per_source);
         for action in actions {
             if let Err(e) = self.execute(&mut inner, &action, None) {
                 log::warn(&format!("ending a session beyond max_subscribers: {e}"));

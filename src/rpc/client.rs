@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Largest answer read.
-const MAX_ANSWER: usize = 1024 * 1024;
+/// Largest answer [`call`] reads (the local control calls: `listGateways`, `scan`).
+pub const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -21,6 +21,23 @@ pub enum ClientError {
     BadAnswer(SocketAddr, String),
     /// The server answered with a JSON-RPC error.
     Rpc(RpcError),
+    /// The server is there but refused for now (HTTP 429 or 503: rate limit or connection
+    /// caps); ask again after the `Retry-After` it gave ([`retry_after`]).
+    Busy(SocketAddr, Duration),
+}
+
+/// Wait assumed when a busy answer names no (readable) `Retry-After`.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Longest `Retry-After` honoured: a node cannot ask to be left alone for longer than this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The wait a `Retry-After` header value asks for: delta-seconds, capped at [`MAX_RETRY_AFTER`];
+/// an HTTP-date or garbage counts as [`DEFAULT_RETRY_AFTER`].
+pub fn retry_after(value: Option<&[u8]>) -> Duration {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_RETRY_AFTER, Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
 }
 
 impl std::fmt::Display for ClientError {
@@ -30,6 +47,9 @@ impl std::fmt::Display for ClientError {
             ClientError::Timeout(a) => write!(f, "{a} did not answer in time"),
             ClientError::BadAnswer(a, why) => write!(f, "bad answer from {a}: {why}"),
             ClientError::Rpc(e) => e.fmt(f),
+            ClientError::Busy(a, wait) => {
+                write!(f, "{a} is busy, ask again in {} s", wait.as_secs())
+            }
         }
     }
 }
@@ -38,9 +58,23 @@ impl std::error::Error for ClientError {}
 
 /// The bytes of an HTTP request carrying one JSON-RPC call.
 pub fn encode(addr: SocketAddr, method: &str, params: Value) -> Vec<u8> {
+    encode_with_token(addr, method, params, None)
+}
+
+/// Like [`encode`], with the page token the node asks for on its action methods
+/// ([`crate::rpc::guard`]).
+pub fn encode_with_token(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    token: Option<&str>,
+) -> Vec<u8> {
     let body = Request::encode(1, method, params);
+    let token = token.map_or(String::new(), |t| {
+        format!("{}: {t}\r\n", crate::rpc::guard::TOKEN_HEADER)
+    });
     let mut out = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{token}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -69,6 +103,14 @@ pub fn decode(addr: SocketAddr, raw: &[u8]) -> Result<Value, ClientError> {
                 .parse::<usize>()
                 .ok()
         });
+    if matches!(resp.code, Some(429 | 503)) {
+        let value = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+            .map(|h| h.value);
+        return Err(ClientError::Busy(addr, retry_after(value)));
+    }
     let mut body = &raw[start..];
     if let Some(n) = length {
         if body.len() < n {
@@ -94,6 +136,67 @@ pub fn call(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
+    call_bounded(addr, method, params, timeout, MAX_ANSWER)
+}
+
+/// The answer read so far, or an error if it is longer than `max` bytes: a node that answers
+/// more than it could mean is refused without holding more than `max + 1` bytes.
+fn within(addr: SocketAddr, raw: Vec<u8>, max: usize) -> Result<Vec<u8>, ClientError> {
+    if raw.len() > max {
+        Err(ClientError::BadAnswer(
+            addr,
+            format!("answer longer than {max} bytes"),
+        ))
+    } else {
+        Ok(raw)
+    }
+}
+
+/// [`call`], refusing answers longer than `max` bytes (calls to other nodes).
+pub fn call_bounded(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+    max: usize,
+) -> Result<Value, ClientError> {
+    let request = encode(addr, method, params);
+    let (raw, ended) = fetch(addr, &request, timeout, max)?;
+    answer_despite(addr, &within(addr, raw, max)?, ended)
+}
+
+/// Calls a local control method as the node's owner: for an action method the page token is
+/// taken from the node's page first, as the page itself has it (the CLI and, through it, LuCI).
+pub fn call_local(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    if crate::rpc::guard::kind(method) != crate::rpc::guard::Kind::Action {
+        return call(addr, method, params, timeout);
+    }
+    let page = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (raw, ended) = fetch(addr, page.as_bytes(), timeout, MAX_ANSWER)?;
+    ended?;
+    let html = String::from_utf8_lossy(&raw);
+    // No token (a caller who may not act): the call itself then gets the node's reason.
+    let token = crate::rpc::guard::token_in_page(&html);
+    let request = encode_with_token(addr, method, params, token.as_deref());
+    let (raw, ended) = fetch(addr, &request, timeout, MAX_ANSWER)?;
+    answer_despite(addr, &within(addr, raw, MAX_ANSWER)?, ended)
+}
+
+/// Sends `request` and reads the whole answer (at most `max + 1` bytes), within `timeout` in
+/// all. Returns what arrived and how the exchange ended: a server refusing the connection
+/// (429/503) may answer and close before reading the request, so the write or the read then
+/// fails while its answer is there to read.
+fn fetch(
+    addr: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+    max: usize,
+) -> Result<(Vec<u8>, Result<(), ClientError>), ClientError> {
     let deadline = std::time::Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ClientError::Timeout(addr),
@@ -111,41 +214,55 @@ pub fn call(
     stream
         .set_write_timeout(Some(left(())))
         .map_err(timed_out)?;
-    stream
-        .write_all(&encode(addr, method, params))
-        .map_err(timed_out)?;
+    let sent = stream.write_all(request);
     stream.set_read_timeout(Some(left(()))).map_err(timed_out)?;
     let mut raw = Vec::new();
-    stream
-        .take(MAX_ANSWER as u64)
-        .read_to_end(&mut raw)
-        .map_err(timed_out)?;
-    decode(addr, &raw)
+    let read = (&mut stream).take(max as u64 + 1).read_to_end(&mut raw);
+    Ok((raw, sent.and(read.map(drop)).map_err(timed_out)))
 }
 
-/// Async [`call`], for use inside a smol executor.
+/// The answer in `raw`, even when the exchange ended in `failed`: a server that refuses a
+/// connection may say so and close before reading the request (a reset then follows). Without
+/// an answer in `raw`, the failure stands.
+fn answer_despite(
+    addr: SocketAddr,
+    raw: &[u8],
+    failed: Result<(), ClientError>,
+) -> Result<Value, ClientError> {
+    match failed {
+        Ok(()) => decode(addr, raw),
+        Err(e) => match decode(addr, raw) {
+            Err(ClientError::BadAnswer(..)) => Err(e),
+            answer => answer,
+        },
+    }
+}
+
+/// Async [`call_bounded`], for use inside a smol executor.
 pub async fn call_async(
     addr: SocketAddr,
     method: &str,
     params: Value,
     timeout: Duration,
+    max: usize,
 ) -> Result<Value, ClientError> {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = smol::net::TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(addr, e))?;
-        stream
-            .write_all(&encode(addr, method, params))
-            .await
-            .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
+        let bad = |e: std::io::Error| ClientError::BadAnswer(addr, e.to_string());
+        let sent = stream.write_all(&encode(addr, method, params)).await;
         let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_ANSWER as u64)
+        let read = (&mut stream)
+            .take(max as u64 + 1)
             .read_to_end(&mut raw)
-            .await
-            .map_err(|e| ClientError::BadAnswer(addr, e.to_string()))?;
-        decode(addr, &raw)
+            .await;
+        answer_despite(
+            addr,
+            &within(addr, raw, max)?,
+            sent.and(read.map(drop)).map_err(bad),
+        )
     };
     smol::future::or(exchange, async {
         smol::Timer::after(timeout).await;
@@ -186,5 +303,69 @@ mod tests {
             decode(addr(), b"garbage"),
             Err(ClientError::BadAnswer(..))
         ));
+    }
+
+    #[test]
+    fn a_refusal_sent_before_the_request_was_read_is_still_heard() {
+        // Like the server's admission: answer at once, close without reading the request (the
+        // unread request then makes the kernel send a reset).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(2) {
+                let mut s = s.unwrap();
+                let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 4\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let big = serde_json::json!({"pad": "x".repeat(200_000)});
+        let r = call(at, "nodeInfo", big.clone(), Duration::from_secs(2));
+        assert!(
+            matches!(r, Err(ClientError::Busy(_, d)) if d.as_secs() == 4),
+            "{r:?}"
+        );
+        let r = smol::block_on(call_async(
+            at,
+            "nodeInfo",
+            big,
+            Duration::from_secs(2),
+            MAX_ANSWER,
+        ));
+        assert!(
+            matches!(r, Err(ClientError::Busy(_, d)) if d.as_secs() == 4),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn busy_answers_carry_their_retry_after() {
+        let busy = |head: &str| decode(addr(), format!("{head}\r\n\r\n{{}}").as_bytes());
+        let wait = |r: Result<Value, ClientError>| match r {
+            Err(ClientError::Busy(a, d)) if a == addr() => Some(d.as_secs()),
+            _ => None,
+        };
+        assert_eq!(
+            wait(busy("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7")),
+            Some(7)
+        );
+        assert_eq!(
+            wait(busy("HTTP/1.1 503 Service Unavailable\r\nretry-after:  3 ")),
+            Some(3)
+        );
+        // Without a usable value: the default; a huge one: the cap.
+        assert_eq!(wait(busy("HTTP/1.1 503 Service Unavailable")), Some(1));
+        assert_eq!(
+            wait(busy(
+                "HTTP/1.1 429 x\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 GMT"
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            wait(busy("HTTP/1.1 429 x\r\nRetry-After: 99999999")),
+            Some(600)
+        );
+        // Other refusals are not "busy".
+        assert_eq!(wait(busy("HTTP/1.1 403 Forbidden")), None);
+        assert_eq!(wait(busy("HTTP/1.1 408 Request Timeout")), None);
     }
 }

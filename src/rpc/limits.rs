@@ -27,9 +27,13 @@ pub struct Limits {
     pub rate: f64,
     /// Requests one source may send at once after being quiet (bucket size).
     pub burst: f64,
-    /// Sources the rate limit does not apply to (the connection caps still do): the daemon
-    /// passes `authorized_network`, whose callers control the node anyway.
+    /// The owner's sources: the rate limit does not apply to them (the per-source cap still
+    /// does), and [`Limits::reserved`] connections are kept for them. The daemon passes
+    /// `authorized_network`, whose callers control the node anyway (the CLI, LuCI through it).
     pub rate_exempt: Vec<Prefix>,
+    /// Connections of `max_connections` that only the owner's sources may take, so that mesh
+    /// sources holding every connection they may cannot lock the owner out.
+    pub reserved: usize,
 }
 
 impl Default for Limits {
@@ -43,18 +47,23 @@ impl Default for Limits {
             rate: 20.0,
             burst: 40.0,
             rate_exempt: MainConfig::default().authorized_network,
+            reserved: 8,
         }
     }
 }
 
 impl Limits {
     /// The limits `config mnigs 'main'` asks for (`rate_limit`, `rate_burst`, `max_connections`,
-    /// `read_timeout`); one source may hold an eighth of the connections, at least two.
+    /// `read_timeout`); one source may hold an eighth of the connections, at least two, and an
+    /// eighth (at least two, while one is left for the mesh) is reserved for the owner.
     pub fn from_config(main: &MainConfig) -> Limits {
         let max_connections = main.max_connections.max(1) as usize;
         Limits {
             max_connections,
             max_per_source: (max_connections / 8).max(2),
+            reserved: (max_connections / 8)
+                .max(2)
+                .min(max_connections.saturating_sub(1)),
             read_timeout: Duration::from_secs(u64::from(main.read_timeout.max(1))),
             rate: f64::from(main.rate_limit),
             burst: f64::from(main.rate_burst.max(1)),
@@ -161,14 +170,22 @@ impl Admission {
     /// [`Admission::leave`] with the same `ip` once the connection is closed.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         let key = source_key(ip);
-        if self.open >= self.limits.max_connections {
+        let owner = self.limits.rate_exempt.iter().any(|p| p.contains(ip));
+        let cap = if owner {
+            self.limits.max_connections
+        } else {
+            self.limits
+                .max_connections
+                .saturating_sub(self.limits.reserved)
+        };
+        if self.open >= cap {
             return Err(Refusal::Busy);
         }
         let mine = self.open_by_source.get(&key).copied().unwrap_or(0);
         if mine >= self.limits.max_per_source {
             return Err(Refusal::SourceBusy);
         }
-        if self.limits.rate > 0.0 && !self.limits.rate_exempt.iter().any(|p| p.contains(ip)) {
+        if self.limits.rate > 0.0 && !owner {
             let (rate, burst) = (self.limits.rate, self.limits.burst.max(1.0));
             if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_TRACKED_SOURCES {
                 self.forget(now);
@@ -347,6 +364,38 @@ mod tests {
         }
         assert_eq!(a.open(), 0);
         assert!(a.open_by_source.is_empty(), "no counter left behind");
+    }
+
+    #[test]
+    fn the_owners_share_stays_free_when_the_mesh_holds_all_it_may() {
+        let t0 = Instant::now();
+        let mut l = Limits::from_config(&MainConfig::default());
+        l.rate = 0.0;
+        assert_eq!(
+            (l.max_connections, l.max_per_source, l.reserved),
+            (64, 8, 8)
+        );
+        let mut a = Admission::new(l);
+        let mesh = |n: u32, m: u32| IpAddr::V4(Ipv4Addr::new(10, 0, n as u8, m as u8));
+        let mut held = 0;
+        for n in 0..8 {
+            for m in 0..8 {
+                if a.admit(mesh(n, m), t0).is_ok() {
+                    held += 1;
+                }
+            }
+        }
+        assert_eq!(held, 56, "the mesh gets all but the reserved share");
+        assert_eq!(a.admit(mesh(9, 9), t0), Err(Refusal::Busy));
+        for _ in 0..8 {
+            assert_eq!(a.admit(ip(1), t0), Ok(()), "the owner still gets in");
+        }
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::Busy), "64 in all");
+        let tiny = MainConfig {
+            max_connections: 1,
+            ..MainConfig::default()
+        };
+        assert_eq!(Limits::from_config(&tiny).reserved, 0, "the mesh keeps one");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! long a client may take). Every connection carries one request and is closed after the answer;
 //! [`super::limits`] decides which connections are served at all.
 
+use super::guard::{self, Headers, Site};
 use super::limits::{Admission, Limits, Refusal};
 use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, code};
 use crate::web;
@@ -33,6 +34,22 @@ pub trait Handler: Send + Sync {
     fn web_page(&self, _caller: &Caller) -> bool {
         false
     }
+
+    /// Whether `caller` may act through the page (then the page carries the token).
+    fn page_controls(&self, _caller: &Caller) -> bool {
+        false
+    }
+
+    /// Whether `caller` may call `method` at all; checked before the cross-site rules of
+    /// [`guard`], so that a caller without the right is told so rather than asked for a token.
+    fn permitted(&self, _caller: &Caller, _method: &str) -> Result<(), RpcError> {
+        Ok(())
+    }
+
+    /// Names the owner reaches the node by besides its addresses (`list hostname`), lower case.
+    fn hostnames(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A running server; dropping it does not stop it, call [`Server::stop`].
@@ -40,6 +57,7 @@ pub struct Server {
     acceptors: Vec<(SocketAddr, JoinHandle<()>)>,
     stopping: Arc<AtomicBool>,
     port: u16,
+    token: Arc<str>,
 }
 
 /// How long writing an answer may take before the connection is dropped.
@@ -67,6 +85,7 @@ impl Server {
             acceptors: Vec::new(),
             stopping: Arc::new(AtomicBool::new(false)),
             port,
+            token: guard::new_token().into(),
         };
         let admission = Arc::new(Mutex::new(Admission::new(limits)));
         let mut bound = Vec::new();
@@ -80,11 +99,15 @@ impl Server {
             bound.push((SocketAddr::new(*ip, server.port), listener));
         }
         for (addr, listener) in bound {
-            let (handler, admission, stopping) =
-                (handler.clone(), admission.clone(), server.stopping.clone());
+            let (handler, admission, stopping, token) = (
+                handler.clone(),
+                admission.clone(),
+                server.stopping.clone(),
+                server.token.clone(),
+            );
             let thread = std::thread::Builder::new()
                 .name("rpc-accept".into())
-                .spawn(move || accept_loop(&listener, &handler, &admission, &stopping))
+                .spawn(move || accept_loop(&listener, &handler, &admission, &stopping, &token))
                 .map_err(|e| format!("cannot start the RPC server thread: {e}"))?;
             server.acceptors.push((addr, thread));
         }
@@ -94,6 +117,11 @@ impl Server {
     /// The port in use.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// This server's page token (made at start; see [`guard`]).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Stops accepting connections and waits for the accepting threads (requests being
@@ -120,6 +148,7 @@ fn accept_loop(
     handler: &Arc<dyn Handler>,
     admission: &Arc<Mutex<Admission>>,
     stopping: &AtomicBool,
+    token: &Arc<str>,
 ) {
     loop {
         let accepted = listener.accept();
@@ -147,13 +176,13 @@ fn accept_loop(
         }
         let limits = admission.lock().expect("admission lock").limits().clone();
         let slot = Slot(admission.clone(), ip);
-        let handler = handler.clone();
+        let (handler, token) = (handler.clone(), token.clone());
         // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
         let _ = std::thread::Builder::new()
             .name("rpc-conn".into())
             .spawn(move || {
                 let slot = slot;
-                serve_connection(stream, slot.1, &limits, handler.as_ref());
+                serve_connection(stream, slot.1, &limits, handler.as_ref(), &token);
             });
     }
 }
@@ -218,6 +247,7 @@ fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
@@ -250,8 +280,10 @@ pub struct HttpRequest {
     pub method: String,
     /// The request target as sent.
     pub path: String,
-    /// The `Host` header.
+    /// The `Host` header without port or brackets.
     pub host: Option<String>,
+    /// The headers the cross-site rules look at ([`guard`]).
+    pub headers: Headers,
     /// The body (`Content-Length` bytes).
     pub body: Vec<u8>,
 }
@@ -324,7 +356,7 @@ pub fn read_request<S: Read + Write>(
             ),
         )
     };
-    let (head_len, method, path, host, length, expect_continue) = loop {
+    let (head_len, method, path, headers, length, expect_continue) = loop {
         let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
@@ -346,11 +378,17 @@ pub fn read_request<S: Read + Write>(
                 };
                 let expect =
                     header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+                let headers = Headers {
+                    host: header("Host"),
+                    origin: header("Origin"),
+                    content_type: header("Content-Type"),
+                    token: header(guard::TOKEN_HEADER),
+                };
                 break (
                     n,
                     req.method.unwrap_or("").to_string(),
                     req.path.unwrap_or("").to_string(),
-                    header("Host").map(|h| host_only(&h)),
+                    headers,
                     length,
                     expect,
                 );
@@ -387,12 +425,19 @@ pub fn read_request<S: Read + Write>(
     Ok(HttpRequest {
         method,
         path,
-        host,
+        host: headers.host.as_deref().map(host_only),
+        headers,
         body,
     })
 }
 
-fn serve_connection(mut stream: TcpStream, ip: IpAddr, limits: &Limits, handler: &dyn Handler) {
+fn serve_connection(
+    mut stream: TcpStream,
+    ip: IpAddr,
+    limits: &Limits,
+    handler: &dyn Handler,
+    token: &str,
+) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let _ = stream.set_nodelay(true);
     let request = read_request(&mut stream, limits, |s, t| s.set_read_timeout(Some(t)));
@@ -402,7 +447,11 @@ fn serve_connection(mut stream: TcpStream, ip: IpAddr, limits: &Limits, handler:
                 addr: ip,
                 host: request.host.clone(),
             };
-            (route(&request, &caller, handler), request.method == "HEAD")
+            let local = stream.local_addr().ok().map(|a| canonical(a.ip()));
+            (
+                route(&request, &caller, local, token, handler),
+                request.method == "HEAD",
+            )
         }
         Err(ReadFailure {
             status: Some(status),
@@ -417,13 +466,26 @@ fn serve_connection(mut stream: TcpStream, ip: IpAddr, limits: &Limits, handler:
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// Answers one request: the page and its assets, or a JSON-RPC call at `/jsonrpc`.
-pub fn route(request: &HttpRequest, caller: &Caller, handler: &dyn Handler) -> Reply {
+/// Answers one request: the page and its assets, or a JSON-RPC call at `/jsonrpc`. `local` is
+/// the node's address the request came in on, `token` the page token.
+pub fn route(
+    request: &HttpRequest,
+    caller: &Caller,
+    local: Option<IpAddr>,
+    token: &str,
+    handler: &dyn Handler,
+) -> Reply {
     let method = request.method.as_str();
+    let hostnames = handler.hostnames();
+    let site = Site {
+        local,
+        hostnames: &hostnames,
+        token,
+    };
     if matches!(method, "GET" | "HEAD")
         && let Some(asset) = web::asset(&request.path)
     {
-        return serve_page(asset, caller, handler);
+        return serve_page(asset, caller, &request.headers, &site, handler);
     }
     if request.path != "/jsonrpc" {
         return Reply::refuse(
@@ -439,25 +501,58 @@ pub fn route(request: &HttpRequest, caller: &Caller, handler: &dyn Handler) -> R
             "JSON-RPC requests must use POST",
         );
     }
-    let answer = match Request::parse(&request.body) {
-        Ok(req) => match handler.call(caller, &req) {
-            Ok(result) => protocol::answer(&req.id, req.version, result),
-            Err(e) => protocol::answer_error(&req.id, req.version, &e),
-        },
-        Err(BadRequest { id, version, error }) => protocol::answer_error(&id, version, &error),
+    let req = match Request::parse(&request.body) {
+        Ok(req) => req,
+        Err(BadRequest { id, version, error }) => {
+            return Reply::json(200, &protocol::answer_error(&id, version, &error));
+        }
+    };
+    if let Err(e) = handler.permitted(caller, &req.method) {
+        return Reply::json(200, &protocol::answer_error(&req.id, req.version, &e));
+    }
+    if let Err(refused) = guard::check_call(&req.method, &request.headers, &site) {
+        let code = if refused.status == 415 {
+            code::INVALID_REQUEST
+        } else {
+            guard::FORBIDDEN
+        };
+        let e = RpcError::new(code, refused.message);
+        return Reply::json(
+            refused.status,
+            &protocol::answer_error(&req.id, req.version, &e),
+        );
+    }
+    let answer = match handler.call(caller, &req) {
+        Ok(result) => protocol::answer(&req.id, req.version, result),
+        Err(e) => protocol::answer_error(&req.id, req.version, &e),
     };
     Reply::json(200, &answer)
 }
 
-/// `GET /` and the page's assets.
-fn serve_page(asset: web::Asset, caller: &Caller, handler: &dyn Handler) -> Reply {
+/// `GET /` and the page's assets; the page carries the token only for callers who may act.
+fn serve_page(
+    asset: web::Asset,
+    caller: &Caller,
+    headers: &Headers,
+    site: &Site<'_>,
+    handler: &dyn Handler,
+) -> Reply {
+    let forbidden = |why: String| Reply {
+        status: 403,
+        headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+        body: format!("403 forbidden: {why}\n").into_bytes(),
+    };
     if !handler.web_page(caller) {
-        return Reply {
-            status: 403,
-            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
-            body: b"403 forbidden: this node does not show its page to you\n".to_vec(),
-        };
+        return forbidden("this node does not show its page to you".into());
     }
+    if let Err(refused) = guard::check_page(headers, site) {
+        return forbidden(refused.message);
+    }
+    let token = if handler.page_controls(caller) {
+        site.token
+    } else {
+        ""
+    };
     Reply {
         status: 200,
         headers: vec![
@@ -467,9 +562,11 @@ fn serve_page(asset: web::Asset, caller: &Caller, handler: &dyn Handler) -> Repl
                 web::CONTENT_SECURITY_POLICY.into(),
             ),
             ("X-Content-Type-Options", "nosniff".into()),
-            ("Cache-Control", "no-cache".into()),
+            ("X-Frame-Options", "DENY".into()),
+            ("Referrer-Policy", "no-referrer".into()),
+            ("Cache-Control", "no-store".into()),
         ],
-        body: asset.body.as_bytes().to_vec(),
+        body: web::with_token(asset, token).into_bytes(),
     }
 }
 
@@ -595,7 +692,7 @@ mod tests {
         };
         let server =
             Server::start_with(&[Ipv4Addr::LOCALHOST.into()], 0, Arc::new(Panics), limits).unwrap();
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"x"}"#;
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"nodeInfo"}"#;
         let req = format!(
             "POST /jsonrpc HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()

@@ -6,6 +6,7 @@
 //!   tunnel address), pure.
 //! - `quality.rs`: bounded probe windows per gateway and the down rule.
 //! - `standby.rs`: when to scan early for a missing hot standby, pure.
+//! - `trust.rs`: checks of everything a gateway sends (nodeInfo, grants) before it is used.
 //! - `supervisor.rs`: the state machine scan → register → connect → renew → (fail over), on its own thread.
 
 pub mod probe;
@@ -13,3 +14,4 @@ pub mod quality;
 pub mod select;
 pub mod standby;
 pub mod supervisor;
+pub mod trust;

@@ -19,6 +19,16 @@
 //!   near-equal gateways instead of all piling onto the first.
 //! - [`decide`]: stay on a working gateway unless another one is better by more than the
 //!   hysteresis margin **and** has been stable (no failure) for [`Policy::failback_after_ms`].
+//!
+//! # Identity
+//! A gateway is identified by the mesh address it answered at ([`id`]), never by the name it
+//! reports: any node can call itself anything. History (failures, back-off, down, probe
+//! quality), dedupe and the "us" adjustment are keyed by that address, so a node using another
+//! gateway's name neither hides it (both are ranked, each on its own record) nor makes it pay for
+//! its own refusals. `prefer`/`exclude` match an address exactly, or a name as a label (every node
+//! using that name; the back-off of each is still its own). On cjdns and Yggdrasil the address is
+//! derived from the node's key; on an IP mesh it can only be taken by subverting the mesh's
+//! routing.
 
 use crate::discovery::Answer;
 use std::collections::HashMap;
@@ -36,7 +46,7 @@ pub struct Wants {
     pub exclude: Vec<String>,
 }
 
-/// What we remember about one gateway (by node name), from probes, registrations and renewals.
+/// What we remember about one gateway (by [`id`]), from probes, registrations and renewals.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     /// Mean RTT of recent probes through the tunnel, if we have been connected.
@@ -113,6 +123,16 @@ pub fn backoff_ms(failures: u32, policy: &Policy) -> u64 {
         .min(policy.backoff_max_ms)
 }
 
+/// A gateway's identity: the mesh address it answered at.
+pub fn id(a: &Answer) -> String {
+    a.candidate.address.to_string()
+}
+
+/// Whether a `prefer`/`exclude` entry names this gateway: its address, or its name.
+pub fn names(entry: &str, a: &Answer) -> bool {
+    entry == a.info.name || entry == id(a)
+}
+
 /// Why a gateway is not a choice right now, or `None` if it is one.
 pub fn unusable(
     a: &Answer,
@@ -146,7 +166,7 @@ pub fn unusable_terms(a: &Answer, wants: &Wants) -> Option<String> {
     if !info.gateway {
         return Some("not a gateway".into());
     }
-    if wants.exclude.contains(&info.name) {
+    if wants.exclude.iter().any(|e| names(e, a)) {
         return Some("excluded by configuration".into());
     }
     if !info.uplink.healthy {
@@ -194,7 +214,7 @@ pub fn score(a: &Answer, wants: &Wants, h: &History) -> f64 {
     // kbit/s; a log scale so that 100 Mbit/s does not drown everything else.
     let bandwidth = log2(terms.bandwidth_down).min(30.0);
     let failures = f64::from(h.failures.min(10));
-    let prefer = if wants.prefer.as_deref() == Some(a.info.name.as_str()) {
+    let prefer = if wants.prefer.as_deref().is_some_and(|p| names(p, a)) {
         PREFER_BONUS
     } else {
         0.0
@@ -213,11 +233,11 @@ fn log2(x: u32) -> f64 {
 }
 
 /// The answers with us taken out of the subscriber count of the gateways we hold a lease with
-/// (`ours`, by node name), so that using a gateway does not by itself make it look worse.
+/// (`ours`, by [`id`]), so that using a gateway does not by itself make it look worse.
 pub fn without_us(answers: &[Answer], ours: &[&str]) -> Vec<Answer> {
     let mut out = answers.to_vec();
     for a in &mut out {
-        if ours.contains(&a.info.name.as_str()) {
+        if ours.contains(&id(a).as_str()) {
             a.info.terms.subscribers = a.info.terms.subscribers.saturating_sub(1);
         }
     }
@@ -266,8 +286,8 @@ pub fn seed_for(name: &str) -> u64 {
     })
 }
 
-/// Usable gateways, best first; one entry per node name (its best address). Among those within
-/// the tie band of the best, the first place goes to a seeded random pick.
+/// Usable gateways, best first; one entry per [`id`] (whatever names they report). Among those
+/// within the tie band of the best, the first place goes to a seeded random pick.
 pub fn rank(
     answers: &[Answer],
     wants: &Wants,
@@ -277,7 +297,7 @@ pub fn rank(
     seed: u64,
 ) -> Vec<Choice> {
     let none = History::default();
-    let hist = |a: &Answer| history.get(&a.info.name).unwrap_or(&none);
+    let hist = |a: &Answer| history.get(&id(a)).unwrap_or(&none);
     let mut choices: Vec<Choice> = answers
         .iter()
         .filter(|a| unusable(a, wants, hist(a), now_ms, policy).is_none())
@@ -291,9 +311,10 @@ pub fn rank(
         x.score
             .total_cmp(&y.score)
             .then_with(|| x.answer.info.name.cmp(&y.answer.info.name))
+            .then_with(|| x.answer.candidate.cmp(&y.answer.candidate))
     });
-    let mut names = std::collections::HashSet::new();
-    choices.retain(|c| names.insert(c.answer.info.name.clone()));
+    let mut seen = std::collections::HashSet::new();
+    choices.retain(|c| seen.insert(id(&c.answer)));
     if let Some(best) = choices.first().map(|c| c.score) {
         let tied = choices
             .iter()
@@ -319,8 +340,8 @@ pub enum Decision {
     Nothing,
 }
 
-/// Whether to stay on `current` (its node name and score, `None` if not connected or it is
-/// down) or move to one of `ranked`.
+/// Whether to stay on `current` (its [`id`] and score, `None` if not connected or it is down)
+/// or move to one of `ranked`.
 pub fn decide(
     current: Option<(&str, f64)>,
     ranked: &[Choice],
@@ -339,16 +360,14 @@ pub fn decide(
         .hysteresis_abs
         .max(current_score.abs() * policy.hysteresis_rel);
     for (i, c) in ranked.iter().enumerate() {
-        if c.answer.info.name == name {
+        if id(&c.answer) == name {
             continue;
         }
         if c.score >= current_score - margin {
             // Ranked best first: nobody after this one is clearly better either.
             break;
         }
-        let stable_since = history
-            .get(&c.answer.info.name)
-            .and_then(|h| h.stable_since_ms);
+        let stable_since = history.get(&id(&c.answer)).and_then(|h| h.stable_since_ms);
         let stable_for = stable_since.map_or(0, |s| now_ms.saturating_sub(s));
         if stable_for >= policy.failback_after_ms {
             return Decision::Move(
@@ -426,11 +445,11 @@ mod tests {
     }
 
     #[test]
-    fn ranks_by_rtt_and_load_and_keeps_one_address_per_node() {
+    fn ranks_by_rtt_and_load_and_keeps_one_entry_per_address() {
         let list = [
             answer("a", "fd77::1", 5, 9),
             answer("b", "fd77::2", 5, 0),
-            answer("b", "10.77.0.2", 9, 0),
+            answer("b", "fd77::2", 7, 0),
         ];
         let r = rank_simple(&list, &wants());
         let got: Vec<_> = r
@@ -444,7 +463,8 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("b", "fd77::2".to_string()), ("a", "fd77::1".to_string())]
+            [("b", "fd77::2".to_string()), ("a", "fd77::1".to_string())],
+            "one entry per address, the better answer"
         );
         assert_eq!(r[0].methods, ["wireguard"]);
     }
@@ -527,7 +547,7 @@ mod tests {
         let b = answer("b", "fd77::2", 90, 9);
         let mut hist = HashMap::new();
         hist.insert(
-            "a".to_string(),
+            "fd77::1".to_string(),
             History {
                 down: true,
                 ..History::default()
@@ -593,10 +613,10 @@ mod tests {
             answer("dead", "fd77::3", 1, 0),
         ];
         let hist = hist_of(&[
-            ("flapped", backing_off(false)),
-            ("refused", backing_off(true)),
+            ("fd77::1", backing_off(false)),
+            ("fd77::2", backing_off(true)),
             (
-                "dead",
+                "fd77::3",
                 History {
                     down: true,
                     ..backing_off(false)
@@ -633,13 +653,13 @@ mod tests {
         assert_eq!(names(&r), ["near", "cur"]);
         let cur_score = r[1].score;
         assert_eq!(
-            decide(Some(("cur", cur_score)), &r, &HashMap::new(), 0, &p),
+            decide(Some(("fd77::1", cur_score)), &r, &HashMap::new(), 0, &p),
             Decision::Stay
         );
         let far_better = answer("better", "fd77::3", 2, 0);
         let r = rank(&[cur, far_better], &wants(), &HashMap::new(), 0, &p, 0);
         assert!(matches!(
-            decide(Some(("cur", cur_score)), &r, &HashMap::new(), 0, &p),
+            decide(Some(("fd77::1", cur_score)), &r, &HashMap::new(), 0, &p),
             Decision::Move(0, _)
         ));
     }
@@ -658,7 +678,7 @@ mod tests {
         let away = answer("away", "fd77::2", 5, 0);
         // home failed at t=10 s (once, back-off 2 s) and answers again since t=12 s.
         let hist = hist_of(&[(
-            "home",
+            "fd77::1",
             History {
                 failures: 1,
                 last_failure_ms: Some(10_000),
@@ -669,7 +689,7 @@ mod tests {
         let away_score = score(&away, &w, &History::default());
         for (now, expect_move) in [(12_500, false), (16_999, false), (17_000, true)] {
             let r = rank(&[home.clone(), away.clone()], &w, &hist, now, &p, 0);
-            let d = decide(Some(("away", away_score)), &r, &hist, now, &p);
+            let d = decide(Some(("fd77::2", away_score)), &r, &hist, now, &p);
             assert_eq!(
                 matches!(d, Decision::Move(0, _)),
                 expect_move,
@@ -797,7 +817,7 @@ mod tests {
         let list = [a, b];
         let raw = rank(&list, &wants(), &HashMap::new(), 0, &p, 0);
         let fair = rank(
-            &without_us(&list, &["a"]),
+            &without_us(&list, &["fd77::1"]),
             &wants(),
             &HashMap::new(),
             0,
@@ -810,7 +830,7 @@ mod tests {
             .unwrap()
             .score;
         assert_eq!(
-            decide(Some(("a", cur)), &fair, &HashMap::new(), 0, &p),
+            decide(Some(("fd77::1", cur)), &fair, &HashMap::new(), 0, &p),
             Decision::Stay
         );
         let raw_a = raw
@@ -821,7 +841,70 @@ mod tests {
             raw_a.is_none_or(|s| s > cur),
             "counted as is, a looks worse"
         );
-        assert_eq!(without_us(&list, &["a"])[0].info.terms.subscribers, 0);
-        assert_eq!(without_us(&list, &["a"])[1].info.terms.subscribers, 0);
+        assert_eq!(without_us(&list, &["fd77::1"])[0].info.terms.subscribers, 0);
+        assert_eq!(without_us(&list, &["fd77::1"])[1].info.terms.subscribers, 0);
+        // A name is no key: leaving a's name out does nothing.
+        assert_eq!(without_us(&list, &["a"])[0].info.terms.subscribers, 1);
+    }
+
+    /// Issue 20, item 6: a node calling itself like the preferred gateway, advertising more
+    /// bandwidth and refusing every registration, neither hides the real one nor makes it pay.
+    #[test]
+    fn an_impostor_by_name_cannot_hide_or_penalise_the_real_gateway() {
+        let real = answer("gwa", "fd77::1", 5, 0);
+        let mut impostor = answer("gwa", "fd77::66", 5, 0);
+        impostor.info.terms.bandwidth_down = 1_000_000;
+        let other = answer("gwb", "fd77::2", 1, 0);
+        let w = Wants {
+            prefer: Some("gwa".into()),
+            ..wants()
+        };
+        let list = [real.clone(), impostor.clone(), other.clone()];
+        let p = no_tie();
+        // Both called gwa are ranked, each under its own address: the impostor cannot hide the
+        // real one behind its better score.
+        let r = rank(&list, &w, &HashMap::new(), 0, &p, 0);
+        let ids: Vec<String> = r.iter().map(|c| id(&c.answer)).collect();
+        assert_eq!(ids, ["fd77::66", "fd77::1", "fd77::2"]);
+        // Its 25 refusals count against its own address only.
+        let mut hist = HashMap::new();
+        hist.insert(
+            "fd77::66".to_string(),
+            History {
+                failures: 25,
+                last_failure_ms: Some(1_000),
+                registration_failed: true,
+                ..History::default()
+            },
+        );
+        let r = rank(&list, &w, &hist, 2_000, &p, 0);
+        assert_eq!(id(&r[0].answer), "fd77::1", "the real gwa first");
+        assert_eq!(r[0].score, score(&real, &w, &History::default()));
+        // Preferring by address pins the real one: the impostor gets no bonus at all.
+        let exact = Wants {
+            prefer: Some("fd77::1".into()),
+            ..wants()
+        };
+        let r = rank(&list, &exact, &HashMap::new(), 0, &p, 0);
+        assert_eq!(id(&r[0].answer), "fd77::1");
+        assert!(r[1].score > -PREFER_BONUS / 2.0);
+        // Excluding by address leaves the other gwa alone; by name, both go.
+        let ex = |e: &str| Wants {
+            exclude: vec![e.into()],
+            ..wants()
+        };
+        let left = |w: &Wants| -> Vec<String> {
+            rank(&list, w, &HashMap::new(), 0, &p, 0)
+                .iter()
+                .map(|c| id(&c.answer))
+                .collect()
+        };
+        assert_eq!(left(&ex("fd77::66")), ["fd77::2", "fd77::1"]);
+        assert_eq!(left(&ex("gwa")), ["fd77::2"]);
+        // An unhealthy report under the name of the gateway in use concerns only the reporter.
+        let mut sick = impostor;
+        sick.info.uplink.healthy = false;
+        let r = rank(&[real, sick, other], &w, &HashMap::new(), 0, &p, 0);
+        assert!(r.iter().any(|c| id(&c.answer) == "fd77::1"));
     }
 }

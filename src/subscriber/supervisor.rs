@@ -19,6 +19,7 @@ use super::probe;
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
 use super::standby;
+use super::trust;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::gateway::service::now;
@@ -45,6 +46,9 @@ const RETRY: Duration = Duration::from_secs(5);
 const IDLE_RETRY: Duration = Duration::from_secs(2);
 /// Gateways we have held a lease with, asked again at every scan even if discovery misses them.
 const REMEMBERED: usize = 16;
+/// Gateways kept in the store at most (the most recently seen): with `nodeInfo` answers capped
+/// at [`trust::MAX_NODE_INFO`], the table stays under a few MB whatever a mesh announces.
+const MAX_STORED_GATEWAYS: usize = 256;
 /// Probe failures right after a tunnel came up do not count (handshake time).
 const GRACE: Duration = Duration::from_millis(1000);
 /// How often a gateway's quality summary is written to the store.
@@ -87,6 +91,11 @@ struct Link {
 }
 
 impl Link {
+    /// The gateway's identity ([`select::id`]): the mesh address we reach it at.
+    fn id(&self) -> String {
+        self.gateway.ip().to_string()
+    }
+
     /// The hook variables describing this session.
     fn env(&self) -> HookEnv {
         session_env(&self.name, self.gateway, &self.grant, Some(&self.interface))
@@ -118,7 +127,9 @@ pub struct Supervisor {
     state: &'static str,
     last_error: Option<String>,
     answers: Vec<Answer>,
+    /// Per gateway identity ([`select::id`]), never per name.
     history: HashMap<String, History>,
+    /// Probe windows per gateway identity.
     records: HashMap<String, Record>,
     saved: HashMap<String, Instant>,
     policy: Policy,
@@ -136,6 +147,8 @@ pub struct Supervisor {
     /// Gateways we registered with, newest last (at most [`REMEMBERED`]): a gateway reached by
     /// `connect` or lost during a restart is found again even where discovery does not see it.
     remembered: Vec<Candidate>,
+    /// The address the operator asked for with `connect`: its key may replace the pinned one.
+    operator_asked: Option<IpAddr>,
 }
 
 /// A handle to the supervisor thread.
@@ -227,6 +240,7 @@ impl Supervisor {
                 cfg.subscriber.negative_cache,
             )))),
             remembered: Vec::new(),
+            operator_asked: None,
             cfg,
         };
         let thread = std::thread::spawn(move || sup.run(rx));
@@ -358,7 +372,14 @@ impl Supervisor {
         let unwanted: Vec<(usize, String)> = self
             .links()
             .filter_map(|(i, l)| {
-                if self.cfg.subscriber.exclude.contains(&l.name) {
+                let id = l.id();
+                if self
+                    .cfg
+                    .subscriber
+                    .exclude
+                    .iter()
+                    .any(|e| *e == l.name || *e == id)
+                {
                     return Some((i, "it is excluded now".to_string()));
                 }
                 let price = rows
@@ -490,7 +511,8 @@ impl Supervisor {
         let t = self.now_ms();
         {
             let store = self.store.lock().expect("not poisoned");
-            for a in &found {
+            // At most as many as are kept: writing more only to delete them would churn the file.
+            for a in found.iter().take(MAX_STORED_GATEWAYS) {
                 let row = GatewayRow {
                     address: a.candidate.address.to_string(),
                     port: a.candidate.port,
@@ -506,15 +528,18 @@ impl Supervisor {
                     log::warn(&format!("cannot store gateway: {e}"));
                 }
             }
+            if let Err(e) = store.trim_gateways(MAX_STORED_GATEWAYS) {
+                log::warn(&format!("cannot trim the stored gateways: {e}"));
+            }
         }
-        let answered: Vec<String> = found.iter().map(|a| a.info.name.clone()).collect();
-        for (name, h) in self.history.iter_mut() {
-            if !answered.contains(name) {
+        let answered: Vec<String> = found.iter().map(select::id).collect();
+        for (id, h) in self.history.iter_mut() {
+            if !answered.contains(id) {
                 h.stable_since_ms = None;
             }
         }
         for a in &found {
-            let h = self.history.entry(a.info.name.clone()).or_default();
+            let h = self.history.entry(select::id(a)).or_default();
             if a.info.uplink.healthy {
                 // Answering again: no longer down (its back-off still applies).
                 h.down = false;
@@ -529,7 +554,7 @@ impl Supervisor {
             .filter(|(_, l)| {
                 self.answers
                     .iter()
-                    .any(|a| a.info.name == l.name && !a.info.uplink.healthy)
+                    .any(|a| select::id(a) == l.id() && !a.info.uplink.healthy)
             })
             .map(|(i, l)| (i, l.name.clone()))
             .collect();
@@ -568,7 +593,8 @@ impl Supervisor {
         // A gateway we hold a lease with counts us among its subscribers; without taking us out
         // it would look busier (or full) than the others just because we use it, and we would
         // keep moving between equal gateways.
-        let ours: Vec<&str> = self.links().map(|(_, l)| l.name.as_str()).collect();
+        let ours: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
+        let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
         let answers = select::without_us(&self.answers, &ours);
         rank(
             &answers,
@@ -604,10 +630,10 @@ impl Supervisor {
             if let Some(i) = self.active {
                 self.link_failed(i, "still down, and another gateway is usable".into(), false);
             }
-        } else if let Some(current) = self.active_link().map(|l| l.name.clone()) {
+        } else if let Some(current) = self.active_link().map(Link::id) {
             let score = ranked
                 .iter()
-                .find(|c| c.answer.info.name == current)
+                .find(|c| select::id(&c.answer) == current)
                 .map(|c| c.score);
             if let Some(score) = score {
                 let d = select::decide(
@@ -628,9 +654,9 @@ impl Supervisor {
     /// Registers with the first choice (from `ranked[from..]`) that works, into the active slot
     /// (slot 0 in cold mode, else any free slot).
     fn connect_first(&mut self, ranked: &[select::Choice], from: usize) -> bool {
-        let busy: Vec<String> = self.links().map(|(_, l)| l.name.clone()).collect();
+        let busy: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
         for choice in ranked.iter().skip(from) {
-            if busy.contains(&choice.answer.info.name) {
+            if busy.contains(&select::id(&choice.answer)) {
                 continue;
             }
             let Some(slot) = self.free_slot() else {
@@ -661,9 +687,14 @@ impl Supervisor {
             return;
         }
         let ranked = self.ranked();
-        let busy: Vec<String> = self.links().map(|(_, l)| l.name.clone()).collect();
+        // Not the gateway in use, nor (most likely the same node) another address by its name.
+        let busy: Vec<(String, String)> = self
+            .links()
+            .map(|(_, l)| (l.id(), l.name.clone()))
+            .collect();
         for choice in ranked {
-            if busy.contains(&choice.answer.info.name) {
+            let (id, name) = (select::id(&choice.answer), &choice.answer.info.name);
+            if busy.iter().any(|(i, n)| *i == id || n == name) {
                 continue;
             }
             let Some(slot) = self.free_slot() else { return };
@@ -694,9 +725,13 @@ impl Supervisor {
         let Some(old) = self.active else { return };
         let from = self.slots[old].link.as_ref().map(|l| l.name.clone());
         let target = choice.answer.info.name.clone();
-        log::info(&format!("moving to {target}: {why}"));
+        let target_id = select::id(&choice.answer);
+        log::info(&format!("moving to {target} at {target_id}: {why}"));
         if self.hot() {
-            let standby = self.links().find(|(_, l)| l.name == target).map(|(i, _)| i);
+            let standby = self
+                .links()
+                .find(|(_, l)| l.id() == target_id)
+                .map(|(i, _)| i);
             let slot = match standby {
                 Some(i) => i,
                 None => {
@@ -780,11 +815,13 @@ impl Supervisor {
         self.probe_rounds = self.probe_rounds.wrapping_add(1);
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
-        let links: Vec<(usize, String, String, Vec<IpAddr>, Duration)> = self
+        type Probed = (usize, String, String, String, Vec<IpAddr>, Duration);
+        let links: Vec<Probed> = self
             .links()
             .map(|(i, l)| {
                 (
                     i,
+                    l.id(),
                     l.name.clone(),
                     l.interface.clone(),
                     self.probe_targets(l),
@@ -792,33 +829,47 @@ impl Supervisor {
                 )
             })
             .collect();
-        for (i, name, ifname, targets, up_for) in links {
+        for (i, id, name, ifname, targets, up_for) in links {
             let in_grace = up_for < GRACE;
             let per_target = (interval.mul_f64(0.9) / targets.len().max(1) as u32)
                 .max(Duration::from_millis(20));
-            let rtt = targets
-                .iter()
-                .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok());
-            let record = self.records.entry(name.clone()).or_default();
+            // A method that carries no ICMP (socks) probes in its own way.
+            let own = self.slots[i]
+                .link
+                .as_ref()
+                .and_then(|l| {
+                    self.slots[i]
+                        .methods
+                        .iter()
+                        .find(|m| m.name() == l.grant.method)
+                })
+                .and_then(|m| m.probe(interval.mul_f64(0.9)));
+            let rtt = match own {
+                Some(r) => r.ok(),
+                None => targets
+                    .iter()
+                    .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok()),
+            };
+            let record = self.records.entry(id.clone()).or_default();
             if rtt.is_none() && in_grace {
                 continue;
             }
             record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
             let down = record.is_down(down_after);
-            if rtt.is_some() && self.history.get(&name).is_some_and(|h| h.down) {
+            if rtt.is_some() && self.history.get(&id).is_some_and(|h| h.down) {
                 // A kept tunnel answers again: the gateway is back (its back-off still counts).
                 log::info(&format!("{name} answers again through {ifname}"));
                 let t = self.now_ms();
-                let h = self.history.entry(name.clone()).or_default();
+                let h = self.history.entry(id.clone()).or_default();
                 h.down = false;
                 h.stable_since_ms = Some(t);
                 if self.active == Some(i) {
                     self.state = "connected";
                 }
             }
-            let record = self.records.entry(name.clone()).or_default();
+            let record = self.records.entry(id.clone()).or_default();
             let summary = record.summary();
-            let h = self.history.entry(name.clone()).or_default();
+            let h = self.history.entry(id.clone()).or_default();
             h.rtt_ms = summary.rtt_ms;
             h.loss = summary.loss;
             if rtt.is_some() && !in_grace && up_for >= failures_forgiven_after {
@@ -838,16 +889,17 @@ impl Supervisor {
                 self.link_failed(i, why, true);
             } else if self
                 .saved
-                .get(&name)
+                .get(&id)
                 .is_none_or(|t| t.elapsed() >= SAVE_EVERY)
             {
-                self.save_quality(&name, None);
+                self.save_quality(&id, &name, None);
             }
         }
     }
 
-    fn save_quality(&mut self, name: &str, down_reason: Option<&str>) {
-        let Some(r) = self.records.get(name) else {
+    /// Saves the probe summary of gateway `id`; the store shows it under its `name` (a label).
+    fn save_quality(&mut self, id: &str, name: &str, down_reason: Option<&str>) {
+        let Some(r) = self.records.get(id) else {
             return;
         };
         let s = r.summary();
@@ -865,7 +917,7 @@ impl Supervisor {
         if let Err(e) = self.store.lock().expect("not poisoned").save_quality(&row) {
             log::warn(&format!("cannot save quality: {e}"));
         }
-        self.saved.insert(name.to_string(), Instant::now());
+        self.saved.insert(id.to_string(), Instant::now());
     }
 
     /// Slot `i`'s path is down: count it against the gateway, drop the tunnel and, if it carried
@@ -877,14 +929,18 @@ impl Supervisor {
     /// turns up — tearing down the only tunnel would win nothing.
     fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
         let started = Instant::now();
-        let Some(name) = self.slots[i].link.as_ref().map(|l| l.name.clone()) else {
+        let Some((id, name)) = self.slots[i]
+            .link
+            .as_ref()
+            .map(|l| (l.id(), l.name.clone()))
+        else {
             return;
         };
-        let already_down = self.history.get(&name).is_some_and(|h| h.down);
+        let already_down = self.history.get(&id).is_some_and(|h| h.down);
         if !already_down {
             self.fail(why.clone());
             let t = self.now_ms();
-            let h = self.history.entry(name.clone()).or_default();
+            let h = self.history.entry(id.clone()).or_default();
             h.down = true;
             h.failures = h.failures.saturating_add(1);
             h.last_failure_ms = Some(t);
@@ -898,7 +954,7 @@ impl Supervisor {
                     .expect("not poisoned")
                     .record_gateway_failure(&addr, port);
             }
-            self.save_quality(&name, Some(&why));
+            self.save_quality(&id, &name, Some(&why));
         }
         let was_active = self.active == Some(i);
         let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
@@ -934,7 +990,13 @@ impl Supervisor {
         self.release_slot_async(i);
         if was_active {
             if self.active.is_none() {
-                let ranked = self.ranked_or_rescue();
+                // Other addresses under the lost gateway's name are most likely the same node:
+                // tried last (only the order; their own records are untouched).
+                let (mut ranked, same): (Vec<_>, Vec<_>) = self
+                    .ranked_or_rescue()
+                    .into_iter()
+                    .partition(|c| c.answer.info.name != name);
+                ranked.extend(same);
                 self.connect_first(&ranked, 0);
             }
             self.note_failover(Some(name), why, "failover", started);
@@ -969,8 +1031,13 @@ impl Supervisor {
             self.forget_connection();
             return;
         };
+        if let Err(why) = self.check_grant(&grant, &grant.method.clone()) {
+            log::warn(&format!("saved session not resumed: {why}"));
+            self.forget_connection();
+            return;
+        }
         let gateway = SocketAddr::new(ip, saved.gateway_port);
-        match client::call(
+        match call_gateway(
             gateway,
             "renewConnection",
             json!({"sid": grant.sid}),
@@ -1032,8 +1099,18 @@ impl Supervisor {
     /// `connect(address, port?, method?)` from the control RPC.
     fn connect_to(&mut self, address: IpAddr, port: u16, method: Option<String>) -> Value {
         let gateway = SocketAddr::new(address, port);
-        let info = match client::call(gateway, "nodeInfo", json!({}), CALL_TIMEOUT) {
-            Ok(v) => match serde_json::from_value::<NodeInfo>(v) {
+        let answer = client::call_bounded(
+            gateway,
+            "nodeInfo",
+            json!({}),
+            CALL_TIMEOUT,
+            trust::MAX_NODE_INFO,
+        );
+        let info = match answer {
+            Ok(v) => match serde_json::from_value::<NodeInfo>(v)
+                .map_err(|e| e.to_string())
+                .and_then(trust::check_node_info)
+            {
                 Ok(info) => info,
                 Err(e) => {
                     return failure(format!("{gateway} answered nodeInfo with nonsense: {e}"));
@@ -1068,7 +1145,10 @@ impl Supervisor {
         }
         let methods = select::common_methods(&answer, &wants);
         self.leave_all("switching gateway");
-        match self.register_any(0, &answer, &methods) {
+        self.operator_asked = Some(address);
+        let registered = self.register_any(0, &answer, &methods);
+        self.operator_asked = None;
+        match registered {
             Ok(()) => {
                 if let Err(e) = self.route_via(0) {
                     self.fail(format!("cannot switch routes: {e}"));
@@ -1092,7 +1172,7 @@ impl Supervisor {
                     last = format!("{} via {m}: {}", a.info.name, e.msg);
                     self.fail(last.clone());
                     let t = self.now_ms();
-                    let h = self.history.entry(a.info.name.clone()).or_default();
+                    let h = self.history.entry(select::id(a)).or_default();
                     h.failures = h.failures.saturating_add(1);
                     h.last_failure_ms = Some(t);
                     h.stable_since_ms = None;
@@ -1146,6 +1226,38 @@ impl Supervisor {
         let _ = policy::flush_table(self.slots[slot].table);
     }
 
+    /// A grant's types, then where its addresses would land: inside `grant_allow`, clear of our
+    /// addresses and of every prefix we route except those of our own live tunnels.
+    fn check_grant(&self, grant: &Grant, method: &str) -> Result<(), String> {
+        let addresses = trust::check_grant(grant, method)?;
+        // Interfaces we created for a live tunnel carry a pool of their own (two gateways may
+        // use the same default pool). The route and cjdns methods use the mesh's own interface,
+        // which stays protected.
+        let ours: Vec<String> = self
+            .links()
+            .filter(|(_, l)| !matches!(l.grant.method.as_str(), "route" | "cjdns"))
+            .map(|(_, l)| l.interface.clone())
+            .collect();
+        let local = crate::sys::net::local_prefixes(&ours)
+            .map_err(|e| format!("cannot read this node's addresses and routes: {e}"))?;
+        trust::check_grant_placement(
+            &addresses,
+            &self.cfg.subscriber.grant_allow,
+            &trust::Local { prefixes: local },
+        )
+    }
+
+    /// The key a gateway's grant presents against the one pinned for its address and method.
+    fn check_pin(&self, at: IpAddr, method: &str, key: &str) -> Result<(), String> {
+        let pinned = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .get_kv(&trust::pin_setting(at, method))
+            .map_err(|e| format!("cannot read the pinned key: {e}"))?;
+        trust::check_pin(key, pinned.as_deref(), self.operator_asked == Some(at))
+    }
+
     /// `requestConnection` at the gateway, then the tunnel in slot `slot`.
     fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), RegisterError> {
         let options = self.method_mut(slot, method)?.request_options();
@@ -1161,15 +1273,32 @@ impl Supervisor {
             method: method.to_string(),
             options,
         };
-        let answer = client::call(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
+        let answer = call_gateway(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
             .map_err(|e| RegisterError {
                 unreachable: matches!(e, client::ClientError::Connect(..)),
                 msg: e.to_string(),
             })?;
         let grant = match outcome::<Grant>(answer).map_err(|e| e.to_string())? {
             Ok(g) => g,
-            Err(Failure { error_msg, .. }) => return Err(format!("refused: {error_msg}").into()),
+            Err(Failure { error_msg, .. }) => {
+                return Err(format!("refused: {}", trust::refusal_text(&error_msg)).into());
+            }
         };
+        let pin = trust::grant_key(&grant);
+        let checked = self.check_grant(&grant, method).and_then(|()| match &pin {
+            Some(key) => self.check_pin(gateway.ip(), method, key),
+            None => Ok(()),
+        });
+        if let Err(why) = checked {
+            // Not ours to use: give the lease back, and count it against the gateway.
+            let _ = call_gateway(
+                gateway,
+                "releaseConnection",
+                json!({"sid": grant.sid}),
+                CALL_TIMEOUT,
+            );
+            return Err(format!("unacceptable grant: {why}").into());
+        }
         log::info(&format!(
             "registered with {} at {gateway}: {} {}/{}",
             a.info.name, grant.method, grant.ipv4, grant.cidr4
@@ -1184,7 +1313,7 @@ impl Supervisor {
             Ok(i) => i,
             Err(e) => {
                 self.disconnect_slot(slot);
-                let _ = client::call(
+                let _ = call_gateway(
                     gateway,
                     "releaseConnection",
                     json!({"sid": grant.sid}),
@@ -1199,6 +1328,20 @@ impl Supervisor {
             }
         };
         log::info(&format!("tunnel {interface} up to {}", a.info.name));
+        if let Some(key) = &pin {
+            let setting = trust::pin_setting(gateway.ip(), method);
+            let store = self.store.lock().expect("not poisoned");
+            if store.get_kv(&setting).ok().flatten().as_deref() != Some(key.as_str()) {
+                log::info(&format!(
+                    "pinned {key} for {} at {}",
+                    a.info.name,
+                    gateway.ip()
+                ));
+                if let Err(e) = store.set_kv(&setting, key) {
+                    log::warn(&format!("cannot pin the gateway's key: {e}"));
+                }
+            }
+        }
         hooks::fire(
             &self.cfg,
             Event::Connect,
@@ -1277,7 +1420,7 @@ impl Supervisor {
     ) {
         let now_i = Instant::now();
         let lease = Duration::from_secs(u64::from(lease.max(3)));
-        if let Some(r) = self.records.get_mut(&name) {
+        if let Some(r) = self.records.get_mut(&gateway.ip().to_string()) {
             r.restart_streak();
         }
         self.slots[slot].link = Some(Link {
@@ -1299,7 +1442,7 @@ impl Supervisor {
         let Some(c) = &mut self.slots[slot].link else {
             return;
         };
-        let result = client::call(
+        let result = call_gateway(
             c.gateway,
             "renewConnection",
             json!({"sid": c.grant.sid}),
@@ -1319,7 +1462,11 @@ impl Supervisor {
                 }
             }
             Ok(Ok(Err(f))) => {
-                let why = format!("gateway {} refused renewal: {}", c.name, f.error_msg);
+                let why = format!(
+                    "gateway {} refused renewal: {}",
+                    c.name,
+                    trust::refusal_text(&f.error_msg)
+                );
                 self.link_failed(slot, why, false);
             }
             other => {
@@ -1346,7 +1493,7 @@ impl Supervisor {
     fn release_slot(&mut self, i: usize, why: &str) {
         if let Some(c) = self.slots[i].link.take() {
             log::info(&format!("leaving {}: {why}", c.name));
-            let _ = client::call(
+            let _ = call_gateway(
                 c.gateway,
                 "releaseConnection",
                 json!({"sid": c.grant.sid}),
@@ -1367,7 +1514,7 @@ impl Supervisor {
     fn release_slot_async(&mut self, i: usize) {
         if let Some(c) = self.slots[i].link.take() {
             std::thread::spawn(move || {
-                let _ = client::call(
+                let _ = call_gateway(
                     c.gateway,
                     "releaseConnection",
                     json!({"sid": c.grant.sid}),
@@ -1399,12 +1546,12 @@ impl Supervisor {
     fn link_json(&self, l: &Link, ranked: &[select::Choice]) -> Value {
         let score = ranked
             .iter()
-            .find(|c| c.answer.info.name == l.name)
+            .find(|c| select::id(&c.answer) == l.id())
             .map(|c| c.score);
         json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
                "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
                "score": score,
-               "quality": self.records.get(&l.name).map(Record::summary),
+               "quality": self.records.get(&l.id()).map(Record::summary),
                "leaseLeft": l.expires.saturating_duration_since(Instant::now()).as_secs()})
     }
 
@@ -1434,7 +1581,10 @@ impl Supervisor {
         }
         let ranked: Vec<Value> = ranked
             .iter()
-            .map(|c| json!({"name": c.answer.info.name, "score": c.score}))
+            .map(|c| {
+                json!({"name": c.answer.info.name, "address": select::id(&c.answer),
+                            "score": c.score})
+            })
             .collect();
         v["ranking"] = json!(ranked);
         *self.status.lock().expect("not poisoned") = v;
@@ -1507,6 +1657,16 @@ fn scan(cfg: &Config, scanner: &Scanner, remembered: &[Candidate]) -> Option<Vec
             None
         }
     }
+}
+
+/// A call to a gateway: its answer is bounded by [`trust::MAX_GRANT`].
+fn call_gateway(
+    at: SocketAddr,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    client::call_bounded(at, method, params, timeout, trust::MAX_GRANT)
 }
 
 fn failure(msg: String) -> Value {

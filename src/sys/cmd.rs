@@ -208,3 +208,94 @@ pub fn available(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
+
+/// Starts `argv` as a long-running program that outlives this call: stdin from /dev/null,
+/// stdout and stderr appended to `log`, in a session of its own (no terminal signals reach it).
+/// A thread reaps it when it exits. The argv elements at the indexes in `secret` are written as
+/// `***` in our log and command history (they are passwords). Returns its PID.
+pub fn spawn_daemon<S: AsRef<str>>(
+    argv: &[S],
+    secret: &[usize],
+    log: &std::path::Path,
+) -> Result<u32, CmdError> {
+    use std::os::unix::process::CommandExt;
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    let shown: Vec<&str> = argv
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if secret.contains(&i) { "***" } else { a })
+        .collect();
+    let line = shown.join(" ");
+    record(&line);
+    let spawn_err = |e: std::io::Error| CmdError::Spawn {
+        argv: line.clone(),
+        reason: e.to_string(),
+    };
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(spawn_err)?;
+    let err = out.try_clone().map_err(spawn_err)?;
+    let (program, args) = argv.split_first().expect("argv is never empty");
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    // The daemon blocks SIGTERM, SIGINT and SIGHUP in every thread (one thread waits for them);
+    // a child inherits that mask, and one that cannot see SIGTERM only dies by SIGKILL.
+    // SAFETY: between fork and exec only async-signal-safe calls: sigemptyset, sigprocmask.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(spawn_err)?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
+/// Whether process `pid` is alive and runs a program whose name ends with `program`.
+pub fn pid_runs(pid: u32, program: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let exe = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    // A zombie (exited, not yet reaped) has an empty command line.
+    !exe.is_empty() && exe.ends_with(program.as_bytes())
+}
+
+/// Stops process `pid` if it runs `program`: SIGTERM, then SIGKILL after `grace`.
+pub fn stop_pid(pid: u32, program: &str, grace: Duration) {
+    if !pid_runs(pid, program) {
+        return;
+    }
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) on a PID we checked runs our program; no memory involved.
+    unsafe {
+        libc::kill(raw, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while pid_runs(pid, program) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if pid_runs(pid, program) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(raw, libc::SIGKILL);
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! an error, so teardown after a crash can run them blindly.
 
 use super::cmd::{self, CmdError};
+use crate::config::model::Prefix;
 use std::net::IpAddr;
 
 /// Whether an error from `ip`/`nft`/`iptables` only says that the thing is already gone.
@@ -428,6 +429,96 @@ fn ipt_argv<'a>(addr: IpAddr, verb: &'a str, rule: &'a [String]) -> Vec<&'a str>
     argv
 }
 
+/// The node's own addresses (as host prefixes) and every prefix it routes, in any table, each
+/// with what it is (`address of eth0`, `route dev mesh0 table main`). Interfaces in `skip` (our
+/// own tunnels) and the default route and its `/1` halves are left out. For
+/// `subscriber::trust::check_grant_placement`.
+pub fn local_prefixes(skip: &[String]) -> Result<Vec<(Prefix, String)>, CmdError> {
+    let addrs = cmd::run(&["ip", "-j", "addr", "show"])?;
+    let r4 = routes_json(false, None)?;
+    let r6 = routes_json(true, None)?;
+    Ok(parse_local_prefixes(&addrs, &[&r4, &r6], skip))
+}
+
+/// The pure part of [`local_prefixes`]: reads `ip -j addr show` and `ip -j route show table all`.
+/// Entries it cannot read are skipped.
+pub fn parse_local_prefixes(
+    addrs: &str,
+    routes: &[&str],
+    skip: &[String],
+) -> Vec<(Prefix, String)> {
+    use serde_json::Value;
+    let list = |text: &str| -> Vec<Value> { serde_json::from_str(text).unwrap_or_default() };
+    let skipped = |dev: Option<&str>| dev.is_some_and(|d| skip.iter().any(|s| s == d));
+    let mut out = Vec::new();
+    for link in list(addrs) {
+        let dev = link["ifname"].as_str();
+        if skipped(dev) {
+            continue;
+        }
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            let host = if ip.is_ipv4() { 32 } else { 128 };
+            let why = format!("address of {}", dev.unwrap_or("?"));
+            out.push((
+                Prefix {
+                    addr: ip,
+                    len: host,
+                },
+                why.clone(),
+            ));
+            if let Some(len) = a["prefixlen"].as_u64().filter(|l| *l <= u64::from(host)) {
+                let p = Prefix {
+                    addr: ip,
+                    len: len as u8,
+                };
+                out.push((
+                    Prefix {
+                        addr: p.network(),
+                        len: len as u8,
+                    },
+                    format!("connected prefix of {}", dev.unwrap_or("?")),
+                ));
+            }
+        }
+    }
+    for text in routes {
+        for r in list(text) {
+            let dev = r["dev"].as_str();
+            if skipped(dev) {
+                continue;
+            }
+            let Some(dst) = r["dst"].as_str() else {
+                continue;
+            };
+            let (addr, len) = match dst.split_once('/') {
+                Some((a, l)) => (a, l.parse::<u8>().ok()),
+                None => (dst, None),
+            };
+            let Ok(ip) = addr.parse::<IpAddr>() else {
+                continue; // "default" and the like
+            };
+            let host = if ip.is_ipv4() { 32 } else { 128 };
+            let len = len.unwrap_or(host).min(host);
+            if len <= 1 {
+                continue;
+            }
+            let p = Prefix { addr: ip, len };
+            let table = r["table"].as_str().unwrap_or("main");
+            out.push((
+                Prefix {
+                    addr: p.network(),
+                    len,
+                },
+                format!("route dev {} table {table}", dev.unwrap_or("-")),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +574,30 @@ mod tests {
         );
         let b: IpAddr = "fd7e::2".parse().unwrap();
         assert_eq!(ipt_argv(b, "-D", &ipt_rule(b, "wan0"))[0], "ip6tables");
+    }
+
+    #[test]
+    fn local_prefixes_read_addresses_and_routes_of_every_table() {
+        let addrs = r#"[{"ifname":"br-lan","addr_info":[{"family":"inet","local":"192.168.50.1","prefixlen":24}]},
+            {"ifname":"mnw0","addr_info":[{"family":"inet","local":"100.127.0.2","prefixlen":24}]}]"#;
+        let r4 = r#"[{"dst":"default","gateway":"10.0.0.1","dev":"wan"},{"dst":"0.0.0.0/1","dev":"mnw0"},
+            {"dst":"128.0.0.0/1","dev":"other"},{"dst":"10.77.0.9","dev":"mesh0","table":"12"},
+            {"type":"unreachable","dst":"172.16.0.0/12"}]"#;
+        let r6 = r#"[{"dst":"fd77::/64","dev":"mesh0"},{"dst":"fd7e::/64","dev":"mnw0"}]"#;
+        let got: Vec<String> = parse_local_prefixes(addrs, &[r4, r6], &["mnw0".to_string()])
+            .into_iter()
+            .map(|(p, why)| format!("{p} {why}"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "192.168.50.1/32 address of br-lan",
+                "192.168.50.0/24 connected prefix of br-lan",
+                "10.77.0.9/32 route dev mesh0 table 12",
+                "172.16.0.0/12 route dev - table main",
+                "fd77::/64 route dev mesh0 table main",
+            ]
+        );
+        assert!(parse_local_prefixes("garbage", &["[1]"], &[]).is_empty());
     }
 }

@@ -11,7 +11,16 @@
 //!
 //! Subscriber: `requestConnection` carries our key (`Core_nodeInfo`, or cjdroute.conf's
 //! `publicKey`); the grant carries the gateway's key; `IpTunnel_connectTo` dials it and cjdroute
-//! configures our addresses and routes itself, which we wait for (`IpTunnel_showConnection`).
+//! configures our addresses and routes itself (RouteGen, protocol 52), which we wait for
+//! (`IpTunnel_showConnection`). Connected means traffic flows: the granted address must be on the
+//! tun, routes must lead into it, and an echo to the gateway's tunnel address through the tun
+//! must be answered; otherwise everything is taken down again and the next method is tried.
+//!
+//! cjdroute's `IpTunnel_removeConnection` leaves the address and the routes on its tun (and
+//! every reconnect adds one more RouteGen prefix), so taking a dial down also removes its RouteGen
+//! prefixes (`RouteGen_removePrefix`, `RouteGen_commit`) and deletes its addresses. What was
+//! dialled is written to a ledger file before `IpTunnel_connectTo`, so a restart after SIGKILL
+//! still knows what to clean up.
 //!
 //! Every admin call goes through [`crate::discovery::cjdns::UdpAdmin`]; every step finds what
 //! exists first, so running it twice changes nothing.
@@ -21,10 +30,11 @@ use crate::discovery::bencode::Value;
 use crate::discovery::cjdns::{self as api, Admin, PeerAddr, UdpAdmin, read_cjdroute_public_key};
 use crate::protocol::Grant;
 use crate::sys::cmd::{self, CmdError};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The field of `options` (request) and of the grant that carries a cjdns key.
@@ -165,14 +175,70 @@ pub fn show_connection(admin: &mut dyn Admin, number: i64) -> Result<Connection,
     })
 }
 
-/// `IpTunnel_removeConnection`.
+/// `IpTunnel_removeConnection`; a connection that is already gone (`not_found`) is no error.
 pub fn remove_connection(admin: &mut dyn Admin, number: i64) -> Result<(), String> {
+    match admin.call(
+        "IpTunnel_removeConnection",
+        Value::dict([("connection", Value::Int(number))]),
+    ) {
+        Err(e) if e.ends_with(": not_found") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// RouteGen pages looked at, at most.
+const MAX_ROUTE_PAGES: i64 = 64;
+
+/// `RouteGen_getPrefixes` of one family, every page: `addr/prefix` as cjdroute lists them (one
+/// entry per `IpTunnel` connection that ever got addresses, duplicates included).
+pub fn routegen_prefixes(admin: &mut dyn Admin, ip6: bool) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for page in 0..MAX_ROUTE_PAGES {
+        let v = admin.call(
+            "RouteGen_getPrefixes",
+            Value::dict([("ip6", Value::Int(ip6.into())), ("page", Value::Int(page))]),
+        )?;
+        let routes: Vec<String> = v
+            .get("routes")
+            .and_then(Value::as_list)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        // A page past the end is empty (or, on some builds, the last page again).
+        if routes.is_empty() || out.ends_with(&routes) {
+            break;
+        }
+        out.extend(routes);
+    }
+    Ok(out)
+}
+
+/// `RouteGen_removePrefix` (every duplicate of `route` at once); false if there was none.
+pub fn routegen_remove_prefix(admin: &mut dyn Admin, route: &str) -> Result<bool, String> {
+    match admin.call(
+        "RouteGen_removePrefix",
+        Value::dict([("route", Value::str(route))]),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.ends_with(": no_such_route") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `RouteGen_commit`: cjdroute rewrites the routes on `tun` from its prefixes.
+pub fn routegen_commit(admin: &mut dyn Admin, tun: &str) -> Result<(), String> {
     admin
         .call(
-            "IpTunnel_removeConnection",
-            Value::dict([("connection", Value::Int(number))]),
+            "RouteGen_commit",
+            Value::dict([("tunName", Value::str(tun))]),
         )
         .map(drop)
+}
+
+/// The address of a RouteGen prefix (`100.127.0.2/0` → 100.127.0.2).
+pub fn prefix_address(route: &str) -> Option<IpAddr> {
+    route.split_once('/')?.0.parse().ok()
 }
 
 /// The connections with `key` in the given direction, by number.
@@ -254,6 +320,70 @@ struct Admitted {
     ipv6: Option<Ipv6Addr>,
 }
 
+/// A subscriber's dial: the gateway's key and the addresses cjdroute was given. Kept in the
+/// ledger file from before `IpTunnel_connectTo` until the dial is cleaned up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dialled {
+    /// The gateway's key.
+    pub key: String,
+    /// The IPv4 address granted.
+    pub ipv4: Option<Ipv4Addr>,
+    /// The IPv6 address granted.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl Dialled {
+    fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.ipv4.map(IpAddr::V4);
+        v4.into_iter().chain(self.ipv6.map(IpAddr::V6)).collect()
+    }
+}
+
+/// Checks that traffic flows: an echo to the address through the interface is answered within
+/// the time given.
+pub type Probe = fn(IpAddr, &str, Duration) -> bool;
+
+fn icmp_probe(target: IpAddr, ifname: &str, timeout: Duration) -> bool {
+    crate::sys::icmp::echo(target, Some(ifname), timeout).is_ok()
+}
+
+/// The addresses on `ifname` with their prefix lengths (none if it does not exist).
+pub fn tun_addresses(ifname: &str) -> Result<Vec<(IpAddr, u8)>, TunnelError> {
+    let text = match cmd::run(&["ip", "-j", "addr", "show", "dev", ifname]) {
+        Ok(t) => t,
+        Err(e) if absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(parse_addresses(&text))
+}
+
+/// `ip -j addr show`'s addresses.
+pub fn parse_addresses(json_text: &str) -> Vec<(IpAddr, u8)> {
+    let v: serde_json::Value = serde_json::from_str(json_text).unwrap_or_default();
+    let mut out = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            let local = a["local"].as_str().and_then(|l| l.parse().ok());
+            let len = a["prefixlen"].as_u64().and_then(|n| u8::try_from(n).ok());
+            if let (Some(local), Some(len)) = (local, len) {
+                out.push((local, len));
+            }
+        }
+    }
+    out
+}
+
+/// Whether routes of the family lead into `ifname` other than the kernel's own prefix routes
+/// (cjdroute's RouteGen installs them with protocol 52).
+fn tun_has_routes(ifname: &str, v6: bool) -> Result<bool, TunnelError> {
+    let fam = if v6 { "-6" } else { "-4" };
+    let text = cmd::run(&["ip", "-j", fam, "route", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    Ok(v.as_array().into_iter().flatten().any(|r| {
+        r["protocol"].as_str() != Some("kernel") && r["dst"].as_str() != Some("fe80::/64")
+    }))
+}
+
 /// The cjdns IpTunnel method, for either role.
 pub struct Cjdns {
     target: AdminTarget,
@@ -267,8 +397,12 @@ pub struct Cjdns {
     own_key: Option<String>,
     /// Gateway: subscribers admitted by key.
     admitted: BTreeMap<String, Admitted>,
-    /// Subscriber: the gateway's key we dialled.
-    dialled: Option<String>,
+    /// Subscriber: what we dialled.
+    dialled: Option<Dialled>,
+    /// Subscriber: where what we dialled is remembered across a crash.
+    ledger: Option<PathBuf>,
+    /// Subscriber: how a new tunnel is checked for traffic.
+    probe: Probe,
 }
 
 impl Cjdns {
@@ -282,6 +416,166 @@ impl Cjdns {
             own_key: None,
             admitted: BTreeMap::new(),
             dialled: None,
+            ledger: None,
+            probe: icmp_probe,
+        }
+    }
+
+    /// Remembers what the subscriber dials in `path`, so that a restart (after SIGKILL) cleans
+    /// it up.
+    pub fn with_ledger(mut self, path: &Path) -> Cjdns {
+        self.ledger = Some(path.to_path_buf());
+        self
+    }
+
+    /// Replaces the echo through the tunnel that proves traffic flows (tests without traffic).
+    pub fn with_probe(mut self, probe: Probe) -> Cjdns {
+        self.probe = probe;
+        self
+    }
+
+    fn read_ledger(&self) -> Option<Dialled> {
+        let path = self.ledger.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                crate::log::warn(&format!("cjdns: ignoring {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn write_ledger(&self, d: Option<&Dialled>) -> Result<(), TunnelError> {
+        let Some(path) = &self.ledger else {
+            return Ok(());
+        };
+        let r = match d {
+            Some(d) => {
+                let tmp = path.with_extension("tmp");
+                let text = serde_json::to_string(d).unwrap_or_default();
+                std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
+            }
+            None => match std::fs::remove_file(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        r.map_err(|e| TunnelError::Invalid(format!("cjdns ledger {}: {e}", path.display())))
+    }
+
+    /// Takes a dial down completely: its IpTunnel connections, its RouteGen prefixes (then
+    /// committed) and its addresses on the tun; the node is as before the dial.
+    fn clean_up(&mut self, d: &Dialled) -> Result<(), TunnelError> {
+        let mut admin = self.admin()?;
+        let mut addresses = d.addresses();
+        for (n, c) in find_connections(&mut admin, &d.key, true).map_err(admin_err)? {
+            addresses.extend(c.ip4.map(|(a, _, _)| IpAddr::V4(a)));
+            addresses.extend(c.ip6.map(|(a, _, _)| IpAddr::V6(a)));
+            remove_connection(&mut admin, n).map_err(admin_err)?;
+        }
+        for ip6 in [false, true] {
+            for route in routegen_prefixes(&mut admin, ip6).map_err(admin_err)? {
+                if prefix_address(&route).is_some_and(|a| addresses.contains(&a)) {
+                    routegen_remove_prefix(&mut admin, &route).map_err(admin_err)?;
+                }
+            }
+        }
+        routegen_commit(&mut admin, &self.tun).map_err(admin_err)?;
+        for (a, len) in tun_addresses(&self.tun)? {
+            if addresses.contains(&a) {
+                let fam = if a.is_ipv4() { "-4" } else { "-6" };
+                match cmd::run(&[
+                    "ip",
+                    fam,
+                    "addr",
+                    "del",
+                    &format!("{a}/{len}"),
+                    "dev",
+                    &self.tun,
+                ]) {
+                    Err(e) if !absent(&e) => return Err(e.into()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until cjdroute has the granted addresses for connection `number`, its tun carries
+    /// them and routes into it, and an echo to the gateway's tunnel address is answered.
+    fn check_up(
+        &self,
+        admin: &mut dyn Admin,
+        number: i64,
+        want: &Dialled,
+        gateway_ip: IpAddr,
+    ) -> Result<(), TunnelError> {
+        let deadline = Instant::now() + self.wait;
+        let key = &want.key;
+        // cjdroute asks the gateway for our addresses, then configures the tun itself.
+        loop {
+            let c = show_connection(admin, number).map_err(admin_err)?;
+            match c.ip4 {
+                Some((a, _, _)) if Some(a) == want.ipv4 => break,
+                Some((a, _, _)) => {
+                    return Err(TunnelError::Invalid(format!(
+                        "cjdroute got {a} from {key}, but the gateway granted {}",
+                        want.ipv4.map_or("no IPv4".into(), |g| g.to_string())
+                    )));
+                }
+                None if Instant::now() >= deadline => {
+                    return Err(TunnelError::Invalid(format!(
+                        "cjdroute got no address from {key} within {:?}",
+                        self.wait
+                    )));
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        loop {
+            let on_tun: Vec<IpAddr> = tun_addresses(&self.tun)?
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect();
+            let missing: Vec<IpAddr> = want
+                .addresses()
+                .into_iter()
+                .filter(|a| !on_tun.contains(a))
+                .collect();
+            let routed = tun_has_routes(&self.tun, false)?
+                && (want.ipv6.is_none() || tun_has_routes(&self.tun, true)?);
+            if missing.is_empty() && routed {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let what = if missing.is_empty() {
+                    "no routes into it".to_string()
+                } else {
+                    format!("not {missing:?} on it")
+                };
+                return Err(TunnelError::Invalid(format!(
+                    "cjdroute reports the tunnel to {key} up, but {} has {what} within {:?}",
+                    self.tun, self.wait
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if (self.probe)(
+                gateway_ip,
+                &self.tun,
+                left.clamp(Duration::from_millis(100), Duration::from_millis(500)),
+            ) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TunnelError::Invalid(format!(
+                    "no answer from the gateway's tunnel address {gateway_ip} through {} within {:?}",
+                    self.tun, self.wait
+                )));
+            }
         }
     }
 
@@ -313,11 +607,14 @@ impl Cjdns {
     }
 }
 
+/// Whether `ip` failed only because what it was to remove is not there (`Error: ipv4: Address
+/// not found.`, `Error: ipv6: address not found.`, older: `Cannot assign requested address`).
 fn absent(e: &CmdError) -> bool {
-    let s = e.stderr();
+    let s = e.stderr().to_ascii_lowercase();
     [
-        "Cannot assign requested address",
-        "Cannot find device",
+        "cannot assign requested address",
+        "address not found",
+        "cannot find device",
         "not exist",
     ]
     .iter()
@@ -462,11 +759,24 @@ impl Method for Cjdns {
     }
 
     fn connect(&mut self, _gateway: IpAddr, grant: &Grant) -> Result<String, TunnelError> {
-        let ((ipv4, _), _) = super::wireguard::grant_addresses(grant)?;
+        let ((ipv4, _), ipv6) = super::wireguard::grant_addresses(grant)?;
         let key = key_in(&grant.extra, "the gateway's answer").map_err(TunnelError::Invalid)?;
-        if self.dialled.as_ref().is_some_and(|k| *k != key) {
+        let gateway_ip: IpAddr = grant.ipv4gateway.parse().map_err(|_| {
+            TunnelError::Invalid("gateway's answer has an invalid ipv4gateway".into())
+        })?;
+        let want = Dialled {
+            key: key.clone(),
+            ipv4: Some(ipv4),
+            ipv6: ipv6.map(|(a, _)| a),
+        };
+        // Another dial (also one a crashed run left behind) is taken down first.
+        let prior = self.dialled.clone().or_else(|| self.read_ledger());
+        if prior.as_ref().is_some_and(|p| *p != want) {
+            self.dialled = prior;
             self.disconnect()?;
         }
+        self.write_ledger(Some(&want))?;
+        self.dialled = Some(want.clone());
         let mut admin = self.admin()?;
         let mut existing = find_connections(&mut admin, &key, true).map_err(admin_err)?;
         let number = match existing.pop() {
@@ -480,35 +790,25 @@ impl Method for Cjdns {
                     .ok_or_else(|| admin_err("IpTunnel_connectTo made no connection".into()))?,
             },
         };
-        self.dialled = Some(key.clone());
-        // cjdroute asks the gateway for our addresses and configures the tun itself.
-        let deadline = Instant::now() + self.wait;
-        loop {
-            let c = show_connection(&mut admin, number).map_err(admin_err)?;
-            match c.ip4 {
-                Some((a, _, _)) if a == ipv4 => return Ok(self.tun.clone()),
-                Some((a, _, _)) => {
-                    return Err(TunnelError::Invalid(format!(
-                        "cjdroute got {a} from {key}, but the gateway granted {ipv4}"
-                    )));
+        match self.check_up(&mut admin, number, &want, gateway_ip) {
+            Ok(()) => Ok(self.tun.clone()),
+            Err(e) => {
+                // Nothing half-up stays behind; the caller tries the next method.
+                if let Err(c) = self.disconnect() {
+                    crate::log::warn(&format!("cjdns: cleaning up after a failed connect: {c}"));
                 }
-                None if Instant::now() >= deadline => {
-                    return Err(TunnelError::Invalid(format!(
-                        "cjdroute got no address from {key} within {:?}",
-                        self.wait
-                    )));
-                }
-                None => std::thread::sleep(Duration::from_millis(100)),
+                Err(e)
             }
         }
     }
 
     fn disconnect(&mut self) -> Result<(), TunnelError> {
-        let Some(key) = self.dialled.clone() else {
+        let Some(d) = self.dialled.clone().or_else(|| self.read_ledger()) else {
             return Ok(());
         };
-        let mut admin = self.admin()?;
-        Self::remove_all(&mut admin, &key, true)?;
+        self.dialled = Some(d.clone());
+        self.clean_up(&d)?;
+        self.write_ledger(None)?;
         self.dialled = None;
         Ok(())
     }
@@ -559,6 +859,47 @@ mod tests {
         let mut not_text = Map::new();
         not_text.insert(KEY_FIELD.into(), json!(5));
         assert!(m.check_options(&not_text).is_err());
+    }
+
+    #[test]
+    fn routegen_prefixes_and_tun_addresses_are_read() {
+        assert_eq!(
+            prefix_address("100.127.0.2/0"),
+            Some("100.127.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            prefix_address("fd7e:7e7e::2/0"),
+            Some("fd7e:7e7e::2".parse().unwrap())
+        );
+        for bad in ["", "100.127.0.2", "x/0", "/0"] {
+            assert_eq!(prefix_address(bad), None, "{bad:?}");
+        }
+        // `ip -j addr show dev cjdsub` on a connected subscriber (iproute2 6.1).
+        let listing = r#"[{"ifindex":3,"ifname":"cjdsub","flags":["POINTOPOINT","MULTICAST","NOARP","UP","LOWER_UP"],"mtu":1304,"addr_info":[{"family":"inet","local":"100.127.0.2","prefixlen":32,"scope":"global","label":"cjdsub"},{"family":"inet6","local":"fd7e:7e7e::2","prefixlen":128,"scope":"global"},{"family":"inet6","local":"fc86:1010:1850:abdb:43da:904e:490:57e1","prefixlen":8,"scope":"global"}]}]"#;
+        assert_eq!(
+            parse_addresses(listing),
+            [
+                ("100.127.0.2".parse().unwrap(), 32),
+                ("fd7e:7e7e::2".parse().unwrap(), 128),
+                ("fc86:1010:1850:abdb:43da:904e:490:57e1".parse().unwrap(), 8),
+            ]
+        );
+        assert!(parse_addresses("").is_empty());
+        assert!(
+            parse_addresses("[{\"addr_info\":[{\"local\":\"x\",\"prefixlen\":8}]}]").is_empty()
+        );
+    }
+
+    #[test]
+    fn a_ledger_entry_round_trips() {
+        let d = Dialled {
+            key: KEY.into(),
+            ipv4: Some("100.127.0.2".parse().unwrap()),
+            ipv6: None,
+        };
+        let text = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Dialled>(&text).unwrap(), d);
+        assert_eq!(d.addresses(), ["100.127.0.2".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
 //! - `route.rs`: no tunnel, routes on a layer-2 mesh.
 //! - `cjdns.rs`: cjdns IpTunnel, driven through cjdroute's admin API.
+//! - `socks.rs`: a SOCKS5 server per subscriber on the gateway, tun2socks on the subscriber.
+//! - `softether.rs`: a hub user per subscriber on a SoftEther VPN server, driven by vpncmd.
 
 pub mod cjdns;
 pub mod iptunnel;
 pub mod openvpn;
 pub mod route;
+pub mod socks;
+pub mod softether;
 pub mod wireguard;
 
 use crate::protocol::Grant;
@@ -150,6 +154,12 @@ pub trait Method: Send {
 
     /// Subscriber: takes the tunnel and its routes down.
     fn disconnect(&mut self) -> Result<(), TunnelError>;
+
+    /// Subscriber: the method's own health probe of the tunnel that is up, for methods that
+    /// carry no ICMP (socks); `None` means: probe with ICMP echo through the interface.
+    fn probe(&self, _timeout: std::time::Duration) -> Option<Result<std::time::Duration, String>> {
+        None
+    }
 }
 
 #[cfg(test)]

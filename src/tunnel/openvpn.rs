@@ -80,6 +80,30 @@ pub fn netmask(len: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::MAX.checked_shl(32 - len).unwrap_or(0))
 }
 
+/// Checks `ip -o addr show dev TUN` against the granted `ADDRESS/LEN`s: every granted one is
+/// there, and nothing else but link-local addresses.
+pub fn check_tun_addresses(listing: &str, granted: &[String]) -> Result<(), String> {
+    let found: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "inet" || *x == "inet6")?;
+            w.get(i + 1).copied()
+        })
+        .filter(|a| !a.starts_with("fe80:"))
+        .collect();
+    if let Some(extra) = found.iter().find(|a| !granted.iter().any(|g| g == *a)) {
+        return Err(format!(
+            "the tun carries {extra}, which was not granted ({})",
+            granted.join(", ")
+        ));
+    }
+    if let Some(missing) = granted.iter().find(|g| !found.contains(&g.as_str())) {
+        return Err(format!("the tun lacks the granted {missing}"));
+    }
+    Ok(())
+}
+
 /// The server's command line.
 pub fn server_argv(dir: &Path, ifname: &str, port: u16, mtu: u16, net: &GatewayNet) -> Vec<String> {
     let p = |f: &str| dir.join(f).display().to_string();
@@ -148,7 +172,56 @@ pub fn client_config(net: &GatewayNet, peer: &Peer<'_>) -> String {
 }
 
 /// The client's command line for a grant already written to `dir`.
-pub fn client_argv(dir: &Path, ifname: &str, gateway: IpAddr, port: u16, mtu: u16) -> Vec<String> {
+/// `--pull-filter` options so that the client takes nothing from the server beyond the grant:
+/// the pushed `ifconfig`/`ifconfig-ipv6` only when it is exactly the granted address (OpenVPN
+/// matches by prefix, first match wins), `topology subnet`, and no routes, redirects, DNS or
+/// timers at all (our own `--keepalive` stays). Peer id, cipher and the like still come through.
+pub fn pull_filters(
+    v4: (Ipv4Addr, u8),
+    v6: Option<(std::net::Ipv6Addr, u8)>,
+    gw6: Option<std::net::Ipv6Addr>,
+) -> Vec<String> {
+    let f = |action: &str, text: String| vec!["--pull-filter".to_string(), action.into(), text];
+    let mut out = f("accept", format!("ifconfig {} {}", v4.0, netmask(v4.1)));
+    if let Some((a, len)) = v6 {
+        let mut text = format!("ifconfig-ipv6 {a}/{len}");
+        if let Some(g) = gw6 {
+            text.push_str(&format!(" {g}"));
+        }
+        out.extend(f("accept", text));
+    }
+    out.extend(f("accept", "topology subnet".into()));
+    for ignored in [
+        "ifconfig",
+        "topology",
+        "route",
+        "redirect-",
+        "dhcp-option",
+        "dns",
+        "block-",
+        "register-dns",
+        "ping",
+        "inactive",
+        "session-timeout",
+        "explicit-exit",
+        "tun-mtu",
+        "echo",
+        "setenv",
+    ] {
+        out.extend(f("ignore", ignored.into()));
+    }
+    out
+}
+
+/// The client's command line; `filters` are its [`pull_filters`].
+pub fn client_argv(
+    dir: &Path,
+    ifname: &str,
+    gateway: IpAddr,
+    port: u16,
+    mtu: u16,
+    filters: &[String],
+) -> Vec<String> {
     let p = |f: &str| dir.join(f).display().to_string();
     let proto = if gateway.is_ipv6() { "udp6" } else { "udp4" };
     let mut argv: Vec<String> = vec!["openvpn".into()];
@@ -180,6 +253,7 @@ pub fn client_argv(dir: &Path, ifname: &str, gateway: IpAddr, port: u16, mtu: u1
     opt(&["--connect-retry", "1", "--keepalive", "2", "10"]);
     opt(&["--writepid", &p("openvpn.pid"), "--log", &p("openvpn.log")]);
     opt(&["--daemon", "mnigs-openvpn-client", "--verb", "3"]);
+    argv.extend(filters.iter().cloned());
     argv
 }
 
@@ -563,13 +637,25 @@ impl Method for Openvpn {
             .filter(|p| *p > 0)
             .ok_or_else(|| TunnelError::Invalid("gateway's answer lacks a valid port".into()))?;
         let mtu = super::grant_mtu(grant, self.mtu);
-        let ((ipv4, _), ipv6) = super::wireguard::grant_addresses(grant)?;
+        let ((ipv4, cidr4), ipv6) = super::wireguard::grant_addresses(grant)?;
+        let gw6 = grant
+            .ipv6gateway
+            .as_deref()
+            .and_then(|g| g.parse::<std::net::Ipv6Addr>().ok());
+        let filters = pull_filters((ipv4, cidr4), ipv6, gw6);
         self.disconnect()?;
         write(&self.dir.join("client.crt"), cert)?;
         write(&self.dir.join("ca.crt"), ca)?;
         let log = self.dir.join("openvpn.log");
         let _ = std::fs::remove_file(&log);
-        cmd::run(&client_argv(&self.dir, &self.ifname, gateway, port, mtu))?;
+        cmd::run(&client_argv(
+            &self.dir,
+            &self.ifname,
+            gateway,
+            port,
+            mtu,
+            &filters,
+        ))?;
         // Up means: the handshake passed and the server pushed our address onto the interface.
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let want = format!(" {ipv4}/");
@@ -601,6 +687,18 @@ impl Method for Openvpn {
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever the server pushed, the tun must carry exactly the granted addresses.
+        let mut granted = vec![format!("{ipv4}/{cidr4}")];
+        if let Some((a, len)) = ipv6 {
+            granted.push(format!("{a}/{len}"));
+        }
+        let listing = cmd::run(&["ip", "-o", "addr", "show", "dev", &self.ifname])?;
+        if let Err(why) = check_tun_addresses(&listing, &granted) {
+            self.disconnect()?;
+            return Err(TunnelError::Invalid(format!(
+                "openvpn tunnel to {gateway}: {why}"
+            )));
         }
         net::route_internet_via(&self.ifname, ipv6.is_some())?;
         Ok(self.ifname.clone())
@@ -702,11 +800,61 @@ mod tests {
             "fd77::3".parse().unwrap(),
             1194,
             1400,
+            &pull_filters((Ipv4Addr::new(100, 127, 0, 2), 24), None, None),
         );
         let line = client.join(" ");
         assert!(line.contains("--remote fd77::3 1194 udp6"));
         assert!(line.contains("--verify-x509-name mnigs-gateway name"));
         assert!(line.contains("--route-noexec"));
         assert!(line.contains("--persist-tun"));
+    }
+
+    #[test]
+    fn the_client_pulls_only_the_granted_addresses() {
+        let f = pull_filters(
+            (Ipv4Addr::new(100, 127, 0, 2), 24),
+            Some(("fd7e::2".parse().unwrap(), 64)),
+            Some("fd7e::1".parse().unwrap()),
+        );
+        let rules: Vec<String> = f.chunks(3).map(|c| c[1..].join(" ")).collect();
+        assert!(f.chunks(3).all(|c| c[0] == "--pull-filter"));
+        // The exact grant first, then everything else of its kind ignored.
+        assert_eq!(rules[0], "accept ifconfig 100.127.0.2 255.255.255.0");
+        assert_eq!(rules[1], "accept ifconfig-ipv6 fd7e::2/64 fd7e::1");
+        let first = |prefix: &str| rules.iter().position(|r| r.ends_with(prefix)).unwrap();
+        for pushed in [
+            "ifconfig-ipv6 fd50::80/121 fd50::1",
+            "ifconfig 192.168.50.2 255.255.255.128",
+            "route 192.168.50.0 255.255.255.0",
+            "route-ipv6 fd77::/64",
+            "redirect-gateway def1",
+            "dhcp-option DNS 1.2.3.4",
+            "ping-restart 99999",
+            "inactive 1",
+        ] {
+            // OpenVPN: the first filter whose text starts the option decides.
+            let rule = rules
+                .iter()
+                .find(|r| pushed.starts_with(r.split_once(' ').unwrap().1))
+                .unwrap();
+            assert!(rule.starts_with("ignore"), "{pushed} → {rule}");
+        }
+        assert!(first("ifconfig") > 1);
+    }
+
+    #[test]
+    fn tun_addresses_must_be_exactly_the_grant() {
+        let granted = ["100.127.0.2/24".to_string(), "fd7e::2/64".to_string()];
+        let ok = "5: ovc    inet 100.127.0.2/24 scope global ovc\\n       valid_lft forever
+                  5: ovc    inet6 fd7e::2/64 scope global \\n valid_lft forever
+                  5: ovc    inet6 fe80::1/64 scope link \\n valid_lft forever
+";
+        assert!(check_tun_addresses(ok, &granted).is_ok());
+        let pushed = format!("{ok}5: ovc    inet6 fd50::80/121 scope global\n");
+        let e = check_tun_addresses(&pushed, &granted).unwrap_err();
+        assert!(e.contains("fd50::80/121"), "{e}");
+        let e = check_tun_addresses("5: ovc    inet 100.127.0.2/24 scope global\n", &granted)
+            .unwrap_err();
+        assert!(e.contains("lacks the granted fd7e::2/64"), "{e}");
     }
 }

@@ -6,11 +6,16 @@ const POLL_MS = 3000;
 const SVG = 'http://www.w3.org/2000/svg';
 let nextId = 1;
 let busy = false;
+// Given by the node with the page to callers who may act; the node refuses actions without it,
+// and a page from another site cannot read it.
+const TOKEN = document.querySelector('meta[name="mnigs-token"]').content;
 
 async function rpc(method, params) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (TOKEN) headers['X-Mnigs-Token'] = TOKEN;
   const res = await fetch('/jsonrpc', {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers,
     body: JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, params: params || {} }),
   });
   const body = await res.json();
@@ -83,7 +88,9 @@ function renderStatus(st) {
   state.className = 'state-' + sub.state;
   const gw = sub.gateway;
   set('sub-gateway', gw ? gw.name + ' (' + gw.address + ')' : null);
-  set('sub-tunnel', sub.interface ? sub.interface + ' · ' + sub.method : null);
+  // A SOCKS tunnel carries TCP and DNS only (no ping, no other UDP): say so where it is shown.
+  const carries = sub.method === 'socks' ? ' (TCP and DNS only)' : '';
+  set('sub-tunnel', sub.interface ? sub.interface + ' · ' + sub.method + carries : null);
   set('sub-address', [sub.ipv4, sub.ipv6].filter(Boolean).join(' · '));
   set('sub-lease', sub.leaseLeft !== undefined ? sub.leaseLeft + ' s' : null);
   set('sub-error', sub.lastError);

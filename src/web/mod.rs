@@ -85,6 +85,23 @@ pub fn asset(path: &str) -> Option<Asset> {
     }
 }
 
+/// Where the page carries its token (see [`crate::rpc::guard`]): empty in the embedded file.
+const TOKEN_SLOT: &str = "<meta name=\"mnigs-token\" content=\"\">";
+
+/// The asset's text as served: the page with `token` in its token slot (an empty token leaves
+/// the slot empty: a caller who may not act gets no token).
+pub fn with_token(asset: Asset, token: &str) -> String {
+    debug_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if token.is_empty() {
+        return asset.body.to_string();
+    }
+    asset.body.replacen(
+        TOKEN_SLOT,
+        &format!("<meta name=\"mnigs-token\" content=\"{token}\">"),
+        1,
+    )
+}
+
 /// Sent with every page response: the browser itself refuses anything from another origin, so a
 /// later change to the page cannot start fetching from the Internet unnoticed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -114,6 +131,21 @@ mod tests {
             }
         }
         assert!(INDEX.body.contains("src=\"/app.js\""));
+    }
+
+    #[test]
+    fn the_page_carries_the_token_given() {
+        assert!(INDEX.body.contains(TOKEN_SLOT));
+        let served = with_token(INDEX, "abc123");
+        assert_eq!(
+            crate::rpc::guard::token_in_page(&served).as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(
+            crate::rpc::guard::token_in_page(&with_token(INDEX, "")),
+            None
+        );
+        assert_eq!(with_token(APP, "abc123"), APP.body);
     }
 
     #[test]

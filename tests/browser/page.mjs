@@ -2,8 +2,16 @@
 // tests/web_browser.rs inside a node's network namespace:
 //   node page.mjs full     URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS TUNNEL_IFNAME
 //   node page.mjs readonly URL OUTDIR GATEWAY_NAME GATEWAY_ADDRESS
+//   node page.mjs crosssite URL OUTDIR
+//   node page.mjs rebind    URL OUTDIR
+// (crosssite: serves an attacker's page on another port of 127.0.0.1 — another origin — whose
+// script sends the node's actions the ways a page may without asking: no-cors fetches with a
+// text/plain body, a text/plain form post; and a JSON fetch, which needs a preflight.
+// rebind: DNS rebinding — chromium resolves evil.example to the node; the attacker's page is
+// served for http://evil.example:PORT/ first, then its same-origin script reaches the node.)
 // Prints one line per step; exits non-zero (with the reason on stderr) when the page misbehaves.
 import { chromium } from 'playwright-core';
+import http from 'node:http';
 
 const [mode, url, outdir, gwName, gwAddr, tunnel] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -98,11 +106,95 @@ async function readonly(page) {
   }
 }
 
+// The attacker's page: its script reports, per attempt, whether the request went out and was
+// answered (an opaque response) or failed, in document.title as JSON.
+function attackerPage(node) {
+  const target = node + 'jsonrpc';
+  return `<!doctype html><html><body><iframe name="sink"></iframe>
+<form id="f" method="POST" action="${target}" enctype="text/plain" target="sink">
+<input name='{"jsonrpc":"2.0","id":9,"method":"disconnect","params":{},"pad":"' value='"}'></form>
+<script>
+(async () => {
+  const out = {};
+  const calls = [['disconnect', {}], ['connect', { address: '127.0.0.9' }], ['scan', {}]];
+  for (const [m, p] of calls) {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: m, params: p });
+    try {
+      const r = await fetch('${target}', { method: 'POST', mode: 'no-cors', headers: { 'Content-Type': 'text/plain' }, body });
+      out['nocors-' + m] = r.type;
+    } catch (e) { out['nocors-' + m] = 'failed: ' + e.message; }
+    try {
+      const r = await fetch('${target}', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+      out['json-' + m] = 'answered ' + r.status;
+    } catch (e) { out['json-' + m] = 'failed'; }
+  }
+  document.getElementById('f').submit();
+  await new Promise((r) => setTimeout(r, 1500));
+  document.title = JSON.stringify(out);
+})();
+</script></body></html>`;
+}
+
+async function crosssite(page) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end(attackerPage(url));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const evil = 'http://127.0.0.1:' + server.address().port + '/';
+  const seen = [];
+  page.on('request', (r) => { if (r.url().startsWith(url)) seen.push(r.method() + ' ' + r.url()); });
+  await page.goto(evil);
+  await page.waitForFunction(() => document.title.startsWith('{'), null, { timeout: STEP_MS });
+  const out = JSON.parse(await page.title());
+  console.log('attacker page at ' + evil + ' sent: ' + JSON.stringify(out));
+  console.log('requests to the node: ' + JSON.stringify(seen));
+  for (const m of ['disconnect', 'connect', 'scan']) {
+    check(out['nocors-' + m] === 'opaque', 'no-cors text/plain ' + m + ' reached the node and was answered');
+    check(out['json-' + m] === 'failed', 'JSON ' + m + ' from another origin is stopped by the browser (no CORS)');
+  }
+  check(seen.some((r) => r.startsWith('POST')), 'the node received the cross-site POSTs');
+  server.close();
+}
+
+async function rebind(page) {
+  const node = new URL(url);
+  const evil = 'http://evil.example:' + node.port + '/';
+  // The attacker's server answers the first load; from then on the name is the node's.
+  await page.route(evil, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>evil</title>' }));
+  await page.goto(evil);
+  await page.unroute(evil);
+  const out = await page.evaluate(async () => {
+    const res = {};
+    const post = (m) => fetch('/jsonrpc', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: m, params: {} }) });
+    try {
+      let r = await post('status');
+      res.status = r.status + ' ' + (await r.text()).slice(0, 120);
+      r = await fetch('/');
+      const html = await r.text();
+      res.page = r.status;
+      res.token = /mnigs-token" content="[0-9a-f]+"/.test(html);
+      r = await post('disconnect');
+      res.disconnect = r.status + ' ' + (await r.text()).slice(0, 120);
+    } catch (e) { res.error = String(e); }
+    return res;
+  });
+  console.log('rebound page at ' + evil + ' got: ' + JSON.stringify(out));
+  check(!out.error, 'the rebound page reached the node (' + (out.error || 'no browser block') + ')');
+  check(out.status.startsWith('403') && !out.status.includes('"result"'), 'status refused to the rebound name');
+  check(out.page === 403 && !out.token, 'the page (and its token) refused to the rebound name');
+  check(out.disconnect.startsWith('403'), 'disconnect refused to the rebound name');
+}
+
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
+    '--disable-component-update', '--disable-sync',
+    // Private Network Access would stop this fetch in chromium; other browsers (and older
+    // chromium) have no such check, so the node must refuse it itself.
+    ...(mode === 'rebind' ? ['--host-resolver-rules=MAP evil.example 127.0.0.1',
+      '--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks'] : [])],
 });
 let failed = false;
 const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
@@ -110,8 +202,8 @@ const external = [];
 page.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin)) external.push(r.url()); });
 page.on('pageerror', (e) => { console.error('page error: ' + e.message); failed = true; });
 try {
-  await (mode === 'full' ? full(page) : readonly(page));
-  check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
+  await ({ full, readonly, crosssite, rebind }[mode])(page);
+  if (mode === 'full' || mode === 'readonly') check(external.length === 0, 'no request left the node (' + external.join(', ') + ')');
   check(!failed, 'no JavaScript errors');
 } catch (e) {
   console.error(e.stack || String(e));

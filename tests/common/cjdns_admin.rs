@@ -13,8 +13,18 @@
 //!   Admin_availableFunctions()`.
 //!
 //! What the functions answer is up to a [`Functions`] implementation; [`Node`] is one cjdroute
-//! with `Core_nodeInfo` and the IpTunnel functions, and nodes registered in one [`Mesh`] reach
-//! each other: a node's `IpTunnel_connectTo` gets the addresses its peer allowed for it.
+//! with `Core_nodeInfo`, the IpTunnel and the RouteGen functions, and nodes registered in one
+//! [`Mesh`] reach each other: a node's `IpTunnel_connectTo` gets the addresses its peer allowed
+//! for it. As the real cjdroute (v22.1) does:
+//! - the addresses arrive ~100 ms after `connectTo` (until then `showConnection` has none);
+//! - then, if the node has a tun ([`Node::tun`]), it puts them on the tun itself, adds one
+//!   RouteGen prefix per address (`addr/prefix`; again at every reconnect, duplicates included)
+//!   and installs the routes (protocol 52; prefix 0: the /1 halves of the family);
+//! - `removeConnection` leaves addresses, prefixes and routes; `RouteGen_removePrefix` removes
+//!   every duplicate of a prefix and `RouteGen_commit` rewrites the tun's routes;
+//! - errors: `not_found` (removeConnection), `no_such_route` (removePrefix).
+//!
+//! The simulator runs `ip` itself (not through mnigs' command runner, whose log tests assert).
 #![allow(dead_code)]
 
 use mnigs::discovery::bencode::{self, Value};
@@ -242,8 +252,39 @@ pub struct Node {
     pub key: String,
     /// Connections by number.
     pub conns: BTreeMap<i64, Conn>,
+    /// Its tun, configured as cjdroute configures it (none: addresses and routes are only
+    /// reported).
+    pub tun: Option<String>,
+    /// RouteGen prefixes (`addr/prefix`) of IPv4 and IPv6.
+    pub prefixes: [Vec<String>; 2],
+    /// Delay before a dialled connection gets its addresses.
+    pub address_delay: Duration,
     next: i64,
     mesh: Arc<Mutex<Mesh>>,
+    me: std::sync::Weak<Mutex<Node>>,
+}
+
+/// Runs `ip` with `args` (the simulator's own, so mnigs' command log stays ours).
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// The routes RouteGen makes of one prefix (`addr/len`).
+fn routes_of(prefix: &str) -> Vec<String> {
+    match prefix.split_once('/') {
+        Some((a, "0")) if a.contains(':') => vec!["::/1".into(), "8000::/1".into()],
+        Some((_, "0")) => vec!["0.0.0.0/1".into(), "128.0.0.0/1".into()],
+        Some(_) => vec![prefix.to_string()],
+        None => vec![],
+    }
 }
 
 const ADDRESS_FIELDS: [&str; 6] = [
@@ -258,12 +299,18 @@ const ADDRESS_FIELDS: [&str; 6] = [
 impl Node {
     /// A node with `key`, registered in `mesh`.
     pub fn new(key: &str, mesh: &Arc<Mutex<Mesh>>) -> Arc<Mutex<Node>> {
-        let node = Arc::new(Mutex::new(Node {
-            key: key.to_string(),
-            conns: BTreeMap::new(),
-            next: 0,
-            mesh: mesh.clone(),
-        }));
+        let node = Arc::new_cyclic(|me| {
+            Mutex::new(Node {
+                key: key.to_string(),
+                conns: BTreeMap::new(),
+                tun: None,
+                prefixes: [Vec::new(), Vec::new()],
+                address_delay: Duration::from_millis(100),
+                next: 0,
+                mesh: mesh.clone(),
+                me: me.clone(),
+            })
+        });
         mesh.lock()
             .unwrap()
             .nodes
@@ -276,6 +323,50 @@ impl Node {
         self.next += 1;
         self.conns.insert(n, conn);
         n
+    }
+
+    /// The addresses of connection `n` arrive: recorded, and (with a tun) put on it with their
+    /// RouteGen prefixes and routes.
+    fn addresses_arrive(&mut self, n: i64, fields: BTreeMap<String, Value>) {
+        let Some(c) = self.conns.get_mut(&n) else {
+            return;
+        };
+        c.fields = fields.clone();
+        let Some(tun) = self.tun.clone() else { return };
+        for (fam, a, p, alloc) in [
+            ("-4", "ip4Address", "ip4Prefix", "ip4Alloc"),
+            ("-6", "ip6Address", "ip6Prefix", "ip6Alloc"),
+        ] {
+            let Some(addr) = fields.get(a).and_then(Value::as_str) else {
+                continue;
+            };
+            let int = |k: &str, d: i64| fields.get(k).and_then(Value::as_int).unwrap_or(d);
+            let max = if fam == "-4" { 32 } else { 128 };
+            let with_len = format!("{addr}/{}", int(alloc, max));
+            let mut args = vec![fam, "addr", "replace", &with_len, "dev", &tun];
+            if fam == "-6" {
+                args.push("nodad");
+            }
+            ip(&args).expect("simulated cjdroute: address on its tun");
+            self.prefixes[usize::from(fam == "-6")].push(format!("{addr}/{}", int(p, max)));
+        }
+        self.commit(&tun)
+            .expect("simulated cjdroute: RouteGen commit");
+    }
+
+    /// RouteGen_commit: the tun's protocol-52 routes become those of the prefixes.
+    fn commit(&self, tun: &str) -> Result<(), String> {
+        for (i, fam) in ["-4", "-6"].iter().enumerate() {
+            ip(&[fam, "route", "flush", "dev", tun, "proto", "52"])?;
+            let mut routes: Vec<String> =
+                self.prefixes[i].iter().flat_map(|p| routes_of(p)).collect();
+            routes.sort();
+            routes.dedup();
+            for r in routes {
+                ip(&[fam, "route", "replace", &r, "dev", tun, "proto", "52"])?;
+            }
+        }
+        Ok(())
     }
 
     /// The addresses `peer` allowed for `key` (what its IpTunnel would send us).
@@ -349,8 +440,19 @@ impl Functions for Node {
                 let n = self.add(Conn {
                     key,
                     outgoing: true,
-                    fields,
+                    fields: BTreeMap::new(),
                 });
+                if !fields.is_empty() {
+                    // The gateway's answer comes back over the mesh a little later.
+                    let me = self.me.clone();
+                    let delay = self.address_delay;
+                    std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        if let Some(node) = me.upgrade() {
+                            node.lock().unwrap().addresses_arrive(n, fields);
+                        }
+                    });
+                }
                 ok(vec![("connection".into(), Value::Int(n))])
             }
             "IpTunnel_listConnections" => ok(vec![(
@@ -374,8 +476,39 @@ impl Functions for Node {
             "IpTunnel_removeConnection" => {
                 let n = args.get("connection").and_then(Value::as_int).unwrap_or(-1);
                 match self.conns.remove(&n) {
-                    Some(_) => ok(vec![]),
-                    None => err("connection not found"),
+                    Some(_) => ok(vec![("connection".into(), Value::Int(n))]),
+                    None => err("not_found"),
+                }
+            }
+            "RouteGen_getPrefixes" => {
+                let ip6 = args.get("ip6").and_then(Value::as_int).unwrap_or(0) != 0;
+                let page = args.get("page").and_then(Value::as_int).unwrap_or(0).max(0) as usize;
+                let routes = self.prefixes[usize::from(ip6)]
+                    .iter()
+                    .skip(page * 16)
+                    .take(16)
+                    .map(|r| Value::str(r))
+                    .collect();
+                vec![("routes".into(), Value::List(routes))]
+            }
+            "RouteGen_removePrefix" => {
+                let route = args.get("route").and_then(Value::as_str).unwrap_or("");
+                let family = usize::from(route.contains(':'));
+                let before = self.prefixes[family].len();
+                self.prefixes[family].retain(|p| p != route);
+                if self.prefixes[family].len() == before {
+                    err("no_such_route")
+                } else {
+                    ok(vec![])
+                }
+            }
+            "RouteGen_commit" => {
+                let Some(tun) = args.get("tunName").and_then(Value::as_str) else {
+                    return err("tunName required");
+                };
+                match self.commit(tun) {
+                    Ok(()) => ok(vec![]),
+                    Err(e) => err(&e),
                 }
             }
             _ => err("No functions matched your request, try Admin_availableFunctions()"),

@@ -157,7 +157,8 @@ async function hostile() {
       let msg = {};
       try { msg = JSON.parse(b); } catch (e) {}
       const result = answers[msg.method] || { success: false, errorMsg: HOSTILE };
-      report.fakeCalls = (report.fakeCalls || []).concat(msg.method);
+      // The CLI's GET / (it takes the page token from there before an action) is no call.
+      if (msg.method) report.fakeCalls = (report.fakeCalls || []).concat(msg.method);
       const out = JSON.stringify({ jsonrpc: '2.0', id: msg.id, result });
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(out), 'Connection': 'close' });
       res.end(out);

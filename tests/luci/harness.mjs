@@ -119,7 +119,7 @@ class Map {
 const form = { Map, NamedSection: class NamedSection {}, TypedSection: class TypedSection {}, GridSection: class GridSection {},
   Value: class Value {}, Flag: class Flag {}, ListValue: class ListValue {}, DynamicList: class DynamicList {}, MultiValue: class MultiValue {} };
 
-const uciData = { gateway: { method: ['wireguard', 'openvpn'] }, subscriber: { method: ['gre', 'cjdns'] } };
+const uciData = { gateway: { method: ['wireguard', 'openvpn'] }, subscriber: { method: ['gre', 'cjdns', 'socks', 'softether'] } };
 const uci = {
   load() { return Promise.resolve(); },
   get(conf, sec, opt) { return (uciData[sec] || {})[opt]; },

@@ -16,7 +16,9 @@ var METHODS = [
 	[ 'gre', 'GRE' ],
 	[ 'ipip', 'IPIP' ],
 	[ 'route', _('Plain routing (layer-2 mesh)') ],
-	[ 'cjdns', 'cjdns IpTunnel' ]
+	[ 'cjdns', 'cjdns IpTunnel' ],
+	[ 'socks', _('SOCKS5 proxy (tun2socks)') ],
+	[ 'softether', 'SoftEther VPN' ]
 ];
 
 var DISCOVERY = [
@@ -76,6 +78,15 @@ function routeProtocol(section_id, value) {
 function nodeName(section_id, value) {
 	return (value == null || value === '' || /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(value)) ? true :
 		_('1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit');
+}
+
+// prefer/exclude as the daemon reads them (config::model::gateway_ref): a mesh address or a node name.
+function gatewayRef(section_id, value) {
+	if (value != null && /:/.test(value) && /^[0-9A-Fa-f:.]+$/.test(value)) {
+		try { if (new URL('http://[' + value + ']/').hostname.length > 2) return true; } catch (e) {}
+	}
+	return nodeName(section_id, value) === true ? true :
+		_('A mesh address, or 1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit');
 }
 
 // IP:PORT as Rust's SocketAddr reads it ([v6]:port for IPv6); localhost stands for 127.0.0.1.
@@ -213,6 +224,9 @@ return view.extend({
 		o = add(s, 'rpc', form.DynamicList, 'authorized_network', _('Authorized networks'),
 			_('Callers from these networks may control the node (scan, connect, disconnect).'));
 		o.datatype = 'cidr';
+		o = add(s, 'rpc', form.DynamicList, 'hostname', _('Host names'),
+			_('Names (or a port forward\'s address) the page is reached by; other names are refused (DNS rebinding).'));
+		o.datatype = 'or(hostname,ipaddr)';
 		o = add(s, 'rpc', form.Value, 'rate_limit', _('Requests per second'), _('Per source address (IPv6: per /64); 0 = no limit.'));
 		o.datatype = 'range(0,100000)';
 		o.placeholder = '20';
@@ -250,6 +264,10 @@ return view.extend({
 		o = add(s, 'general', form.Value, 'max_subscribers', _('Maximum subscribers'));
 		o.datatype = 'range(1,65535)';
 		o.placeholder = '10';
+		o = add(s, 'general', form.Value, 'max_sessions_per_source', _('Sessions per source'),
+			_('Sessions one IPv4 address or IPv6 /64 may hold.'));
+		o.datatype = 'range(1,65535)';
+		o.placeholder = '4';
 		o = add(s, 'general', form.Value, 'lease_seconds', _('Lease length'), _('Seconds; subscribers renew a third of the way through.'));
 		o.datatype = 'range(5,86400)';
 		o.placeholder = '300';
@@ -300,10 +318,13 @@ return view.extend({
 		o = add(s, 'choice', form.Value, 'max_price', _('Highest price'), _('0: only free gateways.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
-		o = add(s, 'choice', form.Value, 'prefer', _('Preferred gateway'), _('Node name; used while it is usable.'));
-		o.validate = nodeName;
-		o = add(s, 'choice', form.DynamicList, 'exclude', _('Never use'), _('Node names.'));
-		o.validate = nodeName;
+		o = add(s, 'choice', form.Value, 'prefer', _('Preferred gateway'), _('Mesh address (that node only) or node name (any node using it); used while it is usable.'));
+		o.validate = gatewayRef;
+		o = add(s, 'choice', form.DynamicList, 'exclude', _('Never use'), _('Mesh addresses or node names.'));
+		o.validate = gatewayRef;
+		o = add(s, 'choice', form.DynamicList, 'grant_allow', _('Allowed tunnel addresses'),
+			_('Where a gateway\'s granted addresses may lie; empty: 100.64.0.0/10 and fc00::/7.'));
+		o.datatype = 'cidr';
 		o = add(s, 'choice', form.Value, 'failback_after', _('Fail back after'), _('Seconds a better gateway must be stable before we move back.'));
 		o.datatype = 'range(0,86400)';
 		o.placeholder = '60';
@@ -484,6 +505,58 @@ return view.extend({
 				o = add(s, null, form.Value, 'timeout_ms', _('Admin call timeout (ms)'));
 				o.datatype = 'range(50,60000)';
 				o.placeholder = '2000';
+			} ],
+			[ 'socks', _('SOCKS5 proxy (tun2socks)'), function(s) {
+				o = add(s, null, form.Value, 'interface', _('Subscriber TUN'));
+				o.validate = interfaceName;
+				o.placeholder = 'mnigs-socks';
+				o = add(s, null, form.Value, 'port', _('Gateway first TCP port'), _('Each subscriber gets its own SOCKS server on this port plus its place in the pool.'));
+				o.datatype = 'port';
+				o.placeholder = '10800';
+				o = add(s, null, form.Value, 'listen', _('Gateway listen address'), _('The SOCKS servers listen here; :: for all addresses.'));
+				o.datatype = 'ipaddr';
+				o.placeholder = '::';
+				o = add(s, null, form.Value, 'mtu', _('MTU'));
+				o.datatype = 'range(1280,9000)';
+				o.placeholder = '1500';
+				o = add(s, null, form.Value, 'directory', _('Directory'), _('PID files and logs of the SOCKS servers and of tun2socks.'));
+				o.validate = absolutePath;
+				o.placeholder = '/var/run/mnigs/socks';
+			} ],
+			[ 'softether', _('SoftEther VPN'), function(s) {
+				var shortName = function(section_id, value) {
+					return (value == null || value === '' || /^[A-Za-z0-9]{1,11}$/.test(value)) ? true : _('1-11 letters and digits');
+				};
+				o = add(s, null, form.Value, 'admin', _('Gateway: server admin address'), _('IP:PORT of the SoftEther server\'s admin port.'));
+				o.validate = function(section_id, value) {
+					if (value == null || value === '')
+						return true;
+					var octet = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+					var m = new RegExp('^' + octet + '(\\.' + octet + '){3}:([1-9][0-9]{0,4})$').exec(value);
+					return (m && +m[m.length - 1] <= 65535) ? true : _('IPV4:PORT, e.g. 127.0.0.1:5555');
+				};
+				o.placeholder = '127.0.0.1:5555';
+				o = add(s, null, form.Value, 'admin_password', _('Gateway: server admin password'));
+				o.password = true;
+				o = add(s, null, form.Value, 'hub', _('Gateway: Virtual Hub'));
+				o.validate = function(section_id, value) {
+					return (value == null || value === '' || /^[A-Za-z0-9]{1,48}$/.test(value)) ? true : _('1-48 letters and digits');
+				};
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'port', _('Gateway: server TCP port'), _('The port subscribers connect to.'));
+				o.datatype = 'port';
+				o.placeholder = '443';
+				o = add(s, null, form.Value, 'device', _('Gateway: bridge device'), _('The tap interface is tap_ + this name.'));
+				o.validate = shortName;
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'client_nic', _('Subscriber: client NIC'), _('The interface is vpn_ + this name.'));
+				o.validate = shortName;
+				o.placeholder = 'mnigs';
+				o = add(s, null, form.Value, 'vpncmd', _('vpncmd program'));
+				o.placeholder = 'vpncmd';
+				o = add(s, null, form.Value, 'directory', _('Directory'), _('Command files (mode 0600, removed at once).'));
+				o.validate = absolutePath;
+				o.placeholder = '/var/run/mnigs/softether';
 			} ]
 		];
 		tunnels.forEach(function(t) {

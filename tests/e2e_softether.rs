@@ -1,0 +1,304 @@
+//! End to end, as root: the `softether` method with Debian's SoftEther VPN server (in gw's
+//! namespace) and client (in sub's), across the Babel mesh of [`mnigs::demo::Scenario`] (sub —
+//! relay — gw — inet). The subscriber pings the Internet host through a hub user made for its
+//! session; disconnect leaves sub as before and deletes the user; after the subscriber is killed
+//! the lease expires and the user and its session go; SIGTERM leaves both nodes as they were.
+//!
+//! SoftEther keeps its state in fixed host paths (/var/lib/softether, /run/softether): this test
+//! creates those directories, and removes the server's and client's config files it made, so
+//! it must not run beside a real SoftEther on the same host. Skips loudly without root (or without
+//! the programs); fails under MNIGS_E2E=1.
+
+use mnigs::demo::Scenario;
+use mnigs::sys::cmd;
+use mnigs::testbed::{Node, e2e_gate};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+static NEVER: AtomicBool = AtomicBool::new(false);
+/// SoftEther's state is per host: one test at a time.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const SERVER: &str = "/usr/libexec/softether/vpnserver/vpnserver";
+const CLIENT: &str = "/usr/libexec/softether/vpnclient/vpnclient";
+const VPNCMD: &str = "/usr/libexec/softether/vpncmd/vpncmd";
+const ADMIN_PASSWORD: &str = "mnigsTestAdmin1";
+const STATE_DIRS: [&str; 3] = ["/var/lib/softether", "/run/softether", "/var/log/softether"];
+
+fn gate(test: &str) -> bool {
+    if !e2e_gate(test) {
+        return false;
+    }
+    for p in [SERVER, CLIENT, VPNCMD] {
+        if !Path::new(p).exists() {
+            assert!(
+                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
+                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
+            );
+            eprintln!("SKIPPED {test}: `{p}` is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// Removes the SoftEther state files this test's server and client wrote.
+fn clear_state() {
+    for d in STATE_DIRS {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+fn server_cmd(s: &Scenario, command: &[&str]) -> Result<String, String> {
+    let pw = format!("/PASSWORD:{ADMIN_PASSWORD}");
+    let mut argv = vec![
+        VPNCMD,
+        "127.0.0.1:5555",
+        "/SERVER",
+        &pw,
+        "/ADMINHUB:mnigs",
+        "/CMD",
+    ];
+    argv.extend_from_slice(command);
+    s.bed.exec(Node::Gw, &argv).map_err(|e| e.to_string())
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The Babel-mesh scenario with both daemons listing `methods`, a SoftEther server running in
+/// gw's namespace (admin password set) and a client in sub's.
+fn with_softether(methods: &[&str], lease: u32) -> Scenario {
+    for d in STATE_DIRS {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    clear_state();
+    let extra = format!(
+        "config softether 'softether'\n\toption vpncmd '{VPNCMD}'\n\toption admin_password '{ADMIN_PASSWORD}'\n\
+         \toption device 'mnse'\n\toption client_nic 'mnse'\n\toption directory '@DIR@/@NODE@-se'\n"
+    );
+    let s = Scenario::with_methods(EXE.as_ref(), lease, "auto", methods, &extra).expect("testbed");
+    s.bed
+        .wait_converged(Duration::from_secs(20))
+        .expect("Babel converges");
+    s.bed
+        .spawn(
+            Node::Gw,
+            &[SERVER, "execsvc"],
+            &s.bed.dir.join("vpnserver.log"),
+        )
+        .unwrap();
+    s.bed
+        .spawn(
+            Node::Sub,
+            &[CLIENT, "execsvc"],
+            &s.bed.dir.join("vpnclient.log"),
+        )
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            s.bed
+                .exec(
+                    Node::Gw,
+                    &[
+                        VPNCMD,
+                        "127.0.0.1:5555",
+                        "/SERVER",
+                        "/CMD",
+                        "ServerPasswordSet",
+                        ADMIN_PASSWORD,
+                    ],
+                )
+                .is_ok()
+        }),
+        "the SoftEther server answers"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            s.bed
+                .exec(
+                    Node::Sub,
+                    &[VPNCMD, "localhost", "/CLIENT", "/CMD", "AccountList"],
+                )
+                .is_ok()
+        }),
+        "the SoftEther client answers"
+    );
+    s
+}
+
+#[test]
+fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
+    if !gate("softether_over_a_babel_mesh_release_expiry_and_sigterm") {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let lease = 8;
+    let mut s = with_softether(&["softether"], lease);
+    let before = [s.system_state(Node::Sub), s.system_state(Node::Gw)];
+    assert!(!s.ping_inet("1"), "negative control");
+
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let st = s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert_eq!(st["subscriber"]["method"], "softether", "{st}");
+    assert_eq!(st["subscriber"]["interface"], "vpn_mnse", "{st}");
+    assert!(
+        s.ping_within(Duration::from_secs(10)),
+        "ping through SoftEther\n{}",
+        s.tail(Node::Sub)
+    );
+    let users = server_cmd(&s, &["UserList"]).unwrap();
+    assert!(users.contains("mn647f0002"), "{users}");
+
+    // The gateway daemon is killed and restarted: it finds its hub and bridge and makes the
+    // restored session's user anew (new password); the established SoftEther session survives
+    // (the server keeps it), so traffic flows on.
+    assert!(s.stop(Node::Gw, libc::SIGKILL));
+    s.start(Node::Gw).unwrap();
+    let back = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(40), || s.ping_inet("1")),
+        "no ping after the gateway restarted\n{}\n--- gw\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw)
+    );
+    println!(
+        "softether: back {:?} after the gateway was killed and restarted",
+        back.elapsed()
+    );
+
+    // Disconnect: the user goes, sub is as before.
+    s.cli(Node::Sub, &["disconnect"]).unwrap();
+    assert_eq!(
+        s.system_state(Node::Sub),
+        before[0],
+        "disconnect leaves nothing on sub"
+    );
+    let users = server_cmd(&s, &["UserList"]).unwrap();
+    assert!(
+        !users.contains("mn647f0002"),
+        "release deletes the user: {users}"
+    );
+    assert!(!s.ping_inet("1"));
+
+    // Again, then the subscriber is killed: the lease runs out, the user and its session go.
+    s.cli(Node::Sub, &["scan"]).unwrap();
+    s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert!(s.ping_within(Duration::from_secs(10)));
+    assert!(s.stop(Node::Sub, libc::SIGKILL));
+    assert!(
+        wait_for(Duration::from_secs(u64::from(lease) + 5), || {
+            server_cmd(&s, &["UserList"]).is_ok_and(|u| !u.contains("mn647f0002"))
+        }),
+        "expiry deletes the user\n{}",
+        s.tail(Node::Gw)
+    );
+    // The user goes first, then its session (the client keeps retrying, and is refused).
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            server_cmd(&s, &["SessionList"]).is_ok_and(|l| !l.to_lowercase().contains("mn647f0002"))
+        }),
+        "expiry disconnects the session: {}",
+        server_cmd(&s, &["SessionList"]).unwrap_or_default()
+    );
+    assert!(!s.ping_inet("1"), "no Internet after the expiry");
+    // The next subscriber daemon removes what the killed one left; SIGTERM leaves both as before.
+    s.start(Node::Sub).unwrap();
+    s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert!(
+        s.ping_within(Duration::from_secs(10)),
+        "ping after the restart\n{}\n--- gw\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw)
+    );
+    s.assert_sigterm_leaves_nothing(&[(Node::Sub, &before[0]), (Node::Gw, &before[1])]);
+    let _ = cmd::available("ip");
+    drop(s);
+    clear_state();
+}
+
+/// The gateway offers softether and wireguard, the subscriber prefers softether; the gateway's
+/// SoftEther port silently drops everything from the mesh, so no session comes up: the subscriber
+/// gives softether up within its 3 s bring-up limit and connects by wireguard within 5 s.
+#[test]
+fn softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
+    if !gate("softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s") {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = with_softether(&["softether", "wireguard"], 60);
+    let script = "add table inet mnigs_t15\n\
+                  add chain inet mnigs_t15 in { type filter hook input priority 0 ; }\n\
+                  add rule inet mnigs_t15 in iifname != \"lo\" tcp dport 443 drop\n";
+    s.bed
+        .exec_in(
+            &s.bed.ns(Node::Gw),
+            &["nft", "-f", "-"],
+            Some(script),
+            Duration::from_secs(10),
+        )
+        .expect("firewall");
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let (mut first, mut next) = (None, None);
+    let start = Instant::now();
+    while next.is_none() && start.elapsed() < Duration::from_secs(40) {
+        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
+        if first.is_none() && log.contains(": softether 100.127.") {
+            first = Some(Instant::now());
+        }
+        if log.contains(": wireguard 100.127.") {
+            next = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (Some(a), Some(b)) = (first, next) else {
+        panic!(
+            "expected a softether then a wireguard registration:\n{}",
+            s.tail(Node::Sub)
+        );
+    };
+    let took = b.duration_since(a);
+    println!("softether given up, wireguard registered after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "fallback took {took:?}: more than 5 s"
+    );
+    let st = s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert_eq!(st["subscriber"]["method"], "wireguard", "{st}");
+    assert!(
+        s.ping_within(Duration::from_secs(5)),
+        "wireguard carries traffic"
+    );
+    assert!(
+        s.bed
+            .exec(Node::Sub, &["ip", "link", "show", "dev", "vpn_mnse"])
+            .is_err(),
+        "nothing left of softether on sub"
+    );
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    drop(s);
+    clear_state();
+}
