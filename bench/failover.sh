@@ -4,27 +4,34 @@
 # fake Internet host — next to the reference figures measured on the same kind of mesh (issue 5):
 #   naive shell watchdog (3 failed pings, then switch to a running WireGuard server): 2.2–2.4 s
 #   Babel withdrawing a dead gateway's route (1 s hellos): 3–4 s
+# The *_with_shipped_defaults cases run with the shipped defaults (only the roles, the gateways'
+# wan_interface and uplink_target set; nothing on the subscriber); the others with tuned settings.
 # Usage: sudo [RUNS=3] bench/failover.sh     (needs ip, babeld, wg, wireguard-go, nft, ping)
-#        sudo bench/failover.sh --short       (CI: one run of the cold failover cases only)
-# Fails (exit 1) unless every test passes and every case of the tests run reports its outage: 9
-# cases (cold and hot (a)-(d), fail_closed) and 2 fail-backs, or 4 and 1 with --short.
+#        sudo bench/failover.sh --short       (CI: one run of the cold cases, tuned and shipped uplink cut)
+#        sudo [RUNS=3] FILTER=shipped_defaults bench/failover.sh   (only the tests whose name contains it)
+# Fails (exit 1) unless every test passes and every case of the tests run reports its outage: 15
+# cases (cold and hot tuned (a)-(d), fail_closed, cold and hot shipped uplink, kill and mesh cut) and
+# 2 fail-backs, or 5 and 1 with --short (with FILTER only the tests must pass).
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
 filter=
-cases=9
+cases=15
 failbacks=2
 if [ "${1:-}" = --short ]; then
 	runs=1
-	filter=cold_failover_between_two_gateways
-	cases=4
+	filter="cold_failover_between_two_gateways cold_uplink_cut_with_shipped_defaults"
+	cases=5
 	failbacks=1
+elif [ -n "${FILTER:-}" ]; then
+	filter=$FILTER
+	cases=
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 i=1
 while [ "$i" -le "$runs" ]; do
-	# shellcheck disable=SC2086 # $filter is one test name or nothing
+	# shellcheck disable=SC2086 # $filter is test names or nothing
 	MNIGS_E2E=1 cargo test --test e2e_failover -- --nocapture --test-threads=1 $filter >>"$log" 2>&1 || {
 		tail -50 "$log"
 		echo "failover.sh: FAILED: cargo test failed"
@@ -51,6 +58,8 @@ grep -o 'OUTAGE .*' "$log" | sed 's/^OUTAGE //' |
 		}
 	}'
 grep -o 'FAILBACK .*' "$log" || true
+grep -o 'SHIPPED .*' "$log" || true
+[ -n "$cases" ] || exit 0
 seen=$(grep -o 'OUTAGE [^:]*: [0-9.]* s' "$log" | sed 's/: [0-9.]* s$//' | sort -u | wc -l)
 back=$(grep -o 'FAILBACK [a-z]*: back on gw1 [0-9.]* s' "$log" | sort -u -k2,2 | wc -l)
 if [ "$seen" -ne "$cases" ] || [ "$back" -ne "$failbacks" ]; then

@@ -201,6 +201,7 @@ impl Node {
         let gateway = self.gateway.as_ref().map(|g| {
             let (methods, terms, uplink) = g.offer();
             json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
+                   "uplinkCheck": g.uplink_check(),
                    "sessions": self.sessions_for(access)})
         });
         let subscriber = self
@@ -744,15 +745,23 @@ pub fn run(path: &Path) -> Result<(), String> {
     ));
 
     let (uplink_stop, uplink_rx) = mpsc::channel::<()>();
-    let uplink = (node.gateway.is_some() && !cfg.gateway.uplink_targets.is_empty()).then(|| {
+    let checks_uplink = node.gateway.is_some() && cfg.gateway.uplink_check;
+    if let (Some(g), false) = (&node.gateway, cfg.gateway.uplink_check) {
+        g.set_uplink_report(crate::gateway::uplink::Report {
+            healthy: true,
+            targets: Vec::new(),
+            state: crate::gateway::uplink::CheckState::Off,
+        });
+    }
+    let uplink = checks_uplink.then(|| {
         let n = node.clone();
         crate::gateway::uplink::spawn(
-            cfg.gateway.uplink_targets.clone(),
+            crate::gateway::uplink::Tracker::new(&cfg.gateway.uplink_targets),
             cfg.gateway.wan_interface.clone(),
             Duration::from_secs(u64::from(cfg.gateway.uplink_interval)),
-            move |healthy| {
+            move |report| {
                 if let Some(g) = &n.gateway {
-                    g.set_uplink(healthy);
+                    g.set_uplink_report(report);
                 }
             },
             uplink_rx,

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use std::net::IpAddr;
 
 /// Largest request body the server reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -379,6 +380,37 @@ pub struct Uplink {
     /// Seconds since it was last checked (absent: never checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_ago: Option<u64>,
+    /// Addresses the gateway checks its uplink against and that answer; subscribers probe them
+    /// through their tunnels (absent from older gateways; at most [`MAX_UPLINK_TARGETS`] are
+    /// used, see [`sane_uplink_targets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<IpAddr>,
+}
+
+/// Most uplink targets a gateway advertises and a subscriber takes.
+pub const MAX_UPLINK_TARGETS: usize = 4;
+
+/// The advertised uplink targets worth probing: unicast addresses only (no loopback, multicast,
+/// unspecified, broadcast or link-local: those would test nothing or something on the wrong
+/// side of the tunnel), without duplicates, at most [`MAX_UPLINK_TARGETS`].
+pub fn sane_uplink_targets(list: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for a in list {
+        let bad = a.is_loopback()
+            || a.is_multicast()
+            || a.is_unspecified()
+            || match a {
+                IpAddr::V4(v4) => v4.is_broadcast() || v4.is_link_local(),
+                IpAddr::V6(v6) => v6.is_unicast_link_local(),
+            };
+        if !bad && !out.contains(a) {
+            out.push(*a);
+        }
+        if out.len() == MAX_UPLINK_TARGETS {
+            break;
+        }
+    }
+    out
 }
 
 /// A gateway another node knows of (gossip).
@@ -485,6 +517,14 @@ pub struct Grant {
     /// The gateway's IPv6 address inside the tunnel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6gateway: Option<String>,
+    /// The gateway's working uplink targets (as in `nodeInfo.uplink.targets`), for the
+    /// subscriber to probe through this tunnel; absent from older gateways.
+    #[serde(
+        default,
+        rename = "uplinkTargets",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub uplink_targets: Vec<IpAddr>,
     /// Method-specific fields (WireGuard: `publicKey`, `endpoint`, `mtu`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -664,6 +704,7 @@ mod tests {
             uplink: Uplink {
                 healthy: true,
                 checked_ago: None,
+                targets: vec![],
             },
             gateways: vec![],
         };
@@ -671,5 +712,71 @@ mod tests {
         assert_eq!(v["terms"]["maxSubscribers"], 10);
         assert_eq!(v["terms"]["leaseSeconds"], 300);
         assert_eq!(serde_json::from_value::<NodeInfo>(v).unwrap(), n);
+    }
+
+    #[test]
+    fn uplink_targets_are_optional_both_ways() {
+        // An older gateway's answers (no targets) still parse, and an answer without targets
+        // looks as before (no new member).
+        let old = json!({"success": true, "name": "g", "version": "0.1", "gateway": true,
+                         "uplink": {"healthy": true, "checkedAgo": 3}});
+        let n: NodeInfo = serde_json::from_value(old.clone()).unwrap();
+        assert!(n.uplink.targets.is_empty());
+        assert!(
+            serde_json::to_value(&n).unwrap()["uplink"]
+                .get("targets")
+                .is_none()
+        );
+        let grant = json!({"success": true, "sid": "s", "timeout": 60, "method": "wireguard",
+                           "ipv4": "100.127.0.2", "cidr4": 24, "ipv4gateway": "100.127.0.1"});
+        let g: Grant = serde_json::from_value(grant).unwrap();
+        assert!(g.uplink_targets.is_empty());
+        assert!(
+            serde_json::to_value(&g)
+                .unwrap()
+                .get("uplinkTargets")
+                .is_none()
+        );
+        // A newer one's: the member names are part of the wire protocol.
+        let mut g2 = g.clone();
+        g2.uplink_targets = vec!["203.0.113.7".parse().unwrap()];
+        let v = serde_json::to_value(&g2).unwrap();
+        assert_eq!(v["uplinkTargets"], json!(["203.0.113.7"]));
+        assert_eq!(serde_json::from_value::<Grant>(v).unwrap(), g2);
+        let mut n2 = n.clone();
+        n2.uplink.targets = vec!["2001:db8::1".parse().unwrap()];
+        let v = serde_json::to_value(&n2).unwrap();
+        assert_eq!(v["uplink"]["targets"], json!(["2001:db8::1"]));
+        // An older subscriber ignores the new member (it lands among the method fields).
+        assert!(g2.extra.is_empty());
+    }
+
+    #[test]
+    fn sane_uplink_targets_drop_what_tests_nothing_and_cap() {
+        let ips = |l: &[&str]| -> Vec<IpAddr> { l.iter().map(|s| s.parse().unwrap()).collect() };
+        let bad = ips(&[
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "169.254.1.1",
+            "fe80::1",
+        ]);
+        assert!(sane_uplink_targets(&bad).is_empty());
+        let good = ips(&[
+            "203.0.113.7",
+            "203.0.113.7",
+            "2001:db8::1",
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.9.9.9",
+        ]);
+        assert_eq!(
+            sane_uplink_targets(&good),
+            ips(&["203.0.113.7", "2001:db8::1", "1.1.1.1", "8.8.8.8"])
+        );
     }
 }

@@ -503,6 +503,7 @@ fn full_connection() {
         ipv6: Some(sub_v6.to_string()),
         cidr6: Some(64),
         ipv6gateway: Some("fd6d:6e69:6773::1".into()),
+        uplink_targets: Vec::new(),
         extra: fields,
     };
     assert_eq!(sub.connect(gw_addr, &grant).unwrap(), "cjsub");
@@ -680,6 +681,7 @@ fn leave_nothing() {
         ipv6: Some("fd6d:6e69:6773::2".into()),
         cidr6: Some(64),
         ipv6gateway: Some("fd6d:6e69:6773::1".into()),
+        uplink_targets: Vec::new(),
         extra: fields,
     };
     let sub_state = || {

@@ -6,6 +6,11 @@
 //! figures, not assertions; `bench/failover.sh` collects them.
 //!
 //! Cold failover (default) and hot standby are both run; fail_closed has its own test.
+//!
+//! Those cases run with tuned settings (`scan_interval 1`, `probe_target`, `prefer`, 1 s uplink
+//! checks). The `*_with_shipped_defaults` tests run the uplink cut (and, on fresh meshes, the
+//! daemon kill and the mesh cut) with nothing tuned (issue 18): the subscriber must notice a gateway
+//! without Internet through its tunnel, by the uplink targets the gateway advertises.
 
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, Testbed, e2e_gate};
@@ -319,4 +324,238 @@ fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
         !rules.contains("31002"),
         "SIGTERM removes the rules: {rules}"
     );
+}
+
+/// The shipped defaults on the test mesh (issue 18): the roles enabled, the gateways'
+/// `wan_interface` and `uplink_target` (the fake Internet host: the public default targets do not
+/// exist in the namespaces), pools that differ, and interface names unique to the run; everything
+/// else — `uplink_interval`, lease length, the subscriber's probing, scanning and failback —
+/// as shipped.
+fn shipped_defaults(hot: bool) -> Scenario {
+    let sub = if hot {
+        "\toption hot_standby '1'\n"
+    } else {
+        ""
+    };
+    let mut s = Scenario::two_gateways(EXE.as_ref(), sub).expect("testbed");
+    for node in [Node::Gw, Node::Gw2, Node::Sub] {
+        let path = s.config(node);
+        let text: String = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                ![
+                    "uplink_interval",
+                    "lease_seconds",
+                    "max_subscribers",
+                    "timeout_ms",
+                ]
+                .iter()
+                .any(|o| l.contains(&format!("option {o} ")))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!text.contains("scan_interval") && !text.contains("probe_target"));
+        std::fs::write(&path, text).unwrap();
+    }
+    s.bed
+        .wait_converged(Duration::from_secs(30))
+        .expect("Babel converges");
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Gw2).unwrap();
+    s.start(Node::Sub).unwrap();
+    s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
+    assert!(
+        s.ping_within(Duration::from_secs(5)),
+        "{}",
+        s.tail(Node::Sub)
+    );
+    s
+}
+
+/// The gateway's uplink dies while it still answers on the mesh (an ISP outage): with nothing
+/// tuned, the subscriber must be on the other gateway within seconds — on main before issue 18
+/// it stayed on the dead one until its next scan (300 s). When the uplink returns, the
+/// subscriber stays where it is (no flapping).
+fn uplink_cut_with_shipped_defaults(hot: bool) {
+    let mode = if hot { "hot" } else { "cold" };
+    let s = shipped_defaults(hot);
+    let first = s.sub_gateway().expect("connected");
+    let (node, other) = if first == "gw1" {
+        (Node::Gw, "gw2")
+    } else {
+        (Node::Gw2, "gw1")
+    };
+    // The gateways advertise what they check their uplink against, and the check works.
+    let gw_status = s.status(node).unwrap();
+    assert_eq!(
+        gw_status["gateway"]["uplink"]["targets"],
+        serde_json::json!([Testbed::INET_HOST.to_string()]),
+        "{gw_status}"
+    );
+    assert_eq!(gw_status["gateway"]["uplinkCheck"]["state"], "working");
+    if hot {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"] != other
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"],
+            other,
+            "hot standby; {}",
+            s.tail(Node::Sub)
+        );
+    }
+
+    let (outage, ()) = outage_during(
+        &s,
+        50,
+        &format!("{mode} shipped defaults, uplink cut"),
+        || s.set_uplink(node, false).unwrap(),
+    );
+    s.wait_gateway(other, Duration::from_secs(5))
+        .expect("the subscriber left the gateway without Internet");
+    assert!(
+        s.ping_within(Duration::from_secs(3)),
+        "traffic flows via {other}"
+    );
+    assert!(outage < 5.0, "the outage ended within the series");
+    let st = s.status(Node::Sub).unwrap();
+    assert_eq!(st["subscriber"]["lastFailover"]["from"], first.as_str());
+    assert_eq!(st["subscriber"]["lastFailover"]["to"], other);
+    // The gateway's own check (shipped interval, 5 s) notices too.
+    let unhealthy = |s: &Scenario| s.status(node).unwrap()["gateway"]["uplink"]["healthy"] == false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !unhealthy(&s) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(unhealthy(&s), "{first} reports its uplink unhealthy");
+
+    // The uplink returns: no flapping back (failback_after 60 s by default, and no preference).
+    s.set_uplink(node, true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        assert_eq!(
+            s.sub_gateway().as_deref(),
+            Some(other),
+            "stays on {other} after {first}'s uplink returned; {}",
+            s.tail(Node::Sub)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(s.ping_within(Duration::from_secs(3)));
+    if hot {
+        // The gateway left behind becomes the standby again once it is back (an early scan,
+        // not the regular one 300 s later), without carrying traffic before failback_after.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"] != first.as_str()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let st = s.status(Node::Sub).unwrap();
+        assert_eq!(
+            st["subscriber"]["standby"]["name"],
+            first.as_str(),
+            "{first} is the standby again; {}",
+            s.tail(Node::Sub)
+        );
+        assert_eq!(st["subscriber"]["gateway"]["name"], other);
+    }
+    println!("SHIPPED {mode}: uplink cut outage {outage:.1} s, {first} → {other}");
+}
+
+/// Kills `node`'s daemon and every other process of it but babeld (wireguard-go) with SIGKILL.
+fn kill_gateway(s: &Scenario, node: Node) {
+    let daemon = s.pid(node).expect("the gateway runs");
+    let babeld = s.bed.babeld_pid(node);
+    assert!(s.bed.stop(daemon, libc::SIGKILL, Duration::from_secs(5)));
+    let ns = s.bed.ns(node);
+    let pids = mnigs::sys::cmd::run(&["ip", "netns", "pids", &ns]).unwrap_or_default();
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        if Some(pid) != babeld {
+            s.bed.stop(pid, libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+}
+
+/// The daemon kill and the mesh cut with the shipped defaults, each on a fresh mesh (both
+/// gateways known healthy): the figures for README's shipped-defaults column.
+fn other_cases_with_shipped_defaults(hot: bool) {
+    let mode = if hot { "hot" } else { "cold" };
+    for (label, cut) in [
+        ("daemon SIGKILL", kill_gateway as fn(&Scenario, Node)),
+        ("mesh links down", |s: &Scenario, node: Node| {
+            s.bed
+                .exec(node, &["ip", "link", "set", "mesh0", "down"])
+                .expect("mesh0 down");
+        }),
+    ] {
+        let mut s = shipped_defaults(hot);
+        let first = s.sub_gateway().expect("connected");
+        let (node, other) = if first == "gw1" {
+            (Node::Gw, "gw2")
+        } else {
+            (Node::Gw2, "gw1")
+        };
+        if hot {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while s.status(Node::Sub).unwrap()["subscriber"]["standby"]["name"] != other
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let (outage, ()) =
+            outage_during(&s, 50, &format!("{mode} shipped defaults, {label}"), || {
+                cut(&s, node)
+            });
+        if label == "daemon SIGKILL" {
+            // Gone: the testbed must not signal its PID again.
+            match node {
+                Node::Gw => s.gw_pid = None,
+                _ => s.gw2_pid = None,
+            }
+        }
+        s.wait_gateway(other, Duration::from_secs(5)).unwrap();
+        assert!(s.ping_within(Duration::from_secs(3)));
+        assert!(outage < 5.0, "the outage ended within the series");
+    }
+}
+
+#[test]
+fn cold_uplink_cut_with_shipped_defaults() {
+    if !e2e_gate("cold_uplink_cut_with_shipped_defaults") {
+        return;
+    }
+    uplink_cut_with_shipped_defaults(false);
+}
+
+#[test]
+fn hot_standby_uplink_cut_with_shipped_defaults() {
+    if !e2e_gate("hot_standby_uplink_cut_with_shipped_defaults") {
+        return;
+    }
+    uplink_cut_with_shipped_defaults(true);
+}
+
+#[test]
+fn cold_kill_and_mesh_cut_with_shipped_defaults() {
+    if !e2e_gate("cold_kill_and_mesh_cut_with_shipped_defaults") {
+        return;
+    }
+    other_cases_with_shipped_defaults(false);
+}
+
+#[test]
+fn hot_standby_kill_and_mesh_cut_with_shipped_defaults() {
+    if !e2e_gate("hot_standby_kill_and_mesh_cut_with_shipped_defaults") {
+        return;
+    }
+    other_cases_with_shipped_defaults(true);
 }

@@ -376,6 +376,8 @@ fn status_view_renders_and_its_buttons_call_the_plugin() {
         "RTT of the gateway in use, last 1 refreshes",
         "This gateway Offered methods wireguard, openvpn Subscribers 1/10 Lease length 300 s \
          Price 0 Bandwidth - Uplink healthy, checked 2 s ago",
+        // A gateway whose uplink check does not work says so (as text: the markup stays text).
+        "Uplink check unverified: no uplink check works: <b>none</b> answered",
         "other 10.77.0.7 wireguard 100.127.0.3 250 s",
     ] {
         assert!(page.contains(want), "status view lacks {want:?}: {page}");

@@ -96,6 +96,7 @@ fn grant(method: &str) -> Grant {
         ipv6: None,
         cidr6: None,
         ipv6gateway: None,
+        uplink_targets: Vec::new(),
         extra: Map::new(),
     }
 }

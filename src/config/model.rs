@@ -235,8 +235,11 @@ pub struct GatewayConfig {
     /// `nft`, `iptables` or `auto` (nft, falling back to iptables).
     pub nat: String,
     /// Addresses pinged out of `wan_interface` to check the uplink (`list uplink_target`);
-    /// empty: the uplink is assumed healthy and never checked.
+    /// empty: the well-known public addresses of [`crate::gateway::uplink::DEFAULT_TARGETS`].
     pub uplink_targets: Vec<IpAddr>,
+    /// Whether the uplink is checked at all (`option uplink_check`, default 1); off, it is
+    /// assumed healthy and `status` says so.
+    pub uplink_check: bool,
     /// Seconds between uplink checks (`option uplink_interval`, 1-3600, default 5).
     pub uplink_interval: u32,
     /// What a clean stop (SIGTERM) does with live sessions (`option keep_sessions`): `true`
@@ -276,6 +279,7 @@ impl Default for GatewayConfig {
             nat: "auto".into(),
             uplink_targets: Vec::new(),
             uplink_interval: 5,
+            uplink_check: true,
             keep_sessions: true,
             mesh_interfaces: Vec::new(),
             allow_destinations: Vec::new(),
@@ -910,6 +914,7 @@ impl<'f> Builder<'f> {
         r.single("nat", &mut g.nat, one_of(NAT_BACKENDS));
         r.list("uplink_target", &mut g.uplink_targets, ip_address);
         r.single("uplink_interval", &mut g.uplink_interval, number(1, 3600));
+        r.single("uplink_check", &mut g.uplink_check, boolean);
         r.single("keep_sessions", &mut g.keep_sessions, boolean);
         r.list(
             "mesh_interface",

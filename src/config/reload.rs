@@ -51,6 +51,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     keep!(gateway.nat, "gateway.nat");
     keep!(gateway.uplink_targets, "gateway.uplink_target");
     keep!(gateway.uplink_interval, "gateway.uplink_interval");
+    keep!(gateway.uplink_check, "gateway.uplink_check");
     keep!(subscriber.enabled, "subscriber.enabled");
     keep!(subscriber.methods, "subscriber.method");
     keep!(subscriber.hot_standby, "subscriber.hot_standby");

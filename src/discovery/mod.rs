@@ -116,7 +116,7 @@ pub fn probe_each(
                 let Some(c) = candidates.get(i) else { break };
                 next.set(i + 1);
                 match probe_one(c, timeout).await {
-                    Heard::Answer(a) => found.borrow_mut().push((i, a)),
+                    Heard::Answer(a) => found.borrow_mut().push((i, *a)),
                     Heard::Busy(wait) => busy.borrow_mut().push((i, wait)),
                     Heard::Nothing => {}
                 }
@@ -144,7 +144,7 @@ pub fn probe_each(
 
 /// What one probe heard.
 enum Heard {
-    Answer(Answer),
+    Answer(Box<Answer>),
     Busy(Duration),
     Nothing,
 }
@@ -171,11 +171,11 @@ async fn probe_one(c: &Candidate, timeout: Duration) -> Heard {
     // Checked where it enters: a name that is no node name, or lists over their bounds, and the
     // answer is dropped as nonsense.
     match crate::subscriber::trust::check_node_info(info) {
-        Ok(info) => Heard::Answer(Answer {
+        Ok(info) => Heard::Answer(Box::new(Answer {
             candidate: c.clone(),
             info,
             rtt: started.elapsed(),
-        }),
+        })),
         Err(e) => {
             crate::log::debug(&format!("{}: {e}", c.socket()));
             Heard::Nothing

@@ -2,6 +2,7 @@
 //! tunnel method and NAT, and keeping sessions in the store so they survive a restart.
 
 use super::leases::{Action, Ask, Lease, LeaseBook};
+use super::uplink::{CheckState, Report};
 use crate::config::GatewayConfig;
 use crate::config::model::Prefix;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
@@ -114,8 +115,8 @@ pub struct Gateway {
     pools: Pools,
     store: Arc<Mutex<Store>>,
     inner: Mutex<Inner>,
-    /// The last uplink check: healthy, and when (`None`: never checked, assumed healthy).
-    uplink: Mutex<(bool, Option<std::time::Instant>)>,
+    /// The last uplink check, and when (`None`: never checked, assumed healthy).
+    uplink: Mutex<(Report, Option<std::time::Instant>)>,
 }
 
 impl Gateway {
@@ -136,32 +137,67 @@ impl Gateway {
             cfg: Mutex::new(cfg),
             pools,
             store,
-            uplink: Mutex::new((true, None)),
+            uplink: Mutex::new((
+                Report {
+                    healthy: true,
+                    targets: Vec::new(),
+                    state: CheckState::Pending,
+                },
+                None,
+            )),
         }
     }
 
-    /// Records the result of an uplink check (see [`super::uplink`]).
+    /// Records the result of an uplink check (see [`super::uplink`]) that only knows healthy or
+    /// not (configured targets are not advertised this way).
     pub fn set_uplink(&self, healthy: bool) {
+        let targets = self.uplink.lock().expect("not poisoned").0.targets.clone();
+        self.set_uplink_report(Report {
+            healthy,
+            targets,
+            state: CheckState::Working,
+        });
+    }
+
+    /// Records one round of the uplink check (see [`super::uplink`]).
+    pub fn set_uplink_report(&self, report: Report) {
         let mut u = self.uplink.lock().expect("not poisoned");
-        if u.0 != healthy {
+        if u.0.healthy != report.healthy {
             log::warn(&format!(
                 "uplink {}",
-                if healthy {
+                if report.healthy {
                     "healthy again"
                 } else {
                     "unhealthy: no new leases"
                 }
             ));
         }
-        *u = (healthy, Some(std::time::Instant::now()));
+        if u.0.state.name() != report.state.name()
+            && let Some(p) = report.state.problem()
+        {
+            log::warn(&p);
+        }
+        *u = (report, Some(std::time::Instant::now()));
     }
 
     fn uplink(&self) -> Uplink {
-        let u = *self.uplink.lock().expect("not poisoned");
+        let u = self.uplink.lock().expect("not poisoned");
         Uplink {
-            healthy: u.0,
+            healthy: u.0.healthy,
             checked_ago: u.1.map(|t| t.elapsed().as_secs()),
+            targets: u.0.targets.clone(),
         }
+    }
+
+    /// Whether the uplink check works, for `status`: `{state, problem?}` (`state`: pending, off,
+    /// working, unverified, broken; `problem` a sentence when it does not work).
+    pub fn uplink_check(&self) -> Value {
+        let u = self.uplink.lock().expect("not poisoned");
+        let mut v = json!({"state": u.0.state.name()});
+        if let Some(p) = u.0.state.problem() {
+            v["problem"] = p.into();
+        }
+        v
     }
 
     /// Sets up forwarding, NAT and every method, then restores the leases saved in the store.
@@ -420,6 +456,7 @@ impl Gateway {
             ipv6: ipv6.map(|a| a.to_string()),
             cidr6: net.ipv6.map(|(_, len)| len),
             ipv6gateway: net.ipv6.map(|(a, _)| a.to_string()),
+            uplink_targets: self.uplink().targets,
             extra: fields,
         })
     }

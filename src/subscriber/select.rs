@@ -414,6 +414,7 @@ mod tests {
                 uplink: Uplink {
                     healthy: true,
                     checked_ago: None,
+                    targets: vec![],
                 },
                 gateways: vec![],
             },

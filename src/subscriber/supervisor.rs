@@ -11,11 +11,14 @@
 //! its own table ([`policy`]), and failover is one rule switch, after which a new standby is found.
 //!
 //! The path is **down** when the probes through it (ICMP echo to `probe_target`s, else to the
-//! gateway's tunnel address) failed `down_after` intervals in a row, when the lease cannot be
+//! uplink targets the gateway advertises, else to the gateway's tunnel address: [`probe`])
+//! failed `down_after` intervals in a row, when the lease cannot be
 //! renewed, or when the gateway says its uplink is unhealthy.
 
+use super::probe;
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
+use super::standby;
 use super::trust;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
@@ -131,6 +134,10 @@ pub struct Supervisor {
     saved: HashMap<String, Instant>,
     policy: Policy,
     seed: u64,
+    /// The last early-scan delay while the hot standby slot stayed empty ([`standby`]).
+    standby_rescan: Option<Duration>,
+    /// Probe rounds so far (advertised uplink targets take turns, [`probe::plan`]).
+    probe_rounds: u64,
     epoch: Instant,
     last_failover: Option<Value>,
     /// One scan at a time, shared with the background scans. Silent candidates are skipped by
@@ -208,6 +215,8 @@ impl Supervisor {
         };
         let mut sup = Supervisor {
             seed: select::seed_for(&cfg.main.name),
+            probe_rounds: 0,
+            standby_rescan: None,
             store,
             slots,
             active: None,
@@ -694,9 +703,19 @@ impl Supervisor {
                 .is_ok()
             {
                 log::info(&format!("hot standby up: {}", choice.answer.info.name));
+                self.standby_rescan = None;
                 return;
             }
         }
+        // None usable now (the one just left may be back soon): scan early, backing off.
+        let regular = Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
+        let delay = standby::next_rescan(self.standby_rescan, regular);
+        self.standby_rescan = Some(delay);
+        self.next_scan = self.next_scan.min(Instant::now() + delay);
+        log::debug(&format!(
+            "no hot standby: scanning again within {} s",
+            delay.as_secs()
+        ));
     }
 
     /// Moves to a clearly better gateway: hot standby switches to it (bringing it up in the
@@ -773,19 +792,27 @@ impl Supervisor {
 
     // --- probing ---
 
-    /// The addresses probed through a link.
+    /// The addresses probed through a link this round ([`probe::plan`]).
     fn probe_targets(&self, link: &Link) -> Vec<IpAddr> {
-        let targets = &self.cfg.subscriber.probe_targets;
-        if !targets.is_empty() {
-            return targets.clone();
-        }
-        link.grant.ipv4gateway.parse().into_iter().collect()
+        let info: &[IpAddr] = self
+            .answers
+            .iter()
+            .find(|a| a.candidate.address == link.gateway.ip() && a.info.name == link.name)
+            .map_or(&[], |a| &a.info.uplink.targets);
+        probe::plan(
+            &self.cfg.subscriber.probe_targets,
+            &probe::advertised(&link.grant, info),
+            &link.grant.ipv4gateway,
+            self.probe_rounds,
+        )
+        .addresses()
     }
 
     /// One probe per link; a link whose probes failed `down_after` intervals in a row is down.
     fn probe_round(&mut self) {
         let interval = self.probe_interval();
         let down_after = self.cfg.subscriber.down_after;
+        self.probe_rounds = self.probe_rounds.wrapping_add(1);
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
         type Probed = (usize, String, String, String, Vec<IpAddr>, Duration);
@@ -851,8 +878,13 @@ impl Supervisor {
             }
             if down {
                 let why = format!(
-                    "{name}: no answer to {} probe(s) through {ifname} in a row",
-                    summary.consecutive_failures
+                    "{name}: no answer to {} probe(s) through {ifname} in a row (last to {})",
+                    summary.consecutive_failures,
+                    targets
+                        .iter()
+                        .map(IpAddr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 self.link_failed(i, why, true);
             } else if self

@@ -9,7 +9,10 @@
 //! - `nodeInfo`: the name is a node name ([`validate::node_name`]: 1-63 characters of
 //!   `A-Z a-z 0-9 . _ -`), the version at most 32 printable ASCII characters, at most
 //!   [`MAX_METHODS`] methods of the same character set, at most [`MAX_GOSSIP`] gossip entries, each
-//!   an IP address. Numbers are typed by serde already.
+//!   an IP address, and `uplink.targets` cut to sane unicast addresses, at most
+//!   [`crate::protocol::MAX_UPLINK_TARGETS`] ([`crate::protocol::sane_uplink_targets`]; the
+//!   grant's `uplinkTargets` get the same where they are used, `subscriber::probe::advertised`).
+//!   Numbers are typed by serde already.
 //! - Grants: the method is the one asked for, the sid 1-64 characters of `A-Z a-z 0-9 - _`, the
 //!   addresses are addresses; the granted prefixes (address/`cidr`) and the gateway's tunnel
 //!   addresses lie inside the allow rule ([`GRANT_ALLOW`] or `list grant_allow`), are no wider than
@@ -81,6 +84,7 @@ pub fn check_node_info(mut info: NodeInfo) -> Result<NodeInfo, String> {
     info.gateways.truncate(MAX_GOSSIP);
     info.gateways
         .retain(|e| e.address.parse::<IpAddr>().is_ok());
+    info.uplink.targets = crate::protocol::sane_uplink_targets(&info.uplink.targets);
     Ok(info)
 }
 
@@ -482,5 +486,25 @@ mod tests {
         assert!(overlap(&p("10.1.0.0/16"), &p("10.0.0.0/8")));
         assert!(!overlap(&p("10.1.0.0/16"), &p("10.2.0.0/16")));
         assert!(!overlap(&p("0.0.0.0/0"), &p("::/0")));
+    }
+
+    #[test]
+    fn node_info_uplink_targets_are_cut_to_sane_ones() {
+        let mut i = info("gw");
+        i.uplink.targets = ["127.0.0.1", "224.0.0.1", "203.0.113.7", "::"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .chain((1..=20).map(|n| IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))))
+            .collect();
+        let checked = check_node_info(i).unwrap();
+        assert_eq!(
+            checked.uplink.targets.len(),
+            crate::protocol::MAX_UPLINK_TARGETS
+        );
+        assert_eq!(
+            checked.uplink.targets[0],
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert!(checked.uplink.targets.iter().all(|a| !a.is_loopback()));
     }
 }

@@ -96,6 +96,18 @@ function renderStatus(st) {
   set('sub-error', sub.lastError);
 }
 
+// This node as a gateway: its uplink, and whether its uplink check works.
+function renderUplink(gw) {
+  const up = (gw && gw.uplink) || {};
+  const check = (gw && gw.uplinkCheck) || {};
+  const health = up.healthy === true ? 'healthy' : up.healthy === false ? 'down' : null;
+  const parts = [health];
+  if (health && up.checkedAgo !== undefined) parts.push('checked ' + up.checkedAgo + ' s ago');
+  if (Array.isArray(up.targets) && up.targets.length) parts.push('probed via ' + up.targets.join(', '));
+  set('gw-uplink', parts.filter(Boolean).join(' · '));
+  set('gw-uplink-check', check.state ? check.state + (check.problem ? ': ' + check.problem : '') : null);
+}
+
 function renderGateways(list, st) {
   const current = st.subscriber && st.subscriber.gateway ? st.subscriber.gateway.address : null;
   const rows = list.map((g) => {
@@ -190,6 +202,7 @@ async function refresh() {
     renderGateways(gws.gateways || [], st);
     renderSessions(sess.sessions || []);
     document.getElementById('sessions-section').hidden = !st.gateway;
+    renderUplink(st.gateway);
     renderGraph(graph);
     document.body.dataset.loaded = String(Date.now());
   } catch (e) {

@@ -47,6 +47,7 @@ const calls = [], notes = [], polls = [];
 const fixtures = {
   status: { success: true, name: 'sub', version: '0.1.0', access: 'full',
     gateway: { enabled: true, methods: ['wireguard', 'openvpn'], uplink: { healthy: true, checkedAgo: 2 },
+      uplinkCheck: { state: 'unverified', problem: 'no uplink check works: <b>none</b> answered' },
       terms: { maxSubscribers: 10, subscribers: 1, leaseSeconds: 300, price: 0, bandwidthDown: 0, bandwidthUp: 0 } },
     subscriber: { state: 'connected', gateway: { name: 'gw', address: '10.77.0.3', port: 65533, score: 1.25, quality: { rttMs: 12.34, loss: 0.25, window: 64, consecutiveFailures: 0 } },
       interface: 'mnigs-wgc', method: 'wireguard', ipv4: '100.127.0.2', ipv6: 'fd7e:7e7e::2', leaseLeft: 42, lastError: null,

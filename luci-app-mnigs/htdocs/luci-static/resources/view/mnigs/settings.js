@@ -289,7 +289,9 @@ return view.extend({
 		o = add(s, 'offer', form.Value, 'bandwidth_up', _('Bandwidth up'), _('Advertised, kbit/s; 0 for unknown.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
-		o = add(s, 'uplink', form.DynamicList, 'uplink_target', _('Check targets'), _('Pinged out of the uplink interface; none: never checked.'));
+		o = add(s, 'uplink', form.Flag, 'uplink_check', _('Check the uplink'), _('Off: the uplink is assumed healthy, and the status says so.'));
+		o.default = '1';
+		o = add(s, 'uplink', form.DynamicList, 'uplink_target', _('Check targets'), _('Pinged out of the uplink interface and advertised to subscribers, who probe them through their tunnels; none: 1.1.1.1, 8.8.8.8, 9.9.9.9 (counted once one has answered).'));
 		o.datatype = 'ipaddr';
 		o = add(s, 'uplink', form.Value, 'uplink_interval', _('Check interval'), _('Seconds between uplink checks.'));
 		o.datatype = 'range(1,3600)';

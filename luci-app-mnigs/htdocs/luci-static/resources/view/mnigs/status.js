@@ -189,7 +189,7 @@ return view.extend({
 
 	// This node as a gateway: what it offers and how its uplink is.
 	renderOffer: function(gw) {
-		var terms = gw.terms || {}, uplink = gw.uplink || {};
+		var terms = gw.terms || {}, uplink = gw.uplink || {}, check = gw.uplinkCheck || {};
 		var health = (uplink.healthy === true) ? _('healthy') : (uplink.healthy === false) ? _('down') : null;
 		var rows = [
 			[ _('Offered methods'), text(Array.isArray(gw.methods) ? gw.methods.join(', ') : null) ],
@@ -198,7 +198,9 @@ return view.extend({
 			[ _('Price'), text(terms.price) ],
 			[ _('Bandwidth'), text(terms.bandwidthDown || terms.bandwidthUp ?
 				_('%s / %s kbit/s').format(terms.bandwidthDown || '?', terms.bandwidthUp || '?') : null) ],
-			[ _('Uplink'), text(health != null && uplink.checkedAgo != null ? _('%s, checked %s s ago').format(health, uplink.checkedAgo) : health) ]
+			[ _('Uplink'), text(health != null && uplink.checkedAgo != null ? _('%s, checked %s s ago').format(health, uplink.checkedAgo) : health) ],
+			[ _('Uplink targets'), text(Array.isArray(uplink.targets) && uplink.targets.length ? uplink.targets.join(', ') : null) ],
+			[ _('Uplink check'), text(check.state != null ? (check.problem != null ? '%s: %s'.format(check.state, check.problem) : check.state) : null) ]
 		];
 		return E('table', { 'class': 'table', 'id': 'mnigs-offer' }, rows.map(function(r) {
 			return E('tr', { 'class': 'tr' }, [
