@@ -278,6 +278,12 @@ return view.extend({
 		o.placeholder = '100.127.0.0/24';
 		o = add(s, 'addresses', form.Value, 'ipv6_pool', _('IPv6 pool'), _('Empty for IPv4 only.'));
 		o.datatype = 'cidr6';
+		o = add(s, 'addresses', form.DynamicList, 'mesh_interface', _('Mesh interfaces'),
+			_('Nothing arriving here reaches the WAN or LAN without a lease; empty: the discovery sections\' interfaces.'));
+		o.validate = interfaceName;
+		o = add(s, 'addresses', form.DynamicList, 'allow_destination', _('Allowed private destinations'),
+			_('Private networks subscribers may reach all the same; empty: public addresses only.'));
+		o.datatype = 'cidr';
 		choice(s, 'addresses', 'nat', _('NAT backend'), null,
 			[ [ 'auto', _('automatic') ], [ 'nft', 'nftables' ], [ 'iptables', 'iptables' ] ], 'auto');
 		o = add(s, 'offer', form.Value, 'price', _('Price'), _('0 for free.'));
