@@ -20,6 +20,8 @@
 //! - To the gateway itself a subscriber reaches only the RPC port and echo requests on the
 //!   gateway's tunnel addresses.
 //! - Masquerade matches the incoming interface and source address of a live session.
+//! - Ports of servers that only mnigs itself talks to (`Policy::local_only_tcp`) are dropped
+//!   unless they arrive on `lo`.
 //! - A session that is not forwarded (socks: a proxy on the gateway) is a TCP port on the
 //!   gateway: only its owner's mesh address may connect to it, from anywhere else (mesh, WAN,
 //!   tunnels) it is dropped.
@@ -91,6 +93,9 @@ pub struct Policy {
     pub rpc_port: u16,
     /// Destinations subscribers may reach although private (`list allow_destination`).
     pub allow: Vec<String>,
+    /// TCP ports on the gateway that only the gateway itself may reach (arriving on `lo`), e.g.
+    /// the SoftEther server's admin and spare listeners.
+    pub local_only_tcp: Vec<u16>,
     /// Whether downloads are shaped: packets to a session get its class ([`super::shaper`]).
     pub shape_down: bool,
     /// Whether uploads are shaped: packets from a session get its class.
@@ -342,11 +347,16 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
     // The RPC server is for the mesh: whatever it listens on, the WAN side gets nothing.
     s.push_str(&format!(
         "\tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;\n\
-         \t\tiifname {wan} tcp dport {} drop\n\
-         \t\ttcp dport @lports jump to_local\n\
-         \t\tiifname @tunifs jump from_subscriber\n",
+         \t\tiifname {wan} tcp dport {} drop\n",
         policy.rpc_port
     ));
+    if let Some(ports) = set_of(policy.local_only_tcp.iter().map(u16::to_string)) {
+        s.push_str(&format!("\t\tiifname != \"lo\" tcp dport {ports} drop\n"));
+    }
+    s.push_str(
+        "\t\ttcp dport @lports jump to_local\n\
+         \t\tiifname @tunifs jump from_subscriber\n",
+    );
     s.push_str(&format!(
         "\t\tip saddr {} jump from_subscriber\n",
         policy.pool4
@@ -480,6 +490,11 @@ pub fn ipt_restore(policy: &Policy, sessions: &[Session], v6: bool) -> String {
         "-A {IPT_IN} -i {} -p tcp --dport {} -j DROP\n",
         policy.wan, policy.rpc_port
     ));
+    for port in &policy.local_only_tcp {
+        f.push_str(&format!(
+            "-A {IPT_IN} ! -i lo -p tcp --dport {port} -j DROP\n"
+        ));
+    }
     // Local sessions: the owner's address may use its port, nobody else.
     for (owner, port) in local.iter().filter(|(o, _)| o.is_ipv6() == v6) {
         f.push_str(&format!(
@@ -777,6 +792,7 @@ mod tests {
             gateway6: Some("fd7e:7e7e::1".parse().unwrap()),
             rpc_port: 65533,
             allow: vec!["192.168.9.0/24".into(), "fd00:9::/64".into()],
+            local_only_tcp: vec![],
             shape_down: true,
             shape_up: false,
         }
@@ -954,6 +970,26 @@ mod tests {
         assert!(v6.contains("-A MNIGS-IN -s fd00::6/128 -p tcp --dport 10803 -j RETURN\n"));
         assert!(v6.contains("-A MNIGS-IN -p tcp --dport 10802 -j DROP\n"));
         assert!(!v6.contains("10.0.0.5"));
+    }
+
+    #[test]
+    fn local_only_ports_are_dropped_unless_on_loopback() {
+        let mut p = policy();
+        assert!(!nft_script(&p, &[]).contains("iifname != \"lo\""));
+        p.local_only_tcp = vec![992, 1194, 5555];
+        let s = nft_script(&p, &[]);
+        let drop = s
+            .find("iifname != \"lo\" tcp dport { 992, 1194, 5555 } drop\n")
+            .unwrap();
+        assert!(drop < s.find("jump from_subscriber").unwrap());
+        for v6 in [false, true] {
+            let r = ipt_restore(&p, &[], v6);
+            for port in [992, 1194, 5555] {
+                assert!(r.contains(&format!(
+                    "-A MNIGS-IN ! -i lo -p tcp --dport {port} -j DROP\n"
+                )));
+            }
+        }
     }
 
     #[test]
