@@ -583,6 +583,29 @@ pub fn mesh_interfaces(cfg: &Config) -> Vec<String> {
     v
 }
 
+/// The SoftEther server's ports nobody but mnigs uses, when the gateway offers softether: its
+/// admin port and the listeners a new server opens besides 443 (992, 1194, 5555), except the
+/// port subscribers connect to. (Every listener also takes admin logins, password protected.)
+fn softether_local_ports(cfg: &Config) -> Vec<u16> {
+    if !cfg.gateway.methods.iter().any(|m| m == "softether") {
+        return vec![];
+    }
+    let admin = cfg
+        .softether
+        .admin
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok());
+    let mut v: Vec<u16> = [992, 1194, 5555]
+        .into_iter()
+        .chain(admin)
+        .filter(|p| *p != cfg.softether.port)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// What the gateway's firewall is built from.
 fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
     let g = &cfg.gateway;
@@ -609,6 +632,7 @@ fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
         gateway6: net.ipv6.map(|(a, _)| a),
         rpc_port: cfg.main.rpc_port,
         allow: g.allow_destinations.iter().map(|p| p.to_string()).collect(),
+        local_only_tcp: softether_local_ports(cfg),
         shape_down: false,
         shape_up: false,
     }

@@ -125,6 +125,33 @@ fn tcp_from_sub(s: &Scenario, port: u16) -> Result<Vec<u8>, String> {
     })
 }
 
+/// Whether a TCP connection from `node` to `addr` is accepted within 2 s.
+fn connects(s: &Scenario, node: Node, addr: SocketAddr) -> bool {
+    in_ns(&s.bed.ns(node), move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+    })
+}
+
+/// The TCP ports the gateway's SOCKS servers listen on (10800 and up).
+fn socks_ports(s: &Scenario) -> Vec<u16> {
+    let out = cmd::run(&["ip", "netns", "exec", &s.bed.ns(Node::Gw), "ss", "-Htln"]).unwrap();
+    let mut v: Vec<u16> = out
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .filter(|p| (10800..11100).contains(p))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// From sub: asks the Internet host's DNS server (UDP, port 53) for an A record.
 fn dns_from_sub(s: &Scenario) -> Result<[u8; 4], String> {
     let ns = s.bed.ns(Node::Sub);
@@ -248,6 +275,30 @@ fn socks_reaches_tcp_and_dns_over_a_babel_mesh_and_leaves_nothing() {
         "DNS through the proxy: {dns:?}"
     );
     assert_eq!(dns.unwrap(), ANSWER);
+    // The session's proxy port is its owner's alone (the gateway's firewall): the relay, a mesh
+    // node without a lease, and the Internet side cannot even connect, while sub can.
+    let ports = socks_ports(&s);
+    assert_eq!(ports.len(), 1, "one server listening: {ports:?}");
+    let at = |ip: std::net::IpAddr| SocketAddr::new(ip, ports[0]);
+    let gw = [
+        at(Testbed::mesh_v4(Node::Gw).into()),
+        at(Testbed::mesh_v6(Node::Gw).into()),
+    ];
+    assert!(
+        gw.iter().any(|a| connects(&s, Node::Sub, *a)),
+        "control: the owner connects to its proxy port {}",
+        ports[0]
+    );
+    for a in gw {
+        assert!(
+            !connects(&s, Node::Relay, a),
+            "a mesh node without the session connected to {a}"
+        );
+    }
+    assert!(
+        !connects(&s, Node::Inet, at(Testbed::GW_UPLINK.into())),
+        "the Internet side connected to the gateway's SOCKS port"
+    );
     // The probe (a SOCKS5 login) keeps the link up: still connected after some rounds.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(

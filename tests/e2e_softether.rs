@@ -11,7 +11,8 @@
 
 use mnigs::demo::Scenario;
 use mnigs::sys::cmd;
-use mnigs::testbed::{Node, e2e_gate};
+use mnigs::testbed::{Node, Testbed, e2e_gate};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -57,6 +58,25 @@ fn clear_state() {
             }
         }
     }
+}
+
+/// Whether a TCP connection from `node` to `addr` is accepted within 2 s (from a thread that
+/// entered the node's namespace).
+fn connects(s: &Scenario, node: Node, addr: SocketAddr) -> bool {
+    let path = format!("/run/netns/{}", s.bed.ns(node));
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("namespace file");
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a namespace file we hold open; it changes only this thread.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns {path}"
+        );
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+    })
+    .join()
+    .expect("thread in the namespace")
 }
 
 fn server_cmd(s: &Scenario, command: &[&str]) -> Result<String, String> {
@@ -170,6 +190,19 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
     );
     let users = server_cmd(&s, &["UserList"]).unwrap();
     assert!(users.contains("mn647f0002"), "{users}");
+    // The gateway's firewall: the mesh reaches the server's VPN port, not its admin port or its
+    // other listeners (which the server opens on every address).
+    let gw = std::net::IpAddr::from(Testbed::mesh_v4(Node::Gw));
+    assert!(
+        connects(&s, Node::Relay, SocketAddr::new(gw, 443)),
+        "control: the mesh reaches SoftEther's port 443"
+    );
+    for port in [992, 1194, 5555] {
+        assert!(
+            !connects(&s, Node::Relay, SocketAddr::new(gw, port)),
+            "the mesh reached SoftEther's port {port}"
+        );
+    }
 
     // The gateway daemon is killed and restarted: it finds its hub and bridge and makes the
     // restored session's user anew (new password); the established SoftEther session survives
@@ -206,10 +239,17 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
     s.cli(Node::Sub, &["scan"]).unwrap();
     s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
     assert!(s.ping_within(Duration::from_secs(10)));
+    // The released address rests (the gateway's quarantine): this session has another one, so
+    // look for any pool user (`mn647f…`), not the first one's name.
+    let users = server_cmd(&s, &["UserList"]).unwrap();
+    assert!(
+        users.contains("mn647f"),
+        "a user for the new session: {users}"
+    );
     assert!(s.stop(Node::Sub, libc::SIGKILL));
     assert!(
         wait_for(Duration::from_secs(u64::from(lease) + 5), || {
-            server_cmd(&s, &["UserList"]).is_ok_and(|u| !u.contains("mn647f0002"))
+            server_cmd(&s, &["UserList"]).is_ok_and(|u| !u.contains("mn647f"))
         }),
         "expiry deletes the user\n{}",
         s.tail(Node::Gw)
@@ -217,7 +257,7 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
     // The user goes first, then its session (the client keeps retrying, and is refused).
     assert!(
         wait_for(Duration::from_secs(5), || {
-            server_cmd(&s, &["SessionList"]).is_ok_and(|l| !l.to_lowercase().contains("mn647f0002"))
+            server_cmd(&s, &["SessionList"]).is_ok_and(|l| !l.to_lowercase().contains("mn647f"))
         }),
         "expiry disconnects the session: {}",
         server_cmd(&s, &["SessionList"]).unwrap_or_default()

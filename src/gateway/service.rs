@@ -9,7 +9,7 @@ use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink}
 use crate::rpc::server::Caller;
 use crate::store::{SessionRow, Store};
 use crate::sys::firewall::{Firewall, Session};
-use crate::tunnel::{GatewayNet, Method, Peer};
+use crate::tunnel::{GatewayNet, Ingress, Method, Peer};
 use crate::{log, validate};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -286,10 +286,17 @@ impl Gateway {
                         .ingress(&peer)
                         .map_err(|e| e.to_string())
                         .and_then(|i| {
+                            let (ifname, mac, local) = match i {
+                                Ingress::Forwarded { ifname, mac } => (ifname, mac, None),
+                                Ingress::Local { port } => {
+                                    (String::new(), None, Some((lease.owner, port)))
+                                }
+                            };
                             let session = Session {
-                                ifname: i.ifname,
+                                ifname,
                                 addrs: addrs(ipv4, ipv6),
-                                mac: i.mac,
+                                mac,
+                                local,
                                 class: crate::sys::shaper::minor(lease.slot),
                             };
                             nat.admit(&lease.sid, session).map_err(|e| e.to_string())

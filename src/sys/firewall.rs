@@ -20,6 +20,11 @@
 //! - To the gateway itself a subscriber reaches only the RPC port and echo requests on the
 //!   gateway's tunnel addresses.
 //! - Masquerade matches the incoming interface and source address of a live session.
+//! - Ports of servers that only mnigs itself talks to (`Policy::local_only_tcp`) are dropped
+//!   unless they arrive on `lo`.
+//! - A session that is not forwarded (socks: a proxy on the gateway) is a TCP port on the
+//!   gateway: only its owner's mesh address may connect to it, from anywhere else (mesh, WAN,
+//!   tunnels) it is dropped.
 //!
 //! # Layout
 //! - [`Policy`], [`Session`]: the inputs.
@@ -88,6 +93,9 @@ pub struct Policy {
     pub rpc_port: u16,
     /// Destinations subscribers may reach although private (`list allow_destination`).
     pub allow: Vec<String>,
+    /// TCP ports on the gateway that only the gateway itself may reach (arriving on `lo`), e.g.
+    /// the SoftEther server's admin and spare listeners.
+    pub local_only_tcp: Vec<u16>,
     /// Whether downloads are shaped: packets to a session get its class ([`super::shaper`]).
     pub shape_down: bool,
     /// Whether uploads are shaped: packets from a session get its class.
@@ -103,6 +111,9 @@ pub struct Session {
     pub addrs: Vec<IpAddr>,
     /// The MAC address its packets must carry (route method); `None` for tunnels.
     pub mac: Option<String>,
+    /// A session nothing of which is forwarded (socks): its owner's mesh address and its TCP
+    /// port on the gateway, which only that address may reach. `ifname` and `mac` are unused.
+    pub local: Option<(IpAddr, u16)>,
     /// Its shaping class minor ([`super::shaper::minor`]).
     pub class: u32,
 }
@@ -120,6 +131,20 @@ fn split(allow: &[String]) -> (Vec<String>, Vec<String>) {
     allow.iter().cloned().partition(|p| !p.contains(':'))
 }
 
+/// The sessions that are forwarded, and the local ones (owner, port) with the owner's address
+/// in its canonical form (an IPv4-mapped IPv6 address is IPv4).
+fn partition(sessions: &[Session]) -> (Vec<Session>, Vec<(IpAddr, u16)>) {
+    let (local, fwd): (Vec<&Session>, Vec<&Session>) =
+        sessions.iter().partition(|s| s.local.is_some());
+    (
+        fwd.into_iter().cloned().collect(),
+        local
+            .iter()
+            .filter_map(|s| s.local.map(|(o, p)| (o.to_canonical(), p)))
+            .collect(),
+    )
+}
+
 /// The interfaces subscribers' tunnels arrive on (every session's, except mesh interfaces).
 fn tunnel_ifs(policy: &Policy, sessions: &[Session]) -> Vec<String> {
     let mut v: Vec<String> = sessions
@@ -134,6 +159,8 @@ fn tunnel_ifs(policy: &Policy, sessions: &[Session]) -> Vec<String> {
 
 /// The nft script that replaces our table with the policy for `sessions` (one transaction).
 pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
+    let (fwd, local) = partition(sessions);
+    let sessions = &fwd[..];
     let wan = quote(&policy.wan);
     let mut s = format!(
         "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
@@ -203,6 +230,43 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
         });
         s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
         if let Some(e) = set_of(elements) {
+            s.push_str(&format!("\t\telements = {e};\n"));
+        }
+        s.push_str("\t}\n");
+    }
+    // Local sessions: their ports, and each port with the one address that may use it.
+    let mut lports: Vec<u16> = local.iter().map(|(_, p)| *p).collect();
+    lports.sort();
+    lports.dedup();
+    for (name, ty, elements) in [
+        (
+            "lports",
+            "inet_service",
+            set_of(lports.iter().map(u16::to_string)),
+        ),
+        (
+            "owner4",
+            "ipv4_addr . inet_service",
+            set_of(
+                local
+                    .iter()
+                    .filter(|(o, _)| o.is_ipv4())
+                    .map(|(o, p)| format!("{o} . {p}")),
+            ),
+        ),
+        (
+            "owner6",
+            "ipv6_addr . inet_service",
+            set_of(
+                local
+                    .iter()
+                    .filter(|(o, _)| o.is_ipv6())
+                    .map(|(o, p)| format!("{o} . {p}")),
+            ),
+        ),
+    ] {
+        s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
+        if let Some(e) = elements {
             s.push_str(&format!("\t\telements = {e};\n"));
         }
         s.push_str("\t}\n");
@@ -283,10 +347,16 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
     // The RPC server is for the mesh: whatever it listens on, the WAN side gets nothing.
     s.push_str(&format!(
         "\tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;\n\
-         \t\tiifname {wan} tcp dport {} drop\n\
-         \t\tiifname @tunifs jump from_subscriber\n",
+         \t\tiifname {wan} tcp dport {} drop\n",
         policy.rpc_port
     ));
+    if let Some(ports) = set_of(policy.local_only_tcp.iter().map(u16::to_string)) {
+        s.push_str(&format!("\t\tiifname != \"lo\" tcp dport {ports} drop\n"));
+    }
+    s.push_str(
+        "\t\ttcp dport @lports jump to_local\n\
+         \t\tiifname @tunifs jump from_subscriber\n",
+    );
     s.push_str(&format!(
         "\t\tip saddr {} jump from_subscriber\n",
         policy.pool4
@@ -294,7 +364,12 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
     if let Some(p) = pool6 {
         s.push_str(&format!("\t\tip6 saddr {p} jump from_subscriber\n"));
     }
-    s.push_str("\t}\n\tchain from_subscriber {\n");
+    s.push_str(
+        "\t}\n\tchain to_local {\n\
+         \t\tip saddr . tcp dport @owner4 accept\n\
+         \t\tip6 saddr . tcp dport @owner6 accept\n\
+         \t\tdrop\n\t}\n\tchain from_subscriber {\n",
+    );
     let port = policy.rpc_port;
     let g4 = policy.gateway4;
     s.push_str(&format!(
@@ -338,6 +413,8 @@ const IPT_CLS: &str = "MNIGS-CLS";
 /// POSTROUTING: the masquerade matches the source, and the forward filter already dropped every
 /// packet whose interface does not match its source.
 pub fn ipt_restore(policy: &Policy, sessions: &[Session], v6: bool) -> String {
+    let (fwd, local) = partition(sessions);
+    let sessions = &fwd[..];
     let host = |a: &IpAddr| match a {
         IpAddr::V4(a) => format!("{a}/32"),
         IpAddr::V6(a) => format!("{a}/128"),
@@ -413,6 +490,21 @@ pub fn ipt_restore(policy: &Policy, sessions: &[Session], v6: bool) -> String {
         "-A {IPT_IN} -i {} -p tcp --dport {} -j DROP\n",
         policy.wan, policy.rpc_port
     ));
+    for port in &policy.local_only_tcp {
+        f.push_str(&format!(
+            "-A {IPT_IN} ! -i lo -p tcp --dport {port} -j DROP\n"
+        ));
+    }
+    // Local sessions: the owner's address may use its port, nobody else.
+    for (owner, port) in local.iter().filter(|(o, _)| o.is_ipv6() == v6) {
+        f.push_str(&format!(
+            "-A {IPT_IN} -s {} -p tcp --dport {port} -j RETURN\n",
+            host(owner)
+        ));
+    }
+    for (_, port) in &local {
+        f.push_str(&format!("-A {IPT_IN} -p tcp --dport {port} -j DROP\n"));
+    }
     for i in &tunifs {
         f.push_str(&format!("-A {IPT_IN} -i {i} -g {IPT_SUBIN}\n"));
     }
@@ -594,7 +686,10 @@ impl Firewall {
 
     /// Admits one session (replacing what `key` had).
     pub fn admit(&mut self, key: &str, session: Session) -> Result<(), CmdError> {
-        self.shaper.admit(&session.ifname, session.class)?;
+        // A local session's traffic leaves from the gateway itself: no class to give it.
+        if session.local.is_none() {
+            self.shaper.admit(&session.ifname, session.class)?;
+        }
         let old = self.sessions.insert(key.to_string(), session);
         let r = self.apply();
         if r.is_err() {
@@ -611,7 +706,9 @@ impl Firewall {
     pub fn dismiss(&mut self, key: &str, addrs: &[IpAddr]) -> Result<(), CmdError> {
         if let Some(gone) = self.sessions.remove(key) {
             self.apply()?;
-            self.shaper.dismiss(&gone.ifname, gone.class)?;
+            if gone.local.is_none() {
+                self.shaper.dismiss(&gone.ifname, gone.class)?;
+            }
         }
         flush_conntrack(addrs)
     }
@@ -695,6 +792,7 @@ mod tests {
             gateway6: Some("fd7e:7e7e::1".parse().unwrap()),
             rpc_port: 65533,
             allow: vec!["192.168.9.0/24".into(), "fd00:9::/64".into()],
+            local_only_tcp: vec![],
             shape_down: true,
             shape_up: false,
         }
@@ -709,12 +807,14 @@ mod tests {
                     "fd7e:7e7e::2".parse().unwrap(),
                 ],
                 mac: None,
+                local: None,
                 class: 0x100,
             },
             Session {
                 ifname: "br-mesh".into(),
                 addrs: vec!["100.127.0.3".parse().unwrap()],
                 mac: Some("02:00:00:00:00:03".into()),
+                local: None,
                 class: 0x101,
             },
         ]
@@ -782,6 +882,114 @@ mod tests {
         assert!(v6.contains("-A MNIGS-OUT -d fd00:9::/64 -j RETURN\n"));
         assert!(!v6.contains("100.127.0.3"));
         assert_eq!(v6.matches("COMMIT").count(), 3);
+    }
+
+    /// A socks session (nothing forwarded, port 10802 for its owner 10.0.0.5), another one
+    /// whose owner asked over IPv6, and a softether session (the hub's tap, no MAC).
+    fn with_socks_and_softether() -> Vec<Session> {
+        let mut v = sessions();
+        v.push(Session {
+            ifname: String::new(),
+            addrs: vec!["100.127.0.4".parse().unwrap()],
+            mac: None,
+            local: Some(("::ffff:10.0.0.5".parse().unwrap(), 10802)),
+            class: 0x102,
+        });
+        v.push(Session {
+            ifname: String::new(),
+            addrs: vec!["100.127.0.5".parse().unwrap()],
+            mac: None,
+            local: Some(("fd00::6".parse().unwrap(), 10803)),
+            class: 0x103,
+        });
+        v.push(Session {
+            ifname: "tap_mnigs".into(),
+            addrs: vec!["100.127.0.6".parse().unwrap()],
+            mac: None,
+            local: None,
+            class: 0x104,
+        });
+        v
+    }
+
+    #[test]
+    fn nft_gives_a_socks_port_to_its_owner_only_and_forwards_nothing() {
+        let s = nft_script(&policy(), &with_socks_and_softether());
+        assert!(
+            s.contains("set lports {\n\t\ttype inet_service;\n\t\telements = { 10802, 10803 };")
+        );
+        // The IPv4-mapped owner is matched as the IPv4 address it is.
+        assert!(s.contains(
+            "set owner4 {\n\t\ttype ipv4_addr . inet_service;\n\t\telements = { 10.0.0.5 . 10802 };"
+        ));
+        assert!(s.contains(
+            "set owner6 {\n\t\ttype ipv6_addr . inet_service;\n\t\telements = { fd00::6 . 10803 };"
+        ));
+        // Before anything else may accept it: the WAN, tunnels and the mesh all get the drop.
+        let jump = s.find("tcp dport @lports jump to_local").unwrap();
+        assert!(jump < s.find("iifname @tunifs jump from_subscriber").unwrap());
+        assert!(s.contains(
+            "chain to_local {\n\t\tip saddr . tcp dport @owner4 accept\n\t\tip6 saddr . tcp dport @owner6 accept\n\t\tdrop\n\t}"
+        ));
+        // Its pool address is neither forwarded, masqueraded nor shaped.
+        for a in ["100.127.0.4", "100.127.0.5"] {
+            assert!(!s.contains(a), "{a} appears in\n{s}");
+        }
+        assert!(!s.contains("\"\""), "an empty interface name");
+        // The softether session: its tap is a tunnel interface, bound to its address.
+        assert!(s.contains("elements = { \"mnigs-wg\", \"tap_mnigs\" };"));
+        assert!(s.contains("\"tap_mnigs\" . 100.127.0.6"));
+        let tun4 = &s[s.find("set tun4").unwrap()..];
+        assert!(tun4[..tun4.find('}').unwrap()].contains("\"tap_mnigs\" . 100.127.0.6"));
+        // Without local sessions the sets are empty and nothing is dropped by them.
+        let none = nft_script(&policy(), &sessions());
+        assert!(none.contains("set lports {\n\t\ttype inet_service;\n\t}"));
+    }
+
+    #[test]
+    fn iptables_gives_a_socks_port_to_its_owner_only() {
+        let v4 = ipt_restore(&policy(), &with_socks_and_softether(), false);
+        let allow = v4
+            .find("-A MNIGS-IN -s 10.0.0.5/32 -p tcp --dport 10802 -j RETURN\n")
+            .unwrap();
+        let drop = v4
+            .find("-A MNIGS-IN -p tcp --dport 10802 -j DROP\n")
+            .unwrap();
+        assert!(allow < drop);
+        assert!(drop < v4.find("-A MNIGS-IN -i mnigs-wg -g MNIGS-SUBIN").unwrap());
+        // The IPv6 owner's port is closed to every IPv4 source.
+        assert!(v4.contains("-A MNIGS-IN -p tcp --dport 10803 -j DROP\n"));
+        assert!(!v4.contains("--dport 10803 -j RETURN"));
+        for a in ["100.127.0.4", "100.127.0.5"] {
+            assert!(!v4.contains(a), "{a} appears in\n{v4}");
+        }
+        assert!(v4.contains("-A MNIGS-FWD -i tap_mnigs -s 100.127.0.6/32 -g MNIGS-OUT\n"));
+        assert!(v4.contains("-A MNIGS-FWD -i tap_mnigs -j DROP\n"));
+        assert!(v4.contains("-A MNIGS-NAT -s 100.127.0.6/32 -o wan0 -j MASQUERADE\n"));
+        let v6 = ipt_restore(&policy(), &with_socks_and_softether(), true);
+        assert!(v6.contains("-A MNIGS-IN -s fd00::6/128 -p tcp --dport 10803 -j RETURN\n"));
+        assert!(v6.contains("-A MNIGS-IN -p tcp --dport 10802 -j DROP\n"));
+        assert!(!v6.contains("10.0.0.5"));
+    }
+
+    #[test]
+    fn local_only_ports_are_dropped_unless_on_loopback() {
+        let mut p = policy();
+        assert!(!nft_script(&p, &[]).contains("iifname != \"lo\""));
+        p.local_only_tcp = vec![992, 1194, 5555];
+        let s = nft_script(&p, &[]);
+        let drop = s
+            .find("iifname != \"lo\" tcp dport { 992, 1194, 5555 } drop\n")
+            .unwrap();
+        assert!(drop < s.find("jump from_subscriber").unwrap());
+        for v6 in [false, true] {
+            let r = ipt_restore(&p, &[], v6);
+            for port in [992, 1194, 5555] {
+                assert!(r.contains(&format!(
+                    "-A MNIGS-IN ! -i lo -p tcp --dport {port} -j DROP\n"
+                )));
+            }
+        }
     }
 
     #[test]

@@ -692,7 +692,7 @@ impl Method for Cjdns {
     }
 
     fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
-        Ok(super::Ingress {
+        Ok(super::Ingress::Forwarded {
             ifname: self.tun.clone(),
             mac: None,
         })

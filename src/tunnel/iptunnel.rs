@@ -177,7 +177,7 @@ impl Method for IpTunnel {
     }
 
     fn ingress(&self, peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
-        Ok(super::Ingress {
+        Ok(super::Ingress::Forwarded {
             ifname: gateway_ifname(&self.prefix, peer.ipv4),
             mac: None,
         })

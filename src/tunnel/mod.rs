@@ -134,15 +134,25 @@ pub fn host_routes(ifname: &str, peer: &Peer<'_>, add: bool) -> Result<(), Tunne
     Ok(())
 }
 
-/// Where a subscriber's packets reach the gateway, for the forwarding filter
+/// Where a subscriber's packets reach the gateway, for the gateway's firewall
 /// ([`crate::sys::firewall`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ingress {
-    /// The interface its packets (inside the tunnel) arrive on.
-    pub ifname: String,
-    /// The link-layer address they must come from, for a method without a tunnel that
-    /// authenticates them (route); `None` for tunnels.
-    pub mac: Option<String>,
+pub enum Ingress {
+    /// Its packets (inside the tunnel) arrive on `ifname` and are forwarded if they carry its
+    /// leased address.
+    Forwarded {
+        /// The interface its packets arrive on.
+        ifname: String,
+        /// The link-layer address they must come from, for a method without a tunnel that
+        /// authenticates them (route); `None` for tunnels.
+        mac: Option<String>,
+    },
+    /// Nothing of it is forwarded: it only uses TCP `port` on the gateway itself (a proxy whose
+    /// connections leave from the gateway, socks), which only its owner's mesh address may reach.
+    Local {
+        /// The gateway's TCP port of this session.
+        port: u16,
+    },
 }
 
 /// A tunnel method.

@@ -620,7 +620,7 @@ impl Method for Openvpn {
     }
 
     fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
-        Ok(super::Ingress {
+        Ok(super::Ingress::Forwarded {
             ifname: self.ifname.clone(),
             mac: None,
         })

@@ -168,7 +168,7 @@ impl Method for Route {
                 "no link-layer address known for {hop} on {ifname}: cannot bind the route to it"
             ))
         })?;
-        Ok(super::Ingress {
+        Ok(super::Ingress::Forwarded {
             ifname,
             mac: Some(mac),
         })

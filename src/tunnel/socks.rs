@@ -360,6 +360,18 @@ impl Method for Socks {
         Ok(fields)
     }
 
+    fn ingress(&self, peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        // Nothing is forwarded: the connections leave from the gateway (microsocks); the
+        // session is its server's port, open only to the owner's mesh address.
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| TunnelError::Invalid("socks is not prepared".into()))?;
+        Ok(super::Ingress::Local {
+            port: session_port(self.port, net, peer.ipv4)?,
+        })
+    }
+
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         if let Some(s) = self.servers.remove(&peer.ipv4) {
             cmd::stop_pid(s.pid, SERVER, Duration::from_secs(2));

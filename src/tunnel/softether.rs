@@ -344,6 +344,16 @@ impl Method for Softether {
         Ok(fields)
     }
 
+    fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
+        // Every session's frames leave the hub on the bridge's tap device. No MAC address to
+        // bind: the subscriber's virtual NIC is made (with a random MAC) only when it connects,
+        // after this grant, and the hub can carry several MACs per session.
+        Ok(super::Ingress::Forwarded {
+            ifname: self.ifname(),
+            mac: None,
+        })
+    }
+
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         let user = user_name(peer.ipv4);
         self.users.remove(&peer.ipv4);

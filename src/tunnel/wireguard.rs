@@ -199,7 +199,7 @@ impl Method for Wireguard {
     }
 
     fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
-        Ok(super::Ingress {
+        Ok(super::Ingress::Forwarded {
             ifname: self.ifname.clone(),
             mac: None,
         })
