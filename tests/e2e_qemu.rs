@@ -47,6 +47,16 @@ fn mips_daemons_under_qemu_connect_ping_and_tear_down() {
     );
     let elf = std::fs::read(&mips).unwrap();
     assert_eq!(&elf[..6], b"\x7fELF\x01\x02", "32-bit big-endian ELF");
+    let sections = Command::new("readelf")
+        .args(["-SW", &mips])
+        .output()
+        .expect("readelf (binutils)");
+    let sections = String::from_utf8_lossy(&sections.stdout);
+    assert!(sections.contains(".text"), "{sections}");
+    assert!(
+        !sections.contains(".pdr"),
+        "openwrt/cross-build ships mips binaries without .pdr: {sections}"
+    );
 
     let mut s = Scenario::new(EXE.as_ref(), 60).expect("testbed");
     s.run_daemons_as(&[qemu, &mips]);
