@@ -13,6 +13,8 @@ pub struct Scenario {
     /// The mesh; dropping the scenario removes it with everything running in it.
     pub bed: Testbed,
     exe: PathBuf,
+    /// How the daemons are started when not as `exe` itself (see [`Scenario::run_daemons_as`]).
+    daemon: Vec<String>,
     /// Gateway daemon's PID, while running.
     pub gw_pid: Option<u32>,
     /// Subscriber daemon's PID, while running.
@@ -51,6 +53,7 @@ impl Scenario {
     fn on(bed: Testbed, exe: &Path) -> Scenario {
         Scenario {
             exe: exe.to_path_buf(),
+            daemon: Vec::new(),
             gw_pid: None,
             sub_pid: None,
             gw_wg: bed.unique_ifname("g"),
@@ -334,11 +337,22 @@ impl Scenario {
         self.bed.dir.join(format!("{}.log", node.name()))
     }
 
+    /// Starts the daemons with `argv` instead of the scenario's binary, e.g. `["qemu-mips-static",
+    /// "/path/to/mips/mnigs"]` to run a router build under emulation; the CLI stays the
+    /// scenario's binary.
+    pub fn run_daemons_as(&mut self, argv: &[&str]) {
+        self.daemon = argv.iter().map(|a| a.to_string()).collect();
+    }
+
     /// Starts the daemon of `node` and waits until its RPC answers.
     pub fn start(&mut self, node: Node) -> Result<u32, String> {
-        let conf = self.config(node);
+        let conf = self.config(node).to_string_lossy().to_string();
         let exe = self.exe.to_string_lossy().to_string();
-        let argv = [exe.as_str(), "daemon", "-c", &conf.to_string_lossy()];
+        let mut argv: Vec<&str> = self.daemon.iter().map(String::as_str).collect();
+        if argv.is_empty() {
+            argv.push(&exe);
+        }
+        argv.extend(["daemon", "-c", &conf]);
         let pid = self.bed.spawn(node, &argv, &self.log(node))?;
         match node {
             Node::Gw => self.gw_pid = Some(pid),

@@ -1,6 +1,6 @@
-//! The shell scripts that ship in the packages: the procd init script, the first-boot
-//! uci-defaults, the LuCI app's rpcd plugin(s) and uci-defaults when present, and the package
-//! builder. Each must parse with `sh -n` (busybox ash on the router is a POSIX shell; the
+//! The shell scripts that ship in the packages: the procd init script, uci-defaults when present,
+//! the LuCI app's rpcd plugin(s) and uci-defaults when present, and the package and cross
+//! builders. Each must parse with `sh -n` (busybox ash on the router is a POSIX shell; the
 //! builder is bash and is checked with `bash -n`) and pass `shellcheck` with no findings.
 //!
 //! shellcheck comes from Debian's `shellcheck` package (.ci/deps). Without it the test skips
@@ -53,7 +53,7 @@ fn output(argv: &[&str]) -> Result<(bool, String), String> {
 #[test]
 fn shipped_scripts_parse_with_sh_n() {
     let scripts = router_scripts();
-    assert!(scripts.len() >= 2, "init script and uci-defaults found");
+    assert!(scripts.len() >= 2, "init script and rpcd plugin found");
     for s in &scripts {
         let first = std::fs::read_to_string(s).unwrap();
         assert!(
@@ -64,9 +64,11 @@ fn shipped_scripts_parse_with_sh_n() {
         let (ok, text) = output(&["sh", "-n", s.to_str().unwrap()]).unwrap();
         assert!(ok, "sh -n {}: {text}", s.display());
     }
-    let builder = Path::new(TOP).join("openwrt/build-ipk");
-    let (ok, text) = output(&["bash", "-n", builder.to_str().unwrap()]).unwrap();
-    assert!(ok, "bash -n openwrt/build-ipk: {text}");
+    for tool in ["openwrt/build-package", "openwrt/cross-build"] {
+        let path = Path::new(TOP).join(tool);
+        let (ok, text) = output(&["bash", "-n", path.to_str().unwrap()]).unwrap();
+        assert!(ok, "bash -n {tool}: {text}");
+    }
 }
 
 #[test]
@@ -82,7 +84,8 @@ fn shipped_scripts_pass_shellcheck() {
         return;
     }
     let mut all = router_scripts();
-    all.push(Path::new(TOP).join("openwrt/build-ipk"));
+    all.push(Path::new(TOP).join("openwrt/build-package"));
+    all.push(Path::new(TOP).join("openwrt/cross-build"));
     for s in &all {
         // --norc: a developer's ~/.shellcheckrc must not switch checks off. Severity "style"
         // is the strictest level: every finding counts.

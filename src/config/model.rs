@@ -138,7 +138,7 @@ impl FromStr for Prefix {
 /// `config mnigs 'main'`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MainConfig {
-    /// What this node calls itself (`option name`); the uci-defaults script sets the hostname.
+    /// What this node calls itself (`option name`); empty means the host name ([`host_name`]).
     pub name: String,
     /// TCP port of the JSON-RPC server (`option rpc_port`).
     pub rpc_port: u16,
@@ -839,8 +839,8 @@ impl<'f> Builder<'f> {
         let mut m = self.config.main.clone();
         let mut r = self.reader(s, label);
         r.single("name", &mut m.name, |v| {
-            // Empty (as shipped): the uci-defaults script fills it at first boot; until then the
-            // host name stands in.
+            // Empty (as shipped): the host name, read at every start, so a renamed router is
+            // renamed in the mesh too, and the shipped conffile is never rewritten.
             if v.is_empty() {
                 Ok(host_name())
             } else {
@@ -1313,24 +1313,32 @@ fn hook_path(v: &str) -> Result<Option<PathBuf>, String> {
 }
 
 /// A validated string option.
-/// This machine's host name made into a valid node name (`mnigs` if nothing is left).
+/// This machine's host name made into a valid node name (`mnigs` if nothing is left). On OpenWrt
+/// the kernel's host name is `system.@system[0].hostname`, set at boot.
 pub fn host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let clean: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let clean = clean.trim_start_matches('-').to_string();
-    if validate::node_name(&clean).is_ok() {
-        clean
+    node_name_from_host(&raw)
+}
+
+/// A host name made into a node name: each run of characters a node name cannot hold becomes one
+/// `-`, the result is cut to 63 characters and must start with a letter or digit and not end in
+/// `-`; `mnigs` when nothing is left.
+pub fn node_name_from_host(raw: &str) -> String {
+    let mut clean = String::new();
+    for c in raw.trim().chars() {
+        if c.is_ascii_alphanumeric() || "._".contains(c) {
+            clean.push(c);
+        } else if !clean.ends_with('-') {
+            clean.push('-');
+        }
+    }
+    let start = clean
+        .find(|c: char| c.is_ascii_alphanumeric())
+        .unwrap_or(clean.len());
+    let cut: String = clean[start..].chars().take(63).collect();
+    let name = cut.trim_end_matches('-');
+    if validate::node_name(name).is_ok() {
+        name.to_string()
     } else {
         "mnigs".to_string()
     }
@@ -2473,5 +2481,25 @@ config gateway g
                 .any(|p| p.place == "subscriber.negative_cache" && p.line == 2),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn empty_name_is_the_host_name_made_valid() {
+        assert_eq!(node_name_from_host("OpenWrt\n"), "OpenWrt");
+        assert_eq!(node_name_from_host("my router (attic)"), "my-router-attic");
+        assert_eq!(node_name_from_host("--a!!b--"), "a-b");
+        assert_eq!(node_name_from_host("._x.y_z"), "x.y_z");
+        assert_eq!(node_name_from_host(""), "mnigs");
+        assert_eq!(node_name_from_host("!!!"), "mnigs");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(
+            node_name_from_host(&long),
+            "a".repeat(62),
+            "cut, no '-' left at the end"
+        );
+        let cfg = "config mnigs 'main'\n\toption name ''\n";
+        let (config, problems) = from_text(cfg, Path::new("t")).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.main.name, host_name());
     }
 }
