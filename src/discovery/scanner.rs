@@ -486,7 +486,7 @@ mod tests {
     /// counts the connections.
     struct Switch {
         info: Mutex<Value>,
-        busy_for: std::sync::atomic::AtomicI64,
+        busy_for: std::sync::atomic::AtomicI32,
         asked: std::sync::atomic::AtomicUsize,
     }
 
