@@ -563,7 +563,10 @@ fn mbits(json: &str) -> f64 {
 /// stream alone, then while A floods (8 TCP streams, or UDP at 40 Mbit/s), downloads (`-R`)
 /// or uploads. Returns B's Mbit/s (alone, during the TCP flood, during the UDP flood) and A's
 /// during each flood.
-fn fair_share_run(method: &'static str, label: &str, shaped_kbit: u32, download: bool) -> [f64; 5] {
+/// The fair-share lab: a 20 Mbit/s uplink both ways, iperf3 servers on ports 5201-5203 of the
+/// Internet host, a gateway sharing `shaped_kbit` (0: no shaping) both ways, both subscribers
+/// connected.
+fn fair_share_bed(method: &'static str, label: &str, shaped_kbit: u32) -> Bed {
     let mut bed = Bed::build_with(label, method, Some(20));
     // Downloads: 20 Mbit/s leave the Internet side towards the gateway (as in the setup).
     for line in [
@@ -593,6 +596,11 @@ fn fair_share_run(method: &'static str, label: &str, shaped_kbit: u32, download:
     bed.connect("s1");
     bed.connect("s2");
     std::thread::sleep(Duration::from_millis(500));
+    bed
+}
+
+fn fair_share_run(method: &'static str, label: &str, shaped_kbit: u32, download: bool) -> [f64; 5] {
+    let bed = fair_share_bed(method, label, shaped_kbit);
     let dir = if download { "-R" } else { "" };
     // B's transfer; a run whose control connection stalls is tried again (a loaded machine).
     let b = |bed: &Bed, secs: &str| {
@@ -684,4 +692,100 @@ fn fair_share_bench() {
             );
         }
     }
+}
+
+/// Bytes sent by each subscriber class (`7e:1xx` under `7e:2`) of our qdisc on any interface of
+/// the gateway, from `tc -s class show`, keyed by "interface class".
+fn session_classes(bed: &Bed) -> std::collections::BTreeMap<String, u64> {
+    let links = bed.exec("gw", &["ip", "-o", "link", "show"]).unwrap();
+    let mut classes = std::collections::BTreeMap::new();
+    for dev in links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|d| d.split('@').next().unwrap())
+    {
+        let shown = bed
+            .exec("gw", &["tc", "-s", "class", "show", "dev", dev])
+            .unwrap_or_default();
+        let mut current: Option<String> = None;
+        for line in shown.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.first() == Some(&"class") {
+                current = (words.get(2).is_some_and(|c| c.starts_with("7e:1"))
+                    && words.get(4) == Some(&"7e:2"))
+                .then(|| format!("{dev} {}", words[2]));
+            } else if let (Some(key), Some(&"Sent")) = (&current, words.first()) {
+                let sent = words.get(1).and_then(|b| b.parse().ok()).unwrap_or(0);
+                classes.insert(key.clone(), sent);
+                current = None;
+            }
+        }
+    }
+    classes
+}
+
+/// The fair-share bench's short form (`bench/fairshare.sh --short`, run by CI): correctness,
+/// not the share. With shaping on, each connected subscriber has its class under our qdisc on
+/// the WAN (uploads) and where its downloads leave; both subscribers, moving data at once (3 s
+/// each way), get data through, and every one of those classes carried some of it. Prints
+/// `FAIRSHARE-CHECK ok` at the end.
+#[test]
+#[ignore = "a benchmark's short form: bench/fairshare.sh --short"]
+fn fair_share_short() {
+    let required = std::env::var_os("MNIGS_E2E").is_some();
+    if !e2e_gate("fair_share_short") || !cmd::available("iperf3") {
+        assert!(
+            !required,
+            "fair_share_short needs iperf3 (MNIGS_E2E is set)"
+        );
+        eprintln!("SKIPPED fair_share_short: needs root, the e2e programs and iperf3");
+        return;
+    }
+    let method: &'static str = match std::env::var("METHOD").as_deref() {
+        Ok("route") => "route",
+        Ok("openvpn") => "openvpn",
+        _ => "wireguard",
+    };
+    let bed = fair_share_bed(method, "fsck", 19000);
+    let before = session_classes(&bed);
+    let wan: Vec<&String> = before.keys().filter(|k| k.starts_with("wan0 ")).collect();
+    let down: Vec<&String> = before.keys().filter(|k| !k.starts_with("wan0 ")).collect();
+    assert_eq!(wan.len(), 2, "upload classes on wan0: {before:?}");
+    assert_eq!(down.len(), 2, "download classes: {before:?}");
+    for download in [true, false] {
+        let run = |node: &str, port: &str| {
+            let ns = bed.ns[node].clone();
+            let mut argv: Vec<String> = ["ip", "netns", "exec", &ns, "iperf3", "-c", INET_HOST]
+                .iter()
+                .chain(&["-p", port, "-J", "-t", "3", "--connect-timeout", "3000"])
+                .map(|s| s.to_string())
+                .collect();
+            if download {
+                argv.push("-R".into());
+            }
+            std::thread::spawn(move || cmd::run_full(&argv, None, Duration::from_secs(20)))
+        };
+        let (a, b) = (run("s1", "5201"), run("s2", "5202"));
+        let way = if download { "download" } else { "upload" };
+        for (who, t) in [("A", a), ("B", b)] {
+            let out = t
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{who}'s {way}: {e}"));
+            let m = mbits(&out);
+            println!("FAIRSHARE-CHECK {method} {way}: {who} {m:.1} Mbit/s");
+            assert!(m > 0.1, "{who}'s {way} moved {m} Mbit/s");
+        }
+    }
+    let after = session_classes(&bed);
+    println!("FAIRSHARE-CHECK classes (bytes sent): {after:?}");
+    for (class, sent) in &before {
+        let now = after.get(class).copied().unwrap_or(0);
+        assert!(
+            now > sent + 100_000,
+            "class {class} carried {} bytes (all: {after:?})",
+            now.saturating_sub(*sent)
+        );
+    }
+    println!("FAIRSHARE-CHECK ok");
 }
