@@ -40,6 +40,8 @@ struct Bed {
     pids: Vec<(String, u32)>,
     /// Extra option lines for the gateway section.
     gw_extra: String,
+    /// Extra option lines for the subscribers' discovery section.
+    discovery_extra: String,
     /// Tells the WireGuard interfaces of this process's labs apart (wireguard-go's control
     /// sockets are shared by all namespaces).
     tag: String,
@@ -67,6 +69,7 @@ impl Bed {
             ns,
             pids: vec![],
             gw_extra: String::new(),
+            discovery_extra: String::new(),
             tag: method[..1].to_string(),
         };
         for (n, port) in [("s1", "p1"), ("s2", "p2"), ("m", "p3")] {
@@ -184,8 +187,8 @@ impl Bed {
             format!(
                 "config subscriber 'subscriber'\n\toption enabled '1'\n\tlist method '{}'\n\
                  \toption probe_interval_ms '500'\n\toption down_after '20'\n\n\
-                 config discovery 'd'\n\toption method 'routes'\n\toption protocol '99'\n\n",
-                self.method
+                 config discovery 'd'\n\toption method 'routes'\n\toption protocol '99'\n{}\n",
+                self.method, self.discovery_extra
             )
         };
         let tag = &self.tag;
@@ -517,6 +520,59 @@ fn suite_with(label: &str, method: &'static str, nat: &str) {
             bed.problems("gw")
         );
     }
+}
+
+/// Item 4: a subscriber-only node with a WAN of its own (no firewall of ours there) answers
+/// RPC on its mesh interface and to its local CLI, and never on the WAN, also when the WAN
+/// side aims at its mesh address.
+#[test]
+fn a_subscriber_only_node_never_answers_on_its_wan() {
+    let test = "a_subscriber_only_node_never_answers_on_its_wan";
+    if !e2e_gate(test) {
+        return;
+    }
+    let mut bed = Bed::build("malsw", "wireguard");
+    bed.discovery_extra = "\tlist interface 'e0'\n".into();
+    bed.lab
+        .veth(&bed.ns["s1"], "wan1", &bed.ns["inet"], "s1w")
+        .unwrap();
+    bed.batch("s1", &["address add 198.51.101.1/24 dev wan1"]);
+    bed.batch(
+        "inet",
+        &[
+            "address add 198.51.101.2/24 dev s1w",
+            "route add 10.78.0.11/32 via 198.51.101.1",
+        ],
+    );
+    // The lab works: the WAN side reaches s1 (echo), the mesh too.
+    assert!(bed.ping("inet", "198.51.101.1", None), "lab: s1's WAN");
+    assert!(
+        bed.ping("inet", "10.78.0.11", None),
+        "lab: s1's mesh address from the WAN"
+    );
+    // start() waits for the local CLI's `status`: the owner's path works.
+    bed.start("s1");
+    assert!(
+        bed.tcp("m", "10.78.0.11", RPC),
+        "a mesh caller is not answered"
+    );
+    let info = bed.cli("s1", &["status", "--json"]);
+    assert!(info.is_ok(), "local CLI: {info:?}");
+    bed.reaches_none(&[
+        (
+            Try::Tcp("inet", "198.51.101.1", RPC),
+            "the RPC server answers on s1's WAN address",
+        ),
+        (
+            Try::Tcp("inet", "10.78.0.11", RPC),
+            "the RPC server answers the WAN side on s1's mesh address",
+        ),
+    ]);
+    // Still there for the mesh afterwards.
+    assert!(
+        bed.tcp("m", "10.78.0.11", RPC),
+        "a mesh caller is not answered"
+    );
 }
 
 #[test]
