@@ -40,6 +40,8 @@ struct Bed {
     pids: Vec<(String, u32)>,
     /// Extra option lines for the gateway section.
     gw_extra: String,
+    /// Extra option lines for the main section.
+    main_extra: String,
     /// Extra option lines for the subscribers' discovery section.
     discovery_extra: String,
     /// Tells the WireGuard interfaces of this process's labs apart (wireguard-go's control
@@ -70,6 +72,7 @@ impl Bed {
             pids: vec![],
             gw_extra: String::new(),
             discovery_extra: String::new(),
+            main_extra: String::new(),
             tag: method[..1].to_string(),
         };
         for (n, port) in [("s1", "p1"), ("s2", "p2"), ("m", "p3")] {
@@ -194,10 +197,11 @@ impl Bed {
         let tag = &self.tag;
         let text = format!(
             "config mnigs 'main'\n\toption name '{node}'\n\toption database '{db}'\n\
-             \toption log_level 'debug'\n\n{role}\
+             \toption log_level 'debug'\n{main_extra}\n{role}\
              config wireguard 'wireguard'\n\toption interface '{wg}'\n\toption client_interface '{wgc}'\n\n\
              config openvpn 'openvpn'\n\toption interface 'ovs'\n\toption client_interface 'ovc'\n\
              \toption directory '{ovpn}'\n",
+            main_extra = self.main_extra,
             db = self.lab.dir.join(format!("{node}.db")).display(),
             wg = self.lab.unique_ifname(&format!("{tag}{node}g")),
             wgc = self.lab.unique_ifname(&format!("{tag}{node}c")),
@@ -739,5 +743,92 @@ fn fair_share_bench() {
                 udp / 20.0 * 100.0
             );
         }
+    }
+}
+
+/// One `nodeInfo` from `node` to the gateway's mesh address; its latency in ms.
+fn node_info_ms(bed: &Bed, node: &str) -> f64 {
+    bed.lab
+        .run_in(&bed.ns[node], || {
+            use std::io::{Read, Write};
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"nodeInfo"}"#;
+            let req = format!(
+                "POST /jsonrpc HTTP/1.1\r\nHost: {GW_MESH}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let t = Instant::now();
+            let addr: SocketAddr = format!("{GW_MESH}:{RPC}").parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            assert!(out.contains("\"result\""), "{out}");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .unwrap()
+}
+
+/// (median, 90th percentile, max) of `n` nodeInfo latencies from s1.
+fn node_info_stats(bed: &Bed, n: usize) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = (0..n).map(|_| node_info_ms(bed, "s1")).collect();
+    v.sort_by(f64::total_cmp);
+    (v[n / 2], v[n * 9 / 10], v[n - 1])
+}
+
+/// Issue 21 item 5: `nodeInfo` latency at an OpenVPN gateway, idle and while 4 sources send
+/// junk certificate requests (they pass the PEM check and fail signing) as fast as they can.
+/// Run by bench/openvpn_lock.sh; prints `OVLOCK` lines.
+#[test]
+#[ignore = "a benchmark: bench/openvpn_lock.sh"]
+fn openvpn_lock_bench() {
+    if !e2e_gate("openvpn_lock_bench") {
+        return;
+    }
+    let mut bed = Bed::build("ovlk", "openvpn");
+    bed.main_extra = "\toption rate_limit '0'\n".into();
+    bed.start("gw");
+    let junk = r#"{"jsonrpc":"2.0","id":1,"method":"requestConnection","params":{"name":"j","method":"openvpn","options":{"csr":"-----BEGIN CERTIFICATE REQUEST-----\nMIIBAzCBqgIBADAbMRkwFwYDVQQD\nQUJD+/==\n-----END CERTIFICATE REQUEST-----\n"}}}"#;
+    let body = bed.lab.dir.join("junk.json");
+    std::fs::write(&body, junk).unwrap();
+    for _ in 0..20 {
+        node_info_ms(&bed, "s1");
+    }
+    let (med, p90, max) = node_info_stats(&bed, 200);
+    println!("OVLOCK idle: nodeInfo median {med:.2} ms, p90 {p90:.2} ms, max {max:.2} ms");
+    let url = format!("http://{GW_MESH}:{RPC}/jsonrpc");
+    let mut loops = vec![];
+    for i in 0..4 {
+        let src = format!("10.78.0.{}", 21 + i);
+        bed.batch("m", &[&format!("address add {src}/24 dev e0")]);
+        let script = format!(
+            "while :; do curl -s --max-time 5 -o /dev/null --interface {src} -H 'Content-Type: application/json' \
+             --data-binary @{} {url}; done",
+            body.display()
+        );
+        let pid = bed
+            .lab
+            .spawn(
+                &bed.ns["m"],
+                &["bash", "-c", &script],
+                &bed.lab.dir.join(format!("junk{i}.log")),
+            )
+            .unwrap();
+        loops.push(pid);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let before = std::fs::read_to_string(bed.log("gw")).unwrap_or_default();
+    let (med, p90, max) = node_info_stats(&bed, 200);
+    let after = std::fs::read_to_string(bed.log("gw")).unwrap_or_default();
+    let refused = after[before.len().min(after.len())..]
+        .matches("cannot configure session")
+        .count();
+    println!(
+        "OVLOCK 4 junk CSR loops: nodeInfo median {med:.2} ms, p90 {p90:.2} ms, max {max:.2} ms \
+         ({refused} junk requests refused meanwhile)"
+    );
+    for pid in loops {
+        // SAFETY: a signal to a process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
 }
