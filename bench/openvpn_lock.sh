@@ -6,4 +6,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 MNIGS_E2E=1 cargo test --test e2e_malicious openvpn_lock_bench -- --ignored --nocapture --test-threads=1 2>&1 |
-	grep -oE 'OVLOCK.*|panicked.*|failed.*' | sed 's/^OVLOCK //'
+	grep -oE 'OVLOCK.*|panicked.*|test result: FAILED.*' | sed 's/^OVLOCK //'
