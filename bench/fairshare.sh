@@ -3,7 +3,7 @@
 # between its WAN and the Internet) and two subscribers. B moves data with one TCP stream alone,
 # then while A floods with 8 TCP streams or UDP at 40 Mbit/s, downloads and uploads; without
 # shaping (bandwidth_down/up 0) and with 19000 kbit/s. Prints B's share of the uplink.
-# Usage: sudo [METHOD=wireguard|openvpn] [SHAPED_KBIT=19000] bench/fairshare.sh   (needs ip, wg, wireguard-go, nft,
+# Usage: sudo [METHOD=wireguard|openvpn] [SHAPED_KBIT=19000] [QUICK=1: shaped download only] bench/fairshare.sh   (needs ip, wg, wireguard-go, nft,
 # iperf3, conntrack; the machine should be otherwise idle: wireguard-go is CPU bound)
 #        sudo [METHOD=...] bench/fairshare.sh --short   (CI, seconds: test fair_share_short, shaping on:
 # each subscriber has its classes, both move data at once for 3 s each way, every class carries

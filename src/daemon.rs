@@ -606,6 +606,53 @@ fn softether_local_ports(cfg: &Config) -> Vec<u16> {
     v
 }
 
+/// The interfaces the RPC server answers on, loopback included; empty for every interface.
+/// `list listen_interface` if set (`*`: every interface); else the mesh: `list mesh_interface`,
+/// else the discovery sections' interfaces (plus cjdroute's tun when cjdns is used). The WAN
+/// is never among the derived ones. With no interface known (a discovery section without
+/// `list interface` takes routes via any interface), every interface, with a warning.
+pub fn rpc_interfaces(cfg: &Config) -> Vec<String> {
+    let m = &cfg.main;
+    let mut v = if m.listen_interfaces.iter().any(|i| i == "*") {
+        return Vec::new();
+    } else if !m.listen_interfaces.is_empty() {
+        m.listen_interfaces.clone()
+    } else if cfg.gateway.mesh_interfaces.is_empty()
+        && (cfg.discovery.is_empty() || cfg.discovery.iter().any(|d| d.interfaces.is_empty()))
+    {
+        log::warn(
+            "rpc: the mesh interfaces are not known (no list mesh_interface, and a discovery \
+             section without list interface): the RPC server answers on every interface; set \
+             list listen_interface",
+        );
+        return Vec::new();
+    } else {
+        let mut v = mesh_interfaces(cfg);
+        let cjdns = cfg.gateway.methods.iter().any(|m| m == "cjdns")
+            || cfg.subscriber.methods.iter().any(|m| m == "cjdns")
+            || cfg.discovery.iter().any(|d| d.method == "cjdns");
+        if cjdns {
+            v.push(cfg.cjdns.interface.clone());
+        }
+        // A subscriber may call the gateway on its tunnel address too (per-subscriber iptunnel
+        // interfaces come and go, and are not served).
+        if cfg.gateway.enabled {
+            for m in &cfg.gateway.methods {
+                match m.as_str() {
+                    "wireguard" => v.push(cfg.wireguard.interface.clone()),
+                    "openvpn" => v.push(cfg.openvpn.interface.clone()),
+                    _ => {}
+                }
+            }
+        }
+        v
+    };
+    v.push("lo".into());
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// What the gateway's firewall is built from.
 fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
     let g = &cfg.gateway;
@@ -750,8 +797,10 @@ pub fn run(path: &Path) -> Result<(), String> {
         None
     };
     let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
-    let server = match Server::start_with(
+    let devices = rpc_interfaces(&cfg);
+    let server = match Server::start_on(
         &cfg.main.listen,
+        &devices,
         cfg.main.rpc_port,
         node.clone(),
         crate::rpc::limits::Limits::from_config(&cfg.main),
@@ -763,9 +812,14 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     };
     log::info(&format!(
-        "{} listening on port {}",
+        "{} listening on port {} ({})",
         cfg.main.name,
-        server.port()
+        server.port(),
+        if devices.is_empty() {
+            "every interface".to_string()
+        } else {
+            format!("interfaces {}", devices.join(", "))
+        }
     ));
 
     let (uplink_stop, uplink_rx) = mpsc::channel::<()>();
@@ -910,6 +964,36 @@ fn shutdown(node: Arc<Node>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rpc_server_answers_on_the_mesh_and_loopback_never_the_wan() {
+        let cfg = |text: &str| config::model::from_text(text, Path::new("t")).unwrap().0;
+        let d = "config discovery d\n\toption method routes\n\tlist interface mesh0\n\
+                 \tlist interface wan\n";
+        // Subscriber only: the discovery interfaces, never the gateway's WAN.
+        let gw = "config gateway gateway\n\toption wan_interface wan\n";
+        assert_eq!(rpc_interfaces(&cfg(&format!("{d}{gw}"))), ["lo", "mesh0"]);
+        // A gateway adds its tunnel interfaces; mesh_interface wins over discovery.
+        let gw_on = "config gateway gateway\n\toption enabled 1\n\toption wan_interface wan\n\
+                     \tlist method wireguard\n\tlist mesh_interface br0\n\
+                     config wireguard wireguard\n\toption interface wgs\n";
+        assert_eq!(
+            rpc_interfaces(&cfg(&format!("{d}{gw_on}"))),
+            ["br0", "lo", "wgs"]
+        );
+        // cjdns: cjdroute's tun.
+        let cj = "config discovery c\n\toption method cjdns\n\tlist interface mesh0\n\
+                  config cjdns cjdns\n\toption interface tun9\n";
+        assert_eq!(rpc_interfaces(&cfg(cj)), ["lo", "mesh0", "tun9"]);
+        // Set by hand; '*' is every interface.
+        let own = "config mnigs main\n\tlist listen_interface br-lan\n";
+        assert_eq!(rpc_interfaces(&cfg(&format!("{own}{d}"))), ["br-lan", "lo"]);
+        let all = "config mnigs main\n\tlist listen_interface '*'\n";
+        assert!(rpc_interfaces(&cfg(&format!("{all}{d}"))).is_empty());
+        // Mesh unknown (discovery via any interface): every interface, with a warning.
+        let any = "config discovery d\n\toption method routes\n";
+        assert!(rpc_interfaces(&cfg(any)).is_empty());
+    }
 
     #[test]
     fn openvpn_keys_come_back_from_the_store() {

@@ -144,6 +144,10 @@ pub struct MainConfig {
     pub rpc_port: u16,
     /// Addresses the server listens on (`list listen`).
     pub listen: Vec<IpAddr>,
+    /// Interfaces the server answers on (`list listen_interface`; `*` for every interface).
+    /// Empty: the mesh interfaces (see `daemon::rpc_interfaces`), never the WAN. Loopback is
+    /// always added, for the local CLI and LuCI.
+    pub listen_interfaces: Vec<String>,
     /// SQLite database file (`option database`).
     pub database: PathBuf,
     /// Networks allowed to call the local control methods (`list authorized_network`).
@@ -182,6 +186,7 @@ impl Default for MainConfig {
             name: "mnigs".into(),
             rpc_port: DEFAULT_RPC_PORT,
             listen: vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+            listen_interfaces: Vec::new(),
             database: PathBuf::from("/var/lib/mnigs/mnigs.db"),
             authorized_network: vec![
                 Prefix {
@@ -849,6 +854,13 @@ impl<'f> Builder<'f> {
         });
         r.single("rpc_port", &mut m.rpc_port, port);
         r.list("listen", &mut m.listen, ip_address);
+        r.list("listen_interface", &mut m.listen_interfaces, |v| {
+            if v == "*" {
+                Ok(v.to_string())
+            } else {
+                text(validate::ifname)(v)
+            }
+        });
         r.single("database", &mut m.database, |v| {
             validate::path(v).map(|()| PathBuf::from(v))
         });
@@ -1923,6 +1935,7 @@ mnigs main | option rpc_port -1 | main.rpc_port | must be a port number 1-65535,
 mnigs main | option name '-rf' | main.name | node name must be 1-63 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, got '-rf'
 mnigs main | list listen '::'; list listen localhost | main.listen | must be an IPv4 or IPv6 address, got 'localhost'
 mnigs main | option listen '' | main.listen | at least one address is required
+mnigs main | list listen_interface 'a;b' | main.listen_interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a;b'
 mnigs main | option database 'var/db' | main.database | path must be absolute (start with '/'), got 'var/db'
 mnigs main | list authorized_network 10.0.0.1/8 | main.authorized_network | prefix '10.0.0.1/8' has host bits set; the network address is 10.0.0.0/8
 mnigs main | option log_level verbose | main.log_level | must be one of debug, info, warn, error, got 'verbose'
@@ -1999,7 +2012,7 @@ wireguard w | option interface '' | w.interface | interface name must be 1-15 ch
             assert_eq!(one(&text), p(2, place, message), "{text}");
             rows += 1;
         }
-        assert_eq!(rows, 70);
+        assert_eq!(rows, 71);
     }
 
     #[test]

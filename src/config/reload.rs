@@ -37,6 +37,7 @@ pub fn plan(old: &Config, new: Config) -> Reload {
     }
     keep!(main.rpc_port, "main.rpc_port");
     keep!(main.listen, "main.listen");
+    keep!(main.listen_interfaces, "main.listen_interfaces");
     keep!(main.database, "main.database");
     keep!(main.persist_path, "main.persist_path");
     keep!(main.rate_limit, "main.rate_limit");

@@ -391,7 +391,40 @@ impl Gateway {
                 "this gateway's uplink is unhealthy; try another gateway",
             ));
         }
-        let mut inner = self.inner.lock().expect("not poisoned");
+        // The method's slow part (OpenVPN: openssl signing) runs without the lock, so nodeInfo,
+        // renewals and other requests do not wait behind it. It needs no lease: the book is
+        // only asked afterwards, under the lock, in one step, so there is no half-granted
+        // state; if the book then refuses, the slow part is undone.
+        let slow = {
+            let inner = self.inner.lock().expect("not poisoned");
+            Self::checked_method(&inner, caller, &req)?.slow_part(&req.options)
+        };
+        let undo = match slow {
+            None => None,
+            Some(work) => Some(work().map_err(|e| {
+                let e = ExecError {
+                    public: e.public().map(str::to_string),
+                    detail: e.to_string(),
+                };
+                log::error(&format!("cannot configure session of {}: {e}", req.name));
+                Failure::temporary(e.answer(&req.method))
+            })?),
+        };
+        let granted = self.grant(caller, req);
+        if granted.is_err()
+            && let Some(undo) = undo
+        {
+            undo();
+        }
+        granted
+    }
+
+    /// The offered method `req` asks for, once its options passed its checks.
+    fn checked_method<'a>(
+        inner: &'a Inner,
+        caller: &Caller,
+        req: &ConnectionRequest,
+    ) -> Result<&'a dyn Method, Failure> {
         let offered: Vec<&str> = inner.methods.iter().map(|m| m.name()).collect();
         let Some(method) = inner.methods.iter().find(|m| m.name() == req.method) else {
             return Err(Failure::permanent(format!(
@@ -406,6 +439,13 @@ impl Gateway {
         method
             .check_caller(caller.addr, &req.options)
             .map_err(Failure::permanent)?;
+        Ok(method.as_ref())
+    }
+
+    /// The locked part of `requestConnection`: the book's decision and its actions.
+    fn grant(&self, caller: &Caller, req: ConnectionRequest) -> Result<Grant, Failure> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        Self::checked_method(&inner, caller, &req)?;
         let ask = Ask {
             owner: caller.addr,
             sid: req.sid,
@@ -807,5 +847,114 @@ mod tests {
             gw.request_connection(&caller(2), request())["success"],
             true
         );
+    }
+
+    /// A method whose slow part waits for the test's go, and counts its undos.
+    struct Slow {
+        started: std::sync::mpsc::Sender<()>,
+        go: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+        undone: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Method for Slow {
+        fn name(&self) -> &'static str {
+            "openvpn"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn slow_part(&self, _: &serde_json::Map<String, Value>) -> Option<crate::tunnel::SlowPart> {
+            let (started, go, undone) =
+                (self.started.clone(), self.go.clone(), self.undone.clone());
+            Some(Box::new(move || {
+                let _ = started.send(());
+                let _ = go.lock().unwrap().recv();
+                Ok(Box::new(move || {
+                    undone.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }) as Box<dyn FnOnce() + Send>)
+            }))
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            _: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Ok(Default::default())
+        }
+        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_slow_part_runs_without_the_lock_and_is_undone_when_refused() {
+        use std::sync::mpsc::channel;
+        let (started_tx, started) = channel();
+        let (go, go_rx) = channel();
+        let undone = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let m = Slow {
+            started: started_tx,
+            go: Arc::new(Mutex::new(go_rx)),
+            undone: undone.clone(),
+        };
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let cfg = GatewayConfig {
+            methods: vec!["openvpn".into()],
+            max_subscribers: 1,
+            ..GatewayConfig::default()
+        };
+        let gw = Arc::new(Gateway::new(cfg, vec![Box::new(m)], store, None));
+        let ask = |last: u8| {
+            let gw = gw.clone();
+            std::thread::spawn(move || {
+                let caller = Caller {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+                    host: None,
+                };
+                let req = ConnectionRequest {
+                    sid: None,
+                    name: "sub".into(),
+                    port: None,
+                    method: "openvpn".into(),
+                    options: Default::default(),
+                };
+                gw.request_connection(&caller, req)
+            })
+        };
+        let first = ask(1);
+        started.recv().unwrap();
+        // While it signs, the gateway answers (offer is nodeInfo's part) and keeps no lease.
+        let (done, offered) = channel();
+        let g = gw.clone();
+        std::thread::spawn(move || done.send(g.offer().1.subscribers).unwrap());
+        let subscribers = offered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("offer waited for the slow part: it holds the gateway's lock");
+        assert_eq!(subscribers, 0, "a lease half granted while signing");
+        go.send(()).unwrap();
+        assert_eq!(first.join().unwrap()["success"], true);
+        assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The book is full now: the second caller's slow part is undone.
+        go.send(()).unwrap();
+        let second = ask(2);
+        started.recv().unwrap();
+        let refused = second.join().unwrap();
+        assert_eq!(refused["success"], false, "{refused}");
+        assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(gw.sessions().as_array().unwrap().len(), 1);
     }
 }

@@ -10,7 +10,8 @@ use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, co
 use crate::web;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -54,7 +55,7 @@ pub trait Handler: Send + Sync {
 
 /// A running server; dropping it does not stop it, call [`Server::stop`].
 pub struct Server {
-    acceptors: Vec<(SocketAddr, JoinHandle<()>)>,
+    acceptors: Vec<Acceptor>,
     stopping: Arc<AtomicBool>,
     port: u16,
     token: Arc<str>,
@@ -81,6 +82,20 @@ impl Server {
         handler: Arc<dyn Handler>,
         limits: Limits,
     ) -> Result<Server, String> {
+        Server::start_on(listen, &[], port, handler, limits)
+    }
+
+    /// Like [`Server::start_with`], but each address is bound once per interface of `devices`
+    /// (`SO_BINDTODEVICE`), so a connection arriving on any other interface is refused by the
+    /// kernel whatever address it is sent to. Empty `devices`: every interface. An interface
+    /// missing at start is waited for (checked every 2 s) and served once it appears.
+    pub fn start_on(
+        listen: &[IpAddr],
+        devices: &[String],
+        port: u16,
+        handler: Arc<dyn Handler>,
+        limits: Limits,
+    ) -> Result<Server, String> {
         let mut server = Server {
             acceptors: Vec::new(),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -89,27 +104,76 @@ impl Server {
         };
         let admission = Arc::new(Mutex::new(Admission::new(limits)));
         let mut bound = Vec::new();
+        let mut waiting = Vec::new();
+        let devs: Vec<Option<&str>> = if devices.is_empty() {
+            vec![None]
+        } else {
+            devices.iter().map(|d| Some(d.as_str())).collect()
+        };
         for ip in listen {
-            let addr = SocketAddr::new(*ip, server.port);
-            let listener =
-                TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            if server.port == 0 {
-                server.port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            for dev in &devs {
+                let addr = SocketAddr::new(*ip, server.port);
+                let listener = match bind(addr, *dev) {
+                    Ok(l) => l,
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                        waiting.push((*ip, dev.unwrap_or_default().to_string()));
+                        continue;
+                    }
+                    Err(e) => {
+                        let on = dev.map(|d| format!(" on {d}")).unwrap_or_default();
+                        return Err(format!("cannot listen on {addr}{on}: {e}"));
+                    }
+                };
+                if server.port == 0 {
+                    server.port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                }
+                bound.push((SocketAddr::new(*ip, server.port), *dev, listener));
             }
-            bound.push((SocketAddr::new(*ip, server.port), listener));
         }
-        for (addr, listener) in bound {
+        let serve = |server: &Server,
+                     addr: SocketAddr,
+                     slot: Arc<Mutex<Option<TcpListener>>>,
+                     waits_for: Option<String>| {
             let (handler, admission, stopping, token) = (
                 handler.clone(),
                 admission.clone(),
                 server.stopping.clone(),
                 server.token.clone(),
             );
-            let thread = std::thread::Builder::new()
+            let slot2 = slot.clone();
+            std::thread::Builder::new()
                 .name("rpc-accept".into())
-                .spawn(move || accept_loop(&listener, &handler, &admission, &stopping, &token))
-                .map_err(|e| format!("cannot start the RPC server thread: {e}"))?;
-            server.acceptors.push((addr, thread));
+                .spawn(move || {
+                    let listener = match waits_for {
+                        None => slot2
+                            .lock()
+                            .expect("listener slot")
+                            .as_ref()
+                            .and_then(|l| l.try_clone().ok()),
+                        Some(dev) => wait_for_device(addr, &dev, &slot2, &stopping),
+                    };
+                    if let Some(listener) = listener {
+                        accept_loop(&listener, &handler, &admission, &stopping, &token);
+                    }
+                })
+                .map_err(|e| format!("cannot start the RPC server thread: {e}"))
+                .map(|thread| Acceptor {
+                    thread,
+                    listener: slot,
+                })
+        };
+        for (addr, _dev, listener) in bound {
+            let slot = Arc::new(Mutex::new(Some(listener)));
+            let acceptor = serve(&server, addr, slot, None)?;
+            server.acceptors.push(acceptor);
+        }
+        for (ip, dev) in waiting {
+            crate::log::warn(&format!(
+                "rpc: interface {dev} does not exist yet; the RPC server answers there once it does"
+            ));
+            let addr = SocketAddr::new(ip, server.port);
+            let acceptor = serve(&server, addr, Arc::new(Mutex::new(None)), Some(dev))?;
+            server.acceptors.push(acceptor);
         }
         Ok(server)
     }
@@ -128,18 +192,125 @@ impl Server {
     /// answered finish on their own, each bounded by the read timeout).
     pub fn stop(self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for (addr, thread) in self.acceptors {
-            // Wake the blocked accept() with a connection of our own.
-            let wake = match addr.ip() {
-                IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ip => ip,
-            };
-            let target = SocketAddr::new(wake, addr.port());
-            if TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
-                let _ = thread.join();
+        for a in self.acceptors {
+            if let Some(l) = a.listener.lock().expect("listener slot").as_ref() {
+                // Wakes the blocked accept() (it fails with EINVAL), on every interface binding.
+                // SAFETY: shutdown on a descriptor the slot owns; no memory is passed.
+                unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+            let _ = a.thread.join();
+        }
+    }
+}
+
+/// One accepting thread and its listening socket (none yet while its interface is missing).
+struct Acceptor {
+    thread: JoinHandle<()>,
+    listener: Arc<Mutex<Option<TcpListener>>>,
+}
+
+/// Waits until `dev` exists, binds `addr` on it and leaves a copy in `slot` for
+/// [`Server::stop`]; `None` once the server stops.
+fn wait_for_device(
+    addr: SocketAddr,
+    dev: &str,
+    slot: &Mutex<Option<TcpListener>>,
+    stopping: &AtomicBool,
+) -> Option<TcpListener> {
+    let mut waited = Duration::ZERO;
+    loop {
+        if stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        if waited >= Duration::from_secs(2) {
+            waited = Duration::ZERO;
+            match bind(addr, Some(dev)) {
+                Ok(l) => {
+                    let mut s = slot.lock().expect("listener slot");
+                    // Checked under the slot's lock: stop() either sees this socket or we see it stopping.
+                    if stopping.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                    let copy = l.try_clone().ok()?;
+                    *s = Some(copy);
+                    crate::log::info(&format!("rpc: interface {dev} is there, answering on it"));
+                    return Some(l);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                Err(e) => {
+                    crate::log::warn(&format!("rpc: cannot listen on {addr} on {dev}: {e}"));
+                    return None;
+                }
             }
         }
+        std::thread::sleep(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+    }
+}
+
+/// A listening TCP socket on `addr`, bound to interface `dev` if given (`SO_BINDTODEVICE`,
+/// set before `bind`, so sockets on other interfaces may share the port).
+fn bind(addr: SocketAddr, dev: Option<&str>) -> std::io::Result<TcpListener> {
+    let Some(dev) = dev else {
+        return TcpListener::bind(addr);
+    };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on a descriptor owned by `listener` from its creation on;
+    // every pointer passed points to a live local of the length given.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let listener = TcpListener::from_raw_fd(fd);
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let one: libc::c_int = 1;
+        let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        check(libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            int,
+        ))?;
+        check(libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_ptr().cast(),
+            dev.len() as libc::socklen_t,
+        ))?;
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                let len = std::mem::size_of_val(&sa) as libc::socklen_t;
+                check(libc::bind(fd, (&raw const sa).cast(), len))?;
+            }
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                sa.sin6_scope_id = a.scope_id();
+                let len = std::mem::size_of_val(&sa) as libc::socklen_t;
+                check(libc::bind(fd, (&raw const sa).cast(), len))?;
+            }
+        }
+        check(libc::listen(fd, 128))?;
+        Ok(listener)
     }
 }
 
@@ -594,6 +765,7 @@ pub fn host_only(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// Bytes in, answers out, no socket.
     struct Wire(std::io::Cursor<Vec<u8>>, Vec<u8>);
@@ -708,6 +880,33 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         server.stop();
+    }
+
+    #[test]
+    fn interface_bound_listeners_serve_loopback_wait_for_missing_ones_and_stop() {
+        let devices = ["lo".to_string(), "mnigsnx0".to_string()];
+        let server = Server::start_on(
+            &[Ipv6Addr::UNSPECIFIED.into()],
+            &devices,
+            0,
+            Arc::new(Panics),
+            Limits::default(),
+        )
+        .unwrap();
+        let port = server.port();
+        assert_ne!(port, 0);
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("loopback is served");
+        let t = Instant::now();
+        server.stop();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "stop took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err(),
+            "still answering after stop"
+        );
     }
 
     #[test]

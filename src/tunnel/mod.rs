@@ -156,6 +156,10 @@ pub enum Ingress {
 }
 
 /// A tunnel method.
+/// Work a method does outside the gateway's lock ([`Method::slow_part`]); on success, what
+/// undoes it if the request is refused after all.
+pub type SlowPart = Box<dyn FnOnce() -> Result<Box<dyn FnOnce() + Send>, TunnelError> + Send>;
+
 pub trait Method: Send {
     /// The method's protocol name (`wireguard`, …).
     fn name(&self) -> &'static str;
@@ -171,6 +175,14 @@ pub trait Method: Send {
 
     /// Gateway: sets up what all subscribers share (interface, keys, listen port, own addresses).
     fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError>;
+
+    /// Gateway: the slow part of accepting a request with these (checked) options, to be run
+    /// without holding the gateway's lock (OpenVPN: signing the certificate), before the lease
+    /// is granted; `accept` then finds it done. The work returns an undo for when no lease is
+    /// granted after all. `None`: nothing slow to do.
+    fn slow_part(&self, _options: &Map<String, Value>) -> Option<SlowPart> {
+        None
+    }
 
     /// Gateway: configures one subscriber's tunnel end; returns the method's fields for the grant.
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError>;

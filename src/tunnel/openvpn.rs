@@ -61,17 +61,21 @@ pub fn check_pem(pem: &str, kind: &str) -> Result<(), String> {
     }
 }
 
-/// The common name the gateway gives a subscriber's certificate: unique per tunnel address
-/// and key, and the same every time for the same pair (so `accept` is idempotent).
-pub fn client_cn(ipv4: Ipv4Addr, csr: &str) -> String {
+/// The common name the gateway gives a subscriber's certificate: one per request (key), the
+/// same every time (so `accept` is idempotent). It does not depend on the tunnel address, so
+/// the certificate can be signed before the lease is granted, outside the gateway's lock; the
+/// address is bound to it by the client-config file written at `accept`. Two live sessions
+/// never share a request (the lease book refuses another owner's, see
+/// [`crate::gateway::leases::identity_of`]), and the book gives one owner one lease.
+pub fn client_cn(csr: &str) -> String {
     // FNV-1a over the request: not a security boundary (the CA signature is), only a tag that
-    // keeps a new key in the same slot from inheriting an old client-config file.
+    // keeps a new key from inheriting an old client-config file.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in csr.trim_end().bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("mn{:08x}{h:016x}", u32::from(ipv4))
+    format!("mn{h:016x}")
 }
 
 /// Dotted netmask of a prefix length (OpenVPN wants `ifconfig-push ADDR MASK`).
@@ -335,10 +339,22 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
     let ext = dir.join(if server { "server.ext" } else { "client.ext" });
     let usage = if server { "serverAuth" } else { "clientAuth" };
     let text = format!("keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n");
-    // Written once: the directory may be on flash.
+    // Written once (the directory may be on flash), whole: signings run in parallel.
     if std::fs::read_to_string(&ext).ok().as_deref() != Some(text.as_str()) {
-        write(&ext, &text)?;
+        let tmp = dir.join(format!(
+            ".{}.{}",
+            if server { "server" } else { "client" },
+            unique()
+        ));
+        write(&tmp, &text)?;
+        std::fs::rename(&tmp, &ext).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io("cannot write", &ext, e)
+        })?;
     }
+    // A random serial rather than a serial file: no write per signing, none shared by
+    // signings running at once.
+    let serial = format!("0x{}", &unique()[..16]);
     cmd::run(&[
         "openssl",
         "x509",
@@ -349,7 +365,8 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
         &s(&dir.join("ca.crt")),
         "-CAkey",
         &s(&dir.join("ca.key")),
-        "-CAcreateserial",
+        "-set_serial",
+        &serial,
         "-subj",
         &subj,
         "-days",
@@ -386,20 +403,29 @@ pub fn key_files(side: Side) -> &'static [&'static str] {
 
 /// Signs a subscriber's `csr` as `issued/<cn>.crt` unless that certificate exists. The request
 /// is never kept, and a failed signing leaves no file behind.
-fn issue(dir: &Path, cn: &str, csr: &str) -> Result<PathBuf, TunnelError> {
+/// Returns the certificate's path and whether this call made it. Requests for one `cn` may
+/// be signed at once: each signs under names of its own and the certificate appears whole.
+fn issue(dir: &Path, cn: &str, csr: &str) -> Result<(PathBuf, bool), TunnelError> {
     let issued = dir.join("issued");
     mkdir(&issued)?;
     let crt = issued.join(format!("{cn}.crt"));
-    if !crt.exists() {
-        let req = issued.join(format!("{cn}.csr"));
-        let signed = write(&req, csr).and_then(|()| sign(dir, &req, cn, &crt, false));
-        let _ = std::fs::remove_file(&req);
-        if let Err(e) = signed {
-            let _ = std::fs::remove_file(&crt);
-            return Err(e);
-        }
+    if crt.exists() {
+        return Ok((crt, false));
     }
-    Ok(crt)
+    let tag = unique();
+    let req = issued.join(format!(".{cn}.{tag}.csr"));
+    let out = issued.join(format!(".{cn}.{tag}.crt"));
+    let signed = write(&req, csr)
+        .and_then(|()| sign(dir, &req, cn, &out, false))
+        .and_then(|()| std::fs::rename(&out, &crt).map_err(|e| io("cannot write", &crt, e)));
+    let _ = std::fs::remove_file(&req);
+    let _ = std::fs::remove_file(&out);
+    signed.map(|()| (crt, true))
+}
+
+/// 32 random hex digits, for names and serials of our own.
+fn unique() -> String {
+    crate::gateway::service::new_sid()
 }
 
 /// The PID in `pidfile` if that process is alive and is an openvpn.
@@ -597,8 +623,9 @@ impl Method for Openvpn {
             ));
         }
         let csr = Self::csr_of(peer.options)?;
-        let cn = client_cn(peer.ipv4, csr);
-        let crt = issue(&self.dir, &cn, csr)?;
+        let cn = client_cn(csr);
+        // Usually signed already, outside the gateway's lock (see `slow_part`).
+        let (crt, _) = issue(&self.dir, &cn, csr)?;
         let net = self
             .net
             .clone()
@@ -619,6 +646,20 @@ impl Method for Openvpn {
         Ok(fields)
     }
 
+    fn slow_part(&self, options: &Map<String, Value>) -> Option<super::SlowPart> {
+        let csr = Self::csr_of(options).ok()?.to_string();
+        let dir = self.dir.clone();
+        Some(Box::new(move || {
+            let cn = client_cn(&csr);
+            let (crt, made) = issue(&dir, &cn, &csr)?;
+            Ok(Box::new(move || {
+                if made {
+                    let _ = std::fs::remove_file(&crt);
+                }
+            }) as Box<dyn FnOnce() + Send>)
+        }))
+    }
+
     fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
         Ok(super::Ingress::Forwarded {
             ifname: self.ifname.clone(),
@@ -628,7 +669,7 @@ impl Method for Openvpn {
 
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         let csr = Self::csr_of(peer.options)?;
-        let cn = client_cn(peer.ipv4, csr);
+        let cn = client_cn(csr);
         // First the file (no new handshake is admitted), then the running session.
         let ccd = self.ccd(&cn);
         if ccd.exists() {
@@ -780,13 +821,108 @@ mod tests {
         // A real request is signed, and only the certificate stays.
         let (key, req) = (dir.join("k.key"), dir.join("k.csr"));
         new_key_and_request(&key, &req, "/CN=x").unwrap();
-        let crt = issue(&dir, "ok", &read(&req).unwrap()).unwrap();
+        let (crt, made) = issue(&dir, "ok", &read(&req).unwrap()).unwrap();
+        assert!(made);
         assert!(read(&crt).unwrap().contains("BEGIN CERTIFICATE"));
         let names: Vec<String> = std::fs::read_dir(dir.join("issued"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["ok.crt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Signing runs outside the gateway's lock, so requests are signed at once: each gets a
+    /// whole certificate, the same request signed twice at once leaves one, nothing else stays,
+    /// and the undo of a request refused after all removes only what it made.
+    #[test]
+    fn requests_signed_at_once_leave_only_their_certificates() {
+        if !cmd::available("openssl") {
+            eprintln!("SKIPPED requests_signed_at_once_leave_only_their_certificates: no openssl");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("mnigs-ovpn-par-{}", std::process::id()));
+        mkdir(&dir).unwrap();
+        self_signed(&dir.join("ca.key"), &dir.join("ca.crt"), "mnigs-ca").unwrap();
+        let csrs: Vec<String> = (0..3)
+            .map(|i| {
+                let (key, req) = (dir.join(format!("k{i}.key")), dir.join(format!("k{i}.csr")));
+                new_key_and_request(&key, &req, "/CN=x").unwrap();
+                read(&req).unwrap()
+            })
+            .collect();
+        // 0, 1, 2 and 0 again, all at once.
+        let jobs: Vec<_> = [0, 1, 2, 0]
+            .iter()
+            .map(|&i| {
+                let (dir, csr) = (dir.clone(), csrs[i].clone());
+                std::thread::spawn(move || issue(&dir, &client_cn(&csr), &csr).map(|(_, m)| m))
+            })
+            .collect();
+        let made: Vec<bool> = jobs
+            .into_iter()
+            .map(|j| j.join().unwrap().unwrap())
+            .collect();
+        assert!(made.iter().filter(|m| **m).count() >= 3, "{made:?}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("issued"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = csrs
+            .iter()
+            .map(|c| format!("{}.crt", client_cn(c)))
+            .collect();
+        want.sort();
+        assert_eq!(names, want);
+        for n in &names {
+            assert!(
+                read(&dir.join("issued").join(n))
+                    .unwrap()
+                    .contains("END CERTIFICATE")
+            );
+        }
+        assert!(
+            !dir.join("ca.srl").exists(),
+            "a serial file is written per signing"
+        );
+        // A request refused after signing: its undo removes its certificate; an undo of a
+        // signing that found the certificate there removes nothing.
+        let m = Openvpn {
+            ifname: "x".into(),
+            port: 1,
+            mtu: 1400,
+            dir: dir.clone(),
+            csr: String::new(),
+            net: None,
+        };
+        let mut opts = Map::new();
+        opts.insert("csr".into(), json!(csrs[1]));
+        let one = dir
+            .join("issued")
+            .join(format!("{}.crt", client_cn(&csrs[1])));
+        std::fs::remove_file(&one).unwrap();
+        let undo = (m.slow_part(&opts).unwrap())().unwrap();
+        undo();
+        assert!(
+            dir.join("issued")
+                .join(format!("{}.crt", client_cn(&csrs[0])))
+                .exists()
+        );
+        assert!(
+            !dir.join("issued")
+                .join(format!("{}.crt", client_cn(&csrs[1])))
+                .exists()
+        );
+        let undo = (m.slow_part(&opts).unwrap())().unwrap();
+        let again = (m.slow_part(&opts).unwrap())().unwrap();
+        again();
+        assert!(
+            dir.join("issued")
+                .join(format!("{}.crt", client_cn(&csrs[1])))
+                .exists()
+        );
+        undo();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -801,15 +937,11 @@ mod tests {
     }
 
     #[test]
-    fn common_name_depends_on_address_and_key_only() {
-        let a = client_cn(Ipv4Addr::new(100, 127, 0, 2), PEM);
-        assert_eq!(a, client_cn(Ipv4Addr::new(100, 127, 0, 2), PEM.trim_end()));
-        assert_ne!(a, client_cn(Ipv4Addr::new(100, 127, 0, 3), PEM));
-        assert_ne!(
-            a,
-            client_cn(Ipv4Addr::new(100, 127, 0, 2), &PEM.replace("QUJD", "QUJE"))
-        );
-        assert!(a.starts_with("mn647f0002"));
+    fn common_name_depends_on_the_key_only() {
+        let a = client_cn(PEM);
+        assert_eq!(a, client_cn(PEM.trim_end()));
+        assert_ne!(a, client_cn(&PEM.replace("QUJD", "QUJE")));
+        assert!(a.starts_with("mn"));
         assert!(a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 

@@ -221,6 +221,9 @@ return view.extend({
 		o = add(s, 'rpc', form.DynamicList, 'listen', _('Listen on'), _('Addresses the server listens on; :: is every address.'));
 		o.datatype = 'ipaddr';
 		o.placeholder = '::';
+		o = add(s, 'rpc', form.DynamicList, 'listen_interface', _('Listen on interfaces'),
+			_('Interfaces the server answers on (loopback always); empty: the mesh interfaces, never the WAN; * for every interface.'));
+		o.validate = function(section_id, value) { return value === '*' ? true : interfaceName(section_id, value); };
 		o = add(s, 'rpc', form.DynamicList, 'authorized_network', _('Authorized networks'),
 			_('Callers from these networks may control the node (scan, connect, disconnect).'));
 		o.datatype = 'cidr';
@@ -273,26 +276,26 @@ return view.extend({
 		o.placeholder = '300';
 		o = add(s, 'general', form.Flag, 'keep_sessions', _('Keep sessions over restarts'), _('Off: a stop releases every subscriber.'));
 		o.default = '1';
+		o = add(s, 'general', form.DynamicList, 'mesh_interface', _('Mesh interfaces'),
+			_('Nothing arriving here reaches the WAN or LAN without a lease; empty: the discovery sections\' interfaces.'));
+		o.validate = interfaceName;
+		o = add(s, 'general', form.DynamicList, 'allow_destination', _('Allowed private destinations'),
+			_('Private networks subscribers may reach all the same; default: none.'));
+		o.datatype = 'cidr';
 		o = add(s, 'addresses', form.Value, 'ipv4_pool', _('IPv4 pool'), _('Tunnel addresses for subscribers; at least a /30.'));
 		o.datatype = 'cidr4';
 		o.placeholder = '100.127.0.0/24';
 		o = add(s, 'addresses', form.Value, 'ipv6_pool', _('IPv6 pool'), _('Empty for IPv4 only.'));
 		o.datatype = 'cidr6';
-		o = add(s, 'addresses', form.DynamicList, 'mesh_interface', _('Mesh interfaces'),
-			_('Nothing arriving here reaches the WAN or LAN without a lease; empty: the discovery sections\' interfaces.'));
-		o.validate = interfaceName;
-		o = add(s, 'addresses', form.DynamicList, 'allow_destination', _('Allowed private destinations'),
-			_('Private networks subscribers may reach all the same; empty: public addresses only.'));
-		o.datatype = 'cidr';
 		choice(s, 'addresses', 'nat', _('NAT backend'), null,
 			[ [ 'auto', _('automatic') ], [ 'nft', 'nftables' ], [ 'iptables', 'iptables' ] ], 'auto');
 		o = add(s, 'offer', form.Value, 'price', _('Price'), _('0 for free.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
-		o = add(s, 'offer', form.Value, 'bandwidth_down', _('Bandwidth down'), _('Advertised, kbit/s; 0 for unknown.'));
+		o = add(s, 'offer', form.Value, 'bandwidth_down', _('Bandwidth down'), _('Shared towards subscribers, kbit/s (a bit below the uplink): fair shares; 0: not shaped.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
-		o = add(s, 'offer', form.Value, 'bandwidth_up', _('Bandwidth up'), _('Advertised, kbit/s; 0 for unknown.'));
+		o = add(s, 'offer', form.Value, 'bandwidth_up', _('Bandwidth up'), _('Shared from subscribers out of the WAN, kbit/s: fair shares; 0: not shaped.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
 		o = add(s, 'uplink', form.Flag, 'uplink_check', _('Check the uplink'), _('Off: the uplink is assumed healthy, and the status says so.'));
