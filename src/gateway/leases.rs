@@ -128,10 +128,9 @@ pub struct LeaseBook {
     /// Most leases one source ([`source_key`]) may hold.
     per_source: u32,
     leases: BTreeMap<String, Lease>,
-    /// When each slot was last freed, and whose it was: a freed address rests for a lease
-    /// length (quarantine) before it is handed out to anyone else, unless no other slot is free;
-    /// its last holder may have it back at once (its own connections are no one else's).
-    freed: BTreeMap<u32, (i64, IpAddr)>,
+    /// When each slot was last freed: a freed address rests for a lease length (quarantine)
+    /// before it is handed out again, unless no other slot is free.
+    freed: BTreeMap<u32, i64>,
 }
 
 impl LeaseBook {
@@ -233,7 +232,7 @@ impl LeaseBook {
         if mine >= self.per_source as usize {
             return Err(Refusal::SourceFull(self.per_source));
         }
-        let slot = self.free_slot(now, ask.owner).ok_or(Refusal::Full)?;
+        let slot = self.free_slot(now).ok_or(Refusal::Full)?;
         let lease = Lease {
             sid: new_sid(),
             owner: ask.owner,
@@ -260,7 +259,7 @@ impl LeaseBook {
     pub fn release(&mut self, now: i64, owner: IpAddr, sid: &str) -> Result<Vec<Action>, Refusal> {
         self.owned_mut(now, owner, sid)?;
         let lease = self.leases.remove(sid).expect("checked above");
-        self.freed.insert(lease.slot, (now, lease.owner));
+        self.freed.insert(lease.slot, now);
         Ok(vec![Action::Remove(lease)])
     }
 
@@ -273,7 +272,7 @@ impl LeaseBook {
     /// Ends a lease whatever its owner, at `now`: its address rests in quarantine.
     pub fn revoke_at(&mut self, now: i64, sid: &str) -> Option<Action> {
         let lease = self.leases.remove(sid)?;
-        self.freed.insert(lease.slot, (now, lease.owner));
+        self.freed.insert(lease.slot, now);
         Some(Action::Remove(lease))
     }
 
@@ -354,22 +353,19 @@ impl LeaseBook {
         Ok(lease)
     }
 
-    /// The free slot `owner` held last, if any (it gets its own address back); else the lowest
-    /// free slot out of quarantine; if every free slot is in quarantine, the one freed longest
-    /// ago (a full gateway still serves, the address just rested less).
-    fn free_slot(&self, now: i64, owner: IpAddr) -> Option<u32> {
+    /// The lowest free slot out of quarantine; if every free slot is in quarantine, the one
+    /// freed longest ago (a full gateway still serves, the address just rested less).
+    fn free_slot(&self, now: i64) -> Option<u32> {
         if self.leases.len() >= self.capacity as usize {
             return None;
         }
         let used: std::collections::BTreeSet<u32> = self.leases.values().map(|l| l.slot).collect();
         let rest = i64::from(self.lease_seconds);
         let free = (0..self.capacity).filter(|s| !used.contains(s));
-        let resting = |s: &u32| self.freed.get(s).is_some_and(|(t, _)| now < t + rest);
-        let last_held = |s: &u32| self.freed.get(s).is_some_and(|(_, o)| *o == owner);
+        let resting = |s: &u32| self.freed.get(s).is_some_and(|t| now < t + rest);
         free.clone()
-            .find(last_held)
-            .or_else(|| free.clone().find(|s| !resting(s)))
-            .or_else(|| free.min_by_key(|s| (self.freed.get(s).map(|(t, _)| *t), *s)))
+            .find(|s| !resting(s))
+            .or_else(|| free.min_by_key(|s| (self.freed.get(s).copied(), *s)))
     }
 }
 
@@ -506,23 +502,6 @@ mod tests {
         b.release(20, ip("fd77::3"), &d.sid).unwrap();
         let (f, _) = b.grant(80, ask("fd77::5"), &mut s).unwrap();
         assert_eq!(f.slot, 1);
-    }
-
-    #[test]
-    fn its_last_holder_gets_a_resting_address_back_at_once() {
-        let mut b = LeaseBook::new(3, 60);
-        let mut s = sids();
-        let (a, _) = b.grant(0, ask("fd77::1"), &mut s).unwrap();
-        let (c, _) = b.grant(1, ask("fd77::2"), &mut s).unwrap();
-        assert_eq!((a.slot, c.slot), (0, 1));
-        b.release(10, ip("fd77::1"), &a.sid).unwrap();
-        b.release(11, ip("fd77::2"), &c.sid).unwrap();
-        // A comes back (a restart, a reconnect): its own address, not a fresh one.
-        let (again, _) = b.grant(12, ask("fd77::1"), &mut s).unwrap();
-        assert_eq!(again.slot, 0);
-        // Someone else still does not get C's resting address while slot 2 is free.
-        let (d, _) = b.grant(13, ask("fd77::3"), &mut s).unwrap();
-        assert_eq!(d.slot, 2);
     }
 
     #[test]
