@@ -4,12 +4,14 @@
 //! running daemon (no role, on loopback) and when the daemon is down. shellcheck runs on the
 //! plugin when it is installed.
 
+#[path = "common/daemon.rs"]
+mod daemon_common;
+use daemon_common::{Daemon, free_port, loopback_config};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
@@ -148,34 +150,12 @@ fn rpcd(args: &[&str], stdin: &str, config: &Path) -> Value {
     v
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn rpcd_plugin_answers_from_a_running_daemon() {
     let dir = std::env::temp_dir().join(format!("mnigs-luci-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("mnigs");
-    std::fs::write(
-        &config,
-        format!(
-            "config mnigs 'main'\n\toption name 'luci-test'\n\toption rpc_port '{port}'\n\
-             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let config = loopback_config(&dir, "luci-test", port, "");
 
     // Down: still JSON, saying so.
     let down = rpcd(&["call", "status"], "{}", &config);
@@ -928,21 +908,8 @@ fn luci_status_view_shows_hostile_daemon_text_as_text() {
     // A daemon (browser.mjs's fake, on loopback) whose every string is markup, as names, errors
     // and addresses from other mesh nodes can be; the real plugin and CLI pass them through.
     let dir = temp_dir("hostile");
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("mnigs");
-    std::fs::write(
-        &config,
-        format!(
-            "config mnigs 'main'\n\toption name 'n1'\n\toption rpc_port '{port}'\n\
-             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let config = loopback_config(&dir, "n1", port, "");
     let r = browse(
         &dir,
         &scenario(
