@@ -7,9 +7,12 @@
 //! lease runs out and the gateway's server goes. Skips loudly without root (or without the
 //! programs); fails under MNIGS_E2E=1.
 
+#[path = "common/e2e.rs"]
+mod e2e_common;
+
 use mnigs::demo::Scenario;
 use mnigs::sys::cmd;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs::testbed::{Node, Testbed};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
@@ -23,20 +26,7 @@ const ANSWER: [u8; 4] = [192, 0, 2, 53];
 const BANNER: &[u8] = b"hello from inet\n";
 
 fn gate(test: &str) -> bool {
-    if !e2e_gate(test) {
-        return false;
-    }
-    for p in ["microsocks", "tun2proxy-bin"] {
-        if !cmd::available(p) {
-            assert!(
-                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
-                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
-            );
-            eprintln!("SKIPPED {test}: `{p}` is not installed");
-            return false;
-        }
-    }
-    true
+    e2e_common::gate_with(test, &["microsocks", "tun2proxy-bin"])
 }
 
 /// Runs `f` on a thread that entered network namespace `ns`.

@@ -1,0 +1,34 @@
+//! Gates for end-to-end tests that need programs beyond the common ones.
+//!
+//! Included with `#[path = "common/e2e.rs"] mod e2e_common;` by the tests that need it.
+
+#![allow(dead_code)]
+
+use mnigs::sys::cmd;
+use mnigs::testbed::e2e_gate;
+use std::path::Path;
+
+/// Whether `test` should run: [`e2e_gate`], then every one of `programs` (a name looked up on
+/// PATH, or an absolute path that must exist). A missing program skips the test loudly, or fails
+/// it under MNIGS_E2E=1.
+pub fn gate_with(test: &str, programs: &[&str]) -> bool {
+    if !e2e_gate(test) {
+        return false;
+    }
+    for p in programs {
+        let present = if p.starts_with('/') {
+            Path::new(p).exists()
+        } else {
+            cmd::available(p)
+        };
+        if !present {
+            assert!(
+                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
+                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
+            );
+            eprintln!("SKIPPED {test}: `{p}` is not installed");
+            return false;
+        }
+    }
+    true
+}
