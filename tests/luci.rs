@@ -4,6 +4,8 @@
 //! running daemon (no role, on loopback) and when the daemon is down. shellcheck runs on the
 //! plugin when it is installed.
 
+#[path = "common/browser.rs"]
+mod browser_common;
 #[path = "common/daemon.rs"]
 mod daemon_common;
 use daemon_common::{Daemon, free_port, loopback_config};
@@ -635,18 +637,7 @@ fn luci_gate(test: &str) -> Option<PathBuf> {
         )),
         None => missing.push("MNIGS_LUCI is not set (.ci/run sets it)".into()),
     }
-    for p in ["/usr/bin/chromium", "/usr/bin/node"] {
-        if !Path::new(p).exists() {
-            missing.push(format!("{p} is not installed"));
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !root
-        .join("tests/browser/node_modules/playwright-core")
-        .exists()
-    {
-        missing.push("playwright-core is missing: run `npm ci` in tests/browser".into());
-    }
+    missing.extend(browser_common::missing_browser());
     if missing.is_empty() {
         return luci;
     }
