@@ -8,6 +8,8 @@
 
 #[path = "common/browser.rs"]
 mod browser_common;
+#[path = "common/e2e.rs"]
+mod e2e_common;
 use browser_common::{browser_dir, missing_browser};
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, Testbed, e2e_gate};
@@ -61,15 +63,7 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     let mut s = Scenario::new(EXE.as_ref(), 60).expect("testbed");
     // The subscriber shows mesh neighbours the read-only page, as the shipped config does.
     let conf = s.config(Node::Sub);
-    let text = std::fs::read_to_string(&conf).expect("config");
-    std::fs::write(
-        &conf,
-        text.replace(
-            "config mnigs 'main'\n",
-            "config mnigs 'main'\n\toption web 'readonly'\n",
-        ),
-    )
-    .expect("config");
+    e2e_common::add_to_section(&conf, "config mnigs 'main'\n", "\toption web 'readonly'\n");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");

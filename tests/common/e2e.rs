@@ -1,4 +1,5 @@
-//! Gates for end-to-end tests that need programs beyond the common ones.
+//! Helpers for end-to-end tests: a gate for tests that need programs beyond the common ones,
+//! and an edit of a node's config.
 //!
 //! Included with `#[path = "common/e2e.rs"] mod e2e_common;` by the tests that need it.
 
@@ -31,4 +32,11 @@ pub fn gate_with(test: &str, programs: &[&str]) -> bool {
         }
     }
     true
+}
+
+/// Adds `lines` (each `\toption …\n`) at the top of the section that starts with `header` (its
+/// whole line, e.g. `"config mnigs 'main'\n"`) in the config file `conf`.
+pub fn add_to_section(conf: &Path, header: &str, lines: &str) {
+    let text = std::fs::read_to_string(conf).expect("config");
+    std::fs::write(conf, text.replace(header, &format!("{header}{lines}"))).expect("config");
 }
