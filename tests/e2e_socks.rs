@@ -405,21 +405,15 @@ fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
     // Watch the subscriber's log for the two registrations.
-    let (mut socks_at, mut wg_at, mut failed_at) = (None, None, None);
-    let start = Instant::now();
-    while wg_at.is_none() && start.elapsed() < Duration::from_secs(40) {
-        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
-        if socks_at.is_none() && log.contains(": socks 100.127.") {
-            socks_at = Some(Instant::now());
-        }
-        if failed_at.is_none() && log.contains("via socks: tunnel setup failed") {
-            failed_at = Some(Instant::now());
-        }
-        if log.contains(": wireguard 100.127.") {
-            wg_at = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let [socks_at, failed_at, wg_at] = e2e_common::watch_log(
+        &s.log(Node::Sub),
+        [
+            ": socks 100.127.",
+            "via socks: tunnel setup failed",
+            ": wireguard 100.127.",
+        ],
+        Duration::from_secs(40),
+    );
     let (Some(a), Some(b)) = (socks_at, wg_at) else {
         panic!(
             "expected a socks then a wireguard registration:\n{}",

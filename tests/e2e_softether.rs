@@ -290,18 +290,11 @@ fn softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
         .expect("firewall");
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
-    let (mut first, mut next) = (None, None);
-    let start = Instant::now();
-    while next.is_none() && start.elapsed() < Duration::from_secs(40) {
-        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
-        if first.is_none() && log.contains(": softether 100.127.") {
-            first = Some(Instant::now());
-        }
-        if log.contains(": wireguard 100.127.") {
-            next = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let [first, next] = e2e_common::watch_log(
+        &s.log(Node::Sub),
+        [": softether 100.127.", ": wireguard 100.127."],
+        Duration::from_secs(40),
+    );
     let (Some(a), Some(b)) = (first, next) else {
         panic!(
             "expected a softether then a wireguard registration:\n{}",
