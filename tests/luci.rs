@@ -971,6 +971,27 @@ fn browse_in(
     }
 }
 
+/// Saves and applies `edit` (one field of the settings view) in the live LuCI of `node`: the
+/// daemon reloads (SIGHUP, as procd's reload does) and its status shows `want` at `pick`.
+fn edit_live(
+    s: &mnigs::demo::Scenario,
+    node: mnigs::testbed::Node,
+    luci: &Path,
+    dir: &Path,
+    edit: Value,
+    pick: &[&str],
+    want: Value,
+) {
+    let sc = scenario(
+        luci,
+        &s.config(node),
+        "edit",
+        serde_json::json!({ "edits": [edit], "daemonPid": s.pid(node).expect("pid") }),
+    );
+    browse_in(s, node, dir, &sc);
+    wait_status(s, node, pick, want);
+}
+
 /// Polls `mnigs status --json` of a node until `pick` of it is `want`.
 fn wait_status(s: &mnigs::demo::Scenario, node: mnigs::testbed::Node, pick: &[&str], want: Value) {
     let start = Instant::now();
@@ -1063,19 +1084,12 @@ fn luci_live_subscriber_and_gateway() {
 
     // Settings on the live subscriber: Save & Apply, the daemon reloads (SIGHUP, as procd's
     // reload does) and runs with the new scan interval.
-    let sc = scenario(
-        &luci,
-        &s.config(Node::Sub),
-        "edit",
-        serde_json::json!({
-            "edits": [{ "section": "subscriber", "tab": "general", "option": "scan_interval", "value": "77" }],
-            "daemonPid": s.pid(Node::Sub).expect("pid"),
-        }),
-    );
-    browse_in(&s, Node::Sub, &dir, &sc);
-    wait_status(
+    edit_live(
         &s,
         Node::Sub,
+        &luci,
+        &dir,
+        serde_json::json!({ "section": "subscriber", "tab": "general", "option": "scan_interval", "value": "77" }),
         &["subscriber", "scanInterval"],
         serde_json::json!(77),
     );
@@ -1097,19 +1111,12 @@ fn luci_live_subscriber_and_gateway() {
         }),
     );
     browse_in(&s, Node::Gw, &dir, &sc);
-    let sc = scenario(
-        &luci,
-        &s.config(Node::Gw),
-        "edit",
-        serde_json::json!({
-            "edits": [{ "section": "gateway", "tab": "offer", "option": "price", "value": "5" }],
-            "daemonPid": s.pid(Node::Gw).expect("pid"),
-        }),
-    );
-    browse_in(&s, Node::Gw, &dir, &sc);
-    wait_status(
+    edit_live(
         &s,
         Node::Gw,
+        &luci,
+        &dir,
+        serde_json::json!({ "section": "gateway", "tab": "offer", "option": "price", "value": "5" }),
         &["gateway", "terms", "price"],
         serde_json::json!(5),
     );
