@@ -328,6 +328,15 @@ fn the_gateway_service_refuses_a_borrowed_key_permanently_and_grants_nothing() {
     assert!(gw_node.lock().unwrap().conns.is_empty());
 }
 
+/// As root (skipping loudly otherwise), one such test at a time: [`in_netns`] with `f`.
+fn as_root_in_netns(f: fn()) {
+    if !e2e_gate("cjdns_tunnel") {
+        return;
+    }
+    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
+    in_netns(f);
+}
+
 /// Runs `f` on a thread in a new network namespace (loopback up, tun interfaces `cjgw` and
 /// `cjsub` standing in for the two cjdroutes' tuns); the simulators it starts live there too.
 fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -383,11 +392,7 @@ fn calls(s: &Server) -> Vec<String> {
 
 #[test]
 fn a_full_cjdns_connection_makes_exactly_these_calls_and_commands() {
-    if !e2e_gate("cjdns_tunnel") {
-        return;
-    }
-    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
-    in_netns(full_connection);
+    as_root_in_netns(full_connection);
 }
 
 fn full_connection() {
@@ -632,11 +637,7 @@ fn assert_same(before: &str, after: &str) {
 
 #[test]
 fn reconnects_a_crash_and_a_tunnel_that_carries_nothing_leave_nothing_behind() {
-    if !e2e_gate("cjdns_tunnel") {
-        return;
-    }
-    let _one = COMMANDS.lock().unwrap_or_else(|e| e.into_inner());
-    in_netns(leave_nothing);
+    as_root_in_netns(leave_nothing);
 }
 
 fn leave_nothing() {

@@ -19,6 +19,9 @@
 //!   connected (when its one privileged thread does it after all, connected and traffic flows).
 //! - `mnigs demo --cjdns` tells its story; without cjdroute it says what is missing.
 
+#[path = "common/lab.rs"]
+mod lab_common;
+use lab_common::write;
 use mnigs::cjdlab::{self, CjdMesh};
 use mnigs::discovery::cjdns as api;
 use mnigs::netlab::Lab;
@@ -40,16 +43,8 @@ fn uplinks(lab: &Lab, gateways: &[&str]) {
     lab.cjd_uplinks(gateways).unwrap();
 }
 
-fn write(lab: &Lab, name: &str, text: &str) -> String {
-    let p = lab.dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
 fn log_of(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let start = s.len().saturating_sub(5000);
-    s[s.floor_char_boundary(start)..].to_string()
+    lab_common::log_tail(path, 5000)
 }
 
 /// Starts a gateway daemon on `node` offering `methods`; returns its config and log.

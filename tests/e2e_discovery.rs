@@ -5,6 +5,9 @@
 //!   subscriber; found by the breadth-first walk and by its NodeInfo advert, and the subscriber
 //!   connects through it.
 
+#[path = "common/lab.rs"]
+mod lab_common;
+use lab_common::write;
 use mnigs::config::DiscoveryConfig;
 use mnigs::discovery::{self, yggdrasil};
 use mnigs::netlab::Lab;
@@ -49,16 +52,8 @@ fn gateway_conf(lab: &Lab, name: &str) -> String {
     )
 }
 
-fn write(lab: &Lab, name: &str, text: &str) -> String {
-    let p = lab.dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
 fn log_of(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let start = s.len().saturating_sub(6000);
-    s[s.floor_char_boundary(start)..].to_string()
+    lab_common::log_tail(path, 6000)
 }
 
 /// The tests here run one at a time: each runs several daemons, and Yggdrasil's remote calls

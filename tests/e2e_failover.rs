@@ -73,23 +73,6 @@ fn gw(s: &Scenario, argv: &[&str]) {
     s.bed.exec(Node::Gw, argv).expect("command on gw1");
 }
 
-/// Kills gw1's daemon and every other process of it but babeld (wireguard-go) with SIGKILL.
-fn kill_gw1(s: &Scenario) {
-    let daemon = s.gw_pid.expect("gw1 runs");
-    let babeld = s.bed.babeld_pid(Node::Gw);
-    assert!(s.bed.stop(daemon, libc::SIGKILL, Duration::from_secs(5)));
-    let ns = s.bed.ns(Node::Gw);
-    let pids = mnigs::sys::cmd::run(&["ip", "netns", "pids", &ns]).unwrap_or_default();
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-    {
-        if Some(pid) != babeld {
-            s.bed.stop(pid, libc::SIGKILL, Duration::from_secs(5));
-        }
-    }
-}
-
 fn failover_cases(hot: bool) {
     let mode = if hot { "hot" } else { "cold" };
     let mut s = ready(hot, "");
@@ -150,7 +133,9 @@ fn failover_cases(hot: bool) {
     );
 
     // (b) gw1's daemon and tunnel killed.
-    let (b, ()) = outage_during(&s, 50, &format!("{mode} (b) SIGKILL"), || kill_gw1(&s));
+    let (b, ()) = outage_during(&s, 50, &format!("{mode} (b) SIGKILL"), || {
+        kill_gateway(&s, Node::Gw)
+    });
     s.gw_pid = None;
     s.wait_gateway("gw2", Duration::from_secs(5)).unwrap();
     assert!(s.ping_within(Duration::from_secs(3)));
@@ -294,7 +279,9 @@ fn fail_closed_drops_internet_traffic_while_no_gateway_is_up() {
     assert!(tunnel >= 1, "the counter sees tunnel traffic");
     assert_eq!(leaked, 0);
 
-    let (outage, ()) = outage_during(&s, 80, "fail_closed, no gateway left", || kill_gw1(&s));
+    let (outage, ()) = outage_during(&s, 80, "fail_closed, no gateway left", || {
+        kill_gateway(&s, Node::Gw)
+    });
     s.gw_pid = None;
     assert!(outage >= 2.0, "no gateway: the pings fail");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -8,6 +8,8 @@
 //! `max_sessions_per_source '1'` the second of them is told to come back later over IPv6 while
 //! over IPv4 (its own address) it is served.
 
+#[path = "common/e2e.rs"]
+mod e2e_common;
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, Testbed, e2e_gate};
 use serde_json::{Value, json};
@@ -119,15 +121,11 @@ fn one_ipv6_64_holds_at_most_max_sessions_per_source() {
     }
     let mut s = Scenario::new(EXE.as_ref(), 60).expect("testbed");
     let conf = s.config(Node::Gw);
-    let text = std::fs::read_to_string(&conf).expect("config");
-    std::fs::write(
+    e2e_common::add_to_section(
         &conf,
-        text.replace(
-            "config gateway 'gateway'\n",
-            "config gateway 'gateway'\n\toption max_sessions_per_source '1'\n",
-        ),
-    )
-    .expect("config");
+        "config gateway 'gateway'\n",
+        "\toption max_sessions_per_source '1'\n",
+    );
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");

@@ -11,8 +11,10 @@
 //! reaches a subscriber only through the gateway's NAT. Skips loudly without root (or without
 //! openvpn); fails under MNIGS_E2E=1.
 
+#[path = "common/e2e.rs"]
+mod e2e_common;
+
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,20 +30,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Whether this test should run: the common E2E gate plus openvpn and openssl.
 fn gate(test: &str) -> bool {
-    if !e2e_gate(test) {
-        return false;
-    }
-    for p in ["openvpn", "openssl"] {
-        if !cmd::available(p) {
-            assert!(
-                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
-                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
-            );
-            eprintln!("SKIPPED {test}: `{p}` is not installed");
-            return false;
-        }
-    }
-    true
+    e2e_common::gate_with(test, &["openvpn", "openssl"])
 }
 
 /// The bridge mesh; dropping it stops everything started in it and deletes it.

@@ -7,9 +7,12 @@
 //! lease runs out and the gateway's server goes. Skips loudly without root (or without the
 //! programs); fails under MNIGS_E2E=1.
 
+#[path = "common/e2e.rs"]
+mod e2e_common;
+
 use mnigs::demo::Scenario;
 use mnigs::sys::cmd;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs::testbed::{Node, Testbed};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
@@ -23,20 +26,7 @@ const ANSWER: [u8; 4] = [192, 0, 2, 53];
 const BANNER: &[u8] = b"hello from inet\n";
 
 fn gate(test: &str) -> bool {
-    if !e2e_gate(test) {
-        return false;
-    }
-    for p in ["microsocks", "tun2proxy-bin"] {
-        if !cmd::available(p) {
-            assert!(
-                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
-                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
-            );
-            eprintln!("SKIPPED {test}: `{p}` is not installed");
-            return false;
-        }
-    }
-    true
+    e2e_common::gate_with(test, &["microsocks", "tun2proxy-bin"])
 }
 
 /// Runs `f` on a thread that entered network namespace `ns`.
@@ -415,21 +405,15 @@ fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
     // Watch the subscriber's log for the two registrations.
-    let (mut socks_at, mut wg_at, mut failed_at) = (None, None, None);
-    let start = Instant::now();
-    while wg_at.is_none() && start.elapsed() < Duration::from_secs(40) {
-        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
-        if socks_at.is_none() && log.contains(": socks 100.127.") {
-            socks_at = Some(Instant::now());
-        }
-        if failed_at.is_none() && log.contains("via socks: tunnel setup failed") {
-            failed_at = Some(Instant::now());
-        }
-        if log.contains(": wireguard 100.127.") {
-            wg_at = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let [socks_at, failed_at, wg_at] = e2e_common::watch_log(
+        &s.log(Node::Sub),
+        [
+            ": socks 100.127.",
+            "via socks: tunnel setup failed",
+            ": wireguard 100.127.",
+        ],
+        Duration::from_secs(40),
+    );
     let (Some(a), Some(b)) = (socks_at, wg_at) else {
         panic!(
             "expected a socks then a wireguard registration:\n{}",

@@ -9,11 +9,13 @@
 //! it must not run beside a real SoftEther on the same host. Skips loudly without root (or without
 //! the programs); fails under MNIGS_E2E=1.
 
+#[path = "common/e2e.rs"]
+mod e2e_common;
+
 use mnigs::demo::Scenario;
 use mnigs::sys::cmd;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs::testbed::{Node, Testbed};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -28,20 +30,7 @@ const ADMIN_PASSWORD: &str = "mnigsTestAdmin1";
 const STATE_DIRS: [&str; 3] = ["/var/lib/softether", "/run/softether", "/var/log/softether"];
 
 fn gate(test: &str) -> bool {
-    if !e2e_gate(test) {
-        return false;
-    }
-    for p in [SERVER, CLIENT, VPNCMD] {
-        if !Path::new(p).exists() {
-            assert!(
-                std::env::var("MNIGS_E2E").as_deref() != Ok("1"),
-                "{test}: `{p}` is not installed (MNIGS_E2E=1 forbids skipping)"
-            );
-            eprintln!("SKIPPED {test}: `{p}` is not installed");
-            return false;
-        }
-    }
-    true
+    e2e_common::gate_with(test, &[SERVER, CLIENT, VPNCMD])
 }
 
 /// Removes the SoftEther state files this test's server and client wrote.
@@ -301,18 +290,11 @@ fn softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
         .expect("firewall");
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
-    let (mut first, mut next) = (None, None);
-    let start = Instant::now();
-    while next.is_none() && start.elapsed() < Duration::from_secs(40) {
-        let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
-        if first.is_none() && log.contains(": softether 100.127.") {
-            first = Some(Instant::now());
-        }
-        if log.contains(": wireguard 100.127.") {
-            next = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let [first, next] = e2e_common::watch_log(
+        &s.log(Node::Sub),
+        [": softether 100.127.", ": wireguard 100.127."],
+        Duration::from_secs(40),
+    );
     let (Some(a), Some(b)) = (first, next) else {
         panic!(
             "expected a softether then a wireguard registration:\n{}",

@@ -4,12 +4,16 @@
 //! running daemon (no role, on loopback) and when the daemon is down. shellcheck runs on the
 //! plugin when it is installed.
 
+#[path = "common/browser.rs"]
+mod browser_common;
+#[path = "common/daemon.rs"]
+mod daemon_common;
+use daemon_common::{Daemon, free_port, loopback_config};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
@@ -148,34 +152,12 @@ fn rpcd(args: &[&str], stdin: &str, config: &Path) -> Value {
     v
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn rpcd_plugin_answers_from_a_running_daemon() {
     let dir = std::env::temp_dir().join(format!("mnigs-luci-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("mnigs");
-    std::fs::write(
-        &config,
-        format!(
-            "config mnigs 'main'\n\toption name 'luci-test'\n\toption rpc_port '{port}'\n\
-             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let config = loopback_config(&dir, "luci-test", port, "");
 
     // Down: still JSON, saying so.
     let down = rpcd(&["call", "status"], "{}", &config);
@@ -655,18 +637,7 @@ fn luci_gate(test: &str) -> Option<PathBuf> {
         )),
         None => missing.push("MNIGS_LUCI is not set (.ci/run sets it)".into()),
     }
-    for p in ["/usr/bin/chromium", "/usr/bin/node"] {
-        if !Path::new(p).exists() {
-            missing.push(format!("{p} is not installed"));
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !root
-        .join("tests/browser/node_modules/playwright-core")
-        .exists()
-    {
-        missing.push("playwright-core is missing: run `npm ci` in tests/browser".into());
-    }
+    missing.extend(browser_common::missing_browser());
     if missing.is_empty() {
         return luci;
     }
@@ -928,21 +899,8 @@ fn luci_status_view_shows_hostile_daemon_text_as_text() {
     // A daemon (browser.mjs's fake, on loopback) whose every string is markup, as names, errors
     // and addresses from other mesh nodes can be; the real plugin and CLI pass them through.
     let dir = temp_dir("hostile");
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("mnigs");
-    std::fs::write(
-        &config,
-        format!(
-            "config mnigs 'main'\n\toption name 'n1'\n\toption rpc_port '{port}'\n\
-             \tlist listen '127.0.0.1'\n\toption database '{}'\n",
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let config = loopback_config(&dir, "n1", port, "");
     let r = browse(
         &dir,
         &scenario(
@@ -1011,6 +969,27 @@ fn browse_in(
             s.tail(node)
         ),
     }
+}
+
+/// Saves and applies `edit` (one field of the settings view) in the live LuCI of `node`: the
+/// daemon reloads (SIGHUP, as procd's reload does) and its status shows `want` at `pick`.
+fn edit_live(
+    s: &mnigs::demo::Scenario,
+    node: mnigs::testbed::Node,
+    luci: &Path,
+    dir: &Path,
+    edit: Value,
+    pick: &[&str],
+    want: Value,
+) {
+    let sc = scenario(
+        luci,
+        &s.config(node),
+        "edit",
+        serde_json::json!({ "edits": [edit], "daemonPid": s.pid(node).expect("pid") }),
+    );
+    browse_in(s, node, dir, &sc);
+    wait_status(s, node, pick, want);
 }
 
 /// Polls `mnigs status --json` of a node until `pick` of it is `want`.
@@ -1105,19 +1084,12 @@ fn luci_live_subscriber_and_gateway() {
 
     // Settings on the live subscriber: Save & Apply, the daemon reloads (SIGHUP, as procd's
     // reload does) and runs with the new scan interval.
-    let sc = scenario(
-        &luci,
-        &s.config(Node::Sub),
-        "edit",
-        serde_json::json!({
-            "edits": [{ "section": "subscriber", "tab": "general", "option": "scan_interval", "value": "77" }],
-            "daemonPid": s.pid(Node::Sub).expect("pid"),
-        }),
-    );
-    browse_in(&s, Node::Sub, &dir, &sc);
-    wait_status(
+    edit_live(
         &s,
         Node::Sub,
+        &luci,
+        &dir,
+        serde_json::json!({ "section": "subscriber", "tab": "general", "option": "scan_interval", "value": "77" }),
         &["subscriber", "scanInterval"],
         serde_json::json!(77),
     );
@@ -1139,19 +1111,12 @@ fn luci_live_subscriber_and_gateway() {
         }),
     );
     browse_in(&s, Node::Gw, &dir, &sc);
-    let sc = scenario(
-        &luci,
-        &s.config(Node::Gw),
-        "edit",
-        serde_json::json!({
-            "edits": [{ "section": "gateway", "tab": "offer", "option": "price", "value": "5" }],
-            "daemonPid": s.pid(Node::Gw).expect("pid"),
-        }),
-    );
-    browse_in(&s, Node::Gw, &dir, &sc);
-    wait_status(
+    edit_live(
         &s,
         Node::Gw,
+        &luci,
+        &dir,
+        serde_json::json!({ "section": "gateway", "tab": "offer", "option": "price", "value": "5" }),
         &["gateway", "terms", "price"],
         serde_json::json!(5),
     );

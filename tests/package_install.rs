@@ -247,6 +247,29 @@ fn config_siblings(root: &Path) -> Vec<String> {
     names
 }
 
+/// The owner edits `root`'s config (a line added to `shipped`); `upgrade` (which returns the
+/// package manager's output) must keep the owner's file byte for byte and put the new default
+/// beside it as `sibling`, which the owner then merges (removes). Returns the owner's config.
+fn owner_edit_survives_upgrade(
+    root: &Path,
+    shipped: &[u8],
+    sibling: &str,
+    upgrade: impl FnOnce() -> String,
+) -> Vec<u8> {
+    let mut mine = shipped.to_vec();
+    mine.extend_from_slice(b"\n# the owner's line\n");
+    fs::write(root.join("etc/config/mnigs"), &mine).unwrap();
+    let out = upgrade();
+    assert!(
+        fs::read(root.join("etc/config/mnigs")).unwrap() == mine,
+        "the owner's config survives the upgrade: {out}"
+    );
+    assert_eq!(config_siblings(root), [sibling], "{out}");
+    assert!(fs::read(root.join("etc/config").join(sibling)).unwrap() == shipped);
+    fs::remove_file(root.join("etc/config").join(sibling)).unwrap(); // the owner merged it
+    mine
+}
+
 /// An empty .ipk named `name` (version 1, Architecture all): a gzip'd tar of debian-binary,
 /// control.tar.gz and data.tar.gz, as opkg reads them.
 fn stub_ipk(dir: &Path, name: &str) -> PathBuf {
@@ -358,17 +381,9 @@ fn opkg_installs_upgrades_and_removes_the_mips_packages() {
     assert_installed(&root, "opkg upgrade");
 
     // The owner edits the config; the next upgrade keeps it byte for byte.
-    let mut mine = shipped.clone();
-    mine.extend_from_slice(b"\n# the owner's line\n");
-    fs::write(root.join("etc/config/mnigs"), &mine).unwrap();
-    let out = opkg_cmd(&["install"], &[ipk(3, "mnigs", ARCH)]);
-    assert!(
-        fs::read(root.join("etc/config/mnigs")).unwrap() == mine,
-        "the owner's config survives the upgrade: {out}"
-    );
-    assert_eq!(config_siblings(&root), ["mnigs-opkg"], "{out}");
-    assert!(fs::read(root.join("etc/config/mnigs-opkg")).unwrap() == shipped);
-    fs::remove_file(root.join("etc/config/mnigs-opkg")).unwrap(); // the owner merged it
+    let mine = owner_edit_survives_upgrade(&root, &shipped, "mnigs-opkg", || {
+        opkg_cmd(&["install"], &[ipk(3, "mnigs", ARCH)])
+    });
 
     // Removal: the prerm disables the service; only the owner's config is left.
     let out = opkg_cmd(
@@ -488,17 +503,9 @@ fn apk_installs_upgrades_and_removes_the_mips_packages() {
     assert_installed(&root, "apk upgrade");
 
     // The owner edits the config; the next upgrade keeps it byte for byte.
-    let mut mine = shipped.clone();
-    mine.extend_from_slice(b"\n# the owner's line\n");
-    fs::write(root.join("etc/config/mnigs"), &mine).unwrap();
-    let out = apk_cmd(&["add"], &[pkg(3, "mnigs")]);
-    assert!(
-        fs::read(root.join("etc/config/mnigs")).unwrap() == mine,
-        "the owner's config survives the upgrade: {out}"
-    );
-    assert_eq!(config_siblings(&root), ["mnigs.apk-new"], "{out}");
-    assert!(fs::read(root.join("etc/config/mnigs.apk-new")).unwrap() == shipped);
-    fs::remove_file(root.join("etc/config/mnigs.apk-new")).unwrap(); // the owner merged it
+    let mine = owner_edit_survives_upgrade(&root, &shipped, "mnigs.apk-new", || {
+        apk_cmd(&["add"], &[pkg(3, "mnigs")])
+    });
 
     // Removal: pre-deinstall disables the service; only the owner's config is left, and no
     // directory of ours.

@@ -4,19 +4,19 @@
 //! source over its connection cap 503.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
-use mnigs::gateway::service::Gateway;
 use mnigs::rpc::limits::Limits;
 use mnigs::rpc::server::Server;
-use mnigs::store::Store;
 use serde_json::{Value, json};
+#[path = "common/daemon.rs"]
+mod daemon_common;
 #[path = "common/gateway.rs"]
 mod gateway_common;
-use gateway_common::{CountingMethod, connect_from};
+use daemon_common::{Daemon, free_port, loopback_config};
+use gateway_common::{connect_from, counting_node};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LIMITS: fn() -> Limits = || Limits {
@@ -32,16 +32,8 @@ const LIMITS: fn() -> Limits = || Limits {
 
 fn gateway() -> (Server, SocketAddr) {
     let mut cfg = Config::default();
-    cfg.gateway.enabled = true;
     cfg.gateway.max_subscribers = 10;
-    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-    let gw = Gateway::new(
-        cfg.gateway.clone(),
-        vec![Box::new(CountingMethod::default())],
-        store.clone(),
-        None,
-    );
-    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let node = counting_node(cfg);
     let server =
         Server::start_with(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node, LIMITS()).unwrap();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
@@ -190,30 +182,13 @@ fn eight_by_eight_held_connections_do_not_lock_the_owner_out() {
     const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
     let dir = std::env::temp_dir().join(format!("mnigs-hold-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("mnigs");
-    std::fs::write(
-        &config,
-        format!(
-            "config mnigs 'main'\n\toption name 'hold'\n\toption rpc_port '{port}'\n\
-             \tlist listen '127.0.0.1'\n\toption database '{}'\n\
-             \tlist authorized_network '127.0.0.1/32'\n\toption read_timeout '60'\n",
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
-    /// Killed also when an assertion fails.
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    let port = free_port();
+    let config = loopback_config(
+        &dir,
+        "hold",
+        port,
+        "\tlist authorized_network '127.0.0.1/32'\n\toption read_timeout '60'\n",
+    );
     let daemon = Daemon(
         Command::new(EXE)
             .args(["daemon", "-c", config.to_str().unwrap()])

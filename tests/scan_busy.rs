@@ -5,34 +5,22 @@
 //! its `Retry-After`.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
 use mnigs::discovery::{Candidate, Limits as ScanLimits, Scanner};
-use mnigs::gateway::service::Gateway;
 use mnigs::rpc::client::{self, ClientError};
 use mnigs::rpc::limits::Limits;
 use mnigs::rpc::server::Server;
-use mnigs::store::Store;
 #[path = "common/gateway.rs"]
 mod gateway_common;
-use gateway_common::CountingMethod;
+use gateway_common::counting_node;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One gateway daemon's RPC server answering on `addresses` (one port for all).
 fn gateway(addresses: &[Ipv4Addr]) -> (Server, u16) {
-    let mut cfg = Config::default();
-    cfg.gateway.enabled = true;
-    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-    let gw = Gateway::new(
-        cfg.gateway.clone(),
-        vec![Box::new(CountingMethod::default())],
-        store.clone(),
-        None,
-    );
-    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let node = counting_node(Config::default());
     let limits = Limits {
         rate_exempt: Vec::new(),
         ..Limits::default()

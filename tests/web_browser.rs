@@ -6,30 +6,23 @@
 //! Screenshots go to target/browser/. Gated like the other end-to-end tests, plus chromium, node
 //! and `npm ci` in tests/browser (`.ci/deps` installs them).
 
+#[path = "common/browser.rs"]
+mod browser_common;
+#[path = "common/e2e.rs"]
+mod e2e_common;
+use browser_common::{browser_dir, missing_browser};
 use mnigs::demo::Scenario;
 use mnigs::testbed::{Node, Testbed, e2e_gate};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
 static NEVER: AtomicBool = AtomicBool::new(false);
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
 /// Like `e2e_gate`, for what the browser needs on top.
 fn browser_gate() -> bool {
-    let mut missing = Vec::new();
-    for p in ["/usr/bin/chromium", "/usr/bin/node"] {
-        if !Path::new(p).exists() {
-            missing.push(format!("{p} is not installed"));
-        }
-    }
-    if !browser_dir().join("node_modules/playwright-core").exists() {
-        missing.push("playwright-core is missing: run `npm ci` in tests/browser".into());
-    }
+    let missing = missing_browser();
     if missing.is_empty() {
         return true;
     }
@@ -70,15 +63,7 @@ fn page_in_chromium_scans_connects_and_disconnects() {
     let mut s = Scenario::new(EXE.as_ref(), 60).expect("testbed");
     // The subscriber shows mesh neighbours the read-only page, as the shipped config does.
     let conf = s.config(Node::Sub);
-    let text = std::fs::read_to_string(&conf).expect("config");
-    std::fs::write(
-        &conf,
-        text.replace(
-            "config mnigs 'main'\n",
-            "config mnigs 'main'\n\toption web 'readonly'\n",
-        ),
-    )
-    .expect("config");
+    e2e_common::add_to_section(&conf, "config mnigs 'main'\n", "\toption web 'readonly'\n");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");

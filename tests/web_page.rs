@@ -4,20 +4,19 @@
 //! gateway with a subscriber session: read-only callers see the session and the graph, not its id.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
-use mnigs::gateway::service::Gateway;
 use mnigs::rpc::server::Server;
-use mnigs::store::Store;
 use mnigs::web::Access;
 use serde_json::{Value, json};
+#[path = "common/daemon.rs"]
+mod daemon_common;
 #[path = "common/gateway.rs"]
 mod gateway_common;
-use gateway_common::{CountingMethod, connect_from};
+use daemon_common::free_port;
+use gateway_common::{connect_from, counting_node};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
@@ -32,11 +31,7 @@ impl Drop for Daemon {
 }
 
 fn start(dir: &Path, authorized: &str, web: &str) -> Daemon {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.join(format!("mnigs-{web}-{port}"));
     std::fs::write(
         &config,
@@ -215,15 +210,7 @@ fn read_only_callers_see_sessions_and_graph_without_session_ids() {
     cfg.main.name = "gw-page".into();
     cfg.main.authorized_network = vec!["127.0.0.1/32".parse().unwrap()];
     cfg.main.web = Access::Readonly;
-    cfg.gateway.enabled = true;
-    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-    let gw = Gateway::new(
-        cfg.gateway.clone(),
-        vec![Box::new(CountingMethod::default())],
-        store.clone(),
-        None,
-    );
-    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let node = counting_node(cfg);
     let server = Server::start(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, node).unwrap();
     let port = server.port();
 

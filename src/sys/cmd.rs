@@ -57,6 +57,24 @@ impl CmdError {
     }
 }
 
+/// What `ip`, `nft` and `iptables` say when the thing to remove is already gone.
+const ABSENT: &[&str] = &[
+    "No such file or directory",
+    "No such process",
+    "does not exist",
+    "Bad rule",
+    "No chain/target/match",
+];
+
+/// `r` without its output, an error that only says the thing is already gone (one of the common
+/// messages, or one of `also`, in its stderr) taken as success: removals stay idempotent.
+pub fn ignore_absent(r: Result<String, CmdError>, also: &[&str]) -> Result<(), CmdError> {
+    match r {
+        Err(e) if !ABSENT.iter().chain(also).any(|m| e.stderr().contains(m)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `argv` and returns its stdout.
 pub fn run<S: AsRef<str>>(argv: &[S]) -> Result<String, CmdError> {
     run_full(argv, None, DEFAULT_TIMEOUT)

@@ -594,26 +594,9 @@ const IPT_CHAINS: [(&str, &str); 7] = [
     ("nat", IPT_NAT),
 ];
 
-/// Whether an error only says that the thing is already gone.
-fn is_absent(e: &CmdError) -> bool {
-    let s = e.stderr();
-    [
-        "No such file or directory",
-        "No such process",
-        "does not exist",
-        "Bad rule",
-        "No chain/target/match",
-        "Couldn't load target",
-    ]
-    .iter()
-    .any(|m| s.contains(m))
-}
-
+/// [`cmd::ignore_absent`], also for a target module the kernel lacks (nothing was set with it).
 fn ignore_absent(r: Result<String, CmdError>) -> Result<(), CmdError> {
-    match r {
-        Err(e) if !is_absent(&e) => Err(e),
-        _ => Ok(()),
-    }
+    cmd::ignore_absent(r, &["Couldn't load target"])
 }
 
 /// The gateway's firewall and NAT, applied.

@@ -9,26 +9,9 @@ use super::cmd::{self, CmdError};
 use crate::config::model::Prefix;
 use std::net::IpAddr;
 
-/// Whether an error from `ip`/`nft`/`iptables` only says that the thing is already gone.
-fn is_absent(e: &CmdError) -> bool {
-    let s = e.stderr();
-    [
-        "Cannot find device",
-        "No such file or directory",
-        "No such process",
-        "does not exist",
-        "Bad rule",
-        "No chain/target/match",
-    ]
-    .iter()
-    .any(|m| s.contains(m))
-}
-
+/// [`cmd::ignore_absent`], also for a link that is gone.
 fn ignore_absent(r: Result<String, CmdError>) -> Result<(), CmdError> {
-    match r {
-        Err(e) if !is_absent(&e) => Err(e),
-        _ => Ok(()),
-    }
+    cmd::ignore_absent(r, &["Cannot find device"])
 }
 
 /// Whether a network interface exists.

@@ -108,6 +108,50 @@ pub fn grant_mtu(grant: &Grant, ours: u16) -> u16 {
         .unwrap_or(ours)
 }
 
+/// Longest user name, password or hub name accepted from a grant (ours are 10 and 32 characters).
+pub const MAX_CREDENTIAL: usize = 48;
+
+/// Checks a user name, password or hub name from a grant: 1–48 ASCII letters and digits (it goes
+/// into an argv, a URL or a vpncmd command line, so nothing that needs quoting or splits).
+pub fn check_credential(what: &str, s: &str) -> Result<(), String> {
+    if (1..=MAX_CREDENTIAL).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} must be 1-{MAX_CREDENTIAL} letters and digits, got {}",
+            crate::validate::quoted(s)
+        ))
+    }
+}
+
+/// The login fields of a grant, for methods that connect to a TCP port with credentials (SOCKS,
+/// SoftEther): the port (1–65535) and the text fields `keys`, each checked by
+/// [`check_credential`], in the order asked.
+pub fn grant_login<const N: usize>(
+    grant: &Grant,
+    keys: [&str; N],
+) -> Result<(u16, [String; N]), TunnelError> {
+    let bad = |m: String| TunnelError::Invalid(format!("gateway's answer: {m}"));
+    let port = grant
+        .extra
+        .get("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad("port must be a TCP port 1-65535".into()))?;
+    let mut out: [String; N] = std::array::from_fn(|_| String::new());
+    for (slot, k) in out.iter_mut().zip(keys) {
+        let v = grant
+            .extra
+            .get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("{k} is missing")))?;
+        check_credential(k, v).map_err(bad)?;
+        *slot = v.to_string();
+    }
+    Ok((port, out))
+}
+
 /// Gateway: routes (or unroutes) one subscriber's tunnel addresses to `ifname` as host routes.
 ///
 /// Methods that share one interface among subscribers (WireGuard, OpenVPN) all put the pool's

@@ -38,42 +38,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time a server has to start listening.
 const SERVER_START: Duration = Duration::from_secs(3);
 
-/// Longest user name or password accepted from a grant (ours are 10 and 32 characters).
-pub const MAX_CREDENTIAL: usize = 48;
-
-/// Checks a user name or password from a grant: 1–48 ASCII letters and digits (it goes into an
-/// argv and a URL, so nothing that needs quoting).
-pub fn check_credential(what: &str, s: &str) -> Result<(), String> {
-    if (1..=MAX_CREDENTIAL).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} must be 1-{MAX_CREDENTIAL} letters and digits, got {}",
-            crate::validate::quoted(s)
-        ))
-    }
-}
+pub use super::{MAX_CREDENTIAL, check_credential};
 
 /// The SOCKS fields of a grant: TCP port, user name, password, all checked.
 pub fn grant_fields(grant: &Grant) -> Result<(u16, String, String), TunnelError> {
-    let bad = |m: String| TunnelError::Invalid(format!("gateway's answer: {m}"));
-    let port = grant
-        .extra
-        .get("port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| bad("port must be a TCP port 1-65535".into()))?;
-    let text = |k: &str| -> Result<String, TunnelError> {
-        let v = grant
-            .extra
-            .get(k)
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("{k} is missing")))?;
-        check_credential(k, v).map_err(bad)?;
-        Ok(v.to_string())
-    };
-    Ok((port, text("username")?, text("password")?))
+    let (port, [user, password]) = super::grant_login(grant, ["username", "password"])?;
+    Ok((port, user, password))
 }
 
 /// The port of the subscriber at `ipv4` when the gateway's own address is `net.ipv4`: `base` +

@@ -32,41 +32,15 @@ const NOT_FOUND: i32 = 29;
 /// vpncmd's exit code for HubCreate of a hub that exists (SoftEther 5.01: 57, observed).
 const HUB_EXISTS: i32 = 57;
 /// Longest user name, password or hub name accepted from a grant.
-pub const MAX_NAME: usize = 48;
-
+pub use super::MAX_CREDENTIAL as MAX_NAME;
 /// Checks a hub name, user name or password: 1–48 ASCII letters and digits (nothing a vpncmd
 /// command line would split or quote).
-pub fn check_name(what: &str, s: &str) -> Result<(), String> {
-    if (1..=MAX_NAME).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} must be 1-{MAX_NAME} letters and digits, got {}",
-            crate::validate::quoted(s)
-        ))
-    }
-}
+pub use super::check_credential as check_name;
 
 /// The SoftEther fields of a grant: TCP port, hub, user name, password, all checked.
 pub fn grant_fields(grant: &Grant) -> Result<(u16, String, String, String), TunnelError> {
-    let bad = |m: String| TunnelError::Invalid(format!("gateway's answer: {m}"));
-    let port = grant
-        .extra
-        .get("port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| bad("port must be a TCP port 1-65535".into()))?;
-    let text = |k: &str| -> Result<String, TunnelError> {
-        let v = grant
-            .extra
-            .get(k)
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("{k} is missing")))?;
-        check_name(k, v).map_err(bad)?;
-        Ok(v.to_string())
-    };
-    Ok((port, text("hub")?, text("username")?, text("password")?))
+    let (port, [hub, user, password]) = super::grant_login(grant, ["hub", "username", "password"])?;
+    Ok((port, hub, user, password))
 }
 
 /// The hub user of the subscriber at `ipv4`.

@@ -6,7 +6,11 @@
 
 #![allow(dead_code)]
 
+use mnigs::config::Config;
+use mnigs::daemon::Node;
+use mnigs::gateway::service::Gateway;
 use mnigs::protocol::Grant;
+use mnigs::store::Store;
 use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -92,4 +96,18 @@ pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
     };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
+}
+
+/// A gateway node configured by `cfg` (its gateway role switched on here) with one
+/// [`CountingMethod`] and an in-memory store, ready for an RPC server.
+pub fn counting_node(mut cfg: Config) -> Arc<Node> {
+    cfg.gateway.enabled = true;
+    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+    let gw = Gateway::new(
+        cfg.gateway.clone(),
+        vec![Box::new(CountingMethod::default())],
+        store.clone(),
+        None,
+    );
+    Arc::new(Node::new(cfg, store, Some(gw), None))
 }
