@@ -40,7 +40,7 @@ const HOST_PROGRAMS: [&str; 8] = [
 ];
 
 /// Modules the guest loads (their dependencies are added from `modules.dep`).
-const MODULES: [&str; 11] = [
+const MODULES: [&str; 12] = [
     // libcrc32c (for conntrack) asks the crypto API for crc32c, which only a soft dependency names.
     "crc32c_generic",
     "veth",
@@ -53,6 +53,8 @@ const MODULES: [&str; 11] = [
     "nft_masq",
     "nf_nat",
     "nf_conntrack",
+    // The gateway's firewall (`ct state` in the inet mnigs table).
+    "nft_ct",
 ];
 
 /// Every result line the guest must print as `ok`.
