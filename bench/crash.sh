@@ -15,7 +15,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 MNIGS_E2E=1 MNIGS_CRASH_ROUNDS=$rounds MNIGS_CRASH_SEED=${2:-8} \
-	cargo test --test e2e_crash -- --nocapture --test-threads 1 >"$log" 2>&1 || status=$?
+	cargo test --test e2e_crash daemons_killed -- --nocapture --test-threads 1 >"$log" 2>&1 || status=$?
 grep -E '^seed|kills|panicked|differs|extra|missing|test result' "$log" || true
 fail() {
 	echo "crash.sh: FAILED: $*"
