@@ -7,8 +7,10 @@
 #   bench/router-size.sh --short          (CI, seconds: mips_24kc only, never builds: packs the
 #                                          binary $MNIGS_MIPS_BINARY, which .ci/run has built,
 #                                          or else openwrt/cross-build's last mips build)
-# Fails (exit 1) when a size is over its target, and in --short mode also when the binary is
-# not a big-endian MIPS ELF or a package is missing (.apk too when MNIGS_APK is set).
+# Fails (exit 1) when a size is over its target. --short checks what works, not the size target
+# (CI runs benches for correctness, never for a target): it fails when the binary is not a
+# big-endian MIPS ELF or a package is missing (.apk too when MNIGS_APK is set), and prints OVER
+# beside a size over its target without failing.
 # MNIGS_CROSS_RUSTFLAGS and MNIGS_CROSS_TARGET_DIR pass through to openwrt/cross-build, to
 # measure a variant without touching the normal build.
 set -euo pipefail
@@ -68,7 +70,11 @@ for arch in "${targets[@]}"; do
 			[ "$p" != - ] || verdict="MISSING"
 		done
 	fi
-	[ "$verdict" = ok ] || status=1
+	if [ -n "$short" ]; then
+		[ "$verdict" != MISSING ] || status=1
+	else
+		[ "$verdict" = ok ] || status=1
+	fi
 	printf '%-26s %12s %8s %12s %12s %12s  %s (build %d s)\n' "$arch" "$b" "$limit" "$ipk" "$apk" "$luci" "$verdict" "$secs"
 done
 [ "$status" -eq 0 ] || { echo "router-size.sh: FAILED: a size over its target or a package missing (see above)" >&2; }
