@@ -1026,13 +1026,7 @@ impl<'f> Builder<'f> {
         r.single("mtu", &mut o.mtu, |v| {
             number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
         });
-        r.single("directory", &mut o.directory, |v| {
-            if v.starts_with('/') {
-                validate::path(v).map(|()| PathBuf::from(v))
-            } else {
-                Err(format!("must be an absolute path, got {}", quoted(v)))
-            }
-        });
+        r.single("directory", &mut o.directory, absolute_dir);
         r.finish();
         self.config.openvpn = o;
     }
@@ -1084,13 +1078,7 @@ impl<'f> Builder<'f> {
         r.single("port", &mut o.port, port);
         r.single("device", &mut o.device, short_name);
         r.single("client_nic", &mut o.client_nic, short_name);
-        r.single("directory", &mut o.directory, |v| {
-            if v.starts_with('/') {
-                validate::path(v).map(|()| PathBuf::from(v))
-            } else {
-                Err(format!("must be an absolute path, got {}", quoted(v)))
-            }
-        });
+        r.single("directory", &mut o.directory, absolute_dir);
         r.finish();
         self.config.softether = o;
     }
@@ -1103,13 +1091,7 @@ impl<'f> Builder<'f> {
         r.single("mtu", &mut o.mtu, |v| {
             number(1280, 9000)(v).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
         });
-        r.single("directory", &mut o.directory, |v| {
-            if v.starts_with('/') {
-                validate::path(v).map(|()| PathBuf::from(v))
-            } else {
-                Err(format!("must be an absolute path, got {}", quoted(v)))
-            }
-        });
+        r.single("directory", &mut o.directory, absolute_dir);
         r.single("listen", &mut o.listen, |v| {
             v.parse::<IpAddr>()
                 .map_err(|_| format!("must be an IP address, got {}", quoted(v)))
@@ -1421,6 +1403,15 @@ fn gateway_ref(v: &str) -> Result<String, String> {
     validate::node_name(v)
         .map(|()| v.to_string())
         .map_err(|e| format!("must be a mesh address or a node name: {e}"))
+}
+
+/// A method's state directory: an absolute path.
+fn absolute_dir(v: &str) -> Result<PathBuf, String> {
+    if v.starts_with('/') {
+        validate::path(v).map(|()| PathBuf::from(v))
+    } else {
+        Err(format!("must be an absolute path, got {}", quoted(v)))
+    }
 }
 
 fn ip_address(v: &str) -> Result<IpAddr, String> {
