@@ -673,9 +673,18 @@ impl Firewall {
         if session.local.is_none() {
             self.shaper.admit(&session.ifname, session.class)?;
         }
+        let (ifname, class, local) = (session.ifname.clone(), session.class, session.local);
         let old = self.sessions.insert(key.to_string(), session);
         let r = self.apply();
         if r.is_err() {
+            // Nothing half-made: the class this call gave goes again unless the session it
+            // replaces still uses it.
+            let kept = old
+                .as_ref()
+                .is_some_and(|o| o.local.is_none() && o.ifname == ifname && o.class == class);
+            if local.is_none() && !kept {
+                let _ = self.shaper.dismiss(&ifname, class);
+            }
             match old {
                 Some(o) => self.sessions.insert(key.to_string(), o),
                 None => self.sessions.remove(key),
@@ -688,7 +697,11 @@ impl Firewall {
     /// opened survives, neither through NAT nor for whoever gets the address next.
     pub fn dismiss(&mut self, key: &str, addrs: &[IpAddr]) -> Result<(), CmdError> {
         if let Some(gone) = self.sessions.remove(key) {
-            self.apply()?;
+            if let Err(e) = self.apply() {
+                // The rules still hold it: so does our list, for the next attempt.
+                self.sessions.insert(key.to_string(), gone);
+                return Err(e);
+            }
             if gone.local.is_none() {
                 self.shaper.dismiss(&gone.ifname, gone.class)?;
             }
