@@ -9,6 +9,7 @@
 //! - `trust.rs`: checks of everything a gateway sends (nodeInfo, grants) before it is used.
 //! - `supervisor.rs`: the state machine scan → register → connect → renew → (fail over), on its own thread.
 
+pub mod core;
 pub mod probe;
 pub mod quality;
 pub mod select;

@@ -15,15 +15,13 @@
 //! failed `down_after` intervals in a row, when the lease cannot be
 //! renewed, or when the gateway says its uplink is unhealthy.
 
-use super::probe;
-use super::quality::Record;
-use super::select::{self, Decision, History, Policy, Wants};
-use super::standby;
+use super::core::{Core, Effect, Event, Level, Link, NewLink, RegFailure, RenewOutcome};
+use super::select;
 use super::trust;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::gateway::service::now;
-use crate::hooks::{self, Event, HookEnv, session_env};
+use crate::hooks::{self, Event as Hook, session_env};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
 use crate::rpc::client::{self, ClientError};
@@ -32,7 +30,7 @@ use crate::sys::icmp;
 use crate::sys::net::policy;
 use crate::tunnel::Method;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -40,19 +38,11 @@ use std::time::{Duration, Instant};
 
 /// Time allowed for one registration call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Wait before scanning again after no gateway could be used.
-const RETRY: Duration = Duration::from_secs(5);
-/// Wait before scanning again while no gateway is usable (a lost one may be back soon).
-const IDLE_RETRY: Duration = Duration::from_secs(2);
 /// Gateways we have held a lease with, asked again at every scan even if discovery misses them.
 const REMEMBERED: usize = 16;
 /// Gateways kept in the store at most (the most recently seen): with `nodeInfo` answers capped
 /// at [`trust::MAX_NODE_INFO`], the table stays under a few MB whatever a mesh announces.
 const MAX_STORED_GATEWAYS: usize = 256;
-/// Probe failures right after a tunnel came up do not count (handshake time).
-const GRACE: Duration = Duration::from_millis(1000);
-/// How often a gateway's quality summary is written to the store.
-const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// A request from the control RPC (the answer goes back on the enclosed sender), or a result of
 /// the supervisor's own background work.
@@ -78,67 +68,24 @@ pub enum Command {
     Scanned(Option<Vec<Answer>>),
 }
 
-/// One lease with its tunnel.
-struct Link {
-    gateway: SocketAddr,
-    name: String,
-    grant: Grant,
-    interface: String,
-    connected_at: i64,
-    up_since: Instant,
-    expires: Instant,
-    renew_at: Instant,
-}
-
-impl Link {
-    /// The gateway's identity ([`select::id`]): the mesh address we reach it at.
-    fn id(&self) -> String {
-        self.gateway.ip().to_string()
-    }
-
-    /// The hook variables describing this session.
-    fn env(&self) -> HookEnv {
-        session_env(&self.name, self.gateway, &self.grant, Some(&self.interface))
-    }
-}
-
 /// Method instances with their own interfaces, and the routing table their routes go to.
 struct Slot {
     methods: Vec<Box<dyn Method>>,
     table: u32,
-    link: Option<Link>,
 }
 
-/// The subscriber role's state.
+/// The subscriber role's thread: executes what its [`Core`] decides.
 pub struct Supervisor {
     cfg: Config,
+    core: Core,
     store: Arc<Mutex<Store>>,
     slots: Vec<Slot>,
-    /// The slot carrying traffic.
-    active: Option<usize>,
     /// The table the tunnel rule points at (hot standby).
     rule_table: Option<u32>,
     status: Arc<Mutex<Value>>,
     tx: Sender<Command>,
-    auto: bool,
-    scanning: bool,
-    next_scan: Instant,
-    next_probe: Instant,
-    state: &'static str,
-    last_error: Option<String>,
-    answers: Vec<Answer>,
-    /// Per gateway identity ([`select::id`]), never per name.
-    history: HashMap<String, History>,
-    /// Probe windows per gateway identity.
-    records: HashMap<String, Record>,
-    saved: HashMap<String, Instant>,
-    policy: Policy,
-    seed: u64,
-    /// The last early-scan delay while the hot standby slot stayed empty ([`standby`]).
-    standby_rescan: Option<Duration>,
-    /// Probe rounds so far (advertised uplink targets take turns, [`probe::plan`]).
-    probe_rounds: u64,
-    epoch: Instant,
+    /// The operator's request waiting for its answer ([`Effect::Reply`]).
+    reply: Option<Sender<Value>>,
     last_failover: Option<Value>,
     /// One scan at a time, shared with the background scans. Silent candidates are skipped by
     /// the background scans for `negative_cache` seconds; gateways we registered with
@@ -197,7 +144,6 @@ impl Supervisor {
         let mut slots = vec![Slot {
             methods,
             table: policy::TABLE_BASE + 1,
-            link: None,
         }];
         if cfg.subscriber.hot_standby
             && let Some(m) = standby
@@ -205,36 +151,22 @@ impl Supervisor {
             slots.push(Slot {
                 methods: m,
                 table: policy::TABLE_BASE + 2,
-                link: None,
             });
         }
-        let sub = &cfg.subscriber;
-        let policy = Policy {
-            failback_after_ms: u64::from(sub.failback_after) * 1000,
-            ..Policy::default()
-        };
+        let core = Core::new(
+            cfg.subscriber.clone(),
+            &cfg.main.name,
+            slots.len() > 1,
+            Instant::now(),
+        );
         let mut sup = Supervisor {
-            seed: select::seed_for(&cfg.main.name),
-            probe_rounds: 0,
-            standby_rescan: None,
+            core,
             store,
             slots,
-            active: None,
             rule_table: None,
             status: status.clone(),
             tx: tx.clone(),
-            auto: true,
-            scanning: false,
-            next_scan: Instant::now(),
-            next_probe: Instant::now(),
-            state: "starting",
-            last_error: None,
-            answers: Vec::new(),
-            history: HashMap::new(),
-            records: HashMap::new(),
-            saved: HashMap::new(),
-            policy,
-            epoch: Instant::now(),
+            reply: None,
             last_failover: None,
             scanner: Arc::new(Scanner::new(Duration::from_secs(u64::from(
                 cfg.subscriber.negative_cache,
@@ -247,24 +179,13 @@ impl Supervisor {
         Handle { tx, status, thread }
     }
 
-    fn hot(&self) -> bool {
-        self.slots.len() > 1
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn probe_interval(&self) -> Duration {
-        Duration::from_millis(u64::from(self.cfg.subscriber.probe_interval_ms))
-    }
-
     fn run(&mut self, rx: Receiver<Command>) {
-        self.routing_setup();
+        self.drive(Event::Start);
         self.resume();
         loop {
             self.publish();
             let wait = self
+                .core
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let cmd = match wait {
@@ -273,179 +194,223 @@ impl Supervisor {
             };
             match cmd {
                 Ok(Command::Shutdown(reply)) => {
-                    self.leave_all("daemon stopping");
-                    self.routing_teardown();
-                    self.state = "stopped";
-                    self.publish();
+                    self.drive(Event::Stop);
                     let _ = reply.send(json!({"success": true}));
                     return;
                 }
                 Ok(cmd) => self.handle(cmd),
-                Err(RecvTimeoutError::Timeout) => self.tick(),
+                Err(RecvTimeoutError::Timeout) => self.drive(Event::Tick),
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.leave_all("daemon stopping");
-                    self.routing_teardown();
+                    self.drive(Event::Stop);
                     return;
                 }
             }
         }
     }
 
-    fn links(&self) -> impl Iterator<Item = (usize, &Link)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.link.as_ref().map(|l| (i, l)))
-    }
-
-    fn active_link(&self) -> Option<&Link> {
-        self.active.and_then(|i| self.slots[i].link.as_ref())
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Vec<Instant> = self.links().map(|(_, l)| l.renew_at).collect();
-        if self.links().next().is_some() {
-            next.push(self.next_probe);
-        }
-        if self.auto && !self.scanning {
-            next.push(self.next_scan);
-        }
-        next.into_iter().min()
-    }
-
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Scan(reply) => {
-                self.auto = true;
-                // Asked for by the operator: everyone is asked again, silent or not.
-                self.scanner.forget_silent();
-                // While a background scan holds the scanner, answer with the last results.
-                let found = self.scan_now().unwrap_or_else(|| self.answers.clone());
-                self.absorb(found.clone());
-                let list: Vec<Value> = found.iter().map(answer_json).collect();
-                let _ = reply.send(json!({"success": true, "gateways": list}));
-            }
-            Command::Scanned(found) => {
-                self.scanning = false;
-                if let Some(found) = found.filter(|_| self.auto) {
-                    self.absorb(found);
-                }
-            }
+            Command::Scan(reply) => self.ask(reply, Event::ScanAsked),
+            Command::Scanned(found) => self.drive(Event::Scanned {
+                found,
+                background: true,
+            }),
             Command::Connect {
                 address,
                 port,
                 method,
                 reply,
-            } => {
-                self.auto = true;
-                let _ = reply.send(self.connect_to(address, port, method));
-            }
-            Command::Disconnect(reply) => {
-                let was = self.active_link().map(|c| c.name.clone());
-                self.leave_all("disconnect requested");
-                self.auto = false;
-                self.state = "disconnected";
-                let _ = reply.send(json!({"success": true, "left": was}));
-            }
+            } => match self.check_operator_choice(address, port, method) {
+                Ok((answer, methods)) => {
+                    self.ask(reply, Event::ConnectAsked { answer, methods });
+                }
+                Err(e) => {
+                    let _ = reply.send(failure(e));
+                }
+            },
+            Command::Disconnect(reply) => self.ask(reply, Event::DisconnectAsked),
             Command::Reload(cfg, reply) => {
-                self.reload(*cfg);
+                self.cfg = *cfg;
+                let prices = self.prices();
+                self.drive(Event::Reload {
+                    cfg: Box::new(self.cfg.subscriber.clone()),
+                    prices,
+                });
                 let _ = reply.send(json!({"success": true}));
             }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
     }
 
-    fn reload(&mut self, cfg: Config) {
-        self.cfg = cfg;
-        self.policy.failback_after_ms = u64::from(self.cfg.subscriber.failback_after) * 1000;
-        // A shorter interval counts from now, not from the last scan's old schedule.
-        let soonest =
-            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
-        self.next_scan = self.next_scan.min(soonest);
-        let rows = self
-            .store
-            .lock()
-            .expect("not poisoned")
-            .gateways()
-            .unwrap_or_default();
-        let max_price = self.cfg.subscriber.max_price;
-        let unwanted: Vec<(usize, String)> = self
-            .links()
-            .filter_map(|(i, l)| {
-                let id = l.id();
-                if self
-                    .cfg
-                    .subscriber
-                    .exclude
-                    .iter()
-                    .any(|e| *e == l.name || *e == id)
-                {
-                    return Some((i, "it is excluded now".to_string()));
-                }
-                let price = rows
-                    .iter()
-                    .find(|r| r.address == l.gateway.ip().to_string() && r.port == l.gateway.port())
-                    .and_then(|r| r.info["terms"]["price"].as_u64())?;
-                (price > u64::from(max_price)).then(|| {
-                    (
-                        i,
-                        format!("its price {price} is above max_price {max_price} now"),
-                    )
-                })
-            })
-            .collect();
-        for (i, why) in unwanted {
-            self.release_slot(i, &why);
-        }
-        if self.active.is_none() && self.auto {
-            self.next_scan = Instant::now();
+    /// Drives an operator's request; its answer comes as [`Effect::Reply`].
+    fn ask(&mut self, reply: Sender<Value>, event: Event) {
+        self.reply = Some(reply);
+        self.drive(event);
+        if let Some(r) = self.reply.take() {
+            let _ = r.send(json!({"success": false, "errorMsg": "no answer"}));
         }
     }
 
-    fn tick(&mut self) {
-        let now_i = Instant::now();
-        let due: Vec<usize> = self
-            .links()
-            .filter(|(_, l)| now_i >= l.renew_at)
-            .map(|(i, _)| i)
-            .collect();
-        for i in due {
-            self.renew(i);
-        }
-        if self.links().next().is_some() && Instant::now() >= self.next_probe {
-            self.next_probe = Instant::now() + self.probe_interval();
-            self.probe_round();
-        }
-        if self.auto && !self.scanning && Instant::now() >= self.next_scan {
-            if self.active.is_none() {
-                // Nothing to lose by waiting: scan in this thread and connect right away.
-                if let Some(found) = self.scan_now() {
-                    self.absorb(found);
+    /// Gives `event` to the core and carries out what it decides, answering its questions.
+    fn drive(&mut self, event: Event) {
+        let mut todo: VecDeque<Effect> = self.core.on(event, Instant::now()).into();
+        while let Some(effect) = todo.pop_front() {
+            if let Some(answer) = self.execute(effect) {
+                let more = self.core.on(answer, Instant::now());
+                for e in more.into_iter().rev() {
+                    todo.push_front(e);
                 }
-            } else {
-                self.scan_in_background();
             }
         }
     }
 
+    /// Carries out one effect; the answer to a question.
+    fn execute(&mut self, effect: Effect) -> Option<Event> {
+        match effect {
+            Effect::Log(level, msg) => match level {
+                Level::Debug => log::debug(&msg),
+                Level::Info => log::info(&msg),
+                Level::Warn => log::warn(&msg),
+            },
+            Effect::Publish => self.publish(),
+            Effect::SetUpRouting { mesh, prohibit } => {
+                if let Err(e) = self.routing_setup(mesh, prohibit) {
+                    return Some(Event::Failed(format!("cannot set up policy routing: {e}")));
+                }
+            }
+            Effect::TearDownRouting => self.routing_teardown(),
+            Effect::DropTunnelRule => {
+                let _ = policy::rule_del_all(policy::RULE_TUNNEL);
+                self.rule_table = None;
+            }
+            Effect::ForgetSilent => self.scanner.forget_silent(),
+            Effect::Scan { background: false } => {
+                let found = scan(&self.cfg, &self.scanner, &self.remembered);
+                return Some(Event::Scanned {
+                    found,
+                    background: false,
+                });
+            }
+            Effect::Scan { background: true } => self.scan_in_background(),
+            Effect::StoreGateways(found) => self.store_gateways(&found),
+            Effect::Register {
+                slot,
+                choices,
+                operator,
+            } => return Some(self.register_first(slot, &choices, operator)),
+            Effect::RouteVia(slot) => return Some(Event::Routed(self.route_via(slot))),
+            Effect::Renew { gateway, sid, .. } => {
+                return Some(Event::Renewed(renew(gateway, &sid)));
+            }
+            Effect::Probe {
+                slot,
+                method,
+                interface,
+                targets,
+                timeout,
+                per_target,
+            } => {
+                // A method that carries no ICMP (socks) probes in its own way.
+                let own = method
+                    .and_then(|name| self.slots[slot].methods.iter().find(|m| m.name() == name))
+                    .and_then(|m| m.probe(timeout));
+                let rtt = match own {
+                    Some(r) => r.ok(),
+                    None => targets
+                        .iter()
+                        .find_map(|t| icmp::echo(*t, Some(&interface), per_target).ok()),
+                };
+                return Some(Event::Probed(rtt));
+            }
+            Effect::Release {
+                slot,
+                link,
+                why,
+                wait,
+            } => self.release(slot, link.map(|l| *l), &why, wait),
+            Effect::TunnelsDown => self.disconnect_all(),
+            Effect::Hook(event, link, why) => {
+                hooks::fire(&self.cfg, event, &link.env().reason(&why));
+            }
+            Effect::CountFailure(at) => {
+                let _ = self
+                    .store
+                    .lock()
+                    .expect("not poisoned")
+                    .record_gateway_failure(&at.ip().to_string(), at.port());
+            }
+            Effect::SaveQuality {
+                name,
+                summary,
+                probes,
+                lost,
+                down,
+            } => {
+                let row = QualityRow {
+                    name,
+                    rtt_ms: summary.rtt_ms,
+                    loss: summary.loss,
+                    probes,
+                    lost,
+                    down_events: i64::from(down.is_some()),
+                    last_down: down.as_ref().map(|_| now()),
+                    last_reason: down,
+                    updated: now(),
+                };
+                if let Err(e) = self.store.lock().expect("not poisoned").save_quality(&row) {
+                    log::warn(&format!("cannot save quality: {e}"));
+                }
+            }
+            Effect::SaveConnection(link) => self.save_connection(&link),
+            Effect::SetConnectionExpiry(timeout) => {
+                let _ = self
+                    .store
+                    .lock()
+                    .expect("not poisoned")
+                    .set_connection_expiry(now() + i64::from(timeout));
+            }
+            Effect::ForgetConnection => self.forget_connection(),
+            Effect::NoteFailover {
+                kind,
+                from,
+                to,
+                reason,
+                duration,
+            } => {
+                let ms = duration.as_secs_f64() * 1000.0;
+                log::info(&format!(
+                    "{kind}: {} → {} in {ms:.0} ms ({reason})",
+                    from.as_deref().unwrap_or("-"),
+                    to.as_deref().unwrap_or("-"),
+                ));
+                self.last_failover = Some(json!({
+                    "kind": kind, "from": from, "to": to, "reason": reason, "at": now(),
+                    "durationMs": ms, "hot": self.core.hot(),
+                }));
+            }
+            Effect::Reply(v) => {
+                if let Some(r) = self.reply.take() {
+                    let _ = r.send(v);
+                }
+            }
+        }
+        None
+    }
+
     // --- policy routing ---
 
-    fn routing_setup(&mut self) {
+    fn routing_setup(&mut self, mesh: Option<u8>, prohibit: bool) -> Result<(), String> {
         // Rules left by a run that died are removed first; each is re-added only if needed.
         self.routing_teardown();
-        let hot = self.hot();
-        let closed = self.cfg.subscriber.fail_closed;
-        let mut result = Ok(());
-        if hot || closed {
-            let suppress = u8::from(hot);
-            result = policy::rule_add(policy::RULE_MESH, policy::Action::MainWithout(suppress));
+        if let Some(suppress) = mesh {
+            policy::rule_add(policy::RULE_MESH, policy::Action::MainWithout(suppress))
+                .map_err(|e| e.to_string())?;
         }
-        if closed && result.is_ok() {
-            result = policy::rule_add(policy::RULE_CLOSED, policy::Action::Prohibit);
+        if prohibit {
+            policy::rule_add(policy::RULE_CLOSED, policy::Action::Prohibit)
+                .map_err(|e| e.to_string())?;
         }
-        if let Err(e) = result {
-            self.fail(format!("cannot set up policy routing: {e}"));
-        }
+        Ok(())
     }
 
     fn routing_teardown(&mut self) {
@@ -462,7 +427,7 @@ impl Supervisor {
 
     /// Points the tunnel rule at slot `i`'s table (hot standby only).
     fn route_via(&mut self, i: usize) -> Result<(), String> {
-        if !self.hot() {
+        if !self.core.hot() {
             return Ok(());
         }
         let table = self.slots[i].table;
@@ -473,29 +438,8 @@ impl Supervisor {
 
     // --- scanning ---
 
-    /// Runs every discovery section and probes the candidates (blocking); `None` if another
-    /// scan holds the scanner.
-    fn scan_now(&mut self) -> Option<Vec<Answer>> {
-        if self.active.is_none() {
-            self.state = "scanning";
-            self.publish();
-        }
-        let found = scan(&self.cfg, &self.scanner, &self.remembered);
-        self.next_scan =
-            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
-        self.state = if self.active.is_some() {
-            "connected"
-        } else {
-            "idle"
-        };
-        found
-    }
-
     /// Scans on a helper thread; the result arrives as [`Command::Scanned`].
     fn scan_in_background(&mut self) {
-        self.scanning = true;
-        self.next_scan =
-            Instant::now() + Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
         let scanner = self.scanner.clone();
@@ -505,507 +449,54 @@ impl Supervisor {
         });
     }
 
-    /// Takes in a scan's results: stores the gateways, updates their history, acts on what a
-    /// connected gateway says about itself, then connects, fills the standby or fails back.
-    fn absorb(&mut self, found: Vec<Answer>) {
-        let t = self.now_ms();
-        {
-            let store = self.store.lock().expect("not poisoned");
-            // At most as many as are kept: writing more only to delete them would churn the file.
-            for a in found.iter().take(MAX_STORED_GATEWAYS) {
-                let row = GatewayRow {
-                    address: a.candidate.address.to_string(),
-                    port: a.candidate.port,
-                    name: a.info.name.clone(),
-                    info: serde_json::to_value(&a.info).unwrap_or(Value::Null),
-                    how: a.candidate.how.clone(),
-                    hops: a.candidate.hops,
-                    first_seen: now(),
-                    last_seen: now(),
-                    failures: 0,
-                };
-                if let Err(e) = store.upsert_gateway(&row) {
-                    log::warn(&format!("cannot store gateway: {e}"));
-                }
-            }
-            if let Err(e) = store.trim_gateways(MAX_STORED_GATEWAYS) {
-                log::warn(&format!("cannot trim the stored gateways: {e}"));
+    fn store_gateways(&mut self, found: &[Answer]) {
+        let store = self.store.lock().expect("not poisoned");
+        // At most as many as are kept: writing more only to delete them would churn the file.
+        for a in found.iter().take(MAX_STORED_GATEWAYS) {
+            let row = GatewayRow {
+                address: a.candidate.address.to_string(),
+                port: a.candidate.port,
+                name: a.info.name.clone(),
+                info: serde_json::to_value(&a.info).unwrap_or(Value::Null),
+                how: a.candidate.how.clone(),
+                hops: a.candidate.hops,
+                first_seen: now(),
+                last_seen: now(),
+                failures: 0,
+            };
+            if let Err(e) = store.upsert_gateway(&row) {
+                log::warn(&format!("cannot store gateway: {e}"));
             }
         }
-        let answered: Vec<String> = found.iter().map(select::id).collect();
-        for (id, h) in self.history.iter_mut() {
-            if !answered.contains(id) {
-                h.stable_since_ms = None;
-            }
+        if let Err(e) = store.trim_gateways(MAX_STORED_GATEWAYS) {
+            log::warn(&format!("cannot trim the stored gateways: {e}"));
         }
-        for a in &found {
-            let h = self.history.entry(select::id(a)).or_default();
-            if a.info.uplink.healthy {
-                // Answering again: no longer down (its back-off still applies).
-                h.down = false;
-                h.stable_since_ms.get_or_insert(t);
-            } else {
-                h.stable_since_ms = None;
-            }
-        }
-        self.answers = found;
-        let sick: Vec<(usize, String)> = self
+    }
+
+    /// The prices the stored gateways of our links ask, by slot (for a reload).
+    fn prices(&self) -> HashMap<usize, u64> {
+        let rows = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .gateways()
+            .unwrap_or_default();
+        self.core
             .links()
-            .filter(|(_, l)| {
-                self.answers
+            .filter_map(|(i, l)| {
+                let price = rows
                     .iter()
-                    .any(|a| select::id(a) == l.id() && !a.info.uplink.healthy)
+                    .find(|r| r.address == l.gateway.ip().to_string() && r.port == l.gateway.port())
+                    .and_then(|r| r.info["terms"]["price"].as_u64())?;
+                Some((i, price))
             })
-            .map(|(i, l)| (i, l.name.clone()))
-            .collect();
-        for (i, name) in sick {
-            self.link_failed(i, format!("{name} reports its uplink unhealthy"), true);
-        }
-        self.reconsider();
+            .collect()
     }
 
-    fn wants(&self) -> Wants {
-        let s = &self.cfg.subscriber;
-        Wants {
-            methods: s.methods.clone(),
-            max_price: s.max_price,
-            prefer: s.prefer.clone(),
-            exclude: s.exclude.clone(),
-        }
-    }
-
-    fn ranked(&self) -> Vec<select::Choice> {
-        self.rank_by(select::rank)
-    }
-
-    /// [`Self::ranked`], or when that is empty [`select::rank_for_rescue`]: for when we have
-    /// no working gateway and any usable one is better than none.
-    fn ranked_or_rescue(&self) -> Vec<select::Choice> {
-        let ranked = self.ranked();
-        if ranked.is_empty() {
-            self.rank_by(select::rank_for_rescue)
-        } else {
-            ranked
-        }
-    }
-
-    fn rank_by(&self, rank: RankFn) -> Vec<select::Choice> {
-        // A gateway we hold a lease with counts us among its subscribers; without taking us out
-        // it would look busier (or full) than the others just because we use it, and we would
-        // keep moving between equal gateways.
-        let ours: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
-        let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
-        let answers = select::without_us(&self.answers, &ours);
-        rank(
-            &answers,
-            &self.wants(),
-            &self.history,
-            self.now_ms(),
-            &self.policy,
-            self.seed,
-        )
-    }
-
-    /// Connects if not connected, fails back to a clearly better gateway, keeps a standby.
-    fn reconsider(&mut self) {
-        let ranked = if self.active.is_none() || self.state == "degraded" {
-            self.ranked_or_rescue()
-        } else {
-            self.ranked()
-        };
-        if self.active.is_none() {
-            if ranked.is_empty() {
-                self.fail(format!(
-                    "no usable gateway among {} found",
-                    self.answers.len()
-                ));
-                self.next_scan = Instant::now() + IDLE_RETRY;
-                self.state = "idle";
-                return;
-            }
-            if !self.connect_first(&ranked, 0) {
-                self.next_scan = Instant::now() + IDLE_RETRY;
-            }
-        } else if self.state == "degraded" && !ranked.is_empty() {
-            if let Some(i) = self.active {
-                self.link_failed(i, "still down, and another gateway is usable".into(), false);
-            }
-        } else if let Some(current) = self.active_link().map(Link::id) {
-            let score = ranked
-                .iter()
-                .find(|c| select::id(&c.answer) == current)
-                .map(|c| c.score);
-            if let Some(score) = score {
-                let d = select::decide(
-                    Some((&current, score)),
-                    &ranked,
-                    &self.history,
-                    self.now_ms(),
-                    &self.policy,
-                );
-                if let Decision::Move(i, why) = d {
-                    self.fail_back(&ranked[i], why);
-                }
-            }
-        }
-        self.fill_standby();
-    }
-
-    /// Registers with the first choice (from `ranked[from..]`) that works, into the active slot
-    /// (slot 0 in cold mode, else any free slot).
-    fn connect_first(&mut self, ranked: &[select::Choice], from: usize) -> bool {
-        let busy: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
-        for choice in ranked.iter().skip(from) {
-            if busy.contains(&select::id(&choice.answer)) {
-                continue;
-            }
-            let Some(slot) = self.free_slot() else {
-                return false;
-            };
-            if self
-                .register_any(slot, &choice.answer, &choice.methods)
-                .is_ok()
-            {
-                if let Err(e) = self.route_via(slot) {
-                    self.fail(format!("cannot switch routes: {e}"));
-                }
-                self.set_active(Some(slot));
-                self.state = "connected";
-                return true;
-            }
-        }
-        false
-    }
-
-    fn free_slot(&self) -> Option<usize> {
-        self.slots.iter().position(|s| s.link.is_none())
-    }
-
-    /// Hot standby: a second tunnel to the best gateway other than the active one.
-    fn fill_standby(&mut self) {
-        if !self.hot() || self.active.is_none() || self.free_slot().is_none() {
-            return;
-        }
-        let ranked = self.ranked();
-        // Not the gateway in use, nor (most likely the same node) another address by its name.
-        let busy: Vec<(String, String)> = self
-            .links()
-            .map(|(_, l)| (l.id(), l.name.clone()))
-            .collect();
-        for choice in ranked {
-            let (id, name) = (select::id(&choice.answer), &choice.answer.info.name);
-            if busy.iter().any(|(i, n)| *i == id || n == name) {
-                continue;
-            }
-            let Some(slot) = self.free_slot() else { return };
-            if self
-                .register_any(slot, &choice.answer, &choice.methods)
-                .is_ok()
-            {
-                log::info(&format!("hot standby up: {}", choice.answer.info.name));
-                self.standby_rescan = None;
-                return;
-            }
-        }
-        // None usable now (the one just left may be back soon): scan early, backing off.
-        let regular = Duration::from_secs(u64::from(self.cfg.subscriber.scan_interval));
-        let delay = standby::next_rescan(self.standby_rescan, regular);
-        self.standby_rescan = Some(delay);
-        self.next_scan = self.next_scan.min(Instant::now() + delay);
-        log::debug(&format!(
-            "no hot standby: scanning again within {} s",
-            delay.as_secs()
-        ));
-    }
-
-    /// Moves to a clearly better gateway: hot standby switches to it (bringing it up in the
-    /// standby slot first if it is not the standby); cold leaves the current one first.
-    fn fail_back(&mut self, choice: &select::Choice, why: String) {
-        let started = Instant::now();
-        let Some(old) = self.active else { return };
-        let from = self.slots[old].link.as_ref().map(|l| l.name.clone());
-        let target = choice.answer.info.name.clone();
-        let target_id = select::id(&choice.answer);
-        log::info(&format!("moving to {target} at {target_id}: {why}"));
-        if self.hot() {
-            let standby = self
-                .links()
-                .find(|(_, l)| l.id() == target_id)
-                .map(|(i, _)| i);
-            let slot = match standby {
-                Some(i) => i,
-                None => {
-                    // Replace the standby by the better gateway, then switch to it.
-                    let other = 1 - old;
-                    self.release_slot(other, "replaced by a better gateway");
-                    if self
-                        .register_any(other, &choice.answer, &choice.methods)
-                        .is_err()
-                    {
-                        return;
-                    }
-                    other
-                }
-            };
-            if let Err(e) = self.route_via(slot) {
-                self.fail(format!("cannot switch routes: {e}"));
-                return;
-            }
-            self.set_active(Some(slot));
-            self.release_slot(old, "failed back to a better gateway");
-        } else {
-            self.release_slot(old, "moving to a better gateway");
-            self.set_active(None);
-            if self
-                .register_any(0, &choice.answer, &choice.methods)
-                .is_ok()
-            {
-                self.set_active(Some(0));
-            } else {
-                let ranked = self.ranked();
-                self.connect_first(&ranked, 0);
-            }
-        }
-        self.note_failover(from, why, "failback", started);
-    }
-
-    fn note_failover(
-        &mut self,
-        from: Option<String>,
-        reason: String,
-        kind: &str,
-        started: Instant,
-    ) {
-        let to = self.active_link().map(|l| l.name.clone());
-        log::info(&format!(
-            "{kind}: {} → {} in {:.0} ms ({reason})",
-            from.as_deref().unwrap_or("-"),
-            to.as_deref().unwrap_or("-"),
-            started.elapsed().as_secs_f64() * 1000.0
-        ));
-        self.last_failover = Some(json!({
-            "kind": kind, "from": from, "to": to, "reason": reason, "at": now(),
-            "durationMs": started.elapsed().as_secs_f64() * 1000.0,
-            "hot": self.hot(),
-        }));
-    }
-
-    // --- probing ---
-
-    /// The addresses probed through a link this round ([`probe::plan`]).
-    fn probe_targets(&self, link: &Link) -> Vec<IpAddr> {
-        let info: &[IpAddr] = self
-            .answers
-            .iter()
-            .find(|a| a.candidate.address == link.gateway.ip() && a.info.name == link.name)
-            .map_or(&[], |a| &a.info.uplink.targets);
-        probe::plan(
-            &self.cfg.subscriber.probe_targets,
-            &probe::advertised(&link.grant, info),
-            &link.grant.ipv4gateway,
-            self.probe_rounds,
-        )
-        .addresses()
-    }
-
-    /// One probe per link; a link whose probes failed `down_after` intervals in a row is down.
-    fn probe_round(&mut self) {
-        let interval = self.probe_interval();
-        let down_after = self.cfg.subscriber.down_after;
-        self.probe_rounds = self.probe_rounds.wrapping_add(1);
-        let failures_forgiven_after =
-            Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
-        type Probed = (usize, String, String, String, Vec<IpAddr>, Duration);
-        let links: Vec<Probed> = self
-            .links()
-            .map(|(i, l)| {
-                (
-                    i,
-                    l.id(),
-                    l.name.clone(),
-                    l.interface.clone(),
-                    self.probe_targets(l),
-                    l.up_since.elapsed(),
-                )
-            })
-            .collect();
-        for (i, id, name, ifname, targets, up_for) in links {
-            let in_grace = up_for < GRACE;
-            let per_target = (interval.mul_f64(0.9) / targets.len().max(1) as u32)
-                .max(Duration::from_millis(20));
-            // A method that carries no ICMP (socks) probes in its own way.
-            let own = self.slots[i]
-                .link
-                .as_ref()
-                .and_then(|l| {
-                    self.slots[i]
-                        .methods
-                        .iter()
-                        .find(|m| m.name() == l.grant.method)
-                })
-                .and_then(|m| m.probe(interval.mul_f64(0.9)));
-            let rtt = match own {
-                Some(r) => r.ok(),
-                None => targets
-                    .iter()
-                    .find_map(|t| icmp::echo(*t, Some(&ifname), per_target).ok()),
-            };
-            let record = self.records.entry(id.clone()).or_default();
-            if rtt.is_none() && in_grace {
-                continue;
-            }
-            record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
-            let down = record.is_down(down_after);
-            if rtt.is_some() && self.history.get(&id).is_some_and(|h| h.down) {
-                // A kept tunnel answers again: the gateway is back (its back-off still counts).
-                log::info(&format!("{name} answers again through {ifname}"));
-                let t = self.now_ms();
-                let h = self.history.entry(id.clone()).or_default();
-                h.down = false;
-                h.stable_since_ms = Some(t);
-                if self.active == Some(i) {
-                    self.state = "connected";
-                }
-            }
-            let record = self.records.entry(id.clone()).or_default();
-            let summary = record.summary();
-            let h = self.history.entry(id.clone()).or_default();
-            h.rtt_ms = summary.rtt_ms;
-            h.loss = summary.loss;
-            if rtt.is_some() && !in_grace && up_for >= failures_forgiven_after {
-                // Served us well for a while: earlier failures no longer lengthen its back-off.
-                h.failures = 0;
-            }
-            if down {
-                let why = format!(
-                    "{name}: no answer to {} probe(s) through {ifname} in a row (last to {})",
-                    summary.consecutive_failures,
-                    targets
-                        .iter()
-                        .map(IpAddr::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                self.link_failed(i, why, true);
-            } else if self
-                .saved
-                .get(&id)
-                .is_none_or(|t| t.elapsed() >= SAVE_EVERY)
-            {
-                self.save_quality(&id, &name, None);
-            }
-        }
-    }
-
-    /// Saves the probe summary of gateway `id`; the store shows it under its `name` (a label).
-    fn save_quality(&mut self, id: &str, name: &str, down_reason: Option<&str>) {
-        let Some(r) = self.records.get(id) else {
-            return;
-        };
-        let s = r.summary();
-        let row = QualityRow {
-            name: name.to_string(),
-            rtt_ms: s.rtt_ms,
-            loss: s.loss,
-            probes: r.total,
-            lost: r.lost,
-            down_events: i64::from(down_reason.is_some()),
-            last_down: down_reason.map(|_| now()),
-            last_reason: down_reason.map(str::to_string),
-            updated: now(),
-        };
-        if let Err(e) = self.store.lock().expect("not poisoned").save_quality(&row) {
-            log::warn(&format!("cannot save quality: {e}"));
-        }
-        self.saved.insert(id.to_string(), Instant::now());
-    }
-
-    /// Slot `i`'s path is down: count it against the gateway, drop the tunnel and, if it carried
-    /// the traffic, fail over (hot: switch to the standby; cold: register with the next best).
-    ///
-    /// With `keep_if_alone` (the path is down but the lease is not lost) and no other gateway to
-    /// go to, the tunnel is kept and probed on: the subscriber is `degraded` until the probes
-    /// answer again (e.g. the gateway restarted and restored our session) or another gateway
-    /// turns up — tearing down the only tunnel would win nothing.
-    fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
-        let started = Instant::now();
-        let Some((id, name)) = self.slots[i]
-            .link
-            .as_ref()
-            .map(|l| (l.id(), l.name.clone()))
-        else {
-            return;
-        };
-        let already_down = self.history.get(&id).is_some_and(|h| h.down);
-        if !already_down {
-            self.fail(why.clone());
-            let t = self.now_ms();
-            let h = self.history.entry(id.clone()).or_default();
-            h.down = true;
-            h.failures = h.failures.saturating_add(1);
-            h.last_failure_ms = Some(t);
-            h.registration_failed = false;
-            h.stable_since_ms = None;
-            if let Some(l) = self.slots[i].link.as_ref() {
-                let (addr, port) = (l.gateway.ip().to_string(), l.gateway.port());
-                let _ = self
-                    .store
-                    .lock()
-                    .expect("not poisoned")
-                    .record_gateway_failure(&addr, port);
-            }
-            self.save_quality(&id, &name, Some(&why));
-        }
-        let was_active = self.active == Some(i);
-        let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
-        if was_active && keep_if_alone && alone {
-            if self.state != "degraded" {
-                log::warn(&format!(
-                    "{name} is down and no other gateway is usable: keeping its tunnel, probing on"
-                ));
-                self.state = "degraded";
-                self.next_scan = Instant::now();
-            }
-            return;
-        }
-        if let Some(l) = self.slots[i].link.as_ref() {
-            // Lost, not left: no release hook (the lease is released in the background).
-            let env = l.env().reason(&why);
-            hooks::fire(&self.cfg, Event::Disconnect, &env);
-            if was_active {
-                hooks::fire(&self.cfg, Event::Failover, &env);
-            }
-        }
-        if was_active {
-            self.set_active(None);
-            let standby = self.links().find(|(j, _)| *j != i).map(|(j, _)| j);
-            if let Some(j) = standby {
-                match self.route_via(j) {
-                    Ok(()) => self.active = Some(j),
-                    Err(e) => self.fail(format!("cannot switch to the standby: {e}")),
-                }
-            }
-        }
-        // Released in the background: a dead gateway must not hold up the failover.
-        self.release_slot_async(i);
-        if was_active {
-            if self.active.is_none() {
-                // Other addresses under the lost gateway's name are most likely the same node:
-                // tried last (only the order; their own records are untouched).
-                let (mut ranked, same): (Vec<_>, Vec<_>) = self
-                    .ranked_or_rescue()
-                    .into_iter()
-                    .partition(|c| c.answer.info.name != name);
-                ranked.extend(same);
-                self.connect_first(&ranked, 0);
-            }
-            self.note_failover(Some(name), why, "failover", started);
-            if self.active.is_none() {
-                self.state = "idle";
-                self.next_scan = Instant::now();
-            }
-        }
-        self.fill_standby();
+    fn publish(&self) {
+        let mut v = self.core.status(Instant::now());
+        v["lastFailover"] = json!(self.last_failover);
+        *self.status.lock().expect("not poisoned") = v;
     }
 
     // --- registration ---
@@ -1053,25 +544,22 @@ impl Supervisor {
                     ));
                     hooks::fire(
                         &self.cfg,
-                        Event::Connect,
+                        Hook::Connect,
                         &session_env(&saved.gateway_name, gateway, &grant, Some(&interface)),
                     );
-                    self.adopt(
-                        0,
+                    self.drive(Event::Resumed(NewLink {
                         gateway,
-                        saved.gateway_name,
+                        name: saved.gateway_name,
                         grant,
                         interface,
-                        saved.connected_at,
-                        r.timeout,
-                    );
-                    if let Err(e) = self.route_via(0) {
-                        self.fail(format!("cannot switch routes: {e}"));
-                    }
-                    self.set_active(Some(0));
+                        connected_at: saved.connected_at,
+                        lease: r.timeout,
+                    }));
                 }
                 Err(e) => {
-                    self.fail(format!("cannot bring the saved tunnel back: {e}"));
+                    self.drive(Event::Failed(format!(
+                        "cannot bring the saved tunnel back: {e}"
+                    )));
                     self.forget_connection();
                 }
             },
@@ -1091,13 +579,14 @@ impl Supervisor {
         }
     }
 
-    fn fail(&mut self, why: String) {
-        log::warn(&why);
-        self.last_error = Some(why);
-    }
-
-    /// `connect(address, port?, method?)` from the control RPC.
-    fn connect_to(&mut self, address: IpAddr, port: u16, method: Option<String>) -> Value {
+    /// `connect(address, port?, method?)` from the control RPC: the gateway's answer and the
+    /// methods to try, or why it cannot be used.
+    fn check_operator_choice(
+        &mut self,
+        address: IpAddr,
+        port: u16,
+        method: Option<String>,
+    ) -> Result<(Answer, Vec<String>), String> {
         let gateway = SocketAddr::new(address, port);
         let answer = client::call_bounded(
             gateway,
@@ -1107,16 +596,11 @@ impl Supervisor {
             trust::MAX_NODE_INFO,
         );
         let info = match answer {
-            Ok(v) => match serde_json::from_value::<NodeInfo>(v)
+            Ok(v) => serde_json::from_value::<NodeInfo>(v)
                 .map_err(|e| e.to_string())
                 .and_then(trust::check_node_info)
-            {
-                Ok(info) => info,
-                Err(e) => {
-                    return failure(format!("{gateway} answered nodeInfo with nonsense: {e}"));
-                }
-            },
-            Err(e) => return failure(format!("{gateway} did not answer nodeInfo: {e}")),
+                .map_err(|e| format!("{gateway} answered nodeInfo with nonsense: {e}"))?,
+            Err(e) => return Err(format!("{gateway} did not answer nodeInfo: {e}")),
         };
         let candidate = Candidate {
             address,
@@ -1129,11 +613,11 @@ impl Supervisor {
             info,
             rtt: Duration::ZERO,
         };
-        let mut wants = self.wants();
+        let mut wants = self.core.wants();
         wants.exclude.clear();
         if let Some(m) = method {
             if !wants.methods.contains(&m) {
-                return failure(format!(
+                return Err(format!(
                     "method '{}' is not enabled on this subscriber",
                     m.escape_debug()
                 ));
@@ -1141,52 +625,41 @@ impl Supervisor {
             wants.methods = vec![m];
         }
         if let Some(why) = select::unusable_terms(&answer, &wants) {
-            return failure(format!("{} cannot be used: {why}", answer.info.name));
+            return Err(format!("{} cannot be used: {why}", answer.info.name));
         }
         let methods = select::common_methods(&answer, &wants);
-        self.leave_all("switching gateway");
-        self.operator_asked = Some(address);
-        let registered = self.register_any(0, &answer, &methods);
-        self.operator_asked = None;
-        match registered {
-            Ok(()) => {
-                if let Err(e) = self.route_via(0) {
-                    self.fail(format!("cannot switch routes: {e}"));
-                }
-                self.set_active(Some(0));
-                self.fill_standby();
-                json!({"success": true, "gateway": answer.info.name})
-            }
-            Err(e) => failure(e),
-        }
+        Ok((answer, methods))
     }
 
-    /// Tries each method in turn (our preference among those the gateway offers) until one
-    /// connects in slot `slot`; every failure is logged, kept as the last error and counted.
-    fn register_any(&mut self, slot: usize, a: &Answer, methods: &[String]) -> Result<(), String> {
-        let mut last = format!("{} offers none of our methods", a.info.name);
-        for m in methods {
-            match self.register(slot, a, m) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    last = format!("{} via {m}: {}", a.info.name, e.msg);
-                    self.fail(last.clone());
-                    let t = self.now_ms();
-                    let h = self.history.entry(select::id(a)).or_default();
-                    h.failures = h.failures.saturating_add(1);
-                    h.last_failure_ms = Some(t);
-                    h.stable_since_ms = None;
-                    h.registration_failed = !e.unreachable;
-                    let c = &a.candidate;
-                    let _ = self
-                        .store
-                        .lock()
-                        .expect("not poisoned")
-                        .record_gateway_failure(&c.address.to_string(), c.port);
+    /// Registers in slot `slot` with the first of `choices` that works, each choice's methods
+    /// in turn; reports every failed attempt.
+    fn register_first(&mut self, slot: usize, choices: &[select::Choice], operator: bool) -> Event {
+        let mut failures = vec![];
+        for choice in choices {
+            let a = &choice.answer;
+            self.operator_asked = operator.then_some(a.candidate.address);
+            for m in &choice.methods {
+                match self.register(slot, a, m) {
+                    Ok(link) => {
+                        self.operator_asked = None;
+                        return Event::Registered {
+                            failures,
+                            link: Some(link),
+                        };
+                    }
+                    Err(e) => failures.push(RegFailure {
+                        answer: a.clone(),
+                        msg: format!("{} via {m}: {}", a.info.name, e.msg),
+                        unreachable: e.unreachable,
+                    }),
                 }
             }
         }
-        Err(last)
+        self.operator_asked = None;
+        Event::Registered {
+            failures,
+            link: None,
+        }
     }
 
     fn method_mut(&mut self, slot: usize, name: &str) -> Result<&mut Box<dyn Method>, String> {
@@ -1200,7 +673,7 @@ impl Supervisor {
     /// Brings up the tunnel of the grant's method in slot `slot`; in hot standby mode its
     /// Internet routes are moved into the slot's own table.
     fn tunnel_up(&mut self, slot: usize, gateway: IpAddr, grant: &Grant) -> Result<String, String> {
-        let hot = self.hot();
+        let hot = self.core.hot();
         let table = self.slots[slot].table;
         let method = self.method_mut(slot, &grant.method)?;
         let ifname = method.connect(gateway, grant).map_err(|e| e.to_string())?;
@@ -1234,6 +707,7 @@ impl Supervisor {
         // use the same default pool). The route and cjdns methods use the mesh's own interface,
         // which stays protected.
         let ours: Vec<String> = self
+            .core
             .links()
             .filter(|(_, l)| !matches!(l.grant.method.as_str(), "route" | "cjdns"))
             .map(|(_, l)| l.interface.clone())
@@ -1259,12 +733,13 @@ impl Supervisor {
     }
 
     /// `requestConnection` at the gateway, then the tunnel in slot `slot`.
-    fn register(&mut self, slot: usize, a: &Answer, method: &str) -> Result<(), RegisterError> {
+    fn register(
+        &mut self,
+        slot: usize,
+        a: &Answer,
+        method: &str,
+    ) -> Result<NewLink, RegisterError> {
         let options = self.method_mut(slot, method)?.request_options();
-        if self.active.is_none() {
-            self.state = "connecting";
-            self.publish();
-        }
         let gateway = a.candidate.socket();
         let req = ConnectionRequest {
             sid: None,
@@ -1305,7 +780,7 @@ impl Supervisor {
         ));
         hooks::fire(
             &self.cfg,
-            Event::Register,
+            Hook::Register,
             &session_env(&a.info.name, gateway, &grant, None),
         );
         self.remember(&a.candidate);
@@ -1321,7 +796,7 @@ impl Supervisor {
                 );
                 hooks::fire(
                     &self.cfg,
-                    Event::Release,
+                    Hook::Release,
                     &session_env(&a.info.name, gateway, &grant, None).reason("tunnel setup failed"),
                 );
                 return Err(format!("tunnel setup failed: {e}").into());
@@ -1344,33 +819,17 @@ impl Supervisor {
         }
         hooks::fire(
             &self.cfg,
-            Event::Connect,
+            Hook::Connect,
             &session_env(&a.info.name, gateway, &grant, Some(&interface)),
         );
-        let lease = grant.timeout;
-        self.adopt(
-            slot,
+        Ok(NewLink {
             gateway,
-            a.info.name.clone(),
+            name: a.info.name.clone(),
+            lease: grant.timeout,
             grant,
             interface,
-            now(),
-            lease,
-        );
-        Ok(())
-    }
-
-    /// Makes slot `slot` the one carrying traffic and saves its connection for a restart (or
-    /// forgets the saved one when there is none).
-    fn set_active(&mut self, slot: Option<usize>) {
-        self.active = slot;
-        match slot {
-            Some(i) => {
-                self.state = "connected";
-                self.save_connection(i)
-            }
-            None => self.forget_connection(),
-        }
+            connected_at: now(),
+        })
     }
 
     fn remember(&mut self, c: &Candidate) {
@@ -1382,10 +841,7 @@ impl Supervisor {
         }
     }
 
-    fn save_connection(&mut self, slot: usize) {
-        let Some(c) = &self.slots[slot].link else {
-            return;
-        };
+    fn save_connection(&mut self, c: &Link) {
         let row = ConnectionRow {
             gateway_address: c.gateway.ip().to_string(),
             gateway_port: c.gateway.port(),
@@ -1407,199 +863,54 @@ impl Supervisor {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn adopt(
-        &mut self,
-        slot: usize,
-        gateway: SocketAddr,
-        name: String,
-        grant: Grant,
-        interface: String,
-        connected_at: i64,
-        lease: u32,
-    ) {
-        let now_i = Instant::now();
-        let lease = Duration::from_secs(u64::from(lease.max(3)));
-        if let Some(r) = self.records.get_mut(&gateway.ip().to_string()) {
-            r.restart_streak();
-        }
-        self.slots[slot].link = Some(Link {
-            gateway,
-            name,
-            grant,
-            interface,
-            connected_at,
-            up_since: now_i,
-            expires: now_i + lease,
-            renew_at: now_i + lease / 3,
-        });
-        self.next_probe = self.next_probe.min(now_i + self.probe_interval());
-        self.last_error = None;
-    }
-
-    fn renew(&mut self, slot: usize) {
-        let probe_interval = self.probe_interval().max(Duration::from_millis(500));
-        let Some(c) = &mut self.slots[slot].link else {
-            return;
-        };
-        let result = call_gateway(
-            c.gateway,
-            "renewConnection",
-            json!({"sid": c.grant.sid}),
-            CALL_TIMEOUT,
-        );
-        match result.map(outcome::<Renewal>) {
-            Ok(Ok(Ok(r))) => {
-                let lease = Duration::from_secs(u64::from(r.timeout.max(3)));
-                c.expires = Instant::now() + lease;
-                c.renew_at = Instant::now() + lease / 3;
-                if self.active == Some(slot) {
-                    let _ = self
-                        .store
-                        .lock()
-                        .expect("not poisoned")
-                        .set_connection_expiry(now() + i64::from(r.timeout));
-                }
-            }
-            Ok(Ok(Err(f))) => {
-                let why = format!(
-                    "gateway {} refused renewal: {}",
-                    c.name,
-                    trust::refusal_text(&f.error_msg)
-                );
-                self.link_failed(slot, why, false);
-            }
-            other => {
-                let why = match other {
-                    Err(ClientError::Rpc(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(x) => format!("{x:?}"),
-                };
-                if Instant::now() + RETRY >= c.expires {
-                    let why = format!(
-                        "gateway {} unreachable until the lease ran out: {why}",
-                        c.name
-                    );
-                    self.link_failed(slot, why, false);
-                } else {
-                    log::warn(&format!("renewal failed, retrying: {why}"));
-                    c.renew_at = Instant::now() + probe_interval;
-                }
-            }
-        }
-    }
-
-    /// Releases slot `i`'s lease (best effort, waiting) and takes its tunnel down.
-    fn release_slot(&mut self, i: usize, why: &str) {
-        if let Some(c) = self.slots[i].link.take() {
-            log::info(&format!("leaving {}: {why}", c.name));
-            let _ = call_gateway(
-                c.gateway,
-                "releaseConnection",
-                json!({"sid": c.grant.sid}),
-                Duration::from_secs(2),
-            );
-            self.disconnect_slot(i);
-            let env = c.env().reason(why);
-            hooks::fire(&self.cfg, Event::Disconnect, &env);
-            hooks::fire(&self.cfg, Event::Release, &env);
-        }
-        self.disconnect_slot(i);
-        if self.active == Some(i) {
-            self.set_active(None);
-        }
-    }
-
-    /// Takes slot `i`'s tunnel down now and releases its lease from a helper thread.
-    fn release_slot_async(&mut self, i: usize) {
-        if let Some(c) = self.slots[i].link.take() {
-            std::thread::spawn(move || {
+    /// Gives slot `i`'s lease back and takes its tunnel down: waiting (at most 2 s), then the
+    /// disconnect and release hooks; or from a helper thread, without hooks (a lost lease).
+    fn release(&mut self, i: usize, link: Option<Link>, why: &str, wait: bool) {
+        match link {
+            Some(c) if wait => {
                 let _ = call_gateway(
                     c.gateway,
                     "releaseConnection",
                     json!({"sid": c.grant.sid}),
                     Duration::from_secs(2),
                 );
-            });
+                self.disconnect_slot(i);
+                let env = c.env().reason(why);
+                hooks::fire(&self.cfg, Hook::Disconnect, &env);
+                hooks::fire(&self.cfg, Hook::Release, &env);
+            }
+            Some(c) => {
+                std::thread::spawn(move || {
+                    let _ = call_gateway(
+                        c.gateway,
+                        "releaseConnection",
+                        json!({"sid": c.grant.sid}),
+                        Duration::from_secs(2),
+                    );
+                });
+            }
+            None => {}
         }
         self.disconnect_slot(i);
-        if self.active == Some(i) {
-            self.set_active(None);
-        }
-    }
-
-    /// Releases every lease and takes every tunnel down.
-    fn leave_all(&mut self, why: &str) {
-        for i in 0..self.slots.len() {
-            self.release_slot(i, why);
-        }
-        self.disconnect_all();
-        self.forget_connection();
-        if self.hot() {
-            let _ = policy::rule_del_all(policy::RULE_TUNNEL);
-            self.rule_table = None;
-        }
-        self.set_active(None);
-        self.state = "idle";
-    }
-
-    fn link_json(&self, l: &Link, ranked: &[select::Choice]) -> Value {
-        let score = ranked
-            .iter()
-            .find(|c| select::id(&c.answer) == l.id())
-            .map(|c| c.score);
-        json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
-               "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
-               "score": score,
-               "quality": self.records.get(&l.id()).map(Record::summary),
-               "leaseLeft": l.expires.saturating_duration_since(Instant::now()).as_secs()})
-    }
-
-    fn publish(&self) {
-        let mut v = json!({"enabled": true, "state": self.state, "lastError": self.last_error,
-                           "gateway": null, "standby": null, "hotStandby": self.hot(),
-                           "failClosed": self.cfg.subscriber.fail_closed,
-                           "scanInterval": self.cfg.subscriber.scan_interval,
-                           "maxPrice": self.cfg.subscriber.max_price,
-                           "lastFailover": self.last_failover});
-        let ranked = self.ranked();
-        if let Some(c) = self.active_link() {
-            v["gateway"] = self.link_json(c, &ranked);
-            v["method"] = json!(c.grant.method);
-            v["interface"] = json!(c.interface);
-            v["ipv4"] = json!(c.grant.ipv4);
-            v["ipv6"] = json!(c.grant.ipv6);
-            v["connectedAt"] = json!(c.connected_at);
-            v["leaseLeft"] = json!(
-                c.expires
-                    .saturating_duration_since(Instant::now())
-                    .as_secs()
-            );
-        }
-        if let Some((_, l)) = self.links().find(|(i, _)| Some(*i) != self.active) {
-            v["standby"] = self.link_json(l, &ranked);
-        }
-        let ranked: Vec<Value> = ranked
-            .iter()
-            .map(|c| {
-                json!({"name": c.answer.info.name, "address": select::id(&c.answer),
-                            "score": c.score})
-            })
-            .collect();
-        v["ranking"] = json!(ranked);
-        *self.status.lock().expect("not poisoned") = v;
     }
 }
 
-/// [`select::rank`] or [`select::rank_for_rescue`].
-type RankFn = fn(
-    &[Answer],
-    &select::Wants,
-    &HashMap<String, select::History>,
-    u64,
-    &select::Policy,
-    u64,
-) -> Vec<select::Choice>;
+/// `renewConnection` at a gateway.
+fn renew(gateway: SocketAddr, sid: &str) -> RenewOutcome {
+    let result = call_gateway(
+        gateway,
+        "renewConnection",
+        json!({ "sid": sid }),
+        CALL_TIMEOUT,
+    );
+    match result.map(outcome::<Renewal>) {
+        Ok(Ok(Ok(r))) => RenewOutcome::Renewed(r.timeout),
+        Ok(Ok(Err(f))) => RenewOutcome::Refused(trust::refusal_text(&f.error_msg).to_string()),
+        Err(ClientError::Rpc(e)) => RenewOutcome::Failed(e.to_string()),
+        Err(e) => RenewOutcome::Failed(e.to_string()),
+        Ok(x) => RenewOutcome::Failed(format!("{x:?}")),
+    }
+}
 
 /// Why a registration failed.
 struct RegisterError {
@@ -1673,9 +984,4 @@ fn failure(msg: String) -> Value {
     Failure::permanent(msg).to_value()
 }
 
-/// A found gateway as the control RPC lists it.
-pub fn answer_json(a: &Answer) -> Value {
-    json!({"name": a.info.name, "address": a.candidate.address.to_string(), "port": a.candidate.port,
-           "how": a.candidate.how, "rttMs": a.rtt.as_secs_f64() * 1000.0, "methods": a.info.methods,
-           "terms": a.info.terms, "uplink": a.info.uplink})
-}
+pub use super::core::answer_json;

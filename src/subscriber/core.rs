@@ -1,0 +1,1636 @@
+//! The subscriber's decisions as a state machine without I/O: [`Core::on`] takes an [`Event`]
+//! and the time, and returns the [`Effect`]s the caller must carry out, in order. The supervisor
+//! (`supervisor.rs`) owns the thread, the channel, the tunnels, the store and the RPC client and
+//! only executes effects.
+//!
+//! Some effects are questions — [`Effect::Register`], [`Effect::RouteVia`], [`Effect::Renew`],
+//! [`Effect::Probe`] and a waited-for [`Effect::Scan`] — and always come last in their batch: the
+//! caller answers with the matching event ([`Event::Registered`], [`Event::Routed`],
+//! [`Event::Renewed`], [`Event::Probed`], [`Event::Scanned`]) and goes on with the effects that
+//! returns. Between a question and its answer the core waits; what it still has to do is kept
+//! as a queue of steps, so a decision taken after a registration sees its outcome exactly as the
+//! code that used to call the RPC inline did.
+//!
+//! The rules (README, "Staying online"): a path is down after `down_after` probe intervals in a
+//! row without an answer (failures in the first [`GRACE`] of a tunnel do not count), when its
+//! lease cannot be renewed, or when the gateway says its uplink is unhealthy. Cold failover
+//! releases the dead lease in the background and registers with the next best gateway of the
+//! last scan; with nobody else usable the tunnel is kept (`degraded`). Hot standby switches the
+//! tunnel rule to the standby's table, then seeks a new standby, scanning early while none is
+//! usable ([`standby`]). A working gateway is left only for a clearly better one that has been
+//! stable for `failback_after` ([`select::decide`]). Rankings come from [`select`], with the
+//! rescue ranking while this node has no working gateway.
+
+use super::probe;
+use super::quality::{Record, Summary};
+use super::select::{self, Decision, History, Policy, Wants};
+use super::standby;
+use crate::config::SubscriberConfig;
+use crate::discovery::Answer;
+use crate::hooks::{self, HookEnv, session_env};
+use crate::protocol::{Failure, Grant};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Wait before scanning again after no gateway could be used.
+pub const RETRY: Duration = Duration::from_secs(5);
+/// Wait before scanning again while no gateway is usable (a lost one may be back soon).
+pub const IDLE_RETRY: Duration = Duration::from_secs(2);
+/// Probe failures right after a tunnel came up do not count (handshake time).
+pub const GRACE: Duration = Duration::from_millis(1000);
+/// How often a gateway's quality summary is written to the store.
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the subscriber stands, as `mnigs status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The thread has not decided anything yet.
+    Starting,
+    /// Offline and scanning.
+    Scanning,
+    /// Offline, waiting for the next scan.
+    Idle,
+    /// Offline and registering with a gateway.
+    Connecting,
+    /// A tunnel carries the traffic.
+    Connected,
+    /// The only tunnel is down and nobody else is usable: kept and probed on.
+    Degraded,
+    /// Left by the operator; offline until `scan` or `connect`.
+    Disconnected,
+    /// The thread ended.
+    Stopped,
+}
+
+impl State {
+    /// The word `mnigs status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Scanning => "scanning",
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Degraded => "degraded",
+            State::Disconnected => "disconnected",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// One lease with its tunnel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The gateway's RPC address.
+    pub gateway: SocketAddr,
+    /// The name it reported (a label).
+    pub name: String,
+    /// Its grant.
+    pub grant: Grant,
+    /// The tunnel interface.
+    pub interface: String,
+    /// When the session began (Unix seconds).
+    pub connected_at: i64,
+    /// When the tunnel came up.
+    pub up_since: Instant,
+    /// When the lease runs out.
+    pub expires: Instant,
+    /// When to renew it.
+    pub renew_at: Instant,
+}
+
+impl Link {
+    /// The gateway's identity ([`select::id`]): the mesh address we reach it at.
+    pub fn id(&self) -> String {
+        self.gateway.ip().to_string()
+    }
+
+    /// The hook variables describing this session.
+    pub fn env(&self) -> HookEnv {
+        session_env(&self.name, self.gateway, &self.grant, Some(&self.interface))
+    }
+}
+
+/// A tunnel that came up (after a registration, or a session resumed after a restart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLink {
+    /// The gateway's RPC address.
+    pub gateway: SocketAddr,
+    /// The name it reported.
+    pub name: String,
+    /// Its grant.
+    pub grant: Grant,
+    /// The tunnel interface.
+    pub interface: String,
+    /// When the session began (Unix seconds).
+    pub connected_at: i64,
+    /// Lease length in seconds.
+    pub lease: u32,
+}
+
+/// A registration attempt (one gateway, one method) that failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegFailure {
+    /// The gateway's answer.
+    pub answer: Answer,
+    /// `"<name> via <method>: <why>"`.
+    pub msg: String,
+    /// Nobody was at its RPC port (refused, no route).
+    pub unreachable: bool,
+}
+
+/// What `renewConnection` came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenewOutcome {
+    /// Renewed for this many seconds.
+    Renewed(u32),
+    /// The gateway refused (the text is safe to show).
+    Refused(String),
+    /// No usable answer (the error).
+    Failed(String),
+}
+
+/// Log levels of [`Effect::Log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warn,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The thread starts (before a saved session is resumed).
+    Start,
+    /// A deadline passed ([`Core::next_deadline`]).
+    Tick,
+    /// The operator asked for a scan (`mnigs scan`).
+    ScanAsked,
+    /// The operator asked for this gateway, already checked, with these methods.
+    ConnectAsked {
+        /// Its `nodeInfo` answer.
+        answer: Answer,
+        /// The methods to try, in order.
+        methods: Vec<String>,
+    },
+    /// The operator asked to leave and stay offline.
+    DisconnectAsked,
+    /// The daemon stops.
+    Stop,
+    /// New settings (SIGHUP); `prices` of the gateways we hold leases with, by slot, where the
+    /// store knows them.
+    Reload {
+        /// The new subscriber settings.
+        cfg: Box<SubscriberConfig>,
+        /// Slot → the price its gateway asks.
+        prices: HashMap<usize, u64>,
+    },
+    /// The session saved before a restart is up again in slot 0.
+    Resumed(NewLink),
+    /// Something the caller could not do (shown as the last error).
+    Failed(String),
+    /// A scan's result (`None`: another scan was running); `background` if it was started by
+    /// `Effect::Scan { background: true }`.
+    Scanned {
+        /// The gateways that answered.
+        found: Option<Vec<Answer>>,
+        /// Started in the background.
+        background: bool,
+    },
+    /// The answer to [`Effect::Register`]: the attempts that failed, in order, and the tunnel
+    /// of the one that worked.
+    Registered {
+        /// Failed attempts.
+        failures: Vec<RegFailure>,
+        /// The new tunnel, if one attempt worked.
+        link: Option<NewLink>,
+    },
+    /// The answer to [`Effect::RouteVia`].
+    Routed(Result<(), String>),
+    /// The answer to [`Effect::Renew`].
+    Renewed(RenewOutcome),
+    /// The answer to [`Effect::Probe`]: the round trip, `None` if nothing answered.
+    Probed(Option<Duration>),
+}
+
+/// Something the caller must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Write a log line.
+    Log(Level, String),
+    /// Publish the status ([`Core::status`]).
+    Publish,
+    /// Remove rules and tables left by an earlier run, then add the mesh rule (`Some`: lookup
+    /// main without routes up to this prefix length) and, if that worked, the prohibit rule.
+    SetUpRouting {
+        /// The mesh rule's suppress length, if any.
+        mesh: Option<u8>,
+        /// `fail_closed`.
+        prohibit: bool,
+    },
+    /// Remove every rule and table of ours.
+    TearDownRouting,
+    /// Remove the tunnel rule (hot standby).
+    DropTunnelRule,
+    /// Scanning may ask silent candidates again (the operator asked).
+    ForgetSilent,
+    /// Scan; waited for (answer [`Event::Scanned`]) unless `background`.
+    Scan {
+        /// Run it on a helper thread; the answer comes through the channel.
+        background: bool,
+    },
+    /// Store what a scan found.
+    StoreGateways(Vec<Answer>),
+    /// Question: register in `slot` with the first of `choices` that works (each choice's
+    /// methods in turn). `operator`: asked for by `connect` (its key may replace a pinned one).
+    Register {
+        /// The slot.
+        slot: usize,
+        /// In order.
+        choices: Vec<select::Choice>,
+        /// Asked for by the operator.
+        operator: bool,
+    },
+    /// Question: point the tunnel rule at `slot`'s table (hot standby).
+    RouteVia(usize),
+    /// Question: renew `slot`'s lease.
+    Renew {
+        /// The slot.
+        slot: usize,
+        /// The gateway.
+        gateway: SocketAddr,
+        /// The session.
+        sid: String,
+    },
+    /// Question: probe through `slot`'s tunnel — the method's own probe (within `timeout`) if
+    /// it has one, else ICMP echo to each target in turn through `interface` (each within
+    /// `per_target`) until one answers.
+    Probe {
+        /// The slot.
+        slot: usize,
+        /// The method of its tunnel now, if any.
+        method: Option<String>,
+        /// The interface.
+        interface: String,
+        /// What to ping.
+        targets: Vec<IpAddr>,
+        /// Time for the method's own probe.
+        timeout: Duration,
+        /// Time per target.
+        per_target: Duration,
+    },
+    /// Give `slot`'s lease back and take its tunnel down. `wait`: release and wait (at most
+    /// 2 s), then fire the disconnect and release hooks; else release from a helper thread,
+    /// without hooks (lost, not left). Without a link: only take the slot's tunnels down.
+    Release {
+        /// The slot.
+        slot: usize,
+        /// Its lease, if it had one.
+        link: Option<Box<Link>>,
+        /// Why.
+        why: String,
+        /// Release in this thread and fire hooks.
+        wait: bool,
+    },
+    /// Take down every tunnel of every slot.
+    TunnelsDown,
+    /// Fire a hook about `link` with `reason`.
+    Hook(hooks::Event, Box<Link>, String),
+    /// Count a failure against a gateway in the store.
+    CountFailure(SocketAddr),
+    /// Save a gateway's probe summary (`down`: the reason of a down event).
+    SaveQuality {
+        /// The gateway's name (a label).
+        name: String,
+        /// Its summary.
+        summary: Summary,
+        /// Probes sent.
+        probes: u64,
+        /// Probes lost.
+        lost: u64,
+        /// Why it went down, if it did.
+        down: Option<String>,
+    },
+    /// Save this connection for a restart.
+    SaveConnection(Box<Link>),
+    /// The saved connection's lease was renewed for this many seconds.
+    SetConnectionExpiry(u32),
+    /// Forget the saved connection.
+    ForgetConnection,
+    /// A failover or failback finished.
+    NoteFailover {
+        /// `failover` or `failback`.
+        kind: &'static str,
+        /// The gateway left.
+        from: Option<String>,
+        /// The gateway now in use.
+        to: Option<String>,
+        /// Why.
+        reason: String,
+        /// How long it took.
+        duration: Duration,
+    },
+    /// Answer the operator's request.
+    Reply(Value),
+}
+
+/// What an answer continues with.
+#[derive(Debug)]
+enum Wait {
+    /// A blocking scan; then absorb it, or also answer the operator.
+    Scan { reply: bool },
+    /// `connect_first`'s registration in `slot`.
+    Connect { slot: usize },
+    /// Its route switch.
+    ConnectRouted { slot: usize },
+    /// The standby's registration in `slot`.
+    Standby { slot: usize },
+    /// Failback, hot: the better gateway's registration into the standby slot.
+    FailBackRegistered(Box<Move>),
+    /// Failback, hot: the switch to its slot.
+    FailBackRouted(Box<Move>),
+    /// Failback, cold: the better gateway's registration.
+    FailBackCold(Box<Move>),
+    /// Failover, hot: the switch to the standby.
+    Promote(Box<Lost>),
+    /// The operator's gateway's registration.
+    Operator { name: String },
+    /// Its route switch.
+    OperatorRouted { name: String },
+    /// The resumed session's route switch.
+    Resumed,
+    /// A renewal of `slot`.
+    Renew(usize),
+    /// A probe.
+    Probe(Box<Probing>),
+}
+
+/// A failback under way.
+#[derive(Debug)]
+struct Move {
+    slot: usize,
+    old: usize,
+    from: Option<String>,
+    why: String,
+    started: Instant,
+}
+
+/// A lost link being handled.
+#[derive(Debug, Clone)]
+struct Lost {
+    slot: usize,
+    name: String,
+    why: String,
+    started: Instant,
+}
+
+/// One link's probe in a round, as it was when the round began.
+#[derive(Debug, Clone)]
+struct Probing {
+    slot: usize,
+    id: String,
+    name: String,
+    interface: String,
+    targets: Vec<IpAddr>,
+    up_for: Duration,
+}
+
+/// Work still to do, in order.
+#[derive(Debug)]
+enum Step {
+    Renew(usize),
+    ProbeRoundIfDue,
+    Probe(Box<Probing>),
+    ScanIfDue,
+    Absorb(Vec<Answer>),
+    Reconsider,
+    Connect(Vec<select::Choice>),
+    RetryIfIdle,
+    FillStandby,
+    FailBack(Box<select::Choice>, String),
+    LinkFailed(usize, String, bool),
+    AfterLoss(Box<Lost>, bool),
+    NoteFailover {
+        from: Option<String>,
+        why: String,
+        kind: &'static str,
+        started: Instant,
+    },
+    IdleIfNone,
+    Reply(Value),
+}
+
+/// The subscriber's decision state.
+#[derive(Debug)]
+pub struct Core {
+    cfg: SubscriberConfig,
+    /// A lease and tunnel per slot (two with hot standby).
+    slots: Vec<Option<Link>>,
+    /// The slot carrying traffic.
+    active: Option<usize>,
+    state: State,
+    last_error: Option<String>,
+    auto: bool,
+    scanning: bool,
+    next_scan: Instant,
+    next_probe: Instant,
+    answers: Vec<Answer>,
+    /// Per gateway identity ([`select::id`]), never per name.
+    history: HashMap<String, History>,
+    /// Probe windows per gateway identity.
+    records: HashMap<String, Record>,
+    saved: HashMap<String, Instant>,
+    policy: Policy,
+    seed: u64,
+    /// The last early-scan delay while the hot standby slot stayed empty ([`standby`]).
+    standby_rescan: Option<Duration>,
+    /// Probe rounds so far (advertised uplink targets take turns, [`probe::plan`]).
+    probe_rounds: u64,
+    epoch: Instant,
+    now: Instant,
+    steps: VecDeque<Step>,
+    pending: Option<Wait>,
+    out: Vec<Effect>,
+}
+
+impl Core {
+    /// A subscriber named `name` (the seed of its draws), with two slots if `hot`.
+    pub fn new(cfg: SubscriberConfig, name: &str, hot: bool, now: Instant) -> Core {
+        let policy = Policy {
+            failback_after_ms: u64::from(cfg.failback_after) * 1000,
+            ..Policy::default()
+        };
+        Core {
+            cfg,
+            slots: vec![None; if hot { 2 } else { 1 }],
+            active: None,
+            state: State::Starting,
+            last_error: None,
+            auto: true,
+            scanning: false,
+            next_scan: now,
+            next_probe: now,
+            answers: Vec::new(),
+            history: HashMap::new(),
+            records: HashMap::new(),
+            saved: HashMap::new(),
+            policy,
+            seed: select::seed_for(name),
+            standby_rescan: None,
+            probe_rounds: 0,
+            epoch: now,
+            now,
+            steps: VecDeque::new(),
+            pending: None,
+            out: Vec::new(),
+        }
+    }
+
+    // --- what the caller may read ---
+
+    /// Whether there is a hot standby slot.
+    pub fn hot(&self) -> bool {
+        self.slots.len() > 1
+    }
+
+    /// The state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The slot carrying traffic.
+    pub fn active(&self) -> Option<usize> {
+        self.active
+    }
+
+    /// The link in slot `i`.
+    pub fn link(&self, i: usize) -> Option<&Link> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+
+    /// Every link with its slot.
+    pub fn links(&self) -> impl Iterator<Item = (usize, &Link)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|l| (i, l)))
+    }
+
+    /// The link carrying traffic.
+    pub fn active_link(&self) -> Option<&Link> {
+        self.active.and_then(|i| self.link(i))
+    }
+
+    /// What we look for in a gateway.
+    pub fn wants(&self) -> Wants {
+        let s = &self.cfg;
+        Wants {
+            methods: s.methods.clone(),
+            max_price: s.max_price,
+            prefer: s.prefer.clone(),
+            exclude: s.exclude.clone(),
+        }
+    }
+
+    /// The history of gateway `id`.
+    pub fn history(&self, id: &str) -> Option<&History> {
+        self.history.get(id)
+    }
+
+    /// The last error.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// When the next scan is due.
+    pub fn next_scan(&self) -> Instant {
+        self.next_scan
+    }
+
+    /// The earliest deadline (renewal, probe round, scan), `None` if there is none.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Vec<Instant> = self.links().map(|(_, l)| l.renew_at).collect();
+        if self.links().next().is_some() {
+            next.push(self.next_probe);
+        }
+        if self.auto && !self.scanning {
+            next.push(self.next_scan);
+        }
+        next.into_iter().min()
+    }
+
+    /// The status as `mnigs status --json` shows it under `subscriber` (without
+    /// `lastFailover`, which the caller keeps).
+    pub fn status(&self, now: Instant) -> Value {
+        let mut v = json!({"enabled": true, "state": self.state.as_str(),
+                           "lastError": self.last_error,
+                           "gateway": null, "standby": null, "hotStandby": self.hot(),
+                           "failClosed": self.cfg.fail_closed,
+                           "scanInterval": self.cfg.scan_interval,
+                           "maxPrice": self.cfg.max_price});
+        let ranked = self.ranked();
+        if let Some(c) = self.active_link() {
+            v["gateway"] = self.link_json(c, &ranked, now);
+            v["method"] = json!(c.grant.method);
+            v["interface"] = json!(c.interface);
+            v["ipv4"] = json!(c.grant.ipv4);
+            v["ipv6"] = json!(c.grant.ipv6);
+            v["connectedAt"] = json!(c.connected_at);
+            v["leaseLeft"] = json!(c.expires.saturating_duration_since(now).as_secs());
+        }
+        if let Some((_, l)) = self.links().find(|(i, _)| Some(*i) != self.active) {
+            v["standby"] = self.link_json(l, &ranked, now);
+        }
+        let ranked: Vec<Value> = ranked
+            .iter()
+            .map(|c| {
+                json!({"name": c.answer.info.name, "address": select::id(&c.answer),
+                            "score": c.score})
+            })
+            .collect();
+        v["ranking"] = json!(ranked);
+        v
+    }
+
+    fn link_json(&self, l: &Link, ranked: &[select::Choice], now: Instant) -> Value {
+        let score = ranked
+            .iter()
+            .find(|c| select::id(&c.answer) == l.id())
+            .map(|c| c.score);
+        json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
+               "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
+               "score": score,
+               "quality": self.records.get(&l.id()).map(Record::summary),
+               "leaseLeft": l.expires.saturating_duration_since(now).as_secs()})
+    }
+
+    // --- the machine ---
+
+    /// Takes in `event` at `now`; returns what to do, in order. A question effect comes last:
+    /// answer it with its event before anything else.
+    pub fn on(&mut self, event: Event, now: Instant) -> Vec<Effect> {
+        self.now = now;
+        match self.pending.take() {
+            Some(wait) => self.answer(wait, event),
+            None => self.event(event),
+        }
+        while self.pending.is_none() {
+            let Some(step) = self.steps.pop_front() else {
+                break;
+            };
+            self.step(step);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the core waits for the answer to a question.
+    pub fn waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Start => {
+                let hot = self.hot();
+                let closed = self.cfg.fail_closed;
+                self.out.push(Effect::SetUpRouting {
+                    mesh: (hot || closed).then_some(u8::from(hot)),
+                    prohibit: closed,
+                });
+            }
+            Event::Tick => {
+                let now = self.now;
+                let due: Vec<usize> = self
+                    .links()
+                    .filter(|(_, l)| now >= l.renew_at)
+                    .map(|(i, _)| i)
+                    .collect();
+                let mut steps: Vec<Step> = due.into_iter().map(Step::Renew).collect();
+                steps.extend([Step::ProbeRoundIfDue, Step::ScanIfDue]);
+                self.call(steps);
+            }
+            Event::ScanAsked => {
+                self.auto = true;
+                // Asked for by the operator: everyone is asked again, silent or not.
+                self.out.push(Effect::ForgetSilent);
+                self.scan_now(true);
+            }
+            Event::Scanned {
+                found,
+                background: true,
+            } => {
+                self.scanning = false;
+                if let Some(found) = found.filter(|_| self.auto) {
+                    self.call(vec![Step::Absorb(found)]);
+                }
+            }
+            Event::ConnectAsked { answer, methods } => {
+                self.auto = true;
+                self.leave_all("switching gateway");
+                let name = answer.info.name.clone();
+                self.register(
+                    0,
+                    vec![select::Choice {
+                        answer,
+                        methods,
+                        score: 0.0,
+                    }],
+                    true,
+                    Wait::Operator { name },
+                );
+            }
+            Event::DisconnectAsked => {
+                let was = self.active_link().map(|c| c.name.clone());
+                self.leave_all("disconnect requested");
+                self.auto = false;
+                self.state = State::Disconnected;
+                self.out
+                    .push(Effect::Reply(json!({"success": true, "left": was})));
+            }
+            Event::Stop => {
+                self.leave_all("daemon stopping");
+                self.out.push(Effect::TearDownRouting);
+                self.state = State::Stopped;
+                self.out.push(Effect::Publish);
+            }
+            Event::Reload { cfg, prices } => self.reload(*cfg, &prices),
+            Event::Resumed(link) => {
+                self.adopt(0, link);
+                self.route_via(0, Wait::Resumed);
+            }
+            Event::Failed(why) => self.fail(why),
+            // Answers without a question: nothing to continue.
+            Event::Scanned { .. }
+            | Event::Registered { .. }
+            | Event::Routed(_)
+            | Event::Renewed(_)
+            | Event::Probed(_) => {}
+        }
+    }
+
+    fn answer(&mut self, wait: Wait, event: Event) {
+        match (wait, event) {
+            (Wait::Scan { reply }, Event::Scanned { found, .. }) => {
+                self.next_scan = self.now + self.scan_interval();
+                self.state = if self.active.is_some() {
+                    State::Connected
+                } else {
+                    State::Idle
+                };
+                if reply {
+                    // While a background scan holds the scanner, answer with the last results.
+                    let found = found.unwrap_or_else(|| self.answers.clone());
+                    let list: Vec<Value> = found.iter().map(answer_json).collect();
+                    self.call(vec![
+                        Step::Absorb(found),
+                        Step::Reply(json!({"success": true, "gateways": list})),
+                    ]);
+                } else if let Some(found) = found {
+                    self.call(vec![Step::Absorb(found)]);
+                }
+            }
+            (Wait::Connect { slot }, Event::Registered { failures, link }) => {
+                self.count_failures(&failures);
+                if let Some(link) = link {
+                    self.adopt(slot, link);
+                    self.route_via(slot, Wait::ConnectRouted { slot });
+                }
+            }
+            (Wait::ConnectRouted { slot }, Event::Routed(r)) => {
+                if let Err(e) = r {
+                    self.fail(format!("cannot switch routes: {e}"));
+                }
+                self.set_active(Some(slot));
+            }
+            (Wait::Standby { slot }, Event::Registered { failures, link }) => {
+                self.count_failures(&failures);
+                match link {
+                    Some(link) => {
+                        self.log(Level::Info, format!("hot standby up: {}", link.name));
+                        self.adopt(slot, link);
+                        self.standby_rescan = None;
+                    }
+                    None => self.rescan_for_standby(),
+                }
+            }
+            (Wait::FailBackRegistered(m), Event::Registered { failures, link }) => {
+                self.count_failures(&failures);
+                if let Some(link) = link {
+                    self.adopt(m.slot, link);
+                    let slot = m.slot;
+                    self.route_via(slot, Wait::FailBackRouted(m));
+                }
+            }
+            (Wait::FailBackRouted(m), Event::Routed(r)) => match r {
+                Err(e) => self.fail(format!("cannot switch routes: {e}")),
+                Ok(()) => {
+                    self.set_active(Some(m.slot));
+                    self.release_slot(m.old, "failed back to a better gateway");
+                    self.call(vec![Step::NoteFailover {
+                        from: m.from,
+                        why: m.why,
+                        kind: "failback",
+                        started: m.started,
+                    }]);
+                }
+            },
+            (Wait::FailBackCold(m), Event::Registered { failures, link }) => {
+                self.count_failures(&failures);
+                let note = Step::NoteFailover {
+                    from: m.from,
+                    why: m.why,
+                    kind: "failback",
+                    started: m.started,
+                };
+                match link {
+                    Some(link) => {
+                        self.adopt(0, link);
+                        self.set_active(Some(0));
+                        self.call(vec![note]);
+                    }
+                    None => {
+                        let ranked = self.ranked();
+                        self.call(vec![Step::Connect(ranked), note]);
+                    }
+                }
+            }
+            (Wait::Promote(lost), Event::Routed(r)) => {
+                let j = self
+                    .links()
+                    .find(|(j, _)| *j != lost.slot)
+                    .map_or(0, |(j, _)| j);
+                match r {
+                    Ok(()) => self.active = Some(j),
+                    Err(e) => self.fail(format!("cannot switch to the standby: {e}")),
+                }
+                self.call(vec![Step::AfterLoss(lost, true)]);
+            }
+            (Wait::Operator { name }, Event::Registered { failures, link }) => {
+                let last = failures.last().map(|f| f.msg.clone());
+                self.count_failures(&failures);
+                match link {
+                    Some(link) => {
+                        self.adopt(0, link);
+                        self.route_via(0, Wait::OperatorRouted { name });
+                    }
+                    None => {
+                        let e =
+                            last.unwrap_or_else(|| format!("{name} offers none of our methods"));
+                        self.out
+                            .push(Effect::Reply(Failure::permanent(e).to_value()));
+                    }
+                }
+            }
+            (Wait::OperatorRouted { name }, Event::Routed(r)) => {
+                if let Err(e) = r {
+                    self.fail(format!("cannot switch routes: {e}"));
+                }
+                self.set_active(Some(0));
+                self.call(vec![
+                    Step::FillStandby,
+                    Step::Reply(json!({"success": true, "gateway": name})),
+                ]);
+            }
+            (Wait::Resumed, Event::Routed(r)) => {
+                if let Err(e) = r {
+                    self.fail(format!("cannot switch routes: {e}"));
+                }
+                self.set_active(Some(0));
+            }
+            (Wait::Renew(slot), Event::Renewed(outcome)) => self.renewed(slot, outcome),
+            (Wait::Probe(p), Event::Probed(rtt)) => self.probed(*p, rtt),
+            (wait, Event::Failed(why)) => {
+                self.fail(why);
+                self.pending = Some(wait);
+            }
+            (wait, event) => {
+                // A bug in the caller: keep waiting rather than lose the continuation.
+                self.log(
+                    Level::Warn,
+                    format!("subscriber core: {event:?} while waiting for {wait:?}"),
+                );
+                self.pending = Some(wait);
+            }
+        }
+    }
+
+    fn step(&mut self, step: Step) {
+        match step {
+            Step::Renew(slot) => {
+                if let Some(l) = self.link(slot) {
+                    let (gateway, sid) = (l.gateway, l.grant.sid.clone());
+                    self.out.push(Effect::Renew { slot, gateway, sid });
+                    self.pending = Some(Wait::Renew(slot));
+                }
+            }
+            Step::ProbeRoundIfDue => {
+                if self.links().next().is_some() && self.now >= self.next_probe {
+                    self.next_probe = self.now + self.probe_interval();
+                    self.probe_round();
+                }
+            }
+            Step::Probe(p) => {
+                let interval = self.probe_interval();
+                let per_target = (interval.mul_f64(0.9) / p.targets.len().max(1) as u32)
+                    .max(Duration::from_millis(20));
+                self.out.push(Effect::Probe {
+                    slot: p.slot,
+                    method: self.link(p.slot).map(|l| l.grant.method.clone()),
+                    interface: p.interface.clone(),
+                    targets: p.targets.clone(),
+                    timeout: interval.mul_f64(0.9),
+                    per_target,
+                });
+                self.pending = Some(Wait::Probe(p));
+            }
+            Step::ScanIfDue => {
+                if self.auto && !self.scanning && self.now >= self.next_scan {
+                    if self.active.is_none() {
+                        // Nothing to lose by waiting: scan in this thread and connect right away.
+                        self.scan_now(false);
+                    } else {
+                        self.scanning = true;
+                        self.next_scan = self.now + self.scan_interval();
+                        self.out.push(Effect::Scan { background: true });
+                    }
+                }
+            }
+            Step::Absorb(found) => self.absorb(found),
+            Step::Reconsider => self.reconsider(),
+            Step::Connect(ranked) => self.connect_first(&ranked),
+            Step::RetryIfIdle => {
+                if self.active.is_none() {
+                    self.next_scan = self.now + IDLE_RETRY;
+                }
+            }
+            Step::FillStandby => self.fill_standby(),
+            Step::FailBack(choice, why) => self.fail_back(*choice, why),
+            Step::LinkFailed(slot, why, keep) => self.link_failed(slot, why, keep),
+            Step::AfterLoss(lost, was_active) => self.after_loss(*lost, was_active),
+            Step::NoteFailover {
+                from,
+                why,
+                kind,
+                started,
+            } => {
+                let to = self.active_link().map(|l| l.name.clone());
+                self.out.push(Effect::NoteFailover {
+                    kind,
+                    from,
+                    to,
+                    reason: why,
+                    duration: self.now.saturating_duration_since(started),
+                });
+            }
+            Step::IdleIfNone => {
+                if self.active.is_none() {
+                    self.state = State::Idle;
+                    self.next_scan = self.now;
+                }
+            }
+            Step::Reply(v) => self.out.push(Effect::Reply(v)),
+        }
+    }
+
+    /// Runs `steps` before everything already queued.
+    fn call(&mut self, steps: Vec<Step>) {
+        for s in steps.into_iter().rev() {
+            self.steps.push_front(s);
+        }
+    }
+
+    fn log(&mut self, level: Level, msg: String) {
+        self.out.push(Effect::Log(level, msg));
+    }
+
+    fn fail(&mut self, why: String) {
+        self.log(Level::Warn, why.clone());
+        self.last_error = Some(why);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn probe_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.cfg.probe_interval_ms))
+    }
+
+    fn scan_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cfg.scan_interval))
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        self.slots.iter().position(Option::is_none)
+    }
+
+    fn reload(&mut self, cfg: SubscriberConfig, prices: &HashMap<usize, u64>) {
+        self.cfg = cfg;
+        self.policy.failback_after_ms = u64::from(self.cfg.failback_after) * 1000;
+        // A shorter interval counts from now, not from the last scan's old schedule.
+        self.next_scan = self.next_scan.min(self.now + self.scan_interval());
+        let max_price = self.cfg.max_price;
+        let unwanted: Vec<(usize, String)> = self
+            .links()
+            .filter_map(|(i, l)| {
+                let id = l.id();
+                if self.cfg.exclude.iter().any(|e| *e == l.name || *e == id) {
+                    return Some((i, "it is excluded now".to_string()));
+                }
+                let price = *prices.get(&i)?;
+                (price > u64::from(max_price)).then(|| {
+                    (
+                        i,
+                        format!("its price {price} is above max_price {max_price} now"),
+                    )
+                })
+            })
+            .collect();
+        for (i, why) in unwanted {
+            self.release_slot(i, &why);
+        }
+        if self.active.is_none() && self.auto {
+            self.next_scan = self.now;
+        }
+    }
+
+    /// Scans and waits for the answer; `reply`: the operator asked.
+    fn scan_now(&mut self, reply: bool) {
+        if self.active.is_none() {
+            self.state = State::Scanning;
+            self.out.push(Effect::Publish);
+        }
+        self.out.push(Effect::Scan { background: false });
+        self.pending = Some(Wait::Scan { reply });
+    }
+
+    /// Takes in a scan's results: stores the gateways, updates their history, acts on what a
+    /// connected gateway says about itself, then connects, fills the standby or fails back.
+    fn absorb(&mut self, found: Vec<Answer>) {
+        let t = self.now_ms();
+        self.out.push(Effect::StoreGateways(found.clone()));
+        let answered: Vec<String> = found.iter().map(select::id).collect();
+        for (id, h) in self.history.iter_mut() {
+            if !answered.contains(id) {
+                h.stable_since_ms = None;
+            }
+        }
+        for a in &found {
+            let h = self.history.entry(select::id(a)).or_default();
+            if a.info.uplink.healthy {
+                // Answering again: no longer down (its back-off still applies).
+                h.down = false;
+                h.stable_since_ms.get_or_insert(t);
+            } else {
+                h.stable_since_ms = None;
+            }
+        }
+        self.answers = found;
+        let mut steps: Vec<Step> = self
+            .links()
+            .filter(|(_, l)| {
+                self.answers
+                    .iter()
+                    .any(|a| select::id(a) == l.id() && !a.info.uplink.healthy)
+            })
+            .map(|(i, l)| {
+                let why = format!("{} reports its uplink unhealthy", l.name);
+                Step::LinkFailed(i, why, true)
+            })
+            .collect();
+        steps.push(Step::Reconsider);
+        self.call(steps);
+    }
+
+    fn ranked(&self) -> Vec<select::Choice> {
+        self.rank_by(select::rank)
+    }
+
+    /// [`Self::ranked`], or when that is empty [`select::rank_for_rescue`]: for when we have
+    /// no working gateway and any usable one is better than none.
+    fn ranked_or_rescue(&self) -> Vec<select::Choice> {
+        let ranked = self.ranked();
+        if ranked.is_empty() {
+            self.rank_by(select::rank_for_rescue)
+        } else {
+            ranked
+        }
+    }
+
+    fn rank_by(&self, rank: RankFn) -> Vec<select::Choice> {
+        // A gateway we hold a lease with counts us among its subscribers; without taking us out
+        // it would look busier (or full) than the others just because we use it, and we would
+        // keep moving between equal gateways.
+        let ours: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
+        let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+        let answers = select::without_us(&self.answers, &ours);
+        rank(
+            &answers,
+            &self.wants(),
+            &self.history,
+            self.now_ms(),
+            &self.policy,
+            self.seed,
+        )
+    }
+
+    /// Connects if not connected, fails back to a clearly better gateway, keeps a standby.
+    fn reconsider(&mut self) {
+        let ranked = if self.active.is_none() || self.state == State::Degraded {
+            self.ranked_or_rescue()
+        } else {
+            self.ranked()
+        };
+        if self.active.is_none() {
+            if ranked.is_empty() {
+                self.fail(format!(
+                    "no usable gateway among {} found",
+                    self.answers.len()
+                ));
+                self.next_scan = self.now + IDLE_RETRY;
+                self.state = State::Idle;
+                return;
+            }
+            self.call(vec![
+                Step::Connect(ranked),
+                Step::RetryIfIdle,
+                Step::FillStandby,
+            ]);
+            return;
+        }
+        if self.state == State::Degraded && !ranked.is_empty() {
+            if let Some(i) = self.active {
+                let why = "still down, and another gateway is usable".to_string();
+                self.call(vec![Step::LinkFailed(i, why, false)]);
+            }
+        } else if let Some(current) = self.active_link().map(Link::id) {
+            let score = ranked
+                .iter()
+                .find(|c| select::id(&c.answer) == current)
+                .map(|c| c.score);
+            if let Some(score) = score {
+                let d = select::decide(
+                    Some((&current, score)),
+                    &ranked,
+                    &self.history,
+                    self.now_ms(),
+                    &self.policy,
+                );
+                if let Decision::Move(i, why) = d {
+                    let choice = Box::new(ranked[i].clone());
+                    self.call(vec![Step::FailBack(choice, why), Step::FillStandby]);
+                    return;
+                }
+            }
+        }
+        self.call(vec![Step::FillStandby]);
+    }
+
+    /// Asks to register in `slot` with the first of `choices` that works, continuing with `then`.
+    fn register(&mut self, slot: usize, choices: Vec<select::Choice>, operator: bool, then: Wait) {
+        if self.active.is_none() {
+            self.state = State::Connecting;
+            self.out.push(Effect::Publish);
+        }
+        self.out.push(Effect::Register {
+            slot,
+            choices,
+            operator,
+        });
+        self.pending = Some(then);
+    }
+
+    /// Registers with the first choice that works, into the active slot (slot 0 in cold mode,
+    /// else any free slot).
+    fn connect_first(&mut self, ranked: &[select::Choice]) {
+        let busy: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
+        let choices: Vec<select::Choice> = ranked
+            .iter()
+            .filter(|c| !busy.contains(&select::id(&c.answer)))
+            .cloned()
+            .collect();
+        let Some(slot) = self.free_slot() else { return };
+        if !choices.is_empty() {
+            self.register(slot, choices, false, Wait::Connect { slot });
+        }
+    }
+
+    /// Hot standby: a second tunnel to the best gateway other than the active one.
+    fn fill_standby(&mut self) {
+        if !self.hot() || self.active.is_none() {
+            return;
+        }
+        let Some(slot) = self.free_slot() else { return };
+        // Not the gateway in use, nor (most likely the same node) another address by its name.
+        let busy: Vec<(String, String)> = self
+            .links()
+            .map(|(_, l)| (l.id(), l.name.clone()))
+            .collect();
+        let choices: Vec<select::Choice> = self
+            .ranked()
+            .into_iter()
+            .filter(|c| {
+                let (id, name) = (select::id(&c.answer), &c.answer.info.name);
+                !busy.iter().any(|(i, n)| *i == id || n == name)
+            })
+            .collect();
+        if choices.is_empty() {
+            self.rescan_for_standby();
+        } else {
+            self.register(slot, choices, false, Wait::Standby { slot });
+        }
+    }
+
+    /// No standby usable now (the one just left may be back soon): scan early, backing off.
+    fn rescan_for_standby(&mut self) {
+        let delay = standby::next_rescan(self.standby_rescan, self.scan_interval());
+        self.standby_rescan = Some(delay);
+        self.next_scan = self.next_scan.min(self.now + delay);
+        self.log(
+            Level::Debug,
+            format!(
+                "no hot standby: scanning again within {} s",
+                delay.as_secs()
+            ),
+        );
+    }
+
+    /// Moves to a clearly better gateway: hot standby switches to it (bringing it up in the
+    /// standby slot first if it is not the standby); cold leaves the current one first.
+    fn fail_back(&mut self, choice: select::Choice, why: String) {
+        let started = self.now;
+        let Some(old) = self.active else { return };
+        let from = self.link(old).map(|l| l.name.clone());
+        let target_id = select::id(&choice.answer);
+        self.log(
+            Level::Info,
+            format!(
+                "moving to {} at {target_id}: {why}",
+                choice.answer.info.name
+            ),
+        );
+        if self.hot() {
+            let standby = self
+                .links()
+                .find(|(_, l)| l.id() == target_id)
+                .map(|(i, _)| i);
+            match standby {
+                Some(slot) => {
+                    let m = Move {
+                        slot,
+                        old,
+                        from,
+                        why,
+                        started,
+                    };
+                    self.route_via(slot, Wait::FailBackRouted(Box::new(m)));
+                }
+                None => {
+                    // Replace the standby by the better gateway, then switch to it.
+                    let other = 1 - old;
+                    self.release_slot(other, "replaced by a better gateway");
+                    let m = Move {
+                        slot: other,
+                        old,
+                        from,
+                        why,
+                        started,
+                    };
+                    self.register(
+                        other,
+                        vec![choice],
+                        false,
+                        Wait::FailBackRegistered(Box::new(m)),
+                    );
+                }
+            }
+        } else {
+            self.release_slot(old, "moving to a better gateway");
+            self.set_active(None);
+            let m = Move {
+                slot: 0,
+                old,
+                from,
+                why,
+                started,
+            };
+            self.register(0, vec![choice], false, Wait::FailBackCold(Box::new(m)));
+        }
+    }
+
+    /// Points the tunnel rule at `slot`'s table (hot standby only), continuing with `then`.
+    fn route_via(&mut self, slot: usize, then: Wait) {
+        self.pending = Some(then);
+        if self.hot() {
+            self.out.push(Effect::RouteVia(slot));
+        } else {
+            let wait = self.pending.take().expect("just set");
+            self.answer(wait, Event::Routed(Ok(())));
+        }
+    }
+
+    /// The addresses probed through a link this round ([`probe::plan`]).
+    fn probe_targets(&self, link: &Link) -> Vec<IpAddr> {
+        let info: &[IpAddr] = self
+            .answers
+            .iter()
+            .find(|a| a.candidate.address == link.gateway.ip() && a.info.name == link.name)
+            .map_or(&[], |a| &a.info.uplink.targets);
+        probe::plan(
+            &self.cfg.probe_targets,
+            &probe::advertised(&link.grant, info),
+            &link.grant.ipv4gateway,
+            self.probe_rounds,
+        )
+        .addresses()
+    }
+
+    /// One probe per link; a link whose probes failed `down_after` intervals in a row is down.
+    fn probe_round(&mut self) {
+        self.probe_rounds = self.probe_rounds.wrapping_add(1);
+        let steps: Vec<Step> = self
+            .links()
+            .map(|(i, l)| {
+                Step::Probe(Box::new(Probing {
+                    slot: i,
+                    id: l.id(),
+                    name: l.name.clone(),
+                    interface: l.interface.clone(),
+                    targets: self.probe_targets(l),
+                    up_for: self.now.saturating_duration_since(l.up_since),
+                }))
+            })
+            .collect();
+        self.call(steps);
+    }
+
+    fn probed(&mut self, p: Probing, rtt: Option<Duration>) {
+        let Probing {
+            slot: i,
+            id,
+            name,
+            interface,
+            targets,
+            up_for,
+        } = p;
+        let in_grace = up_for < GRACE;
+        let failures_forgiven_after =
+            Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
+        let record = self.records.entry(id.clone()).or_default();
+        if rtt.is_none() && in_grace {
+            return;
+        }
+        record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
+        let down = record.is_down(self.cfg.down_after);
+        if rtt.is_some() && self.history.get(&id).is_some_and(|h| h.down) {
+            // A kept tunnel answers again: the gateway is back (its back-off still counts).
+            self.log(
+                Level::Info,
+                format!("{name} answers again through {interface}"),
+            );
+            let t = self.now_ms();
+            let h = self.history.entry(id.clone()).or_default();
+            h.down = false;
+            h.stable_since_ms = Some(t);
+            if self.active == Some(i) {
+                self.state = State::Connected;
+            }
+        }
+        let summary = self.records.entry(id.clone()).or_default().summary();
+        let h = self.history.entry(id.clone()).or_default();
+        h.rtt_ms = summary.rtt_ms;
+        h.loss = summary.loss;
+        if rtt.is_some() && !in_grace && up_for >= failures_forgiven_after {
+            // Served us well for a while: earlier failures no longer lengthen its back-off.
+            h.failures = 0;
+        }
+        if down {
+            let why = format!(
+                "{name}: no answer to {} probe(s) through {interface} in a row (last to {})",
+                summary.consecutive_failures,
+                targets
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.call(vec![Step::LinkFailed(i, why, true)]);
+        } else if self
+            .saved
+            .get(&id)
+            .is_none_or(|t| self.now.saturating_duration_since(*t) >= SAVE_EVERY)
+        {
+            self.save_quality(&id, &name, None);
+        }
+    }
+
+    /// Saves the probe summary of gateway `id`; the store shows it under its `name` (a label).
+    fn save_quality(&mut self, id: &str, name: &str, down: Option<&str>) {
+        let Some(r) = self.records.get(id) else {
+            return;
+        };
+        self.out.push(Effect::SaveQuality {
+            name: name.to_string(),
+            summary: r.summary(),
+            probes: r.total,
+            lost: r.lost,
+            down: down.map(str::to_string),
+        });
+        self.saved.insert(id.to_string(), self.now);
+    }
+
+    /// Slot `i`'s path is down: count it against the gateway, drop the tunnel and, if it carried
+    /// the traffic, fail over (hot: switch to the standby; cold: register with the next best).
+    ///
+    /// With `keep_if_alone` (the path is down but the lease is not lost) and no other gateway to
+    /// go to, the tunnel is kept and probed on: the subscriber is `degraded` until the probes
+    /// answer again (e.g. the gateway restarted and restored our session) or another gateway
+    /// turns up — tearing down the only tunnel would win nothing.
+    fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
+        let started = self.now;
+        let Some((id, name, gateway)) = self.link(i).map(|l| (l.id(), l.name.clone(), l.gateway))
+        else {
+            return;
+        };
+        let already_down = self.history.get(&id).is_some_and(|h| h.down);
+        if !already_down {
+            self.fail(why.clone());
+            let t = self.now_ms();
+            let h = self.history.entry(id.clone()).or_default();
+            h.down = true;
+            h.failures = h.failures.saturating_add(1);
+            h.last_failure_ms = Some(t);
+            h.registration_failed = false;
+            h.stable_since_ms = None;
+            self.out.push(Effect::CountFailure(gateway));
+            self.save_quality(&id, &name, Some(&why));
+        }
+        let was_active = self.active == Some(i);
+        let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
+        if was_active && keep_if_alone && alone {
+            if self.state != State::Degraded {
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "{name} is down and no other gateway is usable: keeping its tunnel, probing on"
+                    ),
+                );
+                self.state = State::Degraded;
+                self.next_scan = self.now;
+            }
+            return;
+        }
+        if let Some(l) = self.link(i).cloned() {
+            // Lost, not left: no release hook (the lease is released in the background).
+            self.out.push(Effect::Hook(
+                hooks::Event::Disconnect,
+                Box::new(l.clone()),
+                why.clone(),
+            ));
+            if was_active {
+                self.out.push(Effect::Hook(
+                    hooks::Event::Failover,
+                    Box::new(l),
+                    why.clone(),
+                ));
+            }
+        }
+        let lost = Lost {
+            slot: i,
+            name,
+            why,
+            started,
+        };
+        if was_active {
+            self.set_active(None);
+            let standby = self.links().find(|(j, _)| *j != i).map(|(j, _)| j);
+            if let Some(j) = standby {
+                self.route_via(j, Wait::Promote(Box::new(lost)));
+                return;
+            }
+        }
+        self.after_loss(lost, was_active);
+    }
+
+    /// The rest of [`Self::link_failed`] once the standby (if any) carries the traffic.
+    fn after_loss(&mut self, lost: Lost, was_active: bool) {
+        let Lost {
+            slot: i,
+            name,
+            why,
+            started,
+        } = lost;
+        // Released in the background: a dead gateway must not hold up the failover.
+        self.release_slot_async(i);
+        let mut steps = vec![];
+        if was_active {
+            if self.active.is_none() {
+                // Other addresses under the lost gateway's name are most likely the same node:
+                // tried last (only the order; their own records are untouched).
+                let (mut ranked, same): (Vec<_>, Vec<_>) = self
+                    .ranked_or_rescue()
+                    .into_iter()
+                    .partition(|c| c.answer.info.name != name);
+                ranked.extend(same);
+                steps.push(Step::Connect(ranked));
+            }
+            steps.push(Step::NoteFailover {
+                from: Some(name),
+                why,
+                kind: "failover",
+                started,
+            });
+            steps.push(Step::IdleIfNone);
+        }
+        steps.push(Step::FillStandby);
+        self.call(steps);
+    }
+
+    fn count_failures(&mut self, failures: &[RegFailure]) {
+        for f in failures {
+            self.fail(f.msg.clone());
+            let t = self.now_ms();
+            let h = self.history.entry(select::id(&f.answer)).or_default();
+            h.failures = h.failures.saturating_add(1);
+            h.last_failure_ms = Some(t);
+            h.stable_since_ms = None;
+            h.registration_failed = !f.unreachable;
+            self.out
+                .push(Effect::CountFailure(f.answer.candidate.socket()));
+        }
+    }
+
+    fn renewed(&mut self, slot: usize, outcome: RenewOutcome) {
+        let now = self.now;
+        let probe_interval = self.probe_interval().max(Duration::from_millis(500));
+        let active = self.active == Some(slot);
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let name = c.name.clone();
+        match outcome {
+            RenewOutcome::Renewed(timeout) => {
+                let lease = Duration::from_secs(u64::from(timeout.max(3)));
+                c.expires = now + lease;
+                c.renew_at = now + lease / 3;
+                if active {
+                    self.out.push(Effect::SetConnectionExpiry(timeout));
+                }
+            }
+            RenewOutcome::Refused(text) => {
+                let why = format!("gateway {name} refused renewal: {text}");
+                self.call(vec![Step::LinkFailed(slot, why, false)]);
+            }
+            RenewOutcome::Failed(why) if now + RETRY >= c.expires => {
+                let why = format!("gateway {name} unreachable until the lease ran out: {why}");
+                self.call(vec![Step::LinkFailed(slot, why, false)]);
+            }
+            RenewOutcome::Failed(why) => {
+                c.renew_at = now + probe_interval;
+                self.log(Level::Warn, format!("renewal failed, retrying: {why}"));
+            }
+        }
+    }
+
+    fn adopt(&mut self, slot: usize, new: NewLink) {
+        let lease = Duration::from_secs(u64::from(new.lease.max(3)));
+        if let Some(r) = self.records.get_mut(&new.gateway.ip().to_string()) {
+            r.restart_streak();
+        }
+        self.slots[slot] = Some(Link {
+            gateway: new.gateway,
+            name: new.name,
+            grant: new.grant,
+            interface: new.interface,
+            connected_at: new.connected_at,
+            up_since: self.now,
+            expires: self.now + lease,
+            renew_at: self.now + lease / 3,
+        });
+        self.next_probe = self.next_probe.min(self.now + self.probe_interval());
+        self.last_error = None;
+    }
+
+    /// Makes slot `slot` the one carrying traffic and saves its connection for a restart (or
+    /// forgets the saved one when there is none).
+    fn set_active(&mut self, slot: Option<usize>) {
+        self.active = slot;
+        match slot {
+            Some(i) => {
+                self.state = State::Connected;
+                if let Some(l) = self.link(i).cloned() {
+                    self.out.push(Effect::SaveConnection(Box::new(l)));
+                }
+            }
+            None => self.out.push(Effect::ForgetConnection),
+        }
+    }
+
+    /// Releases slot `i`'s lease (waiting) and takes its tunnel down.
+    fn release_slot(&mut self, i: usize, why: &str) {
+        let link = self.slots[i].take();
+        if let Some(c) = &link {
+            self.log(Level::Info, format!("leaving {}: {why}", c.name));
+        }
+        self.out.push(Effect::Release {
+            slot: i,
+            link: link.map(Box::new),
+            why: why.to_string(),
+            wait: true,
+        });
+        if self.active == Some(i) {
+            self.set_active(None);
+        }
+    }
+
+    /// Takes slot `i`'s tunnel down now and releases its lease from a helper thread.
+    fn release_slot_async(&mut self, i: usize) {
+        let link = self.slots[i].take();
+        self.out.push(Effect::Release {
+            slot: i,
+            link: link.map(Box::new),
+            why: String::new(),
+            wait: false,
+        });
+        if self.active == Some(i) {
+            self.set_active(None);
+        }
+    }
+
+    /// Releases every lease and takes every tunnel down.
+    fn leave_all(&mut self, why: &str) {
+        for i in 0..self.slots.len() {
+            self.release_slot(i, why);
+        }
+        self.out.push(Effect::TunnelsDown);
+        self.out.push(Effect::ForgetConnection);
+        if self.hot() {
+            self.out.push(Effect::DropTunnelRule);
+        }
+        self.set_active(None);
+        self.state = State::Idle;
+    }
+}
+
+/// [`select::rank`] or [`select::rank_for_rescue`].
+type RankFn = fn(
+    &[Answer],
+    &select::Wants,
+    &HashMap<String, select::History>,
+    u64,
+    &select::Policy,
+    u64,
+) -> Vec<select::Choice>;
+
+/// A found gateway as the control RPC lists it.
+pub fn answer_json(a: &Answer) -> Value {
+    json!({"name": a.info.name, "address": a.candidate.address.to_string(), "port": a.candidate.port,
+           "how": a.candidate.how, "rttMs": a.rtt.as_secs_f64() * 1000.0, "methods": a.info.methods,
+           "terms": a.info.terms, "uplink": a.info.uplink})
+}
