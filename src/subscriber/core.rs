@@ -1634,3 +1634,7 @@ pub fn answer_json(a: &Answer) -> Value {
            "how": a.candidate.how, "rttMs": a.rtt.as_secs_f64() * 1000.0, "methods": a.info.methods,
            "terms": a.info.terms, "uplink": a.info.uplink})
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

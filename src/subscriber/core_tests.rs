@@ -1,0 +1,898 @@
+//! The rules of README's "Staying online" section, each proved on the [`Core`] alone: a fake
+//! caller answers its questions (registrations, probes, renewals, scans) from a script, and the
+//! clock is moved by hand.
+
+use super::*;
+use crate::discovery::Candidate;
+use crate::protocol::{NodeInfo, Terms, Uplink};
+use std::collections::HashSet;
+
+fn answer(name: &str, addr: &str) -> Answer {
+    Answer {
+        candidate: Candidate {
+            address: addr.parse().unwrap(),
+            port: 65533,
+            how: "t".into(),
+            hops: 0,
+        },
+        info: NodeInfo {
+            success: true,
+            name: name.into(),
+            version: "0".into(),
+            gateway: true,
+            methods: vec!["wireguard".into()],
+            terms: Terms {
+                max_subscribers: 10,
+                subscribers: 0,
+                lease_seconds: 60,
+                ..Terms::default()
+            },
+            uplink: Uplink {
+                healthy: true,
+                checked_ago: None,
+                targets: vec![],
+            },
+            gateways: vec![],
+        },
+        rtt: Duration::from_millis(10),
+    }
+}
+
+fn sick(mut a: Answer) -> Answer {
+    a.info.uplink.healthy = false;
+    a
+}
+
+fn grant(lease: u32) -> Grant {
+    Grant {
+        success: true,
+        sid: "0123456789abcdef0123456789abcdef".into(),
+        timeout: lease,
+        method: "wireguard".into(),
+        ipv4: "10.99.0.2".into(),
+        cidr4: 24,
+        ipv4gateway: "10.99.0.1".into(),
+        ipv6: None,
+        cidr6: None,
+        ipv6gateway: None,
+        uplink_targets: vec![],
+        extra: Default::default(),
+    }
+}
+
+/// A subscriber's core with a scripted world around it.
+struct Lab {
+    core: Core,
+    t0: Instant,
+    now: Instant,
+    /// What a scan finds.
+    found: Vec<Answer>,
+    /// Gateways (by address) whose registration is refused.
+    refusing: HashSet<String>,
+    /// Gateways (by address) nobody answers at (registration: connection refused).
+    absent: HashSet<String>,
+    /// Gateways (by address) whose tunnel no longer answers probes.
+    dead: HashSet<String>,
+    /// What renewals come to.
+    renewal: RenewOutcome,
+    /// Lease length granted.
+    lease: u32,
+}
+
+impl Lab {
+    fn new(cfg: SubscriberConfig, hot: bool) -> Lab {
+        let t0 = Instant::now();
+        Lab {
+            core: Core::new(cfg, "sub", hot, t0),
+            t0,
+            now: t0,
+            found: vec![],
+            refusing: HashSet::new(),
+            absent: HashSet::new(),
+            dead: HashSet::new(),
+            renewal: RenewOutcome::Renewed(60),
+            lease: 60,
+        }
+    }
+
+    fn cold() -> Lab {
+        Lab::new(prefer_gw1(), false)
+    }
+
+    fn hot() -> Lab {
+        let mut cfg = prefer_gw1();
+        cfg.probe_interval_ms = 100;
+        Lab::new(cfg, true)
+    }
+
+    /// Seconds since the start.
+    fn t(&self) -> f64 {
+        (self.now - self.t0).as_secs_f64()
+    }
+
+    /// Gives the core `event` and answers its questions; every effect, in order.
+    fn drive(&mut self, event: Event) -> Vec<Effect> {
+        let mut all = vec![];
+        let mut todo: VecDeque<Effect> = self.core.on(event, self.now).into();
+        let mut background = false;
+        while let Some(e) = todo.pop_front() {
+            background |= e == Effect::Scan { background: true };
+            let reply = self.answer(&e);
+            all.push(e);
+            if let Some(reply) = reply {
+                for e in self.core.on(reply, self.now).into_iter().rev() {
+                    todo.push_front(e);
+                }
+            }
+        }
+        if background {
+            let found = Some(self.found.clone());
+            all.extend(self.drive(Event::Scanned {
+                found,
+                background: true,
+            }));
+        }
+        all
+    }
+
+    fn answer(&self, e: &Effect) -> Option<Event> {
+        Some(match e {
+            Effect::Register { slot, choices, .. } => {
+                let mut failures = vec![];
+                for c in choices {
+                    let id = select::id(&c.answer);
+                    for m in &c.methods {
+                        if self.refusing.contains(&id) || self.absent.contains(&id) {
+                            failures.push(RegFailure {
+                                answer: c.answer.clone(),
+                                msg: format!("{} via {m}: refused", c.answer.info.name),
+                                unreachable: self.absent.contains(&id),
+                            });
+                        } else {
+                            let link = NewLink {
+                                gateway: c.answer.candidate.socket(),
+                                name: c.answer.info.name.clone(),
+                                grant: grant(self.lease),
+                                interface: format!("wg{slot}"),
+                                connected_at: 0,
+                                lease: self.lease,
+                            };
+                            return Some(Event::Registered {
+                                failures,
+                                link: Some(link),
+                            });
+                        }
+                    }
+                }
+                Event::Registered {
+                    failures,
+                    link: None,
+                }
+            }
+            Effect::RouteVia(_) => Event::Routed(Ok(())),
+            Effect::Renew { .. } => Event::Renewed(self.renewal.clone()),
+            Effect::Probe { slot, .. } => {
+                let id = self.core.link(*slot).map(Link::id).unwrap_or_default();
+                Event::Probed((!self.dead.contains(&id)).then(|| Duration::from_millis(10)))
+            }
+            Effect::Scan { background: false } => Event::Scanned {
+                found: Some(self.found.clone()),
+                background: false,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Runs every deadline up to `secs` after the start; every effect, in order.
+    fn run_until(&mut self, secs: f64) -> Vec<Effect> {
+        let end = self.t0 + Duration::from_secs_f64(secs);
+        let mut all = vec![];
+        while let Some(next) = self.core.next_deadline() {
+            if next > end {
+                break;
+            }
+            self.now = next.max(self.now);
+            all.extend(self.drive(Event::Tick));
+        }
+        self.now = end.max(self.now);
+        all
+    }
+
+    /// The time of the first effect matching `f` while running up to `secs`.
+    fn when(&mut self, secs: f64, f: impl Fn(&Effect) -> bool) -> Option<f64> {
+        let end = self.t0 + Duration::from_secs_f64(secs);
+        while let Some(next) = self.core.next_deadline() {
+            if next > end {
+                break;
+            }
+            self.now = next.max(self.now);
+            if self.drive(Event::Tick).iter().any(&f) {
+                return Some(self.t());
+            }
+        }
+        self.now = end.max(self.now);
+        None
+    }
+
+    fn on_gateway(&self) -> Option<String> {
+        self.core.active_link().map(|l| l.name.clone())
+    }
+
+    fn standby(&self) -> Option<String> {
+        self.core
+            .links()
+            .find(|(i, _)| Some(*i) != self.core.active())
+            .map(|(_, l)| l.name.clone())
+    }
+
+    /// Connected to gw1 (preferred) with gw2 usable too, and past the probes' grace time.
+    fn connected_to_gw1(mut self) -> Lab {
+        self.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+        self.drive(Event::Start);
+        self.run_until(2.0);
+        assert_eq!(self.on_gateway().as_deref(), Some("gw1"));
+        self
+    }
+}
+
+fn prefer_gw1() -> SubscriberConfig {
+    SubscriberConfig {
+        prefer: Some("gw1".into()),
+        failback_after: 5,
+        ..SubscriberConfig::default()
+    }
+}
+
+fn failover_hook(e: &Effect) -> bool {
+    matches!(e, Effect::Hook(hooks::Event::Failover, ..))
+}
+
+fn registers_with(effects: &[Effect]) -> Vec<Vec<&str>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Register { choices, .. } => Some(
+                choices
+                    .iter()
+                    .map(|c| c.answer.info.name.as_str())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+// --- down ---
+
+#[test]
+fn a_gateway_is_down_after_three_probe_intervals_in_a_row_without_an_answer() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    lab.dead.insert("fd00::1".into());
+    let cut = lab.t();
+    let at = lab.when(10.0, failover_hook).expect("a failover");
+    // Probes every 200 ms: the third missed one (0.6 s after the cut, within one interval)
+    // makes the path down, not the second.
+    let after = at - cut;
+    assert!(
+        after > 0.4 && after <= 0.6 + 1e-6,
+        "down {after:.3} s after the cut"
+    );
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+}
+
+#[test]
+fn down_after_sets_how_many_missed_probes_make_a_path_down() {
+    let mut cfg = prefer_gw1();
+    cfg.down_after = 5;
+    let mut lab = Lab::new(cfg, false).connected_to_gw1();
+    lab.dead.insert("fd00::1".into());
+    let cut = lab.t();
+    let at = lab.when(10.0, failover_hook).expect("a failover");
+    let after = at - cut;
+    assert!(
+        after > 0.8 && after <= 1.0 + 1e-6,
+        "down {after:.3} s after the cut"
+    );
+}
+
+#[test]
+fn probe_failures_in_the_first_second_of_a_tunnel_do_not_count() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    lab.dead.insert("fd00::1".into());
+    lab.drive(Event::Start);
+    let at = lab.when(10.0, failover_hook).expect("a failover");
+    // Up at 0 s; the misses at 0.2–0.8 s are forgiven, those at 1.0, 1.2, 1.4 s count.
+    assert!((1.3..=1.5).contains(&at), "failed over at {at:.3} s");
+}
+
+#[test]
+fn a_path_that_answers_again_in_time_is_not_down() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    for _ in 0..5 {
+        lab.dead.insert("fd00::1".into());
+        let t = lab.t() + 0.4;
+        let effects = lab.run_until(t);
+        assert!(!effects.iter().any(failover_hook));
+        lab.dead.clear();
+        let t = lab.t() + 0.2;
+        lab.run_until(t);
+    }
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+}
+
+#[test]
+fn a_gateway_that_reports_its_uplink_unhealthy_is_left() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    let found = Some(vec![
+        sick(answer("gw1", "fd00::1")),
+        answer("gw2", "fd00::2"),
+    ]);
+    let effects = lab.drive(Event::Scanned {
+        found,
+        background: true,
+    });
+    assert!(effects.iter().any(failover_hook));
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+}
+
+// --- cold failover ---
+
+#[test]
+fn cold_failover_registers_with_the_next_best_gateway_of_the_last_scan_without_rescanning() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    lab.dead.insert("fd00::1".into());
+    lab.found = vec![]; // a scan now would find nothing
+    let effects = lab.run_until(lab.t() + 1.0);
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Scan { .. })));
+    assert_eq!(registers_with(&effects), [vec!["gw2"]]);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(lab.core.state(), State::Connected);
+}
+
+#[test]
+fn a_lost_lease_is_released_in_the_background_and_fires_disconnect_and_failover_but_no_release_hook()
+ {
+    let mut lab = Lab::cold().connected_to_gw1();
+    lab.dead.insert("fd00::1".into());
+    let effects = lab.run_until(lab.t() + 1.0);
+    let released: Vec<(bool, &str)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Release {
+                link: Some(l),
+                wait,
+                ..
+            } => Some((*wait, l.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, [(false, "gw1")]);
+    let hooks: Vec<hooks::Event> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Hook(h, ..) => Some(*h),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hooks, [hooks::Event::Disconnect, hooks::Event::Failover]);
+}
+
+#[test]
+fn other_addresses_under_the_lost_gateways_name_are_tried_last() {
+    let mut lab = Lab::cold();
+    lab.found = vec![
+        answer("gw1", "fd00::1"),
+        answer("gw1", "fd00::11"),
+        answer("gw2", "fd00::2"),
+    ];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    let gw1_at = lab.core.active_link().unwrap().id();
+    lab.dead.insert(gw1_at.clone());
+    // The other address refuses, so both are asked in order.
+    lab.refusing.insert("fd00::2".into());
+    let effects = lab.run_until(lab.t() + 1.0);
+    assert_eq!(registers_with(&effects), [vec!["gw2", "gw1"]]);
+}
+
+#[test]
+fn a_failed_registration_moves_on_to_the_next_gateway_and_counts_against_the_first() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    lab.refusing.insert("fd00::1".into());
+    lab.drive(Event::Start);
+    let effects = lab.run_until(0.1);
+    assert_eq!(registers_with(&effects), [vec!["gw1", "gw2"]]);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    let h = lab.core.history("fd00::1").unwrap();
+    assert_eq!(h.failures, 1);
+    assert!(h.registration_failed);
+    assert!(effects.contains(&Effect::CountFailure("[fd00::1]:65533".parse().unwrap())));
+}
+
+// --- keep if alone, degraded ---
+
+#[test]
+fn with_no_other_usable_gateway_the_dead_tunnel_is_kept_and_the_state_is_degraded() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    lab.dead.insert("fd00::1".into());
+    lab.found = vec![]; // nor does it answer a scan
+    let effects = lab.run_until(lab.t() + 1.0);
+    assert_eq!(lab.core.state(), State::Degraded);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Release { .. })));
+    assert!(!effects.iter().any(failover_hook));
+    // It looks for another gateway at once.
+    assert!(effects.contains(&Effect::Scan { background: true }));
+}
+
+#[test]
+fn a_kept_tunnel_that_answers_again_carries_traffic_again_at_once() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    lab.dead.insert("fd00::1".into());
+    lab.found = vec![];
+    lab.run_until(lab.t() + 1.0);
+    assert_eq!(lab.core.state(), State::Degraded);
+    lab.dead.clear();
+    let effects = lab.run_until(lab.t() + 0.2);
+    assert_eq!(lab.core.state(), State::Connected);
+    assert!(!lab.core.history("fd00::1").unwrap().down);
+    assert!(registers_with(&effects).is_empty());
+}
+
+#[test]
+fn a_degraded_subscriber_moves_as_soon_as_another_gateway_is_usable() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    lab.dead.insert("fd00::1".into());
+    lab.found = vec![];
+    lab.run_until(lab.t() + 1.0);
+    assert_eq!(lab.core.state(), State::Degraded);
+    // gw2 answers the next scan.
+    lab.drive(Event::Scanned {
+        found: Some(vec![answer("gw2", "fd00::2")]),
+        background: true,
+    });
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(lab.core.state(), State::Connected);
+}
+
+#[test]
+fn a_lease_that_cannot_be_renewed_is_given_up_even_when_alone() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    lab.renewal = RenewOutcome::Refused("unknown session".into());
+    lab.found = vec![];
+    let effects = lab.run_until(20.1);
+    assert!(effects.iter().any(failover_hook));
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::Release { link: Some(l), wait: false, .. } if l.name == "gw1")));
+    assert_eq!(lab.on_gateway(), None);
+    assert_eq!(lab.core.state(), State::Idle);
+}
+
+// --- rescue ranking ---
+
+#[test]
+fn offline_a_gateway_held_back_only_because_it_went_down_is_tried_again_when_it_answers_healthy() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    lab.renewal = RenewOutcome::Refused("unknown session".into());
+    // It lost our session at 20 s and backs off for 2 s, but answers the scan that follows at
+    // once as healthy: offline, any working gateway beats none.
+    let effects = lab.run_until(20.1);
+    let lost = effects.iter().position(failover_hook).expect("lost");
+    assert_eq!(registers_with(&effects[lost..]), [vec!["gw1"]]);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+}
+
+#[test]
+fn a_gateway_that_refused_our_registration_keeps_its_back_off_even_offline() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.refusing.insert("fd00::1".into());
+    lab.drive(Event::Start);
+    lab.run_until(0.1);
+    lab.refusing.clear();
+    // Half a second later it answers a scan: still backing off (2 s after one failure).
+    lab.now = lab.t0 + Duration::from_millis(500);
+    let effects = lab.drive(Event::ScanAsked);
+    assert!(registers_with(&effects).is_empty());
+    let at = lab
+        .when(10.0, |e| matches!(e, Effect::Register { .. }))
+        .expect("asked again");
+    assert!(at >= 2.0, "asked again after {at} s");
+}
+
+#[test]
+fn a_gateway_nobody_answered_at_is_tried_again_as_soon_as_it_answers_a_scan() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.absent.insert("fd00::1".into());
+    lab.drive(Event::Start);
+    lab.run_until(0.1);
+    lab.absent.clear();
+    lab.now = lab.t0 + Duration::from_millis(500);
+    let effects = lab.drive(Event::ScanAsked);
+    assert_eq!(registers_with(&effects), [vec!["gw1"]]);
+}
+
+// --- hysteresis and failback ---
+
+#[test]
+fn a_working_gateway_is_left_only_for_a_clearly_better_one_stable_for_failback_after() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw2", "fd00::2")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    // gw1 (preferred: clearly better) turns up at 2 s and keeps answering.
+    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    let mut moved_at = None;
+    for _ in 0..10 {
+        let found = Some(lab.found.clone());
+        lab.drive(Event::Scanned {
+            found,
+            background: true,
+        });
+        if lab.on_gateway().as_deref() == Some("gw1") {
+            moved_at = Some(lab.t());
+            break;
+        }
+        let t = lab.t() + 1.0;
+        lab.run_until(t);
+    }
+    let at = moved_at.expect("moved back");
+    // Stable since 2 s, failback_after 5 s.
+    assert!((7.0..8.5).contains(&at), "moved at {at}");
+}
+
+#[test]
+fn a_failback_releases_the_old_gateway_and_is_noted() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw2", "fd00::2")];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    lab.drive(Event::Scanned {
+        found: Some(lab.found.clone()),
+        background: true,
+    });
+    lab.run_until(8.0);
+    let effects = lab.drive(Event::Scanned {
+        found: Some(lab.found.clone()),
+        background: true,
+    });
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::Release { link: Some(l), wait: true, .. } if l.name == "gw2")));
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::NoteFailover { kind: "failback", to: Some(to), .. } if to == "gw1")));
+}
+
+#[test]
+fn a_gateway_within_the_hysteresis_margin_never_takes_over() {
+    let cfg = SubscriberConfig {
+        failback_after: 5,
+        ..SubscriberConfig::default()
+    };
+    let mut lab = Lab::new(cfg, false);
+    let mut slow = answer("gw2", "fd00::2");
+    slow.rtt = Duration::from_millis(15);
+    lab.found = vec![slow.clone()];
+    lab.drive(Event::Start);
+    lab.run_until(2.0);
+    // gw1 answers faster (5 ms against gw2's tunnel 10 ms): better, but by less than 10 points.
+    let mut fast = answer("gw1", "fd00::1");
+    fast.rtt = Duration::from_millis(5);
+    lab.found = vec![fast, slow];
+    for _ in 0..30 {
+        let found = Some(lab.found.clone());
+        lab.drive(Event::Scanned {
+            found,
+            background: true,
+        });
+        let t = lab.t() + 1.0;
+        lab.run_until(t);
+    }
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+}
+
+// --- hot standby ---
+
+#[test]
+fn hot_standby_keeps_a_second_lease_with_the_next_best_gateway() {
+    let lab = Lab::hot().connected_to_gw1();
+    assert_eq!(lab.standby().as_deref(), Some("gw2"));
+}
+
+#[test]
+fn hot_standby_failover_is_one_rule_switch_to_the_standby() {
+    let mut lab = Lab::hot().connected_to_gw1();
+    let standby_slot = lab.core.links().find(|(_, l)| l.name == "gw2").unwrap().0;
+    lab.dead.insert("fd00::1".into());
+    let mut effects = vec![];
+    while !effects.iter().any(failover_hook) {
+        let t = lab.t() + 0.1;
+        effects = lab.run_until(t);
+    }
+    let switch = effects
+        .iter()
+        .position(|e| *e == Effect::RouteVia(standby_slot))
+        .expect("the rule switched to the standby");
+    let first_register = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Register { .. }));
+    assert!(first_register.is_none_or(|r| r > switch));
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(lab.core.active(), Some(standby_slot));
+}
+
+#[test]
+fn without_a_usable_standby_the_subscriber_scans_again_after_15_s_then_doubling() {
+    let mut lab = Lab::hot().connected_to_gw1();
+    lab.dead.insert("fd00::1".into());
+    lab.run_until(lab.t() + 1.0);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(lab.standby(), None);
+    let wait = (lab.core.next_scan() - lab.now).as_secs_f64();
+    assert!((14.0..=15.0).contains(&wait), "next scan in {wait} s");
+    // gw1 stays away: the next early scan comes after 30 s.
+    lab.found = vec![answer("gw2", "fd00::2")];
+    let t = lab.t() + wait + 0.01;
+    lab.run_until(t);
+    let wait = (lab.core.next_scan() - lab.now).as_secs_f64();
+    assert!((29.0..=30.0).contains(&wait), "next scan in {wait} s");
+}
+
+#[test]
+fn a_hot_failback_to_the_standby_switches_the_rule_then_releases_the_old_gateway() {
+    let mut lab = Lab::hot();
+    lab.found = vec![answer("gw2", "fd00::2"), answer("gw1", "fd00::1")];
+    // gw1 refuses at first: gw2 carries the traffic, and no standby is found.
+    lab.refusing.insert("fd00::1".into());
+    lab.drive(Event::Start);
+    lab.run_until(1.0);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    lab.refusing.clear();
+    lab.run_until(20.0); // the early rescan brings gw1 up as the standby
+    assert_eq!(lab.standby().as_deref(), Some("gw1"));
+    let gw1_slot = lab.core.links().find(|(_, l)| l.name == "gw1").unwrap().0;
+    let mut effects = vec![];
+    for _ in 0..10 {
+        effects = lab.drive(Event::Scanned {
+            found: Some(lab.found.clone()),
+            background: true,
+        });
+        if lab.on_gateway().as_deref() == Some("gw1") {
+            break;
+        }
+        let t = lab.t() + 1.0;
+        lab.run_until(t);
+    }
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    let switch = effects
+        .iter()
+        .position(|e| *e == Effect::RouteVia(gw1_slot));
+    let release = effects.iter().position(
+        |e| matches!(e, Effect::Release { link: Some(l), wait: true, .. } if l.name == "gw2"),
+    );
+    assert!(switch.is_some() && release.is_some() && switch < release);
+}
+
+// --- renewal ---
+
+#[test]
+fn a_lease_is_renewed_after_a_third_of_its_time() {
+    let mut lab = Lab::cold();
+    lab.lease = 30;
+    lab = lab.connected_to_gw1();
+    let at = lab
+        .when(60.0, |e| matches!(e, Effect::Renew { .. }))
+        .expect("renewed");
+    assert!((10.0..10.3).contains(&at), "renewed at {at}");
+}
+
+#[test]
+fn a_refused_renewal_fails_over_at_once() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    lab.renewal = RenewOutcome::Refused("unknown session".into());
+    let at = lab.when(60.0, failover_hook).expect("failed over");
+    assert!((20.0..20.3).contains(&at), "failed over at {at}");
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+}
+
+#[test]
+fn an_unreachable_gateway_is_asked_again_until_its_lease_is_about_to_run_out() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    lab.renewal = RenewOutcome::Failed("timed out".into());
+    let mut renewals = 0;
+    let mut at = None;
+    while lab.t() < 70.0 {
+        let t = lab.t() + 0.5;
+        let effects = lab.run_until(t);
+        renewals += effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Renew { .. }))
+            .count();
+        if effects.iter().any(failover_hook) {
+            at = Some(lab.t());
+            break;
+        }
+    }
+    let at = at.expect("given up");
+    // Lease of 60 s from about 0 s; given up once less than 5 s (RETRY) are left.
+    assert!((55.0..=56.0).contains(&at), "given up at {at}");
+    // Asked every 0.5 s from 20 s on.
+    assert!(renewals > 60, "{renewals} renewals");
+}
+
+#[test]
+fn a_renewed_lease_is_saved_for_a_restart() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    let effects = lab.run_until(21.0);
+    assert!(effects.contains(&Effect::SetConnectionExpiry(60)));
+    let renew_at = lab.core.active_link().unwrap().renew_at;
+    assert!(renew_at > lab.t0 + Duration::from_secs(39));
+}
+
+// --- fail_closed and routing ---
+
+#[test]
+fn fail_closed_adds_the_prohibit_rule_and_hot_standby_the_mesh_rule() {
+    let start = |closed: bool, hot: bool| {
+        let cfg = SubscriberConfig {
+            fail_closed: closed,
+            ..SubscriberConfig::default()
+        };
+        Core::new(cfg, "sub", hot, Instant::now()).on(Event::Start, Instant::now())
+    };
+    assert_eq!(
+        start(false, false),
+        [Effect::SetUpRouting {
+            mesh: None,
+            prohibit: false
+        }]
+    );
+    assert_eq!(
+        start(true, false),
+        [Effect::SetUpRouting {
+            mesh: Some(0),
+            prohibit: true
+        }]
+    );
+    assert_eq!(
+        start(false, true),
+        [Effect::SetUpRouting {
+            mesh: Some(1),
+            prohibit: false
+        }]
+    );
+}
+
+#[test]
+fn with_fail_closed_only_stopping_the_daemon_removes_the_rules() {
+    let cfg = SubscriberConfig {
+        fail_closed: true,
+        ..prefer_gw1()
+    };
+    let mut lab = Lab::new(cfg, false).connected_to_gw1();
+    lab.renewal = RenewOutcome::Refused("gone".into());
+    let mut effects = lab.run_until(60.0);
+    effects.extend(lab.drive(Event::DisconnectAsked));
+    assert!(!effects.iter().any(|e| matches!(
+        e,
+        Effect::TearDownRouting | Effect::DropTunnelRule | Effect::SetUpRouting { .. }
+    )));
+    assert!(lab.drive(Event::Stop).contains(&Effect::TearDownRouting));
+    assert_eq!(lab.core.state(), State::Stopped);
+}
+
+// --- operator and scans ---
+
+#[test]
+fn after_disconnect_the_subscriber_stays_offline_until_asked_to_scan() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    let effects = lab.drive(Event::DisconnectAsked);
+    assert!(effects.contains(&Effect::Reply(json!({"success": true, "left": "gw1"}))));
+    assert_eq!(lab.core.state(), State::Disconnected);
+    assert_eq!(lab.core.next_deadline(), None);
+    let effects = lab.run_until(1000.0);
+    assert!(effects.is_empty());
+    let effects = lab.drive(Event::ScanAsked);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    assert!(matches!(effects.last(), Some(Effect::Reply(v)) if v["success"] == true));
+}
+
+#[test]
+fn while_connected_scans_run_in_the_background_and_offline_they_are_waited_for() {
+    let mut lab = Lab::cold();
+    lab.found = vec![answer("gw1", "fd00::1")];
+    lab.drive(Event::Start);
+    let first = lab.drive(Event::Tick);
+    assert!(first.contains(&Effect::Scan { background: false }));
+    let later = lab.run_until(301.0);
+    assert!(later.contains(&Effect::Scan { background: true }));
+    assert!(!later.contains(&Effect::Scan { background: false }));
+}
+
+#[test]
+fn a_gateway_excluded_on_reload_is_left_and_another_one_sought() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    let mut cfg = prefer_gw1();
+    cfg.exclude = vec!["gw1".into()];
+    let effects = lab.drive(Event::Reload {
+        cfg: Box::new(cfg),
+        prices: HashMap::new(),
+    });
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::Release { link: Some(l), wait: true, why, .. } if l.name == "gw1" && why == "it is excluded now")));
+    lab.run_until(lab.t() + 0.1);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+}
+
+#[test]
+fn a_gateway_whose_price_is_above_max_price_after_a_reload_is_left() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    let slot = lab.core.active().unwrap();
+    let reload = |lab: &mut Lab, price: u64| {
+        lab.drive(Event::Reload {
+            cfg: Box::new(prefer_gw1()),
+            prices: HashMap::from([(slot, price)]),
+        })
+    };
+    assert!(
+        !reload(&mut lab, 0)
+            .iter()
+            .any(|e| matches!(e, Effect::Release { .. }))
+    );
+    assert!(
+        reload(&mut lab, 3)
+            .iter()
+            .any(|e| matches!(e, Effect::Release { link: Some(_), .. }))
+    );
+}
+
+#[test]
+fn the_operators_connect_leaves_the_current_gateway_and_answers_with_the_new_one() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    let effects = lab.drive(Event::ConnectAsked {
+        answer: answer("gw2", "fd00::2"),
+        methods: vec!["wireguard".into()],
+    });
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::Release { link: Some(l), wait: true, .. } if l.name == "gw1")));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Register { operator: true, .. }))
+    );
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Reply(json!({"success": true, "gateway": "gw2"})))
+    );
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+}
+
+#[test]
+fn the_status_shows_the_state_the_gateway_and_the_standby() {
+    let lab = Lab::hot().connected_to_gw1();
+    let v = lab.core.status(lab.now);
+    assert_eq!(v["state"], "connected");
+    assert_eq!(v["gateway"]["name"], "gw1");
+    assert_eq!(v["standby"]["name"], "gw2");
+    assert_eq!(v["hotStandby"], true);
+    assert_eq!(v["ranking"].as_array().unwrap().len(), 2);
+}
