@@ -179,6 +179,8 @@ pub enum Event {
         /// The methods to try, in order.
         methods: Vec<String>,
     },
+    /// The operator asked for a gateway that cannot be used (why).
+    ConnectRefused(String),
     /// The operator asked to leave and stay offline.
     DisconnectAsked,
     /// The daemon stops.
@@ -684,6 +686,12 @@ impl Core {
                     true,
                     Wait::Operator { name },
                 );
+            }
+            Event::ConnectRefused(why) => {
+                // Asking for a gateway turns automatic mode back on, even when it is refused.
+                self.auto = true;
+                self.out
+                    .push(Effect::Reply(Failure::permanent(why).to_value()));
             }
             Event::DisconnectAsked => {
                 let was = self.active_link().map(|c| c.name.clone());

@@ -896,3 +896,16 @@ fn the_status_shows_the_state_the_gateway_and_the_standby() {
     assert_eq!(v["hotStandby"], true);
     assert_eq!(v["ranking"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn asking_for_an_unusable_gateway_still_turns_automatic_mode_back_on() {
+    let mut lab = Lab::cold().connected_to_gw1();
+    lab.drive(Event::DisconnectAsked);
+    assert_eq!(lab.core.next_deadline(), None);
+    let effects = lab.drive(Event::ConnectRefused(
+        "fd00::9 did not answer nodeInfo".into(),
+    ));
+    assert!(matches!(effects.last(), Some(Effect::Reply(v)) if v["success"] == false));
+    lab.run_until(lab.t() + 0.1);
+    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+}

@@ -7,7 +7,11 @@
 //! - `quality.rs`: bounded probe windows per gateway and the down rule.
 //! - `standby.rs`: when to scan early for a missing hot standby, pure.
 //! - `trust.rs`: checks of everything a gateway sends (nodeInfo, grants) before it is used.
-//! - `supervisor.rs`: the state machine scan → register → connect → renew → (fail over), on its own thread.
+//! - `core.rs`: the state machine scan → register → connect → probe → renew → (fail over) as
+//!   decisions without I/O: `Core::on(event, now)` returns the effects to carry out (unit tests
+//!   for every rule in `core_tests.rs`).
+//! - `supervisor.rs`: the thread, its channel and the execution of the core's effects (RPC
+//!   calls, tunnels, policy routing, hooks, store).
 
 pub mod core;
 pub mod probe;

@@ -1,7 +1,9 @@
-//! The subscriber's state machine, on its own thread: scan → rank → register → connect → probe →
-//! renew, and fail over when the path goes down. Commands from the control RPC and the results of
-//! background scans arrive on one channel; between them the thread sleeps until its next deadline
-//! (renewal, probe round, scan).
+//! The subscriber's thread: scan → rank → register → connect → probe → renew, and fail over
+//! when the path goes down. Commands from the control RPC and the results of background scans
+//! arrive on one channel; between them the thread sleeps until its next deadline (renewal, probe
+//! round, scan). Every decision is taken by [`Core`] (`core.rs`, no I/O); this file gives it the
+//! events and carries out the effects it returns — RPC calls, tunnels, policy routing, hooks,
+//! store — answering its questions (registration, route switch, renewal, probe, scan).
 //!
 //! # Failover
 //! A tunnel lives in a *slot* (its own set of method instances, interface and routing table).
@@ -224,9 +226,7 @@ impl Supervisor {
                 Ok((answer, methods)) => {
                     self.ask(reply, Event::ConnectAsked { answer, methods });
                 }
-                Err(e) => {
-                    let _ = reply.send(failure(e));
-                }
+                Err(e) => self.ask(reply, Event::ConnectRefused(e)),
             },
             Command::Disconnect(reply) => self.ask(reply, Event::DisconnectAsked),
             Command::Reload(cfg, reply) => {
@@ -978,10 +978,6 @@ fn call_gateway(
     timeout: Duration,
 ) -> Result<Value, ClientError> {
     client::call_bounded(at, method, params, timeout, trust::MAX_GRANT)
-}
-
-fn failure(msg: String) -> Value {
-    Failure::permanent(msg).to_value()
 }
 
 pub use super::core::answer_json;
