@@ -13,7 +13,7 @@
 //! its own table ([`policy`]), and failover is one rule switch, after which a new standby is found.
 //!
 //! The path is **down** when the probes through it (ICMP echo to `probe_target`s, else to the
-//! uplink targets the gateway advertises, else to the gateway's tunnel address: [`probe`])
+//! uplink targets the gateway advertises, else to the gateway's tunnel address: [`probe`](super::probe))
 //! failed `down_after` intervals in a row, when the lease cannot be
 //! renewed, or when the gateway says its uplink is unhealthy.
 
