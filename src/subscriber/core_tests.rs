@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::discovery::Candidate;
-use crate::protocol::{NodeInfo, Terms, Uplink};
+use crate::protocol::{Grant, NodeInfo, Terms, Uplink};
 use std::collections::HashSet;
 
 fn answer(name: &str, addr: &str) -> Answer {

@@ -10,10 +10,12 @@
 //! - `core.rs`: the state machine scan → register → connect → probe → renew → (fail over) as
 //!   decisions without I/O: `Core::on(event, now)` returns the effects to carry out (unit tests
 //!   for every rule in `core_tests.rs`).
+//! - `events.rs`: what goes into the core and comes out (events, effects, state, links), plain data.
 //! - `supervisor.rs`: the thread, its channel and the execution of the core's effects (RPC
 //!   calls, tunnels, policy routing, hooks, store).
 
 pub mod core;
+pub mod events;
 pub mod probe;
 pub mod quality;
 pub mod select;
