@@ -137,7 +137,7 @@ pub enum Level {
 pub enum Event {
     /// The thread starts (before a saved session is resumed).
     Start,
-    /// A deadline passed ([`Core::next_deadline`]).
+    /// A deadline passed ([`Core::next_deadline`](super::core::Core::next_deadline)).
     Tick,
     /// The operator asked for a scan (`mnigs scan`).
     ScanAsked,
@@ -195,7 +195,7 @@ pub enum Event {
 pub enum Effect {
     /// Write a log line.
     Log(Level, String),
-    /// Publish the status ([`Core::status`]).
+    /// Publish the status ([`Core::status`](super::core::Core::status)).
     Publish,
     /// Remove rules and tables left by an earlier run, then add the mesh rule (`Some`: lookup
     /// main without routes up to this prefix length) and, if that worked, the prohibit rule.
