@@ -187,10 +187,13 @@ impl Lab {
     fn run_until(&mut self, secs: f64) -> Vec<Effect> {
         let end = self.t0 + Duration::from_secs_f64(secs);
         let mut all = vec![];
+        let mut ticks = 0;
         while let Some(next) = self.core.next_deadline() {
             if next > end {
                 break;
             }
+            ticks += 1;
+            assert!(ticks < 100_000, "a deadline that never moves");
             self.now = next.max(self.now);
             all.extend(self.drive(Event::Tick));
         }
@@ -201,10 +204,13 @@ impl Lab {
     /// The time of the first effect matching `f` while running up to `secs`.
     fn when(&mut self, secs: f64, f: impl Fn(&Effect) -> bool) -> Option<f64> {
         let end = self.t0 + Duration::from_secs_f64(secs);
+        let mut ticks = 0;
         while let Some(next) = self.core.next_deadline() {
             if next > end {
                 break;
             }
+            ticks += 1;
+            assert!(ticks < 100_000, "a deadline that never moves");
             self.now = next.max(self.now);
             if self.drive(Event::Tick).iter().any(&f) {
                 return Some(self.t());
@@ -625,6 +631,7 @@ fn hot_standby_failover_is_one_rule_switch_to_the_standby() {
     lab.dead.insert("fd00::1".into());
     let mut effects = vec![];
     while !effects.iter().any(failover_hook) {
+        assert!(lab.t() < 10.0, "no failover");
         let t = lab.t() + 0.1;
         effects = lab.run_until(t);
     }
