@@ -61,7 +61,7 @@ fn grant(lease: u32) -> Grant {
 }
 
 /// A subscriber's core with a scripted world around it.
-struct Lab {
+struct World {
     core: Core,
     t0: Instant,
     now: Instant,
@@ -79,10 +79,10 @@ struct Lab {
     lease: u32,
 }
 
-impl Lab {
-    fn new(cfg: SubscriberConfig, hot: bool) -> Lab {
+impl World {
+    fn new(cfg: SubscriberConfig, hot: bool) -> World {
         let t0 = Instant::now();
-        Lab {
+        World {
             core: Core::new(cfg, "sub", hot, t0),
             t0,
             now: t0,
@@ -95,14 +95,14 @@ impl Lab {
         }
     }
 
-    fn cold() -> Lab {
-        Lab::new(prefer_gw1(), false)
+    fn cold() -> World {
+        World::new(prefer_gw1(), false)
     }
 
-    fn hot() -> Lab {
+    fn hot() -> World {
         let mut cfg = prefer_gw1();
         cfg.probe_interval_ms = 100;
-        Lab::new(cfg, true)
+        World::new(cfg, true)
     }
 
     /// Seconds since the start.
@@ -232,7 +232,7 @@ impl Lab {
     }
 
     /// Connected to gw1 (preferred) with gw2 usable too, and past the probes' grace time.
-    fn connected_to_gw1(mut self) -> Lab {
+    fn connected_to_gw1(mut self) -> World {
         self.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
         self.drive(Event::Start);
         self.run_until(2.0);
@@ -272,10 +272,10 @@ fn registers_with(effects: &[Effect]) -> Vec<Vec<&str>> {
 
 #[test]
 fn a_gateway_is_down_after_three_probe_intervals_in_a_row_without_an_answer() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    lab.dead.insert("fd00::1".into());
-    let cut = lab.t();
-    let at = lab.when(10.0, failover_hook).expect("a failover");
+    let mut w = World::cold().connected_to_gw1();
+    w.dead.insert("fd00::1".into());
+    let cut = w.t();
+    let at = w.when(10.0, failover_hook).expect("a failover");
     // Probes every 200 ms: the third missed one (0.6 s after the cut, within one interval)
     // makes the path down, not the second.
     let after = at - cut;
@@ -283,17 +283,17 @@ fn a_gateway_is_down_after_three_probe_intervals_in_a_row_without_an_answer() {
         after > 0.4 && after <= 0.6 + 1e-6,
         "down {after:.3} s after the cut"
     );
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 #[test]
 fn down_after_sets_how_many_missed_probes_make_a_path_down() {
     let mut cfg = prefer_gw1();
     cfg.down_after = 5;
-    let mut lab = Lab::new(cfg, false).connected_to_gw1();
-    lab.dead.insert("fd00::1".into());
-    let cut = lab.t();
-    let at = lab.when(10.0, failover_hook).expect("a failover");
+    let mut w = World::new(cfg, false).connected_to_gw1();
+    w.dead.insert("fd00::1".into());
+    let cut = w.t();
+    let at = w.when(10.0, failover_hook).expect("a failover");
     let after = at - cut;
     assert!(
         after > 0.8 && after <= 1.0 + 1e-6,
@@ -303,65 +303,65 @@ fn down_after_sets_how_many_missed_probes_make_a_path_down() {
 
 #[test]
 fn probe_failures_in_the_first_second_of_a_tunnel_do_not_count() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
-    lab.dead.insert("fd00::1".into());
-    lab.drive(Event::Start);
-    let at = lab.when(10.0, failover_hook).expect("a failover");
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    w.dead.insert("fd00::1".into());
+    w.drive(Event::Start);
+    let at = w.when(10.0, failover_hook).expect("a failover");
     // Up at 0 s; the misses at 0.2–0.8 s are forgiven, those at 1.0, 1.2, 1.4 s count.
     assert!((1.3..=1.5).contains(&at), "failed over at {at:.3} s");
 }
 
 #[test]
 fn a_path_that_answers_again_in_time_is_not_down() {
-    let mut lab = Lab::cold().connected_to_gw1();
+    let mut w = World::cold().connected_to_gw1();
     for _ in 0..5 {
-        lab.dead.insert("fd00::1".into());
-        let t = lab.t() + 0.4;
-        let effects = lab.run_until(t);
+        w.dead.insert("fd00::1".into());
+        let t = w.t() + 0.4;
+        let effects = w.run_until(t);
         assert!(!effects.iter().any(failover_hook));
-        lab.dead.clear();
-        let t = lab.t() + 0.2;
-        lab.run_until(t);
+        w.dead.clear();
+        let t = w.t() + 0.2;
+        w.run_until(t);
     }
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
 }
 
 #[test]
 fn a_gateway_that_reports_its_uplink_unhealthy_is_left() {
-    let mut lab = Lab::cold().connected_to_gw1();
+    let mut w = World::cold().connected_to_gw1();
     let found = Some(vec![
         sick(answer("gw1", "fd00::1")),
         answer("gw2", "fd00::2"),
     ]);
-    let effects = lab.drive(Event::Scanned {
+    let effects = w.drive(Event::Scanned {
         found,
         background: true,
     });
     assert!(effects.iter().any(failover_hook));
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 // --- cold failover ---
 
 #[test]
 fn cold_failover_registers_with_the_next_best_gateway_of_the_last_scan_without_rescanning() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    lab.dead.insert("fd00::1".into());
-    lab.found = vec![]; // a scan now would find nothing
-    let effects = lab.run_until(lab.t() + 1.0);
+    let mut w = World::cold().connected_to_gw1();
+    w.dead.insert("fd00::1".into());
+    w.found = vec![]; // a scan now would find nothing
+    let effects = w.run_until(w.t() + 1.0);
     assert!(!effects.iter().any(|e| matches!(e, Effect::Scan { .. })));
     assert_eq!(registers_with(&effects), [vec!["gw2"]]);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
-    assert_eq!(lab.core.state(), State::Connected);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.core.state(), State::Connected);
 }
 
 #[test]
 fn a_lost_lease_is_released_in_the_background_and_fires_disconnect_and_failover_but_no_release_hook()
  {
-    let mut lab = Lab::cold().connected_to_gw1();
-    lab.dead.insert("fd00::1".into());
-    let effects = lab.run_until(lab.t() + 1.0);
+    let mut w = World::cold().connected_to_gw1();
+    w.dead.insert("fd00::1".into());
+    let effects = w.run_until(w.t() + 1.0);
     let released: Vec<(bool, &str)> = effects
         .iter()
         .filter_map(|e| match e {
@@ -386,32 +386,32 @@ fn a_lost_lease_is_released_in_the_background_and_fires_disconnect_and_failover_
 
 #[test]
 fn other_addresses_under_the_lost_gateways_name_are_tried_last() {
-    let mut lab = Lab::cold();
-    lab.found = vec![
+    let mut w = World::cold();
+    w.found = vec![
         answer("gw1", "fd00::1"),
         answer("gw1", "fd00::11"),
         answer("gw2", "fd00::2"),
     ];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    let gw1_at = lab.core.active_link().unwrap().id();
-    lab.dead.insert(gw1_at.clone());
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    let gw1_at = w.core.active_link().unwrap().id();
+    w.dead.insert(gw1_at.clone());
     // The other address refuses, so both are asked in order.
-    lab.refusing.insert("fd00::2".into());
-    let effects = lab.run_until(lab.t() + 1.0);
+    w.refusing.insert("fd00::2".into());
+    let effects = w.run_until(w.t() + 1.0);
     assert_eq!(registers_with(&effects), [vec!["gw2", "gw1"]]);
 }
 
 #[test]
 fn a_failed_registration_moves_on_to_the_next_gateway_and_counts_against_the_first() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
-    lab.refusing.insert("fd00::1".into());
-    lab.drive(Event::Start);
-    let effects = lab.run_until(0.1);
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    w.refusing.insert("fd00::1".into());
+    w.drive(Event::Start);
+    let effects = w.run_until(0.1);
     assert_eq!(registers_with(&effects), [vec!["gw1", "gw2"]]);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
-    let h = lab.core.history("fd00::1").unwrap();
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
+    let h = w.core.history("fd00::1").unwrap();
     assert_eq!(h.failures, 1);
     assert!(h.registration_failed);
     assert!(effects.contains(&Effect::CountFailure("[fd00::1]:65533".parse().unwrap())));
@@ -421,15 +421,15 @@ fn a_failed_registration_moves_on_to_the_next_gateway_and_counts_against_the_fir
 
 #[test]
 fn with_no_other_usable_gateway_the_dead_tunnel_is_kept_and_the_state_is_degraded() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    lab.dead.insert("fd00::1".into());
-    lab.found = vec![]; // nor does it answer a scan
-    let effects = lab.run_until(lab.t() + 1.0);
-    assert_eq!(lab.core.state(), State::Degraded);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.dead.insert("fd00::1".into());
+    w.found = vec![]; // nor does it answer a scan
+    let effects = w.run_until(w.t() + 1.0);
+    assert_eq!(w.core.state(), State::Degraded);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
     assert!(!effects.iter().any(|e| matches!(e, Effect::Release { .. })));
     assert!(!effects.iter().any(failover_hook));
     // It looks for another gateway at once.
@@ -438,86 +438,86 @@ fn with_no_other_usable_gateway_the_dead_tunnel_is_kept_and_the_state_is_degrade
 
 #[test]
 fn a_kept_tunnel_that_answers_again_carries_traffic_again_at_once() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    lab.dead.insert("fd00::1".into());
-    lab.found = vec![];
-    lab.run_until(lab.t() + 1.0);
-    assert_eq!(lab.core.state(), State::Degraded);
-    lab.dead.clear();
-    let effects = lab.run_until(lab.t() + 0.2);
-    assert_eq!(lab.core.state(), State::Connected);
-    assert!(!lab.core.history("fd00::1").unwrap().down);
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.dead.insert("fd00::1".into());
+    w.found = vec![];
+    w.run_until(w.t() + 1.0);
+    assert_eq!(w.core.state(), State::Degraded);
+    w.dead.clear();
+    let effects = w.run_until(w.t() + 0.2);
+    assert_eq!(w.core.state(), State::Connected);
+    assert!(!w.core.history("fd00::1").unwrap().down);
     assert!(registers_with(&effects).is_empty());
 }
 
 #[test]
 fn a_degraded_subscriber_moves_as_soon_as_another_gateway_is_usable() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    lab.dead.insert("fd00::1".into());
-    lab.found = vec![];
-    lab.run_until(lab.t() + 1.0);
-    assert_eq!(lab.core.state(), State::Degraded);
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.dead.insert("fd00::1".into());
+    w.found = vec![];
+    w.run_until(w.t() + 1.0);
+    assert_eq!(w.core.state(), State::Degraded);
     // gw2 answers the next scan.
-    lab.drive(Event::Scanned {
+    w.drive(Event::Scanned {
         found: Some(vec![answer("gw2", "fd00::2")]),
         background: true,
     });
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
-    assert_eq!(lab.core.state(), State::Connected);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.core.state(), State::Connected);
 }
 
 #[test]
 fn a_lease_that_cannot_be_renewed_is_given_up_even_when_alone() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    lab.renewal = RenewOutcome::Refused("unknown session".into());
-    lab.found = vec![];
-    let effects = lab.run_until(20.1);
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.renewal = RenewOutcome::Refused("unknown session".into());
+    w.found = vec![];
+    let effects = w.run_until(20.1);
     assert!(effects.iter().any(failover_hook));
     assert!(effects.iter().any(|e| matches!(e,
         Effect::Release { link: Some(l), wait: false, .. } if l.name == "gw1")));
-    assert_eq!(lab.on_gateway(), None);
-    assert_eq!(lab.core.state(), State::Idle);
+    assert_eq!(w.on_gateway(), None);
+    assert_eq!(w.core.state(), State::Idle);
 }
 
 // --- rescue ranking ---
 
 #[test]
 fn offline_a_gateway_held_back_only_because_it_went_down_is_tried_again_when_it_answers_healthy() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    lab.renewal = RenewOutcome::Refused("unknown session".into());
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.renewal = RenewOutcome::Refused("unknown session".into());
     // It lost our session at 20 s and backs off for 2 s, but answers the scan that follows at
     // once as healthy: offline, any working gateway beats none.
-    let effects = lab.run_until(20.1);
+    let effects = w.run_until(20.1);
     let lost = effects.iter().position(failover_hook).expect("lost");
     assert_eq!(registers_with(&effects[lost..]), [vec!["gw1"]]);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
 }
 
 #[test]
 fn a_gateway_that_refused_our_registration_keeps_its_back_off_even_offline() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.refusing.insert("fd00::1".into());
-    lab.drive(Event::Start);
-    lab.run_until(0.1);
-    lab.refusing.clear();
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.refusing.insert("fd00::1".into());
+    w.drive(Event::Start);
+    w.run_until(0.1);
+    w.refusing.clear();
     // Half a second later it answers a scan: still backing off (2 s after one failure).
-    lab.now = lab.t0 + Duration::from_millis(500);
-    let effects = lab.drive(Event::ScanAsked);
+    w.now = w.t0 + Duration::from_millis(500);
+    let effects = w.drive(Event::ScanAsked);
     assert!(registers_with(&effects).is_empty());
-    let at = lab
+    let at = w
         .when(10.0, |e| matches!(e, Effect::Register { .. }))
         .expect("asked again");
     assert!(at >= 2.0, "asked again after {at} s");
@@ -525,14 +525,14 @@ fn a_gateway_that_refused_our_registration_keeps_its_back_off_even_offline() {
 
 #[test]
 fn a_gateway_nobody_answered_at_is_tried_again_as_soon_as_it_answers_a_scan() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.absent.insert("fd00::1".into());
-    lab.drive(Event::Start);
-    lab.run_until(0.1);
-    lab.absent.clear();
-    lab.now = lab.t0 + Duration::from_millis(500);
-    let effects = lab.drive(Event::ScanAsked);
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.absent.insert("fd00::1".into());
+    w.drive(Event::Start);
+    w.run_until(0.1);
+    w.absent.clear();
+    w.now = w.t0 + Duration::from_millis(500);
+    let effects = w.drive(Event::ScanAsked);
     assert_eq!(registers_with(&effects), [vec!["gw1"]]);
 }
 
@@ -540,26 +540,26 @@ fn a_gateway_nobody_answered_at_is_tried_again_as_soon_as_it_answers_a_scan() {
 
 #[test]
 fn a_working_gateway_is_left_only_for_a_clearly_better_one_stable_for_failback_after() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw2", "fd00::2")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    let mut w = World::cold();
+    w.found = vec![answer("gw2", "fd00::2")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
     // gw1 (preferred: clearly better) turns up at 2 s and keeps answering.
-    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    w.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
     let mut moved_at = None;
     for _ in 0..10 {
-        let found = Some(lab.found.clone());
-        lab.drive(Event::Scanned {
+        let found = Some(w.found.clone());
+        w.drive(Event::Scanned {
             found,
             background: true,
         });
-        if lab.on_gateway().as_deref() == Some("gw1") {
-            moved_at = Some(lab.t());
+        if w.on_gateway().as_deref() == Some("gw1") {
+            moved_at = Some(w.t());
             break;
         }
-        let t = lab.t() + 1.0;
-        lab.run_until(t);
+        let t = w.t() + 1.0;
+        w.run_until(t);
     }
     let at = moved_at.expect("moved back");
     // Stable since 2 s, failback_after 5 s.
@@ -568,18 +568,18 @@ fn a_working_gateway_is_left_only_for_a_clearly_better_one_stable_for_failback_a
 
 #[test]
 fn a_failback_releases_the_old_gateway_and_is_noted() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw2", "fd00::2")];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
-    lab.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
-    lab.drive(Event::Scanned {
-        found: Some(lab.found.clone()),
+    let mut w = World::cold();
+    w.found = vec![answer("gw2", "fd00::2")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
+    w.drive(Event::Scanned {
+        found: Some(w.found.clone()),
         background: true,
     });
-    lab.run_until(8.0);
-    let effects = lab.drive(Event::Scanned {
-        found: Some(lab.found.clone()),
+    w.run_until(8.0);
+    let effects = w.drive(Event::Scanned {
+        found: Some(w.found.clone()),
         background: true,
     });
     assert!(effects.iter().any(|e| matches!(e,
@@ -594,46 +594,46 @@ fn a_gateway_within_the_hysteresis_margin_never_takes_over() {
         failback_after: 5,
         ..SubscriberConfig::default()
     };
-    let mut lab = Lab::new(cfg, false);
+    let mut w = World::new(cfg, false);
     let mut slow = answer("gw2", "fd00::2");
     slow.rtt = Duration::from_millis(15);
-    lab.found = vec![slow.clone()];
-    lab.drive(Event::Start);
-    lab.run_until(2.0);
+    w.found = vec![slow.clone()];
+    w.drive(Event::Start);
+    w.run_until(2.0);
     // gw1 answers faster (5 ms against gw2's tunnel 10 ms): better, but by less than 10 points.
     let mut fast = answer("gw1", "fd00::1");
     fast.rtt = Duration::from_millis(5);
-    lab.found = vec![fast, slow];
+    w.found = vec![fast, slow];
     for _ in 0..30 {
-        let found = Some(lab.found.clone());
-        lab.drive(Event::Scanned {
+        let found = Some(w.found.clone());
+        w.drive(Event::Scanned {
             found,
             background: true,
         });
-        let t = lab.t() + 1.0;
-        lab.run_until(t);
+        let t = w.t() + 1.0;
+        w.run_until(t);
     }
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 // --- hot standby ---
 
 #[test]
 fn hot_standby_keeps_a_second_lease_with_the_next_best_gateway() {
-    let lab = Lab::hot().connected_to_gw1();
-    assert_eq!(lab.standby().as_deref(), Some("gw2"));
+    let w = World::hot().connected_to_gw1();
+    assert_eq!(w.standby().as_deref(), Some("gw2"));
 }
 
 #[test]
 fn hot_standby_failover_is_one_rule_switch_to_the_standby() {
-    let mut lab = Lab::hot().connected_to_gw1();
-    let standby_slot = lab.core.links().find(|(_, l)| l.name == "gw2").unwrap().0;
-    lab.dead.insert("fd00::1".into());
+    let mut w = World::hot().connected_to_gw1();
+    let standby_slot = w.core.links().find(|(_, l)| l.name == "gw2").unwrap().0;
+    w.dead.insert("fd00::1".into());
     let mut effects = vec![];
     while !effects.iter().any(failover_hook) {
-        assert!(lab.t() < 10.0, "no failover");
-        let t = lab.t() + 0.1;
-        effects = lab.run_until(t);
+        assert!(w.t() < 10.0, "no failover");
+        let t = w.t() + 0.1;
+        effects = w.run_until(t);
     }
     let switch = effects
         .iter()
@@ -643,53 +643,53 @@ fn hot_standby_failover_is_one_rule_switch_to_the_standby() {
         .iter()
         .position(|e| matches!(e, Effect::Register { .. }));
     assert!(first_register.is_none_or(|r| r > switch));
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
-    assert_eq!(lab.core.active(), Some(standby_slot));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.core.active(), Some(standby_slot));
 }
 
 #[test]
 fn without_a_usable_standby_the_subscriber_scans_again_after_15_s_then_doubling() {
-    let mut lab = Lab::hot().connected_to_gw1();
-    lab.dead.insert("fd00::1".into());
-    lab.run_until(lab.t() + 1.0);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
-    assert_eq!(lab.standby(), None);
-    let wait = (lab.core.next_scan() - lab.now).as_secs_f64();
+    let mut w = World::hot().connected_to_gw1();
+    w.dead.insert("fd00::1".into());
+    w.run_until(w.t() + 1.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.standby(), None);
+    let wait = (w.core.next_scan() - w.now).as_secs_f64();
     assert!((14.0..=15.0).contains(&wait), "next scan in {wait} s");
     // gw1 stays away: the next early scan comes after 30 s.
-    lab.found = vec![answer("gw2", "fd00::2")];
-    let t = lab.t() + wait + 0.01;
-    lab.run_until(t);
-    let wait = (lab.core.next_scan() - lab.now).as_secs_f64();
+    w.found = vec![answer("gw2", "fd00::2")];
+    let t = w.t() + wait + 0.01;
+    w.run_until(t);
+    let wait = (w.core.next_scan() - w.now).as_secs_f64();
     assert!((29.0..=30.0).contains(&wait), "next scan in {wait} s");
 }
 
 #[test]
 fn a_hot_failback_to_the_standby_switches_the_rule_then_releases_the_old_gateway() {
-    let mut lab = Lab::hot();
-    lab.found = vec![answer("gw2", "fd00::2"), answer("gw1", "fd00::1")];
+    let mut w = World::hot();
+    w.found = vec![answer("gw2", "fd00::2"), answer("gw1", "fd00::1")];
     // gw1 refuses at first: gw2 carries the traffic, and no standby is found.
-    lab.refusing.insert("fd00::1".into());
-    lab.drive(Event::Start);
-    lab.run_until(1.0);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
-    lab.refusing.clear();
-    lab.run_until(20.0); // the early rescan brings gw1 up as the standby
-    assert_eq!(lab.standby().as_deref(), Some("gw1"));
-    let gw1_slot = lab.core.links().find(|(_, l)| l.name == "gw1").unwrap().0;
+    w.refusing.insert("fd00::1".into());
+    w.drive(Event::Start);
+    w.run_until(1.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
+    w.refusing.clear();
+    w.run_until(20.0); // the early rescan brings gw1 up as the standby
+    assert_eq!(w.standby().as_deref(), Some("gw1"));
+    let gw1_slot = w.core.links().find(|(_, l)| l.name == "gw1").unwrap().0;
     let mut effects = vec![];
     for _ in 0..10 {
-        effects = lab.drive(Event::Scanned {
-            found: Some(lab.found.clone()),
+        effects = w.drive(Event::Scanned {
+            found: Some(w.found.clone()),
             background: true,
         });
-        if lab.on_gateway().as_deref() == Some("gw1") {
+        if w.on_gateway().as_deref() == Some("gw1") {
             break;
         }
-        let t = lab.t() + 1.0;
-        lab.run_until(t);
+        let t = w.t() + 1.0;
+        w.run_until(t);
     }
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
     let switch = effects
         .iter()
         .position(|e| *e == Effect::RouteVia(gw1_slot));
@@ -703,10 +703,10 @@ fn a_hot_failback_to_the_standby_switches_the_rule_then_releases_the_old_gateway
 
 #[test]
 fn a_lease_is_renewed_after_a_third_of_its_time() {
-    let mut lab = Lab::cold();
-    lab.lease = 30;
-    lab = lab.connected_to_gw1();
-    let at = lab
+    let mut w = World::cold();
+    w.lease = 30;
+    w = w.connected_to_gw1();
+    let at = w
         .when(60.0, |e| matches!(e, Effect::Renew { .. }))
         .expect("renewed");
     assert!((10.0..10.3).contains(&at), "renewed at {at}");
@@ -714,28 +714,28 @@ fn a_lease_is_renewed_after_a_third_of_its_time() {
 
 #[test]
 fn a_refused_renewal_fails_over_at_once() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    lab.renewal = RenewOutcome::Refused("unknown session".into());
-    let at = lab.when(60.0, failover_hook).expect("failed over");
+    let mut w = World::cold().connected_to_gw1();
+    w.renewal = RenewOutcome::Refused("unknown session".into());
+    let at = w.when(60.0, failover_hook).expect("failed over");
     assert!((20.0..20.3).contains(&at), "failed over at {at}");
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 #[test]
 fn an_unreachable_gateway_is_asked_again_until_its_lease_is_about_to_run_out() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    lab.renewal = RenewOutcome::Failed("timed out".into());
+    let mut w = World::cold().connected_to_gw1();
+    w.renewal = RenewOutcome::Failed("timed out".into());
     let mut renewals = 0;
     let mut at = None;
-    while lab.t() < 70.0 {
-        let t = lab.t() + 0.5;
-        let effects = lab.run_until(t);
+    while w.t() < 70.0 {
+        let t = w.t() + 0.5;
+        let effects = w.run_until(t);
         renewals += effects
             .iter()
             .filter(|e| matches!(e, Effect::Renew { .. }))
             .count();
         if effects.iter().any(failover_hook) {
-            at = Some(lab.t());
+            at = Some(w.t());
             break;
         }
     }
@@ -748,11 +748,11 @@ fn an_unreachable_gateway_is_asked_again_until_its_lease_is_about_to_run_out() {
 
 #[test]
 fn a_renewed_lease_is_saved_for_a_restart() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    let effects = lab.run_until(21.0);
+    let mut w = World::cold().connected_to_gw1();
+    let effects = w.run_until(21.0);
     assert!(effects.contains(&Effect::SetConnectionExpiry(60)));
-    let renew_at = lab.core.active_link().unwrap().renew_at;
-    assert!(renew_at > lab.t0 + Duration::from_secs(39));
+    let renew_at = w.core.active_link().unwrap().renew_at;
+    assert!(renew_at > w.t0 + Duration::from_secs(39));
 }
 
 // --- fail_closed and routing ---
@@ -795,78 +795,78 @@ fn with_fail_closed_only_stopping_the_daemon_removes_the_rules() {
         fail_closed: true,
         ..prefer_gw1()
     };
-    let mut lab = Lab::new(cfg, false).connected_to_gw1();
-    lab.renewal = RenewOutcome::Refused("gone".into());
-    let mut effects = lab.run_until(60.0);
-    effects.extend(lab.drive(Event::DisconnectAsked));
+    let mut w = World::new(cfg, false).connected_to_gw1();
+    w.renewal = RenewOutcome::Refused("gone".into());
+    let mut effects = w.run_until(60.0);
+    effects.extend(w.drive(Event::DisconnectAsked));
     assert!(!effects.iter().any(|e| matches!(
         e,
         Effect::TearDownRouting | Effect::DropTunnelRule | Effect::SetUpRouting { .. }
     )));
-    assert!(lab.drive(Event::Stop).contains(&Effect::TearDownRouting));
-    assert_eq!(lab.core.state(), State::Stopped);
+    assert!(w.drive(Event::Stop).contains(&Effect::TearDownRouting));
+    assert_eq!(w.core.state(), State::Stopped);
 }
 
 // --- operator and scans ---
 
 #[test]
 fn after_disconnect_the_subscriber_stays_offline_until_asked_to_scan() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    let effects = lab.drive(Event::DisconnectAsked);
+    let mut w = World::cold().connected_to_gw1();
+    let effects = w.drive(Event::DisconnectAsked);
     assert!(effects.contains(&Effect::Reply(json!({"success": true, "left": "gw1"}))));
-    assert_eq!(lab.core.state(), State::Disconnected);
-    assert_eq!(lab.core.next_deadline(), None);
-    let effects = lab.run_until(1000.0);
+    assert_eq!(w.core.state(), State::Disconnected);
+    assert_eq!(w.core.next_deadline(), None);
+    let effects = w.run_until(1000.0);
     assert!(effects.is_empty());
-    let effects = lab.drive(Event::ScanAsked);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    let effects = w.drive(Event::ScanAsked);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
     assert!(matches!(effects.last(), Some(Effect::Reply(v)) if v["success"] == true));
 }
 
 #[test]
 fn while_connected_scans_run_in_the_background_and_offline_they_are_waited_for() {
-    let mut lab = Lab::cold();
-    lab.found = vec![answer("gw1", "fd00::1")];
-    lab.drive(Event::Start);
-    let first = lab.drive(Event::Tick);
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    let first = w.drive(Event::Tick);
     assert!(first.contains(&Effect::Scan { background: false }));
-    let later = lab.run_until(301.0);
+    let later = w.run_until(301.0);
     assert!(later.contains(&Effect::Scan { background: true }));
     assert!(!later.contains(&Effect::Scan { background: false }));
 }
 
 #[test]
 fn a_gateway_excluded_on_reload_is_left_and_another_one_sought() {
-    let mut lab = Lab::cold().connected_to_gw1();
+    let mut w = World::cold().connected_to_gw1();
     let mut cfg = prefer_gw1();
     cfg.exclude = vec!["gw1".into()];
-    let effects = lab.drive(Event::Reload {
+    let effects = w.drive(Event::Reload {
         cfg: Box::new(cfg),
         prices: HashMap::new(),
     });
     assert!(effects.iter().any(|e| matches!(e,
         Effect::Release { link: Some(l), wait: true, why, .. } if l.name == "gw1" && why == "it is excluded now")));
-    lab.run_until(lab.t() + 0.1);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    w.run_until(w.t() + 0.1);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 #[test]
 fn a_gateway_whose_price_is_above_max_price_after_a_reload_is_left() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    let slot = lab.core.active().unwrap();
-    let reload = |lab: &mut Lab, price: u64| {
-        lab.drive(Event::Reload {
+    let mut w = World::cold().connected_to_gw1();
+    let slot = w.core.active().unwrap();
+    let reload = |w: &mut World, price: u64| {
+        w.drive(Event::Reload {
             cfg: Box::new(prefer_gw1()),
             prices: HashMap::from([(slot, price)]),
         })
     };
     assert!(
-        !reload(&mut lab, 0)
+        !reload(&mut w, 0)
             .iter()
             .any(|e| matches!(e, Effect::Release { .. }))
     );
     assert!(
-        reload(&mut lab, 3)
+        reload(&mut w, 3)
             .iter()
             .any(|e| matches!(e, Effect::Release { link: Some(_), .. }))
     );
@@ -874,8 +874,8 @@ fn a_gateway_whose_price_is_above_max_price_after_a_reload_is_left() {
 
 #[test]
 fn the_operators_connect_leaves_the_current_gateway_and_answers_with_the_new_one() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    let effects = lab.drive(Event::ConnectAsked {
+    let mut w = World::cold().connected_to_gw1();
+    let effects = w.drive(Event::ConnectAsked {
         answer: answer("gw2", "fd00::2"),
         methods: vec!["wireguard".into()],
     });
@@ -890,13 +890,13 @@ fn the_operators_connect_leaves_the_current_gateway_and_answers_with_the_new_one
         effects.last(),
         Some(&Effect::Reply(json!({"success": true, "gateway": "gw2"})))
     );
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw2"));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 #[test]
 fn the_status_shows_the_state_the_gateway_and_the_standby() {
-    let lab = Lab::hot().connected_to_gw1();
-    let v = lab.core.status(lab.now);
+    let w = World::hot().connected_to_gw1();
+    let v = w.core.status(w.now);
     assert_eq!(v["state"], "connected");
     assert_eq!(v["gateway"]["name"], "gw1");
     assert_eq!(v["standby"]["name"], "gw2");
@@ -906,15 +906,15 @@ fn the_status_shows_the_state_the_gateway_and_the_standby() {
 
 #[test]
 fn asking_for_an_unusable_gateway_still_turns_automatic_mode_back_on() {
-    let mut lab = Lab::cold().connected_to_gw1();
-    lab.drive(Event::DisconnectAsked);
-    assert_eq!(lab.core.next_deadline(), None);
-    let effects = lab.drive(Event::ConnectRefused(
+    let mut w = World::cold().connected_to_gw1();
+    w.drive(Event::DisconnectAsked);
+    assert_eq!(w.core.next_deadline(), None);
+    let effects = w.drive(Event::ConnectRefused(
         "fd00::9 did not answer nodeInfo".into(),
     ));
     assert!(matches!(effects.last(), Some(Effect::Reply(v)) if v["success"] == false));
     // Scanning (and connecting) again at the next regular scan.
-    assert!(lab.core.next_deadline().is_some());
-    lab.run_until(301.0);
-    assert_eq!(lab.on_gateway().as_deref(), Some("gw1"));
+    assert!(w.core.next_deadline().is_some());
+    w.run_until(301.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
 }
