@@ -9,7 +9,7 @@
 //! - `trust.rs`: checks of everything a gateway sends (nodeInfo, grants) before it is used.
 //! - `core.rs`: the state machine scan → register → connect → probe → renew → (fail over) as
 //!   decisions without I/O: `Core::on(event, now)` returns the effects to carry out (unit tests
-//!   for every rule in `core_tests.rs`).
+//!   for every rule in `core_tests.rs`); the health of a path (probes, renewals) in `core_health.rs`.
 //! - `events.rs`: what goes into the core and comes out (events, effects, state, links), plain data.
 //! - `supervisor.rs`: the thread, its channel and the execution of the core's effects (RPC
 //!   calls, tunnels, policy routing, hooks, store).
