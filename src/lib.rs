@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`config`]: UCI grammar and the typed, validated configuration.
 //! - [`validate`]: type checks for every string that may reach a program's argv.
+//! - [`prefix`]: the IPv4/IPv6 prefix type every layer shares (a leaf).
 //! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
 //! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI.
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
@@ -45,6 +46,7 @@ pub mod log;
 #[cfg(feature = "demo")]
 pub mod netlab;
 pub mod persist;
+pub mod prefix;
 pub mod protocol;
 pub mod rpc;
 pub mod store;
