@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::prefix::Prefix;
 
@@ -520,4 +521,15 @@ pub struct Config {
     pub socks: SocksConfig,
     /// `config softether` (SoftEther VPN).
     pub softether: SoftetherConfig,
+}
+
+impl<'a> From<&'a Config> for crate::hooks::Hooks<'a> {
+    /// The subscriber's hooks, their timeout and this node's name.
+    fn from(cfg: &'a Config) -> Self {
+        crate::hooks::Hooks {
+            paths: &cfg.subscriber.hooks,
+            timeout: Duration::from_secs(u64::from(cfg.subscriber.hook_timeout)),
+            node: &cfg.main.name,
+        }
+    }
 }

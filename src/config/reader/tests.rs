@@ -881,3 +881,30 @@ fn empty_name_is_the_host_name_made_valid() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(config.main.name, host_name());
 }
+
+#[test]
+fn hook_options_parse_and_must_be_absolute() {
+    use crate::hooks::{Event, Hooks};
+    let text = "config mnigs 'main'\n\toption name 'sub-1'\n\
+                config subscriber 'subscriber'\n\toption on_connect '/etc/mnigs/up'\n\
+                \toption on_failover ''\n\toption hook_timeout '3'\n";
+    let (cfg, _) = from_text(text, Path::new("t")).unwrap();
+    assert_eq!(
+        cfg.subscriber.hooks.get(Event::Connect),
+        Some(Path::new("/etc/mnigs/up"))
+    );
+    assert_eq!(cfg.subscriber.hooks.get(Event::Failover), None);
+    assert_eq!(cfg.subscriber.hook_timeout, 3);
+    // What `hooks::fire` is given for this config.
+    let hooks = Hooks::from(&cfg);
+    assert_eq!(hooks.paths, &cfg.subscriber.hooks);
+    assert_eq!(hooks.timeout, std::time::Duration::from_secs(3));
+    assert_eq!(hooks.node, "sub-1");
+    let bad = "config subscriber 'subscriber'\n\toption on_release 'up.sh'\n";
+    let problems = from_text(bad, Path::new("t")).unwrap_err();
+    assert!(
+        problems[0].to_string().contains("on_release"),
+        "{}",
+        problems[0]
+    );
+}
