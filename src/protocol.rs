@@ -1,4 +1,5 @@
-//! The wire protocol (DESIGN.md §2): JSON-RPC envelopes and every method's parameters and results.
+//! The wire protocol (README, "Protocol"): JSON-RPC envelopes and every method's parameters and
+//! results.
 //!
 //! Pure: bytes or JSON values in, typed values out, and back. Both JSON-RPC 2.0 and the 1.0 style the
 //! original Lua clients sent (no `jsonrpc` member, positional `params`) are understood; an answer uses
