@@ -17,7 +17,7 @@
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
-use crate::sys::{cmd, net};
+use crate::sys::{cmd, fs, net};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
@@ -265,8 +265,13 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> TunnelError {
     TunnelError::Invalid(format!("{what} {}: {e}", path.display()))
 }
 
+/// A failed write, rename or removal of one of our files.
+fn fs_error(e: fs::FsError) -> TunnelError {
+    TunnelError::Invalid(e.to_string())
+}
+
 fn write(path: &Path, text: &str) -> Result<(), TunnelError> {
-    std::fs::write(path, text).map_err(|e| io("cannot write", path, e))
+    fs::write(path, text).map_err(fs_error)
 }
 
 fn read(path: &Path) -> Result<String, TunnelError> {
@@ -274,10 +279,7 @@ fn read(path: &Path) -> Result<String, TunnelError> {
 }
 
 fn mkdir(path: &Path) -> Result<(), TunnelError> {
-    std::fs::create_dir_all(path).map_err(|e| io("cannot create", path, e))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io("cannot protect", path, e))
+    fs::private_dir(path).map_err(fs_error)
 }
 
 /// Makes a new P-256 key at `key` and a certificate request for `subject` at `req`.
@@ -346,11 +348,7 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
             if server { "server" } else { "client" },
             unique()
         ));
-        write(&tmp, &text)?;
-        std::fs::rename(&tmp, &ext).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io("cannot write", &ext, e)
-        })?;
+        fs::replace(&ext, &tmp, &text).map_err(fs_error)?;
     }
     // A random serial rather than a serial file: no write per signing, none shared by
     // signings running at once.
@@ -387,7 +385,7 @@ fn server_keys(dir: &Path) -> Result<(), TunnelError> {
         let req = dir.join("server.csr");
         new_key_and_request(&key, &req, "/CN=server")?;
         sign(dir, &req, SERVER_CN, &crt, true)?;
-        let _ = std::fs::remove_file(&req);
+        let _ = fs::remove_file(&req);
     }
     Ok(())
 }
@@ -417,9 +415,9 @@ fn issue(dir: &Path, cn: &str, csr: &str) -> Result<(PathBuf, bool), TunnelError
     let out = issued.join(format!(".{cn}.{tag}.crt"));
     let signed = write(&req, csr)
         .and_then(|()| sign(dir, &req, cn, &out, false))
-        .and_then(|()| std::fs::rename(&out, &crt).map_err(|e| io("cannot write", &crt, e)));
-    let _ = std::fs::remove_file(&req);
-    let _ = std::fs::remove_file(&out);
+        .and_then(|()| fs::put_in_place(&out, &crt).map_err(fs_error));
+    let _ = fs::remove_file(&req);
+    let _ = fs::remove_file(&out);
     signed.map(|()| (crt, true))
 }
 
@@ -448,7 +446,7 @@ fn stop(pidfile: &Path) {
         }
         let _ = kill(pid, Signal::SIGKILL);
     }
-    let _ = std::fs::remove_file(pidfile);
+    let _ = fs::remove_file(pidfile);
 }
 
 /// Tail of an openvpn log, for error messages.
@@ -589,13 +587,13 @@ impl Method for Openvpn {
         stop(&pidfile);
         net::link_delete(&self.ifname)?;
         let ccd = self.dir.join("ccd");
-        let _ = std::fs::remove_dir_all(&ccd);
+        let _ = fs::remove_dir_all(&ccd);
         mkdir(&ccd)?;
         server_keys(&self.dir)?;
         let log = self.dir.join("openvpn.log");
-        let _ = std::fs::remove_file(&log);
+        let _ = fs::remove_file(&log);
         // A socket left by a crashed server must not pass for the new one's.
-        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
+        let _ = fs::remove_file(&self.dir.join("mgmt.sock"));
         self.net = Some(gw.clone());
         let argv = server_argv(&self.dir, &self.ifname, self.port, self.mtu, gw);
         cmd::run(&argv)?;
@@ -634,8 +632,8 @@ impl Method for Openvpn {
         let configured = write(&ccd, &client_config(&net, peer))
             .and_then(|()| super::host_routes(&self.ifname, peer, true));
         if let Err(e) = configured {
-            let _ = std::fs::remove_file(&ccd);
-            let _ = std::fs::remove_file(&crt);
+            let _ = fs::remove_file(&ccd);
+            let _ = fs::remove_file(&crt);
             return Err(e);
         }
         let mut fields = Map::new();
@@ -654,7 +652,7 @@ impl Method for Openvpn {
             let (crt, made) = issue(&dir, &cn, &csr)?;
             Ok(Box::new(move || {
                 if made {
-                    let _ = std::fs::remove_file(&crt);
+                    let _ = fs::remove_file(&crt);
                 }
             }) as Box<dyn FnOnce() + Send>)
         }))
@@ -673,9 +671,9 @@ impl Method for Openvpn {
         // First the file (no new handshake is admitted), then the running session.
         let ccd = self.ccd(&cn);
         if ccd.exists() {
-            std::fs::remove_file(&ccd).map_err(|e| io("cannot remove", &ccd, e))?;
+            fs::remove_file(&ccd).map_err(fs_error)?;
         }
-        let _ = std::fs::remove_file(self.dir.join("issued").join(format!("{cn}.crt")));
+        let _ = fs::remove_file(&self.dir.join("issued").join(format!("{cn}.crt")));
         if net::link_exists(&self.ifname) {
             super::host_routes(&self.ifname, peer, false)?;
         }
@@ -692,9 +690,9 @@ impl Method for Openvpn {
 
     fn shutdown(&mut self) -> Result<(), TunnelError> {
         stop(&self.dir.join("openvpn.pid"));
-        let _ = std::fs::remove_dir_all(self.dir.join("ccd"));
-        let _ = std::fs::remove_dir_all(self.dir.join("issued"));
-        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
+        let _ = fs::remove_dir_all(&self.dir.join("ccd"));
+        let _ = fs::remove_dir_all(&self.dir.join("issued"));
+        let _ = fs::remove_file(&self.dir.join("mgmt.sock"));
         Ok(net::link_delete(&self.ifname)?)
     }
 
@@ -732,7 +730,7 @@ impl Method for Openvpn {
         write(&self.dir.join("client.crt"), cert)?;
         write(&self.dir.join("ca.crt"), ca)?;
         let log = self.dir.join("openvpn.log");
-        let _ = std::fs::remove_file(&log);
+        let _ = fs::remove_file(&log);
         cmd::run(&client_argv(
             &self.dir,
             &self.ifname,
