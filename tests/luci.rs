@@ -391,10 +391,10 @@ fn status_view_renders_and_its_buttons_call_the_plugin() {
     assert_eq!(r["saveHidden"], true);
 }
 
-/// The options the daemon reads in each section, from src/config/model.rs.
+/// The options the daemon reads in each section, from src/config/reader.rs.
 fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
     let src =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/model.rs"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/reader.rs"))
             .unwrap();
     let mut out = std::collections::BTreeMap::new();
     for section in [
