@@ -31,7 +31,7 @@ pub const MAX_SWEEP_ADDRESSES: u128 = 1024;
 /// `config mnigs 'main'`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MainConfig {
-    /// What this node calls itself (`option name`); empty means the host name ([`host_name`]).
+    /// What this node calls itself (`option name`); empty means the host name ([`super::host_name`]).
     pub name: String,
     /// TCP port of the JSON-RPC server (`option rpc_port`).
     pub rpc_port: u16,
@@ -128,7 +128,7 @@ pub struct GatewayConfig {
     pub bandwidth_down: u32,
     /// Advertised upstream bandwidth, 0 for unknown (`option bandwidth_up`).
     pub bandwidth_up: u32,
-    /// Tunnel methods offered, from [`validate::METHODS`] (`list method`).
+    /// Tunnel methods offered, from [`crate::validate::METHODS`] (`list method`).
     pub methods: Vec<String>,
     /// `nft`, `iptables` or `auto` (nft, falling back to iptables).
     pub nat: String,
