@@ -460,7 +460,7 @@ fn print_gateways(v: &Value) {
     let rows = v["gateways"].as_array().cloned().unwrap_or_default();
     table(
         &[
-            "NAME", "ADDRESS", "PORT", "FOUND BY", "LOAD", "SEEN", "FAILURES",
+            "NAME", "ADDRESS", "PORT", "HOPS", "FOUND BY", "LOAD", "SEEN", "FAILURES",
         ],
         rows.iter()
             .map(|g| {
@@ -469,6 +469,7 @@ fn print_gateways(v: &Value) {
                     s(&g["name"]),
                     s(&g["address"]),
                     s(&g["port"]),
+                    hops(&g["hops"]),
                     s(&g["how"]),
                     format!("{}/{}", s(&t["subscribers"]), s(&t["maxSubscribers"])),
                     format!("{}s ago", s(&g["seenAgo"])),
@@ -477,6 +478,14 @@ fn print_gateways(v: &Value) {
             })
             .collect(),
     );
+}
+
+/// A hop count, or "?" where nobody knows it (0).
+fn hops(v: &Value) -> String {
+    match v.as_u64() {
+        Some(n) if n > 0 => n.to_string(),
+        _ => "?".into(),
+    }
 }
 
 fn print_sessions(v: &Value) {
@@ -501,13 +510,14 @@ fn print_sessions(v: &Value) {
 fn print_scan(v: &Value) {
     let rows = v["gateways"].as_array().cloned().unwrap_or_default();
     table(
-        &["NAME", "ADDRESS", "PORT", "FOUND BY", "RTT"],
+        &["NAME", "ADDRESS", "PORT", "HOPS", "FOUND BY", "RTT"],
         rows.iter()
             .map(|g| {
                 vec![
                     s(&g["name"]),
                     s(&g["address"]),
                     s(&g["port"]),
+                    hops(&g["hops"]),
                     s(&g["how"]),
                     format!("{:.1} ms", g["rttMs"].as_f64().unwrap_or(0.0)),
                 ]

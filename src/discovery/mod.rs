@@ -12,6 +12,7 @@
 pub mod bencode;
 pub mod cjdns;
 pub mod gossip;
+pub mod hops;
 pub mod neighbours;
 pub mod routes;
 pub mod scanner;
@@ -36,7 +37,7 @@ pub struct Candidate {
     pub port: u16,
     /// How it was found (`routes:babel`, …).
     pub how: String,
-    /// Distance in hops or path cost, as far as the method knows (0: unknown).
+    /// Distance in hops as far as the method knows, else as measured ([`hops`]); 0: unknown.
     pub hops: u32,
 }
 

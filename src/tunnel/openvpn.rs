@@ -31,6 +31,16 @@ pub const MAX_PEM: usize = 4096;
 /// How long the subscriber waits for its tunnel to come up before giving up on the method.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long the subscriber waits for the server's first packet. Its answer to the client's
+/// first packet needs no crypto and comes at once; a port that swallows packets (a firewall
+/// between, a frozen server) is given up after this, so that the next shared method is up a
+/// few seconds after start instead of after [`CONNECT_TIMEOUT`]. Once the server was heard,
+/// the handshake gets the whole [`CONNECT_TIMEOUT`] (a slow mesh, a busy gateway).
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What openvpn logs (at `--verb` 2 and above) when the first packet from the server arrives.
+const SERVER_HEARD: &str = "Initial packet from";
+
 /// Refused attempts (ICMP port unreachable) after which the subscriber gives up at once.
 const REFUSALS: usize = 2;
 
@@ -753,15 +763,18 @@ impl Method for Openvpn {
             let started = deadline - CONNECT_TIMEOUT;
             let died = self.pid().is_none() && started.elapsed() > Duration::from_secs(2);
             // Port unreachable, twice: nothing listens there, no point in waiting any longer.
-            let refused = std::fs::read_to_string(&log)
-                .is_ok_and(|text| text.matches("ECONNREFUSED").count() >= REFUSALS);
-            if died || refused || Instant::now() >= deadline {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let refused = text.matches("ECONNREFUSED").count() >= REFUSALS;
+            let silent = !text.contains(SERVER_HEARD) && started.elapsed() >= SILENCE_TIMEOUT;
+            if died || refused || silent || Instant::now() >= deadline {
                 let why = log_tail(&log);
                 self.disconnect()?;
                 let what = if died {
                     "exited".to_string()
                 } else if refused {
                     "refused: no server listens on that port".to_string()
+                } else if silent {
+                    format!("silent: no answer from the server within {SILENCE_TIMEOUT:?}")
                 } else {
                     format!("not up within {CONNECT_TIMEOUT:?}")
                 };
