@@ -3,6 +3,11 @@
 //! Pure bookkeeping on explicit instants, so every rule is tested without sockets or clocks; the
 //! server ([`super::server`]) asks [`Admission::admit`] once per accepted connection (one request
 //! per connection: the server always answers `Connection: close`).
+//!
+//! A connection gives its place back *before* its answer is written ([`Admission::finish`]):
+//! a client reconnects as soon as it has read the answer, and must find its place free again
+//! (otherwise a client keeping to its share would be refused now and then). The connections
+//! still writing their answer are counted apart and bounded too.
 
 use crate::config::model::{MainConfig, Prefix};
 use std::collections::HashMap;
@@ -118,6 +123,16 @@ impl TokenBucket {
         }
     }
 
+    /// How long until the bucket holds a whole token again (zero if it does at `now`).
+    pub fn wait_for_token(&self, rate: f64, burst: f64, now: Instant) -> Duration {
+        let mut b = self.clone();
+        b.refill(rate, burst, now);
+        if b.tokens >= 1.0 || rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - b.tokens) / rate)
+    }
+
     /// Whether the bucket is full again at `now` (then it can be forgotten: a new one is equal).
     pub fn is_full(&self, rate: f64, burst: f64, now: Instant) -> bool {
         let mut b = self.clone();
@@ -137,6 +152,26 @@ pub enum Refusal {
     RateLimited,
 }
 
+impl Refusal {
+    /// The HTTP status it is answered with: 503 when the node as a whole is full, 429 when
+    /// this source is over its own share (connections or rate).
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Busy => 503,
+            Refusal::SourceBusy | Refusal::RateLimited => 429,
+        }
+    }
+
+    /// What the refused caller is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Busy => "server busy: too many connections, retry later",
+            Refusal::SourceBusy => "too many connections from your address, retry later",
+            Refusal::RateLimited => "too many requests from your address, retry later",
+        }
+    }
+}
+
 /// Most sources remembered at once; beyond it full buckets are forgotten first, then the least
 /// recently seen, so memory stays bounded whatever the number of addresses an attacker has.
 pub const MAX_TRACKED_SOURCES: usize = 4096;
@@ -148,6 +183,7 @@ pub struct Admission {
     open: usize,
     open_by_source: HashMap<IpAddr, usize>,
     buckets: HashMap<IpAddr, TokenBucket>,
+    finishing: usize,
 }
 
 impl Admission {
@@ -158,6 +194,7 @@ impl Admission {
             open: 0,
             open_by_source: HashMap::new(),
             buckets: HashMap::new(),
+            finishing: 0,
         }
     }
 
@@ -213,6 +250,47 @@ impl Admission {
                 self.open_by_source.remove(&key);
             }
         }
+    }
+
+    /// A connection admitted for `ip` has its answer ready: gives its place back now, before
+    /// the answer is written, so that the client may connect again as soon as it has read it.
+    /// It then counts among the connections finishing (writing their answer), at most
+    /// `max_connections` at once; `false` when that many are finishing already: the connection
+    /// keeps its place, and [`Admission::leave`] is called as before. On `true`, call
+    /// [`Admission::finished`] once the answer is written.
+    pub fn finish(&mut self, ip: IpAddr) -> bool {
+        if self.finishing >= self.limits.max_connections {
+            return false;
+        }
+        self.leave(ip);
+        self.finishing += 1;
+        true
+    }
+
+    /// A connection that [`Admission::finish`]ed has written its answer.
+    pub fn finished(&mut self) {
+        self.finishing = self.finishing.saturating_sub(1);
+    }
+
+    /// Connections writing their answer after [`Admission::finish`].
+    pub fn finishing(&self) -> usize {
+        self.finishing
+    }
+
+    /// How long a caller refused for `refusal` should wait before asking again (the
+    /// `Retry-After` it is sent), in whole seconds, at least one: until the source's bucket
+    /// holds a token again when it is rate limited, otherwise one second (connections are short).
+    pub fn retry_after(&self, ip: IpAddr, refusal: Refusal, now: Instant) -> u64 {
+        let wait = match refusal {
+            Refusal::RateLimited => self
+                .buckets
+                .get(&source_key(ip))
+                .map_or(Duration::ZERO, |b| {
+                    b.wait_for_token(self.limits.rate, self.limits.burst.max(1.0), now)
+                }),
+            Refusal::Busy | Refusal::SourceBusy => Duration::ZERO,
+        };
+        (wait.as_secs_f64().ceil() as u64).max(1)
     }
 
     /// Connections open now (all sources).
@@ -417,6 +495,63 @@ mod tests {
             Ok(()),
             "the refusal did not cost the token regained in the meantime"
         );
+    }
+
+    #[test]
+    fn a_finishing_connection_frees_its_place_at_once_within_a_bound() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(Limits {
+            max_connections: 2,
+            max_per_source: 1,
+            rate: 0.0,
+            ..Limits::default()
+        });
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::SourceBusy));
+        // The answer is ready: the source's place is free before it is written.
+        assert!(a.finish(ip(2)));
+        assert_eq!(
+            a.admit(ip(2), t0),
+            Ok(()),
+            "reconnecting at once is admitted"
+        );
+        assert!(a.finish(ip(2)));
+        assert_eq!(a.finishing(), 2);
+        assert_eq!(a.admit(ip(3), t0), Ok(()));
+        assert!(!a.finish(ip(3)), "at most max_connections finishing");
+        assert_eq!(a.open(), 1, "it keeps its place instead");
+        a.finished();
+        a.finished();
+        a.leave(ip(3));
+        assert_eq!((a.open(), a.finishing()), (0, 0));
+        assert!(a.open_by_source.is_empty());
+    }
+
+    #[test]
+    fn refusals_name_their_status_and_wait() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(Limits {
+            max_connections: 10,
+            max_per_source: 10,
+            rate: 0.25,
+            burst: 1.0,
+            rate_exempt: Vec::new(),
+            ..Limits::default()
+        });
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::RateLimited));
+        assert_eq!(
+            a.retry_after(ip(2), Refusal::RateLimited, t0),
+            4,
+            "one token per 4 s"
+        );
+        let later = t0 + Duration::from_millis(2500);
+        assert_eq!(a.retry_after(ip(2), Refusal::RateLimited, later), 2);
+        assert_eq!(a.retry_after(ip(3), Refusal::Busy, t0), 1);
+        assert_eq!(a.retry_after(ip(3), Refusal::SourceBusy, t0), 1);
+        assert_eq!(Refusal::Busy.status(), 503);
+        assert_eq!(Refusal::SourceBusy.status(), 429);
+        assert_eq!(Refusal::RateLimited.status(), 429);
     }
 
     #[test]

@@ -3,6 +3,14 @@
 //! (tiny_http 0.12 cannot bound header size or count, the number of connection threads, or how
 //! long a client may take). Every connection carries one request and is closed after the answer;
 //! [`super::limits`] decides which connections are served at all.
+//!
+//! Every caller reads its answer, refused ones too: a connection past a cap is answered at
+//! once from the accepting thread (503 or 429, `Retry-After`, a JSON-RPC error marked
+//! `temporaryError`), its write side shut, and handed to one lingering thread ([`Linger`]) that
+//! reads and throws away what the client still sends until the client closes — at most
+//! [`LINGER_BYTES`] and [`LINGER_TIME`] per connection, [`MAX_LINGERING`] connections at once.
+//! Closing a socket with unread input would make the kernel send a reset that can destroy the
+//! answer before the client reads it. Served connections end the same way.
 
 use super::guard::{self, Headers, Site};
 use super::limits::{Admission, Limits, Refusal};
@@ -12,7 +20,8 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +68,8 @@ pub struct Server {
     stopping: Arc<AtomicBool>,
     port: u16,
     token: Arc<str>,
+    linger: Arc<Linger>,
+    linger_thread: Option<JoinHandle<()>>,
 }
 
 /// How long writing an answer may take before the connection is dropped.
@@ -96,11 +107,15 @@ impl Server {
         handler: Arc<dyn Handler>,
         limits: Limits,
     ) -> Result<Server, String> {
+        let (linger, linger_thread) =
+            Linger::start().map_err(|e| format!("cannot start the RPC server thread: {e}"))?;
         let mut server = Server {
             acceptors: Vec::new(),
             stopping: Arc::new(AtomicBool::new(false)),
             port,
             token: guard::new_token().into(),
+            linger,
+            linger_thread: Some(linger_thread),
         };
         let admission = Arc::new(Mutex::new(Admission::new(limits)));
         let mut bound = Vec::new();
@@ -134,11 +149,12 @@ impl Server {
                      addr: SocketAddr,
                      slot: Arc<Mutex<Option<TcpListener>>>,
                      waits_for: Option<String>| {
-            let (handler, admission, stopping, token) = (
+            let (handler, admission, stopping, token, linger) = (
                 handler.clone(),
                 admission.clone(),
                 server.stopping.clone(),
                 server.token.clone(),
+                server.linger.clone(),
             );
             let slot2 = slot.clone();
             std::thread::Builder::new()
@@ -153,7 +169,13 @@ impl Server {
                         Some(dev) => wait_for_device(addr, &dev, &slot2, &stopping),
                     };
                     if let Some(listener) = listener {
-                        accept_loop(&listener, &handler, &admission, &stopping, &token);
+                        let shared = Shared {
+                            handler,
+                            admission,
+                            token,
+                            linger,
+                        };
+                        accept_loop(&listener, &shared, &stopping);
                     }
                 })
                 .map_err(|e| format!("cannot start the RPC server thread: {e}"))
@@ -190,15 +212,19 @@ impl Server {
 
     /// Stops accepting connections and waits for the accepting threads (requests being
     /// answered finish on their own, each bounded by the read timeout).
-    pub fn stop(self) {
+    pub fn stop(mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for a in self.acceptors {
+        for a in std::mem::take(&mut self.acceptors) {
             if let Some(l) = a.listener.lock().expect("listener slot").as_ref() {
                 // Wakes the blocked accept() (it fails with EINVAL), on every interface binding.
                 // SAFETY: shutdown on a descriptor the slot owns; no memory is passed.
                 unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
             }
             let _ = a.thread.join();
+        }
+        self.linger.stop();
+        if let Some(t) = self.linger_thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -314,13 +340,16 @@ fn bind(addr: SocketAddr, dev: Option<&str>) -> std::io::Result<TcpListener> {
     }
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    handler: &Arc<dyn Handler>,
-    admission: &Arc<Mutex<Admission>>,
-    stopping: &AtomicBool,
-    token: &Arc<str>,
-) {
+/// What every accepting thread and connection of one server share.
+#[derive(Clone)]
+struct Shared {
+    handler: Arc<dyn Handler>,
+    admission: Arc<Mutex<Admission>>,
+    token: Arc<str>,
+    linger: Arc<Linger>,
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Shared, stopping: &AtomicBool) {
     loop {
         let accepted = listener.accept();
         if stopping.load(Ordering::SeqCst) {
@@ -335,37 +364,208 @@ fn accept_loop(
             }
         };
         let ip = canonical(peer.ip());
-        let verdict = admission
-            .lock()
-            .expect("admission lock")
-            .admit(ip, Instant::now());
-        if let Err(refusal) = verdict {
-            // Answered from this thread: the answer is small and fits the fresh socket's buffer.
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = write_reply(&stream, &refusal_reply(refusal), false);
+        let now = Instant::now();
+        let verdict = {
+            let mut a = shared.admission.lock().expect("admission lock");
+            a.admit(ip, now)
+                .map_err(|refusal| (refusal, a.retry_after(ip, refusal, now)))
+        };
+        if let Err((refusal, wait)) = verdict {
+            refuse(stream, refusal, wait, &shared.linger);
             continue;
         }
-        let limits = admission.lock().expect("admission lock").limits().clone();
-        let slot = Slot(admission.clone(), ip);
-        let (handler, token) = (handler.clone(), token.clone());
+        let limits = shared
+            .admission
+            .lock()
+            .expect("admission lock")
+            .limits()
+            .clone();
+        let slot = Slot {
+            admission: shared.admission.clone(),
+            ip,
+            finishing: false,
+        };
+        let shared = shared.clone();
         // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
         let _ = std::thread::Builder::new()
             .name("rpc-conn".into())
             .spawn(move || {
-                let slot = slot;
-                serve_connection(stream, slot.1, &limits, handler.as_ref(), &token);
+                serve_connection(stream, slot, &limits, &shared);
             });
     }
 }
 
+/// Answers a connection past a cap from the accepting thread, without waiting for its
+/// request: the answer is a few hundred bytes and fits a fresh socket's send buffer (the
+/// socket is non-blocking, so a full buffer cannot stall the accepting thread). Then the
+/// write side is shut and the request drained by [`Linger`], so the client reads the answer
+/// however far it got sending.
+fn refuse(stream: TcpStream, refusal: Refusal, wait: u64, linger: &Linger) {
+    let _ = stream.set_nonblocking(true);
+    let _ = write_reply(&stream, &refusal_reply(refusal, wait), false);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    linger.hand_over(stream);
+}
+
 /// An admitted connection's place in [`Admission`], given back when dropped (also when the
-/// handler panics).
-struct Slot(Arc<Mutex<Admission>>, IpAddr);
+/// handler panics), or earlier by [`Slot::finish`] once the answer is ready.
+struct Slot {
+    admission: Arc<Mutex<Admission>>,
+    ip: IpAddr,
+    /// The place was given back by [`Admission::finish`]; [`Admission::finished`] is due.
+    finishing: bool,
+}
+
+impl Slot {
+    /// The answer is ready: gives the place back before it is written (see
+    /// [`Admission::finish`]).
+    fn finish(&mut self) {
+        if !self.finishing
+            && let Ok(mut a) = self.admission.lock()
+        {
+            self.finishing = a.finish(self.ip);
+        }
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.0.lock() {
-            a.leave(self.1);
+        if let Ok(mut a) = self.admission.lock() {
+            if self.finishing {
+                a.finished();
+            } else {
+                a.leave(self.ip);
+            }
+        }
+    }
+}
+
+/// Longest a closed connection is drained for ([`Linger`]).
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes drained from one closed connection: one request of the largest size accepted.
+pub const LINGER_BYTES: usize = 8 * 1024 + MAX_BODY;
+/// Most connections drained at once; more are closed at once (their answer may then be lost).
+pub const MAX_LINGERING: usize = 256;
+
+/// The lingering close of answered connections, on one thread for the whole server: each
+/// socket handed over has its answer written and its write side shut; what the client still
+/// sends is read and thrown away until it closes, [`LINGER_BYTES`] were read or
+/// [`LINGER_TIME`] passed, and then it is closed. Bounded: [`MAX_LINGERING`] sockets, one
+/// 4 KiB buffer, no per-socket thread.
+struct Linger {
+    /// Handed over, not yet taken by the thread.
+    queue: Mutex<Vec<TcpStream>>,
+    /// Queued or being drained.
+    count: AtomicUsize,
+    /// Wakes the thread (a byte per hand-over or stop).
+    wake: UnixStream,
+    stopping: AtomicBool,
+}
+
+impl Linger {
+    fn start() -> std::io::Result<(Arc<Linger>, JoinHandle<()>)> {
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let linger = Arc::new(Linger {
+            queue: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            wake,
+            stopping: AtomicBool::new(false),
+        });
+        let l = linger.clone();
+        let thread = std::thread::Builder::new()
+            .name("rpc-linger".into())
+            .spawn(move || l.run(woken))?;
+        Ok((linger, thread))
+    }
+
+    /// Takes `stream` (answered, write side shut) to drain and close; closes it at once when
+    /// [`MAX_LINGERING`] are draining already or the server stopped.
+    fn hand_over(&self, stream: TcpStream) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.count.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        self.queue.lock().expect("linger queue").push(stream);
+        // A full wake pipe already holds a wake-up.
+        let _ = (&self.wake).write(&[1]);
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = (&self.wake).write(&[1]);
+    }
+
+    fn run(&self, mut woken: UnixStream) {
+        let mut draining: Vec<(TcpStream, Instant, usize)> = Vec::new();
+        let mut scratch = [0u8; 4096];
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            for s in self.queue.lock().expect("linger queue").drain(..) {
+                if s.set_nonblocking(true).is_ok() {
+                    draining.push((s, now + LINGER_TIME, 0));
+                } else {
+                    self.count.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let mut fds: Vec<libc::pollfd> = std::iter::once(woken.as_raw_fd())
+                .chain(draining.iter().map(|(s, _, _)| s.as_raw_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let timeout = draining
+                .iter()
+                .map(|(_, deadline, _)| deadline.saturating_duration_since(now))
+                .min()
+                .map_or(-1, |d| d.as_millis().min(60_000) as libc::c_int + 1);
+            // SAFETY: `fds` is a live array of `fds.len()` pollfd structures.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if ready < 0 {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if fds[0].revents != 0 {
+                while matches!(woken.read(&mut scratch), Ok(n) if n > 0) {}
+            }
+            let now = Instant::now();
+            let before = draining.len();
+            let mut i = 0;
+            draining.retain_mut(|(s, deadline, read)| {
+                i += 1;
+                let keep = fds[i].revents == 0 || drain(s, read, &mut scratch);
+                keep && now < *deadline
+            });
+            self.count
+                .fetch_sub(before - draining.len(), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Reads what `s` has for now into `scratch`, counting into `read`; `false` once the client
+/// closed, the socket failed or [`LINGER_BYTES`] were read: time to close it.
+fn drain(mut s: &TcpStream, read: &mut usize, scratch: &mut [u8]) -> bool {
+    loop {
+        match s.read(scratch) {
+            Ok(0) => return false,
+            Ok(n) => {
+                *read += n;
+                if *read > LINGER_BYTES {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
@@ -396,14 +596,14 @@ impl Reply {
     }
 }
 
-fn refusal_reply(refusal: Refusal) -> Reply {
-    let (status, message) = match refusal {
-        Refusal::Busy => (503, "server busy: too many connections, retry later"),
-        Refusal::SourceBusy => (503, "too many connections from your address, retry later"),
-        Refusal::RateLimited => (429, "too many requests from your address, retry later"),
-    };
-    let mut r = Reply::refuse(status, code::INVALID_REQUEST, message);
-    r.headers.push(("Retry-After", "1".into()));
+/// The answer to a connection refused for `refusal`: 503 or 429, `Retry-After: wait`, and a
+/// JSON-RPC error marked temporary ([`protocol::answer_busy`]).
+fn refusal_reply(refusal: Refusal, wait: u64) -> Reply {
+    let mut r = Reply::json(
+        refusal.status(),
+        &protocol::answer_busy(refusal.message(), wait),
+    );
+    r.headers.push(("Retry-After", wait.to_string()));
     r
 }
 
@@ -602,13 +802,8 @@ pub fn read_request<S: Read + Write>(
     })
 }
 
-fn serve_connection(
-    mut stream: TcpStream,
-    ip: IpAddr,
-    limits: &Limits,
-    handler: &dyn Handler,
-    token: &str,
-) {
+fn serve_connection(mut stream: TcpStream, mut slot: Slot, limits: &Limits, shared: &Shared) {
+    let (ip, handler, token) = (slot.ip, shared.handler.as_ref(), &*shared.token);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let _ = stream.set_nodelay(true);
     let request = read_request(&mut stream, limits, |s, t| s.set_read_timeout(Some(t)));
@@ -633,8 +828,13 @@ fn serve_connection(
         ),
         Err(ReadFailure { status: None, .. }) => return,
     };
-    let _ = write_reply(&stream, &reply, head_only);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Free the place before the client can have read the answer: it may connect again at once.
+    slot.finish();
+    if write_reply(&stream, &reply, head_only).is_ok()
+        && stream.shutdown(std::net::Shutdown::Write).is_ok()
+    {
+        shared.linger.hand_over(stream);
+    }
 }
 
 /// Answers one request: the page and its assets, or a JSON-RPC call at `/jsonrpc`. `local` is
