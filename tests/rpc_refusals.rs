@@ -103,12 +103,23 @@ fn temporary(a: &Answer) -> bool {
     }
 }
 
-/// 100 callers from 100 sources ask at once, each sending its request head, pausing 0.2 s, then a
-/// 32 KiB body (a client still sending when it is refused): with 20 connections for the mesh
-/// and room for 10 subscribers, exactly 10 are granted and the other 90 all read a temporary
-/// refusal — none sees a reset, a broken pipe or silence.
-#[test]
-fn a_hundred_callers_past_the_caps_all_read_why() {
+/// What a crowd of callers read.
+#[derive(Debug, Default)]
+struct Crowd {
+    granted: usize,
+    /// Temporary refusals of any kind ([`temporary`]).
+    temporary: usize,
+    /// Of those, refused by the server's caps (503/429) rather than by the full gateway.
+    at_the_cap: usize,
+    errors: Vec<String>,
+    other: Vec<String>,
+}
+
+/// `callers` callers (at most 250 × 250), each from its own source 127.0.(10 + n / 250).(1 + n %
+/// 250), ask a gateway with room for 10 subscribers for a session at once, each sending its
+/// request head, pausing 0.2 s (holding its connection), then a 32 KiB body (still sending when
+/// it is refused).
+fn crowd(callers: usize) -> Crowd {
     let (server, gw) = gateway(Limits {
         max_connections: 20,
         reserved: 0,
@@ -116,74 +127,88 @@ fn a_hundred_callers_past_the_caps_all_read_why() {
         rate_exempt: Vec::new(),
         ..Limits::default()
     });
-    let start = Arc::new(Barrier::new(100));
-    let callers: Vec<_> = (1..=100u8)
+    let start = Arc::new(Barrier::new(callers));
+    let threads: Vec<_> = (0..callers)
         .map(|n| {
             let start = start.clone();
-            std::thread::spawn(move || {
-                let ask = json!({
-                    "name": format!("sub{n}"),
-                    "method": "wireguard",
-                    "options": {"publicKey": format!("key{n}")},
-                    "pad": "x".repeat(32 * 1024),
-                });
-                let (head, body) = request("requestConnection", ask);
-                start.wait();
-                let mut s = connect_from(Ipv4Addr::new(127, 0, 3, n), gw);
-                s.write_all(&head)
-                    .map_err(|e| format!("sending the head: {e}"))?;
-                std::thread::sleep(Duration::from_millis(200));
-                s.write_all(&body)
-                    .map_err(|e| format!("sending the body: {e}"))?;
-                read_answer(&mut s)
-            })
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let ask = json!({
+                        "name": format!("sub{n}"),
+                        "method": "wireguard",
+                        "options": {"publicKey": format!("key{n}")},
+                        "pad": "x".repeat(32 * 1024),
+                    });
+                    let (head, body) = request("requestConnection", ask);
+                    let from = Ipv4Addr::new(127, 0, 10 + (n / 250) as u8, 1 + (n % 250) as u8);
+                    start.wait();
+                    let mut s = connect_from(from, gw);
+                    s.write_all(&head)
+                        .map_err(|e| format!("sending the head: {e}"))?;
+                    std::thread::sleep(Duration::from_millis(200));
+                    s.write_all(&body)
+                        .map_err(|e| format!("sending the body: {e}"))?;
+                    read_answer(&mut s)
+                })
+                .unwrap()
         })
         .collect();
-    let answers: Vec<Result<Answer, String>> =
-        callers.into_iter().map(|t| t.join().unwrap()).collect();
-    let granted = answers
-        .iter()
-        .filter(|a| matches!(a, Ok(a) if a.status == 200 && a.body["result"]["success"] == true))
-        .count();
-    let refused_here = answers
-        .iter()
-        .filter(|a| matches!(a, Ok(a) if a.status != 200 && temporary(a)))
-        .count();
-    let temporary_refusals = answers
-        .iter()
-        .filter(|a| matches!(a, Ok(a) if temporary(a)))
-        .count();
-    let errors: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
-    let other: Vec<&Answer> = answers
-        .iter()
-        .filter_map(|a| a.as_ref().ok())
-        .filter(|a| !temporary(a) && a.body["result"]["success"] != true)
-        .collect();
-    eprintln!(
-        "{granted} granted, {temporary_refusals} temporary refusals ({refused_here} at the \
-         connection cap), {} errors",
-        errors.len()
-    );
-    assert!(
-        errors.is_empty(),
-        "{} connection errors: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
-    assert!(other.is_empty(), "answers that are neither: {other:?}");
-    assert_eq!(granted, 10, "exactly max_subscribers granted");
-    assert_eq!(temporary_refusals, 90);
-    assert!(
-        refused_here >= 40,
-        "at most 20 connections served at once: only {refused_here} refused at the cap"
-    );
+    let mut c = Crowd::default();
+    for t in threads {
+        match t.join().unwrap() {
+            Ok(a) if a.status == 200 && a.body["result"]["success"] == true => c.granted += 1,
+            Ok(a) if temporary(&a) => {
+                c.temporary += 1;
+                if a.status != 200 {
+                    c.at_the_cap += 1;
+                }
+            }
+            Ok(a) => c.other.push(format!("{a:?}")),
+            Err(e) => c.errors.push(e),
+        }
+    }
     server.stop();
+    c
 }
 
-/// One source with 8 connections at a time (its whole share), each asking as soon as the last
-/// answer is read, like `wrk -c8` against a server that closes every connection: never refused.
+/// 100 callers from 100 sources ask at once (see [`crowd`]): with 20 connections for the mesh
+/// and room for 10 subscribers, exactly 10 are granted and the other 90 all read a temporary
+/// refusal — none sees a reset, a broken pipe or silence.
 #[test]
-fn a_client_within_its_share_is_never_refused() {
+fn a_hundred_callers_past_the_caps_all_read_why() {
+    let c = crowd(100);
+    eprintln!(
+        "{} granted, {} temporary refusals ({} at the connection cap), {} errors",
+        c.granted,
+        c.temporary,
+        c.at_the_cap,
+        c.errors.len()
+    );
+    assert!(
+        c.errors.is_empty(),
+        "{} connection errors: {:?}",
+        c.errors.len(),
+        &c.errors[..c.errors.len().min(5)]
+    );
+    assert!(
+        c.other.is_empty(),
+        "answers that are neither: {:?}",
+        c.other
+    );
+    assert_eq!(c.granted, 10, "exactly max_subscribers granted");
+    assert_eq!(c.temporary, 90);
+    assert!(
+        c.at_the_cap >= 40,
+        "at most 20 connections served at once: only {} refused at the cap",
+        c.at_the_cap
+    );
+}
+
+/// `requests` requests from one source over `conns` connections at a time, each asking again as
+/// soon as it has read its answer (like `wrk -c8` against a server that closes every
+/// connection); returns what was not a 200, and the time taken.
+fn within_share(conns: usize, requests: usize) -> (Vec<String>, Duration) {
     let (server, gw) = gateway(Limits {
         max_per_source: 8,
         rate: 0.0,
@@ -193,12 +218,13 @@ fn a_client_within_its_share_is_never_refused() {
     let me = Ipv4Addr::new(127, 0, 4, 1);
     let (head, body) = request("nodeInfo", json!({}));
     let whole: Arc<[u8]> = [head, body].concat().into();
-    let workers: Vec<_> = (0..8)
+    let t = std::time::Instant::now();
+    let workers: Vec<_> = (0..conns)
         .map(|_| {
             let whole = whole.clone();
             std::thread::spawn(move || {
                 let mut refused = Vec::new();
-                for _ in 0..300 {
+                for _ in 0..requests / conns {
                     let mut s = connect_from(me, gw);
                     let answer = s
                         .write_all(&whole)
@@ -218,13 +244,62 @@ fn a_client_within_its_share_is_never_refused() {
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
+    let took = t.elapsed();
+    server.stop();
+    (refused, took)
+}
+
+/// One source with 8 connections at a time, its whole share: never refused.
+#[test]
+fn a_client_within_its_share_is_never_refused() {
+    let (refused, _) = within_share(8, 2400);
     assert!(
         refused.is_empty(),
         "{} of 2400 requests not served: {:?}",
         refused.len(),
         &refused[..refused.len().min(5)]
     );
-    server.stop();
+}
+
+/// `bench/rpc_refusals.sh`: the figures above at a larger scale, printed as `REFUSALS` lines
+/// (`MNIGS_BENCH_ROUNDS` crowds of `MNIGS_BENCH_CALLERS`, `MNIGS_BENCH_REQUESTS` within the
+/// share); fails on any connection error or unserved request, never on a time.
+#[test]
+#[ignore = "benchmark: bench/rpc_refusals.sh"]
+fn refusals_bench() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rounds, callers, requests) = (
+        env("MNIGS_BENCH_ROUNDS", 5),
+        env("MNIGS_BENCH_CALLERS", 200),
+        env("MNIGS_BENCH_REQUESTS", 16_000),
+    );
+    let (mut total, mut errors) = (Crowd::default(), 0);
+    for _ in 0..rounds {
+        let c = crowd(callers);
+        assert!(c.other.is_empty(), "{:?}", c.other);
+        assert_eq!(c.granted, 10);
+        total.granted += c.granted;
+        total.temporary += c.temporary;
+        total.at_the_cap += c.at_the_cap;
+        errors += c.errors.len();
+    }
+    println!(
+        "REFUSALS crowd: {rounds} × {callers} simultaneous requestConnection (20 connections, 10 subscribers): {} granted, {} temporary refusals read ({} at the connection cap), {errors} connection errors",
+        total.granted, total.temporary, total.at_the_cap
+    );
+    let (refused, took) = within_share(8, requests);
+    println!(
+        "REFUSALS share: {requests} nodeInfo from one source over 8 connections at a time: {} not served (503/429/error), {:.0} requests/s",
+        refused.len(),
+        requests as f64 / took.as_secs_f64()
+    );
+    assert_eq!(errors, 0, "connection errors");
+    assert!(refused.is_empty(), "{:?}", &refused[..refused.len().min(5)]);
 }
 
 /// A caller that sends nothing at all past the cap still gets its answer at once, then the end
