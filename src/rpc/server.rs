@@ -13,15 +13,16 @@
 //! answer before the client reads it. Served connections end the same way.
 
 use super::guard::{self, Headers, Site};
-use super::limits::{Admission, Limits, Refusal};
+use super::limits::{Admission, Limits, Refusal, source_key};
 use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, code};
 use crate::web;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -371,7 +372,7 @@ fn accept_loop(listener: &TcpListener, shared: &Shared, stopping: &AtomicBool) {
                 .map_err(|refusal| (refusal, a.retry_after(ip, refusal, now)))
         };
         if let Err((refusal, wait)) = verdict {
-            refuse(stream, refusal, wait, &shared.linger);
+            refuse(stream, ip, refusal, wait, &shared.linger);
             continue;
         }
         let limits = shared
@@ -400,11 +401,11 @@ fn accept_loop(listener: &TcpListener, shared: &Shared, stopping: &AtomicBool) {
 /// socket is non-blocking, so a full buffer cannot stall the accepting thread). Then the
 /// write side is shut and the request drained by [`Linger`], so the client reads the answer
 /// however far it got sending.
-fn refuse(stream: TcpStream, refusal: Refusal, wait: u64, linger: &Linger) {
+fn refuse(stream: TcpStream, ip: IpAddr, refusal: Refusal, wait: u64, linger: &Linger) {
     let _ = stream.set_nonblocking(true);
     let _ = write_reply(&stream, &refusal_reply(refusal, wait), false);
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    linger.hand_over(stream);
+    linger.hand_over(stream, ip);
 }
 
 /// An admitted connection's place in [`Admission`], given back when dropped (also when the
@@ -446,20 +447,52 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 8 * 1024 + MAX_BODY;
 /// Most connections drained at once; more are closed at once (their answer may then be lost).
 pub const MAX_LINGERING: usize = 256;
+/// Most of them from one source ([`source_key`]), so that one source cannot take them all.
+pub const MAX_LINGERING_PER_SOURCE: usize = MAX_LINGERING / 8;
 
 /// The lingering close of answered connections, on one thread for the whole server: each
 /// socket handed over has its answer written and its write side shut; what the client still
 /// sends is read and thrown away until it closes, [`LINGER_BYTES`] were read or
-/// [`LINGER_TIME`] passed, and then it is closed. Bounded: [`MAX_LINGERING`] sockets, one
-/// 4 KiB buffer, no per-socket thread.
+/// [`LINGER_TIME`] passed, and then it is closed. Bounded: [`MAX_LINGERING`] sockets
+/// ([`MAX_LINGERING_PER_SOURCE`] from one source), one 4 KiB buffer, no per-socket thread.
 struct Linger {
-    /// Handed over, not yet taken by the thread.
-    queue: Mutex<Vec<TcpStream>>,
-    /// Queued or being drained.
-    count: AtomicUsize,
+    book: Mutex<LingerBook>,
     /// Wakes the thread (a byte per hand-over or stop).
     wake: UnixStream,
     stopping: AtomicBool,
+}
+
+/// What [`Linger`] holds, under one lock.
+#[derive(Default)]
+struct LingerBook {
+    /// Handed over, not yet taken by the thread.
+    queue: Vec<(TcpStream, IpAddr)>,
+    /// Queued or being drained, in all and by [`source_key`].
+    count: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+impl LingerBook {
+    /// Counts one more from `key` if there is room.
+    fn take(&mut self, key: IpAddr) -> bool {
+        let mine = self.by_source.get(&key).copied().unwrap_or(0);
+        if self.count >= MAX_LINGERING || mine >= MAX_LINGERING_PER_SOURCE {
+            return false;
+        }
+        self.count += 1;
+        self.by_source.insert(key, mine + 1);
+        true
+    }
+
+    fn give_back(&mut self, key: IpAddr) {
+        self.count = self.count.saturating_sub(1);
+        if let Some(n) = self.by_source.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_source.remove(&key);
+            }
+        }
+    }
 }
 
 impl Linger {
@@ -468,8 +501,7 @@ impl Linger {
         wake.set_nonblocking(true)?;
         woken.set_nonblocking(true)?;
         let linger = Arc::new(Linger {
-            queue: Mutex::new(Vec::new()),
-            count: AtomicUsize::new(0),
+            book: Mutex::new(LingerBook::default()),
             wake,
             stopping: AtomicBool::new(false),
         });
@@ -480,19 +512,24 @@ impl Linger {
         Ok((linger, thread))
     }
 
-    /// Takes `stream` (answered, write side shut) to drain and close; closes it at once when
-    /// [`MAX_LINGERING`] are draining already or the server stopped.
-    fn hand_over(&self, stream: TcpStream) {
+    /// Takes `stream` from `ip` (answered, write side shut) to drain and close; `false` when
+    /// it was closed at once instead: [`MAX_LINGERING`] (or [`MAX_LINGERING_PER_SOURCE`] of its
+    /// source) are draining already, or the server stopped.
+    fn hand_over(&self, stream: TcpStream, ip: IpAddr) -> bool {
         if self.stopping.load(Ordering::SeqCst) {
-            return;
+            return false;
         }
-        if self.count.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING {
-            self.count.fetch_sub(1, Ordering::SeqCst);
-            return;
+        let key = source_key(ip);
+        {
+            let mut book = self.book.lock().expect("linger book");
+            if !book.take(key) {
+                return false;
+            }
+            book.queue.push((stream, key));
         }
-        self.queue.lock().expect("linger queue").push(stream);
         // A full wake pipe already holds a wake-up.
         let _ = (&self.wake).write(&[1]);
+        true
     }
 
     fn stop(&self) {
@@ -501,22 +538,26 @@ impl Linger {
     }
 
     fn run(&self, mut woken: UnixStream) {
-        let mut draining: Vec<(TcpStream, Instant, usize)> = Vec::new();
+        // Socket, its source, deadline, bytes read.
+        let mut draining: Vec<(TcpStream, IpAddr, Instant, usize)> = Vec::new();
         let mut scratch = [0u8; 4096];
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
             let now = Instant::now();
-            for s in self.queue.lock().expect("linger queue").drain(..) {
-                if s.set_nonblocking(true).is_ok() {
-                    draining.push((s, now + LINGER_TIME, 0));
-                } else {
-                    self.count.fetch_sub(1, Ordering::SeqCst);
+            {
+                let mut book = self.book.lock().expect("linger book");
+                for (s, key) in std::mem::take(&mut book.queue) {
+                    if s.set_nonblocking(true).is_ok() {
+                        draining.push((s, key, now + LINGER_TIME, 0));
+                    } else {
+                        book.give_back(key);
+                    }
                 }
             }
             let mut fds: Vec<libc::pollfd> = std::iter::once(woken.as_raw_fd())
-                .chain(draining.iter().map(|(s, _, _)| s.as_raw_fd()))
+                .chain(draining.iter().map(|(s, ..)| s.as_raw_fd()))
                 .map(|fd| libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -525,7 +566,7 @@ impl Linger {
                 .collect();
             let timeout = draining
                 .iter()
-                .map(|(_, deadline, _)| deadline.saturating_duration_since(now))
+                .map(|(_, _, deadline, _)| deadline.saturating_duration_since(now))
                 .min()
                 .map_or(-1, |d| d.as_millis().min(60_000) as libc::c_int + 1);
             // SAFETY: `fds` is a live array of `fds.len()` pollfd structures.
@@ -538,15 +579,22 @@ impl Linger {
                 while matches!(woken.read(&mut scratch), Ok(n) if n > 0) {}
             }
             let now = Instant::now();
-            let before = draining.len();
+            let mut done = Vec::new();
             let mut i = 0;
-            draining.retain_mut(|(s, deadline, read)| {
+            draining.retain_mut(|(s, key, deadline, read)| {
                 i += 1;
-                let keep = fds[i].revents == 0 || drain(s, read, &mut scratch);
-                keep && now < *deadline
+                let keep = (fds[i].revents == 0 || drain(s, read, &mut scratch)) && now < *deadline;
+                if !keep {
+                    done.push(*key);
+                }
+                keep
             });
-            self.count
-                .fetch_sub(before - draining.len(), Ordering::SeqCst);
+            if !done.is_empty() {
+                let mut book = self.book.lock().expect("linger book");
+                for key in done {
+                    book.give_back(key);
+                }
+            }
         }
     }
 }
@@ -833,7 +881,7 @@ fn serve_connection(mut stream: TcpStream, mut slot: Slot, limits: &Limits, shar
     if write_reply(&stream, &reply, head_only).is_ok()
         && stream.shutdown(std::net::Shutdown::Write).is_ok()
     {
-        shared.linger.hand_over(stream);
+        shared.linger.hand_over(stream, ip);
     }
 }
 
@@ -1107,6 +1155,74 @@ mod tests {
             TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err(),
             "still answering after stop"
         );
+    }
+
+    #[test]
+    fn lingering_is_bounded_in_all_and_per_source() {
+        let mut book = LingerBook::default();
+        let one: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        for _ in 0..MAX_LINGERING_PER_SOURCE {
+            assert!(book.take(one));
+        }
+        assert!(!book.take(one), "one source takes at most its share");
+        let mut n = MAX_LINGERING_PER_SOURCE;
+        for x in 0..=255u8 {
+            if book.take(Ipv4Addr::new(10, 1, 0, x).into()) {
+                n += 1;
+            }
+        }
+        assert_eq!(n, MAX_LINGERING);
+        assert!(!book.take(Ipv4Addr::new(10, 2, 0, 1).into()), "full");
+        book.give_back(one);
+        assert!(book.take(Ipv4Addr::new(10, 2, 0, 1).into()));
+        for x in 0..=255u8 {
+            book.give_back(Ipv4Addr::new(10, 1, 0, x).into());
+        }
+        // An IPv6 source counts by its /64 (as for the connection caps).
+        let v6 = |last: u16| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, last));
+        let mut v6_taken = 0;
+        for last in 0..100 {
+            if book.take(source_key(v6(last))) {
+                v6_taken += 1;
+            }
+        }
+        assert_eq!(v6_taken, MAX_LINGERING_PER_SOURCE);
+    }
+
+    #[test]
+    fn a_lingering_socket_is_closed_once_its_client_closes_and_frees_its_place() {
+        let (linger, thread) = Linger::start().unwrap();
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let at = l.local_addr().unwrap();
+        let src: IpAddr = Ipv4Addr::new(10, 0, 0, 7).into();
+        let mut clients = Vec::new();
+        for _ in 0..MAX_LINGERING_PER_SOURCE {
+            let c = TcpStream::connect(at).unwrap();
+            let (s, _) = l.accept().unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            assert!(linger.hand_over(s, src));
+            clients.push(c);
+        }
+        let mut late = TcpStream::connect(at).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(
+            !linger.hand_over(s, src),
+            "its share is full: closed at once"
+        );
+        late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(late.read(&mut [0u8; 8]).unwrap(), 0);
+        // The clients send a little and close: drained, closed, places given back.
+        for mut c in clients.drain(..) {
+            c.write_all(b"rest of a request").unwrap();
+        }
+        let t = Instant::now();
+        while linger.book.lock().unwrap().count > 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "never given back");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(linger.book.lock().unwrap().by_source.is_empty());
+        linger.stop();
+        thread.join().unwrap();
     }
 
     #[test]
