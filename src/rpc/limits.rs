@@ -4,10 +4,11 @@
 //! server ([`super::server`]) asks [`Admission::admit`] once per accepted connection (one request
 //! per connection: the server always answers `Connection: close`).
 //!
-//! A connection gives its place back *before* its answer is written ([`Admission::finish`]):
-//! a client reconnects as soon as it has read the answer, and must find its place free again
-//! (otherwise a client keeping to its share would be refused now and then). The connections
-//! still writing their answer are counted apart and bounded too.
+//! A connection gives its place back *before* its answer is written ([`Admission::leave`] once
+//! the answer is ready): a client reconnects as soon as it has read the answer, and must find
+//! its place free again (otherwise a client keeping to its share would be refused now and then).
+//! An answer that does not fit the socket's buffer at once (a client reading slowly) is written
+//! by a thread that holds one of a separate, bounded set of places ([`Admission::stall`]).
 
 use crate::config::model::{MainConfig, Prefix};
 use std::collections::HashMap;
@@ -183,7 +184,7 @@ pub struct Admission {
     open: usize,
     open_by_source: HashMap<IpAddr, usize>,
     buckets: HashMap<IpAddr, TokenBucket>,
-    finishing: usize,
+    stalled: usize,
 }
 
 impl Admission {
@@ -194,7 +195,7 @@ impl Admission {
             open: 0,
             open_by_source: HashMap::new(),
             buckets: HashMap::new(),
-            finishing: 0,
+            stalled: 0,
         }
     }
 
@@ -252,29 +253,27 @@ impl Admission {
         }
     }
 
-    /// A connection admitted for `ip` has its answer ready: gives its place back now, before
-    /// the answer is written, so that the client may connect again as soon as it has read it.
-    /// It then counts among the connections finishing (writing their answer), at most
-    /// `max_connections` at once; `false` when that many are finishing already: the connection
-    /// keeps its place, and [`Admission::leave`] is called as before. On `true`, call
-    /// [`Admission::finished`] once the answer is written.
-    pub fn finish(&mut self, ip: IpAddr) -> bool {
-        if self.finishing >= self.limits.max_connections {
+    /// A connection whose place was given back with [`Admission::leave`] (its answer ready)
+    /// must wait for its client to take the rest of the answer: takes one of the places for
+    /// such writers, at most `max_connections` at once; `false` when none is free (then the
+    /// connection is closed rather than holding a thread). On `true`, call
+    /// [`Admission::unstall`] once written.
+    pub fn stall(&mut self) -> bool {
+        if self.stalled >= self.limits.max_connections {
             return false;
         }
-        self.leave(ip);
-        self.finishing += 1;
+        self.stalled += 1;
         true
     }
 
-    /// A connection that [`Admission::finish`]ed has written its answer.
-    pub fn finished(&mut self) {
-        self.finishing = self.finishing.saturating_sub(1);
+    /// A writer that [`Admission::stall`]ed is done.
+    pub fn unstall(&mut self) {
+        self.stalled = self.stalled.saturating_sub(1);
     }
 
-    /// Connections writing their answer after [`Admission::finish`].
-    pub fn finishing(&self) -> usize {
-        self.finishing
+    /// Writers waiting for their clients ([`Admission::stall`]).
+    pub fn stalled(&self) -> usize {
+        self.stalled
     }
 
     /// How long a caller refused for `refusal` should wait before asking again (the
@@ -498,33 +497,23 @@ mod tests {
     }
 
     #[test]
-    fn a_finishing_connection_frees_its_place_at_once_within_a_bound() {
-        let t0 = Instant::now();
+    fn writers_waiting_for_their_clients_are_bounded() {
         let mut a = Admission::new(Limits {
             max_connections: 2,
             max_per_source: 1,
             rate: 0.0,
             ..Limits::default()
         });
-        assert_eq!(a.admit(ip(2), t0), Ok(()));
-        assert_eq!(a.admit(ip(2), t0), Err(Refusal::SourceBusy));
-        // The answer is ready: the source's place is free before it is written.
-        assert!(a.finish(ip(2)));
-        assert_eq!(
-            a.admit(ip(2), t0),
-            Ok(()),
-            "reconnecting at once is admitted"
-        );
-        assert!(a.finish(ip(2)));
-        assert_eq!(a.finishing(), 2);
-        assert_eq!(a.admit(ip(3), t0), Ok(()));
-        assert!(!a.finish(ip(3)), "at most max_connections finishing");
-        assert_eq!(a.open(), 1, "it keeps its place instead");
-        a.finished();
-        a.finished();
-        a.leave(ip(3));
-        assert_eq!((a.open(), a.finishing()), (0, 0));
-        assert!(a.open_by_source.is_empty());
+        assert!(a.stall());
+        assert!(a.stall());
+        assert!(!a.stall(), "at most max_connections");
+        a.unstall();
+        assert!(a.stall());
+        a.unstall();
+        a.unstall();
+        assert_eq!(a.stalled(), 0);
+        // They hold no connection place: the caps are for connections being served.
+        assert_eq!(a.admit(ip(2), Instant::now()), Ok(()));
     }
 
     #[test]

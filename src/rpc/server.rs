@@ -384,7 +384,7 @@ fn accept_loop(listener: &TcpListener, shared: &Shared, stopping: &AtomicBool) {
         let slot = Slot {
             admission: shared.admission.clone(),
             ip,
-            finishing: false,
+            held: true,
         };
         let shared = shared.clone();
         // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
@@ -409,35 +409,28 @@ fn refuse(stream: TcpStream, ip: IpAddr, refusal: Refusal, wait: u64, linger: &L
 }
 
 /// An admitted connection's place in [`Admission`], given back when dropped (also when the
-/// handler panics), or earlier by [`Slot::finish`] once the answer is ready.
+/// handler panics), or earlier by [`Slot::release`] once the answer is ready.
 struct Slot {
     admission: Arc<Mutex<Admission>>,
     ip: IpAddr,
-    /// The place was given back by [`Admission::finish`]; [`Admission::finished`] is due.
-    finishing: bool,
+    /// Not given back yet.
+    held: bool,
 }
 
 impl Slot {
-    /// The answer is ready: gives the place back before it is written (see
-    /// [`Admission::finish`]).
-    fn finish(&mut self) {
-        if !self.finishing
+    /// Gives the place back now (once).
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held)
             && let Ok(mut a) = self.admission.lock()
         {
-            self.finishing = a.finish(self.ip);
+            a.leave(self.ip);
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.admission.lock() {
-            if self.finishing {
-                a.finished();
-            } else {
-                a.leave(self.ip);
-            }
-        }
+        self.release();
     }
 }
 
@@ -676,6 +669,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_reply(mut stream: &TcpStream, reply: &Reply, head_only: bool) -> std::io::Result<()> {
+    stream.write_all(&reply_bytes(reply, head_only))?;
+    stream.flush()
+}
+
+/// An answer on the wire: status line, headers, body (none for `HEAD`).
+fn reply_bytes(reply: &Reply, head_only: bool) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (k, v) in &reply.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
@@ -688,8 +687,7 @@ fn write_reply(mut stream: &TcpStream, reply: &Reply, head_only: bool) -> std::i
     if !head_only {
         bytes.extend_from_slice(&reply.body);
     }
-    stream.write_all(&bytes)?;
-    stream.flush()
+    bytes
 }
 
 /// A request as read off the wire.
@@ -877,12 +875,43 @@ fn serve_connection(mut stream: TcpStream, mut slot: Slot, limits: &Limits, shar
         Err(ReadFailure { status: None, .. }) => return,
     };
     // Free the place before the client can have read the answer: it may connect again at once.
-    slot.finish();
-    if write_reply(&stream, &reply, head_only).is_ok()
+    slot.release();
+    if send_answer(&stream, &reply_bytes(&reply, head_only), &shared.admission)
         && stream.shutdown(std::net::Shutdown::Write).is_ok()
     {
         shared.linger.hand_over(stream, ip);
     }
+}
+
+/// Writes `bytes` for a connection that no longer holds a place: at once if they fit the
+/// socket's buffer (nearly always), otherwise as one of the bounded writers waiting for their
+/// clients ([`Admission::stall`]), each for at most [`WRITE_TIMEOUT`]. `false`: not all sent.
+fn send_answer(stream: &TcpStream, bytes: &[u8], admission: &Mutex<Admission>) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut sent = 0;
+    let mut out = stream;
+    while sent < bytes.len() {
+        match out.write(&bytes[sent..]) {
+            Ok(0) => return false,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return false,
+        }
+    }
+    if sent == bytes.len() {
+        return true;
+    }
+    if !admission.lock().expect("admission lock").stall() {
+        return false;
+    }
+    let rest = stream
+        .set_nonblocking(false)
+        .and_then(|()| out.write_all(&bytes[sent..]));
+    admission.lock().expect("admission lock").unstall();
+    rest.is_ok()
 }
 
 /// Answers one request: the page and its assets, or a JSON-RPC call at `/jsonrpc`. `local` is
@@ -1128,6 +1157,122 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         server.stop();
+    }
+
+    /// Answers every call with `self.0` bytes of text.
+    struct Big(usize);
+
+    impl Handler for Big {
+        fn call(&self, _: &Caller, _: &Request) -> Result<Value, RpcError> {
+            Ok(Value::String("x".repeat(self.0)))
+        }
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_socket_buffer_reaches_a_slow_reader_without_holding_its_place() {
+        let limits = Limits {
+            max_connections: 4,
+            max_per_source: 1,
+            rate: 0.0,
+            ..Limits::default()
+        };
+        let size = 1 << 20;
+        let server = Server::start_with(
+            &[Ipv4Addr::LOCALHOST.into()],
+            0,
+            Arc::new(Big(size)),
+            limits,
+        )
+        .unwrap();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"nodeInfo"}"#;
+        let req = format!(
+            "POST /jsonrpc HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut slow = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).unwrap();
+        slow.write_all(req.as_bytes()).unwrap();
+        // Not reading: the answer fills the buffers; the place is free all the same (once the
+        // answer is made: asked again until then).
+        let t = Instant::now();
+        loop {
+            let mut other = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).unwrap();
+            other
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            other.write_all(req.as_bytes()).unwrap();
+            let mut first = [0u8; 12];
+            other.read_exact(&mut first).unwrap();
+            if &first == b"HTTP/1.1 200" {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the slow reader's place was never free"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = Vec::new();
+        slow.read_to_end(&mut out).unwrap();
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let v: Value = serde_json::from_slice(&out[at..]).unwrap();
+        assert_eq!(
+            v["result"].as_str().map(str::len),
+            Some(size),
+            "the whole answer"
+        );
+        server.stop();
+    }
+
+    fn small_buffer(s: &TcpStream, option: libc::c_int) {
+        let size: libc::c_int = 64 << 10;
+        // SAFETY: setsockopt on a live socket with a pointer to a local of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn a_writer_waiting_for_its_client_takes_a_bounded_place_until_done() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        small_buffer(&client, libc::SO_RCVBUF);
+        let (server, _) = l.accept().unwrap();
+        small_buffer(&server, libc::SO_SNDBUF);
+        server
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let admission = Arc::new(Mutex::new(Admission::new(Limits {
+            max_connections: 1,
+            ..Limits::default()
+        })));
+        let answer: Vec<u8> = (0..1 << 20).map(|n| n as u8).collect();
+        let writer = {
+            let (admission, answer) = (admission.clone(), answer.clone());
+            std::thread::spawn(move || send_answer(&server, &answer, &admission))
+        };
+        let t = Instant::now();
+        while admission.lock().unwrap().stalled() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !admission.lock().unwrap().stall(),
+            "the only place is taken: another writer would be closed"
+        );
+        let mut got = vec![0u8; answer.len()];
+        client.read_exact(&mut got).unwrap();
+        assert!(got == answer, "the whole answer, in order");
+        assert!(writer.join().unwrap());
+        assert_eq!(admission.lock().unwrap().stalled(), 0);
     }
 
     #[test]
