@@ -6,7 +6,7 @@
 //!
 //! Every caller reads its answer, refused ones too: a connection past a cap is answered at
 //! once from the accepting thread (503 or 429, `Retry-After`, a JSON-RPC error marked
-//! `temporaryError`), its write side shut, and handed to one lingering thread ([`Linger`]) that
+//! `temporaryError`), its write side shut, and handed to one lingering thread (`Linger`) that
 //! reads and throws away what the client still sends until the client closes — at most
 //! [`LINGER_BYTES`] and [`LINGER_TIME`] per connection, [`MAX_LINGERING`] connections at once.
 //! Closing a socket with unread input would make the kernel send a reset that can destroy the
@@ -434,7 +434,7 @@ impl Drop for Slot {
     }
 }
 
-/// Longest a closed connection is drained for ([`Linger`]).
+/// Longest a closed connection is drained for (`Linger`).
 pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes drained from one closed connection: one request of the largest size accepted.
 pub const LINGER_BYTES: usize = 8 * 1024 + MAX_BODY;
