@@ -1,7 +1,7 @@
 //! The RPC server's bounds over real sockets on loopback (no root): a flooding client and a
 //! slow-loris client, each from its own 127.0.0.x source, do not stop a normal client from a third
 //! source from registering; oversized or over-long headers get 431, a stalled request 408, and a
-//! source over its connection cap 503.
+//! source over its connection cap 429 (every refusal is read: tests/rpc_refusals.rs).
 
 use mnigs::config::Config;
 use mnigs::rpc::limits::Limits;
@@ -87,7 +87,7 @@ fn flood_and_slow_loris_do_not_stop_another_source_from_registering() {
             .unwrap();
         let mut out = String::new();
         if s.read_to_string(&mut out).is_ok() || !out.is_empty() {
-            assert_eq!(parse_answer(&out).map(|a| a.0), Some(503), "{out}");
+            assert_eq!(parse_answer(&out).map(|a| a.0), Some(429), "{out}");
             refused_at_once += 1;
         }
     }

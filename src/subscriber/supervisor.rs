@@ -1177,12 +1177,20 @@ impl Supervisor {
                     h.last_failure_ms = Some(t);
                     h.stable_since_ms = None;
                     h.registration_failed = !e.unreachable;
+                    if let Some(wait) = e.busy_for {
+                        // Busy for every method: not asked again before its Retry-After.
+                        let wait = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                        h.busy_until_ms = Some(t.saturating_add(wait));
+                    }
                     let c = &a.candidate;
                     let _ = self
                         .store
                         .lock()
                         .expect("not poisoned")
                         .record_gateway_failure(&c.address.to_string(), c.port);
+                    if e.busy_for.is_some() {
+                        break;
+                    }
                 }
             }
         }
@@ -1276,6 +1284,10 @@ impl Supervisor {
         let answer = call_gateway(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
             .map_err(|e| RegisterError {
                 unreachable: matches!(e, client::ClientError::Connect(..)),
+                busy_for: match e {
+                    client::ClientError::Busy(_, wait) => Some(wait),
+                    _ => None,
+                },
                 msg: e.to_string(),
             })?;
         let grant = match outcome::<Grant>(answer).map_err(|e| e.to_string())? {
@@ -1606,6 +1618,8 @@ struct RegisterError {
     msg: String,
     /// Nobody was at the gateway's RPC port (connection refused, no route).
     unreachable: bool,
+    /// The gateway answered busy (HTTP 429/503) and asked to be left alone this long.
+    busy_for: Option<Duration>,
 }
 
 impl From<String> for RegisterError {
@@ -1613,6 +1627,7 @@ impl From<String> for RegisterError {
         RegisterError {
             msg,
             unreachable: false,
+            busy_for: None,
         }
     }
 }
