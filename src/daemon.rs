@@ -2,8 +2,9 @@
 //! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the config, applying
 //! what can change live and keeping live tunnels — see [`crate::config::reload`]).
 
+use crate::clock::now;
 use crate::config::{self, Config};
-use crate::gateway::service::{Gateway, now};
+use crate::gateway::service::Gateway;
 use crate::log;
 use crate::persist::{self, Persister};
 use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};

@@ -22,6 +22,7 @@
 //! - [`cli`]: the command-line client of the daemon's local control methods.
 //! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
+//! - [`clock`]: Unix time in seconds; [`ids`]: session ids and random tokens (leaves).
 //! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
 //! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
 //! - [`cjdlab`]: real cjdroute nodes in a lab (cjdns end-to-end tests, `mnigs demo --cjdns`).
@@ -34,6 +35,7 @@ pub mod cjdemo;
 #[cfg(feature = "demo")]
 pub mod cjdlab;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 #[cfg(feature = "demo")]
@@ -41,6 +43,7 @@ pub mod demo;
 pub mod discovery;
 pub mod gateway;
 pub mod hooks;
+pub mod ids;
 pub mod log;
 #[cfg(feature = "demo")]
 pub mod netlab;

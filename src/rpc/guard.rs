@@ -218,7 +218,7 @@ pub fn check_page(h: &Headers, site: &Site<'_>) -> Result<(), Refused> {
 
 /// A new page token: 128 bits from the OS CSPRNG, as hex.
 pub fn new_token() -> String {
-    crate::gateway::service::new_sid()
+    crate::ids::new_sid()
 }
 
 /// The page token inside `html` (the `<meta name="mnigs-token">` the page is served with).

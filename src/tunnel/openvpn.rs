@@ -425,7 +425,7 @@ fn issue(dir: &Path, cn: &str, csr: &str) -> Result<(PathBuf, bool), TunnelError
 
 /// 32 random hex digits, for names and serials of our own.
 fn unique() -> String {
-    crate::gateway::service::new_sid()
+    crate::ids::new_sid()
 }
 
 /// The PID in `pidfile` if that process is alive and is an openvpn.
