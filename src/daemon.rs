@@ -503,7 +503,7 @@ fn methods(
             "cjdns" if role == Role::Standby => {}
             "cjdns" => {
                 let c = &cfg.cjdns;
-                let target = cjdns::AdminTarget {
+                let target = crate::cjdns::admin::AdminTarget {
                     admin: c.admin.clone(),
                     password: c.password.clone(),
                     cjdroute_conf: c.cjdroute_conf.clone(),

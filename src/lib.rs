@@ -13,6 +13,8 @@
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
 //! - [`subscriber`]: gateway selection, the supervisor state machine of the subscriber role, and
 //!   `trust`: the checks of everything a gateway sends.
+//! - [`cjdns`]: cjdroute's admin API, keys and addresses, bencode, SHA-2: shared by discovery and
+//!   the cjdns tunnel method.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
 //! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel,
 //!   SoftEther, SOCKS with tun2socks), each
@@ -34,6 +36,7 @@
 pub mod cjdemo;
 #[cfg(feature = "demo")]
 pub mod cjdlab;
+pub mod cjdns;
 pub mod cli;
 pub mod clock;
 pub mod config;

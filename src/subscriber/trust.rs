@@ -96,8 +96,8 @@ pub fn grant_key(g: &Grant) -> Option<String> {
     match g.method.as_str() {
         "wireguard" => field("publicKey").map(|k| format!("wireguard {k}")),
         "openvpn" => field("ca").map(|ca| {
-            let digest = crate::discovery::sha2::sha256(ca.trim().as_bytes());
-            format!("openvpn-ca sha256:{}", crate::discovery::sha2::hex(&digest))
+            let digest = crate::cjdns::sha2::sha256(ca.trim().as_bytes());
+            format!("openvpn-ca sha256:{}", crate::cjdns::sha2::hex(&digest))
         }),
         _ => None,
     }
