@@ -12,7 +12,7 @@ use crate::rpc::guard::{self, Kind};
 use crate::rpc::server::{Caller, Handler, Server};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, softether, wireguard};
+use crate::tunnel::{self, Role};
 use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
@@ -359,215 +359,6 @@ impl Handler for Node {
     }
 }
 
-/// Our WireGuard private key, made on first use and kept in the store.
-fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
-    let store = store.lock().expect("not poisoned");
-    if let Some(k) = store
-        .get_kv(wireguard::PRIVATE_KEY)
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(k);
-    }
-    let k = wireguard::generate_key().map_err(|e| format!("cannot make a WireGuard key: {e}"))?;
-    store
-        .set_kv(wireguard::PRIVATE_KEY, &k)
-        .map_err(|e| e.to_string())?;
-    Ok(k)
-}
-
-/// OpenVPN's keys and certificates live in the store (whose persistence spares the flash) and
-/// are written to the method's directory (volatile by default) at start: `save` false puts the
-/// stored ones back where files are missing, `save` true stores what the method made.
-fn openvpn_keys(
-    store: &Mutex<Store>,
-    side: openvpn::Side,
-    dir: &Path,
-    save: bool,
-) -> Result<(), String> {
-    let store = store.lock().expect("not poisoned");
-    for name in openvpn::key_files(side) {
-        let key = format!("openvpn/{name}");
-        let path = dir.join(name);
-        if save {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("openvpn: cannot read {name}: {e}"))?;
-            if store.get_kv(&key).map_err(|e| e.to_string())?.as_deref() != Some(text.as_str()) {
-                store.set_kv(&key, &text).map_err(|e| e.to_string())?;
-            }
-        } else if !path.exists()
-            && let Some(text) = store.get_kv(&key).map_err(|e| e.to_string())?
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("openvpn: cannot create its directory: {e}"))?;
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| format!("openvpn: cannot write {name}: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Which end of the tunnels a method instance serves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Gateway,
-    Subscriber,
-    /// The subscriber's hot standby tunnel: its own interface and port.
-    Standby,
-}
-
-/// The standby tunnel's interface: the subscriber's interface name with `1` appended (or put in
-/// place of the 15th character, IFNAMSIZ allowing no more), `2` if that would be the same name.
-pub fn standby_ifname(ifname: &str) -> String {
-    let base: String = ifname.chars().take(14).collect();
-    let one = format!("{base}1");
-    if one == ifname {
-        format!("{base}2")
-    } else {
-        one
-    }
-}
-
-fn methods(
-    cfg: &Config,
-    names: &[String],
-    role: Role,
-    store: &Mutex<Store>,
-) -> Result<Vec<Box<dyn Method>>, String> {
-    let mut out: Vec<Box<dyn Method>> = Vec::new();
-    for name in names {
-        match name.as_str() {
-            "wireguard" => {
-                let key = wireguard_key(store)?;
-                let wg = &cfg.wireguard;
-                let (ifname, port) = match role {
-                    Role::Gateway => (wg.interface.clone(), wg.listen_port),
-                    Role::Subscriber => (wg.client_interface.clone(), wg.client_listen_port),
-                    Role::Standby => (
-                        standby_ifname(&wg.client_interface),
-                        wg.client_listen_port.wrapping_add(1).max(1),
-                    ),
-                };
-                let m = wireguard::Wireguard::new(&ifname, port, wg.mtu, key)
-                    .map_err(|e| e.to_string())?;
-                out.push(Box::new(m));
-            }
-            "openvpn" => {
-                let o = &cfg.openvpn;
-                let (side, ifname) = match role {
-                    Role::Gateway => (openvpn::Side::Server, o.interface.clone()),
-                    Role::Subscriber => (openvpn::Side::Client, o.client_interface.clone()),
-                    Role::Standby => (openvpn::Side::Client, standby_ifname(&o.client_interface)),
-                };
-                let sub = if side == openvpn::Side::Server {
-                    "server"
-                } else {
-                    "client"
-                };
-                let dir = o.directory.join(sub);
-                openvpn_keys(store, side, &dir, false)?;
-                let m = openvpn::Openvpn::new(side, &o.directory, &ifname, o.port, o.mtu)
-                    .map_err(|e| format!("openvpn: {e}"))?;
-                openvpn_keys(store, side, &dir, true)?;
-                out.push(Box::new(m));
-            }
-            "gre" | "ipip" => {
-                let kind = if name == "gre" {
-                    iptunnel::Kind::Gre
-                } else {
-                    iptunnel::Kind::Ipip
-                };
-                let t = &cfg.iptunnel;
-                let client = match role {
-                    Role::Standby => standby_ifname(&t.client_interface),
-                    _ => t.client_interface.clone(),
-                };
-                out.push(Box::new(iptunnel::IpTunnel::new(
-                    kind,
-                    &t.interface_prefix,
-                    &client,
-                    t.mtu,
-                )));
-            }
-            // Plain routing has no interface of its own to keep a second path on.
-            "route" if role == Role::Standby => {}
-            "route" => out.push(Box::new(route::Route::new())),
-            // cjdns routes through cjdroute's one interface: no second path to keep on standby.
-            "cjdns" if role == Role::Standby => {}
-            "cjdns" => {
-                let c = &cfg.cjdns;
-                let target = crate::cjdns::admin::AdminTarget {
-                    admin: c.admin.clone(),
-                    password: c.password.clone(),
-                    cjdroute_conf: c.cjdroute_conf.clone(),
-                    timeout: Duration::from_millis(u64::from(c.timeout_ms)),
-                };
-                // What the subscriber dials is remembered next to the database, for cleaning
-                // up after a crash.
-                let ledger =
-                    std::path::PathBuf::from(format!("{}-cjdns", cfg.main.database.display()));
-                out.push(Box::new(
-                    cjdns::Cjdns::new(target, &c.interface).with_ledger(&ledger),
-                ));
-            }
-            "socks" => {
-                let c = &cfg.socks;
-                let (side, ifname) = match role {
-                    Role::Gateway => (socks::Side::Server, c.interface.clone()),
-                    Role::Subscriber => (socks::Side::Client, c.interface.clone()),
-                    Role::Standby => (socks::Side::Client, standby_ifname(&c.interface)),
-                };
-                // Each side (and the standby) keeps its pid files in a directory of its own.
-                let sub = match role {
-                    Role::Gateway => "server",
-                    Role::Subscriber => "client",
-                    Role::Standby => "standby",
-                };
-                let m = socks::Socks::new(
-                    side,
-                    &c.directory.join(sub),
-                    &ifname,
-                    c.port,
-                    c.mtu,
-                    c.listen,
-                )
-                .map_err(|e| format!("socks: {e}"))?;
-                out.push(Box::new(m));
-            }
-            // One SoftEther client account and NIC: no second path to keep on standby.
-            "softether" if role == Role::Standby => {}
-            "softether" => {
-                let c = &cfg.softether;
-                let (side, device, sub) = match role {
-                    Role::Gateway => (softether::Side::Server, c.device.clone(), "server"),
-                    _ => (softether::Side::Client, c.client_nic.clone(), "client"),
-                };
-                let setup = softether::Setup {
-                    vpncmd: c.vpncmd.clone(),
-                    admin: c.admin.clone(),
-                    admin_password: c.admin_password.clone(),
-                    hub: c.hub.clone(),
-                    port: c.port,
-                    device,
-                    directory: c.directory.join(sub),
-                };
-                let m = softether::Softether::new(side, setup)
-                    .map_err(|e| format!("softether: {e}"))?;
-                out.push(Box::new(m));
-            }
-            other => return Err(format!("method {other} is not supported by this version")),
-        }
-    }
-    Ok(out)
-}
-
 /// The gateway's mesh interfaces: `list mesh_interface`, else those of the discovery sections.
 pub fn mesh_interfaces(cfg: &Config) -> Vec<String> {
     let mut v = if cfg.gateway.mesh_interfaces.is_empty() {
@@ -755,7 +546,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let store = Arc::new(Mutex::new(store));
     let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
-        let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
+        let m = tunnel::build(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
         let g = &cfg.gateway;
         let capacity = g
             .max_subscribers
@@ -777,9 +568,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         None
     };
     let subscriber = if cfg.subscriber.enabled {
-        let m = methods(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
+        let m = tunnel::build(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
         let standby = if cfg.subscriber.hot_standby {
-            Some(methods(
+            Some(tunnel::build(
                 &cfg,
                 &cfg.subscriber.methods,
                 Role::Standby,
@@ -994,65 +785,5 @@ mod tests {
         // Mesh unknown (discovery via any interface): every interface, with a warning.
         let any = "config discovery d\n\toption method routes\n";
         assert!(rpc_interfaces(&cfg(any)).is_empty());
-    }
-
-    #[test]
-    fn openvpn_keys_come_back_from_the_store() {
-        let store = Mutex::new(Store::open_in_memory().unwrap());
-        let dir = std::env::temp_dir().join(format!("mnigs-ovkeys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in openvpn::key_files(openvpn::Side::Server) {
-            std::fs::write(dir.join(name), format!("{name} material\n")).unwrap();
-        }
-        openvpn_keys(&store, openvpn::Side::Server, &dir, true).unwrap();
-        // A reboot empties the volatile directory; the store (restored from flash) still has them.
-        std::fs::remove_dir_all(&dir).unwrap();
-        openvpn_keys(&store, openvpn::Side::Server, &dir, false).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        for name in openvpn::key_files(openvpn::Side::Server) {
-            let path = dir.join(name);
-            assert_eq!(
-                std::fs::read_to_string(&path).unwrap(),
-                format!("{name} material\n")
-            );
-            assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
-        }
-        // Files present win over the store (an existing directory is kept as it is).
-        std::fs::write(dir.join("ca.crt"), "newer\n").unwrap();
-        openvpn_keys(&store, openvpn::Side::Server, &dir, false).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
-            "newer\n"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn standby_interface_names_differ_and_fit() {
-        assert_eq!(standby_ifname("mnigs-wgc"), "mnigs-wgc1");
-        assert_eq!(standby_ifname("abcdefghijklmno"), "abcdefghijklmn1");
-        assert_eq!(standby_ifname("abcdefghijklmn1"), "abcdefghijklmn2");
-        for name in ["a", "abcdefghijklmno", "abcdefghijklmn1"] {
-            let s = standby_ifname(name);
-            assert!(s.len() <= 15 && s != name);
-            assert!(crate::validate::ifname(&s).is_ok());
-        }
-    }
-}
-
-#[cfg(test)]
-mod cjdns_method_tests {
-    use super::*;
-
-    #[test]
-    fn the_cjdns_method_is_built_from_its_section() {
-        let store = Mutex::new(Store::open_in_memory().unwrap());
-        let mut cfg = Config::default();
-        cfg.cjdns.interface = "tuncjdns".into();
-        for role in [Role::Gateway, Role::Subscriber] {
-            let m = methods(&cfg, &["cjdns".into()], role, &store).unwrap();
-            assert_eq!(m.len(), 1);
-            assert_eq!(m[0].name(), "cjdns");
-        }
     }
 }

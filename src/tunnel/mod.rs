@@ -6,6 +6,8 @@
 //! reconciliation after a crash can simply run it again.
 //!
 //! # Layout
+//! - `build.rs`: [`build`]: the methods a role runs, from the config (the one place that maps a
+//!   method name to its type; add a new method there).
 //! - `wireguard.rs`: WireGuard, kernel module when present, otherwise `wireguard-go`.
 //! - `openvpn.rs`: one OpenVPN 2.6 server, a certificate per subscriber.
 //! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
@@ -14,6 +16,7 @@
 //! - `socks.rs`: a SOCKS5 server per subscriber on the gateway, tun2socks on the subscriber.
 //! - `softether.rs`: a hub user per subscriber on a SoftEther VPN server, driven by vpncmd.
 
+mod build;
 pub mod cjdns;
 pub mod iptunnel;
 pub mod openvpn;
@@ -24,6 +27,7 @@ pub mod wireguard;
 
 use crate::protocol::Grant;
 use crate::sys::cmd::CmdError;
+pub use build::{Role, build, standby_ifname};
 use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
