@@ -1,361 +1,62 @@
 //! The daemon: loads the config, opens the store, starts the roles and the RPC server, and waits
 //! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the config, applying
 //! what can change live and keeping live tunnels — see [`crate::config::reload`]).
+//!
+//! Wiring only: the tunnel methods come from [`crate::tunnel::build`], the RPC methods and who
+//! may call them are [`crate::rpc::dispatch`]'s; here are the threads, the interfaces the
+//! server and the firewall use, and the order of start and teardown.
 
 use crate::clock::now;
 use crate::config::{self, Config};
 use crate::gateway::service::Gateway;
 use crate::log;
 use crate::persist::{self, Persister};
-use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
-use crate::rpc::guard::{self, Kind};
-use crate::rpc::server::{Caller, Handler, Server};
-use crate::store::Store;
-use crate::subscriber::supervisor::{self, Command, Supervisor};
+use crate::rpc::dispatch::Services;
+use crate::rpc::server::Server;
+use crate::subscriber::supervisor::{Command, Supervisor};
 use crate::tunnel::{self, Role};
-use crate::web::{Access, graph};
 use nix::sys::signal::{SigSet, Signal};
-use serde_json::{Value, json};
-use std::net::IpAddr;
+use serde_json::json;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// JSON-RPC error code for a local control method called from outside `authorized_network`
-/// (and for the cross-site refusals of [`crate::rpc::guard`]).
-pub const FORBIDDEN: i64 = guard::FORBIDDEN;
-
-/// Everything the RPC handlers need.
-pub struct Node {
-    /// The running configuration; replaced on reload.
-    cfg: RwLock<Config>,
-    store: Arc<Mutex<Store>>,
-    gateway: Option<Gateway>,
-    subscriber: Option<supervisor::Handle>,
-    /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
-    persisted: Mutex<Option<Value>>,
-}
-
-impl Node {
-    /// A node with the roles given.
-    pub fn new(
-        cfg: Config,
-        store: Arc<Mutex<Store>>,
-        gateway: Option<Gateway>,
-        subscriber: Option<supervisor::Handle>,
-    ) -> Node {
-        Node {
-            cfg: RwLock::new(cfg),
-            store,
-            gateway,
-            subscriber,
-            persisted: Mutex::new(None),
-        }
-    }
-
-    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Config> {
-        self.cfg.read().expect("not poisoned")
-    }
-
-    /// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
-    pub fn reload(&self, path: &Path) {
-        let new = match load_config(path) {
-            Ok(new) => new,
-            Err(e) => {
-                log::error(&format!(
-                    "reload refused, keeping the running configuration: {e}"
-                ));
-                return;
-            }
-        };
-        let plan = config::reload::plan(&self.cfg(), new);
-        let cfg = plan.effective;
-        if let Some(level) = log::Level::parse(&cfg.main.log_level) {
-            log::set_level(level);
-        }
-        if let Some(g) = &self.gateway {
-            g.reconfigure(&cfg.gateway);
-        }
-        if let Some(s) = &self.subscriber {
-            let copy = Box::new(cfg.clone());
-            s.ask(|reply| Command::Reload(copy, reply));
-        }
-        *self.cfg.write().expect("not poisoned") = cfg;
-        let applied = if plan.applied.is_empty() {
-            "no live option changed".to_string()
-        } else {
-            format!("applied {}", plan.applied.join(", "))
-        };
-        log::info(&format!("configuration reloaded: {applied}"));
-        if !plan.need_restart.is_empty() {
-            log::warn(&format!(
-                "changed in the file but kept until the daemon restarts: {}",
-                plan.need_restart.join(", ")
+/// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
+fn reload(node: &Services, path: &Path) {
+    let new = match load_config(path) {
+        Ok(new) => new,
+        Err(e) => {
+            log::error(&format!(
+                "reload refused, keeping the running configuration: {e}"
             ));
+            return;
         }
+    };
+    let plan = config::reload::plan(&node.cfg(), new);
+    let cfg = plan.effective;
+    if let Some(level) = log::Level::parse(&cfg.main.log_level) {
+        log::set_level(level);
     }
-
-    fn authorized(&self, addr: IpAddr) -> bool {
-        self.cfg()
-            .main
-            .authorized_network
-            .iter()
-            .any(|p| p.contains(addr))
+    if let Some(g) = &node.gateway {
+        g.reconfigure(&cfg.gateway);
     }
-
-    /// What `caller` may do with the local control methods and the page.
-    fn access(&self, caller: &Caller) -> Access {
-        if self.authorized(caller.addr) {
-            Access::Full
-        } else {
-            self.cfg().main.web
-        }
+    if let Some(s) = &node.subscriber {
+        let copy = Box::new(cfg.clone());
+        s.ask(|reply| Command::Reload(copy, reply));
     }
-
-    /// Sessions as `caller` may see them: session ids only for full access.
-    fn sessions_for(&self, access: Access) -> Value {
-        let mut sessions = self
-            .gateway
-            .as_ref()
-            .map_or(Value::Array(vec![]), Gateway::sessions);
-        if access != Access::Full
-            && let Value::Array(list) = &mut sessions
-        {
-            for s in list.iter_mut().filter_map(Value::as_object_mut) {
-                s.remove("sid");
-            }
-        }
-        sessions
-    }
-
-    /// The gateways in the store, as the control methods report them.
-    fn stored_gateways(&self) -> Result<Vec<crate::store::GatewayRow>, RpcError> {
-        let store = self.store.lock().expect("not poisoned");
-        store
-            .gateways()
-            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))
-    }
-
-    fn mesh_graph(&self) -> Result<Value, RpcError> {
-        let rows = self.stored_gateways()?;
-        let seen: Vec<graph::SeenGateway> = rows
-            .into_iter()
-            .map(|r| graph::SeenGateway {
-                address: r.address,
-                name: r.name,
-                how: r.how,
-                hops: r.hops,
-            })
-            .collect();
-        let current = self.subscriber.as_ref().and_then(|s| {
-            let st = s.status.lock().expect("not poisoned");
-            st["gateway"]["address"].as_str().map(str::to_string)
-        });
-        let subscribers: Vec<graph::SeenSubscriber> = self
-            .sessions_for(Access::Readonly)
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| graph::SeenSubscriber {
-                address: s["address"].as_str().unwrap_or_default().to_string(),
-                name: s["name"].as_str().unwrap_or_default().to_string(),
-            })
-            .collect();
-        let g = graph::build(
-            &self.cfg().main.name,
-            self.gateway.is_some(),
-            &seen,
-            current.as_deref(),
-            &subscribers,
-        );
-        let mut v = serde_json::to_value(g).expect("serializes");
-        v["success"] = Value::Bool(true);
-        Ok(v)
-    }
-
-    fn node_info(&self) -> Value {
-        let (methods, terms, uplink) = match &self.gateway {
-            Some(g) => g.offer(),
-            None => (vec![], Default::default(), Default::default()),
-        };
-        let info = NodeInfo {
-            success: true,
-            name: self.cfg().main.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            gateway: self.gateway.is_some(),
-            methods,
-            terms,
-            uplink,
-            gateways: self
-                .store
-                .lock()
-                .expect("not poisoned")
-                .gateways()
-                .map(|rows| crate::discovery::gossip::advertised(&rows, now()))
-                .unwrap_or_default(),
-        };
-        serde_json::to_value(info).expect("serializes")
-    }
-
-    fn status(&self, access: Access) -> Value {
-        let gateway = self.gateway.as_ref().map(|g| {
-            let (methods, terms, uplink) = g.offer();
-            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
-                   "uplinkCheck": g.uplink_check(),
-                   "sessions": self.sessions_for(access)})
-        });
-        let subscriber = self
-            .subscriber
-            .as_ref()
-            .map(|s| s.status.lock().expect("not poisoned").clone());
-        let persist = self.persisted.lock().expect("not poisoned").clone();
-        json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber, "access": access.name(),
-               "persist": persist})
-    }
-
-    fn gateways(&self) -> Result<Value, RpcError> {
-        let rows = self.stored_gateways()?;
-        // Connection quality is kept per node name (subscriber side); absent for the others.
-        let quality = self
-            .store
-            .lock()
-            .expect("not poisoned")
-            .quality()
-            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
-        let t = now();
-        let list: Vec<Value> = rows
-            .into_iter()
-            .map(|r| {
-                let q = quality.iter().find(|q| q.name == r.name);
-                json!({"name": r.name, "address": r.address, "port": r.port, "how": r.how, "hops": r.hops,
-                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info,
-                       "quality": q})
-            })
-            .collect();
-        Ok(json!({"success": true, "gateways": list}))
-    }
-
-    fn subscriber_call(&self, make: impl FnOnce(mpsc::Sender<Value>) -> Command) -> Value {
-        match &self.subscriber {
-            Some(s) => s.ask(make),
-            None => Failure::permanent("the subscriber role is disabled on this node").to_value(),
-        }
-    }
-}
-
-fn sid_param(req: &Request) -> Result<String, RpcError> {
-    Ok(req.params.string("sid", 0)?.to_string())
-}
-
-/// The local control methods that change something (see [`guard::kind`]: every method that is
-/// neither a mesh nor a read method is treated as one).
-const ACTION_METHODS: &[&str] = &["scan", "connect", "disconnect"];
-
-fn unknown_method(m: &str) -> RpcError {
-    RpcError::new(
-        code::METHOD_NOT_FOUND,
-        format!("unknown method '{}'", m.escape_debug()),
-    )
-}
-
-impl Handler for Node {
-    /// An unknown method is reported as such first (a newer node calling us must learn that we
-    /// lack it, whatever its headers). Mesh methods are open; read methods (`guard::READ_METHODS`) need `option web 'readonly'`
-    /// or more; everything else (the actions) needs `authorized_network` or `option web 'full'`.
-    fn permitted(&self, caller: &Caller, m: &str) -> Result<(), RpcError> {
-        let known = [guard::MESH_METHODS, guard::READ_METHODS, ACTION_METHODS]
-            .iter()
-            .any(|list| list.contains(&m));
-        if !known {
-            return Err(unknown_method(m));
-        }
-        let allowed = match (self.access(caller), guard::kind(m)) {
-            (_, Kind::Mesh) | (Access::Full, _) => true,
-            (Access::Readonly, kind) => kind == Kind::Read,
-            (Access::Off, _) => false,
-        };
-        if allowed {
-            return Ok(());
-        }
-        Err(RpcError::new(
-            FORBIDDEN,
-            format!(
-                "permission denied: {} is only answered to authorized_network callers, not {}",
-                m.escape_debug(),
-                caller.addr
-            ),
-        ))
-    }
-
-    fn page_controls(&self, caller: &Caller) -> bool {
-        self.access(caller) == Access::Full
-    }
-
-    fn hostnames(&self) -> Vec<String> {
-        self.cfg().main.hostname.clone()
-    }
-
-    fn call(&self, caller: &Caller, req: &Request) -> Result<Value, RpcError> {
-        let m = req.method.as_str();
-        let access = self.access(caller);
-        self.permitted(caller, m)?;
-        let not_gateway = || Failure::permanent("this node is not a gateway").to_value();
-        match m {
-            "nodeInfo" => Ok(self.node_info()),
-            "requestConnection" => {
-                let r = ConnectionRequest::from_params(&req.params)?;
-                Ok(self
-                    .gateway
-                    .as_ref()
-                    .map_or_else(not_gateway, |g| g.request_connection(caller, r)))
-            }
-            "renewConnection" => {
-                let sid = sid_param(req)?;
-                Ok(self
-                    .gateway
-                    .as_ref()
-                    .map_or_else(not_gateway, |g| g.renew(caller, &sid)))
-            }
-            "releaseConnection" => {
-                let sid = sid_param(req)?;
-                Ok(self
-                    .gateway
-                    .as_ref()
-                    .map_or_else(not_gateway, |g| g.release(caller, &sid)))
-            }
-            "status" => Ok(self.status(access)),
-            "meshGraph" => self.mesh_graph(),
-            "listGateways" => self.gateways(),
-            "listSessions" => Ok(json!({"success": true, "sessions": self.sessions_for(access)})),
-            "scan" => Ok(self.subscriber_call(Command::Scan)),
-            "disconnect" => Ok(self.subscriber_call(Command::Disconnect)),
-            "connect" => {
-                let address: IpAddr = req.params.string("address", 0)?.parse().map_err(|_| {
-                    RpcError::invalid_params("address must be an IPv4 or IPv6 address")
-                })?;
-                let port = req
-                    .params
-                    .opt_port("port", 1)?
-                    .unwrap_or(self.cfg().main.rpc_port);
-                let method = req.params.opt_string("method", 2)?.map(str::to_string);
-                if let Some(m) = &method {
-                    crate::validate::method(m).map_err(RpcError::invalid_params)?;
-                }
-                Ok(self.subscriber_call(|reply| Command::Connect {
-                    address,
-                    port,
-                    method,
-                    reply,
-                }))
-            }
-            other => Err(unknown_method(other)),
-        }
-    }
-
-    fn web_page(&self, caller: &Caller) -> bool {
-        self.access(caller) != Access::Off
+    *node.cfg.write().expect("not poisoned") = cfg;
+    let applied = if plan.applied.is_empty() {
+        "no live option changed".to_string()
+    } else {
+        format!("applied {}", plan.applied.join(", "))
+    };
+    log::info(&format!("configuration reloaded: {applied}"));
+    if !plan.need_restart.is_empty() {
+        log::warn(&format!(
+            "changed in the file but kept until the daemon restarts: {}",
+            plan.need_restart.join(", ")
+        ));
     }
 }
 
@@ -588,7 +289,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     } else {
         None
     };
-    let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
+    let node = Arc::new(Services::new(cfg.clone(), store, gateway, subscriber));
     let devices = rpc_interfaces(&cfg);
     let server = match Server::start_on(
         &cfg.main.listen,
@@ -662,7 +363,7 @@ pub fn run(path: &Path) -> Result<(), String> {
 
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => node.reload(path),
+            Ok(Signal::SIGHUP) => reload(&node, path),
             Ok(s) => {
                 log::info(&format!("{s}: stopping"));
                 break;
@@ -702,7 +403,7 @@ pub fn run(path: &Path) -> Result<(), String> {
 
 /// Copies the store to flash every `persist_interval` seconds (read anew each time, so a reload
 /// applies) if it changed; returns the persister when `stop` is dropped.
-fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Persister {
+fn persist_loop(mut p: Persister, node: &Services, stop: &mpsc::Receiver<()>) -> Persister {
     let mut last = std::time::Instant::now();
     let publish = |p: &Persister| {
         *node.persisted.lock().expect("not poisoned") = Some(json!({
@@ -738,7 +439,7 @@ fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Per
     }
 }
 
-fn shutdown(node: Arc<Node>) {
+fn shutdown(node: Arc<Services>) {
     let Ok(node) = Arc::try_unwrap(node) else {
         log::error("internal: node still shared at shutdown");
         return;

@@ -7,9 +7,9 @@
 #![allow(dead_code)]
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
 use mnigs::protocol::Grant;
+use mnigs::rpc::dispatch::Services;
 use mnigs::store::Store;
 use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
 use serde_json::{Map, Value};
@@ -100,7 +100,7 @@ pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
 
 /// A gateway node configured by `cfg` (its gateway role switched on here) with one
 /// [`CountingMethod`] and an in-memory store, ready for an RPC server.
-pub fn counting_node(mut cfg: Config) -> Arc<Node> {
+pub fn counting_node(mut cfg: Config) -> Arc<Services> {
     cfg.gateway.enabled = true;
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
     let gw = Gateway::new(
@@ -109,5 +109,5 @@ pub fn counting_node(mut cfg: Config) -> Arc<Node> {
         store.clone(),
         None,
     );
-    Arc::new(Node::new(cfg, store, Some(gw), None))
+    Arc::new(Services::new(cfg, store, Some(gw), None))
 }
