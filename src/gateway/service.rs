@@ -679,12 +679,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "wireguard"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -693,12 +687,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -715,12 +703,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "openvpn"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -729,12 +711,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -833,9 +809,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "openvpn"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
         fn slow_part(&self, _: &serde_json::Map<String, Value>) -> Option<crate::tunnel::SlowPart> {
             let (started, go, undone) =
                 (self.started.clone(), self.go.clone(), self.undone.clone());
@@ -847,9 +820,6 @@ mod tests {
                 }) as Box<dyn FnOnce() + Send>)
             }))
         }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -858,12 +828,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
