@@ -7,7 +7,8 @@
 //! - [`config`]: UCI grammar and the typed, validated configuration.
 //! - [`validate`]: type checks for every string that may reach a program's argv.
 //! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
-//! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI.
+//! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI, and
+//!   `dispatch`: the one map from a method name to its handler, and who may call it.
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
 //! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
@@ -17,10 +18,10 @@
 //!   the cjdns tunnel method.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
 //! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel,
-//!   SoftEther, SOCKS with tun2socks), each
-//!   with a gateway and a subscriber side.
+//!   SoftEther, SOCKS with tun2socks), each with a gateway and a subscriber side, and
+//!   [`tunnel::build`]: the methods a role runs, from the config.
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
-//! - [`daemon`]: wires the roles, the server and signals together.
+//! - [`daemon`]: wires the roles, the server and signals together (wiring only).
 //! - [`cli`]: the command-line client of the daemon's local control methods.
 //! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
