@@ -1,11 +1,12 @@
 //! Which JSON-RPC method does what, and who may call it.
 //!
-//! [`METHODS`] is the one place that maps a method name to its handler (one line per method, with
-//! its [`Kind`], which decides who may call it); [`Services`] is what the handlers answer from.
-//! Access control is [`Handler::permitted`] below: an unknown method is reported as such first (a newer node
-//! calling us must learn that we lack it, whatever its headers); mesh methods are open; read
-//! methods need `option web 'readonly'` or more; actions need `authorized_network` or
-//! `option web 'full'`. The cross-site rules come after, in [`super::guard`].
+//! [`METHODS`] is the one place that maps a method name to its handler (one line per method,
+//! with its [`Kind`], which decides who may call it); [`Services`] is what the handlers answer
+//! from. Access control is [`Handler::permitted`] below: an unknown method is reported as such
+//! first (a newer node calling us must learn that we lack it, whatever its headers); mesh methods
+//! are open; read methods need `option web 'readonly'` or more; actions need
+//! `authorized_network` or `option web 'full'`. The cross-site rules come after, in
+//! [`super::guard`].
 //!
 //! To add a method: its parameters and result in [`crate::protocol`], a handler function here,
 //! one line in [`METHODS`], and its name in [`guard::MESH_METHODS`] or [`guard::READ_METHODS`]
