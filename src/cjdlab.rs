@@ -10,7 +10,7 @@
 //! fails to configure its tun). cjdroute forks a core process; each node runs in a process group
 //! of its own, and the whole group is killed when the [`CjdMesh`] is dropped.
 
-use crate::discovery::cjdns::{Admin, UdpAdmin};
+use crate::cjdns::admin::{Admin, UdpAdmin};
 use crate::netlab::Lab;
 use crate::sys::cmd;
 use serde_json::{Value, json};
@@ -286,7 +286,7 @@ impl Lab {
                 .as_str()
                 .ok_or("cjdroute --genconf: no publicKey")?
                 .to_string();
-            let address = crate::tunnel::cjdns::check_key(&key)?;
+            let address = crate::cjdns::keys::check_key(&key)?;
             mesh.nodes.push(CjdNode {
                 ns: nss[i].clone(),
                 key,
@@ -324,16 +324,16 @@ impl Lab {
                     .map_err(|e| e.to_string())?;
                 let v = a.call(
                     "InterfaceController_peerStats",
-                    crate::discovery::bencode::Value::dict([]),
+                    crate::cjdns::bencode::Value::dict([]),
                 )?;
                 let established = v
                     .get("peers")
-                    .and_then(crate::discovery::bencode::Value::as_list)
+                    .and_then(crate::cjdns::bencode::Value::as_list)
                     .unwrap_or(&[])
                     .iter()
                     .filter(|p| {
                         p.get("state")
-                            .and_then(crate::discovery::bencode::Value::as_str)
+                            .and_then(crate::cjdns::bencode::Value::as_str)
                             == Some("ESTABLISHED")
                     })
                     .count();

@@ -309,7 +309,7 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
             ),
             EXIT_NOT_RUNNING,
         ),
-        Err(ClientError::Rpc(e)) if e.code == daemon::FORBIDDEN => (e.message, 1),
+        Err(ClientError::Rpc(e)) if e.code == crate::rpc::dispatch::FORBIDDEN => (e.message, 1),
         Err(e) => (e.to_string(), 1),
     };
     fail(as_json, &message, code)

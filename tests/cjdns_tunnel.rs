@@ -12,12 +12,13 @@
 mod cjdns_admin;
 
 use cjdns_admin::{Mesh, Server};
-use mnigs::discovery::bencode::Value;
-use mnigs::discovery::cjdns::{Admin, UdpAdmin};
+use mnigs::cjdns::admin::{self, Admin, AdminTarget, UdpAdmin};
+use mnigs::cjdns::bencode::Value;
+use mnigs::cjdns::keys::check_key;
 use mnigs::protocol::Grant;
 use mnigs::sys::cmd;
 use mnigs::testbed::e2e_gate;
-use mnigs::tunnel::cjdns::{self, AdminTarget, Cjdns, Connection};
+use mnigs::tunnel::cjdns::{self, Cjdns, Connection};
 use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
 use serde_json::{Map, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -49,7 +50,7 @@ fn auth_succeeds_and_a_cookie_is_reused() {
     let k = cjdns_admin::key(1);
     let (_, s) = cjdns_admin::node(&k, &mesh(), Some(PASSWORD), TTL);
     let mut a = client(&s, Some(PASSWORD));
-    assert_eq!(cjdns::node_key(&mut a).unwrap(), k);
+    assert_eq!(admin::node_key(&mut a).unwrap(), k);
     assert_eq!(cjdns::list_connections(&mut a).unwrap(), Vec::<i64>::new());
     assert_eq!(cjdns::list_connections(&mut a).unwrap(), Vec::<i64>::new());
     assert_eq!(
@@ -122,7 +123,7 @@ fn errors_are_reported() {
     let (_, s) = cjdns_admin::node(&cjdns_admin::key(6), &mesh(), Some(PASSWORD), TTL);
     // Without auth: functions that need it are refused; Core_nodeInfo is not.
     let mut anon = client(&s, None);
-    assert_eq!(cjdns::node_key(&mut anon).unwrap(), cjdns_admin::key(6));
+    assert_eq!(admin::node_key(&mut anon).unwrap(), cjdns_admin::key(6));
     let e = cjdns::list_connections(&mut anon).unwrap_err();
     assert!(e.contains("No functions matched your request"), "{e}");
     assert_eq!(s.stats.unauthenticated.load(Ordering::SeqCst), 1);
@@ -248,7 +249,7 @@ fn a_key_that_is_not_the_callers_is_refused_before_anything_is_done() {
     let mut m = Cjdns::new(target(&gs), "cjgw");
     m.prepare(&net()).unwrap();
     let opts = options(&sk);
-    let liar = IpAddr::V6(cjdns::check_key(&other).unwrap());
+    let liar = IpAddr::V6(check_key(&other).unwrap());
     cmd::clear_history();
     for owner in [liar, "10.0.0.2".parse().unwrap()] {
         let peer = Peer {
@@ -300,7 +301,7 @@ fn the_gateway_service_refuses_a_borrowed_key_permanently_and_grants_nothing() {
     );
     cmd::clear_history();
     let caller = mnigs::rpc::server::Caller {
-        addr: IpAddr::V6(cjdns::check_key(&other).unwrap()),
+        addr: IpAddr::V6(check_key(&other).unwrap()),
         host: None,
     };
     let ask = mnigs::protocol::ConnectionRequest {
@@ -400,8 +401,8 @@ fn full_connection() {
     let (gk, sk) = (cjdns_admin::key(20), cjdns_admin::key(21));
     let (gw_node, gs) = cjdns_admin::node(&gk, &m, Some(PASSWORD), TTL);
     let (sub_node, ss) = cjdns_admin::node(&sk, &m, Some(PASSWORD), TTL);
-    let gw_addr = IpAddr::V6(cjdns::check_key(&gk).unwrap());
-    let sub_addr = IpAddr::V6(cjdns::check_key(&sk).unwrap());
+    let gw_addr = IpAddr::V6(check_key(&gk).unwrap());
+    let sub_addr = IpAddr::V6(check_key(&sk).unwrap());
     // cjdroute puts its fc00::/8 address on its tun.
     for (dev, addr) in [("cjgw", gw_addr), ("cjsub", sub_addr)] {
         let a = format!("{addr}/8");
@@ -646,8 +647,8 @@ fn leave_nothing() {
     let (_gw_node, gs) = cjdns_admin::node(&gk, &m, Some(PASSWORD), TTL);
     let (sub_node, ss) = cjdns_admin::node(&sk, &m, Some(PASSWORD), TTL);
     sub_node.lock().unwrap().tun = Some("cjsub".into());
-    let gw_addr = IpAddr::V6(cjdns::check_key(&gk).unwrap());
-    let sub_addr = IpAddr::V6(cjdns::check_key(&sk).unwrap());
+    let gw_addr = IpAddr::V6(check_key(&gk).unwrap());
+    let sub_addr = IpAddr::V6(check_key(&sk).unwrap());
     // cjdroute puts its fc00::/8 address on its tun.
     for (dev, addr) in [("cjgw", gw_addr), ("cjsub", sub_addr)] {
         let a = format!("{addr}/8");

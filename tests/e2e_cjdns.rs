@@ -227,7 +227,9 @@ fn iptunnel_on_real_cjdroute() {
     // Our key, as mnigs reads it, is the one cjdroute.conf holds.
     let n = sub.clone();
     let own = lab
-        .run_in(&sub.ns, move || method::node_key(&mut n.admin()?))
+        .run_in(&sub.ns, move || {
+            mnigs::cjdns::admin::node_key(&mut n.admin()?)
+        })
         .unwrap()
         .unwrap();
     assert_eq!(own, sub.key);

@@ -3,8 +3,8 @@
 //! 100 callers racing for 10 slots get exactly 10 sessions and 10 tunnel peers.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
+use mnigs::rpc::dispatch::Services;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
 use serde_json::{Value, json};
@@ -43,7 +43,7 @@ fn gateway(max: u32) -> (Server, SocketAddr, Arc<Mutex<HashSet<String>>>) {
         store.clone(),
         None,
     );
-    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let node = Arc::new(Services::new(cfg, store, Some(gw), None));
     let server = Server::start(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node).unwrap();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
     (server, addr, peers)

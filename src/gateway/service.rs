@@ -3,8 +3,10 @@
 
 use super::leases::{Action, Ask, Lease, LeaseBook};
 use super::uplink::{CheckState, Report};
+use crate::clock::now;
 use crate::config::GatewayConfig;
 use crate::config::model::Prefix;
+use crate::ids::new_sid;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
 use crate::rpc::server::Caller;
 use crate::store::{SessionRow, Store};
@@ -14,35 +16,6 @@ use crate::{log, validate};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-
-/// Unix time now, in seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// A new session id: 128 bits from the OS CSPRNG, as 32 hex digits.
-pub fn new_sid() -> String {
-    let mut bytes = [0u8; 16];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n > 0 {
-            filled += n as usize;
-        } else {
-            assert_eq!(
-                std::io::Error::last_os_error().kind(),
-                std::io::ErrorKind::Interrupted,
-                "getrandom failed"
-            );
-        }
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Whether `s` looks like a sid we issue.
 fn is_sid(s: &str) -> bool {
@@ -706,12 +679,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "wireguard"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -720,12 +687,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -742,12 +703,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "openvpn"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -756,12 +711,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -860,9 +809,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "openvpn"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
         fn slow_part(&self, _: &serde_json::Map<String, Value>) -> Option<crate::tunnel::SlowPart> {
             let (started, go, undone) =
                 (self.started.clone(), self.go.clone(), self.undone.clone());
@@ -874,9 +820,6 @@ mod tests {
                 }) as Box<dyn FnOnce() + Send>)
             }))
         }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -885,12 +828,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())

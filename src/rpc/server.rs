@@ -12,7 +12,7 @@
 //! Closing a socket with unread input would make the kernel send a reset that can destroy the
 //! answer before the client reads it. Served connections end the same way.
 
-use super::guard::{self, Headers, Site};
+use super::guard::{self, Headers, Site, canonical, host_only};
 use super::limits::{Admission, Limits, Refusal, source_key};
 use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, code};
 use crate::web;
@@ -1015,27 +1015,6 @@ fn serve_page(
             ("Cache-Control", "no-store".into()),
         ],
         body: web::with_token(asset, token).into_bytes(),
-    }
-}
-
-/// Turns `::ffff:a.b.c.d` into `a.b.c.d`.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// `[fd77::3]:65533` → `fd77::3`, `10.0.0.1:65533` → `10.0.0.1`, `name` → `name`.
-pub fn host_only(host: &str) -> String {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("").to_string();
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            h.to_string()
-        }
-        _ => host.to_string(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! reconciliation after a crash can simply run it again.
 //!
 //! # Layout
+//! - `build.rs`: [`build`]: the methods a role runs, from the config (the one place that maps a
+//!   method name to its type; add a new method there).
 //! - `wireguard.rs`: WireGuard, kernel module when present, otherwise `wireguard-go`.
 //! - `openvpn.rs`: one OpenVPN 2.6 server, a certificate per subscriber.
 //! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
@@ -14,6 +16,7 @@
 //! - `socks.rs`: a SOCKS5 server per subscriber on the gateway, tun2socks on the subscriber.
 //! - `softether.rs`: a hub user per subscriber on a SoftEther VPN server, driven by vpncmd.
 
+mod build;
 pub mod cjdns;
 pub mod iptunnel;
 pub mod openvpn;
@@ -24,6 +27,7 @@ pub mod wireguard;
 
 use crate::protocol::Grant;
 use crate::sys::cmd::CmdError;
+pub use build::{Role, build, standby_ifname};
 use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -199,17 +203,22 @@ pub enum Ingress {
     },
 }
 
-/// A tunnel method.
 /// Work a method does outside the gateway's lock ([`Method::slow_part`]); on success, what
 /// undoes it if the request is refused after all.
 pub type SlowPart = Box<dyn FnOnce() -> Result<Box<dyn FnOnce() + Send>, TunnelError> + Send>;
 
+/// A tunnel method. Steps with a default body are no-ops a method overrides when it has
+/// something to do there; `accept`/`remove` and `connect`/`disconnect` undo each other and have
+/// no default.
 pub trait Method: Send {
     /// The method's protocol name (`wireguard`, …).
     fn name(&self) -> &'static str;
 
-    /// Checks a subscriber's method options before anything is configured; the error names the problem.
-    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String>;
+    /// Checks a subscriber's method options before anything is configured; the error names the
+    /// problem. By default a method uses no options, so none can be wrong.
+    fn check_options(&self, _options: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Checks a subscriber's options against the address its request came from, before any lease
     /// is granted (cjdns: the key must be the caller's own); most methods have nothing to check.
@@ -218,7 +227,10 @@ pub trait Method: Send {
     }
 
     /// Gateway: sets up what all subscribers share (interface, keys, listen port, own addresses).
-    fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError>;
+    /// By default there is nothing shared to set up.
+    fn prepare(&mut self, _net: &GatewayNet) -> Result<(), TunnelError> {
+        Ok(())
+    }
 
     /// Gateway: the slow part of accepting a request with these (checked) options, to be run
     /// without holding the gateway's lock (OpenVPN: signing the certificate), before the lease
@@ -243,11 +255,15 @@ pub trait Method: Send {
     /// Gateway: removes one subscriber's tunnel end.
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError>;
 
-    /// Gateway: removes everything [`Method::prepare`] made.
-    fn shutdown(&mut self) -> Result<(), TunnelError>;
+    /// Gateway: removes everything [`Method::prepare`] made (by default nothing).
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
 
-    /// Subscriber: the options to send in `requestConnection`.
-    fn request_options(&self) -> Map<String, Value>;
+    /// Subscriber: the options to send in `requestConnection` (by default none).
+    fn request_options(&self) -> Map<String, Value> {
+        Map::new()
+    }
 
     /// Subscriber: brings the tunnel up from the gateway's grant and routes Internet traffic through
     /// it; the route to `gateway` itself stays on the mesh. Returns the interface name.

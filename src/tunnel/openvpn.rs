@@ -13,16 +13,19 @@
 //! # Files
 //! Everything lives below `directory` (UCI): `server/` (CA, server key, issued certificates,
 //! `ccd/`, pid, log, management socket) and `client/` (our key, the last grant's certificates,
-//! pid, log).
+//! pid, log). The keys and certificates ([`key_files`]) are also kept in the store and put back
+//! from it at start ([`stored_keys`]), so the directory may be volatile.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
+use crate::store::Store;
 use crate::sys::{cmd, fs, net};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest certificate or request accepted in a message, in bytes.
@@ -409,6 +412,30 @@ pub fn key_files(side: Side) -> &'static [&'static str] {
     }
 }
 
+/// OpenVPN's keys and certificates live in the store (whose persistence spares the flash) and
+/// are written to the method's directory (volatile by default) at start: `save` false puts the
+/// stored ones back where files are missing, `save` true stores what the method made.
+pub fn stored_keys(store: &Mutex<Store>, side: Side, dir: &Path, save: bool) -> Result<(), String> {
+    let store = store.lock().expect("not poisoned");
+    for name in key_files(side) {
+        let key = format!("openvpn/{name}");
+        let path = dir.join(name);
+        if save {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("openvpn: cannot read {name}: {e}"))?;
+            if store.get_kv(&key).map_err(|e| e.to_string())?.as_deref() != Some(text.as_str()) {
+                store.set_kv(&key, &text).map_err(|e| e.to_string())?;
+            }
+        } else if !path.exists()
+            && let Some(text) = store.get_kv(&key).map_err(|e| e.to_string())?
+        {
+            fs::private_dir(dir).map_err(|e| format!("openvpn: {e}"))?;
+            fs::write_new_private(&path, text).map_err(|e| format!("openvpn: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Signs a subscriber's `csr` as `issued/<cn>.crt` unless that certificate exists. The request
 /// is never kept, and a failed signing leaves no file behind.
 /// Returns the certificate's path and whether this call made it. Requests for one `cn` may
@@ -433,7 +460,7 @@ fn issue(dir: &Path, cn: &str, csr: &str) -> Result<(PathBuf, bool), TunnelError
 
 /// 32 random hex digits, for names and serials of our own.
 fn unique() -> String {
-    crate::gateway::service::new_sid()
+    crate::ids::new_sid()
 }
 
 /// The PID in `pidfile` if that process is alive and is an openvpn.
@@ -1072,5 +1099,36 @@ mod tests {
         let e = check_tun_addresses("5: ovc    inet 100.127.0.2/24 scope global\n", &granted)
             .unwrap_err();
         assert!(e.contains("lacks the granted fd7e::2/64"), "{e}");
+    }
+
+    #[test]
+    fn openvpn_keys_come_back_from_the_store() {
+        let store = Mutex::new(Store::open_in_memory().unwrap());
+        let dir = std::env::temp_dir().join(format!("mnigs-ovkeys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in key_files(Side::Server) {
+            std::fs::write(dir.join(name), format!("{name} material\n")).unwrap();
+        }
+        stored_keys(&store, Side::Server, &dir, true).unwrap();
+        // A reboot empties the volatile directory; the store (restored from flash) still has them.
+        std::fs::remove_dir_all(&dir).unwrap();
+        stored_keys(&store, Side::Server, &dir, false).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for name in key_files(Side::Server) {
+            let path = dir.join(name);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{name} material\n")
+            );
+            assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // Files present win over the store (an existing directory is kept as it is).
+        std::fs::write(dir.join("ca.crt"), "newer\n").unwrap();
+        stored_keys(&store, Side::Server, &dir, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+            "newer\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -290,7 +290,7 @@ impl Method for Socks {
         if !running {
             self.remove(peer)?;
             let user = format!("mn{:08x}", u32::from(peer.ipv4));
-            let password = crate::gateway::service::new_sid();
+            let password = crate::ids::new_sid();
             let log = self.dir.join(format!("server-{port}.log"));
             let _ = fs::remove_file(&log);
             let argv = server_argv(self.listen, port, &user, &password);

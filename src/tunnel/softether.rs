@@ -137,7 +137,7 @@ impl Softether {
         let file = self.setup.directory.join(format!(
             "cmd-{}-{}",
             std::process::id(),
-            crate::gateway::service::new_sid()
+            crate::ids::new_sid()
         ));
         let text = commands.join("\n") + "\n";
         fs::write_new_private(&file, &text)
@@ -241,7 +241,7 @@ impl Method for Softether {
                 "softether: option admin_password (the server's) is not set".into(),
             ));
         }
-        let hub_password = crate::gateway::service::new_sid();
+        let hub_password = crate::ids::new_sid();
         // A hub left by an earlier run is kept; its users go with the live sessions' re-adding.
         self.vpncmd(&[format!(
             "HubCreate {} /PASSWORD:{hub_password}",
@@ -292,7 +292,7 @@ impl Method for Softether {
                 format!("UserCreate {user} /GROUP:none /REALNAME:none /NOTE:none"),
                 &[],
             )?;
-            let password = crate::gateway::service::new_sid();
+            let password = crate::ids::new_sid();
             self.one(format!("UserPasswordSet {user} /PASSWORD:{password}"), &[])?;
             self.users.insert(peer.ipv4, password);
         }

@@ -2,14 +2,17 @@
 //! subscriber with the gateway as its only peer.
 //!
 //! The kernel module is used when `ip link add … type wireguard` works, otherwise `wireguard-go`
-//! (which daemonizes and exits by itself when its interface is deleted).
+//! (which daemonizes and exits by itself when its interface is deleted). The node's private key
+//! is made once and kept in the store ([`stored_key`]).
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
+use crate::store::Store;
 use crate::sys::{cmd, net};
 use crate::validate;
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 /// Key in the store under which a node keeps its WireGuard private key.
 pub const PRIVATE_KEY: &str = "wireguard.private_key";
@@ -17,6 +20,17 @@ pub const PRIVATE_KEY: &str = "wireguard.private_key";
 /// Makes a new private key with `wg genkey`.
 pub fn generate_key() -> Result<String, TunnelError> {
     Ok(cmd::run(&["wg", "genkey"])?.trim().to_string())
+}
+
+/// Our WireGuard private key, made on first use and kept in the store.
+pub fn stored_key(store: &Mutex<Store>) -> Result<String, String> {
+    let store = store.lock().expect("not poisoned");
+    if let Some(k) = store.get_kv(PRIVATE_KEY).map_err(|e| e.to_string())? {
+        return Ok(k);
+    }
+    let k = generate_key().map_err(|e| format!("cannot make a WireGuard key: {e}"))?;
+    store.set_kv(PRIVATE_KEY, &k).map_err(|e| e.to_string())?;
+    Ok(k)
 }
 
 /// Derives the public key of `private` with `wg pubkey`.

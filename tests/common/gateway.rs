@@ -7,11 +7,11 @@
 #![allow(dead_code)]
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
 use mnigs::protocol::Grant;
+use mnigs::rpc::dispatch::Services;
 use mnigs::store::Store;
-use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
+use mnigs::tunnel::{Method, Peer, TunnelError};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -36,12 +36,6 @@ impl Method for CountingMethod {
     fn name(&self) -> &'static str {
         "wireguard"
     }
-    fn check_options(&self, _: &Map<String, Value>) -> Result<(), String> {
-        Ok(())
-    }
-    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
-        Ok(())
-    }
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
         self.0.lock().unwrap().insert(key(peer));
         Ok(Map::new())
@@ -49,12 +43,6 @@ impl Method for CountingMethod {
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         self.0.lock().unwrap().remove(&key(peer));
         Ok(())
-    }
-    fn shutdown(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn request_options(&self) -> Map<String, Value> {
-        Map::new()
     }
     fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
         Err(TunnelError::Invalid("gateway-only test method".into()))
@@ -100,7 +88,7 @@ pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
 
 /// A gateway node configured by `cfg` (its gateway role switched on here) with one
 /// [`CountingMethod`] and an in-memory store, ready for an RPC server.
-pub fn counting_node(mut cfg: Config) -> Arc<Node> {
+pub fn counting_node(mut cfg: Config) -> Arc<Services> {
     cfg.gateway.enabled = true;
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
     let gw = Gateway::new(
@@ -109,5 +97,5 @@ pub fn counting_node(mut cfg: Config) -> Arc<Node> {
         store.clone(),
         None,
     );
-    Arc::new(Node::new(cfg, store, Some(gw), None))
+    Arc::new(Services::new(cfg, store, Some(gw), None))
 }
