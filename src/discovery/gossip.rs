@@ -17,7 +17,7 @@
 //! targets per [`BUDGET_WINDOW`], however it rotates its list.
 
 use super::{Answer, Candidate};
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
 use crate::protocol::GossipEntry;
 use crate::store::GatewayRow;
 use std::collections::{HashMap, HashSet};

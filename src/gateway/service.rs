@@ -5,7 +5,7 @@ use super::leases::{Action, Ask, Lease, LeaseBook};
 use super::uplink::{CheckState, Report};
 use crate::clock::now;
 use crate::config::GatewayConfig;
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
 use crate::ids::new_sid;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
 use crate::rpc::server::Caller;

@@ -20,7 +20,7 @@
 //!   prefixes, or routes of any table (mesh routes, LAN routes) — except those of our own
 //!   tunnels.
 
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
 use crate::protocol::{Grant, NodeInfo};
 use crate::validate::{self, quoted};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

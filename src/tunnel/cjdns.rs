@@ -385,14 +385,14 @@ impl Cjdns {
             Some(d) => {
                 let tmp = path.with_extension("tmp");
                 let text = serde_json::to_string(d).unwrap_or_default();
-                std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
+                crate::sys::fs::replace(path, &tmp, text)
             }
-            None => match std::fs::remove_file(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            None => match crate::sys::fs::remove_file(path) {
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
             },
         };
-        r.map_err(|e| TunnelError::Invalid(format!("cjdns ledger {}: {e}", path.display())))
+        r.map_err(|e| TunnelError::Invalid(format!("cjdns ledger: {e}")))
     }
 
     /// Takes a dial down completely: its IpTunnel connections, its RouteGen prefixes (then
