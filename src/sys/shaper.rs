@@ -32,6 +32,14 @@ pub fn class_id(minor: u32) -> String {
     format!("{HANDLE}:{minor:x}")
 }
 
+/// HTB's round-robin quantum (bytes) for the subscriber classes: at least the largest packet a
+/// class can see, a GSO/GRO aggregate of up to 64 KiB (veth, tun with offloads and wireguard all
+/// pass them), plus one Ethernet frame. HTB lends spare bandwidth in turns of `quantum` bytes but
+/// always sends one packet per turn, so with a smaller quantum (it was 1514) the split is per
+/// packet, not per byte: a subscriber whose flows make bigger aggregates (many TCP streams) gets
+/// more (B kept 30–48 % against 8 streams with 1514, 44–45 % with this).
+pub const QUANTUM: u32 = 65_536 + 1_514;
+
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
@@ -77,7 +85,7 @@ pub fn class_argv(ifname: &str, minor: u32, total_kbit: u32, capacity: u32) -> V
         "ceil",
         &format!("{total_kbit}kbit"),
         "quantum",
-        "1514",
+        &QUANTUM.to_string(),
     ])
 }
 
@@ -185,7 +193,7 @@ mod tests {
         assert_eq!(class_id(minor(17)), "7e:111");
         assert_eq!(
             class_argv("wg0", minor(1), 20000, 10).join(" "),
-            "tc class replace dev wg0 parent 7e:2 classid 7e:101 htb rate 2000kbit ceil 20000kbit quantum 1514"
+            "tc class replace dev wg0 parent 7e:2 classid 7e:101 htb rate 2000kbit ceil 20000kbit quantum 67050"
         );
         // A tiny bandwidth among many slots still gets a usable rate.
         assert!(class_argv("wg0", 1, 100, 65535).contains(&"8kbit".to_string()));
