@@ -208,4 +208,21 @@ mod tests {
                 .contains("classid 7e:2 htb rate 5000kbit ceil 5000kbit")
         );
     }
+
+    #[test]
+    fn the_quantum_holds_a_whole_gso_aggregate() {
+        // HTB sends one packet per turn even when it is bigger than the quantum: only a
+        // quantum of at least the biggest packet (a 64 KiB GSO/GRO aggregate and its Ethernet
+        // header) makes the turns equal in bytes between a subscriber with many flows and one
+        // with a single flow.
+        let gso_aggregate = 65_536 + 14;
+        for (total, capacity) in [(19000, 10), (500, 250), (1_000_000, 2)] {
+            let argv = class_argv("wg0", minor(0), total, capacity);
+            let at = argv.iter().position(|w| w == "quantum").unwrap();
+            let quantum: u32 = argv[at + 1].parse().unwrap();
+            assert!(quantum >= gso_aggregate, "{argv:?}");
+            // Above 200000 bytes the kernel warns that the quantum is big (turns get coarse).
+            assert!(quantum <= 200_000, "{argv:?}");
+        }
+    }
 }
