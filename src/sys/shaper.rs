@@ -13,8 +13,11 @@
 //! iptables `CLASSIFY`), by address, so the shaping needs no filter of its own.
 //!
 //! HTB is used because it is everywhere (this kernel has no fq_codel, sfq or cake); shaping to
-//! slightly below the real uplink keeps the queue on the gateway, where it is fair, instead of
-//! the modem's.
+//! slightly below the real uplink (about 95 %) keeps the queue on the gateway, where it is fair,
+//! instead of the modem's. Spare bandwidth is lent in turns of [`QUANTUM`] bytes, a whole GSO
+//! aggregate, so that turns are equal in bytes whatever size of packets each subscriber's flows
+//! make. Leaves keep the default FIFO of the interface's queue length: a shorter one made the
+//! share worse (README, Performance).
 
 use super::cmd::{self, CmdError};
 use std::collections::BTreeSet;
