@@ -40,7 +40,8 @@ pub fn class_id(minor: u32) -> String {
 /// pass them), plus one Ethernet frame. HTB lends spare bandwidth in turns of `quantum` bytes but
 /// always sends one packet per turn, so with a smaller quantum (it was 1514) the split is per
 /// packet, not per byte: a subscriber whose flows make bigger aggregates (many TCP streams) gets
-/// more (B kept 30–48 % against 8 streams with 1514, 44–45 % with this).
+/// more. In `bench/fairshare.sh`, B kept 27–48 % of the uplink against 8 streams with 1514,
+/// 44–46 % with this.
 pub const QUANTUM: u32 = 65_536 + 1_514;
 
 fn argv(words: &[&str]) -> Vec<String> {
