@@ -13,8 +13,11 @@
 //! iptables `CLASSIFY`), by address, so the shaping needs no filter of its own.
 //!
 //! HTB is used because it is everywhere (this kernel has no fq_codel, sfq or cake); shaping to
-//! slightly below the real uplink keeps the queue on the gateway, where it is fair, instead of
-//! the modem's.
+//! slightly below the real uplink (about 95 %) keeps the queue on the gateway, where it is fair,
+//! instead of the modem's. Spare bandwidth is lent in turns of [`QUANTUM`] bytes, a whole GSO
+//! aggregate, so that turns are equal in bytes whatever size of packets each subscriber's flows
+//! make. Leaves keep the default FIFO of the interface's queue length: a shorter one made the
+//! share worse (README, Performance).
 
 use super::cmd::{self, CmdError};
 use std::collections::BTreeSet;
@@ -31,6 +34,15 @@ pub fn minor(slot: u32) -> u32 {
 pub fn class_id(minor: u32) -> String {
     format!("{HANDLE}:{minor:x}")
 }
+
+/// HTB's round-robin quantum (bytes) for the subscriber classes: at least the largest packet a
+/// class can see, a GSO/GRO aggregate of up to 64 KiB (veth, tun with offloads and wireguard all
+/// pass them), plus one Ethernet frame. HTB lends spare bandwidth in turns of `quantum` bytes but
+/// always sends one packet per turn, so with a smaller quantum (it was 1514) the split is per
+/// packet, not per byte: a subscriber whose flows make bigger aggregates (many TCP streams) gets
+/// more. In `bench/fairshare.sh`, B kept 27–48 % of the uplink against 8 streams with 1514,
+/// 44–46 % with this.
+pub const QUANTUM: u32 = 65_536 + 1_514;
 
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
@@ -77,7 +89,7 @@ pub fn class_argv(ifname: &str, minor: u32, total_kbit: u32, capacity: u32) -> V
         "ceil",
         &format!("{total_kbit}kbit"),
         "quantum",
-        "1514",
+        &QUANTUM.to_string(),
     ])
 }
 
@@ -185,7 +197,7 @@ mod tests {
         assert_eq!(class_id(minor(17)), "7e:111");
         assert_eq!(
             class_argv("wg0", minor(1), 20000, 10).join(" "),
-            "tc class replace dev wg0 parent 7e:2 classid 7e:101 htb rate 2000kbit ceil 20000kbit quantum 1514"
+            "tc class replace dev wg0 parent 7e:2 classid 7e:101 htb rate 2000kbit ceil 20000kbit quantum 67050"
         );
         // A tiny bandwidth among many slots still gets a usable rate.
         assert!(class_argv("wg0", 1, 100, 65535).contains(&"8kbit".to_string()));
@@ -199,5 +211,22 @@ mod tests {
                 .join(" ")
                 .contains("classid 7e:2 htb rate 5000kbit ceil 5000kbit")
         );
+    }
+
+    #[test]
+    fn the_quantum_holds_a_whole_gso_aggregate() {
+        // HTB sends one packet per turn even when it is bigger than the quantum: only a
+        // quantum of at least the biggest packet (a 64 KiB GSO/GRO aggregate and its Ethernet
+        // header) makes the turns equal in bytes between a subscriber with many flows and one
+        // with a single flow.
+        let gso_aggregate = 65_536 + 14;
+        for (total, capacity) in [(19000, 10), (500, 250), (1_000_000, 2)] {
+            let argv = class_argv("wg0", minor(0), total, capacity);
+            let at = argv.iter().position(|w| w == "quantum").unwrap();
+            let quantum: u32 = argv[at + 1].parse().unwrap();
+            assert!(quantum >= gso_aggregate, "{argv:?}");
+            // Above 200000 bytes the kernel warns that the quantum is big (turns get coarse).
+            assert!(quantum <= 200_000, "{argv:?}");
+        }
     }
 }
