@@ -11,8 +11,8 @@
 //! Seeded: `MNIGS_CRASH_SEED` (default 8) and `MNIGS_CRASH_ROUNDS` (default 5 per test;
 //! `bench/crash.sh` runs 25 per test). A failure prints the seed and round to replay it.
 
-use mnigs::demo::{Scenario, assert_same_config as exactly_same_config};
-use mnigs::testbed::{Node, e2e_gate};
+use mnigs_lab::scenario::{Scenario, assert_same_config as exactly_same_config};
+use mnigs_lab::testbed::{Node, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -312,7 +312,7 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
     // No fail back: the subscriber stays where a move took it once both uplinks are up again.
     let options = format!(
         "\toption scan_interval '1'\n\tlist probe_target '{}'\n\toption failback_after '86400'\n",
-        mnigs::testbed::Testbed::INET_HOST
+        mnigs_lab::testbed::Testbed::INET_HOST
     );
     let mut s = Scenario::two_gateways(EXE.as_ref(), &options).expect("testbed");
     s.bed

@@ -321,7 +321,7 @@ impl Bed {
 
     /// Links, addresses, routes, rules and nftables of `node`, to compare before and after.
     fn state(&self, node: &str) -> String {
-        mnigs::demo::network_state(|argv| self.exec(node, argv).unwrap_or_default())
+        mnigs_lab::scenario::network_state(|argv| self.exec(node, argv).unwrap_or_default())
     }
 
     /// PIDs of processes in `node`'s namespace that are not our children.
@@ -669,7 +669,7 @@ fn fallback(signal: i32, why: &str) {
     assert_same(&before[1], &bed.state("s1"), "s1 state");
 }
 
-/// OpenVPN across the Babel mesh of [`mnigs::demo::Scenario`] (two hops, IPv6 link-locals,
+/// OpenVPN across the Babel mesh of [`mnigs_lab::scenario::Scenario`] (two hops, IPv6 link-locals,
 /// discovery by Babel routes): the subscriber finds the gateway, connects by openvpn on its own,
 /// gets back in after a gateway restart, and SIGTERM while connected leaves both nodes as they
 /// were.
@@ -678,8 +678,8 @@ fn openvpn_over_a_babel_mesh_and_sigterm_cleans_up() {
     if !gate("openvpn_over_a_babel_mesh_and_sigterm_cleans_up") {
         return;
     }
-    use mnigs::demo::Scenario;
-    use mnigs::testbed::Node;
+    use mnigs_lab::scenario::Scenario;
+    use mnigs_lab::testbed::Node;
     let extra = "config openvpn 'openvpn'\n\toption interface 'ovs'\n\toption client_interface 'ovc'\n\
                  \toption directory '@DIR@/@NODE@-ovpn'\n";
     let mut s =

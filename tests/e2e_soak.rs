@@ -7,8 +7,8 @@
 //!
 //! `MNIGS_SOAK_SECONDS` (default 10) bounds the churn; `bench/soak.sh` runs 600.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 

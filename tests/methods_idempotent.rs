@@ -6,10 +6,10 @@
 
 use mnigs::protocol::Grant;
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
 use mnigs::tunnel::openvpn::{Openvpn, Side};
 use mnigs::tunnel::route::Route;
 use mnigs::tunnel::{GatewayNet, Method, Peer};
+use mnigs_lab::testbed::e2e_gate;
 use serde_json::Map;
 use std::net::Ipv4Addr;
 use std::path::Path;

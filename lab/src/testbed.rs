@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::sys::cmd::{self, CmdError};
+use mnigs::sys::cmd::{self, CmdError};
 
 /// Prefix of every namespace a testbed creates: `mnigs-<tag>-<node>`.
 pub const NS_PREFIX: &str = "mnigs-";
@@ -801,14 +801,14 @@ impl Testbed {
         }
         for ns in self.namespaces.drain(..) {
             if let Err(e) = cmd::run(&["ip", "netns", "delete", &ns]) {
-                crate::log::warn(&format!("testbed: cannot delete namespace {ns}: {e}"));
+                mnigs::log::warn(&format!("testbed: cannot delete namespace {ns}: {e}"));
             }
         }
         remove_wg_sockets(&self.tag);
         if let Err(e) = fs::remove_dir_all(&self.dir)
             && e.kind() != ErrorKind::NotFound
         {
-            crate::log::warn(&format!(
+            mnigs::log::warn(&format!(
                 "testbed: cannot remove {}: {e}",
                 self.dir.display()
             ));
@@ -852,7 +852,7 @@ pub fn spawn_in_ns(ns: &str, argv: &[&str], log: &Path) -> Result<Child, String>
             .map_err(|e| format!("cannot open log {}: {e}", log.display()))
     };
     let (out, err) = (open_log()?, open_log()?);
-    crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
+    mnigs::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
     Command::new("ip")
         .args(["netns", "exec", ns])
         .args(argv)

@@ -7,7 +7,7 @@
 //! Interfaces are created directly inside their namespace, so their names cannot clash with
 //! the host's.
 
-use crate::sys::cmd::{self, CmdError};
+use mnigs::sys::cmd::{self, CmdError};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
@@ -215,7 +215,7 @@ impl Drop for Lab {
         }
         for ns in lock(&self.namespaces).drain(..).rev() {
             if let Err(e) = cmd::run(&["ip", "netns", "del", &ns]) {
-                crate::log::warn(&format!("netlab: removing {ns}: {e}"));
+                mnigs::log::warn(&format!("netlab: removing {ns}: {e}"));
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -321,12 +321,12 @@ impl Lab {
             let pid = self.spawn(&nss[i], &["yggdrasil", "-useconffile", &path_s], &log)?;
             // Its listener is up once its admin socket answers; only then may the next node
             // dial it (a refused first dial is retried only after a back-off).
-            let mut probe = crate::discovery::yggdrasil::SocketAdmin::new(
-                crate::discovery::yggdrasil::Endpoint::parse(&admin)?,
+            let mut probe = mnigs::discovery::yggdrasil::SocketAdmin::new(
+                mnigs::discovery::yggdrasil::Endpoint::parse(&admin)?,
                 Duration::from_secs(1),
             );
             let up = Instant::now();
-            while crate::discovery::yggdrasil::Admin::call(
+            while mnigs::discovery::yggdrasil::Admin::call(
                 &mut probe,
                 "getSelf",
                 serde_json::json!({}),
@@ -347,7 +347,7 @@ impl Lab {
             });
         }
         nodes.reverse();
-        use crate::discovery::yggdrasil::{Admin, Endpoint, SocketAdmin};
+        use mnigs::discovery::yggdrasil::{Admin, Endpoint, SocketAdmin};
         let deadline = Instant::now() + Duration::from_secs(20);
         for (i, n) in nodes.iter_mut().enumerate() {
             let want = usize::from(i > 0) + usize::from(i + 1 < names.len());
