@@ -20,10 +20,14 @@
 //! figure missing its target (the machine may be loaded); a debug build's figures are not
 //! comparable with the targets at all.
 
+#[path = "../tests/common/daemon.rs"]
+mod daemon_common;
+
+use daemon_common::free_port;
 use mnigs::rpc::client;
 use mnigs_lab::scenario::Scenario;
 use mnigs_lab::testbed::{Node, require_root};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -100,14 +104,6 @@ fn memory_rows(what: &str, m: Memory) {
         format!("idle PSS, {what}"),
         m.pss
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Requests per second and idle RSS of a daemon with no role (binary `exe`), on loopback.
