@@ -15,31 +15,36 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `mnigs-demo args` (one demo at a time): it must succeed and print every one of `lines`.
+fn tells(args: &[&str], lines: &[&str]) {
+    let _one = serial();
+    let out = std::process::Command::new(EXE).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    for line in lines {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}\n{err}");
+    }
+}
+
 #[test]
 fn demo_tells_its_story() {
     if !e2e_gate("demo_tells_its_story") {
         return;
     }
-    let _one = serial();
-    let out = std::process::Command::new(EXE)
-        .arg("demo")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}\n{err}");
-    for line in [
-        "babeld started on sub, relay and gw",
-        "Babel routes converged in ",
-        "before mnigs: ping sub → Internet host 203.0.113.7 fails, as it should",
-        "gateway daemon up on gw (fd77::3)",
-        "gateway found and registered: gw at ",
-        "Internet reachable: ping sub → 203.0.113.7 works",
-        "disconnected: ping now fails again",
-        "] done",
-    ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}\n{err}");
-    }
+    tells(
+        &["demo"],
+        &[
+            "babeld started on sub, relay and gw",
+            "Babel routes converged in ",
+            "before mnigs: ping sub → Internet host 203.0.113.7 fails, as it should",
+            "gateway daemon up on gw (fd77::3)",
+            "gateway found and registered: gw at ",
+            "Internet reachable: ping sub → 203.0.113.7 works",
+            "disconnected: ping now fails again",
+            "] done",
+        ],
+    );
 }
 
 #[test]
@@ -65,25 +70,18 @@ fn demo_cjdns_tells_its_story() {
     if cjdlab::gate("demo_cjdns_tells_its_story").is_none() {
         return;
     }
-    let _one = serial();
-    let out = std::process::Command::new(EXE)
-        .args(["demo", "--cjdns"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}\n{err}");
-    for line in [
-        "cjdroute started and peered on sub, relay and gw",
-        "before mnigs: ping sub → Internet host 203.0.113.7 fails, as it should",
-        "gateway found and registered: gw at fc",
-        " via cjdns, tunnel cjdsub with 100.127.0.2",
-        "Internet reachable: ping sub → 203.0.113.7 works",
-        "disconnected: ping now fails again; sub's addresses and routes are as before mnigs",
-        "] done",
-    ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}\n{err}");
-    }
+    tells(
+        &["demo", "--cjdns"],
+        &[
+            "cjdroute started and peered on sub, relay and gw",
+            "before mnigs: ping sub → Internet host 203.0.113.7 fails, as it should",
+            "gateway found and registered: gw at fc",
+            " via cjdns, tunnel cjdsub with 100.127.0.2",
+            "Internet reachable: ping sub → 203.0.113.7 works",
+            "disconnected: ping now fails again; sub's addresses and routes are as before mnigs",
+            "] done",
+        ],
+    );
 }
 
 #[test]
