@@ -211,7 +211,7 @@ redistribute deny
 
     /// Interface names starting with `prefix` are this lab's: drop removes their wireguard-go
     /// sockets.
-    pub(crate) fn own_ifnames(&self, prefix: &str) {
+    pub fn own_ifnames(&self, prefix: &str) {
         lock(&self.ifnames).push(prefix.to_string());
     }
 
