@@ -168,9 +168,7 @@ pub fn main(args: Args) -> i32 {
         Cmd::CheckConfig(a) => check_config(&a.config, a.json, model::load(&a.config)),
         // The demo is the lab's program (lab/, a dev-only workspace member), never the router's.
         Cmd::Demo(_) => {
-            eprintln!(
-                "mnigs: this binary has no demo; in the source tree, run `cargo run --release -p mnigs-lab -- demo`"
-            );
+            eprintln!("mnigs: the demo is the lab's: cargo run --release -p mnigs-lab -- demo");
             1
         }
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
