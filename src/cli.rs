@@ -166,13 +166,9 @@ pub fn main(args: Args) -> i32 {
         },
         Cmd::CheckConfig(a) if a.stdin => check_config(&a.config, a.json, stdin_config(&a.config)),
         Cmd::CheckConfig(a) => check_config(&a.config, a.json, model::load(&a.config)),
-        #[cfg(feature = "demo")]
-        Cmd::Demo(a) if a.cjdns => crate::cjdemo::run(a.hold),
-        #[cfg(feature = "demo")]
-        Cmd::Demo(a) => crate::demo::run(a.hold),
-        #[cfg(not(feature = "demo"))]
+        // The demo is the lab's program (lab/, a dev-only workspace member), never the router's.
         Cmd::Demo(_) => {
-            eprintln!("mnigs: this build has no demo (it was built without the `demo` feature)");
+            eprintln!("mnigs: the demo is the lab's: cargo run --release -p mnigs-lab -- demo");
             1
         }
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),

@@ -24,34 +24,24 @@
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
 //! - [`daemon`]: wires the roles, the server and signals together (wiring only).
 //! - [`cli`]: the command-line client of the daemon's local control methods.
-//! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`clock`]: Unix time in seconds; [`ids`]: session ids and random tokens (leaves).
-//! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
-//! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
-//! - [`cjdlab`]: real cjdroute nodes in a lab (cjdns end-to-end tests, `mnigs demo --cjdns`).
-//! - [`cjdemo`]: `mnigs demo --cjdns`, the single-host demo on cjdns.
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
+//!
+//! The namespace lab of the tests, the benches and the single-host demo (`mnigs-demo`) is the
+//! workspace member `lab/` (package `mnigs-lab`), a dev-dependency: none of it ships.
 
-#[cfg(feature = "demo")]
-pub mod cjdemo;
-#[cfg(feature = "demo")]
-pub mod cjdlab;
 pub mod cjdns;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod discovery;
 pub mod gateway;
 pub mod hooks;
 pub mod ids;
 pub mod log;
-#[cfg(feature = "demo")]
-pub mod netlab;
 pub mod persist;
 pub mod prefix;
 pub mod protocol;
@@ -59,8 +49,6 @@ pub mod rpc;
 pub mod store;
 pub mod subscriber;
 pub mod sys;
-#[cfg(feature = "demo")]
-pub mod testbed;
 pub mod tunnel;
 pub mod validate;
 pub mod web;

@@ -10,6 +10,8 @@
 
 #[path = "common/cjdns_admin.rs"]
 mod cjdns_admin;
+#[path = "common/netns.rs"]
+mod netns;
 
 use cjdns_admin::{Mesh, Server};
 use mnigs::cjdns::admin::{self, Admin, AdminTarget, UdpAdmin};
@@ -17,9 +19,10 @@ use mnigs::cjdns::bencode::Value;
 use mnigs::cjdns::keys::check_key;
 use mnigs::protocol::Grant;
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
 use mnigs::tunnel::cjdns::{self, Cjdns, Connection};
 use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
+use mnigs_lab::testbed::e2e_gate;
+use netns::Setup;
 use serde_json::{Map, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -341,18 +344,16 @@ fn as_root_in_netns(f: fn()) {
 /// Runs `f` on a thread in a new network namespace (loopback up, tun interfaces `cjgw` and
 /// `cjsub` standing in for the two cjdroutes' tuns); the simulators it starts live there too.
 fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare changes only this thread's network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        let batch = "link set lo up\ntuntap add cjgw mode tun\ntuntap add cjsub mode tun\n\
-                     link set cjgw addrgenmode none\nlink set cjsub addrgenmode none\n\
-                     link set cjgw up\nlink set cjsub up\n";
-        cmd::run_input(&["ip", "-batch", "-"], batch).unwrap();
-        f()
-    })
-    .join()
-    .expect("namespace thread")
+    let ip_batch = "link set lo up\ntuntap add cjgw mode tun\ntuntap add cjsub mode tun\n\
+                    link set cjgw addrgenmode none\nlink set cjsub addrgenmode none\n\
+                    link set cjgw up\nlink set cjsub up\n";
+    netns::in_netns(
+        Setup {
+            ip_batch,
+            ..Setup::default()
+        },
+        f,
+    )
 }
 
 /// Addresses and routes of both families, all tables.

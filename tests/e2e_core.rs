@@ -2,8 +2,8 @@
 //! gateway by itself, registers, and reaches the fake Internet host through WireGuard (userspace
 //! wireguard-go here, the kernel has no module). Skips loudly without root; fails under MNIGS_E2E=1.
 
-use mnigs::demo::{Scenario, assert_same_config};
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::{Scenario, assert_same_config};
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 

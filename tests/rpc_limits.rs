@@ -12,7 +12,7 @@ mod daemon_common;
 #[path = "common/gateway.rs"]
 mod gateway_common;
 use daemon_common::{Daemon, free_port, loopback_config};
-use gateway_common::{connect_from, counting_node};
+use gateway_common::{connect_from, counting_node, serve};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,11 +33,11 @@ const LIMITS: fn() -> Limits = || Limits {
 fn gateway() -> (Server, SocketAddr) {
     let mut cfg = Config::default();
     cfg.gateway.max_subscribers = 10;
-    let node = counting_node(cfg);
-    let server =
-        Server::start_with(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node, LIMITS()).unwrap();
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
-    (server, addr)
+    serve(
+        counting_node(cfg),
+        &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        LIMITS(),
+    )
 }
 
 /// Sends `bytes` from `from` and returns the answer's status code and body, or `None` when the
