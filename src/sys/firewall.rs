@@ -157,14 +157,12 @@ fn tunnel_ifs(policy: &Policy, sessions: &[Session]) -> Vec<String> {
     v
 }
 
-/// The nft script that replaces our table with the policy for `sessions` (one transaction).
-pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
+/// The elements of every set and map of our table that depends on the sessions, by name, in
+/// the order the sessions are given (map elements as `key : value`). [`nft_script`] renders
+/// them in full; [`nft_delta`] turns two of them into the changes from one to the other.
+pub fn nft_elements(policy: &Policy, sessions: &[Session]) -> Vec<(&'static str, Vec<String>)> {
     let (fwd, local) = partition(sessions);
     let sessions = &fwd[..];
-    let wan = quote(&policy.wan);
-    let mut s = format!(
-        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
-    );
     // sess*: every session (masquerade); tun*: sessions whose tunnel authenticates them;
     // bind4: sessions without tunnel (route), with the MAC address they must come from.
     let (mut sess4, mut sess6, mut tun4, mut tun6, mut bind4) =
@@ -190,30 +188,20 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
             }
         }
     }
-    let sets: [(&str, &str, Option<String>); 7] = [
+    let mut out = vec![
         (
             "tunifs",
-            "ifname",
-            set_of(tunnel_ifs(policy, sessions).iter().map(|i| quote(i))),
+            tunnel_ifs(policy, sessions)
+                .iter()
+                .map(|i| quote(i))
+                .collect(),
         ),
-        (
-            "meshifs",
-            "ifname",
-            set_of(policy.mesh.iter().map(|i| quote(i))),
-        ),
-        ("sess4", "ifname . ipv4_addr", set_of(sess4)),
-        ("sess6", "ifname . ipv6_addr", set_of(sess6)),
-        ("tun4", "ifname . ipv4_addr", set_of(tun4)),
-        ("tun6", "ifname . ipv6_addr", set_of(tun6)),
-        ("bind4", "ifname . ipv4_addr . ether_addr", set_of(bind4)),
+        ("sess4", sess4),
+        ("sess6", sess6),
+        ("tun4", tun4),
+        ("tun6", tun6),
+        ("bind4", bind4),
     ];
-    for (name, ty, elements) in sets {
-        s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
-        if let Some(e) = elements {
-            s.push_str(&format!("\t\telements = {e};\n"));
-        }
-        s.push_str("\t}\n");
-    }
     // Shaping classes by address: downloads by destination, uploads by source.
     for (name, on, v6) in [
         ("down4", policy.shape_down, false),
@@ -221,52 +209,100 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
         ("up4", policy.shape_up, false),
         ("up6", policy.shape_up, true),
     ] {
-        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
         let elements = sessions.iter().filter(|_| on).flat_map(|x| {
             x.addrs
                 .iter()
                 .filter(move |a| a.is_ipv6() == v6)
                 .map(move |a| format!("{a} : {}:{:x}", super::shaper::HANDLE, x.class))
         });
-        s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
-        if let Some(e) = set_of(elements) {
-            s.push_str(&format!("\t\telements = {e};\n"));
-        }
-        s.push_str("\t}\n");
+        out.push((name, elements.collect()));
     }
     // Local sessions: their ports, and each port with the one address that may use it.
     let mut lports: Vec<u16> = local.iter().map(|(_, p)| *p).collect();
     lports.sort();
     lports.dedup();
-    for (name, ty, elements) in [
-        (
-            "lports",
-            "inet_service",
-            set_of(lports.iter().map(u16::to_string)),
-        ),
-        (
-            "owner4",
-            "ipv4_addr . inet_service",
-            set_of(
-                local
-                    .iter()
-                    .filter(|(o, _)| o.is_ipv4())
-                    .map(|(o, p)| format!("{o} . {p}")),
-            ),
-        ),
-        (
-            "owner6",
-            "ipv6_addr . inet_service",
-            set_of(
-                local
-                    .iter()
-                    .filter(|(o, _)| o.is_ipv6())
-                    .map(|(o, p)| format!("{o} . {p}")),
-            ),
-        ),
-    ] {
-        s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
-        if let Some(e) = elements {
+    out.push(("lports", lports.iter().map(u16::to_string).collect()));
+    for (name, v6) in [("owner4", false), ("owner6", true)] {
+        let elements = local
+            .iter()
+            .filter(|(o, _)| o.is_ipv6() == v6)
+            .map(|(o, p)| format!("{o} . {p}"));
+        out.push((name, elements.collect()));
+    }
+    out
+}
+
+/// The element types of the sets and maps of [`nft_elements`] (maps map to `classid`).
+fn element_type(name: &str) -> &'static str {
+    match name {
+        "tunifs" | "meshifs" => "ifname",
+        "sess4" | "tun4" => "ifname . ipv4_addr",
+        "sess6" | "tun6" => "ifname . ipv6_addr",
+        "bind4" => "ifname . ipv4_addr . ether_addr",
+        "down4" | "up4" => "ipv4_addr",
+        "down6" | "up6" => "ipv6_addr",
+        "lports" => "inet_service",
+        "owner4" => "ipv4_addr . inet_service",
+        _ => "ipv6_addr . inet_service",
+    }
+}
+
+fn is_map(name: &str) -> bool {
+    matches!(name, "down4" | "down6" | "up4" | "up6")
+}
+
+/// The nft script (one transaction) that changes our table's session sets from `before` to
+/// `after` (both from [`nft_elements`]): deletions first, then additions, so that a map key
+/// whose value changes is deleted and added again. Empty when nothing changes.
+pub fn nft_delta(
+    before: &[(&'static str, Vec<String>)],
+    after: &[(&'static str, Vec<String>)],
+) -> String {
+    use std::collections::BTreeSet;
+    let (mut del, mut add) = (String::new(), String::new());
+    for ((name, b), (_, a)) in before.iter().zip(after) {
+        let b: BTreeSet<&String> = b.iter().collect();
+        let a: BTreeSet<&String> = a.iter().collect();
+        // A map element is deleted by its key alone.
+        let gone: Vec<&str> = b
+            .difference(&a)
+            .map(|e| {
+                if is_map(name) {
+                    e.split(" : ").next().unwrap_or(e)
+                } else {
+                    e.as_str()
+                }
+            })
+            .collect();
+        let new: Vec<&str> = a.difference(&b).map(|e| e.as_str()).collect();
+        for (out, verb, list) in [(&mut del, "delete", gone), (&mut add, "add", new)] {
+            if !list.is_empty() {
+                out.push_str(&format!(
+                    "{verb} element inet {NFT_TABLE} {name} {{ {} }}\n",
+                    list.join(", ")
+                ));
+            }
+        }
+    }
+    del + &add
+}
+
+/// The nft script that replaces our table with the policy for `sessions` (one transaction).
+pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
+    let wan = quote(&policy.wan);
+    let mut s = format!(
+        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
+    );
+    let mut elements = nft_elements(policy, sessions);
+    elements.insert(1, ("meshifs", policy.mesh.iter().map(|i| quote(i)).collect()));
+    for (name, list) in elements {
+        let ty = element_type(name);
+        if is_map(name) {
+            s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
+        } else {
+            s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
+        }
+        if let Some(e) = set_of(list) {
             s.push_str(&format!("\t\telements = {e};\n"));
         }
         s.push_str("\t}\n");
@@ -667,46 +703,119 @@ impl Firewall {
         }
     }
 
+    /// Brings the kernel from the sessions in `before` to ours: with nft only the set and map
+    /// elements that changed (one transaction, nothing when nothing changed); with iptables our
+    /// chains in full (one `iptables-restore --noflush` per family).
+    fn apply_change(&self, before: &[Session]) -> Result<(), CmdError> {
+        match self.backend {
+            Backend::Nft => {
+                let now: Vec<Session> = self.sessions.values().cloned().collect();
+                let script = nft_delta(
+                    &nft_elements(&self.policy, before),
+                    &nft_elements(&self.policy, &now),
+                );
+                if script.is_empty() {
+                    return Ok(());
+                }
+                cmd::run_input(&["nft", "-f", "-"], &script).map(drop)
+            }
+            Backend::Iptables => self.apply(),
+        }
+    }
+
     /// Admits one session (replacing what `key` had).
     pub fn admit(&mut self, key: &str, session: Session) -> Result<(), CmdError> {
-        // A local session's traffic leaves from the gateway itself: no class to give it.
-        if session.local.is_none() {
-            self.shaper.admit(&session.ifname, session.class)?;
+        self.admit_many(vec![(key.to_string(), session)])
+    }
+
+    /// Admits sessions (each replacing what its key had), all in one change: the shaping classes
+    /// in one `tc` batch, the rules in one transaction. On an error nothing of it stays: the
+    /// classes given go again, and the list (and the kernel) hold what they held before.
+    pub fn admit_many(&mut self, batch: Vec<(String, Session)>) -> Result<(), CmdError> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        let (ifname, class, local) = (session.ifname.clone(), session.class, session.local);
-        let old = self.sessions.insert(key.to_string(), session);
-        let r = self.apply();
+        // A local session's traffic leaves from the gateway itself: no class to give it.
+        let classes: Vec<(String, u32)> = batch
+            .iter()
+            .filter(|(_, s)| s.local.is_none())
+            .map(|(_, s)| (s.ifname.clone(), s.class))
+            .collect();
+        if let Err(e) = self.shaper.admit_many(&classes) {
+            let unused = self.unused(&classes);
+            let _ = self.shaper.dismiss_many(&unused);
+            return Err(e);
+        }
+        let before: Vec<Session> = self.sessions.values().cloned().collect();
+        let mut olds = Vec::new();
+        for (key, session) in batch {
+            olds.push((key.clone(), self.sessions.insert(key, session)));
+        }
+        let r = self.apply_change(&before);
         if r.is_err() {
-            // Nothing half-made: the class this call gave goes again unless the session it
-            // replaces still uses it.
-            let kept = old
-                .as_ref()
-                .is_some_and(|o| o.local.is_none() && o.ifname == ifname && o.class == class);
-            if local.is_none() && !kept {
-                let _ = self.shaper.dismiss(&ifname, class);
+            // Nothing half-made: the list is what it was, and the classes this call gave go
+            // again unless a session still there uses them.
+            for (key, old) in olds.into_iter().rev() {
+                match old {
+                    Some(o) => self.sessions.insert(key, o),
+                    None => self.sessions.remove(&key),
+                };
             }
-            match old {
-                Some(o) => self.sessions.insert(key.to_string(), o),
-                None => self.sessions.remove(key),
-            };
+            let unused = self.unused(&classes);
+            let _ = self.shaper.dismiss_many(&unused);
         }
         r
+    }
+
+    /// Of `classes`, those no listed session uses.
+    fn unused(&self, classes: &[(String, u32)]) -> Vec<(String, u32)> {
+        classes
+            .iter()
+            .filter(|(ifname, class)| {
+                !self.sessions.values().any(|s| {
+                    s.local.is_none() && &s.ifname == ifname && s.class == *class
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// Withdraws a session, then forgets its connections (conntrack), so that nothing it
     /// opened survives, neither through NAT nor for whoever gets the address next.
     pub fn dismiss(&mut self, key: &str, addrs: &[IpAddr]) -> Result<(), CmdError> {
-        if let Some(gone) = self.sessions.remove(key) {
-            if let Err(e) = self.apply() {
-                // The rules still hold it: so does our list, for the next attempt.
-                self.sessions.insert(key.to_string(), gone);
+        self.dismiss_many(&[(key.to_string(), addrs.to_vec())])
+    }
+
+    /// Withdraws sessions (key, addresses) in one change, then forgets their connections. If
+    /// the rules cannot be changed, the list keeps them all (the kernel still holds them), for
+    /// the next attempt.
+    pub fn dismiss_many(&mut self, batch: &[(String, Vec<IpAddr>)]) -> Result<(), CmdError> {
+        let before: Vec<Session> = self.sessions.values().cloned().collect();
+        let gone: Vec<(String, Session)> = batch
+            .iter()
+            .filter_map(|(key, _)| self.sessions.remove(key).map(|s| (key.clone(), s)))
+            .collect();
+        if !gone.is_empty() {
+            if let Err(e) = self.apply_change(&before) {
+                // The rules still hold them: so does our list.
+                self.sessions.extend(gone);
                 return Err(e);
             }
-            if gone.local.is_none() {
-                self.shaper.dismiss(&gone.ifname, gone.class)?;
-            }
+            let classes: Vec<(String, u32)> = gone
+                .iter()
+                .filter(|(_, s)| s.local.is_none())
+                .map(|(_, s)| (s.ifname.clone(), s.class))
+                .collect();
+            let unused = self.unused(&classes);
+            self.shaper.dismiss_many(&unused)?;
         }
-        flush_conntrack(addrs)
+        let addrs: Vec<IpAddr> = batch.iter().flat_map(|(_, a)| a.iter().copied()).collect();
+        flush_conntrack(&addrs)
+    }
+
+    /// The keys of the sessions listed (admitted and not dismissed).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.sessions.keys().map(String::as_str)
     }
 
     /// Removes the table or chains and everything in them, and the shaping.
@@ -751,18 +860,53 @@ pub fn conntrack_argv(addr: IpAddr) -> [Vec<String>; 2] {
     })
 }
 
+/// Above this many addresses, [`flush_conntrack`] lists the table once per family and deletes
+/// only the addresses that have connections, instead of two deletions per address.
+const CONNTRACK_LIST_ABOVE: usize = 4;
+
+/// The addresses of `wanted` that appear (as `src=` or `dst=`) in a `conntrack -L` listing.
+pub fn conntrack_listed(listing: &str, wanted: &[IpAddr]) -> Vec<IpAddr> {
+    let mut seen = std::collections::BTreeSet::new();
+    for word in listing.split_whitespace() {
+        let addr = word
+            .strip_prefix("src=")
+            .or_else(|| word.strip_prefix("dst="))
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        if let Some(a) = addr.filter(|a| wanted.contains(a)) {
+            seen.insert(a);
+        }
+    }
+    seen.into_iter().collect()
+}
+
 /// Forgets the connections of `addrs`. Without the `conntrack` program this is logged and
 /// skipped (the firewall still stops the traffic; only the NAT entries live on until they time
-/// out).
+/// out). Many addresses (a batch of releases) cost one listing per family, and deletions only
+/// for those with connections.
 pub fn flush_conntrack(addrs: &[IpAddr]) -> Result<(), CmdError> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
     if !cmd::available("conntrack") {
         crate::log::warn(
             "`conntrack` is not installed: connections of a freed address are not flushed",
         );
         return Ok(());
     }
-    for a in addrs {
-        for argv in conntrack_argv(*a) {
+    let mut targets = addrs.to_vec();
+    if addrs.len() > CONNTRACK_LIST_ABOVE {
+        targets.clear();
+        for (fam, v6) in [("ipv4", false), ("ipv6", true)] {
+            let wanted: Vec<IpAddr> = addrs.iter().filter(|a| a.is_ipv6() == v6).copied().collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let listing = cmd::run(&["conntrack", "-L", "-f", fam])?;
+            targets.extend(conntrack_listed(&listing, &wanted));
+        }
+    }
+    for a in targets {
+        for argv in conntrack_argv(a) {
             match cmd::run(&argv) {
                 Ok(_) => {}
                 // "0 flow entries have been deleted" exits 1: nothing to forget.
