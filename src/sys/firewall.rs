@@ -294,7 +294,10 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
         "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
     );
     let mut elements = nft_elements(policy, sessions);
-    elements.insert(1, ("meshifs", policy.mesh.iter().map(|i| quote(i)).collect()));
+    elements.insert(
+        1,
+        ("meshifs", policy.mesh.iter().map(|i| quote(i)).collect()),
+    );
     for (name, list) in elements {
         let ty = element_type(name);
         if is_map(name) {
@@ -772,9 +775,10 @@ impl Firewall {
         classes
             .iter()
             .filter(|(ifname, class)| {
-                !self.sessions.values().any(|s| {
-                    s.local.is_none() && &s.ifname == ifname && s.class == *class
-                })
+                !self
+                    .sessions
+                    .values()
+                    .any(|s| s.local.is_none() && &s.ifname == ifname && s.class == *class)
             })
             .cloned()
             .collect()
@@ -897,7 +901,11 @@ pub fn flush_conntrack(addrs: &[IpAddr]) -> Result<(), CmdError> {
     if addrs.len() > CONNTRACK_LIST_ABOVE {
         targets.clear();
         for (fam, v6) in [("ipv4", false), ("ipv6", true)] {
-            let wanted: Vec<IpAddr> = addrs.iter().filter(|a| a.is_ipv6() == v6).copied().collect();
+            let wanted: Vec<IpAddr> = addrs
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .copied()
+                .collect();
             if wanted.is_empty() {
                 continue;
             }
