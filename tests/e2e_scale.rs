@@ -29,7 +29,11 @@ mod gateway_common;
 #[path = "common/lab.rs"]
 mod lab_common;
 
-const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
+/// The daemon measured: `MNIGS_BENCH_EXE` (the bench script's release build), else this
+/// build's.
+fn exe() -> String {
+    std::env::var("MNIGS_BENCH_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mnigs").to_string())
+}
 /// The daemon's RPC port inside its own namespace (no host port is used).
 const PORT: u16 = 65533;
 /// Callers at once.
@@ -197,9 +201,10 @@ impl Gw {
     }
 
     fn start(&mut self) {
+        let exe = exe();
         let mut argv: Vec<&str> = vec!["env"];
         argv.extend(self.env.iter().map(String::as_str));
-        argv.extend([EXE, "daemon", "-c", &self.conf]);
+        argv.extend([exe.as_str(), "daemon", "-c", &self.conf]);
         self.pid = Some(self.lab.spawn(&self.ns, &argv, &self.log).expect("daemon"));
         let start = Instant::now();
         while call_in(&self.ns, "nodeInfo").is_err() {
@@ -633,6 +638,10 @@ fn gateway_scale_short() {
     if !gate("gateway_scale_short") {
         return;
     }
-    bench(Figures { n: 50 });
+    let n = std::env::var("MNIGS_SCALE_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    bench(Figures { n });
     println!("SCALE-CHECK ok");
 }

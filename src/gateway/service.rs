@@ -16,9 +16,29 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-/// How long the first request of a burst waits for others before its kernel work starts: the
-/// requests (and releases) that arrive meanwhile are configured with it, in one batch.
-const COALESCE: Duration = Duration::from_millis(3);
+/// How long the thread applying batches waits before taking the queue, each time: the requests
+/// (and releases) that arrive meanwhile, or that waited for the lock during the last batch, are
+/// configured together, in one batch.
+const COALESCE: Duration = Duration::from_millis(2);
+
+/// How much longer it waits, at most, for callers that are deciding (see `Gateway::deciding`).
+const MAX_GATHER: Duration = Duration::from_millis(20);
+
+/// Counts a caller as deciding while it lives.
+struct Deciding<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Deciding<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Deciding<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Deciding(n)
+    }
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// Unix time now, in seconds.
 pub fn now() -> i64 {
@@ -142,6 +162,9 @@ pub struct Gateway {
     inner: Mutex<Inner>,
     /// Kernel work waiting to be applied; locked after `inner`, never before it.
     queue: Mutex<Queue>,
+    /// Callers between asking for `inner` and queueing their actions: the thread applying
+    /// batches waits for them (a little) so that they join the next batch.
+    deciding: std::sync::atomic::AtomicUsize,
     /// The last uplink check, and when (`None`: never checked, assumed healthy).
     uplink: Mutex<(Report, Option<std::time::Instant>)>,
 }
@@ -162,6 +185,7 @@ impl Gateway {
         Gateway {
             inner: Mutex::new(Inner { book, methods, nat }),
             queue: Mutex::new(Queue::default()),
+            deciding: Default::default(),
             cfg: Mutex::new(cfg),
             pools,
             store,
@@ -342,8 +366,15 @@ impl Gateway {
     /// is empty; the others wait for their answer.
     fn wait(&self, (outcome, lead): (mpsc::Receiver<Vec<Applied>>, bool)) -> Vec<Applied> {
         if lead {
-            std::thread::sleep(COALESCE);
             loop {
+                // Callers that waited for the lock during the last batch decide and queue now.
+                std::thread::sleep(COALESCE);
+                let until = std::time::Instant::now() + MAX_GATHER;
+                while self.deciding.load(std::sync::atomic::Ordering::SeqCst) > 0
+                    && std::time::Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
                 let jobs = {
                     let mut q = self.queue.lock().expect("not poisoned");
                     if q.jobs.is_empty() {
@@ -352,8 +383,15 @@ impl Gateway {
                     }
                     std::mem::take(&mut q.jobs)
                 };
+                let started = std::time::Instant::now();
+                let n = jobs.len();
                 let mut inner = self.inner.lock().expect("not poisoned");
                 self.apply_jobs(&mut inner, jobs);
+                drop(inner);
+                log::debug(&format!(
+                    "batch of {n} job(s) applied in {:?}",
+                    started.elapsed()
+                ));
             }
         }
         outcome.recv().unwrap_or_default()
@@ -430,6 +468,7 @@ impl Gateway {
                 via: None,
             })
             .collect();
+        let t0 = std::time::Instant::now();
         let Inner { methods, nat, .. } = inner;
         for m in methods.iter_mut() {
             let group: Vec<Peer<'_>> = leases
@@ -444,6 +483,7 @@ impl Gateway {
                 log::warn(&format!("removing {} tunnel end(s): {e}", m.name()));
             }
         }
+        let t1 = std::time::Instant::now();
         if let Some(nat) = nat {
             let batch: Vec<(String, Vec<IpAddr>)> = leases
                 .iter()
@@ -462,6 +502,7 @@ impl Gateway {
                 }
             }
         }
+        let t2 = std::time::Instant::now();
         let sids: Vec<&str> = leases.iter().map(|l| l.sid.as_str()).collect();
         if let Err(e) = self
             .store
@@ -471,6 +512,13 @@ impl Gateway {
         {
             log::warn(&format!("cannot delete released sessions: {e}"));
         }
+        log::debug(&format!(
+            "removed {}: tunnels {:?}, firewall {:?}, store {:?}",
+            leases.len(),
+            t1 - t0,
+            t2 - t1,
+            t2.elapsed()
+        ));
         for l in leases {
             log::info(&format!("session of {} ({}) removed", l.name, l.owner));
         }
@@ -707,6 +755,7 @@ impl Gateway {
 
     /// The locked part of `requestConnection`: the book's decision and its actions.
     fn grant(&self, caller: &Caller, req: ConnectionRequest) -> Result<Grant, Failure> {
+        let deciding = Deciding::new(&self.deciding);
         let mut inner = self.inner.lock().expect("not poisoned");
         Self::checked_method(&inner, caller, &req)?;
         let ask = Ask {
@@ -736,6 +785,7 @@ impl Gateway {
             // meanwhile); a failure has revoked the lease.
             let queued = self.enqueue(&inner, actions.clone(), caller.host.clone());
             drop(inner);
+            drop(deciding);
             let outcome = self.wait(queued);
             match outcome.into_iter().find(|(sid, _)| *sid == lease.sid) {
                 Some((_, Ok(f))) => f,
@@ -801,11 +851,13 @@ impl Gateway {
 
     /// `releaseConnection`.
     pub fn release(&self, caller: &Caller, sid: &str) -> Value {
+        let deciding = Deciding::new(&self.deciding);
         let mut inner = self.inner.lock().expect("not poisoned");
         match inner.book.release(now(), caller.addr, sid) {
             Ok(actions) => {
                 let queued = self.enqueue(&inner, actions, None);
                 drop(inner);
+                drop(deciding);
                 self.wait(queued);
                 json!({"success": true})
             }

@@ -868,7 +868,13 @@ pub fn conntrack_argv(addr: IpAddr) -> [Vec<String>; 2] {
 /// only the addresses that have connections, instead of two deletions per address.
 const CONNTRACK_LIST_ABOVE: usize = 4;
 
-/// The addresses of `wanted` that appear (as `src=` or `dst=`) in a `conntrack -L` listing.
+/// `conntrack -L -f FAMILY`: the connection table of one family.
+fn conntrack_table(fam: &str) -> Result<String, CmdError> {
+    cmd::run(&["conntrack", "-L", "-f", fam])
+}
+
+/// The addresses of `wanted` that appear (as `src=` or `dst=`) in a `conntrack -L` listing or
+/// in `/proc/net/nf_conntrack` (IPv6 addresses there in full, without `::`).
 pub fn conntrack_listed(listing: &str, wanted: &[IpAddr]) -> Vec<IpAddr> {
     let mut seen = std::collections::BTreeSet::new();
     for word in listing.split_whitespace() {
@@ -897,21 +903,19 @@ pub fn flush_conntrack(addrs: &[IpAddr]) -> Result<(), CmdError> {
         );
         return Ok(());
     }
+    // No connection tracked at all (the kernel says so for free): nothing to forget.
+    let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count");
+    if count.is_ok_and(|c| c.trim() == "0") {
+        return Ok(());
+    }
     let mut targets = addrs.to_vec();
     if addrs.len() > CONNTRACK_LIST_ABOVE {
-        targets.clear();
-        for (fam, v6) in [("ipv4", false), ("ipv6", true)] {
-            let wanted: Vec<IpAddr> = addrs
-                .iter()
-                .filter(|a| a.is_ipv6() == v6)
-                .copied()
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let listing = cmd::run(&["conntrack", "-L", "-f", fam])?;
-            targets.extend(conntrack_listed(&listing, &wanted));
-        }
+        // The kernel's own listing (both families) when it offers one: no program to run.
+        let table = match std::fs::read_to_string("/proc/net/nf_conntrack") {
+            Ok(t) => t,
+            Err(_) => conntrack_table("ipv4")? + &conntrack_table("ipv6")?,
+        };
+        targets = conntrack_listed(&table, addrs);
     }
     for a in targets {
         for argv in conntrack_argv(a) {
@@ -1138,6 +1142,25 @@ mod tests {
                 )));
             }
         }
+    }
+
+    #[test]
+    fn conntrack_listing_names_the_addresses_with_connections() {
+        let proc = "ipv4     2 tcp      6 431999 ESTABLISHED src=100.127.0.2 dst=203.0.113.7 sport=4 dport=80 src=203.0.113.7 dst=198.51.100.1 sport=80 dport=4 [ASSURED] mark=0 zone=0 use=2\n\
+                    ipv6     10 udp      17 29 src=fd7e:7e7e:0000:0000:0000:0000:0000:0003 dst=2001:0db8:0000:0000:0000:0000:0000:0001 sport=5 dport=53 src=2001:0db8:0000:0000:0000:0000:0000:0001 dst=fd7e:7e7e:0000:0000:0000:0000:0000:0003 sport=53 dport=5 mark=0 zone=0 use=2\n";
+        let wanted: Vec<IpAddr> = ["100.127.0.2", "100.127.0.3", "fd7e:7e7e::3", "fd7e:7e7e::2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let found = conntrack_listed(proc, &wanted);
+        assert_eq!(
+            found,
+            vec![
+                "100.127.0.2".parse::<IpAddr>().unwrap(),
+                "fd7e:7e7e::3".parse().unwrap()
+            ]
+        );
+        assert!(conntrack_listed("", &wanted).is_empty());
     }
 
     #[test]
