@@ -179,7 +179,7 @@ impl Gw {
             "gw.conf",
             &format!(
                 "config mnigs 'main'\n\toption name 'gw'\n\tlist listen '127.0.0.1'\n\
-                 \toption database '{db}'\n\toption log_level 'info'\n\n\
+                 \toption database '{db}'\n\toption log_level 'debug'\n\n\
                  config gateway 'gateway'\n\toption enabled '1'\n\toption wan_interface 'wan0'\n\
                  \toption nat 'nft'\n\toption uplink_check '0'\n\toption max_subscribers '{n}'\n\
                  \toption max_sessions_per_source '1'\n\toption ipv4_pool '100.64.0.0/21'\n\
@@ -298,6 +298,14 @@ impl Gw {
         // SAFETY: sysconf has no side effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         Duration::from_millis(ticks * 1000 / hz.max(1))
+    }
+
+    /// How many programs the daemon has run so far (its debug log names each one).
+    fn programs(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("debug: run: ")
+            .count()
     }
 
     fn rss_kib(&self) -> u64 {
@@ -481,6 +489,11 @@ fn row(what: &str, value: f64, unit: &str, target: f64) {
     );
 }
 
+/// The programs the daemon ran in a phase (a figure the machine's load does not change).
+fn programs(what: &str, n: usize) {
+    println!("SCALE   programs run: {n} ({what})");
+}
+
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
@@ -496,6 +509,7 @@ fn bench(f: Figures) {
     );
 
     // Registrations.
+    let p = gw.programs();
     let t = Instant::now();
     let answers = burst(&gw.ns, n, request);
     let took = t.elapsed();
@@ -522,6 +536,7 @@ fn bench(f: Figures) {
         percentile(lat.clone(), 0.5).as_secs_f64() * 1000.0,
         percentile(lat, 0.99).as_secs_f64() * 1000.0
     );
+    programs("registrations", gw.programs() - p);
 
     // Renew storm.
     let s = Arc::new(sids.clone());
@@ -555,6 +570,7 @@ fn bench(f: Figures) {
 
     // Restart: from the daemon's start to every peer configured again.
     gw.stop();
+    let p = gw.programs();
     let t = Instant::now();
     gw.start();
     gw.wait_peers(n, Duration::from_secs(120));
@@ -566,9 +582,11 @@ fn bench(f: Figures) {
         "s",
         3.0,
     );
+    programs("start and restore", gw.programs() - p);
 
     // Releases.
     let s = Arc::new(sids);
+    let p = gw.programs();
     let t = Instant::now();
     let released = burst(&gw.ns, n, move |i| {
         call(source(i), "releaseConnection", json!({"sid": s[i]}))
@@ -580,6 +598,7 @@ fn bench(f: Figures) {
     assert_eq!(gw.peers().len(), 0, "a peer is left");
     assert_eq!(gw.nft_set("tun4").len(), 0, "an address is still admitted");
     row(&format!("{n} releases (s)"), took.as_secs_f64(), "s", 3.0);
+    programs("releases", gw.programs() - p);
 
     // Expiry: every lease ends in the same second.
     let answers = burst(&gw.ns, n, request);
@@ -604,6 +623,7 @@ fn bench(f: Figures) {
     while std::time::SystemTime::now() < unix(ends) {
         std::thread::sleep(Duration::from_millis(5));
     }
+    let p = gw.programs();
     let t = Instant::now();
     // Expired at `ends`: the sweep (at most a second later) removes them all.
     gw.wait_peers(0, Duration::from_secs(120));
@@ -619,6 +639,7 @@ fn bench(f: Figures) {
         "s",
         3.0,
     );
+    programs("expiry sweep", gw.programs() - p);
     assert!(gw.sessions().is_empty());
     gw.stop();
 }

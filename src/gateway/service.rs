@@ -468,41 +468,53 @@ impl Gateway {
                 via: None,
             })
             .collect();
-        let t0 = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let Inner { methods, nat, .. } = inner;
-        for m in methods.iter_mut() {
-            let group: Vec<Peer<'_>> = leases
-                .iter()
-                .zip(&peers)
-                .filter(|(l, _)| l.method == m.name())
-                .map(|(_, p)| p.clone())
-                .collect();
-            if !group.is_empty()
-                && let Err(e) = m.remove_many(&group)
-            {
-                log::warn(&format!("removing {} tunnel end(s): {e}", m.name()));
-            }
-        }
-        let t1 = std::time::Instant::now();
-        if let Some(nat) = nat {
-            let batch: Vec<(String, Vec<IpAddr>)> = leases
-                .iter()
-                .zip(&addrs)
-                .map(|(l, (v4, v6))| (l.sid.clone(), addrs_of(*v4, *v6)))
-                .collect();
-            if let Err(e) = nat.dismiss_many(&batch) {
-                log::warn(&format!("firewall: {e}"));
-                if batch.len() > 1 {
-                    // One at a time, so that one that cannot go keeps no other.
-                    for (sid, a) in &batch {
-                        if let Err(e) = nat.dismiss(sid, a) {
-                            log::warn(&format!("firewall: {e}"));
+        let batch: Vec<(String, Vec<IpAddr>)> = leases
+            .iter()
+            .zip(&addrs)
+            .map(|(l, (v4, v6))| (l.sid.clone(), addrs_of(*v4, *v6)))
+            .collect();
+        // The firewall's part runs while the methods remove the tunnel ends.
+        std::thread::scope(|scope| {
+            let firewall = nat.as_mut().map(|nat| {
+                let batch = &batch;
+                let builder = std::thread::Builder::new().name("firewall".into());
+                let work = move || {
+                    if let Err(e) = nat.dismiss_many(batch) {
+                        log::warn(&format!("firewall: {e}"));
+                        if batch.len() > 1 {
+                            // One at a time, so that one that cannot go keeps no other.
+                            for (sid, a) in batch {
+                                if let Err(e) = nat.dismiss(sid, a) {
+                                    log::warn(&format!("firewall: {e}"));
+                                }
+                            }
                         }
                     }
+                };
+                match builder.spawn_scoped(scope, work) {
+                    Ok(h) => h,
+                    Err(e) => panic!("cannot start a thread: {e}"),
+                }
+            });
+            for m in methods.iter_mut() {
+                let group: Vec<Peer<'_>> = leases
+                    .iter()
+                    .zip(&peers)
+                    .filter(|(l, _)| l.method == m.name())
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                if !group.is_empty()
+                    && let Err(e) = m.remove_many(&group)
+                {
+                    log::warn(&format!("removing {} tunnel end(s): {e}", m.name()));
                 }
             }
-        }
-        let t2 = std::time::Instant::now();
+            if let Some(h) = firewall {
+                h.join().expect("firewall thread");
+            }
+        });
         let sids: Vec<&str> = leases.iter().map(|l| l.sid.as_str()).collect();
         if let Err(e) = self
             .store
@@ -513,11 +525,9 @@ impl Gateway {
             log::warn(&format!("cannot delete released sessions: {e}"));
         }
         log::debug(&format!(
-            "removed {}: tunnels {:?}, firewall {:?}, store {:?}",
+            "{} session(s) removed in {:?}",
             leases.len(),
-            t1 - t0,
-            t2 - t1,
-            t2.elapsed()
+            started.elapsed()
         ));
         for l in leases {
             log::info(&format!("session of {} ({}) removed", l.name, l.owner));
@@ -573,6 +583,26 @@ impl Gateway {
             })
             .collect();
         let Inner { methods, nat, .. } = inner;
+        if let Some((l, _)) = items
+            .iter()
+            .find(|(l, _)| !methods.iter().any(|m| m.name() == l.method))
+        {
+            return Err(format!("method {} is not offered", l.method).into());
+        }
+        // The firewall's part is computed first (pure), then applied while the methods
+        // configure the tunnel ends: both are waits for programs, and neither needs the other.
+        let sessions: Result<Vec<(String, Session)>, String> = items
+            .iter()
+            .zip(&peers)
+            .map(|((l, _), p)| {
+                let m = methods
+                    .iter()
+                    .find(|m| m.name() == l.method)
+                    .expect("checked");
+                Ok((l.sid.clone(), session_of(m.as_ref(), l, p)?))
+            })
+            .collect();
+        let sessions = sessions?;
         let mut fields: Vec<serde_json::Map<String, Value>> = vec![Default::default(); items.len()];
         // The methods whose part is done, with the indices of their peers.
         let mut done: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -582,49 +612,62 @@ impl Gateway {
                 let _ = methods[*m].remove_many(&group);
             }
         };
-        for (mi, m) in methods.iter_mut().enumerate() {
-            let idx: Vec<usize> = (0..items.len())
-                .filter(|i| items[*i].0.method == m.name())
-                .collect();
-            if idx.is_empty() {
-                continue;
-            }
-            let group: Vec<Peer<'_>> = idx.iter().map(|i| peers[*i].clone()).collect();
-            match m.accept_many(&group) {
-                Ok(f) => {
-                    for (i, f) in idx.iter().zip(f) {
-                        fields[*i] = f;
+        let (tunnels, firewall) = std::thread::scope(|scope| {
+            let firewall = nat.as_mut().map(|nat| {
+                let builder = std::thread::Builder::new().name("firewall".into());
+                match builder.spawn_scoped(scope, move || nat.admit_many(sessions)) {
+                    Ok(h) => h,
+                    Err(e) => panic!("cannot start a thread: {e}"),
+                }
+            });
+            let mut tunnels = Ok(());
+            for (mi, m) in methods.iter_mut().enumerate() {
+                let idx: Vec<usize> = (0..items.len())
+                    .filter(|i| items[*i].0.method == m.name())
+                    .collect();
+                if idx.is_empty() {
+                    continue;
+                }
+                let group: Vec<Peer<'_>> = idx.iter().map(|i| peers[*i].clone()).collect();
+                match m.accept_many(&group) {
+                    Ok(f) => {
+                        for (i, f) in idx.iter().zip(f) {
+                            fields[*i] = f;
+                        }
+                        done.push((mi, idx));
                     }
-                    done.push((mi, idx));
-                }
-                Err(e) => {
-                    undo(methods, &done);
-                    return Err(ExecError::from_tunnel(e));
+                    Err(e) => {
+                        tunnels = Err(e);
+                        break;
+                    }
                 }
             }
-        }
-        if let Some((l, _)) = items
-            .iter()
-            .find(|(l, _)| !methods.iter().any(|m| m.name() == l.method))
-        {
-            undo(methods, &done);
-            return Err(format!("method {} is not offered", l.method).into());
-        }
-        if let Some(nat) = nat.as_mut() {
-            let sessions: Result<Vec<(String, Session)>, String> = items
-                .iter()
-                .zip(&peers)
-                .map(|((l, _), p)| {
-                    let m = methods
-                        .iter()
-                        .find(|m| m.name() == l.method)
-                        .expect("checked");
-                    Ok((l.sid.clone(), session_of(m.as_ref(), l, p)?))
-                })
-                .collect();
-            if let Err(e) = sessions.and_then(|s| nat.admit_many(s).map_err(|e| e.to_string())) {
+            let firewall = firewall.map(|h| h.join().expect("firewall thread"));
+            (tunnels, firewall)
+        });
+        let dismiss = |nat: &mut Option<Firewall>| {
+            if let Some(nat) = nat.as_mut() {
+                let batch: Vec<(String, Vec<IpAddr>)> = items
+                    .iter()
+                    .zip(&addrs)
+                    .map(|((l, _), (v4, v6))| (l.sid.clone(), addrs_of(*v4, *v6)))
+                    .collect();
+                let _ = nat.dismiss_many(&batch);
+            }
+        };
+        // Whatever failed undid itself; what succeeded is undone here.
+        match (tunnels, firewall) {
+            (Ok(()), None | Some(Ok(()))) => {}
+            (Err(e), firewall) => {
                 undo(methods, &done);
-                return Err(e.into());
+                if let Some(Ok(())) = firewall {
+                    dismiss(nat);
+                }
+                return Err(ExecError::from_tunnel(e));
+            }
+            (Ok(()), Some(Err(e))) => {
+                undo(methods, &done);
+                return Err(e.to_string().into());
             }
         }
         let rows: Vec<SessionRow> = items
@@ -638,14 +681,7 @@ impl Gateway {
             .expect("not poisoned")
             .save_sessions(&rows)
         {
-            if let Some(nat) = nat.as_mut() {
-                let batch: Vec<(String, Vec<IpAddr>)> = items
-                    .iter()
-                    .zip(&addrs)
-                    .map(|((l, _), (v4, v6))| (l.sid.clone(), addrs_of(*v4, *v6)))
-                    .collect();
-                let _ = nat.dismiss_many(&batch);
-            }
+            dismiss(nat);
             undo(methods, &done);
             return Err(e.to_string().into());
         }

@@ -205,9 +205,14 @@ impl Method for Wireguard {
                 argv.extend(["persistent-keepalive", "25"].map(String::from));
             }
         }
-        let done = cmd::run(&argv)
-            .map_err(TunnelError::from)
-            .and_then(|_| super::host_routes_many(&self.ifname, peers, true));
+        // The peers and their routes are independent: both programs run at once.
+        let ifname = &self.ifname;
+        let (set, routes) = std::thread::scope(|scope| {
+            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, true));
+            let set = cmd::run(&argv);
+            (set, routes.join().expect("route thread"))
+        });
+        let done = set.map_err(TunnelError::from).and(routes);
         if let Err(e) = done {
             // Nothing half-configured: whatever of the batch got in goes again.
             let _ = self.remove_many(peers);
@@ -232,12 +237,18 @@ impl Method for Wireguard {
         if peers.is_empty() || !net::link_exists(&self.ifname) {
             return Ok(());
         }
-        super::host_routes_many(&self.ifname, peers, false)?;
         let mut argv = vec!["wg", "set", &self.ifname];
         for peer in peers {
             argv.extend(["peer", peer_key(peer.options)?, "remove"]);
         }
-        cmd::run(&argv)?;
+        let ifname = &self.ifname;
+        let (set, routes) = std::thread::scope(|scope| {
+            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, false));
+            let set = cmd::run(&argv);
+            (set, routes.join().expect("route thread"))
+        });
+        routes?;
+        set?;
         Ok(())
     }
 
