@@ -594,6 +594,7 @@ impl Gateway {
         let sessions: Result<Vec<(String, Session)>, String> = items
             .iter()
             .zip(&peers)
+            .filter(|_| nat.is_some())
             .map(|((l, _), p)| {
                 let m = methods
                     .iter()
@@ -1344,5 +1345,160 @@ mod tests {
         assert_eq!(refused["success"], false, "{refused}");
         assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(gw.sessions().as_array().unwrap().len(), 1);
+    }
+    /// A `wireguard` method that takes a while per call (as a program would), records the size
+    /// of every batch it gets, keeps its peers, and refuses every batch holding `poison`.
+    struct Batching {
+        sizes: Arc<Mutex<Vec<usize>>>,
+        peers: Arc<Mutex<std::collections::BTreeSet<Ipv4Addr>>>,
+        poison: Option<Ipv4Addr>,
+    }
+
+    impl Method for Batching {
+        fn name(&self) -> &'static str {
+            "wireguard"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            p: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Ok(self.accept_many(std::slice::from_ref(p))?.remove(0))
+        }
+        fn accept_many(
+            &mut self,
+            peers: &[Peer<'_>],
+        ) -> Result<Vec<serde_json::Map<String, Value>>, crate::tunnel::TunnelError> {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.sizes.lock().unwrap().push(peers.len());
+            if peers.iter().any(|p| Some(p.ipv4) == self.poison) {
+                return Err(crate::tunnel::TunnelError::Invalid("injected".into()));
+            }
+            self.peers
+                .lock()
+                .unwrap()
+                .extend(peers.iter().map(|p| p.ipv4));
+            Ok(peers.iter().map(|_| Default::default()).collect())
+        }
+        fn remove(&mut self, p: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            self.peers.lock().unwrap().remove(&p.ipv4);
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    /// `n` callers at once (from 10.77.0.1…); their answers.
+    fn burst(gw: &Arc<Gateway>, n: u8) -> Vec<Value> {
+        let start = Arc::new(std::sync::Barrier::new(usize::from(n)));
+        let threads: Vec<_> = (1..=n)
+            .map(|last| {
+                let (gw, start) = (gw.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let caller = Caller {
+                        addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+                        host: None,
+                    };
+                    let req = ConnectionRequest {
+                        sid: None,
+                        name: format!("sub{last}"),
+                        port: None,
+                        method: "wireguard".into(),
+                        options: Default::default(),
+                    };
+                    start.wait();
+                    gw.request_connection(&caller, req)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    fn batching_gateway(poison: Option<Ipv4Addr>) -> (Arc<Gateway>, Batching, Arc<Mutex<Store>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let peers = Arc::new(Mutex::new(Default::default()));
+        let m = Batching {
+            sizes: sizes.clone(),
+            peers: peers.clone(),
+            poison,
+        };
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let cfg = GatewayConfig {
+            max_subscribers: 64,
+            ..GatewayConfig::default()
+        };
+        let gw = Gateway::new(cfg, vec![Box::new(m)], store.clone(), None);
+        let view = Batching {
+            sizes,
+            peers,
+            poison: None,
+        };
+        (Arc::new(gw), view, store)
+    }
+
+    #[test]
+    fn a_burst_of_requests_is_configured_in_batches() {
+        let (gw, seen, store) = batching_gateway(None);
+        let answers = burst(&gw, 32);
+        assert!(answers.iter().all(|a| a["success"] == true), "{answers:?}");
+        let sizes = seen.sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 32, "{sizes:?}");
+        assert!(
+            sizes.len() < 32 && sizes.iter().any(|n| *n > 1),
+            "one call per request: {sizes:?}"
+        );
+        assert_eq!(seen.peers.lock().unwrap().len(), 32);
+        assert_eq!(store.lock().unwrap().sessions().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn a_failed_batch_is_undone_and_each_request_tried_alone() {
+        // Slot 3's address: whoever gets it fails, alone and in every batch it is part of.
+        let poison = Ipv4Addr::new(100, 127, 0, 5);
+        let (gw, seen, store) = batching_gateway(Some(poison));
+        let answers = burst(&gw, 24);
+        let granted: Vec<&Value> = answers.iter().filter(|a| a["success"] == true).collect();
+        let refused: Vec<&Value> = answers.iter().filter(|a| a["success"] == false).collect();
+        assert!(!refused.is_empty(), "the failure was not hit");
+        assert!(refused.iter().all(|a| a["temporaryError"] == true));
+        assert!(
+            seen.sizes.lock().unwrap().iter().any(|n| *n > 1),
+            "no batch of several failed"
+        );
+        // The tunnel, the book and the store agree: the granted sessions, nothing else.
+        let mut want: Vec<Ipv4Addr> = granted
+            .iter()
+            .map(|g| g["ipv4"].as_str().unwrap().parse().unwrap())
+            .collect();
+        want.sort();
+        let peers: Vec<Ipv4Addr> = seen.peers.lock().unwrap().iter().copied().collect();
+        assert_eq!(peers, want);
+        assert!(!peers.contains(&poison));
+        assert_eq!(gw.sessions().as_array().unwrap().len(), granted.len());
+        let mut rows: Vec<Ipv4Addr> = store
+            .lock()
+            .unwrap()
+            .sessions()
+            .unwrap()
+            .iter()
+            .map(|r| r.ipv4.parse().unwrap())
+            .collect();
+        rows.sort();
+        assert_eq!(rows, want);
     }
 }

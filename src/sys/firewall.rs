@@ -1145,6 +1145,82 @@ mod tests {
     }
 
     #[test]
+    fn nft_delta_changes_only_what_changed() {
+        let p = policy();
+        let all = sessions();
+        let before = nft_elements(&p, &all[..1]);
+        let after = nft_elements(&p, &all);
+        assert_eq!(
+            nft_delta(&before, &before),
+            "",
+            "nothing changed: no transaction"
+        );
+        let add = nft_delta(&before, &after);
+        assert!(!add.contains("delete"), "{add}");
+        assert!(add.contains("add element inet mnigs sess4 { \"br-mesh\" . 100.127.0.3 }\n"));
+        assert!(add.contains(
+            "add element inet mnigs bind4 { \"br-mesh\" . 100.127.0.3 . 02:00:00:00:00:03 }\n"
+        ));
+        assert!(add.contains("add element inet mnigs down4 { 100.127.0.3 : 7e:101 }\n"));
+        assert!(
+            !add.contains("tunifs"),
+            "the mesh interface is no tunnel: {add}"
+        );
+        // Back again: map elements are deleted by their key.
+        let del = nft_delta(&after, &before);
+        assert!(!del.contains("add"), "{del}");
+        assert!(
+            del.contains("delete element inet mnigs down4 { 100.127.0.3 }\n"),
+            "{del}"
+        );
+        // A tunnel interface goes from `tunifs` only with the last session on it.
+        let mut two = all.clone();
+        two[1] = Session {
+            ifname: "mnigs-wg".into(),
+            addrs: vec!["100.127.0.3".parse().unwrap()],
+            mac: None,
+            local: None,
+            class: 0x101,
+        };
+        let one_left = nft_delta(&nft_elements(&p, &two), &nft_elements(&p, &two[..1]));
+        assert!(!one_left.contains("tunifs"), "{one_left}");
+        let none_left = nft_delta(&nft_elements(&p, &two), &nft_elements(&p, &[]));
+        assert!(
+            none_left.contains("delete element inet mnigs tunifs { \"mnigs-wg\" }\n"),
+            "{none_left}"
+        );
+        // The same address given to a new session (another sid, same elements): no change.
+        let mut again = two.clone();
+        again.swap(0, 1);
+        assert_eq!(
+            nft_delta(&nft_elements(&p, &two), &nft_elements(&p, &again)),
+            ""
+        );
+        // Deletions come first, so that a map key whose value changes is replaced.
+        let mut moved = all.clone();
+        moved[0].class = 0x1ff;
+        let change = nft_delta(&nft_elements(&p, &all), &nft_elements(&p, &moved));
+        let d = change
+            .find("delete element inet mnigs down4 { 100.127.0.2 }")
+            .unwrap();
+        let a = change
+            .find("add element inet mnigs down4 { 100.127.0.2 : 7e:1ff }")
+            .unwrap();
+        assert!(d < a, "{change}");
+    }
+
+    #[test]
+    fn the_full_script_and_the_deltas_name_the_same_elements() {
+        let p = policy();
+        let full = nft_script(&p, &with_socks_and_softether());
+        for (name, elements) in nft_elements(&p, &with_socks_and_softether()) {
+            for e in elements {
+                assert!(full.contains(&e), "{name}: {e} not in the full script");
+            }
+        }
+    }
+
+    #[test]
     fn conntrack_listing_names_the_addresses_with_connections() {
         let proc = "ipv4     2 tcp      6 431999 ESTABLISHED src=100.127.0.2 dst=203.0.113.7 sport=4 dport=80 src=203.0.113.7 dst=198.51.100.1 sport=80 dport=4 [ASSURED] mark=0 zone=0 use=2\n\
                     ipv6     10 udp      17 29 src=fd7e:7e7e:0000:0000:0000:0000:0000:0003 dst=2001:0db8:0000:0000:0000:0000:0000:0001 sport=5 dport=53 src=2001:0db8:0000:0000:0000:0000:0000:0001 dst=fd7e:7e7e:0000:0000:0000:0000:0000:0003 sport=53 dport=5 mark=0 zone=0 use=2\n";

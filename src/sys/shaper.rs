@@ -228,6 +228,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_is_one_tc_call_per_line_without_tc() {
+        let lines = vec![
+            root_argvs("wg0", 1000).remove(0),
+            class_argv("wg0", minor(3), 1000, 10),
+        ];
+        assert_eq!(
+            batch_input(&lines),
+            "qdisc replace dev wg0 root handle 7e: htb default 1\n\
+             class replace dev wg0 parent 7e:2 classid 7e:103 htb rate 100kbit ceil 1000kbit quantum 1514\n"
+        );
+        assert!(only_absent(
+            "RTNETLINK answers: No such file or directory\nCommand failed -:2\n"
+        ));
+        assert!(!only_absent(
+            "RTNETLINK answers: No such file or directory\nCommand failed -:1\nRTNETLINK answers: Operation not permitted\nCommand failed -:2\n"
+        ));
+    }
+
+    #[test]
     fn classes_share_equally_and_may_borrow_everything() {
         assert_eq!(class_id(minor(0)), "7e:100");
         assert_eq!(class_id(minor(17)), "7e:111");
