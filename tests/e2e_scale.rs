@@ -75,6 +75,8 @@ fn base64(bytes: &[u8]) -> String {
 /// One JSON-RPC call from `from`; the `result` (or the whole answer if it has none).
 fn call(from: Ipv4Addr, method: &str, params: Value) -> Result<Value, String> {
     let mut s = gateway_common::connect_from(from, SocketAddr::from(([127, 0, 0, 1], PORT)));
+    // An older daemon (for a before/after) may keep 32 callers waiting for many seconds.
+    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
     write!(
         s,

@@ -744,6 +744,8 @@ impl Gateway {
         // only asked afterwards, under the lock, in one step, so there is no half-granted
         // state; if the book then refuses, the slow part is undone.
         let slow = {
+            // Counted as deciding already: a batch being applied holds the lock we wait for.
+            let _deciding = Deciding::new(&self.deciding);
             let inner = self.inner.lock().expect("not poisoned");
             Self::checked_method(&inner, caller, &req)?.slow_part(&req.options)
         };

@@ -158,8 +158,8 @@ fn tunnel_ifs(policy: &Policy, sessions: &[Session]) -> Vec<String> {
 }
 
 /// The elements of every set and map of our table that depends on the sessions, by name, in
-/// the order the sessions are given (map elements as `key : value`). [`nft_script`] renders
-/// them in full; [`nft_delta`] turns two of them into the changes from one to the other.
+/// the order the sessions are given (map elements as `key : value`), for [`nft_script`], which
+/// renders them in full. A change is rendered from [`session_elements`] by [`nft_changes`].
 pub fn nft_elements(policy: &Policy, sessions: &[Session]) -> Vec<(&'static str, Vec<String>)> {
     let (fwd, local) = partition(sessions);
     let sessions = &fwd[..];
@@ -232,6 +232,75 @@ pub fn nft_elements(policy: &Policy, sessions: &[Session]) -> Vec<(&'static str,
     out
 }
 
+/// The elements one session puts into the sets and maps of [`nft_elements`], as (name,
+/// element). Several sessions may put the same element (a tunnel interface in `tunifs`);
+/// [`Firewall`] counts them, so that a change costs what changed, not what is there.
+pub fn session_elements(policy: &Policy, x: &Session) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some((owner, port)) = x.local {
+        let owner = owner.to_canonical();
+        out.push(("lports", port.to_string()));
+        let set = if owner.is_ipv6() { "owner6" } else { "owner4" };
+        out.push((set, format!("{owner} . {port}")));
+        return out;
+    }
+    if x.mac.is_none() && !policy.mesh.contains(&x.ifname) {
+        out.push(("tunifs", quote(&x.ifname)));
+    }
+    for a in &x.addrs {
+        let key = format!("{} . {a}", quote(&x.ifname));
+        match (a, &x.mac) {
+            (IpAddr::V4(_), None) => {
+                out.push(("sess4", key.clone()));
+                out.push(("tun4", key));
+            }
+            (IpAddr::V6(_), None) => {
+                out.push(("sess6", key.clone()));
+                out.push(("tun6", key));
+            }
+            (IpAddr::V4(_), Some(mac)) => {
+                out.push(("sess4", key.clone()));
+                out.push(("bind4", format!("{key} . {mac}")));
+            }
+            (IpAddr::V6(_), Some(_)) => continue,
+        }
+        let class = format!("{a} : {}:{:x}", super::shaper::HANDLE, x.class);
+        let v6 = a.is_ipv6();
+        if policy.shape_down {
+            out.push((if v6 { "down6" } else { "down4" }, class.clone()));
+        }
+        if policy.shape_up {
+            out.push((if v6 { "up6" } else { "up4" }, class));
+        }
+    }
+    out
+}
+
+/// The nft script (one transaction) that deletes `gone` and adds `new` (name, element) pairs:
+/// deletions first (a map element by its key alone), so that a map key whose value changes is
+/// replaced. Empty when there is nothing to do.
+pub fn nft_changes(gone: &[(&'static str, String)], new: &[(&'static str, String)]) -> String {
+    let mut script = String::new();
+    for (verb, list) in [("delete", gone), ("add", new)] {
+        let mut by_set: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, e) in list {
+            let e = if verb == "delete" && is_map(name) {
+                e.split(" : ").next().unwrap_or(e)
+            } else {
+                e.as_str()
+            };
+            by_set.entry(name).or_default().push(e);
+        }
+        for (name, elements) in by_set {
+            script.push_str(&format!(
+                "{verb} element inet {NFT_TABLE} {name} {{ {} }}\n",
+                elements.join(", ")
+            ));
+        }
+    }
+    script
+}
+
 /// The element types of the sets and maps of [`nft_elements`] (maps map to `classid`).
 fn element_type(name: &str) -> &'static str {
     match name {
@@ -249,42 +318,6 @@ fn element_type(name: &str) -> &'static str {
 
 fn is_map(name: &str) -> bool {
     matches!(name, "down4" | "down6" | "up4" | "up6")
-}
-
-/// The nft script (one transaction) that changes our table's session sets from `before` to
-/// `after` (both from [`nft_elements`]): deletions first, then additions, so that a map key
-/// whose value changes is deleted and added again. Empty when nothing changes.
-pub fn nft_delta(
-    before: &[(&'static str, Vec<String>)],
-    after: &[(&'static str, Vec<String>)],
-) -> String {
-    use std::collections::BTreeSet;
-    let (mut del, mut add) = (String::new(), String::new());
-    for ((name, b), (_, a)) in before.iter().zip(after) {
-        let b: BTreeSet<&String> = b.iter().collect();
-        let a: BTreeSet<&String> = a.iter().collect();
-        // A map element is deleted by its key alone.
-        let gone: Vec<&str> = b
-            .difference(&a)
-            .map(|e| {
-                if is_map(name) {
-                    e.split(" : ").next().unwrap_or(e)
-                } else {
-                    e.as_str()
-                }
-            })
-            .collect();
-        let new: Vec<&str> = a.difference(&b).map(|e| e.as_str()).collect();
-        for (out, verb, list) in [(&mut del, "delete", gone), (&mut add, "add", new)] {
-            if !list.is_empty() {
-                out.push_str(&format!(
-                    "{verb} element inet {NFT_TABLE} {name} {{ {} }}\n",
-                    list.join(", ")
-                ));
-            }
-        }
-    }
-    del + &add
 }
 
 /// The nft script that replaces our table with the policy for `sessions` (one transaction).
@@ -647,6 +680,8 @@ pub struct Firewall {
     pub policy: Policy,
     /// Live sessions by key (the session id).
     sessions: BTreeMap<String, Session>,
+    /// How many listed sessions put each (set, element) in (nft).
+    elements: BTreeMap<(&'static str, String), usize>,
     /// Per-subscriber shaping.
     shaper: Shaper,
 }
@@ -669,6 +704,7 @@ impl Firewall {
             backend,
             policy,
             sessions: BTreeMap::new(),
+            elements: BTreeMap::new(),
             shaper,
         }
     }
@@ -676,6 +712,7 @@ impl Firewall {
     /// Installs the policy with no session (anything left by an earlier run is replaced).
     pub fn setup(&mut self) -> Result<(), CmdError> {
         self.sessions.clear();
+        self.elements.clear();
         if self.backend == Backend::Iptables {
             self.teardown()?;
             for ipt in ["iptables", "ip6tables"] {
@@ -706,24 +743,62 @@ impl Firewall {
         }
     }
 
-    /// Brings the kernel from the sessions in `before` to ours: with nft only the set and map
-    /// elements that changed (one transaction, nothing when nothing changed); with iptables our
-    /// chains in full (one `iptables-restore --noflush` per family).
-    fn apply_change(&self, before: &[Session]) -> Result<(), CmdError> {
-        match self.backend {
-            Backend::Nft => {
-                let now: Vec<Session> = self.sessions.values().cloned().collect();
-                let script = nft_delta(
-                    &nft_elements(&self.policy, before),
-                    &nft_elements(&self.policy, &now),
-                );
-                if script.is_empty() {
-                    return Ok(());
-                }
-                cmd::run_input(&["nft", "-f", "-"], &script).map(drop)
-            }
-            Backend::Iptables => self.apply(),
+    /// Brings the kernel from our list with `removed` and without `added` to our list: with
+    /// nft only the set and map elements that changed (one transaction, nothing when nothing
+    /// changed; counted per element, so it costs what changed); with iptables our chains in full
+    /// (one `iptables-restore --noflush` per family).
+    fn apply_change(&mut self, removed: &[Session], added: &[Session]) -> Result<(), CmdError> {
+        if self.backend == Backend::Iptables {
+            return self.apply();
         }
+        let (gone, new) = self.count(removed, added);
+        let script = nft_changes(&gone, &new);
+        if script.is_empty() {
+            return Ok(());
+        }
+        let r = cmd::run_input(&["nft", "-f", "-"], &script).map(drop);
+        if r.is_err() {
+            self.count(added, removed);
+        }
+        r
+    }
+
+    /// Counts `removed` out and `added` in; returns the elements no session holds any more and
+    /// those that no session held before (an element in both is left alone).
+    #[allow(clippy::type_complexity)]
+    fn count(
+        &mut self,
+        removed: &[Session],
+        added: &[Session],
+    ) -> (Vec<(&'static str, String)>, Vec<(&'static str, String)>) {
+        let mut gone = Vec::new();
+        for x in removed {
+            for e in session_elements(&self.policy, x) {
+                if let Some(n) = self.elements.get_mut(&e) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.elements.remove(&e);
+                        gone.push(e);
+                    }
+                }
+            }
+        }
+        let mut new = Vec::new();
+        for x in added {
+            for e in session_elements(&self.policy, x) {
+                let n = self.elements.entry(e.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    new.push(e);
+                }
+            }
+        }
+        // Gone and back in the same change: nothing to do for it.
+        let both: std::collections::BTreeSet<(&'static str, String)> =
+            gone.iter().filter(|e| new.contains(e)).cloned().collect();
+        gone.retain(|e| !both.contains(e));
+        new.retain(|e| !both.contains(e));
+        (gone, new)
     }
 
     /// Admits one session (replacing what `key` had).
@@ -749,12 +824,14 @@ impl Firewall {
             let _ = self.shaper.dismiss_many(&unused);
             return Err(e);
         }
-        let before: Vec<Session> = self.sessions.values().cloned().collect();
         let mut olds = Vec::new();
+        let mut added = Vec::new();
         for (key, session) in batch {
+            added.push(session.clone());
             olds.push((key.clone(), self.sessions.insert(key, session)));
         }
-        let r = self.apply_change(&before);
+        let removed: Vec<Session> = olds.iter().filter_map(|(_, o)| o.clone()).collect();
+        let r = self.apply_change(&removed, &added);
         if r.is_err() {
             // Nothing half-made: the list is what it was, and the classes this call gave go
             // again unless a session still there uses them.
@@ -794,13 +871,13 @@ impl Firewall {
     /// the rules cannot be changed, the list keeps them all (the kernel still holds them), for
     /// the next attempt.
     pub fn dismiss_many(&mut self, batch: &[(String, Vec<IpAddr>)]) -> Result<(), CmdError> {
-        let before: Vec<Session> = self.sessions.values().cloned().collect();
         let gone: Vec<(String, Session)> = batch
             .iter()
             .filter_map(|(key, _)| self.sessions.remove(key).map(|s| (key.clone(), s)))
             .collect();
         if !gone.is_empty() {
-            if let Err(e) = self.apply_change(&before) {
+            let removed: Vec<Session> = gone.iter().map(|(_, s)| s.clone()).collect();
+            if let Err(e) = self.apply_change(&removed, &[]) {
                 // The rules still hold them: so does our list.
                 self.sessions.extend(gone);
                 return Err(e);
@@ -1144,18 +1221,26 @@ mod tests {
         }
     }
 
+    fn nft_firewall() -> Firewall {
+        Firewall::choose("nft", policy(), Shaper::new(1000, 0, 10, "wan0"))
+    }
+
+    /// The script of a change: `removed` out of, `added` into what `fw` counts.
+    fn change(fw: &mut Firewall, removed: &[Session], added: &[Session]) -> String {
+        let (gone, new) = fw.count(removed, added);
+        nft_changes(&gone, &new)
+    }
+
     #[test]
-    fn nft_delta_changes_only_what_changed() {
-        let p = policy();
+    fn nft_changes_are_only_what_changed() {
+        let mut fw = nft_firewall();
         let all = sessions();
-        let before = nft_elements(&p, &all[..1]);
-        let after = nft_elements(&p, &all);
-        assert_eq!(
-            nft_delta(&before, &before),
-            "",
-            "nothing changed: no transaction"
+        let first = change(&mut fw, &[], &all[..1]);
+        assert!(
+            first.contains("add element inet mnigs tunifs { \"mnigs-wg\" }\n"),
+            "{first}"
         );
-        let add = nft_delta(&before, &after);
+        let add = change(&mut fw, &[], &all[1..]);
         assert!(!add.contains("delete"), "{add}");
         assert!(add.contains("add element inet mnigs sess4 { \"br-mesh\" . 100.127.0.3 }\n"));
         assert!(add.contains(
@@ -1166,57 +1251,65 @@ mod tests {
             !add.contains("tunifs"),
             "the mesh interface is no tunnel: {add}"
         );
+        assert_eq!(
+            change(&mut fw, &[], &[]),
+            "",
+            "nothing changed: no transaction"
+        );
         // Back again: map elements are deleted by their key.
-        let del = nft_delta(&after, &before);
+        let del = change(&mut fw, &all[1..], &[]);
         assert!(!del.contains("add"), "{del}");
         assert!(
             del.contains("delete element inet mnigs down4 { 100.127.0.3 }\n"),
             "{del}"
         );
         // A tunnel interface goes from `tunifs` only with the last session on it.
-        let mut two = all.clone();
-        two[1] = Session {
+        let other = Session {
             ifname: "mnigs-wg".into(),
             addrs: vec!["100.127.0.3".parse().unwrap()],
             mac: None,
             local: None,
             class: 0x101,
         };
-        let one_left = nft_delta(&nft_elements(&p, &two), &nft_elements(&p, &two[..1]));
+        change(&mut fw, &[], std::slice::from_ref(&other));
+        let one_left = change(&mut fw, std::slice::from_ref(&other), &[]);
         assert!(!one_left.contains("tunifs"), "{one_left}");
-        let none_left = nft_delta(&nft_elements(&p, &two), &nft_elements(&p, &[]));
+        // The same address given to a new session in the same change: nothing to do.
+        assert_eq!(change(&mut fw, &all[..1], &all[..1]), "");
+        // A map key whose value changes: deleted, then added.
+        let mut moved = all[0].clone();
+        moved.class = 0x1ff;
+        let c = change(&mut fw, &all[..1], std::slice::from_ref(&moved));
+        let d = c
+            .find("delete element inet mnigs down4 { 100.127.0.2 }")
+            .unwrap();
+        let a = c
+            .find("add element inet mnigs down4 { 100.127.0.2 : 7e:1ff }")
+            .unwrap();
+        assert!(d < a, "{c}");
+        let none_left = change(&mut fw, std::slice::from_ref(&moved), &[]);
         assert!(
             none_left.contains("delete element inet mnigs tunifs { \"mnigs-wg\" }\n"),
             "{none_left}"
         );
-        // The same address given to a new session (another sid, same elements): no change.
-        let mut again = two.clone();
-        again.swap(0, 1);
-        assert_eq!(
-            nft_delta(&nft_elements(&p, &two), &nft_elements(&p, &again)),
-            ""
-        );
-        // Deletions come first, so that a map key whose value changes is replaced.
-        let mut moved = all.clone();
-        moved[0].class = 0x1ff;
-        let change = nft_delta(&nft_elements(&p, &all), &nft_elements(&p, &moved));
-        let d = change
-            .find("delete element inet mnigs down4 { 100.127.0.2 }")
-            .unwrap();
-        let a = change
-            .find("add element inet mnigs down4 { 100.127.0.2 : 7e:1ff }")
-            .unwrap();
-        assert!(d < a, "{change}");
+        assert!(fw.elements.is_empty(), "{:?}", fw.elements);
     }
 
     #[test]
-    fn the_full_script_and_the_deltas_name_the_same_elements() {
-        let p = policy();
-        let full = nft_script(&p, &with_socks_and_softether());
-        for (name, elements) in nft_elements(&p, &with_socks_and_softether()) {
-            for e in elements {
-                assert!(full.contains(&e), "{name}: {e} not in the full script");
-            }
+    fn counted_elements_are_the_full_scripts() {
+        let mut fw = nft_firewall();
+        let all = with_socks_and_softether();
+        fw.count(&[], &all);
+        let counted: std::collections::BTreeSet<(&str, String)> =
+            fw.elements.keys().cloned().collect();
+        let full: std::collections::BTreeSet<(&str, String)> = nft_elements(&fw.policy, &all)
+            .into_iter()
+            .flat_map(|(name, v)| v.into_iter().map(move |e| (name, e)))
+            .collect();
+        assert_eq!(counted, full);
+        let script = nft_script(&fw.policy, &all);
+        for (_, e) in &full {
+            assert!(script.contains(e.as_str()), "{e} not in the full script");
         }
     }
 
