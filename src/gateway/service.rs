@@ -906,8 +906,7 @@ impl Gateway {
 
     /// Removes expired leases; returns when the next one ends.
     pub fn expire(&self) -> Option<i64> {
-        let inner = self.inner.lock().expect("not poisoned");
-        let mut inner = inner;
+        let mut inner = self.inner.lock().expect("not poisoned");
         let actions = inner.book.expire(now());
         for action in &actions {
             if let Action::Remove(l) = action {
