@@ -93,11 +93,11 @@ pub fn class_argv(ifname: &str, minor: u32, total_kbit: u32, capacity: u32) -> V
     ])
 }
 
+/// What `tc` says when the class or qdisc to remove is already gone.
+const ABSENT: [&str; 4] = ["Cannot find", "No such", "not found", "Invalid handle"];
+
 fn absent(e: &CmdError) -> bool {
-    let s = e.stderr();
-    ["Cannot find", "No such", "not found", "Invalid handle"]
-        .iter()
-        .any(|m| s.contains(m))
+    ABSENT.iter().any(|m| e.stderr().contains(m))
 }
 
 /// Per-subscriber shaping, applied.
@@ -132,44 +132,62 @@ impl Shaper {
         self.down_kbit > 0 || self.up_kbit > 0
     }
 
-    fn root(&mut self, ifname: &str, total: u32) -> Result<(), CmdError> {
-        if self.rooted.contains(ifname) {
-            return Ok(());
-        }
-        for a in root_argvs(ifname, total) {
-            cmd::run(&a)?;
-        }
-        self.rooted.insert(ifname.to_string());
-        Ok(())
-    }
-
     /// Gives a session (class minor `minor`), whose downloads leave by `ifname`, its classes.
     pub fn admit(&mut self, ifname: &str, minor: u32) -> Result<(), CmdError> {
-        if self.down_kbit > 0 {
-            self.root(ifname, self.down_kbit)?;
-            cmd::run(&class_argv(ifname, minor, self.down_kbit, self.capacity))?;
+        self.admit_many(&[(ifname.to_string(), minor)])
+    }
+
+    /// Gives sessions (download interface, class minor) their classes, with one `tc -batch`
+    /// (root qdiscs first where missing). On an error the caller takes back what it gave
+    /// ([`Shaper::dismiss_many`]); a root qdisc stays (it serves the sessions to come).
+    pub fn admit_many(&mut self, sessions: &[(String, u32)]) -> Result<(), CmdError> {
+        if !self.active() || sessions.is_empty() {
+            return Ok(());
         }
-        if self.up_kbit > 0 {
-            let wan = self.wan.clone();
-            self.root(&wan, self.up_kbit)?;
-            cmd::run(&class_argv(&wan, minor, self.up_kbit, self.capacity))?;
+        let mut roots: Vec<String> = Vec::new();
+        let mut lines = Vec::new();
+        let wan = self.wan.clone();
+        for (ifname, _) in sessions {
+            for (dev, total) in [(ifname, self.down_kbit), (&wan, self.up_kbit)] {
+                if total > 0 && !self.rooted.contains(dev) && !roots.contains(dev) {
+                    roots.push(dev.clone());
+                    lines.extend(root_argvs(dev, total));
+                }
+            }
         }
+        for (ifname, minor) in sessions {
+            if self.down_kbit > 0 {
+                lines.push(class_argv(ifname, *minor, self.down_kbit, self.capacity));
+            }
+            if self.up_kbit > 0 {
+                lines.push(class_argv(&wan, *minor, self.up_kbit, self.capacity));
+            }
+        }
+        run_batch(&lines, false)?;
+        self.rooted.extend(roots);
         Ok(())
     }
 
     /// Removes a session's classes.
     pub fn dismiss(&mut self, ifname: &str, minor: u32) -> Result<(), CmdError> {
-        let id = class_id(minor);
-        for dev in [ifname, self.wan.as_str()] {
-            if !self.rooted.contains(dev) {
-                continue;
-            }
-            match cmd::run(&["tc", "class", "del", "dev", dev, "classid", &id]) {
-                Err(e) if !absent(&e) => return Err(e),
-                _ => {}
+        self.dismiss_many(&[(ifname.to_string(), minor)])
+    }
+
+    /// Removes sessions' classes (download interface, class minor), with one `tc -batch`;
+    /// classes already gone are no error.
+    pub fn dismiss_many(&mut self, sessions: &[(String, u32)]) -> Result<(), CmdError> {
+        let mut lines = Vec::new();
+        for (ifname, minor) in sessions {
+            let id = class_id(*minor);
+            for dev in [ifname.as_str(), self.wan.as_str()] {
+                if self.rooted.contains(dev) {
+                    lines.push(argv(&["tc", "class", "del", "dev", dev, "classid", &id]));
+                }
             }
         }
-        Ok(())
+        lines.sort();
+        lines.dedup();
+        run_batch(&lines, true)
     }
 
     /// Removes our root qdiscs (only ours: a root qdisc of another handle stays).
@@ -187,9 +205,58 @@ impl Shaper {
     }
 }
 
+/// The `tc -batch -` input for `argvs` (each a `tc …` argv): one line per call, without `tc`.
+pub fn batch_input(argvs: &[Vec<String>]) -> String {
+    argvs.iter().map(|a| a[1..].join(" ") + "\n").collect()
+}
+
+/// Runs `argvs` as one `tc -batch`; with `removal`, every line is tried (`-force`) and lines that
+/// failed only because their class is already gone are no error.
+fn run_batch(argvs: &[Vec<String>], removal: bool) -> Result<(), CmdError> {
+    if argvs.is_empty() {
+        return Ok(());
+    }
+    let tool: &[&str] = if removal {
+        &["tc", "-force", "-batch", "-"]
+    } else {
+        &["tc", "-batch", "-"]
+    };
+    match cmd::run_input(tool, &batch_input(argvs)) {
+        Err(e) if removal && only_absent(e.stderr()) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// Whether every complaint in a `tc -force -batch` stderr says that a class is already gone.
+fn only_absent(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("Command failed"))
+        .all(|l| ABSENT.iter().any(|m| l.contains(m)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_one_tc_call_per_line_without_tc() {
+        let lines = vec![
+            root_argvs("wg0", 1000).remove(0),
+            class_argv("wg0", minor(3), 1000, 10),
+        ];
+        assert_eq!(
+            batch_input(&lines),
+            "qdisc replace dev wg0 root handle 7e: htb default 1\n\
+             class replace dev wg0 parent 7e:2 classid 7e:103 htb rate 100kbit ceil 1000kbit quantum 1514\n"
+        );
+        assert!(only_absent(
+            "RTNETLINK answers: No such file or directory\nCommand failed -:2\n"
+        ));
+        assert!(!only_absent(
+            "RTNETLINK answers: No such file or directory\nCommand failed -:1\nRTNETLINK answers: Operation not permitted\nCommand failed -:2\n"
+        ));
+    }
 
     #[test]
     fn classes_share_equally_and_may_borrow_everything() {

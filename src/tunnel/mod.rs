@@ -182,6 +182,41 @@ pub fn host_routes(ifname: &str, peer: &Peer<'_>, add: bool) -> Result<(), Tunne
     Ok(())
 }
 
+/// Gateway: [`host_routes`] for many subscribers at once, with one `ip -batch`. Removing a
+/// route already gone is no error.
+pub fn host_routes_many(ifname: &str, peers: &[Peer<'_>], add: bool) -> Result<(), TunnelError> {
+    let verb = if add { "replace" } else { "del" };
+    let mut input = String::new();
+    for peer in peers {
+        input.push_str(&format!("route {verb} {}/32 dev {ifname}\n", peer.ipv4));
+        if let Some(v6) = peer.ipv6 {
+            input.push_str(&format!("route {verb} {v6}/128 dev {ifname}\n"));
+        }
+    }
+    if input.is_empty() {
+        return Ok(());
+    }
+    let argv: &[&str] = if add {
+        &["ip", "-batch", "-"]
+    } else {
+        &["ip", "-force", "-batch", "-"]
+    };
+    match crate::sys::cmd::run_input(argv, &input) {
+        Err(e)
+            if !add
+                && e.stderr().lines().all(|l| {
+                    l.starts_with("Command failed")
+                        || l.contains("No such process")
+                        || l.contains("Cannot find device")
+                        || l.trim().is_empty()
+                }) =>
+        {
+            Ok(())
+        }
+        r => Ok(r.map(drop)?),
+    }
+}
+
 /// Where a subscriber's packets reach the gateway, for the gateway's firewall
 /// ([`crate::sys::firewall`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +289,40 @@ pub trait Method: Send {
 
     /// Gateway: removes one subscriber's tunnel end.
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError>;
+
+    /// Gateway: configures the tunnel ends of several subscribers that are due at once (a burst
+    /// of requests, the restore after a restart), all or nothing: on an error none of them is
+    /// left configured. Returns each one's grant fields, in order. Methods that can configure
+    /// many peers in one step override it; this one accepts them one by one.
+    fn accept_many(&mut self, peers: &[Peer<'_>]) -> Result<Vec<Map<String, Value>>, TunnelError> {
+        let mut fields = Vec::with_capacity(peers.len());
+        for (i, peer) in peers.iter().enumerate() {
+            match self.accept(peer) {
+                Ok(f) => fields.push(f),
+                Err(e) => {
+                    for done in peers[..=i].iter().rev() {
+                        let _ = self.remove(done);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Gateway: removes the tunnel ends of several subscribers, as many as it can; the first
+    /// error is returned. Methods that can remove many peers in one step override it.
+    fn remove_many(&mut self, peers: &[Peer<'_>]) -> Result<(), TunnelError> {
+        let mut first = Ok(());
+        for peer in peers {
+            if let Err(e) = self.remove(peer)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
 
     /// Gateway: removes everything [`Method::prepare`] made (by default nothing).
     fn shutdown(&mut self) -> Result<(), TunnelError> {
