@@ -10,7 +10,8 @@
 //!   converged (target ≤ 1 s), the median of several runs on fresh meshes.
 //!
 //! The daemons measured are the router build's (`--no-default-features`), the binary a router
-//! runs; the CLI and the test mesh come from the default build.
+//! runs; the CLI comes from the default build (the same code since the demo moved to lab/) and
+//! the test mesh from the lab (mnigs-lab).
 //!
 //! `--short` (for CI: `cargo test --bench core -- --short`, a debug build): no router build
 //! (the daemons are the default build's), 1,000 requests, one mesh run. Either mode
@@ -19,10 +20,14 @@
 //! figure missing its target (the machine may be loaded); a debug build's figures are not
 //! comparable with the targets at all.
 
-use mnigs::demo::Scenario;
+#[path = "../tests/common/daemon.rs"]
+mod daemon_common;
+
+use daemon_common::free_port;
 use mnigs::rpc::client;
-use mnigs::testbed::{Node, require_root};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, require_root};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -99,14 +104,6 @@ fn memory_rows(what: &str, m: Memory) {
         format!("idle PSS, {what}"),
         m.pss
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Requests per second and idle RSS of a daemon with no role (binary `exe`), on loopback.
@@ -294,7 +291,7 @@ fn main() {
         );
         println!(
             "{:<48} {:>10.3} MB     (informational)",
-            "default build (with the demo), stripped",
+            "default build (no demo either), stripped",
             size_mb(EXE.as_ref())
         );
         let size = Size {

@@ -30,7 +30,7 @@
 //! gateway found, no other answer, none busy. The speed and memory targets are printed as
 //! `ok`/`MISSED`, never failed on (the machine may be loaded).
 
-use mnigs::netlab::Lab;
+use mnigs_lab::netlab::Lab;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -292,7 +292,7 @@ fn main() {
         println!("{}", if ok { "gateway" } else { "no" });
         return;
     }
-    if let Err(e) = mnigs::testbed::require_root() {
+    if let Err(e) = mnigs_lab::testbed::require_root() {
         println!("discovery benchmark SKIPPED: {e}");
         // CI (MNIGS_E2E=1) must not skip silently.
         if std::env::var("MNIGS_E2E").as_deref() == Ok("1") {

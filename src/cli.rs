@@ -166,13 +166,9 @@ pub fn main(args: Args) -> i32 {
         },
         Cmd::CheckConfig(a) if a.stdin => check_config(&a.config, a.json, stdin_config(&a.config)),
         Cmd::CheckConfig(a) => check_config(&a.config, a.json, model::load(&a.config)),
-        #[cfg(feature = "demo")]
-        Cmd::Demo(a) if a.cjdns => crate::cjdemo::run(a.hold),
-        #[cfg(feature = "demo")]
-        Cmd::Demo(a) => crate::demo::run(a.hold),
-        #[cfg(not(feature = "demo"))]
+        // The demo is the lab's program (lab/, a dev-only workspace member), never the router's.
         Cmd::Demo(_) => {
-            eprintln!("mnigs: this build has no demo (it was built without the `demo` feature)");
+            eprintln!("mnigs: the demo is the lab's: cargo run --release -p mnigs-lab -- demo");
             1
         }
         Cmd::Status(a) => client_cmd(&a.config, a.json, "status", json!({}), print_status),
@@ -309,7 +305,7 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
             ),
             EXIT_NOT_RUNNING,
         ),
-        Err(ClientError::Rpc(e)) if e.code == daemon::FORBIDDEN => (e.message, 1),
+        Err(ClientError::Rpc(e)) if e.code == crate::rpc::dispatch::FORBIDDEN => (e.message, 1),
         Err(e) => (e.to_string(), 1),
     };
     fail(as_json, &message, code)
@@ -460,7 +456,7 @@ fn print_gateways(v: &Value) {
     let rows = v["gateways"].as_array().cloned().unwrap_or_default();
     table(
         &[
-            "NAME", "ADDRESS", "PORT", "FOUND BY", "LOAD", "SEEN", "FAILURES",
+            "NAME", "ADDRESS", "PORT", "HOPS", "FOUND BY", "LOAD", "SEEN", "FAILURES",
         ],
         rows.iter()
             .map(|g| {
@@ -469,6 +465,7 @@ fn print_gateways(v: &Value) {
                     s(&g["name"]),
                     s(&g["address"]),
                     s(&g["port"]),
+                    hops(&g["hops"]),
                     s(&g["how"]),
                     format!("{}/{}", s(&t["subscribers"]), s(&t["maxSubscribers"])),
                     format!("{}s ago", s(&g["seenAgo"])),
@@ -477,6 +474,14 @@ fn print_gateways(v: &Value) {
             })
             .collect(),
     );
+}
+
+/// A hop count, or "?" where nobody knows it (0).
+fn hops(v: &Value) -> String {
+    match v.as_u64() {
+        Some(n) if n > 0 => n.to_string(),
+        _ => "?".into(),
+    }
 }
 
 fn print_sessions(v: &Value) {
@@ -501,13 +506,14 @@ fn print_sessions(v: &Value) {
 fn print_scan(v: &Value) {
     let rows = v["gateways"].as_array().cloned().unwrap_or_default();
     table(
-        &["NAME", "ADDRESS", "PORT", "FOUND BY", "RTT"],
+        &["NAME", "ADDRESS", "PORT", "HOPS", "FOUND BY", "RTT"],
         rows.iter()
             .map(|g| {
                 vec![
                     s(&g["name"]),
                     s(&g["address"]),
                     s(&g["port"]),
+                    hops(&g["hops"]),
                     s(&g["how"]),
                     format!("{:.1} ms", g["rttMs"].as_f64().unwrap_or(0.0)),
                 ]

@@ -1,570 +1,63 @@
 //! The daemon: loads the config, opens the store, starts the roles and the RPC server, and waits
 //! for signals (SIGTERM/SIGINT: tear down what we set up; SIGHUP: reload the config, applying
 //! what can change live and keeping live tunnels — see [`crate::config::reload`]).
+//!
+//! Wiring only: the tunnel methods come from [`crate::tunnel::build`], the RPC methods and who
+//! may call them are [`crate::rpc::dispatch`]'s; here are the threads, the interfaces the
+//! server and the firewall use, and the order of start and teardown.
 
+use crate::clock::now;
 use crate::config::{self, Config};
-use crate::gateway::service::{Gateway, now};
+use crate::gateway::service::Gateway;
 use crate::log;
 use crate::persist::{self, Persister};
-use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
-use crate::rpc::guard::{self, Kind};
-use crate::rpc::server::{Caller, Handler, Server};
-use crate::store::Store;
-use crate::subscriber::supervisor::{self, Command, Supervisor};
-use crate::tunnel::{Method, cjdns, iptunnel, openvpn, route, socks, softether, wireguard};
-use crate::web::{Access, graph};
+use crate::rpc::dispatch::Services;
+use crate::rpc::server::Server;
+use crate::subscriber::supervisor::{Command, Supervisor};
+use crate::tunnel::{self, Role};
 use nix::sys::signal::{SigSet, Signal};
-use serde_json::{Value, json};
-use std::net::IpAddr;
+use serde_json::json;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// JSON-RPC error code for a local control method called from outside `authorized_network`
-/// (and for the cross-site refusals of [`crate::rpc::guard`]).
-pub const FORBIDDEN: i64 = guard::FORBIDDEN;
-
-/// Everything the RPC handlers need.
-pub struct Node {
-    /// The running configuration; replaced on reload.
-    cfg: RwLock<Config>,
-    store: Arc<Mutex<Store>>,
-    gateway: Option<Gateway>,
-    subscriber: Option<supervisor::Handle>,
-    /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
-    persisted: Mutex<Option<Value>>,
-}
-
-impl Node {
-    /// A node with the roles given.
-    pub fn new(
-        cfg: Config,
-        store: Arc<Mutex<Store>>,
-        gateway: Option<Gateway>,
-        subscriber: Option<supervisor::Handle>,
-    ) -> Node {
-        Node {
-            cfg: RwLock::new(cfg),
-            store,
-            gateway,
-            subscriber,
-            persisted: Mutex::new(None),
-        }
-    }
-
-    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Config> {
-        self.cfg.read().expect("not poisoned")
-    }
-
-    /// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
-    pub fn reload(&self, path: &Path) {
-        let new = match load_config(path) {
-            Ok(new) => new,
-            Err(e) => {
-                log::error(&format!(
-                    "reload refused, keeping the running configuration: {e}"
-                ));
-                return;
-            }
-        };
-        let plan = config::reload::plan(&self.cfg(), new);
-        let cfg = plan.effective;
-        if let Some(level) = log::Level::parse(&cfg.main.log_level) {
-            log::set_level(level);
-        }
-        if let Some(g) = &self.gateway {
-            g.reconfigure(&cfg.gateway);
-        }
-        if let Some(s) = &self.subscriber {
-            let copy = Box::new(cfg.clone());
-            s.ask(|reply| Command::Reload(copy, reply));
-        }
-        *self.cfg.write().expect("not poisoned") = cfg;
-        let applied = if plan.applied.is_empty() {
-            "no live option changed".to_string()
-        } else {
-            format!("applied {}", plan.applied.join(", "))
-        };
-        log::info(&format!("configuration reloaded: {applied}"));
-        if !plan.need_restart.is_empty() {
-            log::warn(&format!(
-                "changed in the file but kept until the daemon restarts: {}",
-                plan.need_restart.join(", ")
+/// Re-reads the config file and applies it (SIGHUP). A file with errors changes nothing.
+fn reload(node: &Services, path: &Path) {
+    let new = match load_config(path) {
+        Ok(new) => new,
+        Err(e) => {
+            log::error(&format!(
+                "reload refused, keeping the running configuration: {e}"
             ));
+            return;
         }
+    };
+    let plan = config::reload::plan(&node.cfg(), new);
+    let cfg = plan.effective;
+    if let Some(level) = log::Level::parse(&cfg.main.log_level) {
+        log::set_level(level);
     }
-
-    fn authorized(&self, addr: IpAddr) -> bool {
-        self.cfg()
-            .main
-            .authorized_network
-            .iter()
-            .any(|p| p.contains(addr))
+    if let Some(g) = &node.gateway {
+        g.reconfigure(&cfg.gateway);
     }
-
-    /// What `caller` may do with the local control methods and the page.
-    fn access(&self, caller: &Caller) -> Access {
-        if self.authorized(caller.addr) {
-            Access::Full
-        } else {
-            self.cfg().main.web
-        }
+    if let Some(s) = &node.subscriber {
+        let copy = Box::new(cfg.clone());
+        s.ask(|reply| Command::Reload(copy, reply));
     }
-
-    /// Sessions as `caller` may see them: session ids only for full access.
-    fn sessions_for(&self, access: Access) -> Value {
-        let mut sessions = self
-            .gateway
-            .as_ref()
-            .map_or(Value::Array(vec![]), Gateway::sessions);
-        if access != Access::Full
-            && let Value::Array(list) = &mut sessions
-        {
-            for s in list.iter_mut().filter_map(Value::as_object_mut) {
-                s.remove("sid");
-            }
-        }
-        sessions
-    }
-
-    /// The gateways in the store, as the control methods report them.
-    fn stored_gateways(&self) -> Result<Vec<crate::store::GatewayRow>, RpcError> {
-        let store = self.store.lock().expect("not poisoned");
-        store
-            .gateways()
-            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))
-    }
-
-    fn mesh_graph(&self) -> Result<Value, RpcError> {
-        let rows = self.stored_gateways()?;
-        let seen: Vec<graph::SeenGateway> = rows
-            .into_iter()
-            .map(|r| graph::SeenGateway {
-                address: r.address,
-                name: r.name,
-                how: r.how,
-                hops: r.hops,
-            })
-            .collect();
-        let current = self.subscriber.as_ref().and_then(|s| {
-            let st = s.status.lock().expect("not poisoned");
-            st["gateway"]["address"].as_str().map(str::to_string)
-        });
-        let subscribers: Vec<graph::SeenSubscriber> = self
-            .sessions_for(Access::Readonly)
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| graph::SeenSubscriber {
-                address: s["address"].as_str().unwrap_or_default().to_string(),
-                name: s["name"].as_str().unwrap_or_default().to_string(),
-            })
-            .collect();
-        let g = graph::build(
-            &self.cfg().main.name,
-            self.gateway.is_some(),
-            &seen,
-            current.as_deref(),
-            &subscribers,
-        );
-        let mut v = serde_json::to_value(g).expect("serializes");
-        v["success"] = Value::Bool(true);
-        Ok(v)
-    }
-
-    fn node_info(&self) -> Value {
-        let (methods, terms, uplink) = match &self.gateway {
-            Some(g) => g.offer(),
-            None => (vec![], Default::default(), Default::default()),
-        };
-        let info = NodeInfo {
-            success: true,
-            name: self.cfg().main.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            gateway: self.gateway.is_some(),
-            methods,
-            terms,
-            uplink,
-            gateways: self
-                .store
-                .lock()
-                .expect("not poisoned")
-                .gateways()
-                .map(|rows| crate::discovery::gossip::advertised(&rows, now()))
-                .unwrap_or_default(),
-        };
-        serde_json::to_value(info).expect("serializes")
-    }
-
-    fn status(&self, access: Access) -> Value {
-        let gateway = self.gateway.as_ref().map(|g| {
-            let (methods, terms, uplink) = g.offer();
-            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
-                   "uplinkCheck": g.uplink_check(),
-                   "sessions": self.sessions_for(access)})
-        });
-        let subscriber = self
-            .subscriber
-            .as_ref()
-            .map(|s| s.status.lock().expect("not poisoned").clone());
-        let persist = self.persisted.lock().expect("not poisoned").clone();
-        json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber, "access": access.name(),
-               "persist": persist})
-    }
-
-    fn gateways(&self) -> Result<Value, RpcError> {
-        let rows = self.stored_gateways()?;
-        // Connection quality is kept per node name (subscriber side); absent for the others.
-        let quality = self
-            .store
-            .lock()
-            .expect("not poisoned")
-            .quality()
-            .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
-        let t = now();
-        let list: Vec<Value> = rows
-            .into_iter()
-            .map(|r| {
-                let q = quality.iter().find(|q| q.name == r.name);
-                json!({"name": r.name, "address": r.address, "port": r.port, "how": r.how, "hops": r.hops,
-                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info,
-                       "quality": q})
-            })
-            .collect();
-        Ok(json!({"success": true, "gateways": list}))
-    }
-
-    fn subscriber_call(&self, make: impl FnOnce(mpsc::Sender<Value>) -> Command) -> Value {
-        match &self.subscriber {
-            Some(s) => s.ask(make),
-            None => Failure::permanent("the subscriber role is disabled on this node").to_value(),
-        }
-    }
-}
-
-fn sid_param(req: &Request) -> Result<String, RpcError> {
-    Ok(req.params.string("sid", 0)?.to_string())
-}
-
-/// The local control methods that change something (see [`guard::kind`]: every method that is
-/// neither a mesh nor a read method is treated as one).
-const ACTION_METHODS: &[&str] = &["scan", "connect", "disconnect"];
-
-fn unknown_method(m: &str) -> RpcError {
-    RpcError::new(
-        code::METHOD_NOT_FOUND,
-        format!("unknown method '{}'", m.escape_debug()),
-    )
-}
-
-impl Handler for Node {
-    /// An unknown method is reported as such first (a newer node calling us must learn that we
-    /// lack it, whatever its headers). Mesh methods are open; read methods (`guard::READ_METHODS`) need `option web 'readonly'`
-    /// or more; everything else (the actions) needs `authorized_network` or `option web 'full'`.
-    fn permitted(&self, caller: &Caller, m: &str) -> Result<(), RpcError> {
-        let known = [guard::MESH_METHODS, guard::READ_METHODS, ACTION_METHODS]
-            .iter()
-            .any(|list| list.contains(&m));
-        if !known {
-            return Err(unknown_method(m));
-        }
-        let allowed = match (self.access(caller), guard::kind(m)) {
-            (_, Kind::Mesh) | (Access::Full, _) => true,
-            (Access::Readonly, kind) => kind == Kind::Read,
-            (Access::Off, _) => false,
-        };
-        if allowed {
-            return Ok(());
-        }
-        Err(RpcError::new(
-            FORBIDDEN,
-            format!(
-                "permission denied: {} is only answered to authorized_network callers, not {}",
-                m.escape_debug(),
-                caller.addr
-            ),
-        ))
-    }
-
-    fn page_controls(&self, caller: &Caller) -> bool {
-        self.access(caller) == Access::Full
-    }
-
-    fn hostnames(&self) -> Vec<String> {
-        self.cfg().main.hostname.clone()
-    }
-
-    fn call(&self, caller: &Caller, req: &Request) -> Result<Value, RpcError> {
-        let m = req.method.as_str();
-        let access = self.access(caller);
-        self.permitted(caller, m)?;
-        let not_gateway = || Failure::permanent("this node is not a gateway").to_value();
-        match m {
-            "nodeInfo" => Ok(self.node_info()),
-            "requestConnection" => {
-                let r = ConnectionRequest::from_params(&req.params)?;
-                Ok(self
-                    .gateway
-                    .as_ref()
-                    .map_or_else(not_gateway, |g| g.request_connection(caller, r)))
-            }
-            "renewConnection" => {
-                let sid = sid_param(req)?;
-                Ok(self
-                    .gateway
-                    .as_ref()
-                    .map_or_else(not_gateway, |g| g.renew(caller, &sid)))
-            }
-            "releaseConnection" => {
-                let sid = sid_param(req)?;
-                Ok(self
-                    .gateway
-                    .as_ref()
-                    .map_or_else(not_gateway, |g| g.release(caller, &sid)))
-            }
-            "status" => Ok(self.status(access)),
-            "meshGraph" => self.mesh_graph(),
-            "listGateways" => self.gateways(),
-            "listSessions" => Ok(json!({"success": true, "sessions": self.sessions_for(access)})),
-            "scan" => Ok(self.subscriber_call(Command::Scan)),
-            "disconnect" => Ok(self.subscriber_call(Command::Disconnect)),
-            "connect" => {
-                let address: IpAddr = req.params.string("address", 0)?.parse().map_err(|_| {
-                    RpcError::invalid_params("address must be an IPv4 or IPv6 address")
-                })?;
-                let port = req
-                    .params
-                    .opt_port("port", 1)?
-                    .unwrap_or(self.cfg().main.rpc_port);
-                let method = req.params.opt_string("method", 2)?.map(str::to_string);
-                if let Some(m) = &method {
-                    crate::validate::method(m).map_err(RpcError::invalid_params)?;
-                }
-                Ok(self.subscriber_call(|reply| Command::Connect {
-                    address,
-                    port,
-                    method,
-                    reply,
-                }))
-            }
-            other => Err(unknown_method(other)),
-        }
-    }
-
-    fn web_page(&self, caller: &Caller) -> bool {
-        self.access(caller) != Access::Off
-    }
-}
-
-/// Our WireGuard private key, made on first use and kept in the store.
-fn wireguard_key(store: &Mutex<Store>) -> Result<String, String> {
-    let store = store.lock().expect("not poisoned");
-    if let Some(k) = store
-        .get_kv(wireguard::PRIVATE_KEY)
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(k);
-    }
-    let k = wireguard::generate_key().map_err(|e| format!("cannot make a WireGuard key: {e}"))?;
-    store
-        .set_kv(wireguard::PRIVATE_KEY, &k)
-        .map_err(|e| e.to_string())?;
-    Ok(k)
-}
-
-/// OpenVPN's keys and certificates live in the store (whose persistence spares the flash) and
-/// are written to the method's directory (volatile by default) at start: `save` false puts the
-/// stored ones back where files are missing, `save` true stores what the method made.
-fn openvpn_keys(
-    store: &Mutex<Store>,
-    side: openvpn::Side,
-    dir: &Path,
-    save: bool,
-) -> Result<(), String> {
-    let store = store.lock().expect("not poisoned");
-    for name in openvpn::key_files(side) {
-        let key = format!("openvpn/{name}");
-        let path = dir.join(name);
-        if save {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("openvpn: cannot read {name}: {e}"))?;
-            if store.get_kv(&key).map_err(|e| e.to_string())?.as_deref() != Some(text.as_str()) {
-                store.set_kv(&key, &text).map_err(|e| e.to_string())?;
-            }
-        } else if !path.exists()
-            && let Some(text) = store.get_kv(&key).map_err(|e| e.to_string())?
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("openvpn: cannot create its directory: {e}"))?;
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| format!("openvpn: cannot write {name}: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Which end of the tunnels a method instance serves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Gateway,
-    Subscriber,
-    /// The subscriber's hot standby tunnel: its own interface and port.
-    Standby,
-}
-
-/// The standby tunnel's interface: the subscriber's interface name with `1` appended (or put in
-/// place of the 15th character, IFNAMSIZ allowing no more), `2` if that would be the same name.
-pub fn standby_ifname(ifname: &str) -> String {
-    let base: String = ifname.chars().take(14).collect();
-    let one = format!("{base}1");
-    if one == ifname {
-        format!("{base}2")
+    *node.cfg.write().expect("not poisoned") = cfg;
+    let applied = if plan.applied.is_empty() {
+        "no live option changed".to_string()
     } else {
-        one
+        format!("applied {}", plan.applied.join(", "))
+    };
+    log::info(&format!("configuration reloaded: {applied}"));
+    if !plan.need_restart.is_empty() {
+        log::warn(&format!(
+            "changed in the file but kept until the daemon restarts: {}",
+            plan.need_restart.join(", ")
+        ));
     }
-}
-
-fn methods(
-    cfg: &Config,
-    names: &[String],
-    role: Role,
-    store: &Mutex<Store>,
-) -> Result<Vec<Box<dyn Method>>, String> {
-    let mut out: Vec<Box<dyn Method>> = Vec::new();
-    for name in names {
-        match name.as_str() {
-            "wireguard" => {
-                let key = wireguard_key(store)?;
-                let wg = &cfg.wireguard;
-                let (ifname, port) = match role {
-                    Role::Gateway => (wg.interface.clone(), wg.listen_port),
-                    Role::Subscriber => (wg.client_interface.clone(), wg.client_listen_port),
-                    Role::Standby => (
-                        standby_ifname(&wg.client_interface),
-                        wg.client_listen_port.wrapping_add(1).max(1),
-                    ),
-                };
-                let m = wireguard::Wireguard::new(&ifname, port, wg.mtu, key)
-                    .map_err(|e| e.to_string())?;
-                out.push(Box::new(m));
-            }
-            "openvpn" => {
-                let o = &cfg.openvpn;
-                let (side, ifname) = match role {
-                    Role::Gateway => (openvpn::Side::Server, o.interface.clone()),
-                    Role::Subscriber => (openvpn::Side::Client, o.client_interface.clone()),
-                    Role::Standby => (openvpn::Side::Client, standby_ifname(&o.client_interface)),
-                };
-                let sub = if side == openvpn::Side::Server {
-                    "server"
-                } else {
-                    "client"
-                };
-                let dir = o.directory.join(sub);
-                openvpn_keys(store, side, &dir, false)?;
-                let m = openvpn::Openvpn::new(side, &o.directory, &ifname, o.port, o.mtu)
-                    .map_err(|e| format!("openvpn: {e}"))?;
-                openvpn_keys(store, side, &dir, true)?;
-                out.push(Box::new(m));
-            }
-            "gre" | "ipip" => {
-                let kind = if name == "gre" {
-                    iptunnel::Kind::Gre
-                } else {
-                    iptunnel::Kind::Ipip
-                };
-                let t = &cfg.iptunnel;
-                let client = match role {
-                    Role::Standby => standby_ifname(&t.client_interface),
-                    _ => t.client_interface.clone(),
-                };
-                out.push(Box::new(iptunnel::IpTunnel::new(
-                    kind,
-                    &t.interface_prefix,
-                    &client,
-                    t.mtu,
-                )));
-            }
-            // Plain routing has no interface of its own to keep a second path on.
-            "route" if role == Role::Standby => {}
-            "route" => out.push(Box::new(route::Route::new())),
-            // cjdns routes through cjdroute's one interface: no second path to keep on standby.
-            "cjdns" if role == Role::Standby => {}
-            "cjdns" => {
-                let c = &cfg.cjdns;
-                let target = cjdns::AdminTarget {
-                    admin: c.admin.clone(),
-                    password: c.password.clone(),
-                    cjdroute_conf: c.cjdroute_conf.clone(),
-                    timeout: Duration::from_millis(u64::from(c.timeout_ms)),
-                };
-                // What the subscriber dials is remembered next to the database, for cleaning
-                // up after a crash.
-                let ledger =
-                    std::path::PathBuf::from(format!("{}-cjdns", cfg.main.database.display()));
-                out.push(Box::new(
-                    cjdns::Cjdns::new(target, &c.interface).with_ledger(&ledger),
-                ));
-            }
-            "socks" => {
-                let c = &cfg.socks;
-                let (side, ifname) = match role {
-                    Role::Gateway => (socks::Side::Server, c.interface.clone()),
-                    Role::Subscriber => (socks::Side::Client, c.interface.clone()),
-                    Role::Standby => (socks::Side::Client, standby_ifname(&c.interface)),
-                };
-                // Each side (and the standby) keeps its pid files in a directory of its own.
-                let sub = match role {
-                    Role::Gateway => "server",
-                    Role::Subscriber => "client",
-                    Role::Standby => "standby",
-                };
-                let m = socks::Socks::new(
-                    side,
-                    &c.directory.join(sub),
-                    &ifname,
-                    c.port,
-                    c.mtu,
-                    c.listen,
-                )
-                .map_err(|e| format!("socks: {e}"))?;
-                out.push(Box::new(m));
-            }
-            // One SoftEther client account and NIC: no second path to keep on standby.
-            "softether" if role == Role::Standby => {}
-            "softether" => {
-                let c = &cfg.softether;
-                let (side, device, sub) = match role {
-                    Role::Gateway => (softether::Side::Server, c.device.clone(), "server"),
-                    _ => (softether::Side::Client, c.client_nic.clone(), "client"),
-                };
-                let setup = softether::Setup {
-                    vpncmd: c.vpncmd.clone(),
-                    admin: c.admin.clone(),
-                    admin_password: c.admin_password.clone(),
-                    hub: c.hub.clone(),
-                    port: c.port,
-                    device,
-                    directory: c.directory.join(sub),
-                };
-                let m = softether::Softether::new(side, setup)
-                    .map_err(|e| format!("softether: {e}"))?;
-                out.push(Box::new(m));
-            }
-            other => return Err(format!("method {other} is not supported by this version")),
-        }
-    }
-    Ok(out)
 }
 
 /// The gateway's mesh interfaces: `list mesh_interface`, else those of the discovery sections.
@@ -754,7 +247,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let store = Arc::new(Mutex::new(store));
     let persist_store = store.clone();
     let gateway = if cfg.gateway.enabled {
-        let m = methods(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
+        let m = tunnel::build(&cfg, &cfg.gateway.methods, Role::Gateway, &store)?;
         let g = &cfg.gateway;
         let capacity = g
             .max_subscribers
@@ -776,9 +269,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         None
     };
     let subscriber = if cfg.subscriber.enabled {
-        let m = methods(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
+        let m = tunnel::build(&cfg, &cfg.subscriber.methods, Role::Subscriber, &store)?;
         let standby = if cfg.subscriber.hot_standby {
-            Some(methods(
+            Some(tunnel::build(
                 &cfg,
                 &cfg.subscriber.methods,
                 Role::Standby,
@@ -796,7 +289,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     } else {
         None
     };
-    let node = Arc::new(Node::new(cfg.clone(), store, gateway, subscriber));
+    let node = Arc::new(Services::new(cfg.clone(), store, gateway, subscriber));
     let devices = rpc_interfaces(&cfg);
     let server = match Server::start_on(
         &cfg.main.listen,
@@ -870,7 +363,7 @@ pub fn run(path: &Path) -> Result<(), String> {
 
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => node.reload(path),
+            Ok(Signal::SIGHUP) => reload(&node, path),
             Ok(s) => {
                 log::info(&format!("{s}: stopping"));
                 break;
@@ -910,7 +403,7 @@ pub fn run(path: &Path) -> Result<(), String> {
 
 /// Copies the store to flash every `persist_interval` seconds (read anew each time, so a reload
 /// applies) if it changed; returns the persister when `stop` is dropped.
-fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Persister {
+fn persist_loop(mut p: Persister, node: &Services, stop: &mpsc::Receiver<()>) -> Persister {
     let mut last = std::time::Instant::now();
     let publish = |p: &Persister| {
         *node.persisted.lock().expect("not poisoned") = Some(json!({
@@ -946,7 +439,7 @@ fn persist_loop(mut p: Persister, node: &Node, stop: &mpsc::Receiver<()>) -> Per
     }
 }
 
-fn shutdown(node: Arc<Node>) {
+fn shutdown(node: Arc<Services>) {
     let Ok(node) = Arc::try_unwrap(node) else {
         log::error("internal: node still shared at shutdown");
         return;
@@ -993,65 +486,5 @@ mod tests {
         // Mesh unknown (discovery via any interface): every interface, with a warning.
         let any = "config discovery d\n\toption method routes\n";
         assert!(rpc_interfaces(&cfg(any)).is_empty());
-    }
-
-    #[test]
-    fn openvpn_keys_come_back_from_the_store() {
-        let store = Mutex::new(Store::open_in_memory().unwrap());
-        let dir = std::env::temp_dir().join(format!("mnigs-ovkeys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in openvpn::key_files(openvpn::Side::Server) {
-            std::fs::write(dir.join(name), format!("{name} material\n")).unwrap();
-        }
-        openvpn_keys(&store, openvpn::Side::Server, &dir, true).unwrap();
-        // A reboot empties the volatile directory; the store (restored from flash) still has them.
-        std::fs::remove_dir_all(&dir).unwrap();
-        openvpn_keys(&store, openvpn::Side::Server, &dir, false).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        for name in openvpn::key_files(openvpn::Side::Server) {
-            let path = dir.join(name);
-            assert_eq!(
-                std::fs::read_to_string(&path).unwrap(),
-                format!("{name} material\n")
-            );
-            assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
-        }
-        // Files present win over the store (an existing directory is kept as it is).
-        std::fs::write(dir.join("ca.crt"), "newer\n").unwrap();
-        openvpn_keys(&store, openvpn::Side::Server, &dir, false).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
-            "newer\n"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn standby_interface_names_differ_and_fit() {
-        assert_eq!(standby_ifname("mnigs-wgc"), "mnigs-wgc1");
-        assert_eq!(standby_ifname("abcdefghijklmno"), "abcdefghijklmn1");
-        assert_eq!(standby_ifname("abcdefghijklmn1"), "abcdefghijklmn2");
-        for name in ["a", "abcdefghijklmno", "abcdefghijklmn1"] {
-            let s = standby_ifname(name);
-            assert!(s.len() <= 15 && s != name);
-            assert!(crate::validate::ifname(&s).is_ok());
-        }
-    }
-}
-
-#[cfg(test)]
-mod cjdns_method_tests {
-    use super::*;
-
-    #[test]
-    fn the_cjdns_method_is_built_from_its_section() {
-        let store = Mutex::new(Store::open_in_memory().unwrap());
-        let mut cfg = Config::default();
-        cfg.cjdns.interface = "tuncjdns".into();
-        for role in [Role::Gateway, Role::Subscriber] {
-            let m = methods(&cfg, &["cjdns".into()], role, &store).unwrap();
-            assert_eq!(m.len(), 1);
-            assert_eq!(m[0].name(), "cjdns");
-        }
     }
 }

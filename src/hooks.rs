@@ -32,7 +32,6 @@
 //! daemon stops it waits for running hooks (at most their timeout) before exiting, so that
 //! `disconnect` and `release` hooks of the final teardown finish.
 
-use crate::config::Config;
 use crate::log;
 use crate::protocol::Grant;
 use std::net::SocketAddr;
@@ -231,15 +230,33 @@ pub fn session_env(name: &str, at: SocketAddr, grant: &Grant, interface: Option<
     }
 }
 
+/// What [`fire`] needs besides the event: the configured hooks, how long one may run and this
+/// node's name (`MNIGS_NODE`). The config gives one (`From<&Config>`), so hooks need not know
+/// the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Hooks<'a> {
+    /// `option on_connect` …
+    pub paths: &'a HookPaths,
+    /// `option hook_timeout`.
+    pub timeout: Duration,
+    /// `option name`.
+    pub node: &'a str,
+}
+
 /// Runs `event`'s hook, if configured, on a thread of its own and returns at once. The handle
 /// lets tests wait for it; the daemon drops it.
-pub fn fire(cfg: &Config, event: Event, env: &HookEnv) -> Option<JoinHandle<()>> {
-    let path = cfg.subscriber.hooks.get(event)?.to_path_buf();
-    let timeout = Duration::from_secs(u64::from(cfg.subscriber.hook_timeout));
+pub fn fire<'a>(
+    hooks: impl Into<Hooks<'a>>,
+    event: Event,
+    env: &HookEnv,
+) -> Option<JoinHandle<()>> {
+    let hooks = hooks.into();
+    let path = hooks.paths.get(event)?.to_path_buf();
+    let timeout = hooks.timeout;
     let vars = env
         .clone()
         .set("EVENT", event.name())
-        .set("NODE", &cfg.main.name)
+        .set("NODE", hooks.node)
         .vars
         .clone();
     running_add(1);
@@ -295,6 +312,16 @@ mod tests {
         d
     }
 
+    /// The hooks of a node called `node` with `paths`, timed out after `secs` seconds (the
+    /// config's default timeout is 10).
+    fn hooks<'a>(paths: &'a HookPaths, secs: u64, node: &'a str) -> Hooks<'a> {
+        Hooks {
+            paths,
+            timeout: Duration::from_secs(secs),
+            node,
+        }
+    }
+
     fn read_env(file: &Path) -> HashMap<String, String> {
         std::fs::read_to_string(file)
             .unwrap()
@@ -321,9 +348,10 @@ mod tests {
         let dir = tempdir("env");
         let out = dir.join("env.txt");
         let hook = script(&dir, "hook", &format!("env > '{}'", out.display()));
-        let mut cfg = Config::default();
-        cfg.main.name = "sub-1".into();
-        cfg.subscriber.hooks.on_connect = Some(hook);
+        let paths = HookPaths {
+            on_connect: Some(hook),
+            ..HookPaths::default()
+        };
         let grant: Grant = serde_json::from_value(serde_json::json!({"success": true,
             "sid": "00112233445566778899aabbccddeeff", "timeout": 60, "method": "wireguard",
             "ipv4": "100.127.0.2", "cidr4": 24, "ipv4gateway": "100.127.0.1",
@@ -333,7 +361,10 @@ mod tests {
             .gateway("gw", "10.77.0.3:65533".parse().unwrap())
             .grant(&grant)
             .interface("mnigs-wg0");
-        fire(&cfg, Event::Connect, &env).unwrap().join().unwrap();
+        fire(hooks(&paths, 10, "sub-1"), Event::Connect, &env)
+            .unwrap()
+            .join()
+            .unwrap();
         let got = read_env(&out);
         let want = [
             ("MNIGS_EVENT", "connect"),
@@ -362,13 +393,15 @@ mod tests {
     fn wait_idle_waits_for_running_hooks() {
         let dir = tempdir("idle");
         let done = dir.join("done");
-        let mut cfg = Config::default();
-        cfg.subscriber.hooks.on_disconnect = Some(script(
-            &dir,
-            "slow",
-            &format!("sleep 0.3; touch '{}'", done.display()),
-        ));
-        let handle = fire(&cfg, Event::Disconnect, &HookEnv::new()).unwrap();
+        let paths = HookPaths {
+            on_disconnect: Some(script(
+                &dir,
+                "slow",
+                &format!("sleep 0.3; touch '{}'", done.display()),
+            )),
+            ..HookPaths::default()
+        };
+        let handle = fire(hooks(&paths, 10, "n"), Event::Disconnect, &HookEnv::new()).unwrap();
         assert!(wait_idle(Duration::from_secs(5)));
         assert!(done.exists(), "wait_idle returned before the hook ended");
         handle.join().unwrap();
@@ -377,8 +410,8 @@ mod tests {
 
     #[test]
     fn unconfigured_event_runs_nothing() {
-        let cfg = Config::default();
-        assert!(fire(&cfg, Event::Release, &HookEnv::new()).is_none());
+        let paths = HookPaths::default();
+        assert!(fire(hooks(&paths, 10, "n"), Event::Release, &HookEnv::new()).is_none());
     }
 
     #[test]
@@ -391,11 +424,17 @@ mod tests {
             "hang",
             &format!("(sleep 3; touch '{}') &\nsleep 30", marker.display()),
         );
-        let mut cfg = Config::default();
-        cfg.subscriber.hooks.on_failover = Some(hook);
-        cfg.subscriber.hook_timeout = 1;
+        let paths = HookPaths {
+            on_failover: Some(hook),
+            ..HookPaths::default()
+        };
         let started = Instant::now();
-        let handle = fire(&cfg, Event::Failover, &HookEnv::new().reason("test")).unwrap();
+        let handle = fire(
+            hooks(&paths, 1, "n"),
+            Event::Failover,
+            &HookEnv::new().reason("test"),
+        )
+        .unwrap();
         assert!(
             started.elapsed() < Duration::from_millis(500),
             "fire() must return at once, took {:?}",
@@ -416,37 +455,19 @@ mod tests {
     #[test]
     fn failing_and_missing_hooks_are_not_fatal() {
         let dir = tempdir("fail");
-        let mut cfg = Config::default();
-        cfg.subscriber.hooks.on_release = Some(script(&dir, "fail", "exit 7"));
-        cfg.subscriber.hooks.on_register = Some(dir.join("missing"));
-        fire(&cfg, Event::Release, &HookEnv::new())
+        let paths = HookPaths {
+            on_release: Some(script(&dir, "fail", "exit 7")),
+            on_register: Some(dir.join("missing")),
+            ..HookPaths::default()
+        };
+        fire(hooks(&paths, 10, "n"), Event::Release, &HookEnv::new())
             .unwrap()
             .join()
             .unwrap();
-        fire(&cfg, Event::Register, &HookEnv::new())
+        fire(hooks(&paths, 10, "n"), Event::Register, &HookEnv::new())
             .unwrap()
             .join()
             .unwrap();
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn hook_options_parse_and_must_be_absolute() {
-        let text = "config subscriber 'subscriber'\n\toption on_connect '/etc/mnigs/up'\n\
-                    \toption on_failover ''\n\toption hook_timeout '3'\n";
-        let (cfg, _) = crate::config::model::from_text(text, Path::new("t")).unwrap();
-        assert_eq!(
-            cfg.subscriber.hooks.get(Event::Connect),
-            Some(Path::new("/etc/mnigs/up"))
-        );
-        assert_eq!(cfg.subscriber.hooks.get(Event::Failover), None);
-        assert_eq!(cfg.subscriber.hook_timeout, 3);
-        let bad = "config subscriber 'subscriber'\n\toption on_release 'up.sh'\n";
-        let problems = crate::config::model::from_text(bad, Path::new("t")).unwrap_err();
-        assert!(
-            problems[0].to_string().contains("on_release"),
-            "{}",
-            problems[0]
-        );
     }
 }

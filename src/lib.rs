@@ -6,52 +6,49 @@
 //! # Layout
 //! - [`config`]: UCI grammar and the typed, validated configuration.
 //! - [`validate`]: type checks for every string that may reach a program's argv.
+//! - [`prefix`]: the IPv4/IPv6 prefix type every layer shares (a leaf).
 //! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
-//! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI.
+//! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI, and
+//!   `dispatch`: the one map from a method name to its handler, and who may call it.
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
 //! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
 //! - [`subscriber`]: gateway selection, the supervisor state machine of the subscriber role, and
 //!   `trust`: the checks of everything a gateway sends.
+//! - [`cjdns`]: cjdroute's admin API, keys and addresses, bencode, SHA-2: shared by discovery and
+//!   the cjdns tunnel method.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
 //! - [`tunnel`]: tunnel methods (WireGuard, OpenVPN, GRE, IPIP, plain routes, cjdns IpTunnel,
-//!   SoftEther, SOCKS with tun2socks), each
-//!   with a gateway and a subscriber side.
+//!   SoftEther, SOCKS with tun2socks), each with a gateway and a subscriber side, and
+//!   [`tunnel::build`]: the methods a role runs, from the config.
 //! - [`sys`]: the only module with side effects on the system (programs, routes, NAT).
-//! - [`daemon`]: wires the roles, the server and signals together.
+//! - [`daemon`]: wires the roles, the server and signals together (wiring only).
 //! - [`cli`]: the command-line client of the daemon's local control methods.
-//! - [`demo`]: the single-host demo (`mnigs demo`).
 //! - [`log`]: a small leveled logger to stderr.
-//! - [`testbed`]: network-namespace meshes for the demo and the end-to-end tests.
-//! - [`netlab`]: free-form namespace labs (any shape) for benchmarks and end-to-end tests.
-//! - [`cjdlab`]: real cjdroute nodes in a lab (cjdns end-to-end tests, `mnigs demo --cjdns`).
-//! - [`cjdemo`]: `mnigs demo --cjdns`, the single-host demo on cjdns.
+//! - [`clock`]: Unix time in seconds; [`ids`]: session ids and random tokens (leaves).
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
+//!
+//! The namespace lab of the tests, the benches and the single-host demo (`mnigs-demo`) is the
+//! workspace member `lab/` (package `mnigs-lab`), a dev-dependency: none of it ships.
 
-#[cfg(feature = "demo")]
-pub mod cjdemo;
-#[cfg(feature = "demo")]
-pub mod cjdlab;
+pub mod cjdns;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod discovery;
 pub mod gateway;
 pub mod hooks;
+pub mod ids;
 pub mod log;
-#[cfg(feature = "demo")]
-pub mod netlab;
 pub mod persist;
+pub mod prefix;
 pub mod protocol;
 pub mod rpc;
 pub mod store;
 pub mod subscriber;
 pub mod sys;
-#[cfg(feature = "demo")]
-pub mod testbed;
 pub mod tunnel;
 pub mod validate;
 pub mod web;

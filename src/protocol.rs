@@ -1,4 +1,5 @@
-//! The wire protocol (DESIGN.md §2): JSON-RPC envelopes and every method's parameters and results.
+//! The wire protocol (README, "Protocol"): JSON-RPC envelopes and every method's parameters and
+//! results.
 //!
 //! Pure: bytes or JSON values in, typed values out, and back. Both JSON-RPC 2.0 and the 1.0 style the
 //! original Lua clients sent (no `jsonrpc` member, positional `params`) are understood; an answer uses
@@ -23,6 +24,9 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
     /// The server failed while handling the request.
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// The node refuses for now (connection caps, rate limit): ask again later
+    /// ([`super::answer_busy`]).
+    pub const BUSY: i64 = -32000;
 }
 
 /// Which JSON-RPC dialect a request used; its answer uses the same.
@@ -291,6 +295,17 @@ pub fn answer_error(id: &Value, version: Version, error: &RpcError) -> Value {
         Version::V2 => json!({"jsonrpc": "2.0", "id": id, "error": err}),
         Version::V1 => json!({"id": id, "result": null, "error": err}),
     }
+}
+
+/// The answer to a request refused for now, before it was read (so `id` is null): error
+/// [`code::BUSY`] whose `data` marks it `temporaryError: true`, as application outcomes do, and
+/// names the seconds to wait (`retryAfter`, also sent as the HTTP `Retry-After`).
+pub fn answer_busy(message: &str, retry_after_secs: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": null, "error": {
+        "code": code::BUSY,
+        "message": message,
+        "data": {"temporaryError": true, "retryAfter": retry_after_secs},
+    }})
 }
 
 /// Reads a response envelope: the `result`, or the `error` as an [`RpcError`].

@@ -640,6 +640,34 @@ impl Store {
         .map(drop)
     }
 
+    /// Saves sessions (as [`Store::save_session`]) in one transaction: all of them or none.
+    pub fn save_sessions(&self, rows: &[SessionRow]) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .context(|| "starting a transaction".to_string())?;
+        for row in rows {
+            self.save_session(row)?;
+        }
+        tx.commit()
+            .context(|| format!("saving {} session(s)", rows.len()))
+    }
+
+    /// Deletes sessions in one transaction; returns how many existed.
+    pub fn delete_sessions(&self, sids: &[&str]) -> Result<usize> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .context(|| "starting a transaction".to_string())?;
+        let mut n = 0;
+        for sid in sids {
+            n += usize::from(self.delete_session(sid)?);
+        }
+        tx.commit()
+            .context(|| format!("deleting {} session(s)", sids.len()))?;
+        Ok(n)
+    }
+
     /// Deletes a session; returns whether it existed.
     pub fn delete_session(&self, sid: &str) -> Result<bool> {
         self.execute("DELETE FROM sessions WHERE sid = ?1", params![sid], || {

@@ -15,8 +15,9 @@
 //! - secrets and paths: [`wg_key`] (with its [`base64_decode`]), [`path`]
 
 use std::net::IpAddr;
+use std::str::FromStr;
 
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
 
 /// Tunnel methods this build implements, in order of preference.
 pub const METHODS: &[&str] = &[
@@ -203,6 +204,15 @@ pub fn prefix(s: &str) -> Result<Prefix, String> {
         ));
     }
     Ok(p)
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    /// Parses `ADDRESS/LENGTH` with [`prefix`] (host bits must be zero).
+    fn from_str(s: &str) -> Result<Prefix, String> {
+        prefix(s)
+    }
 }
 
 /// Checks a route protocol as `ip route` takes it: a number 0-255 (no leading zeros, which `ip`
@@ -451,6 +461,21 @@ mod tests {
                 "{bad:?}: {e}"
             );
             assert!(!e.contains(&KEY[4..20]), "key leaked into {e}");
+        }
+    }
+
+    #[test]
+    fn prefix_from_str_uses_the_validator() {
+        assert_eq!(
+            "10.0.0.0/8".parse::<Prefix>(),
+            Ok(prefix("10.0.0.0/8").unwrap())
+        );
+        assert_eq!(
+            "10.0.0.1/8".parse::<Prefix>(),
+            Err(prefix("10.0.0.1/8").unwrap_err())
+        );
+        for p in ["0.0.0.0/0", "::/0", "2001:db8::/32", "192.168.1.128/25"] {
+            assert_eq!(prefix(p).unwrap().to_string(), p);
         }
     }
 

@@ -10,8 +10,10 @@
 #[path = "common/cjdns_admin.rs"]
 mod cjdns_admin;
 
-use mnigs::discovery::bencode::Value;
-use mnigs::discovery::cjdns::{self, Caps, PeerAddr, UdpAdmin};
+use mnigs::cjdns::admin::UdpAdmin;
+use mnigs::cjdns::bencode::Value;
+use mnigs::cjdns::keys::{self, PeerAddr};
+use mnigs::discovery::cjdns::{self, Caps};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -54,8 +56,8 @@ impl Topology {
                 chunk.copy_from_slice(&rng.next().to_le_bytes());
             }
             // Real keys are searched for until their address starts with 0xfc; so are these.
-            if let Ok(a) = cjdns::address_of(&k) {
-                keys.push(cjdns::encode_key(&k));
+            if let Ok(a) = keys::address_of(&k) {
+                keys.push(keys::encode_key(&k));
                 addresses.push(a);
             }
         }
@@ -316,7 +318,7 @@ fn walk_finds_every_node_and_gateway_and_never_asks_itself() {
         assert_eq!(s.counters.bad_paths.load(Ordering::SeqCst), 0);
         assert_eq!(w.failures, 0);
         assert_eq!(w.nodes.len(), 300, "seed {seed}");
-        let by_key: HashMap<&str, &cjdns::Node> =
+        let by_key: HashMap<&str, &cjdns::CjdnsNode> =
             w.nodes.iter().map(|n| (n.key.as_str(), n)).collect();
         for (i, key) in s.topo.keys.iter().enumerate() {
             let n = by_key[key.as_str()];

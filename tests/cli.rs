@@ -1,7 +1,10 @@
 //! The command line as a user meets it (no root needed): check-config output, a daemon that is
 //! not running, and the read commands against a running daemon with no role.
 
-use std::net::{Ipv4Addr, TcpListener};
+#[path = "common/daemon.rs"]
+mod daemon_common;
+
+use daemon_common::{free_port, loopback_config};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -76,22 +79,8 @@ fn check_config_prints_every_problem_with_file_and_line() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(d: &std::path::Path, port: u16) -> PathBuf {
-    let c = d.join("mnigs");
-    let body = format!(
-        "config mnigs 'main'\n\toption name 'cli-node'\n\toption rpc_port '{port}'\n\tlist listen '127.0.0.1'\n\toption database '{}'\n",
-        d.join("db").display()
-    );
-    std::fs::write(&c, body).unwrap();
-    c
+    loopback_config(d, "cli-node", port, "")
 }
 
 #[test]
@@ -197,4 +186,16 @@ fn read_commands_against_a_running_daemon() {
     );
     assert!(daemon.terminate(), "daemon exits 0 on SIGTERM");
     std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn demo_says_where_the_demo_is() {
+    // The demo lives in the lab (lab/, `mnigs-demo`), not in the router's binary.
+    let out = mnigs(&["demo", "--hold"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cargo run --release -p mnigs-lab -- demo"),
+        "{err}"
+    );
 }

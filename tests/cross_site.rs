@@ -8,7 +8,7 @@
 //! process-wide.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
+use mnigs::rpc::dispatch::Services;
 use mnigs::rpc::guard::token_in_page;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
@@ -50,7 +50,7 @@ fn cross_site_attempts_on_every_action_are_refused_before_the_method_runs() {
     cfg.main.name = "victim".into();
     cfg.main.hostname = vec!["router.lan".into()];
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-    let node = Arc::new(Node::new(cfg, store, None, None));
+    let node = Arc::new(Services::new(cfg, store, None, None));
     let server = Server::start(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, node).unwrap();
     let port = server.port();
     let me = format!("127.0.0.1:{port}");

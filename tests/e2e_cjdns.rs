@@ -1,5 +1,5 @@
 //! End to end, as root, against the real cjdroute (`MNIGS_CJDROUTE`, cjdns v22.1; `.ci/run` sets it):
-//! cjdroute nodes in namespaces linked by veths (`mnigs::cjdlab`), mnigs daemons on them.
+//! cjdroute nodes in namespaces linked by veths (`mnigs_lab::cjdlab`), mnigs daemons on them.
 //! Skips loudly without root or cjdroute; fails under MNIGS_E2E=1 when something is missing.
 //!
 //! - `iptunnel_on_real_cjdroute`: sub — r1 — r2 — {gw, gwb}, both gateways offering cjdns
@@ -17,15 +17,16 @@
 //! - `a_tun_cjdroute_could_not_configure_is_not_reported_connected`: the subscriber's cjdroute drops
 //!   its privileges (its default) and mostly cannot put the granted address on its tun: then not
 //!   connected (when its one privileged thread does it after all, connected and traffic flows).
-//! - `mnigs demo --cjdns` tells its story; without cjdroute it says what is missing.
+//!
+//! `mnigs-demo demo --cjdns` (the demo on cjdns) is tested with the lab: lab/tests/demo.rs.
 
 #[path = "common/lab.rs"]
 mod lab_common;
 use lab_common::write;
-use mnigs::cjdlab::{self, CjdMesh};
 use mnigs::discovery::cjdns as api;
-use mnigs::netlab::Lab;
 use mnigs::tunnel::cjdns as method;
+use mnigs_lab::cjdlab::{self, CjdMesh};
+use mnigs_lab::netlab::Lab;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -134,7 +135,7 @@ fn ping(lab: &Lab, ns: &str) -> bool {
 }
 
 fn state(lab: &Lab, ns: &str) -> String {
-    mnigs::demo::network_state(|argv| lab.exec(ns, argv).unwrap_or_default())
+    mnigs_lab::scenario::network_state(|argv| lab.exec(ns, argv).unwrap_or_default())
 }
 
 /// cjdroute's RouteGen prefixes (IPv4 then IPv6) on node `i`.
@@ -166,7 +167,7 @@ fn wait_state(lab: &Lab, ns: &str, want: &str, what: &str) {
             return;
         }
         if start.elapsed() > Duration::from_secs(5) {
-            mnigs::demo::assert_same_config(&now, want, what);
+            mnigs_lab::scenario::assert_same_config(&now, want, what);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -227,7 +228,9 @@ fn iptunnel_on_real_cjdroute() {
     // Our key, as mnigs reads it, is the one cjdroute.conf holds.
     let n = sub.clone();
     let own = lab
-        .run_in(&sub.ns, move || method::node_key(&mut n.admin()?))
+        .run_in(&sub.ns, move || {
+            mnigs::cjdns::admin::node_key(&mut n.admin()?)
+        })
         .unwrap()
         .unwrap();
     assert_eq!(own, sub.key);
@@ -429,67 +432,6 @@ fn cjdns_carrying_nothing_falls_over_to_wireguard() {
     assert!(lab.stop(pid, Duration::from_secs(10)));
     wait_state(&lab, &sub.ns, &before, "after SIGTERM");
     eprintln!("[{:?}] cjdns → WireGuard over cjdns", t0.elapsed());
-}
-
-#[test]
-fn demo_cjdns_tells_its_story() {
-    if cjdlab::gate("demo_cjdns_tells_its_story").is_none() {
-        return;
-    }
-    let _one = serial();
-    let out = std::process::Command::new(EXE)
-        .args(["demo", "--cjdns"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}\n{err}");
-    for line in [
-        "cjdroute started and peered on sub, relay and gw",
-        "before mnigs: ping sub → Internet host 203.0.113.7 fails, as it should",
-        "gateway found and registered: gw at fc",
-        " via cjdns, tunnel cjdsub with 100.127.0.2",
-        "Internet reachable: ping sub → 203.0.113.7 works",
-        "disconnected: ping now fails again; sub's addresses and routes are as before mnigs",
-        "] done",
-    ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}\n{err}");
-    }
-}
-
-#[test]
-fn demo_cjdns_without_cjdroute_says_what_is_missing() {
-    // No root needed: the check comes first. PATH without cjdroute, MNIGS_CJDROUTE empty.
-    let path = "/usr/sbin:/usr/bin:/sbin:/bin";
-    let on_path = path
-        .split(':')
-        .any(|d| Path::new(d).join("cjdroute").exists());
-    let run = |value: &str| {
-        std::process::Command::new(EXE)
-            .args(["demo", "--cjdns"])
-            .env("PATH", path)
-            .env(cjdlab::ENV, value)
-            .output()
-            .unwrap()
-    };
-    if !on_path {
-        let out = run("");
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("cjdroute is not installed")
-                && err.contains("MNIGS_CJDROUTE")
-                && err.contains("libsodium23"),
-            "{err}"
-        );
-    }
-    let out = run("/nonexistent/cjdroute");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("MNIGS_CJDROUTE=/nonexistent/cjdroute: cannot run it"),
-        "{err}"
-    );
 }
 
 #[test]

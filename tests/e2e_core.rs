@@ -2,8 +2,8 @@
 //! gateway by itself, registers, and reaches the fake Internet host through WireGuard (userspace
 //! wireguard-go here, the kernel has no module). Skips loudly without root; fails under MNIGS_E2E=1.
 
-use mnigs::demo::{Scenario, assert_same_config};
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::{Scenario, assert_same_config};
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,24 @@ fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
         gateways.contains("gw") && gateways.contains("routes:babel"),
         "{gateways}"
     );
+    // Hops are measured (the reply's TTL / hop limit), not read from the kernel metric, which
+    // Babel sets to 0 for IPv4 and 1024 for IPv6: the gateway is two hops away on both.
+    let listed: serde_json::Value =
+        serde_json::from_str(&s.cli(Node::Sub, &["gateways", "--json"]).unwrap()).unwrap();
+    let hops: Vec<(String, u64)> = listed["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let at = g["address"].as_str().unwrap_or("").to_string();
+            (at, g["hops"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    assert!(
+        hops.iter().any(|(a, _)| a.contains(':')) && hops.iter().any(|(a, _)| a.contains('.')),
+        "both address families listed: {hops:?}"
+    );
+    assert!(hops.iter().all(|(_, h)| *h == 2), "{hops:?}");
 
     // Disconnect: the lease is released and the subscriber is back as it was.
     s.cli(Node::Sub, &["disconnect"]).unwrap();

@@ -11,8 +11,12 @@
 //! Seeded: `MNIGS_CRASH_SEED` (default 8) and `MNIGS_CRASH_ROUNDS` (default 5 per test;
 //! `bench/crash.sh` runs 25 per test). A failure prints the seed and round to replay it.
 
-use mnigs::demo::{Scenario, assert_same_config as exactly_same_config};
-use mnigs::testbed::{Node, e2e_gate};
+#[path = "common/rng.rs"]
+mod rng;
+
+use mnigs_lab::scenario::{Scenario, assert_same_config as exactly_same_config};
+use mnigs_lab::testbed::{Node, e2e_gate};
+use rng::Rng;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,18 +26,6 @@ static NEVER: AtomicBool = AtomicBool::new(false);
 /// The two tests run one after the other: each times daemons on its own mesh, and two meshes
 /// at once on two cores stretch those times.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// xorshift64*: reproducible from the seed, good enough to pick moments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -312,7 +304,7 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
     // No fail back: the subscriber stays where a move took it once both uplinks are up again.
     let options = format!(
         "\toption scan_interval '1'\n\tlist probe_target '{}'\n\toption failback_after '86400'\n",
-        mnigs::testbed::Testbed::INET_HOST
+        mnigs_lab::testbed::Testbed::INET_HOST
     );
     let mut s = Scenario::two_gateways(EXE.as_ref(), &options).expect("testbed");
     s.bed

@@ -10,8 +10,8 @@ mod lab_common;
 use lab_common::write;
 use mnigs::config::DiscoveryConfig;
 use mnigs::discovery::{self, yggdrasil};
-use mnigs::netlab::Lab;
-use mnigs::testbed::e2e_gate;
+use mnigs_lab::netlab::Lab;
+use mnigs_lab::testbed::e2e_gate;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -287,7 +287,7 @@ fn gossip_teaches_a_far_gateway_and_forgeries_are_dropped() {
     let db = lab.dir.join("near.db");
     {
         let store = Store::open(&db).unwrap();
-        let t = mnigs::gateway::service::now();
+        let t = mnigs::clock::now();
         for (address, gateway) in [
             ("10.252.1.2", true),
             ("10.252.1.1", false),

@@ -12,8 +12,8 @@
 //! daemon kill and the mesh cut) with nothing tuned (issue 18): the subscriber must notice a gateway
 //! without Internet through its tunnel, by the uplink targets the gateway advertises.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -229,7 +229,7 @@ fn sub_leak_counts(s: &Scenario) -> (u64, u64) {
             &["nft", "list", "chain", "inet", "mnleak", "out"],
         )
         .expect("counter listing");
-    let counts = mnigs::demo::nft_packet_counts(&out);
+    let counts = mnigs_lab::scenario::nft_packet_counts(&out);
     assert_eq!(counts.len(), 2, "{out}");
     (counts[0], counts[1])
 }

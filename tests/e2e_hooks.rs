@@ -3,8 +3,8 @@
 //! once per occurrence with the session's real values, and the connect hook, which hangs, must
 //! be killed at `hook_timeout` while the daemon keeps answering.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, e2e_gate, process_ended};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, e2e_gate, process_ended};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;

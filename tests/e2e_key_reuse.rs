@@ -10,8 +10,8 @@
 
 #[path = "common/e2e.rs"]
 mod e2e_common;
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;

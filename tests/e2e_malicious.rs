@@ -15,9 +15,9 @@
 //! gateway forwarded untranslated or into the wrong place gets its answer: every "cannot" below
 //! would be seen. Skips loudly without root (openvpn: without openvpn); fails under MNIGS_E2E=1.
 
-use mnigs::netlab::Lab;
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
+use mnigs_lab::netlab::Lab;
+use mnigs_lab::testbed::e2e_gate;
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

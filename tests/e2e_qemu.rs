@@ -9,8 +9,8 @@
 //! `openwrt/cross-build mips_24kc`); without it the test skips loudly. Needs root like every e2e
 //! test (fails under `MNIGS_E2E=1` without it).
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, e2e_gate};
 use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;

@@ -5,8 +5,8 @@
 //! nobody registering by hand; the longest gap between answered pings is printed. With
 //! `keep_sessions '0'` SIGTERM releases the sessions and the subscribers register anew by themselves.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

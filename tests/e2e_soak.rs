@@ -7,25 +7,18 @@
 //!
 //! `MNIGS_SOAK_SECONDS` (default 10) bounds the churn; `bench/soak.sh` runs 600.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, e2e_gate};
+#[path = "common/rng.rs"]
+mod rng;
+
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, e2e_gate};
+use rng::Rng;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
 static NEVER: AtomicBool = AtomicBool::new(false);
 const LEASE: u32 = 6;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
-    }
-}
 
 /// (resident KiB, open descriptors) of `pid`.
 fn usage(pid: u32) -> (u64, usize) {

@@ -1,5 +1,5 @@
 //! End to end, as root: the `socks` method with the real programs (microsocks on the gateway,
-//! tun2proxy on the subscriber) across the Babel mesh of [`mnigs::demo::Scenario`] (sub — relay —
+//! tun2proxy on the subscriber) across the Babel mesh of [`mnigs_lab::scenario::Scenario`] (sub — relay —
 //! gw — inet, two hops). The subscriber finds the gateway by itself and reaches a TCP listener
 //! on the Internet host, and resolves a name at the Internet host's DNS server, both through the
 //! gateway's proxy (the listener sees the gateway's uplink address: no routing, no NAT); a
@@ -10,9 +10,9 @@
 #[path = "common/e2e.rs"]
 mod e2e_common;
 
-use mnigs::demo::Scenario;
 use mnigs::sys::cmd;
-use mnigs::testbed::{Node, Testbed};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
@@ -363,7 +363,7 @@ fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
         "not before its time"
     );
     assert_eq!(sessions(&s), 0);
-    mnigs::demo::assert_same_config(&s.configured(Node::Gw), &idle, "gw after the expiry");
+    mnigs_lab::scenario::assert_same_config(&s.configured(Node::Gw), &idle, "gw after the expiry");
     // The subscriber's tun2proxy outlived its daemon; the next daemon removes it.
     s.start(Node::Sub).unwrap();
     assert!(s.stop(Node::Sub, libc::SIGTERM));

@@ -1,5 +1,5 @@
 //! End to end, as root: the `softether` method with Debian's SoftEther VPN server (in gw's
-//! namespace) and client (in sub's), across the Babel mesh of [`mnigs::demo::Scenario`] (sub —
+//! namespace) and client (in sub's), across the Babel mesh of [`mnigs_lab::scenario::Scenario`] (sub —
 //! relay — gw — inet). The subscriber pings the Internet host through a hub user made for its
 //! session; disconnect leaves sub as before and deletes the user; after the subscriber is killed
 //! the lease expires and the user and its session go; SIGTERM leaves both nodes as they were.
@@ -12,9 +12,9 @@
 #[path = "common/e2e.rs"]
 mod e2e_common;
 
-use mnigs::demo::Scenario;
 use mnigs::sys::cmd;
-use mnigs::testbed::{Node, Testbed};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};

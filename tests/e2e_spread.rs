@@ -2,8 +2,8 @@
 //! at the same moment next to two equal gateways. Each ranks the gateways itself (seeded tie-band
 //! draw plus the load each gateway reports); they must end up on both gateways, not all on one.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");

@@ -391,10 +391,10 @@ fn status_view_renders_and_its_buttons_call_the_plugin() {
     assert_eq!(r["saveHidden"], true);
 }
 
-/// The options the daemon reads in each section, from src/config/model.rs.
+/// The options the daemon reads in each section, from src/config/reader.rs.
 fn daemon_options() -> std::collections::BTreeMap<String, BTreeSet<String>> {
     let src =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/model.rs"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/reader.rs"))
             .unwrap();
     let mut out = std::collections::BTreeMap::new();
     for section in [
@@ -946,8 +946,8 @@ fn luci_status_view_shows_hostile_daemon_text_as_text() {
 /// Runs browser.mjs on a scenario inside a testbed node's namespace (the plugin and the CLI then
 /// reach that node's daemon on its loopback).
 fn browse_in(
-    s: &mnigs::demo::Scenario,
-    node: mnigs::testbed::Node,
+    s: &mnigs_lab::scenario::Scenario,
+    node: mnigs_lab::testbed::Node,
     dir: &Path,
     sc: &Value,
 ) -> Value {
@@ -974,8 +974,8 @@ fn browse_in(
 /// Saves and applies `edit` (one field of the settings view) in the live LuCI of `node`: the
 /// daemon reloads (SIGHUP, as procd's reload does) and its status shows `want` at `pick`.
 fn edit_live(
-    s: &mnigs::demo::Scenario,
-    node: mnigs::testbed::Node,
+    s: &mnigs_lab::scenario::Scenario,
+    node: mnigs_lab::testbed::Node,
     luci: &Path,
     dir: &Path,
     edit: Value,
@@ -993,7 +993,12 @@ fn edit_live(
 }
 
 /// Polls `mnigs status --json` of a node until `pick` of it is `want`.
-fn wait_status(s: &mnigs::demo::Scenario, node: mnigs::testbed::Node, pick: &[&str], want: Value) {
+fn wait_status(
+    s: &mnigs_lab::scenario::Scenario,
+    node: mnigs_lab::testbed::Node,
+    pick: &[&str],
+    want: Value,
+) {
     let start = Instant::now();
     loop {
         let st = s.status(node).expect("status");
@@ -1012,15 +1017,15 @@ fn wait_status(s: &mnigs::demo::Scenario, node: mnigs::testbed::Node, pick: &[&s
 
 #[test]
 fn luci_live_subscriber_and_gateway() {
-    use mnigs::testbed::Node;
-    if !mnigs::testbed::e2e_gate("luci_live_subscriber_and_gateway") {
+    use mnigs_lab::testbed::Node;
+    if !mnigs_lab::testbed::e2e_gate("luci_live_subscriber_and_gateway") {
         return;
     }
     let Some(luci) = luci_gate("luci_live_subscriber_and_gateway") else {
         return;
     };
     static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let mut s = mnigs::demo::Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    let mut s = mnigs_lab::scenario::Scenario::new(EXE.as_ref(), 60).expect("testbed");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");
@@ -1237,8 +1242,8 @@ fn settings_validators_agree_with_the_daemon() {
 
 #[test]
 fn luci_hostile_gateway_on_the_mesh_runs_no_script() {
-    use mnigs::testbed::Node;
-    if !mnigs::testbed::e2e_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") {
+    use mnigs_lab::testbed::Node;
+    if !mnigs_lab::testbed::e2e_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") {
         return;
     }
     let Some(luci) = luci_gate("luci_hostile_gateway_on_the_mesh_runs_no_script") else {
@@ -1247,7 +1252,7 @@ fn luci_hostile_gateway_on_the_mesh_runs_no_script() {
     // Issue 20's first attack as it happens: a node on the mesh answers nodeInfo with a name that
     // is markup and refuses registration with an errorMsg that is markup; a real subscriber finds
     // it, and its owner opens the LuCI status view (real plugin, real CLI, real daemon).
-    let mut s = mnigs::demo::Scenario::new(EXE.as_ref(), 60).expect("testbed");
+    let mut s = mnigs_lab::scenario::Scenario::new(EXE.as_ref(), 60).expect("testbed");
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");

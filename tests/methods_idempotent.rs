@@ -4,61 +4,33 @@
 //! it), so nothing touches the host's network. GRE and IPIP need kernel modules this machine
 //! lacks; `tests/vm_tunnels.rs` covers them. Skips loudly without root; fails under MNIGS_E2E=1.
 
+#[path = "common/netns.rs"]
+mod netns;
+
 use mnigs::protocol::Grant;
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
 use mnigs::tunnel::openvpn::{Openvpn, Side};
 use mnigs::tunnel::route::Route;
 use mnigs::tunnel::{GatewayNet, Method, Peer};
+use mnigs_lab::testbed::e2e_gate;
+use netns::Setup;
 use serde_json::Map;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Runs `f` on a thread inside a new network namespace holding a veth pair v0 (10.0.0.1/24)
-/// and v1, both up. The thread also gets its own mount namespace with a fresh `/sys`, so that
-/// `/sys/class/net` shows this network namespace's interfaces.
+/// and v1, both up, with its own `/sys` and no IPv6 duplicate address detection.
 fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let os = || std::io::Error::last_os_error();
-        // SAFETY: unshare and mount change only this thread's namespaces and their mounts;
-        // the strings are NUL-terminated literals.
-        unsafe {
-            assert_eq!(
-                libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
-                0,
-                "unshare: {}",
-                os()
-            );
-            let none = c"none".as_ptr();
-            let rc = libc::mount(
-                none,
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            );
-            assert_eq!(rc, 0, "make / private: {}", os());
-            let rc = libc::mount(
-                c"sysfs".as_ptr(),
-                c"/sys".as_ptr(),
-                c"sysfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            );
-            assert_eq!(rc, 0, "mount /sys: {}", os());
-        }
-        // No DAD, so link-local addresses are final at once and listings compare.
-        for f in ["all", "default"] {
-            std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/accept_dad"), "0\n").unwrap();
-        }
-        let batch = "link set lo up\nlink add v0 type veth peer name v1\n\
-                     address add 10.0.0.1/24 dev v0\n\
-                     link set v0 up\nlink set v1 up\n";
-        cmd::run_input(&["ip", "-batch", "-"], batch).unwrap();
-        f()
-    })
-    .join()
-    .expect("namespace thread")
+    netns::in_netns(
+        Setup {
+            ip_batch: "link set lo up\nlink add v0 type veth peer name v1\n\
+                       address add 10.0.0.1/24 dev v0\n\
+                       link set v0 up\nlink set v1 up\n",
+            own_sys: true,
+            no_dad: true,
+        },
+        f,
+    )
 }
 
 /// Addresses and routes of all tables, to compare.

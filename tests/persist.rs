@@ -3,8 +3,8 @@
 //! SIGTERM, and after a "reboot" (live database deleted) restores it: the gateway comes back with
 //! the same WireGuard key. Without the flash copy the key is new (the test can tell).
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, e2e_gate};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};

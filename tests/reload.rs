@@ -5,8 +5,8 @@
 //! changed in the file is reported and not applied. A max_price below the gateway's price makes
 //! the tunnel invalid, and then, only then, it is left. SIGTERM leaves nothing behind.
 
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, e2e_gate};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;

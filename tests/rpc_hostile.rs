@@ -3,8 +3,8 @@
 //! process-wide.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
+use mnigs::rpc::dispatch::Services;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
 use mnigs::sys::cmd;
@@ -49,7 +49,7 @@ fn start(cfg: Config) -> (Server, SocketAddr) {
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
     let wg = Wireguard::with_keys("mnigs-nx-test", 51820, 1420, KEY.into(), KEY.into());
     let gw = Gateway::new(cfg.gateway.clone(), vec![Box::new(wg)], store.clone(), None);
-    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
+    let node = Arc::new(Services::new(cfg, store, Some(gw), None));
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let server = Server::start(&[ip], 0, node).unwrap();
     let port = server.port();

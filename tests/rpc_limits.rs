@@ -1,7 +1,7 @@
 //! The RPC server's bounds over real sockets on loopback (no root): a flooding client and a
 //! slow-loris client, each from its own 127.0.0.x source, do not stop a normal client from a third
 //! source from registering; oversized or over-long headers get 431, a stalled request 408, and a
-//! source over its connection cap 503.
+//! source over its connection cap 429 (every refusal is read: tests/rpc_refusals.rs).
 
 use mnigs::config::Config;
 use mnigs::rpc::limits::Limits;
@@ -12,7 +12,7 @@ mod daemon_common;
 #[path = "common/gateway.rs"]
 mod gateway_common;
 use daemon_common::{Daemon, free_port, loopback_config};
-use gateway_common::{connect_from, counting_node};
+use gateway_common::{connect_from, counting_node, serve};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,11 +33,11 @@ const LIMITS: fn() -> Limits = || Limits {
 fn gateway() -> (Server, SocketAddr) {
     let mut cfg = Config::default();
     cfg.gateway.max_subscribers = 10;
-    let node = counting_node(cfg);
-    let server =
-        Server::start_with(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node, LIMITS()).unwrap();
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
-    (server, addr)
+    serve(
+        counting_node(cfg),
+        &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        LIMITS(),
+    )
 }
 
 /// Sends `bytes` from `from` and returns the answer's status code and body, or `None` when the
@@ -87,7 +87,7 @@ fn flood_and_slow_loris_do_not_stop_another_source_from_registering() {
             .unwrap();
         let mut out = String::new();
         if s.read_to_string(&mut out).is_ok() || !out.is_empty() {
-            assert_eq!(parse_answer(&out).map(|a| a.0), Some(503), "{out}");
+            assert_eq!(parse_answer(&out).map(|a| a.0), Some(429), "{out}");
             refused_at_once += 1;
         }
     }

@@ -3,49 +3,31 @@
 //! 100 callers racing for 10 slots get exactly 10 sessions and 10 tunnel peers.
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
-use mnigs::gateway::service::Gateway;
+use mnigs::rpc::limits::Limits;
 use mnigs::rpc::server::Server;
-use mnigs::store::Store;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 #[path = "common/gateway.rs"]
 mod gateway_common;
-use gateway_common::{CountingMethod, connect_from};
-use std::io::{Read, Write};
+use gateway_common::{CountingMethod, counting_node_with, serve};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Barrier, Mutex};
 
 fn call_from(from: Ipv4Addr, to: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let mut s = connect_from(from, to);
-    let head = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let v: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    v["result"].clone()
+    gateway_common::call_from(from, to, method, params)["result"].clone()
 }
 
 fn gateway(max: u32) -> (Server, SocketAddr, Arc<Mutex<HashSet<String>>>) {
     let mut cfg = Config::default();
-    cfg.gateway.enabled = true;
     cfg.gateway.max_subscribers = max;
-    let peers = Arc::new(Mutex::new(HashSet::new()));
-    let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-    let gw = Gateway::new(
-        cfg.gateway.clone(),
-        vec![Box::new(CountingMethod(peers.clone()))],
-        store.clone(),
-        None,
+    let method = CountingMethod::default();
+    let peers = method.0.clone();
+    let node = counting_node_with(cfg, method);
+    let (server, addr) = serve(
+        node,
+        &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        Limits::default(),
     );
-    let node = Arc::new(Node::new(cfg, store, Some(gw), None));
-    let server = Server::start(&[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], 0, node).unwrap();
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
     (server, addr, peers)
 }
 

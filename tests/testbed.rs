@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 
 /// Namespaces and PIDs a testbed had, to check after it is gone.
 #[derive(Default)]
@@ -309,7 +309,7 @@ fn stale_testbeds_of_dead_runs_are_removed() {
     assert_eq!(pids.len(), 3, "three babeld outlived their owner");
     let namespaces: Vec<String> = ["sub", "relay", "gw", "inet"]
         .iter()
-        .map(|n| format!("{}{tag}-{n}", mnigs::testbed::NS_PREFIX))
+        .map(|n| format!("{}{tag}-{n}", mnigs_lab::testbed::NS_PREFIX))
         .collect();
     for ns in &namespaces {
         assert!(
@@ -319,12 +319,16 @@ fn stale_testbeds_of_dead_runs_are_removed() {
     }
     assert!(pids.iter().all(|p| !ended(*p)), "babeld still runs");
 
-    let removed = mnigs::testbed::cleanup_stale(mnigs::testbed::NS_PREFIX);
+    let removed = mnigs_lab::testbed::cleanup_stale(mnigs_lab::testbed::NS_PREFIX);
     for ns in &namespaces {
         assert!(removed.contains(ns), "{ns} not removed: {removed:?}");
     }
     // Live testbeds (those of the tests running in parallel in this process) are left alone.
-    let ours = format!("{}{:06x}", mnigs::testbed::NS_PREFIX, std::process::id());
+    let ours = format!(
+        "{}{:06x}",
+        mnigs_lab::testbed::NS_PREFIX,
+        std::process::id()
+    );
     assert!(
         !removed.iter().any(|ns| ns.starts_with(&ours)),
         "a live testbed was removed: {removed:?}"

@@ -17,7 +17,7 @@
 //! or programs, fails under MNIGS_E2E=1.
 
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
+use mnigs_lab::testbed::e2e_gate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -11,8 +11,8 @@ mod browser_common;
 #[path = "common/e2e.rs"]
 mod e2e_common;
 use browser_common::{browser_dir, missing_browser};
-use mnigs::demo::Scenario;
-use mnigs::testbed::{Node, Testbed, e2e_gate};
+use mnigs_lab::scenario::Scenario;
+use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! gateway with a subscriber session: read-only callers see the session and the graph, not its id.
 
 use mnigs::config::Config;
-use mnigs::rpc::server::Server;
+use mnigs::rpc::limits::Limits;
 use mnigs::web::Access;
 use serde_json::{Value, json};
 #[path = "common/daemon.rs"]
@@ -12,7 +12,7 @@ mod daemon_common;
 #[path = "common/gateway.rs"]
 mod gateway_common;
 use daemon_common::free_port;
-use gateway_common::{connect_from, counting_node};
+use gateway_common::{counting_node, serve};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -189,19 +189,14 @@ fn page_and_methods_follow_option_web() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A JSON-RPC call to `to` from the local address `from` (127.0.0.0/8 gives us many callers).
+/// A JSON-RPC call to port `to` on 127.0.0.1 from the local address `from`.
 fn call_from(from: Ipv4Addr, to: u16, method: &str, params: Value) -> Value {
-    let mut s = connect_from(from, SocketAddr::from((Ipv4Addr::LOCALHOST, to)));
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let head = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1:{to}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    gateway_common::call_from(
+        from,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, to)),
+        method,
+        params,
+    )
 }
 
 #[test]
@@ -210,9 +205,12 @@ fn read_only_callers_see_sessions_and_graph_without_session_ids() {
     cfg.main.name = "gw-page".into();
     cfg.main.authorized_network = vec!["127.0.0.1/32".parse().unwrap()];
     cfg.main.web = Access::Readonly;
-    let node = counting_node(cfg);
-    let server = Server::start(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, node).unwrap();
-    let port = server.port();
+    let (server, addr) = serve(
+        counting_node(cfg),
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        Limits::default(),
+    );
+    let port = addr.port();
 
     let subscriber = Ipv4Addr::new(127, 0, 0, 5);
     let grant = call_from(

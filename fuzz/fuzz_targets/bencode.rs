@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mnigs::discovery::bencode;
+use mnigs::cjdns::bencode;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = bencode::parse(data) {

@@ -4,18 +4,17 @@
 //! # Layout
 //! - `routes.rs`: host routes of a routing protocol in the kernel table (Babel, OLSR, BMX, BIRD…).
 //! - `neighbours.rs`: ARP/NDP tables of the mesh interfaces, and an optional IPv4 sweep.
-//! - `cjdns.rs` (+ `bencode.rs`, `sha2.rs`): breadth-first walk through cjdroute's admin API.
+//! - `cjdns.rs`: breadth-first walk through cjdroute's admin API (client: [`crate::cjdns`]).
 //! - `yggdrasil.rs`: breadth-first walk through Yggdrasil's admin socket, NodeInfo adverts.
 //! - `gossip.rs`: gateways other nodes advertise in `nodeInfo`, verified by our own probe.
 //! - `scanner.rs`: [`Scanner`]: one scan at a time, cancellable, negative cache, gossip round.
 
-pub mod bencode;
 pub mod cjdns;
 pub mod gossip;
+pub mod hops;
 pub mod neighbours;
 pub mod routes;
 pub mod scanner;
-pub mod sha2;
 pub mod yggdrasil;
 
 use crate::config::DiscoveryConfig;
@@ -36,7 +35,7 @@ pub struct Candidate {
     pub port: u16,
     /// How it was found (`routes:babel`, …).
     pub how: String,
-    /// Distance in hops or path cost, as far as the method knows (0: unknown).
+    /// Distance in hops as far as the method knows, else as measured ([`hops`]); 0: unknown.
     pub hops: u32,
 }
 

@@ -69,7 +69,6 @@ struct Route<'a> {
     dev: Option<Cow<'a, str>>,
     #[serde(borrow)]
     gateway: Option<Cow<'a, str>>,
-    metric: Option<u64>,
 }
 
 /// Candidates from `ip -j route` output, filtered by interface and prefix, one per configured port.
@@ -126,13 +125,13 @@ fn take(r: &Route, cfg: &DiscoveryConfig, how: &str, out: &mut Vec<Candidate>) {
     if address.is_loopback() || address.is_unspecified() || address.is_multicast() {
         return;
     }
-    let metric = r.metric.unwrap_or(0);
     for port in &cfg.ports {
         out.push(Candidate {
             address,
             port: *port,
             how: how.to_string(),
-            hops: metric.min(u64::from(u32::MAX)) as u32,
+            // The metric is the routing protocol's cost, not hops: measured later (hops.rs).
+            hops: 0,
         });
     }
 }
@@ -192,7 +191,7 @@ mod tests {
         let c = candidates(BABEL4, &cfg()).unwrap();
         let addrs: Vec<String> = c.iter().map(|c| c.address.to_string()).collect();
         assert_eq!(addrs, ["10.77.0.2", "10.77.0.3", "10.77.0.4"]);
-        assert_eq!(c[1].hops, 192);
+        assert_eq!(c[1].hops, 0, "Babel's metric 192 is a cost, not 192 hops");
         assert_eq!(c[1].how, "routes:babel");
     }
 

@@ -315,6 +315,9 @@ impl Scanner {
             });
             answers.extend(verified);
         }
+        if !self.cancel.load(Ordering::SeqCst) {
+            super::hops::measure(&mut answers, limits.timeout);
+        }
         ScanReport {
             methods,
             candidates: total,

@@ -252,7 +252,7 @@ impl Admin for SocketAdmin {
 
 /// A node the walk found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct YggdrasilNode {
     /// Its key (64 hex digits).
     pub key: String,
     /// Its 200::/7 address.
@@ -267,7 +267,7 @@ pub struct Node {
 #[derive(Debug, Clone, Default)]
 pub struct Walk {
     /// Nodes in the order found; `nodes[0]` is ourselves.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<YggdrasilNode>,
     /// Links as indices into `nodes`.
     pub links: Vec<(usize, usize)>,
     /// Remote calls that failed (unreachable or old nodes).
@@ -386,7 +386,7 @@ pub fn walk_with(fan: &mut dyn Fanout, caps: Caps) -> Result<Walk, String> {
     let mut w = Walk::default();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut links: HashSet<(usize, usize)> = HashSet::new();
-    w.nodes.push(Node {
+    w.nodes.push(YggdrasilNode {
         address: address_of(&key_bytes(&my_key)?),
         key: my_key.clone(),
         depth: 0,
@@ -467,7 +467,7 @@ fn add(
         return None;
     }
     let address = address_of(&key_bytes(key).ok()?);
-    w.nodes.push(Node {
+    w.nodes.push(YggdrasilNode {
         key: key.to_string(),
         address,
         depth,

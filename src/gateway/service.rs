@@ -3,8 +3,10 @@
 
 use super::leases::{Action, Ask, Lease, LeaseBook};
 use super::uplink::{CheckState, Report};
+use crate::clock::now;
 use crate::config::GatewayConfig;
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
+use crate::ids::new_sid;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
 use crate::rpc::server::Caller;
 use crate::store::{SessionRow, Store};
@@ -13,35 +15,31 @@ use crate::tunnel::{GatewayNet, Ingress, Method, Peer};
 use crate::{log, validate};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
-/// Unix time now, in seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// How long the thread applying batches waits before taking the queue, each time: the requests
+/// (and releases) that arrive meanwhile, or that waited for the lock during the last batch, are
+/// configured together, in one batch.
+const COALESCE: Duration = Duration::from_millis(2);
+
+/// How much longer it waits, at most, for callers that are deciding (see `Gateway::deciding`).
+const MAX_GATHER: Duration = Duration::from_millis(20);
+
+/// Counts a caller as deciding while it lives.
+struct Deciding<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Deciding<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Deciding<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Deciding(n)
+    }
 }
 
-/// A new session id: 128 bits from the OS CSPRNG, as 32 hex digits.
-pub fn new_sid() -> String {
-    let mut bytes = [0u8; 16];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n > 0 {
-            filled += n as usize;
-        } else {
-            assert_eq!(
-                std::io::Error::last_os_error().kind(),
-                std::io::ErrorKind::Interrupted,
-                "getrandom failed"
-            );
-        }
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `s` looks like a sid we issue.
@@ -108,6 +106,26 @@ struct Inner {
     nat: Option<Firewall>,
 }
 
+/// Kernel work decided by the lease book and waiting for the next batch, in the order decided.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// Whether a thread is applying batches (it takes the jobs queued meanwhile too).
+    applying: bool,
+}
+
+/// The actions of one decision and who waits for them.
+struct Job {
+    actions: Vec<Action>,
+    /// The gateway address the caller contacted (for endpoints in the grant).
+    via: Option<String>,
+    reply: mpsc::Sender<Vec<Applied>>,
+}
+
+/// The outcome of one `Accept`: its sid, and the method's grant fields or why it failed (the
+/// lease is then gone from the book, the store and the kernel).
+type Applied = (String, Result<serde_json::Map<String, Value>, ExecError>);
+
 /// The gateway role.
 pub struct Gateway {
     /// The running configuration; terms may change on reload ([`Gateway::reconfigure`]).
@@ -115,6 +133,11 @@ pub struct Gateway {
     pools: Pools,
     store: Arc<Mutex<Store>>,
     inner: Mutex<Inner>,
+    /// Kernel work waiting to be applied; locked after `inner`, never before it.
+    queue: Mutex<Queue>,
+    /// Callers between asking for `inner` and queueing their actions: the thread applying
+    /// batches waits for them (a little) so that they join the next batch.
+    deciding: std::sync::atomic::AtomicUsize,
     /// The last uplink check, and when (`None`: never checked, assumed healthy).
     uplink: Mutex<(Report, Option<std::time::Instant>)>,
 }
@@ -134,6 +157,8 @@ impl Gateway {
         book.set_per_source(cfg.max_sessions_per_source);
         Gateway {
             inner: Mutex::new(Inner { book, methods, nat }),
+            queue: Mutex::new(Queue::default()),
+            deciding: Default::default(),
             cfg: Mutex::new(cfg),
             pools,
             store,
@@ -216,11 +241,17 @@ impl Gateway {
         }
         let saved = self.saved_leases();
         let actions = inner.book.restore(now(), saved);
-        for action in actions {
-            if let Err(e) = self.execute(&mut inner, &action, None) {
-                log::warn(&format!("restoring a saved session: {e}"));
+        let restored = self.enqueue(&inner, actions, None);
+        drop(inner);
+        for (sid, r) in self.wait(restored) {
+            if let Err(e) = r {
+                log::warn(&format!(
+                    "restoring saved session {}: {e}",
+                    &sid[..8.min(sid.len())]
+                ));
             }
         }
+        let inner = self.inner.lock().expect("not poisoned");
         let backend = inner.nat.as_ref().map(|n| format!("{:?}", n.backend));
         log::info(&format!(
             "gateway up: {} live session(s) restored, NAT via {}",
@@ -254,14 +285,14 @@ impl Gateway {
             .collect()
     }
 
-    /// Carries out one action; returns the method's grant fields for an `Accept`.
-    fn execute(
+    /// Configures an existing lease again (an idempotent repeat of its request); returns the
+    /// method's grant fields. Nothing is taken back on an error: the lease stays as it was.
+    fn repeat(
         &self,
         inner: &mut Inner,
-        action: &Action,
+        lease: &Lease,
         via: Option<&str>,
     ) -> Result<serde_json::Map<String, Value>, ExecError> {
-        let (Action::Accept(lease) | Action::Remove(lease)) = action;
         let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
         let peer = Peer {
             owner: lease.owner,
@@ -271,72 +302,364 @@ impl Gateway {
             via,
         };
         let Inner { methods, nat, .. } = inner;
-        let method = methods.iter_mut().find(|m| m.name() == lease.method);
-        let store = self.store.lock().expect("not poisoned");
-        match action {
-            Action::Accept(_) => {
-                let method =
-                    method.ok_or_else(|| format!("method {} is not offered", lease.method))?;
-                let fields = method.accept(&peer).map_err(|e| ExecError {
-                    public: e.public().map(str::to_string),
-                    detail: e.to_string(),
-                })?;
-                if let Some(nat) = nat {
-                    let admitted = method
-                        .ingress(&peer)
-                        .map_err(|e| e.to_string())
-                        .and_then(|i| {
-                            let (ifname, mac, local) = match i {
-                                Ingress::Forwarded { ifname, mac } => (ifname, mac, None),
-                                Ingress::Local { port } => {
-                                    (String::new(), None, Some((lease.owner, port)))
-                                }
-                            };
-                            let session = Session {
-                                ifname,
-                                addrs: addrs(ipv4, ipv6),
-                                mac,
-                                local,
-                                class: crate::sys::shaper::minor(lease.slot),
-                            };
-                            nat.admit(&lease.sid, session).map_err(|e| e.to_string())
-                        });
-                    if let Err(e) = admitted {
-                        // Nothing half-configured: the tunnel end goes again.
-                        let _ = method.remove(&peer);
-                        return Err(e.into());
-                    }
-                }
-                store
-                    .save_session(&session_row(lease, ipv4, ipv6))
-                    .map_err(|e| e.to_string())?;
-                Ok(fields)
-            }
-            Action::Remove(_) => {
-                let mut problems = Vec::new();
-                if let Some(Err(e)) = method.map(|m| m.remove(&peer)) {
-                    problems.push(e.to_string());
-                }
-                if let Some(Err(e)) = nat
-                    .as_mut()
-                    .map(|n| n.dismiss(&lease.sid, &addrs(ipv4, ipv6)))
+        let method = methods
+            .iter_mut()
+            .find(|m| m.name() == lease.method)
+            .ok_or_else(|| format!("method {} is not offered", lease.method))?;
+        let fields = method.accept(&peer).map_err(ExecError::from_tunnel)?;
+        if let Some(nat) = nat {
+            let session = session_of(method.as_ref(), lease, &peer)?;
+            nat.admit(&lease.sid, session).map_err(|e| e.to_string())?;
+        }
+        Ok(fields)
+    }
+
+    /// Queues the actions the book just decided (the caller holds `inner`, so the queue keeps
+    /// the order of decisions); [`Gateway::wait`] applies them and returns their outcome.
+    fn enqueue(
+        &self,
+        _decided_under: &Inner,
+        actions: Vec<Action>,
+        via: Option<String>,
+    ) -> (mpsc::Receiver<Vec<Applied>>, bool) {
+        let (reply, outcome) = mpsc::channel();
+        let mut q = self.queue.lock().expect("not poisoned");
+        q.jobs.push(Job {
+            actions,
+            via,
+            reply,
+        });
+        let lead = !q.applying;
+        q.applying = true;
+        (outcome, lead)
+    }
+
+    /// Waits for queued actions to be applied (without holding `inner`). The first caller of a
+    /// burst applies them, with everything queued meanwhile, batch after batch until the queue
+    /// is empty; the others wait for their answer.
+    fn wait(&self, (outcome, lead): (mpsc::Receiver<Vec<Applied>>, bool)) -> Vec<Applied> {
+        if lead {
+            loop {
+                // Callers that waited for the lock during the last batch decide and queue now.
+                std::thread::sleep(COALESCE);
+                let until = std::time::Instant::now() + MAX_GATHER;
+                while self.deciding.load(std::sync::atomic::Ordering::SeqCst) > 0
+                    && std::time::Instant::now() < until
                 {
-                    problems.push(e.to_string());
+                    std::thread::sleep(Duration::from_micros(200));
                 }
-                if let Err(e) = store.delete_session(&lease.sid) {
-                    problems.push(e.to_string());
-                }
-                log::info(&format!(
-                    "session of {} ({}) removed",
-                    lease.name, lease.owner
+                let jobs = {
+                    let mut q = self.queue.lock().expect("not poisoned");
+                    if q.jobs.is_empty() {
+                        q.applying = false;
+                        break;
+                    }
+                    std::mem::take(&mut q.jobs)
+                };
+                let started = std::time::Instant::now();
+                let n = jobs.len();
+                let mut inner = self.inner.lock().expect("not poisoned");
+                self.apply_jobs(&mut inner, jobs);
+                drop(inner);
+                log::debug(&format!(
+                    "batch of {n} job(s) applied in {:?}",
+                    started.elapsed()
                 ));
-                if problems.is_empty() {
-                    Ok(Default::default())
-                } else {
-                    Err(problems.join("; ").into())
-                }
             }
         }
+        outcome.recv().unwrap_or_default()
+    }
+
+    /// Applies queued jobs: their actions, in order, cut into batches in which no session
+    /// appears twice; in each batch the removals first, then the accepts. A failed accept's
+    /// lease is revoked (the kernel and the store hold nothing of it).
+    fn apply_jobs(&self, inner: &mut Inner, jobs: Vec<Job>) {
+        let mut flat = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            for a in &job.actions {
+                flat.push((j, a, job.via.as_deref()));
+            }
+        }
+        let mut outcomes: Vec<Vec<Applied>> = jobs.iter().map(|_| Vec::new()).collect();
+        for range in super::batch::split(flat.iter().map(|(_, a, _)| action_sid(a))) {
+            let part = &flat[range];
+            let removes: Vec<&Lease> = part
+                .iter()
+                .filter_map(|(_, a, _)| match a {
+                    Action::Remove(l) => Some(l),
+                    Action::Accept(_) => None,
+                })
+                .collect();
+            self.remove_all(inner, &removes);
+            let accepts: Vec<(usize, &Lease, Option<&str>)> = part
+                .iter()
+                .filter_map(|(j, a, via)| match a {
+                    Action::Accept(l) => Some((*j, l, *via)),
+                    Action::Remove(_) => None,
+                })
+                .collect();
+            let items: Vec<(&Lease, Option<&str>)> =
+                accepts.iter().map(|(_, l, via)| (*l, *via)).collect();
+            let results = self.accept_all(inner, &items);
+            for ((j, lease, _), r) in accepts.into_iter().zip(results) {
+                if r.is_err() {
+                    inner.book.revoke(&lease.sid);
+                    // A restored lease's row from the last run goes too.
+                    let _ = self
+                        .store
+                        .lock()
+                        .expect("not poisoned")
+                        .delete_session(&lease.sid);
+                }
+                outcomes[j].push((lease.sid.clone(), r));
+            }
+        }
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            let _ = job.reply.send(outcome);
+        }
+    }
+
+    /// Removes leases from the kernel and the store, as many as possible in one step per
+    /// method and one firewall change; problems are logged (what the firewall could not
+    /// withdraw stays listed there).
+    fn remove_all(&self, inner: &mut Inner, leases: &[&Lease]) {
+        if leases.is_empty() {
+            return;
+        }
+        let addrs: Vec<_> = leases
+            .iter()
+            .map(|l| self.pools.subscriber(l.slot))
+            .collect();
+        let peers: Vec<Peer<'_>> = leases
+            .iter()
+            .zip(&addrs)
+            .map(|(l, (ipv4, ipv6))| Peer {
+                owner: l.owner,
+                ipv4: *ipv4,
+                ipv6: *ipv6,
+                options: &l.options,
+                via: None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let Inner { methods, nat, .. } = inner;
+        let batch: Vec<(String, Vec<IpAddr>)> = leases
+            .iter()
+            .zip(&addrs)
+            .map(|(l, (v4, v6))| (l.sid.clone(), addrs_of(*v4, *v6)))
+            .collect();
+        // The firewall's part runs while the methods remove the tunnel ends.
+        std::thread::scope(|scope| {
+            let firewall = nat.as_mut().map(|nat| {
+                let batch = &batch;
+                let builder = std::thread::Builder::new().name("firewall".into());
+                let work = move || {
+                    if let Err(e) = nat.dismiss_many(batch) {
+                        log::warn(&format!("firewall: {e}"));
+                        if batch.len() > 1 {
+                            // One at a time, so that one that cannot go keeps no other.
+                            for (sid, a) in batch {
+                                if let Err(e) = nat.dismiss(sid, a) {
+                                    log::warn(&format!("firewall: {e}"));
+                                }
+                            }
+                        }
+                    }
+                };
+                match builder.spawn_scoped(scope, work) {
+                    Ok(h) => h,
+                    Err(e) => panic!("cannot start a thread: {e}"),
+                }
+            });
+            for m in methods.iter_mut() {
+                let group: Vec<Peer<'_>> = leases
+                    .iter()
+                    .zip(&peers)
+                    .filter(|(l, _)| l.method == m.name())
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                if !group.is_empty()
+                    && let Err(e) = m.remove_many(&group)
+                {
+                    log::warn(&format!("removing {} tunnel end(s): {e}", m.name()));
+                }
+            }
+            if let Some(h) = firewall {
+                h.join().expect("firewall thread");
+            }
+        });
+        let sids: Vec<&str> = leases.iter().map(|l| l.sid.as_str()).collect();
+        if let Err(e) = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .delete_sessions(&sids)
+        {
+            log::warn(&format!("cannot delete released sessions: {e}"));
+        }
+        log::debug(&format!(
+            "{} session(s) removed in {:?}",
+            leases.len(),
+            started.elapsed()
+        ));
+        for l in leases {
+            log::info(&format!("session of {} ({}) removed", l.name, l.owner));
+        }
+    }
+
+    /// Configures leases: in one batch, or, if that fails, one by one (so that one that cannot
+    /// be configured fails alone). Each result is all or nothing.
+    fn accept_all(
+        &self,
+        inner: &mut Inner,
+        items: &[(&Lease, Option<&str>)],
+    ) -> Vec<Result<serde_json::Map<String, Value>, ExecError>> {
+        match self.accept_batch(inner, items) {
+            Ok(fields) => fields.into_iter().map(Ok).collect(),
+            Err(e) if items.len() > 1 => {
+                log::warn(&format!(
+                    "a batch of {} session(s) failed, configuring them one by one: {e}",
+                    items.len()
+                ));
+                items
+                    .iter()
+                    .map(|item| {
+                        self.accept_batch(inner, std::slice::from_ref(item))
+                            .map(|mut f| f.pop().unwrap_or_default())
+                    })
+                    .collect()
+            }
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    /// Configures leases all at once (per method one step, one firewall change, one store
+    /// transaction), all or nothing: on an error each step done is undone.
+    fn accept_batch(
+        &self,
+        inner: &mut Inner,
+        items: &[(&Lease, Option<&str>)],
+    ) -> Result<Vec<serde_json::Map<String, Value>>, ExecError> {
+        let addrs: Vec<_> = items
+            .iter()
+            .map(|(l, _)| self.pools.subscriber(l.slot))
+            .collect();
+        let peers: Vec<Peer<'_>> = items
+            .iter()
+            .zip(&addrs)
+            .map(|((l, via), (ipv4, ipv6))| Peer {
+                owner: l.owner,
+                ipv4: *ipv4,
+                ipv6: *ipv6,
+                options: &l.options,
+                via: *via,
+            })
+            .collect();
+        let Inner { methods, nat, .. } = inner;
+        if let Some((l, _)) = items
+            .iter()
+            .find(|(l, _)| !methods.iter().any(|m| m.name() == l.method))
+        {
+            return Err(format!("method {} is not offered", l.method).into());
+        }
+        // The firewall's part is computed first (pure), then applied while the methods
+        // configure the tunnel ends: both are waits for programs, and neither needs the other.
+        let sessions: Result<Vec<(String, Session)>, String> = items
+            .iter()
+            .zip(&peers)
+            .filter(|_| nat.is_some())
+            .map(|((l, _), p)| {
+                let m = methods
+                    .iter()
+                    .find(|m| m.name() == l.method)
+                    .expect("checked");
+                Ok((l.sid.clone(), session_of(m.as_ref(), l, p)?))
+            })
+            .collect();
+        let sessions = sessions?;
+        let mut fields: Vec<serde_json::Map<String, Value>> = vec![Default::default(); items.len()];
+        // The methods whose part is done, with the indices of their peers.
+        let mut done: Vec<(usize, Vec<usize>)> = Vec::new();
+        let undo = |methods: &mut Vec<Box<dyn Method>>, done: &[(usize, Vec<usize>)]| {
+            for (m, idx) in done {
+                let group: Vec<Peer<'_>> = idx.iter().map(|i| peers[*i].clone()).collect();
+                let _ = methods[*m].remove_many(&group);
+            }
+        };
+        let (tunnels, firewall) = std::thread::scope(|scope| {
+            let firewall = nat.as_mut().map(|nat| {
+                let builder = std::thread::Builder::new().name("firewall".into());
+                match builder.spawn_scoped(scope, move || nat.admit_many(sessions)) {
+                    Ok(h) => h,
+                    Err(e) => panic!("cannot start a thread: {e}"),
+                }
+            });
+            let mut tunnels = Ok(());
+            for (mi, m) in methods.iter_mut().enumerate() {
+                let idx: Vec<usize> = (0..items.len())
+                    .filter(|i| items[*i].0.method == m.name())
+                    .collect();
+                if idx.is_empty() {
+                    continue;
+                }
+                let group: Vec<Peer<'_>> = idx.iter().map(|i| peers[*i].clone()).collect();
+                match m.accept_many(&group) {
+                    Ok(f) => {
+                        for (i, f) in idx.iter().zip(f) {
+                            fields[*i] = f;
+                        }
+                        done.push((mi, idx));
+                    }
+                    Err(e) => {
+                        tunnels = Err(e);
+                        break;
+                    }
+                }
+            }
+            let firewall = firewall.map(|h| h.join().expect("firewall thread"));
+            (tunnels, firewall)
+        });
+        let dismiss = |nat: &mut Option<Firewall>| {
+            if let Some(nat) = nat.as_mut() {
+                let batch: Vec<(String, Vec<IpAddr>)> = items
+                    .iter()
+                    .zip(&addrs)
+                    .map(|((l, _), (v4, v6))| (l.sid.clone(), addrs_of(*v4, *v6)))
+                    .collect();
+                let _ = nat.dismiss_many(&batch);
+            }
+        };
+        // Whatever failed undid itself; what succeeded is undone here.
+        match (tunnels, firewall) {
+            (Ok(()), None | Some(Ok(()))) => {}
+            (Err(e), firewall) => {
+                undo(methods, &done);
+                if let Some(Ok(())) = firewall {
+                    dismiss(nat);
+                }
+                return Err(ExecError::from_tunnel(e));
+            }
+            (Ok(()), Some(Err(e))) => {
+                undo(methods, &done);
+                return Err(e.to_string().into());
+            }
+        }
+        let rows: Vec<SessionRow> = items
+            .iter()
+            .zip(&addrs)
+            .map(|((l, _), (v4, v6))| session_row(l, *v4, *v6))
+            .collect();
+        if let Err(e) = self
+            .store
+            .lock()
+            .expect("not poisoned")
+            .save_sessions(&rows)
+        {
+            dismiss(nat);
+            undo(methods, &done);
+            return Err(e.to_string().into());
+        }
+        Ok(fields)
     }
 
     /// Applies a reloaded configuration's terms: price and bandwidth as announced, the number of
@@ -349,11 +672,9 @@ impl Gateway {
         let capacity = new.max_subscribers.min(self.pools.slots());
         let actions = inner.book.retune(capacity, new.lease_seconds);
         inner.book.set_per_source(new.max_sessions_per_source);
-        for action in actions {
-            if let Err(e) = self.execute(&mut inner, &action, None) {
-                log::warn(&format!("ending a session beyond max_subscribers: {e}"));
-            }
-        }
+        let queued = self.enqueue(&inner, actions, None);
+        drop(inner);
+        self.wait(queued);
     }
 
     /// The methods offered and the current terms.
@@ -396,6 +717,8 @@ impl Gateway {
         // only asked afterwards, under the lock, in one step, so there is no half-granted
         // state; if the book then refuses, the slow part is undone.
         let slow = {
+            // Counted as deciding already: a batch being applied holds the lock we wait for.
+            let _deciding = Deciding::new(&self.deciding);
             let inner = self.inner.lock().expect("not poisoned");
             Self::checked_method(&inner, caller, &req)?.slow_part(&req.options)
         };
@@ -444,6 +767,7 @@ impl Gateway {
 
     /// The locked part of `requestConnection`: the book's decision and its actions.
     fn grant(&self, caller: &Caller, req: ConnectionRequest) -> Result<Grant, Failure> {
+        let deciding = Deciding::new(&self.deciding);
         let mut inner = self.inner.lock().expect("not poisoned");
         Self::checked_method(&inner, caller, &req)?;
         let ask = Ask {
@@ -460,30 +784,36 @@ impl Gateway {
                 Failure::permanent(r.message())
             }
         })?;
-        let mut fields = Default::default();
-        for action in &actions {
-            match self.execute(&mut inner, action, caller.host.as_deref()) {
-                Ok(f) => fields = f,
-                Err(e) => {
-                    log::error(&format!("cannot configure session of {}: {e}", lease.name));
-                    if let Some(undo) = inner.book.revoke(&lease.sid) {
-                        let _ = self.execute(&mut inner, &undo, None);
-                    }
-                    // The details (command lines, paths, program output) go to the log only.
-                    return Err(Failure::temporary(e.answer(&lease.method)));
-                }
-            }
-        }
-        if actions.is_empty() {
+        let lease_seconds = inner.book.lease_seconds();
+        let fields = if actions.is_empty() {
             // An idempotent repeat: the tunnel is in place; answer with the same fields again.
-            let action = Action::Accept(lease.clone());
-            fields = self
-                .execute(&mut inner, &action, caller.host.as_deref())
+            self.repeat(&mut inner, &lease, caller.host.as_deref())
                 .map_err(|e| {
                     log::error(&format!("cannot repeat session of {}: {e}", lease.name));
                     Failure::temporary(e.answer(&lease.method))
-                })?;
-        }
+                })?
+        } else {
+            // Configured in a batch with whatever else is due now (the lock is not held
+            // meanwhile); a failure has revoked the lease.
+            let queued = self.enqueue(&inner, actions.clone(), caller.host.clone());
+            drop(inner);
+            drop(deciding);
+            let outcome = self.wait(queued);
+            match outcome.into_iter().find(|(sid, _)| *sid == lease.sid) {
+                Some((_, Ok(f))) => f,
+                Some((_, Err(e))) => {
+                    log::error(&format!("cannot configure session of {}: {e}", lease.name));
+                    // The details (command lines, paths, program output) go to the log only.
+                    return Err(Failure::temporary(e.answer(&lease.method)));
+                }
+                None => {
+                    return Err(Failure::temporary(format!(
+                        "gateway could not configure the {} tunnel",
+                        lease.method
+                    )));
+                }
+            }
+        };
         if !actions.is_empty() {
             log::info(&format!(
                 "session granted to {} ({}) via {}",
@@ -495,7 +825,7 @@ impl Gateway {
         Ok(Grant {
             success: true,
             sid: lease.sid,
-            timeout: inner.book.lease_seconds(),
+            timeout: lease_seconds,
             method: lease.method,
             ipv4: ipv4.to_string(),
             cidr4: net.cidr4,
@@ -533,14 +863,14 @@ impl Gateway {
 
     /// `releaseConnection`.
     pub fn release(&self, caller: &Caller, sid: &str) -> Value {
+        let deciding = Deciding::new(&self.deciding);
         let mut inner = self.inner.lock().expect("not poisoned");
         match inner.book.release(now(), caller.addr, sid) {
             Ok(actions) => {
-                for a in &actions {
-                    if let Err(e) = self.execute(&mut inner, a, None) {
-                        log::warn(&format!("release left something behind: {e}"));
-                    }
-                }
+                let queued = self.enqueue(&inner, actions, None);
+                drop(inner);
+                drop(deciding);
+                self.wait(queued);
                 json!({"success": true})
             }
             Err(r) => Failure::permanent(r.message()).to_value(),
@@ -550,13 +880,17 @@ impl Gateway {
     /// Removes expired leases; returns when the next one ends.
     pub fn expire(&self) -> Option<i64> {
         let mut inner = self.inner.lock().expect("not poisoned");
-        for action in inner.book.expire(now()) {
-            if let Action::Remove(l) = &action {
+        let actions = inner.book.expire(now());
+        for action in &actions {
+            if let Action::Remove(l) = action {
                 log::info(&format!("lease of {} ({}) expired", l.name, l.owner));
             }
-            if let Err(e) = self.execute(&mut inner, &action, None) {
-                log::warn(&format!("expiry left something behind: {e}"));
-            }
+        }
+        if !actions.is_empty() {
+            let queued = self.enqueue(&inner, actions, None);
+            drop(inner);
+            self.wait(queued);
+            inner = self.inner.lock().expect("not poisoned");
         }
         inner.book.next_expiry()
     }
@@ -586,13 +920,14 @@ impl Gateway {
         let mut inner = self.inner.lock().expect("not poisoned");
         if !keep {
             let sids: Vec<String> = inner.book.leases().map(|l| l.sid.clone()).collect();
-            for sid in &sids {
-                if let Some(action) = inner.book.revoke_at(now(), sid)
-                    && let Err(e) = self.execute(&mut inner, &action, None)
-                {
-                    log::warn(&format!("releasing at shutdown left something behind: {e}"));
-                }
-            }
+            let actions: Vec<Action> = sids
+                .iter()
+                .filter_map(|sid| inner.book.revoke_at(now(), sid))
+                .collect();
+            let queued = self.enqueue(&inner, actions, None);
+            drop(inner);
+            self.wait(queued);
+            inner = self.inner.lock().expect("not poisoned");
             log::info(&format!(
                 "released {} session(s) at shutdown (keep_sessions 0)",
                 sids.len()
@@ -634,6 +969,13 @@ impl std::fmt::Display for ExecError {
 }
 
 impl ExecError {
+    fn from_tunnel(e: crate::tunnel::TunnelError) -> ExecError {
+        ExecError {
+            public: e.public().map(str::to_string),
+            detail: e.to_string(),
+        }
+    }
+
     /// The answer to the caller: no paths, command lines or program output.
     fn answer(&self, method: &str) -> String {
         match &self.public {
@@ -645,7 +987,28 @@ impl ExecError {
     }
 }
 
-fn addrs(ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Vec<IpAddr> {
+/// The sid an action is about.
+fn action_sid(a: &Action) -> &str {
+    let (Action::Accept(l) | Action::Remove(l)) = a;
+    &l.sid
+}
+
+/// The firewall's view of a lease the method just accepted.
+fn session_of(method: &dyn Method, lease: &Lease, peer: &Peer<'_>) -> Result<Session, String> {
+    let (ifname, mac, local) = match method.ingress(peer).map_err(|e| e.to_string())? {
+        Ingress::Forwarded { ifname, mac } => (ifname, mac, None),
+        Ingress::Local { port } => (String::new(), None, Some((lease.owner, port))),
+    };
+    Ok(Session {
+        ifname,
+        addrs: addrs_of(peer.ipv4, peer.ipv6),
+        mac,
+        local,
+        class: crate::sys::shaper::minor(lease.slot),
+    })
+}
+
+fn addrs_of(ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Vec<IpAddr> {
     std::iter::once(IpAddr::V4(ipv4))
         .chain(ipv6.map(IpAddr::V6))
         .collect()
@@ -706,12 +1069,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "wireguard"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -720,12 +1077,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -742,12 +1093,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "openvpn"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -756,12 +1101,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -860,9 +1199,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "openvpn"
         }
-        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
-            Ok(())
-        }
         fn slow_part(&self, _: &serde_json::Map<String, Value>) -> Option<crate::tunnel::SlowPart> {
             let (started, go, undone) =
                 (self.started.clone(), self.go.clone(), self.undone.clone());
@@ -874,9 +1210,6 @@ mod tests {
                 }) as Box<dyn FnOnce() + Send>)
             }))
         }
-        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
         fn accept(
             &mut self,
             _: &Peer<'_>,
@@ -885,12 +1218,6 @@ mod tests {
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
             Ok(())
-        }
-        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-        fn request_options(&self) -> serde_json::Map<String, Value> {
-            Default::default()
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
             Ok(String::new())
@@ -956,5 +1283,160 @@ mod tests {
         assert_eq!(refused["success"], false, "{refused}");
         assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(gw.sessions().as_array().unwrap().len(), 1);
+    }
+    /// A `wireguard` method that takes a while per call (as a program would), records the size
+    /// of every batch it gets, keeps its peers, and refuses every batch holding `poison`.
+    struct Batching {
+        sizes: Arc<Mutex<Vec<usize>>>,
+        peers: Arc<Mutex<std::collections::BTreeSet<Ipv4Addr>>>,
+        poison: Option<Ipv4Addr>,
+    }
+
+    impl Method for Batching {
+        fn name(&self) -> &'static str {
+            "wireguard"
+        }
+        fn check_options(&self, _: &serde_json::Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+        fn prepare(&mut self, _: &GatewayNet) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn accept(
+            &mut self,
+            p: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Ok(self.accept_many(std::slice::from_ref(p))?.remove(0))
+        }
+        fn accept_many(
+            &mut self,
+            peers: &[Peer<'_>],
+        ) -> Result<Vec<serde_json::Map<String, Value>>, crate::tunnel::TunnelError> {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.sizes.lock().unwrap().push(peers.len());
+            if peers.iter().any(|p| Some(p.ipv4) == self.poison) {
+                return Err(crate::tunnel::TunnelError::Invalid("injected".into()));
+            }
+            self.peers
+                .lock()
+                .unwrap()
+                .extend(peers.iter().map(|p| p.ipv4));
+            Ok(peers.iter().map(|_| Default::default()).collect())
+        }
+        fn remove(&mut self, p: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            self.peers.lock().unwrap().remove(&p.ipv4);
+            Ok(())
+        }
+        fn shutdown(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+        fn request_options(&self) -> serde_json::Map<String, Value> {
+            Default::default()
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    /// `n` callers at once (from 10.77.0.1…); their answers.
+    fn burst(gw: &Arc<Gateway>, n: u8) -> Vec<Value> {
+        let start = Arc::new(std::sync::Barrier::new(usize::from(n)));
+        let threads: Vec<_> = (1..=n)
+            .map(|last| {
+                let (gw, start) = (gw.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let caller = Caller {
+                        addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+                        host: None,
+                    };
+                    let req = ConnectionRequest {
+                        sid: None,
+                        name: format!("sub{last}"),
+                        port: None,
+                        method: "wireguard".into(),
+                        options: Default::default(),
+                    };
+                    start.wait();
+                    gw.request_connection(&caller, req)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    fn batching_gateway(poison: Option<Ipv4Addr>) -> (Arc<Gateway>, Batching, Arc<Mutex<Store>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let peers = Arc::new(Mutex::new(Default::default()));
+        let m = Batching {
+            sizes: sizes.clone(),
+            peers: peers.clone(),
+            poison,
+        };
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let cfg = GatewayConfig {
+            max_subscribers: 64,
+            ..GatewayConfig::default()
+        };
+        let gw = Gateway::new(cfg, vec![Box::new(m)], store.clone(), None);
+        let view = Batching {
+            sizes,
+            peers,
+            poison: None,
+        };
+        (Arc::new(gw), view, store)
+    }
+
+    #[test]
+    fn a_burst_of_requests_is_configured_in_batches() {
+        let (gw, seen, store) = batching_gateway(None);
+        let answers = burst(&gw, 32);
+        assert!(answers.iter().all(|a| a["success"] == true), "{answers:?}");
+        let sizes = seen.sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 32, "{sizes:?}");
+        assert!(
+            sizes.len() < 32 && sizes.iter().any(|n| *n > 1),
+            "one call per request: {sizes:?}"
+        );
+        assert_eq!(seen.peers.lock().unwrap().len(), 32);
+        assert_eq!(store.lock().unwrap().sessions().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn a_failed_batch_is_undone_and_each_request_tried_alone() {
+        // Slot 3's address: whoever gets it fails, alone and in every batch it is part of.
+        let poison = Ipv4Addr::new(100, 127, 0, 5);
+        let (gw, seen, store) = batching_gateway(Some(poison));
+        let answers = burst(&gw, 24);
+        let granted: Vec<&Value> = answers.iter().filter(|a| a["success"] == true).collect();
+        let refused: Vec<&Value> = answers.iter().filter(|a| a["success"] == false).collect();
+        assert!(!refused.is_empty(), "the failure was not hit");
+        assert!(refused.iter().all(|a| a["temporaryError"] == true));
+        assert!(
+            seen.sizes.lock().unwrap().iter().any(|n| *n > 1),
+            "no batch of several failed"
+        );
+        // The tunnel, the book and the store agree: the granted sessions, nothing else.
+        let mut want: Vec<Ipv4Addr> = granted
+            .iter()
+            .map(|g| g["ipv4"].as_str().unwrap().parse().unwrap())
+            .collect();
+        want.sort();
+        let peers: Vec<Ipv4Addr> = seen.peers.lock().unwrap().iter().copied().collect();
+        assert_eq!(peers, want);
+        assert!(!peers.contains(&poison));
+        assert_eq!(gw.sessions().as_array().unwrap().len(), granted.len());
+        let mut rows: Vec<Ipv4Addr> = store
+            .lock()
+            .unwrap()
+            .sessions()
+            .unwrap()
+            .iter()
+            .map(|r| r.ipv4.parse().unwrap())
+            .collect();
+        rows.sort();
+        assert_eq!(rows, want);
     }
 }

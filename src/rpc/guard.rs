@@ -92,9 +92,30 @@ fn refuse(status: u16, message: String) -> Refused {
     Refused { status, message }
 }
 
+/// Turns `::ffff:a.b.c.d` into `a.b.c.d`.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// `[fd77::3]:65533` → `fd77::3`, `10.0.0.1:65533` → `10.0.0.1`, `name` → `name`.
+pub fn host_only(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            h.to_string()
+        }
+        _ => host.to_string(),
+    }
+}
+
 /// `Host` without port or brackets, lower case, without a trailing dot.
 fn host_name(host: &str) -> String {
-    super::server::host_only(host.trim())
+    host_only(host.trim())
         .trim_end_matches('.')
         .to_ascii_lowercase()
 }
@@ -105,9 +126,8 @@ pub fn host_allowed(host: Option<&str>, site: &Site<'_>) -> Result<(), Refused> 
     let name = host_name(raw);
     let ok = match name.parse::<IpAddr>() {
         Ok(ip) => {
-            let ip = super::server::canonical(ip);
-            site.local
-                .is_some_and(|l| super::server::canonical(l) == ip)
+            let ip = canonical(ip);
+            site.local.is_some_and(|l| canonical(l) == ip)
                 || site.hostnames.contains(&ip.to_string())
         }
         Err(_) => name == "localhost" || site.hostnames.contains(&name),
@@ -218,7 +238,7 @@ pub fn check_page(h: &Headers, site: &Site<'_>) -> Result<(), Refused> {
 
 /// A new page token: 128 bits from the OS CSPRNG, as hex.
 pub fn new_token() -> String {
-    crate::gateway::service::new_sid()
+    crate::ids::new_sid()
 }
 
 /// The page token inside `html` (the `<meta name="mnigs-token">` the page is served with).

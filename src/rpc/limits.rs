@@ -3,6 +3,12 @@
 //! Pure bookkeeping on explicit instants, so every rule is tested without sockets or clocks; the
 //! server ([`super::server`]) asks [`Admission::admit`] once per accepted connection (one request
 //! per connection: the server always answers `Connection: close`).
+//!
+//! A connection gives its place back *before* its answer is written ([`Admission::leave`] once
+//! the answer is ready): a client reconnects as soon as it has read the answer, and must find
+//! its place free again (otherwise a client keeping to its share would be refused now and then).
+//! An answer that does not fit the socket's buffer at once (a client reading slowly) is written
+//! by a thread that holds one of a separate, bounded set of places ([`Admission::stall`]).
 
 use crate::config::model::{MainConfig, Prefix};
 use std::collections::HashMap;
@@ -118,6 +124,16 @@ impl TokenBucket {
         }
     }
 
+    /// How long until the bucket holds a whole token again (zero if it does at `now`).
+    pub fn wait_for_token(&self, rate: f64, burst: f64, now: Instant) -> Duration {
+        let mut b = self.clone();
+        b.refill(rate, burst, now);
+        if b.tokens >= 1.0 || rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - b.tokens) / rate)
+    }
+
     /// Whether the bucket is full again at `now` (then it can be forgotten: a new one is equal).
     pub fn is_full(&self, rate: f64, burst: f64, now: Instant) -> bool {
         let mut b = self.clone();
@@ -137,6 +153,26 @@ pub enum Refusal {
     RateLimited,
 }
 
+impl Refusal {
+    /// The HTTP status it is answered with: 503 when the node as a whole is full, 429 when
+    /// this source is over its own share (connections or rate).
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Busy => 503,
+            Refusal::SourceBusy | Refusal::RateLimited => 429,
+        }
+    }
+
+    /// What the refused caller is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Busy => "server busy: too many connections, retry later",
+            Refusal::SourceBusy => "too many connections from your address, retry later",
+            Refusal::RateLimited => "too many requests from your address, retry later",
+        }
+    }
+}
+
 /// Most sources remembered at once; beyond it full buckets are forgotten first, then the least
 /// recently seen, so memory stays bounded whatever the number of addresses an attacker has.
 pub const MAX_TRACKED_SOURCES: usize = 4096;
@@ -148,6 +184,7 @@ pub struct Admission {
     open: usize,
     open_by_source: HashMap<IpAddr, usize>,
     buckets: HashMap<IpAddr, TokenBucket>,
+    stalled: usize,
 }
 
 impl Admission {
@@ -158,6 +195,7 @@ impl Admission {
             open: 0,
             open_by_source: HashMap::new(),
             buckets: HashMap::new(),
+            stalled: 0,
         }
     }
 
@@ -213,6 +251,45 @@ impl Admission {
                 self.open_by_source.remove(&key);
             }
         }
+    }
+
+    /// A connection whose place was given back with [`Admission::leave`] (its answer ready)
+    /// must wait for its client to take the rest of the answer: takes one of the places for
+    /// such writers, at most `max_connections` at once; `false` when none is free (then the
+    /// connection is closed rather than holding a thread). On `true`, call
+    /// [`Admission::unstall`] once written.
+    pub fn stall(&mut self) -> bool {
+        if self.stalled >= self.limits.max_connections {
+            return false;
+        }
+        self.stalled += 1;
+        true
+    }
+
+    /// A writer that [`Admission::stall`]ed is done.
+    pub fn unstall(&mut self) {
+        self.stalled = self.stalled.saturating_sub(1);
+    }
+
+    /// Writers waiting for their clients ([`Admission::stall`]).
+    pub fn stalled(&self) -> usize {
+        self.stalled
+    }
+
+    /// How long a caller refused for `refusal` should wait before asking again (the
+    /// `Retry-After` it is sent), in whole seconds, at least one: until the source's bucket
+    /// holds a token again when it is rate limited, otherwise one second (connections are short).
+    pub fn retry_after(&self, ip: IpAddr, refusal: Refusal, now: Instant) -> u64 {
+        let wait = match refusal {
+            Refusal::RateLimited => self
+                .buckets
+                .get(&source_key(ip))
+                .map_or(Duration::ZERO, |b| {
+                    b.wait_for_token(self.limits.rate, self.limits.burst.max(1.0), now)
+                }),
+            Refusal::Busy | Refusal::SourceBusy => Duration::ZERO,
+        };
+        (wait.as_secs_f64().ceil() as u64).max(1)
     }
 
     /// Connections open now (all sources).
@@ -417,6 +494,53 @@ mod tests {
             Ok(()),
             "the refusal did not cost the token regained in the meantime"
         );
+    }
+
+    #[test]
+    fn writers_waiting_for_their_clients_are_bounded() {
+        let mut a = Admission::new(Limits {
+            max_connections: 2,
+            max_per_source: 1,
+            rate: 0.0,
+            ..Limits::default()
+        });
+        assert!(a.stall());
+        assert!(a.stall());
+        assert!(!a.stall(), "at most max_connections");
+        a.unstall();
+        assert!(a.stall());
+        a.unstall();
+        a.unstall();
+        assert_eq!(a.stalled(), 0);
+        // They hold no connection place: the caps are for connections being served.
+        assert_eq!(a.admit(ip(2), Instant::now()), Ok(()));
+    }
+
+    #[test]
+    fn refusals_name_their_status_and_wait() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(Limits {
+            max_connections: 10,
+            max_per_source: 10,
+            rate: 0.25,
+            burst: 1.0,
+            rate_exempt: Vec::new(),
+            ..Limits::default()
+        });
+        assert_eq!(a.admit(ip(2), t0), Ok(()));
+        assert_eq!(a.admit(ip(2), t0), Err(Refusal::RateLimited));
+        assert_eq!(
+            a.retry_after(ip(2), Refusal::RateLimited, t0),
+            4,
+            "one token per 4 s"
+        );
+        let later = t0 + Duration::from_millis(2500);
+        assert_eq!(a.retry_after(ip(2), Refusal::RateLimited, later), 2);
+        assert_eq!(a.retry_after(ip(3), Refusal::Busy, t0), 1);
+        assert_eq!(a.retry_after(ip(3), Refusal::SourceBusy, t0), 1);
+        assert_eq!(Refusal::Busy.status(), 503);
+        assert_eq!(Refusal::SourceBusy.status(), 429);
+        assert_eq!(Refusal::RateLimited.status(), 429);
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! # Layout
 //! - `server.rs`: small HTTP/1.1 server on std sockets (`/jsonrpc`, the page); hands decoded
 //!   requests to a [`server::Handler`].
+//! - `dispatch.rs`: [`dispatch::METHODS`], the one map from a method name to its handler, and who
+//!   may call it; [`dispatch::Services`], what the handlers answer from.
 //! - `guard.rs`: cross-site rules (Host, Origin, Content-Type, page token), pure.
 //! - `limits.rs`: connection caps, per-source token bucket, header and time bounds (pure).
 //! - `client.rs`: blocking calls (CLI, registration) and async calls (smol probes), sharing one HTTP framing.
 
 pub mod client;
+pub mod dispatch;
 pub mod guard;
 pub mod limits;
 pub mod server;

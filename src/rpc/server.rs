@@ -3,15 +3,25 @@
 //! (tiny_http 0.12 cannot bound header size or count, the number of connection threads, or how
 //! long a client may take). Every connection carries one request and is closed after the answer;
 //! [`super::limits`] decides which connections are served at all.
+//!
+//! Every caller reads its answer, refused ones too: a connection past a cap is answered at
+//! once from the accepting thread (503 or 429, `Retry-After`, a JSON-RPC error marked
+//! `temporaryError`), its write side shut, and handed to one lingering thread (`Linger`) that
+//! reads and throws away what the client still sends until the client closes — at most
+//! [`LINGER_BYTES`] and [`LINGER_TIME`] per connection, [`MAX_LINGERING`] connections at once.
+//! Closing a socket with unread input would make the kernel send a reset that can destroy the
+//! answer before the client reads it. Served connections end the same way.
 
-use super::guard::{self, Headers, Site};
-use super::limits::{Admission, Limits, Refusal};
+use super::guard::{self, Headers, Site, canonical, host_only};
+use super::limits::{Admission, Limits, Refusal, source_key};
 use crate::protocol::{self, BadRequest, MAX_BODY, Request, RpcError, Version, code};
 use crate::web;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,6 +69,8 @@ pub struct Server {
     stopping: Arc<AtomicBool>,
     port: u16,
     token: Arc<str>,
+    linger: Arc<Linger>,
+    linger_thread: Option<JoinHandle<()>>,
 }
 
 /// How long writing an answer may take before the connection is dropped.
@@ -96,11 +108,15 @@ impl Server {
         handler: Arc<dyn Handler>,
         limits: Limits,
     ) -> Result<Server, String> {
+        let (linger, linger_thread) =
+            Linger::start().map_err(|e| format!("cannot start the RPC server thread: {e}"))?;
         let mut server = Server {
             acceptors: Vec::new(),
             stopping: Arc::new(AtomicBool::new(false)),
             port,
             token: guard::new_token().into(),
+            linger,
+            linger_thread: Some(linger_thread),
         };
         let admission = Arc::new(Mutex::new(Admission::new(limits)));
         let mut bound = Vec::new();
@@ -134,11 +150,12 @@ impl Server {
                      addr: SocketAddr,
                      slot: Arc<Mutex<Option<TcpListener>>>,
                      waits_for: Option<String>| {
-            let (handler, admission, stopping, token) = (
+            let (handler, admission, stopping, token, linger) = (
                 handler.clone(),
                 admission.clone(),
                 server.stopping.clone(),
                 server.token.clone(),
+                server.linger.clone(),
             );
             let slot2 = slot.clone();
             std::thread::Builder::new()
@@ -153,7 +170,13 @@ impl Server {
                         Some(dev) => wait_for_device(addr, &dev, &slot2, &stopping),
                     };
                     if let Some(listener) = listener {
-                        accept_loop(&listener, &handler, &admission, &stopping, &token);
+                        let shared = Shared {
+                            handler,
+                            admission,
+                            token,
+                            linger,
+                        };
+                        accept_loop(&listener, &shared, &stopping);
                     }
                 })
                 .map_err(|e| format!("cannot start the RPC server thread: {e}"))
@@ -190,15 +213,19 @@ impl Server {
 
     /// Stops accepting connections and waits for the accepting threads (requests being
     /// answered finish on their own, each bounded by the read timeout).
-    pub fn stop(self) {
+    pub fn stop(mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for a in self.acceptors {
+        for a in std::mem::take(&mut self.acceptors) {
             if let Some(l) = a.listener.lock().expect("listener slot").as_ref() {
                 // Wakes the blocked accept() (it fails with EINVAL), on every interface binding.
                 // SAFETY: shutdown on a descriptor the slot owns; no memory is passed.
                 unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
             }
             let _ = a.thread.join();
+        }
+        self.linger.stop();
+        if let Some(t) = self.linger_thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -314,13 +341,16 @@ fn bind(addr: SocketAddr, dev: Option<&str>) -> std::io::Result<TcpListener> {
     }
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    handler: &Arc<dyn Handler>,
-    admission: &Arc<Mutex<Admission>>,
-    stopping: &AtomicBool,
-    token: &Arc<str>,
-) {
+/// What every accepting thread and connection of one server share.
+#[derive(Clone)]
+struct Shared {
+    handler: Arc<dyn Handler>,
+    admission: Arc<Mutex<Admission>>,
+    token: Arc<str>,
+    linger: Arc<Linger>,
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Shared, stopping: &AtomicBool) {
     loop {
         let accepted = listener.accept();
         if stopping.load(Ordering::SeqCst) {
@@ -335,37 +365,248 @@ fn accept_loop(
             }
         };
         let ip = canonical(peer.ip());
-        let verdict = admission
-            .lock()
-            .expect("admission lock")
-            .admit(ip, Instant::now());
-        if let Err(refusal) = verdict {
-            // Answered from this thread: the answer is small and fits the fresh socket's buffer.
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = write_reply(&stream, &refusal_reply(refusal), false);
+        let now = Instant::now();
+        let verdict = {
+            let mut a = shared.admission.lock().expect("admission lock");
+            a.admit(ip, now)
+                .map_err(|refusal| (refusal, a.retry_after(ip, refusal, now)))
+        };
+        if let Err((refusal, wait)) = verdict {
+            refuse(stream, ip, refusal, wait, &shared.linger);
             continue;
         }
-        let limits = admission.lock().expect("admission lock").limits().clone();
-        let slot = Slot(admission.clone(), ip);
-        let (handler, token) = (handler.clone(), token.clone());
+        let limits = shared
+            .admission
+            .lock()
+            .expect("admission lock")
+            .limits()
+            .clone();
+        let slot = Slot {
+            admission: shared.admission.clone(),
+            ip,
+            held: true,
+        };
+        let shared = shared.clone();
         // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
         let _ = std::thread::Builder::new()
             .name("rpc-conn".into())
             .spawn(move || {
-                let slot = slot;
-                serve_connection(stream, slot.1, &limits, handler.as_ref(), &token);
+                serve_connection(stream, slot, &limits, &shared);
             });
     }
 }
 
+/// Answers a connection past a cap from the accepting thread, without waiting for its
+/// request: the answer is a few hundred bytes and fits a fresh socket's send buffer (the
+/// socket is non-blocking, so a full buffer cannot stall the accepting thread). Then the
+/// write side is shut and the request drained by [`Linger`], so the client reads the answer
+/// however far it got sending.
+fn refuse(stream: TcpStream, ip: IpAddr, refusal: Refusal, wait: u64, linger: &Linger) {
+    let _ = stream.set_nonblocking(true);
+    let _ = write_reply(&stream, &refusal_reply(refusal, wait), false);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    linger.hand_over(stream, ip);
+}
+
 /// An admitted connection's place in [`Admission`], given back when dropped (also when the
-/// handler panics).
-struct Slot(Arc<Mutex<Admission>>, IpAddr);
+/// handler panics), or earlier by [`Slot::release`] once the answer is ready.
+struct Slot {
+    admission: Arc<Mutex<Admission>>,
+    ip: IpAddr,
+    /// Not given back yet.
+    held: bool,
+}
+
+impl Slot {
+    /// Gives the place back now (once).
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held)
+            && let Ok(mut a) = self.admission.lock()
+        {
+            a.leave(self.ip);
+        }
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.0.lock() {
-            a.leave(self.1);
+        self.release();
+    }
+}
+
+/// Longest a closed connection is drained for (`Linger`).
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes drained from one closed connection: one request of the largest size accepted.
+pub const LINGER_BYTES: usize = 8 * 1024 + MAX_BODY;
+/// Most connections drained at once; more are closed at once (their answer may then be lost).
+pub const MAX_LINGERING: usize = 256;
+/// Most of them from one source ([`source_key`]), so that one source cannot take them all.
+pub const MAX_LINGERING_PER_SOURCE: usize = MAX_LINGERING / 8;
+
+/// The lingering close of answered connections, on one thread for the whole server: each
+/// socket handed over has its answer written and its write side shut; what the client still
+/// sends is read and thrown away until it closes, [`LINGER_BYTES`] were read or
+/// [`LINGER_TIME`] passed, and then it is closed. Bounded: [`MAX_LINGERING`] sockets
+/// ([`MAX_LINGERING_PER_SOURCE`] from one source), one 4 KiB buffer, no per-socket thread.
+struct Linger {
+    book: Mutex<LingerBook>,
+    /// Wakes the thread (a byte per hand-over or stop).
+    wake: UnixStream,
+    stopping: AtomicBool,
+}
+
+/// What [`Linger`] holds, under one lock.
+#[derive(Default)]
+struct LingerBook {
+    /// Handed over, not yet taken by the thread.
+    queue: Vec<(TcpStream, IpAddr)>,
+    /// Queued or being drained, in all and by [`source_key`].
+    count: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+impl LingerBook {
+    /// Counts one more from `key` if there is room.
+    fn take(&mut self, key: IpAddr) -> bool {
+        let mine = self.by_source.get(&key).copied().unwrap_or(0);
+        if self.count >= MAX_LINGERING || mine >= MAX_LINGERING_PER_SOURCE {
+            return false;
+        }
+        self.count += 1;
+        self.by_source.insert(key, mine + 1);
+        true
+    }
+
+    fn give_back(&mut self, key: IpAddr) {
+        self.count = self.count.saturating_sub(1);
+        if let Some(n) = self.by_source.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_source.remove(&key);
+            }
+        }
+    }
+}
+
+impl Linger {
+    fn start() -> std::io::Result<(Arc<Linger>, JoinHandle<()>)> {
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let linger = Arc::new(Linger {
+            book: Mutex::new(LingerBook::default()),
+            wake,
+            stopping: AtomicBool::new(false),
+        });
+        let l = linger.clone();
+        let thread = std::thread::Builder::new()
+            .name("rpc-linger".into())
+            .spawn(move || l.run(woken))?;
+        Ok((linger, thread))
+    }
+
+    /// Takes `stream` from `ip` (answered, write side shut) to drain and close; `false` when
+    /// it was closed at once instead: [`MAX_LINGERING`] (or [`MAX_LINGERING_PER_SOURCE`] of its
+    /// source) are draining already, or the server stopped.
+    fn hand_over(&self, stream: TcpStream, ip: IpAddr) -> bool {
+        if self.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let key = source_key(ip);
+        {
+            let mut book = self.book.lock().expect("linger book");
+            if !book.take(key) {
+                return false;
+            }
+            book.queue.push((stream, key));
+        }
+        // A full wake pipe already holds a wake-up.
+        let _ = (&self.wake).write(&[1]);
+        true
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = (&self.wake).write(&[1]);
+    }
+
+    fn run(&self, mut woken: UnixStream) {
+        // Socket, its source, deadline, bytes read.
+        let mut draining: Vec<(TcpStream, IpAddr, Instant, usize)> = Vec::new();
+        let mut scratch = [0u8; 4096];
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            {
+                let mut book = self.book.lock().expect("linger book");
+                for (s, key) in std::mem::take(&mut book.queue) {
+                    if s.set_nonblocking(true).is_ok() {
+                        draining.push((s, key, now + LINGER_TIME, 0));
+                    } else {
+                        book.give_back(key);
+                    }
+                }
+            }
+            let mut fds: Vec<libc::pollfd> = std::iter::once(woken.as_raw_fd())
+                .chain(draining.iter().map(|(s, ..)| s.as_raw_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let timeout = draining
+                .iter()
+                .map(|(_, _, deadline, _)| deadline.saturating_duration_since(now))
+                .min()
+                .map_or(-1, |d| d.as_millis().min(60_000) as libc::c_int + 1);
+            // SAFETY: `fds` is a live array of `fds.len()` pollfd structures.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if ready < 0 {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if fds[0].revents != 0 {
+                while matches!(woken.read(&mut scratch), Ok(n) if n > 0) {}
+            }
+            let now = Instant::now();
+            let mut done = Vec::new();
+            let mut i = 0;
+            draining.retain_mut(|(s, key, deadline, read)| {
+                i += 1;
+                let keep = (fds[i].revents == 0 || drain(s, read, &mut scratch)) && now < *deadline;
+                if !keep {
+                    done.push(*key);
+                }
+                keep
+            });
+            if !done.is_empty() {
+                let mut book = self.book.lock().expect("linger book");
+                for key in done {
+                    book.give_back(key);
+                }
+            }
+        }
+    }
+}
+
+/// Reads what `s` has for now into `scratch`, counting into `read`; `false` once the client
+/// closed, the socket failed or [`LINGER_BYTES`] were read: time to close it.
+fn drain(mut s: &TcpStream, read: &mut usize, scratch: &mut [u8]) -> bool {
+    loop {
+        match s.read(scratch) {
+            Ok(0) => return false,
+            Ok(n) => {
+                *read += n;
+                if *read > LINGER_BYTES {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
@@ -396,14 +637,14 @@ impl Reply {
     }
 }
 
-fn refusal_reply(refusal: Refusal) -> Reply {
-    let (status, message) = match refusal {
-        Refusal::Busy => (503, "server busy: too many connections, retry later"),
-        Refusal::SourceBusy => (503, "too many connections from your address, retry later"),
-        Refusal::RateLimited => (429, "too many requests from your address, retry later"),
-    };
-    let mut r = Reply::refuse(status, code::INVALID_REQUEST, message);
-    r.headers.push(("Retry-After", "1".into()));
+/// The answer to a connection refused for `refusal`: 503 or 429, `Retry-After: wait`, and a
+/// JSON-RPC error marked temporary ([`protocol::answer_busy`]).
+fn refusal_reply(refusal: Refusal, wait: u64) -> Reply {
+    let mut r = Reply::json(
+        refusal.status(),
+        &protocol::answer_busy(refusal.message(), wait),
+    );
+    r.headers.push(("Retry-After", wait.to_string()));
     r
 }
 
@@ -428,6 +669,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_reply(mut stream: &TcpStream, reply: &Reply, head_only: bool) -> std::io::Result<()> {
+    stream.write_all(&reply_bytes(reply, head_only))?;
+    stream.flush()
+}
+
+/// An answer on the wire: status line, headers, body (none for `HEAD`).
+fn reply_bytes(reply: &Reply, head_only: bool) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (k, v) in &reply.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
@@ -440,8 +687,7 @@ fn write_reply(mut stream: &TcpStream, reply: &Reply, head_only: bool) -> std::i
     if !head_only {
         bytes.extend_from_slice(&reply.body);
     }
-    stream.write_all(&bytes)?;
-    stream.flush()
+    bytes
 }
 
 /// A request as read off the wire.
@@ -602,13 +848,8 @@ pub fn read_request<S: Read + Write>(
     })
 }
 
-fn serve_connection(
-    mut stream: TcpStream,
-    ip: IpAddr,
-    limits: &Limits,
-    handler: &dyn Handler,
-    token: &str,
-) {
+fn serve_connection(mut stream: TcpStream, mut slot: Slot, limits: &Limits, shared: &Shared) {
+    let (ip, handler, token) = (slot.ip, shared.handler.as_ref(), &*shared.token);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let _ = stream.set_nodelay(true);
     let request = read_request(&mut stream, limits, |s, t| s.set_read_timeout(Some(t)));
@@ -633,8 +874,44 @@ fn serve_connection(
         ),
         Err(ReadFailure { status: None, .. }) => return,
     };
-    let _ = write_reply(&stream, &reply, head_only);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Free the place before the client can have read the answer: it may connect again at once.
+    slot.release();
+    if send_answer(&stream, &reply_bytes(&reply, head_only), &shared.admission)
+        && stream.shutdown(std::net::Shutdown::Write).is_ok()
+    {
+        shared.linger.hand_over(stream, ip);
+    }
+}
+
+/// Writes `bytes` for a connection that no longer holds a place: at once if they fit the
+/// socket's buffer (nearly always), otherwise as one of the bounded writers waiting for their
+/// clients ([`Admission::stall`]), each for at most [`WRITE_TIMEOUT`]. `false`: not all sent.
+fn send_answer(stream: &TcpStream, bytes: &[u8], admission: &Mutex<Admission>) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut sent = 0;
+    let mut out = stream;
+    while sent < bytes.len() {
+        match out.write(&bytes[sent..]) {
+            Ok(0) => return false,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return false,
+        }
+    }
+    if sent == bytes.len() {
+        return true;
+    }
+    if !admission.lock().expect("admission lock").stall() {
+        return false;
+    }
+    let rest = stream
+        .set_nonblocking(false)
+        .and_then(|()| out.write_all(&bytes[sent..]));
+    admission.lock().expect("admission lock").unstall();
+    rest.is_ok()
 }
 
 /// Answers one request: the page and its assets, or a JSON-RPC call at `/jsonrpc`. `local` is
@@ -738,27 +1015,6 @@ fn serve_page(
             ("Cache-Control", "no-store".into()),
         ],
         body: web::with_token(asset, token).into_bytes(),
-    }
-}
-
-/// Turns `::ffff:a.b.c.d` into `a.b.c.d`.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// `[fd77::3]:65533` → `fd77::3`, `10.0.0.1:65533` → `10.0.0.1`, `name` → `name`.
-pub fn host_only(host: &str) -> String {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("").to_string();
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            h.to_string()
-        }
-        _ => host.to_string(),
     }
 }
 
@@ -882,6 +1138,122 @@ mod tests {
         server.stop();
     }
 
+    /// Answers every call with `self.0` bytes of text.
+    struct Big(usize);
+
+    impl Handler for Big {
+        fn call(&self, _: &Caller, _: &Request) -> Result<Value, RpcError> {
+            Ok(Value::String("x".repeat(self.0)))
+        }
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_socket_buffer_reaches_a_slow_reader_without_holding_its_place() {
+        let limits = Limits {
+            max_connections: 4,
+            max_per_source: 1,
+            rate: 0.0,
+            ..Limits::default()
+        };
+        let size = 1 << 20;
+        let server = Server::start_with(
+            &[Ipv4Addr::LOCALHOST.into()],
+            0,
+            Arc::new(Big(size)),
+            limits,
+        )
+        .unwrap();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"nodeInfo"}"#;
+        let req = format!(
+            "POST /jsonrpc HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut slow = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).unwrap();
+        slow.write_all(req.as_bytes()).unwrap();
+        // Not reading: the answer fills the buffers; the place is free all the same (once the
+        // answer is made: asked again until then).
+        let t = Instant::now();
+        loop {
+            let mut other = TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).unwrap();
+            other
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            other.write_all(req.as_bytes()).unwrap();
+            let mut first = [0u8; 12];
+            other.read_exact(&mut first).unwrap();
+            if &first == b"HTTP/1.1 200" {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the slow reader's place was never free"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = Vec::new();
+        slow.read_to_end(&mut out).unwrap();
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let v: Value = serde_json::from_slice(&out[at..]).unwrap();
+        assert_eq!(
+            v["result"].as_str().map(str::len),
+            Some(size),
+            "the whole answer"
+        );
+        server.stop();
+    }
+
+    fn small_buffer(s: &TcpStream, option: libc::c_int) {
+        let size: libc::c_int = 64 << 10;
+        // SAFETY: setsockopt on a live socket with a pointer to a local of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn a_writer_waiting_for_its_client_takes_a_bounded_place_until_done() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        small_buffer(&client, libc::SO_RCVBUF);
+        let (server, _) = l.accept().unwrap();
+        small_buffer(&server, libc::SO_SNDBUF);
+        server
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let admission = Arc::new(Mutex::new(Admission::new(Limits {
+            max_connections: 1,
+            ..Limits::default()
+        })));
+        let answer: Vec<u8> = (0..1 << 20).map(|n| n as u8).collect();
+        let writer = {
+            let (admission, answer) = (admission.clone(), answer.clone());
+            std::thread::spawn(move || send_answer(&server, &answer, &admission))
+        };
+        let t = Instant::now();
+        while admission.lock().unwrap().stalled() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !admission.lock().unwrap().stall(),
+            "the only place is taken: another writer would be closed"
+        );
+        let mut got = vec![0u8; answer.len()];
+        client.read_exact(&mut got).unwrap();
+        assert!(got == answer, "the whole answer, in order");
+        assert!(writer.join().unwrap());
+        assert_eq!(admission.lock().unwrap().stalled(), 0);
+    }
+
     #[test]
     fn interface_bound_listeners_serve_loopback_wait_for_missing_ones_and_stop() {
         let devices = ["lo".to_string(), "mnigsnx0".to_string()];
@@ -907,6 +1279,74 @@ mod tests {
             TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err(),
             "still answering after stop"
         );
+    }
+
+    #[test]
+    fn lingering_is_bounded_in_all_and_per_source() {
+        let mut book = LingerBook::default();
+        let one: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        for _ in 0..MAX_LINGERING_PER_SOURCE {
+            assert!(book.take(one));
+        }
+        assert!(!book.take(one), "one source takes at most its share");
+        let mut n = MAX_LINGERING_PER_SOURCE;
+        for x in 0..=255u8 {
+            if book.take(Ipv4Addr::new(10, 1, 0, x).into()) {
+                n += 1;
+            }
+        }
+        assert_eq!(n, MAX_LINGERING);
+        assert!(!book.take(Ipv4Addr::new(10, 2, 0, 1).into()), "full");
+        book.give_back(one);
+        assert!(book.take(Ipv4Addr::new(10, 2, 0, 1).into()));
+        for x in 0..=255u8 {
+            book.give_back(Ipv4Addr::new(10, 1, 0, x).into());
+        }
+        // An IPv6 source counts by its /64 (as for the connection caps).
+        let v6 = |last: u16| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, last));
+        let mut v6_taken = 0;
+        for last in 0..100 {
+            if book.take(source_key(v6(last))) {
+                v6_taken += 1;
+            }
+        }
+        assert_eq!(v6_taken, MAX_LINGERING_PER_SOURCE);
+    }
+
+    #[test]
+    fn a_lingering_socket_is_closed_once_its_client_closes_and_frees_its_place() {
+        let (linger, thread) = Linger::start().unwrap();
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let at = l.local_addr().unwrap();
+        let src: IpAddr = Ipv4Addr::new(10, 0, 0, 7).into();
+        let mut clients = Vec::new();
+        for _ in 0..MAX_LINGERING_PER_SOURCE {
+            let c = TcpStream::connect(at).unwrap();
+            let (s, _) = l.accept().unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            assert!(linger.hand_over(s, src));
+            clients.push(c);
+        }
+        let mut late = TcpStream::connect(at).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(
+            !linger.hand_over(s, src),
+            "its share is full: closed at once"
+        );
+        late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(late.read(&mut [0u8; 8]).unwrap(), 0);
+        // The clients send a little and close: drained, closed, places given back.
+        for mut c in clients.drain(..) {
+            c.write_all(b"rest of a request").unwrap();
+        }
+        let t = Instant::now();
+        while linger.book.lock().unwrap().count > 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "never given back");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(linger.book.lock().unwrap().by_source.is_empty());
+        linger.stop();
+        thread.join().unwrap();
     }
 
     #[test]

@@ -1100,6 +1100,11 @@ impl Core {
             h.last_failure_ms = Some(t);
             h.stable_since_ms = None;
             h.registration_failed = !f.unreachable;
+            if let Some(wait) = f.busy_for {
+                // Busy for every method: not asked again before its Retry-After.
+                let wait = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                h.busy_until_ms = Some(t.saturating_add(wait));
+            }
             self.out
                 .push(Effect::CountFailure(f.answer.candidate.socket()));
         }

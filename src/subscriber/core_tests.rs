@@ -5,7 +5,7 @@
 use super::*;
 use crate::discovery::Candidate;
 use crate::protocol::{Grant, NodeInfo, Terms, Uplink};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 fn answer(name: &str, addr: &str) -> Answer {
     Answer {
@@ -71,6 +71,8 @@ struct World {
     refusing: HashSet<String>,
     /// Gateways (by address) nobody answers at (registration: connection refused).
     absent: HashSet<String>,
+    /// Gateways (by address) that answer "busy" (503/429) with this `Retry-After`.
+    busy: HashMap<String, Duration>,
     /// Gateways (by address) whose tunnel no longer answers probes.
     dead: HashSet<String>,
     /// What renewals come to.
@@ -89,6 +91,7 @@ impl World {
             found: vec![],
             refusing: HashSet::new(),
             absent: HashSet::new(),
+            busy: HashMap::new(),
             dead: HashSet::new(),
             renewal: RenewOutcome::Renewed(60),
             lease: 60,
@@ -142,11 +145,20 @@ impl World {
                 for c in choices {
                     let id = select::id(&c.answer);
                     for m in &c.methods {
-                        if self.refusing.contains(&id) || self.absent.contains(&id) {
+                        if let Some(wait) = self.busy.get(&id) {
+                            failures.push(RegFailure {
+                                answer: c.answer.clone(),
+                                msg: format!("{} via {m}: busy", c.answer.info.name),
+                                unreachable: false,
+                                busy_for: Some(*wait),
+                            });
+                            break;
+                        } else if self.refusing.contains(&id) || self.absent.contains(&id) {
                             failures.push(RegFailure {
                                 answer: c.answer.clone(),
                                 msg: format!("{} via {m}: refused", c.answer.info.name),
                                 unreachable: self.absent.contains(&id),
+                                busy_for: None,
                             });
                         } else {
                             let link = NewLink {
@@ -502,6 +514,23 @@ fn offline_a_gateway_held_back_only_because_it_went_down_is_tried_again_when_it_
     let effects = w.run_until(20.1);
     let lost = effects.iter().position(failover_hook).expect("lost");
     assert_eq!(registers_with(&effects[lost..]), [vec!["gw1"]]);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+}
+
+#[test]
+fn a_gateway_that_answers_busy_is_not_asked_again_before_its_retry_after() {
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.busy.insert("fd00::1".into(), Duration::from_secs(30));
+    w.drive(Event::Start);
+    w.run_until(0.1);
+    w.busy.clear();
+    // It answers scans at once and would take us now, but said "in 30 s".
+    let at = w
+        .when(60.0, |e| matches!(e, Effect::Register { .. }))
+        .expect("asked again");
+    assert!(at >= 30.0, "asked again after {at} s");
+    w.run_until(w.t() + 1.0);
     assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
 }
 

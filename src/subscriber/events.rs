@@ -108,6 +108,8 @@ pub struct RegFailure {
     pub msg: String,
     /// Nobody was at its RPC port (refused, no route).
     pub unreachable: bool,
+    /// It answered "busy" (HTTP 503/429) with this `Retry-After`.
+    pub busy_for: Option<Duration>,
 }
 
 /// What `renewConnection` came to.

@@ -65,6 +65,9 @@ pub struct History {
     /// where nobody was at its port, and not the gateway going down while we used it): such a
     /// gateway keeps its back-off even when we have no other ([`rank_for_rescue`]).
     pub registration_failed: bool,
+    /// The gateway answered "busy, ask again later" (HTTP 429/503) and named a `Retry-After`:
+    /// not asked again before this (ms, caller's clock), whatever the back-off says.
+    pub busy_until_ms: Option<u64>,
 }
 
 /// Tuning of the selection rules.
@@ -146,6 +149,9 @@ pub fn unusable(
     }
     if h.down {
         return Some("down".into());
+    }
+    if let Some(until) = h.busy_until_ms.filter(|&u| now_ms < u) {
+        return Some(format!("busy: asked us to wait {} ms more", until - now_ms));
     }
     if let Some(at) = h.last_failure_ms {
         let until = at.saturating_add(backoff_ms(h.failures, policy));
@@ -596,6 +602,30 @@ mod tests {
         };
         assert!(unusable(&a, &wants(), &h, 53_999, &p).is_some());
         assert!(unusable(&a, &wants(), &h, 54_000, &p).is_none());
+    }
+
+    #[test]
+    fn a_busy_gateway_is_not_asked_before_its_retry_after_even_in_a_rescue() {
+        let p = no_tie();
+        let a = answer("busy", "fd77::1", 1, 0);
+        // One failure: a 1 s back-off, but the gateway asked for 30 s.
+        let h = History {
+            failures: 1,
+            last_failure_ms: Some(10_000),
+            registration_failed: true,
+            busy_until_ms: Some(40_000),
+            ..History::default()
+        };
+        assert!(unusable(&a, &wants(), &h, 12_000, &p).is_some());
+        assert!(unusable(&a, &wants(), &h, 39_999, &p).is_some());
+        assert!(unusable(&a, &wants(), &h, 40_000, &p).is_none());
+        let hist = hist_of(&[("fd77::1", h)]);
+        let list = [a];
+        assert!(rank_for_rescue(&list, &wants(), &hist, 20_000, &p, 0).is_empty());
+        assert_eq!(
+            names(&rank_for_rescue(&list, &wants(), &hist, 40_000, &p, 0)),
+            ["busy"]
+        );
     }
 
     #[test]

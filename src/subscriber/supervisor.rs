@@ -20,9 +20,9 @@
 use super::core::{Core, Effect, Event, Level, Link, NewLink, RegFailure, RenewOutcome};
 use super::select;
 use super::trust;
+use crate::clock::now;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
-use crate::gateway::service::now;
 use crate::hooks::{self, Event as Hook, session_env};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
@@ -647,11 +647,19 @@ impl Supervisor {
                             link: Some(link),
                         };
                     }
-                    Err(e) => failures.push(RegFailure {
-                        answer: a.clone(),
-                        msg: format!("{} via {m}: {}", a.info.name, e.msg),
-                        unreachable: e.unreachable,
-                    }),
+                    Err(e) => {
+                        let busy = e.busy_for.is_some();
+                        failures.push(RegFailure {
+                            answer: a.clone(),
+                            msg: format!("{} via {m}: {}", a.info.name, e.msg),
+                            unreachable: e.unreachable,
+                            busy_for: e.busy_for,
+                        });
+                        if busy {
+                            // Busy is the node's answer for every method: try the next gateway.
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -751,6 +759,10 @@ impl Supervisor {
         let answer = call_gateway(gateway, "requestConnection", req.to_params(), CALL_TIMEOUT)
             .map_err(|e| RegisterError {
                 unreachable: matches!(e, client::ClientError::Connect(..)),
+                busy_for: match e {
+                    client::ClientError::Busy(_, wait) => Some(wait),
+                    _ => None,
+                },
                 msg: e.to_string(),
             })?;
         let grant = match outcome::<Grant>(answer).map_err(|e| e.to_string())? {
@@ -917,6 +929,8 @@ struct RegisterError {
     msg: String,
     /// Nobody was at the gateway's RPC port (connection refused, no route).
     unreachable: bool,
+    /// The gateway answered busy (HTTP 429/503) and asked to be left alone this long.
+    busy_for: Option<Duration>,
 }
 
 impl From<String> for RegisterError {
@@ -924,6 +938,7 @@ impl From<String> for RegisterError {
         RegisterError {
             msg,
             unreachable: false,
+            busy_for: None,
         }
     }
 }

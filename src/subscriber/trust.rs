@@ -20,7 +20,7 @@
 //!   prefixes, or routes of any table (mesh routes, LAN routes) — except those of our own
 //!   tunnels.
 
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
 use crate::protocol::{Grant, NodeInfo};
 use crate::validate::{self, quoted};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Methods kept from one `nodeInfo` answer at most.
 pub const MAX_METHODS: usize = 16;
 /// Gossip entries kept from one `nodeInfo` answer at most.
-pub const MAX_GOSSIP: usize = crate::discovery::gossip::MAX_PER_NODE;
+pub const MAX_GOSSIP: usize = 16;
 /// Largest `nodeInfo` answer read, in bytes (a real one is well under 2 KB).
 pub const MAX_NODE_INFO: usize = 8 * 1024;
 /// Largest `requestConnection`/`renewConnection` answer read (an OpenVPN grant carries two PEM
@@ -96,8 +96,8 @@ pub fn grant_key(g: &Grant) -> Option<String> {
     match g.method.as_str() {
         "wireguard" => field("publicKey").map(|k| format!("wireguard {k}")),
         "openvpn" => field("ca").map(|ca| {
-            let digest = crate::discovery::sha2::sha256(ca.trim().as_bytes());
-            format!("openvpn-ca sha256:{}", crate::discovery::sha2::hex(&digest))
+            let digest = crate::cjdns::sha2::sha256(ca.trim().as_bytes());
+            format!("openvpn-ca sha256:{}", crate::cjdns::sha2::hex(&digest))
         }),
         _ => None,
     }

@@ -157,14 +157,12 @@ fn tunnel_ifs(policy: &Policy, sessions: &[Session]) -> Vec<String> {
     v
 }
 
-/// The nft script that replaces our table with the policy for `sessions` (one transaction).
-pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
+/// The elements of every set and map of our table that depends on the sessions, by name, in
+/// the order the sessions are given (map elements as `key : value`), for [`nft_script`], which
+/// renders them in full. A change is rendered from [`session_elements`] by [`nft_changes`].
+pub fn nft_elements(policy: &Policy, sessions: &[Session]) -> Vec<(&'static str, Vec<String>)> {
     let (fwd, local) = partition(sessions);
     let sessions = &fwd[..];
-    let wan = quote(&policy.wan);
-    let mut s = format!(
-        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
-    );
     // sess*: every session (masquerade); tun*: sessions whose tunnel authenticates them;
     // bind4: sessions without tunnel (route), with the MAC address they must come from.
     let (mut sess4, mut sess6, mut tun4, mut tun6, mut bind4) =
@@ -190,30 +188,20 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
             }
         }
     }
-    let sets: [(&str, &str, Option<String>); 7] = [
+    let mut out = vec![
         (
             "tunifs",
-            "ifname",
-            set_of(tunnel_ifs(policy, sessions).iter().map(|i| quote(i))),
+            tunnel_ifs(policy, sessions)
+                .iter()
+                .map(|i| quote(i))
+                .collect(),
         ),
-        (
-            "meshifs",
-            "ifname",
-            set_of(policy.mesh.iter().map(|i| quote(i))),
-        ),
-        ("sess4", "ifname . ipv4_addr", set_of(sess4)),
-        ("sess6", "ifname . ipv6_addr", set_of(sess6)),
-        ("tun4", "ifname . ipv4_addr", set_of(tun4)),
-        ("tun6", "ifname . ipv6_addr", set_of(tun6)),
-        ("bind4", "ifname . ipv4_addr . ether_addr", set_of(bind4)),
+        ("sess4", sess4),
+        ("sess6", sess6),
+        ("tun4", tun4),
+        ("tun6", tun6),
+        ("bind4", bind4),
     ];
-    for (name, ty, elements) in sets {
-        s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
-        if let Some(e) = elements {
-            s.push_str(&format!("\t\telements = {e};\n"));
-        }
-        s.push_str("\t}\n");
-    }
     // Shaping classes by address: downloads by destination, uploads by source.
     for (name, on, v6) in [
         ("down4", policy.shape_down, false),
@@ -221,52 +209,136 @@ pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
         ("up4", policy.shape_up, false),
         ("up6", policy.shape_up, true),
     ] {
-        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
         let elements = sessions.iter().filter(|_| on).flat_map(|x| {
             x.addrs
                 .iter()
                 .filter(move |a| a.is_ipv6() == v6)
                 .map(move |a| format!("{a} : {}:{:x}", super::shaper::HANDLE, x.class))
         });
-        s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
-        if let Some(e) = set_of(elements) {
-            s.push_str(&format!("\t\telements = {e};\n"));
-        }
-        s.push_str("\t}\n");
+        out.push((name, elements.collect()));
     }
     // Local sessions: their ports, and each port with the one address that may use it.
     let mut lports: Vec<u16> = local.iter().map(|(_, p)| *p).collect();
     lports.sort();
     lports.dedup();
-    for (name, ty, elements) in [
-        (
-            "lports",
-            "inet_service",
-            set_of(lports.iter().map(u16::to_string)),
-        ),
-        (
-            "owner4",
-            "ipv4_addr . inet_service",
-            set_of(
-                local
-                    .iter()
-                    .filter(|(o, _)| o.is_ipv4())
-                    .map(|(o, p)| format!("{o} . {p}")),
-            ),
-        ),
-        (
-            "owner6",
-            "ipv6_addr . inet_service",
-            set_of(
-                local
-                    .iter()
-                    .filter(|(o, _)| o.is_ipv6())
-                    .map(|(o, p)| format!("{o} . {p}")),
-            ),
-        ),
-    ] {
-        s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
-        if let Some(e) = elements {
+    out.push(("lports", lports.iter().map(u16::to_string).collect()));
+    for (name, v6) in [("owner4", false), ("owner6", true)] {
+        let elements = local
+            .iter()
+            .filter(|(o, _)| o.is_ipv6() == v6)
+            .map(|(o, p)| format!("{o} . {p}"));
+        out.push((name, elements.collect()));
+    }
+    out
+}
+
+/// The elements one session puts into the sets and maps of [`nft_elements`], as (name,
+/// element). Several sessions may put the same element (a tunnel interface in `tunifs`);
+/// [`Firewall`] counts them, so that a change costs what changed, not what is there.
+pub fn session_elements(policy: &Policy, x: &Session) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some((owner, port)) = x.local {
+        let owner = owner.to_canonical();
+        out.push(("lports", port.to_string()));
+        let set = if owner.is_ipv6() { "owner6" } else { "owner4" };
+        out.push((set, format!("{owner} . {port}")));
+        return out;
+    }
+    if x.mac.is_none() && !policy.mesh.contains(&x.ifname) {
+        out.push(("tunifs", quote(&x.ifname)));
+    }
+    for a in &x.addrs {
+        let key = format!("{} . {a}", quote(&x.ifname));
+        match (a, &x.mac) {
+            (IpAddr::V4(_), None) => {
+                out.push(("sess4", key.clone()));
+                out.push(("tun4", key));
+            }
+            (IpAddr::V6(_), None) => {
+                out.push(("sess6", key.clone()));
+                out.push(("tun6", key));
+            }
+            (IpAddr::V4(_), Some(mac)) => {
+                out.push(("sess4", key.clone()));
+                out.push(("bind4", format!("{key} . {mac}")));
+            }
+            (IpAddr::V6(_), Some(_)) => continue,
+        }
+        let class = format!("{a} : {}:{:x}", super::shaper::HANDLE, x.class);
+        let v6 = a.is_ipv6();
+        if policy.shape_down {
+            out.push((if v6 { "down6" } else { "down4" }, class.clone()));
+        }
+        if policy.shape_up {
+            out.push((if v6 { "up6" } else { "up4" }, class));
+        }
+    }
+    out
+}
+
+/// The nft script (one transaction) that deletes `gone` and adds `new` (name, element) pairs:
+/// deletions first (a map element by its key alone), so that a map key whose value changes is
+/// replaced. Empty when there is nothing to do.
+pub fn nft_changes(gone: &[(&'static str, String)], new: &[(&'static str, String)]) -> String {
+    let mut script = String::new();
+    for (verb, list) in [("delete", gone), ("add", new)] {
+        let mut by_set: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, e) in list {
+            let e = if verb == "delete" && is_map(name) {
+                e.split(" : ").next().unwrap_or(e)
+            } else {
+                e.as_str()
+            };
+            by_set.entry(name).or_default().push(e);
+        }
+        for (name, elements) in by_set {
+            script.push_str(&format!(
+                "{verb} element inet {NFT_TABLE} {name} {{ {} }}\n",
+                elements.join(", ")
+            ));
+        }
+    }
+    script
+}
+
+/// The element types of the sets and maps of [`nft_elements`] (maps map to `classid`).
+fn element_type(name: &str) -> &'static str {
+    match name {
+        "tunifs" | "meshifs" => "ifname",
+        "sess4" | "tun4" => "ifname . ipv4_addr",
+        "sess6" | "tun6" => "ifname . ipv6_addr",
+        "bind4" => "ifname . ipv4_addr . ether_addr",
+        "down4" | "up4" => "ipv4_addr",
+        "down6" | "up6" => "ipv6_addr",
+        "lports" => "inet_service",
+        "owner4" => "ipv4_addr . inet_service",
+        _ => "ipv6_addr . inet_service",
+    }
+}
+
+fn is_map(name: &str) -> bool {
+    matches!(name, "down4" | "down6" | "up4" | "up6")
+}
+
+/// The nft script that replaces our table with the policy for `sessions` (one transaction).
+pub fn nft_script(policy: &Policy, sessions: &[Session]) -> String {
+    let wan = quote(&policy.wan);
+    let mut s = format!(
+        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n"
+    );
+    let mut elements = nft_elements(policy, sessions);
+    elements.insert(
+        1,
+        ("meshifs", policy.mesh.iter().map(|i| quote(i)).collect()),
+    );
+    for (name, list) in elements {
+        let ty = element_type(name);
+        if is_map(name) {
+            s.push_str(&format!("\tmap {name} {{\n\t\ttype {ty} : classid;\n"));
+        } else {
+            s.push_str(&format!("\tset {name} {{\n\t\ttype {ty};\n"));
+        }
+        if let Some(e) = set_of(list) {
             s.push_str(&format!("\t\telements = {e};\n"));
         }
         s.push_str("\t}\n");
@@ -608,6 +680,8 @@ pub struct Firewall {
     pub policy: Policy,
     /// Live sessions by key (the session id).
     sessions: BTreeMap<String, Session>,
+    /// How many listed sessions put each (set, element) in (nft).
+    elements: BTreeMap<(&'static str, String), usize>,
     /// Per-subscriber shaping.
     shaper: Shaper,
 }
@@ -630,6 +704,7 @@ impl Firewall {
             backend,
             policy,
             sessions: BTreeMap::new(),
+            elements: BTreeMap::new(),
             shaper,
         }
     }
@@ -637,6 +712,7 @@ impl Firewall {
     /// Installs the policy with no session (anything left by an earlier run is replaced).
     pub fn setup(&mut self) -> Result<(), CmdError> {
         self.sessions.clear();
+        self.elements.clear();
         if self.backend == Backend::Iptables {
             self.teardown()?;
             for ipt in ["iptables", "ip6tables"] {
@@ -667,46 +743,160 @@ impl Firewall {
         }
     }
 
-    /// Admits one session (replacing what `key` had).
-    pub fn admit(&mut self, key: &str, session: Session) -> Result<(), CmdError> {
-        // A local session's traffic leaves from the gateway itself: no class to give it.
-        if session.local.is_none() {
-            self.shaper.admit(&session.ifname, session.class)?;
+    /// Brings the kernel from our list with `removed` and without `added` to our list: with
+    /// nft only the set and map elements that changed (one transaction, nothing when nothing
+    /// changed; counted per element, so it costs what changed); with iptables our chains in full
+    /// (one `iptables-restore --noflush` per family).
+    fn apply_change(&mut self, removed: &[Session], added: &[Session]) -> Result<(), CmdError> {
+        if self.backend == Backend::Iptables {
+            return self.apply();
         }
-        let (ifname, class, local) = (session.ifname.clone(), session.class, session.local);
-        let old = self.sessions.insert(key.to_string(), session);
-        let r = self.apply();
+        let (gone, new) = self.count(removed, added);
+        let script = nft_changes(&gone, &new);
+        if script.is_empty() {
+            return Ok(());
+        }
+        let r = cmd::run_input(&["nft", "-f", "-"], &script).map(drop);
         if r.is_err() {
-            // Nothing half-made: the class this call gave goes again unless the session it
-            // replaces still uses it.
-            let kept = old
-                .as_ref()
-                .is_some_and(|o| o.local.is_none() && o.ifname == ifname && o.class == class);
-            if local.is_none() && !kept {
-                let _ = self.shaper.dismiss(&ifname, class);
-            }
-            match old {
-                Some(o) => self.sessions.insert(key.to_string(), o),
-                None => self.sessions.remove(key),
-            };
+            self.count(added, removed);
         }
         r
+    }
+
+    /// Counts `removed` out and `added` in; returns the elements no session holds any more and
+    /// those that no session held before (an element in both is left alone).
+    #[allow(clippy::type_complexity)]
+    fn count(
+        &mut self,
+        removed: &[Session],
+        added: &[Session],
+    ) -> (Vec<(&'static str, String)>, Vec<(&'static str, String)>) {
+        let mut gone = Vec::new();
+        for x in removed {
+            for e in session_elements(&self.policy, x) {
+                if let Some(n) = self.elements.get_mut(&e) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.elements.remove(&e);
+                        gone.push(e);
+                    }
+                }
+            }
+        }
+        let mut new = Vec::new();
+        for x in added {
+            for e in session_elements(&self.policy, x) {
+                let n = self.elements.entry(e.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    new.push(e);
+                }
+            }
+        }
+        // Gone and back in the same change: nothing to do for it.
+        let both: std::collections::BTreeSet<(&'static str, String)> =
+            gone.iter().filter(|e| new.contains(e)).cloned().collect();
+        gone.retain(|e| !both.contains(e));
+        new.retain(|e| !both.contains(e));
+        (gone, new)
+    }
+
+    /// Admits one session (replacing what `key` had).
+    pub fn admit(&mut self, key: &str, session: Session) -> Result<(), CmdError> {
+        self.admit_many(vec![(key.to_string(), session)])
+    }
+
+    /// Admits sessions (each replacing what its key had), all in one change: the shaping classes
+    /// in one `tc` batch, the rules in one transaction. On an error nothing of it stays: the
+    /// classes given go again, and the list (and the kernel) hold what they held before.
+    pub fn admit_many(&mut self, batch: Vec<(String, Session)>) -> Result<(), CmdError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // A local session's traffic leaves from the gateway itself: no class to give it.
+        let classes: Vec<(String, u32)> = batch
+            .iter()
+            .filter(|(_, s)| s.local.is_none())
+            .map(|(_, s)| (s.ifname.clone(), s.class))
+            .collect();
+        if let Err(e) = self.shaper.admit_many(&classes) {
+            let unused = self.unused(&classes);
+            let _ = self.shaper.dismiss_many(&unused);
+            return Err(e);
+        }
+        let mut olds = Vec::new();
+        let mut added = Vec::new();
+        for (key, session) in batch {
+            added.push(session.clone());
+            olds.push((key.clone(), self.sessions.insert(key, session)));
+        }
+        let removed: Vec<Session> = olds.iter().filter_map(|(_, o)| o.clone()).collect();
+        let r = self.apply_change(&removed, &added);
+        if r.is_err() {
+            // Nothing half-made: the list is what it was, and the classes this call gave go
+            // again unless a session still there uses them.
+            for (key, old) in olds.into_iter().rev() {
+                match old {
+                    Some(o) => self.sessions.insert(key, o),
+                    None => self.sessions.remove(&key),
+                };
+            }
+            let unused = self.unused(&classes);
+            let _ = self.shaper.dismiss_many(&unused);
+        }
+        r
+    }
+
+    /// Of `classes`, those no listed session uses.
+    fn unused(&self, classes: &[(String, u32)]) -> Vec<(String, u32)> {
+        classes
+            .iter()
+            .filter(|(ifname, class)| {
+                !self
+                    .sessions
+                    .values()
+                    .any(|s| s.local.is_none() && &s.ifname == ifname && s.class == *class)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Withdraws a session, then forgets its connections (conntrack), so that nothing it
     /// opened survives, neither through NAT nor for whoever gets the address next.
     pub fn dismiss(&mut self, key: &str, addrs: &[IpAddr]) -> Result<(), CmdError> {
-        if let Some(gone) = self.sessions.remove(key) {
-            if let Err(e) = self.apply() {
-                // The rules still hold it: so does our list, for the next attempt.
-                self.sessions.insert(key.to_string(), gone);
+        self.dismiss_many(&[(key.to_string(), addrs.to_vec())])
+    }
+
+    /// Withdraws sessions (key, addresses) in one change, then forgets their connections. If
+    /// the rules cannot be changed, the list keeps them all (the kernel still holds them), for
+    /// the next attempt.
+    pub fn dismiss_many(&mut self, batch: &[(String, Vec<IpAddr>)]) -> Result<(), CmdError> {
+        let gone: Vec<(String, Session)> = batch
+            .iter()
+            .filter_map(|(key, _)| self.sessions.remove(key).map(|s| (key.clone(), s)))
+            .collect();
+        if !gone.is_empty() {
+            let removed: Vec<Session> = gone.iter().map(|(_, s)| s.clone()).collect();
+            if let Err(e) = self.apply_change(&removed, &[]) {
+                // The rules still hold them: so does our list.
+                self.sessions.extend(gone);
                 return Err(e);
             }
-            if gone.local.is_none() {
-                self.shaper.dismiss(&gone.ifname, gone.class)?;
-            }
+            let classes: Vec<(String, u32)> = gone
+                .iter()
+                .filter(|(_, s)| s.local.is_none())
+                .map(|(_, s)| (s.ifname.clone(), s.class))
+                .collect();
+            let unused = self.unused(&classes);
+            self.shaper.dismiss_many(&unused)?;
         }
-        flush_conntrack(addrs)
+        let addrs: Vec<IpAddr> = batch.iter().flat_map(|(_, a)| a.iter().copied()).collect();
+        flush_conntrack(&addrs)
+    }
+
+    /// The keys of the sessions listed (admitted and not dismissed).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.sessions.keys().map(String::as_str)
     }
 
     /// Removes the table or chains and everything in them, and the shaping.
@@ -751,18 +941,61 @@ pub fn conntrack_argv(addr: IpAddr) -> [Vec<String>; 2] {
     })
 }
 
+/// Above this many addresses, [`flush_conntrack`] lists the table once per family and deletes
+/// only the addresses that have connections, instead of two deletions per address.
+const CONNTRACK_LIST_ABOVE: usize = 4;
+
+/// `conntrack -L -f FAMILY`: the connection table of one family.
+fn conntrack_table(fam: &str) -> Result<String, CmdError> {
+    cmd::run(&["conntrack", "-L", "-f", fam])
+}
+
+/// The addresses of `wanted` that appear (as `src=` or `dst=`) in a `conntrack -L` listing or
+/// in `/proc/net/nf_conntrack` (IPv6 addresses there in full, without `::`).
+pub fn conntrack_listed(listing: &str, wanted: &[IpAddr]) -> Vec<IpAddr> {
+    let mut seen = std::collections::BTreeSet::new();
+    for word in listing.split_whitespace() {
+        let addr = word
+            .strip_prefix("src=")
+            .or_else(|| word.strip_prefix("dst="))
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        if let Some(a) = addr.filter(|a| wanted.contains(a)) {
+            seen.insert(a);
+        }
+    }
+    seen.into_iter().collect()
+}
+
 /// Forgets the connections of `addrs`. Without the `conntrack` program this is logged and
 /// skipped (the firewall still stops the traffic; only the NAT entries live on until they time
-/// out).
+/// out). Many addresses (a batch of releases) cost one listing per family, and deletions only
+/// for those with connections.
 pub fn flush_conntrack(addrs: &[IpAddr]) -> Result<(), CmdError> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
     if !cmd::available("conntrack") {
         crate::log::warn(
             "`conntrack` is not installed: connections of a freed address are not flushed",
         );
         return Ok(());
     }
-    for a in addrs {
-        for argv in conntrack_argv(*a) {
+    // No connection tracked at all (the kernel says so for free): nothing to forget.
+    let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count");
+    if count.is_ok_and(|c| c.trim() == "0") {
+        return Ok(());
+    }
+    let mut targets = addrs.to_vec();
+    if addrs.len() > CONNTRACK_LIST_ABOVE {
+        // The kernel's own listing (both families) when it offers one: no program to run.
+        let table = match std::fs::read_to_string("/proc/net/nf_conntrack") {
+            Ok(t) => t,
+            Err(_) => conntrack_table("ipv4")? + &conntrack_table("ipv6")?,
+        };
+        targets = conntrack_listed(&table, addrs);
+    }
+    for a in targets {
+        for argv in conntrack_argv(a) {
             match cmd::run(&argv) {
                 Ok(_) => {}
                 // "0 flow entries have been deleted" exits 1: nothing to forget.
@@ -986,6 +1219,117 @@ mod tests {
                 )));
             }
         }
+    }
+
+    fn nft_firewall() -> Firewall {
+        Firewall::choose("nft", policy(), Shaper::new(1000, 0, 10, "wan0"))
+    }
+
+    /// The script of a change: `removed` out of, `added` into what `fw` counts.
+    fn change(fw: &mut Firewall, removed: &[Session], added: &[Session]) -> String {
+        let (gone, new) = fw.count(removed, added);
+        nft_changes(&gone, &new)
+    }
+
+    #[test]
+    fn nft_changes_are_only_what_changed() {
+        let mut fw = nft_firewall();
+        let all = sessions();
+        let first = change(&mut fw, &[], &all[..1]);
+        assert!(
+            first.contains("add element inet mnigs tunifs { \"mnigs-wg\" }\n"),
+            "{first}"
+        );
+        let add = change(&mut fw, &[], &all[1..]);
+        assert!(!add.contains("delete"), "{add}");
+        assert!(add.contains("add element inet mnigs sess4 { \"br-mesh\" . 100.127.0.3 }\n"));
+        assert!(add.contains(
+            "add element inet mnigs bind4 { \"br-mesh\" . 100.127.0.3 . 02:00:00:00:00:03 }\n"
+        ));
+        assert!(add.contains("add element inet mnigs down4 { 100.127.0.3 : 7e:101 }\n"));
+        assert!(
+            !add.contains("tunifs"),
+            "the mesh interface is no tunnel: {add}"
+        );
+        assert_eq!(
+            change(&mut fw, &[], &[]),
+            "",
+            "nothing changed: no transaction"
+        );
+        // Back again: map elements are deleted by their key.
+        let del = change(&mut fw, &all[1..], &[]);
+        assert!(!del.contains("add"), "{del}");
+        assert!(
+            del.contains("delete element inet mnigs down4 { 100.127.0.3 }\n"),
+            "{del}"
+        );
+        // A tunnel interface goes from `tunifs` only with the last session on it.
+        let other = Session {
+            ifname: "mnigs-wg".into(),
+            addrs: vec!["100.127.0.3".parse().unwrap()],
+            mac: None,
+            local: None,
+            class: 0x101,
+        };
+        change(&mut fw, &[], std::slice::from_ref(&other));
+        let one_left = change(&mut fw, std::slice::from_ref(&other), &[]);
+        assert!(!one_left.contains("tunifs"), "{one_left}");
+        // The same address given to a new session in the same change: nothing to do.
+        assert_eq!(change(&mut fw, &all[..1], &all[..1]), "");
+        // A map key whose value changes: deleted, then added.
+        let mut moved = all[0].clone();
+        moved.class = 0x1ff;
+        let c = change(&mut fw, &all[..1], std::slice::from_ref(&moved));
+        let d = c
+            .find("delete element inet mnigs down4 { 100.127.0.2 }")
+            .unwrap();
+        let a = c
+            .find("add element inet mnigs down4 { 100.127.0.2 : 7e:1ff }")
+            .unwrap();
+        assert!(d < a, "{c}");
+        let none_left = change(&mut fw, std::slice::from_ref(&moved), &[]);
+        assert!(
+            none_left.contains("delete element inet mnigs tunifs { \"mnigs-wg\" }\n"),
+            "{none_left}"
+        );
+        assert!(fw.elements.is_empty(), "{:?}", fw.elements);
+    }
+
+    #[test]
+    fn counted_elements_are_the_full_scripts() {
+        let mut fw = nft_firewall();
+        let all = with_socks_and_softether();
+        fw.count(&[], &all);
+        let counted: std::collections::BTreeSet<(&str, String)> =
+            fw.elements.keys().cloned().collect();
+        let full: std::collections::BTreeSet<(&str, String)> = nft_elements(&fw.policy, &all)
+            .into_iter()
+            .flat_map(|(name, v)| v.into_iter().map(move |e| (name, e)))
+            .collect();
+        assert_eq!(counted, full);
+        let script = nft_script(&fw.policy, &all);
+        for (_, e) in &full {
+            assert!(script.contains(e.as_str()), "{e} not in the full script");
+        }
+    }
+
+    #[test]
+    fn conntrack_listing_names_the_addresses_with_connections() {
+        let proc = "ipv4     2 tcp      6 431999 ESTABLISHED src=100.127.0.2 dst=203.0.113.7 sport=4 dport=80 src=203.0.113.7 dst=198.51.100.1 sport=80 dport=4 [ASSURED] mark=0 zone=0 use=2\n\
+                    ipv6     10 udp      17 29 src=fd7e:7e7e:0000:0000:0000:0000:0000:0003 dst=2001:0db8:0000:0000:0000:0000:0000:0001 sport=5 dport=53 src=2001:0db8:0000:0000:0000:0000:0000:0001 dst=fd7e:7e7e:0000:0000:0000:0000:0000:0003 sport=53 dport=5 mark=0 zone=0 use=2\n";
+        let wanted: Vec<IpAddr> = ["100.127.0.2", "100.127.0.3", "fd7e:7e7e::3", "fd7e:7e7e::2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let found = conntrack_listed(proc, &wanted);
+        assert_eq!(
+            found,
+            vec![
+                "100.127.0.2".parse::<IpAddr>().unwrap(),
+                "fd7e:7e7e::3".parse().unwrap()
+            ]
+        );
+        assert!(conntrack_listed("", &wanted).is_empty());
     }
 
     #[test]

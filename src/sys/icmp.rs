@@ -67,9 +67,39 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// The TTL (IPv4) of a reply as a raw IPv4 socket delivers it (with its IP header).
+pub fn ipv4_ttl(packet: &[u8]) -> Option<u8> {
+    (packet.first()? >> 4 == 4).then(|| packet.get(8).copied())?
+}
+
+/// Hops to a host whose packet arrived with `ttl`: hosts start at 64 (Linux, BSD), 128
+/// (Windows) or 255 (some routers), and every router on the way takes one off; the host next
+/// to us is one hop away.
+pub fn hops_from_ttl(ttl: u8) -> u32 {
+    let start = [64u8, 128, 255]
+        .into_iter()
+        .find(|s| ttl <= *s)
+        .unwrap_or(255);
+    u32::from(start - ttl) + 1
+}
+
+/// An echo reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Round-trip time.
+    pub rtt: Duration,
+    /// The reply's TTL (IPv4) or hop limit (IPv6), if the kernel told it.
+    pub ttl: Option<u8>,
+}
+
 /// Sends one echo request to `target` (out of `device` if given) and waits up to `timeout` for
 /// the reply; returns the round-trip time.
 pub fn echo(target: IpAddr, device: Option<&str>, timeout: Duration) -> io::Result<Duration> {
+    echo_reply(target, device, timeout).map(|r| r.rtt)
+}
+
+/// [`echo`], with the TTL or hop limit the reply arrived with.
+pub fn echo_reply(target: IpAddr, device: Option<&str>, timeout: Duration) -> io::Result<Reply> {
     let v6 = target.is_ipv6();
     let (domain, proto) = if v6 {
         (libc::AF_INET6, libc::IPPROTO_ICMPV6)
@@ -93,6 +123,19 @@ pub fn echo(target: IpAddr, device: Option<&str>, timeout: Duration) -> io::Resu
                 libc::SO_BINDTODEVICE,
                 dev.as_ptr().cast(),
                 dev.len() as libc::socklen_t,
+            )
+        })?;
+    }
+    if v6 {
+        let on: libc::c_int = 1;
+        // SAFETY: an int option with its size; the hop limit then comes as ancillary data.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_RECVHOPLIMIT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         })?;
     }
@@ -133,19 +176,23 @@ pub fn echo(target: IpAddr, device: Option<&str>, timeout: Duration) -> io::Resu
             Ok(0) => continue,
             Ok(_) => {}
         }
+        // SAFETY: all-zero is valid for these plain-data structs.
         let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut from_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: `buf` and `from` are valid for the lengths given.
-        let n = unsafe {
-            libc::recvfrom(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut from as *mut libc::sockaddr_storage).cast(),
-                &mut from_len,
-            )
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` points at `buf`, `from` and `control`, all valid for the lengths given.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
@@ -153,10 +200,35 @@ pub fn echo(target: IpAddr, device: Option<&str>, timeout: Duration) -> io::Resu
             }
             return Err(e);
         }
-        if from_ip(&from) == Some(target) && is_reply(v6, &buf[..n as usize], id, seq) {
-            return Ok(started.elapsed());
+        let packet = &buf[..n as usize];
+        if from_ip(&from) == Some(target) && is_reply(v6, packet, id, seq) {
+            let ttl = if v6 {
+                hop_limit(&msg)
+            } else {
+                ipv4_ttl(packet)
+            };
+            return Ok(Reply {
+                rtt: started.elapsed(),
+                ttl,
+            });
         }
     }
+}
+
+/// The IPV6_HOPLIMIT ancillary value of a received message.
+fn hop_limit(msg: &libc::msghdr) -> Option<u8> {
+    // SAFETY: the CMSG macros walk the control buffer `msg` describes, which recvmsg filled.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IPV6 && (*c).cmsg_type == libc::IPV6_HOPLIMIT {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return u8::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }
 
 fn socket_addr(ip: IpAddr) -> (Vec<u8>, libc::socklen_t) {
@@ -240,11 +312,43 @@ mod tests {
     }
 
     #[test]
+    fn hops_count_the_routers_a_reply_crossed() {
+        assert_eq!(
+            hops_from_ttl(64),
+            1,
+            "a neighbour's reply arrives untouched"
+        );
+        assert_eq!(hops_from_ttl(62), 3);
+        assert_eq!(hops_from_ttl(127), 2, "a host starting at 128");
+        assert_eq!(hops_from_ttl(250), 6, "a router starting at 255");
+        assert_eq!(hops_from_ttl(1), 64);
+    }
+
+    #[test]
+    fn the_ttl_is_read_from_an_ipv4_header_only() {
+        let mut p = vec![0x45u8, 0, 0, 28, 0, 0, 0, 0, 61, 1];
+        p.extend_from_slice(&[0; 18]);
+        assert_eq!(ipv4_ttl(&p), Some(61));
+        p[0] = 0x60;
+        assert_eq!(ipv4_ttl(&p), None);
+        assert_eq!(ipv4_ttl(&[0x45, 0, 0]), None);
+    }
+
+    #[test]
     fn loopback_echo_when_root() {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
         let rtt = echo("127.0.0.1".parse().unwrap(), None, Duration::from_secs(1));
         assert!(rtt.is_ok(), "{rtt:?}");
+        for local in ["127.0.0.1", "::1"] {
+            let r = echo_reply(local.parse().unwrap(), None, Duration::from_secs(1));
+            // Our own reply leaves and arrives without crossing a router.
+            assert_eq!(
+                r.map(|r| r.ttl.map(hops_from_ttl)).ok(),
+                Some(Some(1)),
+                "{local}"
+            );
+        }
     }
 }

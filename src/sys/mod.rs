@@ -1,7 +1,9 @@
-//! The only place with side effects on the system: spawning programs and touching `/proc`.
+//! The only place with side effects on the system: spawning programs, touching `/proc` and
+//! writing the tunnel methods' files.
 //!
 //! # Layout
 //! - `cmd.rs`: run an argv (never a shell) with a timeout, capture stdout/stderr, log every command.
+//! - `fs.rs`: the tunnel methods' state files (private directories, whole-file writes, removal).
 //! - `net.rs`: addresses, routes, links and forwarding, built on `cmd`.
 //! - `firewall.rs`: the gateway's forward/input policy and NAT (nftables or iptables).
 //! - `shaper.rs`: per-subscriber fair shares of the uplink (`tc` HTB classes).
@@ -9,6 +11,7 @@
 
 pub mod cmd;
 pub mod firewall;
+pub mod fs;
 pub mod icmp;
 pub mod net;
 pub mod shaper;

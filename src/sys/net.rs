@@ -6,7 +6,7 @@
 //! an error, so teardown after a crash can run them blindly.
 
 use super::cmd::{self, CmdError};
-use crate::config::model::Prefix;
+use crate::prefix::Prefix;
 use std::net::IpAddr;
 
 /// [`cmd::ignore_absent`], also for a link that is gone.

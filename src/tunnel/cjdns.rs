@@ -22,12 +22,13 @@
 //! dialled is written to a ledger file before `IpTunnel_connectTo`, so a restart after SIGKILL
 //! still knows what to clean up.
 //!
-//! Every admin call goes through [`crate::discovery::cjdns::UdpAdmin`]; every step finds what
+//! Every admin call goes through [`crate::cjdns::admin::UdpAdmin`]; every step finds what
 //! exists first, so running it twice changes nothing.
 
 use super::{GatewayNet, Method, Peer, TunnelError, host_routes};
-use crate::discovery::bencode::Value;
-use crate::discovery::cjdns::{self as api, Admin, PeerAddr, UdpAdmin, read_cjdroute_public_key};
+use crate::cjdns::admin::{Admin, AdminTarget, UdpAdmin, node_key};
+use crate::cjdns::bencode::Value;
+use crate::cjdns::keys::check_key;
 use crate::protocol::Grant;
 use crate::sys::cmd::{self, CmdError};
 use serde::{Deserialize, Serialize};
@@ -42,20 +43,6 @@ pub const KEY_FIELD: &str = "key";
 
 /// Connections looked at, at most, when searching one by key.
 const MAX_CONNECTIONS: usize = 256;
-
-/// Checks a cjdns key (`<52 cjdns-base32 chars>.k` of a valid fc00::/8 node) and returns its
-/// address.
-pub fn check_key(key: &str) -> Result<Ipv6Addr, String> {
-    let quoted = || crate::validate::quoted(key);
-    if !key.ends_with(".k") || key.len() != 54 {
-        return Err(format!(
-            "cjdns key must be 52 base32 characters and '.k', got {}",
-            quoted()
-        ));
-    }
-    let bytes = api::key_bytes(key).map_err(|e| format!("{e}: {}", quoted()))?;
-    api::address_of(&bytes).map_err(|e| format!("{e}: {}", quoted()))
-}
 
 /// The key in a request's options or a grant's fields, checked.
 fn key_in(fields: &Map<String, serde_json::Value>, whose: &str) -> Result<String, String> {
@@ -257,62 +244,6 @@ pub fn find_connections(
     Ok(out)
 }
 
-/// Our own key, from `Core_nodeInfo`.
-pub fn node_key(admin: &mut dyn Admin) -> Result<String, String> {
-    let v = admin.call("Core_nodeInfo", Value::dict([]))?;
-    let addr = v
-        .get("myAddr")
-        .and_then(Value::as_str)
-        .ok_or("Core_nodeInfo: no myAddr")?;
-    Ok(PeerAddr::parse(addr)?.key)
-}
-
-/// Where cjdroute's admin API is and how to authenticate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminTarget {
-    /// `HOST:PORT` (or `tcp://HOST:PORT`); `None`: cjdroute.conf's bind, else the default.
-    pub admin: Option<String>,
-    /// The admin password; wins over cjdroute.conf's.
-    pub password: Option<String>,
-    /// cjdroute.conf, read at every use (cjdroute may be set up after mnigs starts).
-    pub cjdroute_conf: Option<PathBuf>,
-    /// Time one admin call may take.
-    pub timeout: Duration,
-}
-
-impl AdminTarget {
-    fn conf(&self) -> Result<Option<String>, String> {
-        self.cjdroute_conf
-            .as_ref()
-            .map(|p| {
-                std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))
-            })
-            .transpose()
-    }
-
-    /// A client of the admin API.
-    pub fn open(&self) -> Result<UdpAdmin, String> {
-        api::open_admin(
-            self.admin.clone(),
-            self.password.clone(),
-            self.conf()?,
-            self.timeout,
-        )
-    }
-
-    /// Our key: from `Core_nodeInfo`, else cjdroute.conf's `publicKey`.
-    pub fn own_key(&self) -> Result<String, String> {
-        let from_api = self.open().and_then(|mut a| node_key(&mut a));
-        match from_api {
-            Ok(k) => Ok(k),
-            Err(e) => match self.conf().ok().flatten() {
-                Some(text) => read_cjdroute_public_key(&text)?.ok_or(e),
-                None => Err(e),
-            },
-        }
-    }
-}
-
 /// What the gateway side set up for one subscriber, for shutdown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Admitted {
@@ -454,14 +385,14 @@ impl Cjdns {
             Some(d) => {
                 let tmp = path.with_extension("tmp");
                 let text = serde_json::to_string(d).unwrap_or_default();
-                std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
+                crate::sys::fs::replace(path, &tmp, text)
             }
-            None => match std::fs::remove_file(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            None => match crate::sys::fs::remove_file(path) {
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
             },
         };
-        r.map_err(|e| TunnelError::Invalid(format!("cjdns ledger {}: {e}", path.display())))
+        r.map_err(|e| TunnelError::Invalid(format!("cjdns ledger: {e}")))
     }
 
     /// Takes a dial down completely: its IpTunnel connections, its RouteGen prefixes (then

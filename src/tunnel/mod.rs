@@ -6,6 +6,8 @@
 //! reconciliation after a crash can simply run it again.
 //!
 //! # Layout
+//! - `build.rs`: [`build`]: the methods a role runs, from the config (the one place that maps a
+//!   method name to its type; add a new method there).
 //! - `wireguard.rs`: WireGuard, kernel module when present, otherwise `wireguard-go`.
 //! - `openvpn.rs`: one OpenVPN 2.6 server, a certificate per subscriber.
 //! - `iptunnel.rs`: GRE and IPIP (over IPv4 or IPv6 mesh addresses), an interface per subscriber.
@@ -14,6 +16,7 @@
 //! - `socks.rs`: a SOCKS5 server per subscriber on the gateway, tun2socks on the subscriber.
 //! - `softether.rs`: a hub user per subscriber on a SoftEther VPN server, driven by vpncmd.
 
+mod build;
 pub mod cjdns;
 pub mod iptunnel;
 pub mod openvpn;
@@ -24,6 +27,7 @@ pub mod wireguard;
 
 use crate::protocol::Grant;
 use crate::sys::cmd::CmdError;
+pub use build::{Role, build, standby_ifname};
 use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -178,6 +182,41 @@ pub fn host_routes(ifname: &str, peer: &Peer<'_>, add: bool) -> Result<(), Tunne
     Ok(())
 }
 
+/// Gateway: [`host_routes`] for many subscribers at once, with one `ip -batch`. Removing a
+/// route already gone is no error.
+pub fn host_routes_many(ifname: &str, peers: &[Peer<'_>], add: bool) -> Result<(), TunnelError> {
+    let verb = if add { "replace" } else { "del" };
+    let mut input = String::new();
+    for peer in peers {
+        input.push_str(&format!("route {verb} {}/32 dev {ifname}\n", peer.ipv4));
+        if let Some(v6) = peer.ipv6 {
+            input.push_str(&format!("route {verb} {v6}/128 dev {ifname}\n"));
+        }
+    }
+    if input.is_empty() {
+        return Ok(());
+    }
+    let argv: &[&str] = if add {
+        &["ip", "-batch", "-"]
+    } else {
+        &["ip", "-force", "-batch", "-"]
+    };
+    match crate::sys::cmd::run_input(argv, &input) {
+        Err(e)
+            if !add
+                && e.stderr().lines().all(|l| {
+                    l.starts_with("Command failed")
+                        || l.contains("No such process")
+                        || l.contains("Cannot find device")
+                        || l.trim().is_empty()
+                }) =>
+        {
+            Ok(())
+        }
+        r => Ok(r.map(drop)?),
+    }
+}
+
 /// Where a subscriber's packets reach the gateway, for the gateway's firewall
 /// ([`crate::sys::firewall`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,17 +238,22 @@ pub enum Ingress {
     },
 }
 
-/// A tunnel method.
 /// Work a method does outside the gateway's lock ([`Method::slow_part`]); on success, what
 /// undoes it if the request is refused after all.
 pub type SlowPart = Box<dyn FnOnce() -> Result<Box<dyn FnOnce() + Send>, TunnelError> + Send>;
 
+/// A tunnel method. Steps with a default body are no-ops a method overrides when it has
+/// something to do there; `accept`/`remove` and `connect`/`disconnect` undo each other and have
+/// no default.
 pub trait Method: Send {
     /// The method's protocol name (`wireguard`, …).
     fn name(&self) -> &'static str;
 
-    /// Checks a subscriber's method options before anything is configured; the error names the problem.
-    fn check_options(&self, options: &Map<String, Value>) -> Result<(), String>;
+    /// Checks a subscriber's method options before anything is configured; the error names the
+    /// problem. By default a method uses no options, so none can be wrong.
+    fn check_options(&self, _options: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Checks a subscriber's options against the address its request came from, before any lease
     /// is granted (cjdns: the key must be the caller's own); most methods have nothing to check.
@@ -218,7 +262,10 @@ pub trait Method: Send {
     }
 
     /// Gateway: sets up what all subscribers share (interface, keys, listen port, own addresses).
-    fn prepare(&mut self, net: &GatewayNet) -> Result<(), TunnelError>;
+    /// By default there is nothing shared to set up.
+    fn prepare(&mut self, _net: &GatewayNet) -> Result<(), TunnelError> {
+        Ok(())
+    }
 
     /// Gateway: the slow part of accepting a request with these (checked) options, to be run
     /// without holding the gateway's lock (OpenVPN: signing the certificate), before the lease
@@ -243,11 +290,49 @@ pub trait Method: Send {
     /// Gateway: removes one subscriber's tunnel end.
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError>;
 
-    /// Gateway: removes everything [`Method::prepare`] made.
-    fn shutdown(&mut self) -> Result<(), TunnelError>;
+    /// Gateway: configures the tunnel ends of several subscribers that are due at once (a burst
+    /// of requests, the restore after a restart), all or nothing: on an error none of them is
+    /// left configured. Returns each one's grant fields, in order. Methods that can configure
+    /// many peers in one step override it; this one accepts them one by one.
+    fn accept_many(&mut self, peers: &[Peer<'_>]) -> Result<Vec<Map<String, Value>>, TunnelError> {
+        let mut fields = Vec::with_capacity(peers.len());
+        for (i, peer) in peers.iter().enumerate() {
+            match self.accept(peer) {
+                Ok(f) => fields.push(f),
+                Err(e) => {
+                    for done in peers[..=i].iter().rev() {
+                        let _ = self.remove(done);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(fields)
+    }
 
-    /// Subscriber: the options to send in `requestConnection`.
-    fn request_options(&self) -> Map<String, Value>;
+    /// Gateway: removes the tunnel ends of several subscribers, as many as it can; the first
+    /// error is returned. Methods that can remove many peers in one step override it.
+    fn remove_many(&mut self, peers: &[Peer<'_>]) -> Result<(), TunnelError> {
+        let mut first = Ok(());
+        for peer in peers {
+            if let Err(e) = self.remove(peer)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Gateway: removes everything [`Method::prepare`] made (by default nothing).
+    fn shutdown(&mut self) -> Result<(), TunnelError> {
+        Ok(())
+    }
+
+    /// Subscriber: the options to send in `requestConnection` (by default none).
+    fn request_options(&self) -> Map<String, Value> {
+        Map::new()
+    }
 
     /// Subscriber: brings the tunnel up from the gateway's grant and routes Internet traffic through
     /// it; the route to `gateway` itself stays on the mesh. Returns the interface name.

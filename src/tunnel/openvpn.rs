@@ -13,16 +13,19 @@
 //! # Files
 //! Everything lives below `directory` (UCI): `server/` (CA, server key, issued certificates,
 //! `ccd/`, pid, log, management socket) and `client/` (our key, the last grant's certificates,
-//! pid, log).
+//! pid, log). The keys and certificates ([`key_files`]) are also kept in the store and put back
+//! from it at start ([`stored_keys`]), so the directory may be volatile.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
-use crate::sys::{cmd, net};
+use crate::store::Store;
+use crate::sys::{cmd, fs, net};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest certificate or request accepted in a message, in bytes.
@@ -30,6 +33,16 @@ pub const MAX_PEM: usize = 4096;
 
 /// How long the subscriber waits for its tunnel to come up before giving up on the method.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the subscriber waits for the server's first packet. Its answer to the client's
+/// first packet needs no crypto and comes at once; a port that swallows packets (a firewall
+/// between, a frozen server) is given up after this, so that the next shared method is up a
+/// few seconds after start instead of after [`CONNECT_TIMEOUT`]. Once the server was heard,
+/// the handshake gets the whole [`CONNECT_TIMEOUT`] (a slow mesh, a busy gateway).
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What openvpn logs (at `--verb` 2 and above) when the first packet from the server arrives.
+const SERVER_HEARD: &str = "Initial packet from";
 
 /// Refused attempts (ICMP port unreachable) after which the subscriber gives up at once.
 const REFUSALS: usize = 2;
@@ -265,8 +278,13 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> TunnelError {
     TunnelError::Invalid(format!("{what} {}: {e}", path.display()))
 }
 
+/// A failed write, rename or removal of one of our files.
+fn fs_error(e: fs::FsError) -> TunnelError {
+    TunnelError::Invalid(e.to_string())
+}
+
 fn write(path: &Path, text: &str) -> Result<(), TunnelError> {
-    std::fs::write(path, text).map_err(|e| io("cannot write", path, e))
+    fs::write(path, text).map_err(fs_error)
 }
 
 fn read(path: &Path) -> Result<String, TunnelError> {
@@ -274,10 +292,7 @@ fn read(path: &Path) -> Result<String, TunnelError> {
 }
 
 fn mkdir(path: &Path) -> Result<(), TunnelError> {
-    std::fs::create_dir_all(path).map_err(|e| io("cannot create", path, e))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io("cannot protect", path, e))
+    fs::private_dir(path).map_err(fs_error)
 }
 
 /// Makes a new P-256 key at `key` and a certificate request for `subject` at `req`.
@@ -346,11 +361,7 @@ fn sign(dir: &Path, csr: &Path, cn: &str, out: &Path, server: bool) -> Result<()
             if server { "server" } else { "client" },
             unique()
         ));
-        write(&tmp, &text)?;
-        std::fs::rename(&tmp, &ext).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io("cannot write", &ext, e)
-        })?;
+        fs::replace(&ext, &tmp, &text).map_err(fs_error)?;
     }
     // A random serial rather than a serial file: no write per signing, none shared by
     // signings running at once.
@@ -387,7 +398,7 @@ fn server_keys(dir: &Path) -> Result<(), TunnelError> {
         let req = dir.join("server.csr");
         new_key_and_request(&key, &req, "/CN=server")?;
         sign(dir, &req, SERVER_CN, &crt, true)?;
-        let _ = std::fs::remove_file(&req);
+        let _ = fs::remove_file(&req);
     }
     Ok(())
 }
@@ -399,6 +410,30 @@ pub fn key_files(side: Side) -> &'static [&'static str] {
         Side::Server => &["ca.key", "ca.crt", "server.key", "server.crt"],
         Side::Client => &["client.key", "client.csr"],
     }
+}
+
+/// OpenVPN's keys and certificates live in the store (whose persistence spares the flash) and
+/// are written to the method's directory (volatile by default) at start: `save` false puts the
+/// stored ones back where files are missing, `save` true stores what the method made.
+pub fn stored_keys(store: &Mutex<Store>, side: Side, dir: &Path, save: bool) -> Result<(), String> {
+    let store = store.lock().expect("not poisoned");
+    for name in key_files(side) {
+        let key = format!("openvpn/{name}");
+        let path = dir.join(name);
+        if save {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("openvpn: cannot read {name}: {e}"))?;
+            if store.get_kv(&key).map_err(|e| e.to_string())?.as_deref() != Some(text.as_str()) {
+                store.set_kv(&key, &text).map_err(|e| e.to_string())?;
+            }
+        } else if !path.exists()
+            && let Some(text) = store.get_kv(&key).map_err(|e| e.to_string())?
+        {
+            fs::private_dir(dir).map_err(|e| format!("openvpn: {e}"))?;
+            fs::write_new_private(&path, text).map_err(|e| format!("openvpn: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Signs a subscriber's `csr` as `issued/<cn>.crt` unless that certificate exists. The request
@@ -417,15 +452,15 @@ fn issue(dir: &Path, cn: &str, csr: &str) -> Result<(PathBuf, bool), TunnelError
     let out = issued.join(format!(".{cn}.{tag}.crt"));
     let signed = write(&req, csr)
         .and_then(|()| sign(dir, &req, cn, &out, false))
-        .and_then(|()| std::fs::rename(&out, &crt).map_err(|e| io("cannot write", &crt, e)));
-    let _ = std::fs::remove_file(&req);
-    let _ = std::fs::remove_file(&out);
+        .and_then(|()| fs::put_in_place(&out, &crt).map_err(fs_error));
+    let _ = fs::remove_file(&req);
+    let _ = fs::remove_file(&out);
     signed.map(|()| (crt, true))
 }
 
 /// 32 random hex digits, for names and serials of our own.
 fn unique() -> String {
-    crate::gateway::service::new_sid()
+    crate::ids::new_sid()
 }
 
 /// The PID in `pidfile` if that process is alive and is an openvpn.
@@ -448,7 +483,7 @@ fn stop(pidfile: &Path) {
         }
         let _ = kill(pid, Signal::SIGKILL);
     }
-    let _ = std::fs::remove_file(pidfile);
+    let _ = fs::remove_file(pidfile);
 }
 
 /// Tail of an openvpn log, for error messages.
@@ -589,13 +624,13 @@ impl Method for Openvpn {
         stop(&pidfile);
         net::link_delete(&self.ifname)?;
         let ccd = self.dir.join("ccd");
-        let _ = std::fs::remove_dir_all(&ccd);
+        let _ = fs::remove_dir_all(&ccd);
         mkdir(&ccd)?;
         server_keys(&self.dir)?;
         let log = self.dir.join("openvpn.log");
-        let _ = std::fs::remove_file(&log);
+        let _ = fs::remove_file(&log);
         // A socket left by a crashed server must not pass for the new one's.
-        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
+        let _ = fs::remove_file(&self.dir.join("mgmt.sock"));
         self.net = Some(gw.clone());
         let argv = server_argv(&self.dir, &self.ifname, self.port, self.mtu, gw);
         cmd::run(&argv)?;
@@ -634,8 +669,8 @@ impl Method for Openvpn {
         let configured = write(&ccd, &client_config(&net, peer))
             .and_then(|()| super::host_routes(&self.ifname, peer, true));
         if let Err(e) = configured {
-            let _ = std::fs::remove_file(&ccd);
-            let _ = std::fs::remove_file(&crt);
+            let _ = fs::remove_file(&ccd);
+            let _ = fs::remove_file(&crt);
             return Err(e);
         }
         let mut fields = Map::new();
@@ -654,7 +689,7 @@ impl Method for Openvpn {
             let (crt, made) = issue(&dir, &cn, &csr)?;
             Ok(Box::new(move || {
                 if made {
-                    let _ = std::fs::remove_file(&crt);
+                    let _ = fs::remove_file(&crt);
                 }
             }) as Box<dyn FnOnce() + Send>)
         }))
@@ -673,9 +708,9 @@ impl Method for Openvpn {
         // First the file (no new handshake is admitted), then the running session.
         let ccd = self.ccd(&cn);
         if ccd.exists() {
-            std::fs::remove_file(&ccd).map_err(|e| io("cannot remove", &ccd, e))?;
+            fs::remove_file(&ccd).map_err(fs_error)?;
         }
-        let _ = std::fs::remove_file(self.dir.join("issued").join(format!("{cn}.crt")));
+        let _ = fs::remove_file(&self.dir.join("issued").join(format!("{cn}.crt")));
         if net::link_exists(&self.ifname) {
             super::host_routes(&self.ifname, peer, false)?;
         }
@@ -692,9 +727,9 @@ impl Method for Openvpn {
 
     fn shutdown(&mut self) -> Result<(), TunnelError> {
         stop(&self.dir.join("openvpn.pid"));
-        let _ = std::fs::remove_dir_all(self.dir.join("ccd"));
-        let _ = std::fs::remove_dir_all(self.dir.join("issued"));
-        let _ = std::fs::remove_file(self.dir.join("mgmt.sock"));
+        let _ = fs::remove_dir_all(&self.dir.join("ccd"));
+        let _ = fs::remove_dir_all(&self.dir.join("issued"));
+        let _ = fs::remove_file(&self.dir.join("mgmt.sock"));
         Ok(net::link_delete(&self.ifname)?)
     }
 
@@ -732,7 +767,7 @@ impl Method for Openvpn {
         write(&self.dir.join("client.crt"), cert)?;
         write(&self.dir.join("ca.crt"), ca)?;
         let log = self.dir.join("openvpn.log");
-        let _ = std::fs::remove_file(&log);
+        let _ = fs::remove_file(&log);
         cmd::run(&client_argv(
             &self.dir,
             &self.ifname,
@@ -755,15 +790,18 @@ impl Method for Openvpn {
             let started = deadline - CONNECT_TIMEOUT;
             let died = self.pid().is_none() && started.elapsed() > Duration::from_secs(2);
             // Port unreachable, twice: nothing listens there, no point in waiting any longer.
-            let refused = std::fs::read_to_string(&log)
-                .is_ok_and(|text| text.matches("ECONNREFUSED").count() >= REFUSALS);
-            if died || refused || Instant::now() >= deadline {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let refused = text.matches("ECONNREFUSED").count() >= REFUSALS;
+            let silent = !text.contains(SERVER_HEARD) && started.elapsed() >= SILENCE_TIMEOUT;
+            if died || refused || silent || Instant::now() >= deadline {
                 let why = log_tail(&log);
                 self.disconnect()?;
                 let what = if died {
                     "exited".to_string()
                 } else if refused {
                     "refused: no server listens on that port".to_string()
+                } else if silent {
+                    format!("silent: no answer from the server within {SILENCE_TIMEOUT:?}")
                 } else {
                     format!("not up within {CONNECT_TIMEOUT:?}")
                 };
@@ -1061,5 +1099,36 @@ mod tests {
         let e = check_tun_addresses("5: ovc    inet 100.127.0.2/24 scope global\n", &granted)
             .unwrap_err();
         assert!(e.contains("lacks the granted fd7e::2/64"), "{e}");
+    }
+
+    #[test]
+    fn openvpn_keys_come_back_from_the_store() {
+        let store = Mutex::new(Store::open_in_memory().unwrap());
+        let dir = std::env::temp_dir().join(format!("mnigs-ovkeys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in key_files(Side::Server) {
+            std::fs::write(dir.join(name), format!("{name} material\n")).unwrap();
+        }
+        stored_keys(&store, Side::Server, &dir, true).unwrap();
+        // A reboot empties the volatile directory; the store (restored from flash) still has them.
+        std::fs::remove_dir_all(&dir).unwrap();
+        stored_keys(&store, Side::Server, &dir, false).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for name in key_files(Side::Server) {
+            let path = dir.join(name);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{name} material\n")
+            );
+            assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // Files present win over the store (an existing directory is kept as it is).
+        std::fs::write(dir.join("ca.crt"), "newer\n").unwrap();
+        stored_keys(&store, Side::Server, &dir, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+            "newer\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

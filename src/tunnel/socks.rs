@@ -20,7 +20,7 @@
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
-use crate::sys::{cmd, net};
+use crate::sys::{cmd, fs, net};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -180,8 +180,9 @@ pub struct Socks {
     proxy: Option<(SocketAddr, String, String)>,
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> TunnelError {
-    TunnelError::Invalid(format!("{what} {}: {e}", path.display()))
+/// A failed write, rename or removal of one of our files.
+fn fs_error(e: fs::FsError) -> TunnelError {
+    TunnelError::Invalid(e.to_string())
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -206,10 +207,7 @@ impl Socks {
         mtu: u16,
         listen: IpAddr,
     ) -> Result<Socks, TunnelError> {
-        std::fs::create_dir_all(directory).map_err(|e| io("cannot create", directory, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("cannot protect", directory, e))?;
+        fs::private_dir(directory).map_err(fs_error)?;
         Ok(Socks {
             side,
             ifname: ifname.to_string(),
@@ -239,7 +237,7 @@ impl Socks {
                 if let Some(pid) = read_pid(&e.path()) {
                     cmd::stop_pid(pid, SERVER, Duration::from_secs(2));
                 }
-                let _ = std::fs::remove_file(e.path());
+                let _ = fs::remove_file(&e.path());
             }
         }
     }
@@ -292,14 +290,13 @@ impl Method for Socks {
         if !running {
             self.remove(peer)?;
             let user = format!("mn{:08x}", u32::from(peer.ipv4));
-            let password = crate::gateway::service::new_sid();
+            let password = crate::ids::new_sid();
             let log = self.dir.join(format!("server-{port}.log"));
-            let _ = std::fs::remove_file(&log);
+            let _ = fs::remove_file(&log);
             let argv = server_argv(self.listen, port, &user, &password);
             let pid = cmd::spawn_daemon(&argv, &[8], &log)?;
             let pidfile = self.server_pidfile(port);
-            std::fs::write(&pidfile, format!("{pid}\n"))
-                .map_err(|e| io("cannot write", &pidfile, e))?;
+            fs::write(&pidfile, format!("{pid}\n")).map_err(fs_error)?;
             self.servers.insert(
                 peer.ipv4,
                 Server {
@@ -345,8 +342,8 @@ impl Method for Socks {
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         if let Some(s) = self.servers.remove(&peer.ipv4) {
             cmd::stop_pid(s.pid, SERVER, Duration::from_secs(2));
-            let _ = std::fs::remove_file(self.server_pidfile(s.port));
-            let _ = std::fs::remove_file(self.dir.join(format!("server-{}.log", s.port)));
+            let _ = fs::remove_file(&self.server_pidfile(s.port));
+            let _ = fs::remove_file(&self.dir.join(format!("server-{}.log", s.port)));
         } else if let Some(net) = &self.net
             && let Ok(port) = session_port(self.port, net, peer.ipv4)
         {
@@ -355,7 +352,7 @@ impl Method for Socks {
             if let Some(pid) = read_pid(&pidfile) {
                 cmd::stop_pid(pid, SERVER, Duration::from_secs(2));
             }
-            let _ = std::fs::remove_file(pidfile);
+            let _ = fs::remove_file(&pidfile);
         }
         Ok(())
     }
@@ -380,12 +377,11 @@ impl Method for Socks {
             .map_err(|e| TunnelError::Invalid(format!("socks proxy of {gateway}: {e}")))?;
         self.disconnect()?;
         let log = self.dir.join("client.log");
-        let _ = std::fs::remove_file(&log);
+        let _ = fs::remove_file(&log);
         let argv = client_argv(&self.ifname, proxy, &user, &password, mtu);
         let pid = cmd::spawn_daemon(&argv, &[4], &log)?;
         let pidfile = self.dir.join("client.pid");
-        std::fs::write(&pidfile, format!("{pid}\n"))
-            .map_err(|e| io("cannot write", &pidfile, e))?;
+        fs::write(&pidfile, format!("{pid}\n")).map_err(fs_error)?;
         // Without `--setup` tun2proxy only creates the interface (down, no address); it may
         // bring its own 10.0.0.33/24 in other versions, so the interface's addresses are
         // replaced by our pool address (a 10.0.0.0/24 route could shadow part of a mesh).
@@ -424,7 +420,7 @@ impl Method for Socks {
         if let Some(pid) = read_pid(&pidfile) {
             cmd::stop_pid(pid, CLIENT, Duration::from_secs(2));
         }
-        let _ = std::fs::remove_file(&pidfile);
+        let _ = fs::remove_file(&pidfile);
         // tun2proxy deletes its TUN device on exit; one killed hard may leave it.
         Ok(net::link_delete(&self.ifname)?)
     }

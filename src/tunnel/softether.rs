@@ -14,11 +14,11 @@
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
-use crate::sys::{cmd, net};
+use crate::sys::{cmd, fs, net};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Longest wait for the session on the subscriber's side: after this the tunnel is taken down
@@ -110,10 +110,7 @@ impl Softether {
     /// A method instance; nothing is run until it is used.
     pub fn new(side: Side, setup: Setup) -> Result<Softether, TunnelError> {
         let dir = &setup.directory;
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("cannot protect", dir, e))?;
+        fs::private_dir(dir).map_err(fs_error)?;
         Ok(Softether {
             side,
             setup,
@@ -140,21 +137,11 @@ impl Softether {
         let file = self.setup.directory.join(format!(
             "cmd-{}-{}",
             std::process::id(),
-            crate::gateway::service::new_sid()
+            crate::ids::new_sid()
         ));
         let text = commands.join("\n") + "\n";
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&file)
-                .map_err(|e| (None, format!("{}: {e}", file.display())))?;
-            f.write_all(text.as_bytes())
-                .map_err(|e| (None, format!("{}: {e}", file.display())))?;
-        }
+        fs::write_new_private(&file, &text)
+            .map_err(|e| (None, format!("{}: {}", e.path.display(), e.source)))?;
         let input = format!("/IN:{}", file.display());
         let result = match self.side {
             Side::Server => {
@@ -172,7 +159,7 @@ impl Softether {
                 cmd::run_full(&argv, None, Duration::from_secs(10))
             }
         };
-        let _ = std::fs::remove_file(&file);
+        let _ = fs::remove_file(&file);
         result.map_err(|e| match e {
             cmd::CmdError::Failed { code, stderr, .. } => (code, stderr),
             other => (None, other.to_string()),
@@ -199,8 +186,9 @@ fn last_lines(text: &str) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> TunnelError {
-    TunnelError::Invalid(format!("{what} {}: {e}", path.display()))
+/// A failed write, rename or removal of one of our files.
+fn fs_error(e: fs::FsError) -> TunnelError {
+    TunnelError::Invalid(e.to_string())
 }
 
 fn wait_link(ifname: &str, limit: Duration) -> bool {
@@ -253,7 +241,7 @@ impl Method for Softether {
                 "softether: option admin_password (the server's) is not set".into(),
             ));
         }
-        let hub_password = crate::gateway::service::new_sid();
+        let hub_password = crate::ids::new_sid();
         // A hub left by an earlier run is kept; its users go with the live sessions' re-adding.
         self.vpncmd(&[format!(
             "HubCreate {} /PASSWORD:{hub_password}",
@@ -304,7 +292,7 @@ impl Method for Softether {
                 format!("UserCreate {user} /GROUP:none /REALNAME:none /NOTE:none"),
                 &[],
             )?;
-            let password = crate::gateway::service::new_sid();
+            let password = crate::ids::new_sid();
             self.one(format!("UserPasswordSet {user} /PASSWORD:{password}"), &[])?;
             self.users.insert(peer.ipv4, password);
         }

@@ -2,14 +2,17 @@
 //! subscriber with the gateway as its only peer.
 //!
 //! The kernel module is used when `ip link add … type wireguard` works, otherwise `wireguard-go`
-//! (which daemonizes and exits by itself when its interface is deleted).
+//! (which daemonizes and exits by itself when its interface is deleted). The node's private key
+//! is made once and kept in the store ([`stored_key`]).
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
+use crate::store::Store;
 use crate::sys::{cmd, net};
 use crate::validate;
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 /// Key in the store under which a node keeps its WireGuard private key.
 pub const PRIVATE_KEY: &str = "wireguard.private_key";
@@ -17,6 +20,17 @@ pub const PRIVATE_KEY: &str = "wireguard.private_key";
 /// Makes a new private key with `wg genkey`.
 pub fn generate_key() -> Result<String, TunnelError> {
     Ok(cmd::run(&["wg", "genkey"])?.trim().to_string())
+}
+
+/// Our WireGuard private key, made on first use and kept in the store.
+pub fn stored_key(store: &Mutex<Store>) -> Result<String, String> {
+    let store = store.lock().expect("not poisoned");
+    if let Some(k) = store.get_kv(PRIVATE_KEY).map_err(|e| e.to_string())? {
+        return Ok(k);
+    }
+    let k = generate_key().map_err(|e| format!("cannot make a WireGuard key: {e}"))?;
+    store.set_kv(PRIVATE_KEY, &k).map_err(|e| e.to_string())?;
+    Ok(k)
 }
 
 /// Derives the public key of `private` with `wg pubkey`.
@@ -125,6 +139,25 @@ fn allowed_ips(peer: &Peer<'_>) -> String {
     }
 }
 
+impl Wireguard {
+    /// The grant fields for `peer`.
+    fn fields(&self, peer: &Peer<'_>) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("publicKey".into(), json!(self.public_key));
+        fields.insert("listenPort".into(), json!(self.listen_port));
+        fields.insert("mtu".into(), json!(self.mtu));
+        if let Some(via) = peer.via {
+            let host = via
+                .parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, self.listen_port).to_string());
+            if let Ok(endpoint) = host {
+                fields.insert("endpoint".into(), json!(endpoint));
+            }
+        }
+        fields
+    }
+}
+
 impl Method for Wireguard {
     fn name(&self) -> &'static str {
         "wireguard"
@@ -160,42 +193,46 @@ impl Method for Wireguard {
     }
 
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
-        let key = peer_key(peer.options)?;
-        let allowed = allowed_ips(peer);
-        let mut argv = vec![
-            "wg",
-            "set",
-            &self.ifname,
-            "peer",
-            key,
-            "allowed-ips",
-            &allowed,
-        ];
-        // Knowing the subscriber's port, the gateway starts the handshake itself; after a
-        // gateway restart the subscriber would otherwise wait for its rekey timeout.
-        let endpoint = peer
-            .options
-            .get("listenPort")
-            .and_then(peer_port)
-            .map(|p| SocketAddr::new(peer.owner, p).to_string());
-        if let Some(endpoint) = &endpoint {
-            argv.extend(["endpoint", endpoint, "persistent-keepalive", "25"]);
+        let mut fields = self.accept_many(std::slice::from_ref(peer))?;
+        Ok(fields.pop().unwrap_or_default())
+    }
+
+    /// All peers in one `wg set` and their host routes in one `ip -batch`; on an error the
+    /// peers and routes of the batch are removed again.
+    fn accept_many(&mut self, peers: &[Peer<'_>]) -> Result<Vec<Map<String, Value>>, TunnelError> {
+        if peers.is_empty() {
+            return Ok(Vec::new());
         }
-        cmd::run(&argv)?;
-        super::host_routes(&self.ifname, peer, true)?;
-        let mut fields = Map::new();
-        fields.insert("publicKey".into(), json!(self.public_key));
-        fields.insert("listenPort".into(), json!(self.listen_port));
-        fields.insert("mtu".into(), json!(self.mtu));
-        if let Some(via) = peer.via {
-            let host = via
-                .parse::<IpAddr>()
-                .map(|ip| SocketAddr::new(ip, self.listen_port).to_string());
-            if let Ok(endpoint) = host {
-                fields.insert("endpoint".into(), json!(endpoint));
+        let mut argv: Vec<String> = ["wg", "set", &self.ifname]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for peer in peers {
+            let key = peer_key(peer.options)?;
+            argv.extend(["peer", key, "allowed-ips"].map(String::from));
+            argv.push(allowed_ips(peer));
+            // Knowing the subscriber's port, the gateway starts the handshake itself; after a
+            // gateway restart the subscriber would otherwise wait for its rekey timeout.
+            if let Some(p) = peer.options.get("listenPort").and_then(peer_port) {
+                argv.push("endpoint".into());
+                argv.push(SocketAddr::new(peer.owner, p).to_string());
+                argv.extend(["persistent-keepalive", "25"].map(String::from));
             }
         }
-        Ok(fields)
+        // The peers and their routes are independent: both programs run at once.
+        let ifname = &self.ifname;
+        let (set, routes) = std::thread::scope(|scope| {
+            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, true));
+            let set = cmd::run(&argv);
+            (set, routes.join().expect("route thread"))
+        });
+        let done = set.map_err(TunnelError::from).and(routes);
+        if let Err(e) = done {
+            // Nothing half-configured: whatever of the batch got in goes again.
+            let _ = self.remove_many(peers);
+            return Err(e);
+        }
+        Ok(peers.iter().map(|peer| self.fields(peer)).collect())
     }
 
     fn ingress(&self, _peer: &Peer<'_>) -> Result<super::Ingress, TunnelError> {
@@ -206,12 +243,26 @@ impl Method for Wireguard {
     }
 
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
-        if !net::link_exists(&self.ifname) {
+        self.remove_many(std::slice::from_ref(peer))
+    }
+
+    /// All peers in one `wg set` (removing an absent peer is no error), routes in one `ip -batch`.
+    fn remove_many(&mut self, peers: &[Peer<'_>]) -> Result<(), TunnelError> {
+        if peers.is_empty() || !net::link_exists(&self.ifname) {
             return Ok(());
         }
-        super::host_routes(&self.ifname, peer, false)?;
-        let key = peer_key(peer.options)?;
-        cmd::run(&["wg", "set", &self.ifname, "peer", key, "remove"])?;
+        let mut argv = vec!["wg", "set", &self.ifname];
+        for peer in peers {
+            argv.extend(["peer", peer_key(peer.options)?, "remove"]);
+        }
+        let ifname = &self.ifname;
+        let (set, routes) = std::thread::scope(|scope| {
+            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, false));
+            let set = cmd::run(&argv);
+            (set, routes.join().expect("route thread"))
+        });
+        routes?;
+        set?;
         Ok(())
     }
 

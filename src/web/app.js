@@ -121,7 +121,7 @@ function renderGateways(list, st) {
       action.addEventListener('click', () => act('connect', { address: g.address, port: g.port }, 'Connecting to ' + g.name));
     }
     const load = terms.maxSubscribers ? terms.subscribers + '/' + terms.maxSubscribers : null;
-    return [g.name, g.address + ':' + g.port, g.hops, g.how, (info.methods || []).join(', '), load, ago(g.seenAgo), action];
+    return [g.name, g.address + ':' + g.port, g.hops || '?', g.how, (info.methods || []).join(', '), load, ago(g.seenAgo), action];
   });
   fillTable('gateways', rows, 8, 'No gateway found yet; press Scan.');
 }

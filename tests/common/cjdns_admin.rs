@@ -27,9 +27,9 @@
 //! The simulator runs `ip` itself (not through mnigs' command runner, whose log tests assert).
 #![allow(dead_code)]
 
-use mnigs::discovery::bencode::{self, Value};
-use mnigs::discovery::cjdns::PeerAddr;
-use mnigs::discovery::sha2::{hex, sha256};
+use mnigs::cjdns::bencode::{self, Value};
+use mnigs::cjdns::keys::PeerAddr;
+use mnigs::cjdns::sha2::{hex, sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -394,7 +394,7 @@ fn ok(mut fields: Vec<(String, Value)>) -> Vec<(String, Value)> {
 
 fn valid_key(v: Option<&Value>) -> Option<String> {
     let k = v?.as_str()?;
-    mnigs::tunnel::cjdns::check_key(k).ok()?;
+    mnigs::cjdns::keys::check_key(k).ok()?;
     Some(k.to_string())
 }
 
@@ -555,8 +555,8 @@ pub fn key(seed: u64) -> String {
             x ^= x >> 27;
             chunk.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
         }
-        if mnigs::discovery::cjdns::address_of(&k).is_ok() {
-            return mnigs::discovery::cjdns::encode_key(&k);
+        if mnigs::cjdns::keys::address_of(&k).is_ok() {
+            return mnigs::cjdns::keys::encode_key(&k);
         }
     }
 }

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use mnigs::sys::cmd;
-use mnigs::testbed::e2e_gate;
+use mnigs_lab::testbed::e2e_gate;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

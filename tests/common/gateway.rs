@@ -7,13 +7,16 @@
 #![allow(dead_code)]
 
 use mnigs::config::Config;
-use mnigs::daemon::Node;
 use mnigs::gateway::service::Gateway;
 use mnigs::protocol::Grant;
+use mnigs::rpc::dispatch::Services;
+use mnigs::rpc::limits::Limits;
+use mnigs::rpc::server::Server;
 use mnigs::store::Store;
-use mnigs::tunnel::{GatewayNet, Method, Peer, TunnelError};
-use serde_json::{Map, Value};
+use mnigs::tunnel::{Method, Peer, TunnelError};
+use serde_json::{Map, Value, json};
 use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
@@ -36,12 +39,6 @@ impl Method for CountingMethod {
     fn name(&self) -> &'static str {
         "wireguard"
     }
-    fn check_options(&self, _: &Map<String, Value>) -> Result<(), String> {
-        Ok(())
-    }
-    fn prepare(&mut self, _: &GatewayNet) -> Result<(), TunnelError> {
-        Ok(())
-    }
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
         self.0.lock().unwrap().insert(key(peer));
         Ok(Map::new())
@@ -49,12 +46,6 @@ impl Method for CountingMethod {
     fn remove(&mut self, peer: &Peer<'_>) -> Result<(), TunnelError> {
         self.0.lock().unwrap().remove(&key(peer));
         Ok(())
-    }
-    fn shutdown(&mut self) -> Result<(), TunnelError> {
-        Ok(())
-    }
-    fn request_options(&self) -> Map<String, Value> {
-        Map::new()
     }
     fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, TunnelError> {
         Err(TunnelError::Invalid("gateway-only test method".into()))
@@ -100,14 +91,43 @@ pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
 
 /// A gateway node configured by `cfg` (its gateway role switched on here) with one
 /// [`CountingMethod`] and an in-memory store, ready for an RPC server.
-pub fn counting_node(mut cfg: Config) -> Arc<Node> {
+pub fn counting_node(cfg: Config) -> Arc<Services> {
+    counting_node_with(cfg, CountingMethod::default())
+}
+
+/// [`counting_node`] with `method`, whose peers the caller may watch.
+pub fn counting_node_with(mut cfg: Config, method: CountingMethod) -> Arc<Services> {
     cfg.gateway.enabled = true;
     let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
     let gw = Gateway::new(
         cfg.gateway.clone(),
-        vec![Box::new(CountingMethod::default())],
+        vec![Box::new(method)],
         store.clone(),
         None,
     );
-    Arc::new(Node::new(cfg, store, Some(gw), None))
+    Arc::new(Services::new(cfg, store, Some(gw), None))
+}
+
+/// An RPC server of `node` on `listen` (one port for all, the kernel's pick) with `limits`, and
+/// its address on 127.0.0.1.
+pub fn serve(node: Arc<Services>, listen: &[IpAddr], limits: Limits) -> (Server, SocketAddr) {
+    let server = Server::start_with(listen, 0, node, limits).unwrap();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+    (server, addr)
+}
+
+/// A JSON-RPC 2.0 call of `method` to `to` from the local address `from` (127.0.0.0/8 gives
+/// us many callers); the whole answer.
+pub fn call_from(from: Ipv4Addr, to: SocketAddr, method: &str, params: Value) -> Value {
+    let mut s = connect_from(from, to);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }

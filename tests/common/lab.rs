@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use mnigs::netlab::Lab;
+use mnigs_lab::netlab::Lab;
 use std::path::Path;
 
 /// Writes `text` to the file `name` in the lab's directory; returns its path.

@@ -1,9 +1,9 @@
-//! `mnigs demo --cjdns`: the single-host demo on cjdns, as the original mnigs showed it.
+//! `mnigs-demo --cjdns`: the single-host demo on cjdns, as the original mnigs showed it.
 //!
 //! sub — relay — gw — inet in network namespaces, the three mesh nodes running a real cjdroute
 //! (peered over veths, see [`crate::cjdlab`]); the gateway offers cjdns IpTunnel, the subscriber
 //! finds it by walking the cjdns mesh and reaches the fake Internet host through the tunnel.
-//! The same step-by-step story as `mnigs demo`; without cjdroute it says what is missing and how
+//! The same step-by-step story as [`crate::demo`]; without cjdroute it says what is missing and how
 //! to get it.
 
 use crate::cjdlab::{self, INET_HOST};
@@ -35,12 +35,13 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 
-/// Runs the cjdns demo; returns the exit code. Ctrl-C at any point tears everything down.
-pub fn run(hold: bool) -> i32 {
-    let exe = match cjdlab::cjdroute() {
+/// Runs the cjdns demo with the mnigs command line at `mnigs` (daemons and client); returns the
+/// exit code. Ctrl-C at any point tears everything down.
+pub fn run(mnigs: &Path, hold: bool) -> i32 {
+    let cjdroute = match cjdlab::cjdroute() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("mnigs demo --cjdns: {e}");
+            eprintln!("mnigs-demo --cjdns: {e}");
             return 1;
         }
     };
@@ -52,7 +53,7 @@ pub fn run(hold: bool) -> i32 {
         // SAFETY: the handler only stores to an atomic.
         let _ = unsafe { nix::sys::signal::signal(sig, handler) };
     }
-    match demo(&exe, hold) {
+    match demo(&cjdroute, mnigs, hold) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("demo failed: {e}");
@@ -91,12 +92,11 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-fn demo(cjdroute: &Path, hold: bool) -> Result<(), String> {
-    let mnigs = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
+fn demo(cjdroute: &Path, mnigs: &Path, hold: bool) -> Result<(), String> {
     let m = mnigs.display().to_string();
     let t = Instant::now();
     println!(
-        "mnigs demo --cjdns: sub — relay — gw — inet in network namespaces; cjdns ({}) on the mesh, cjdns IpTunnel to the gateway",
+        "mnigs-demo --cjdns: sub — relay — gw — inet in network namespaces; cjdns ({}) on the mesh, cjdns IpTunnel to the gateway",
         cjdroute.display()
     );
     let lab = Lab::new("demo")?;
@@ -112,7 +112,7 @@ fn demo(cjdroute: &Path, hold: bool) -> Result<(), String> {
     interrupted()?;
     lab.cjd_uplinks(&[&gw.ns])?;
     let before_state =
-        crate::demo::network_state(|argv| lab.exec(&sub.ns, argv).unwrap_or_default());
+        crate::scenario::network_state(|argv| lab.exec(&sub.ns, argv).unwrap_or_default());
     let before = ping(&lab, &sub.ns);
     step(
         t,
@@ -137,7 +137,7 @@ fn demo(cjdroute: &Path, hold: bool) -> Result<(), String> {
         &gw_log,
     )?;
     let start = Instant::now();
-    while status(&lab, &mnigs, &gw.ns, &gw_conf).is_none() {
+    while status(&lab, mnigs, &gw.ns, &gw_conf).is_none() {
         interrupted()?;
         if start.elapsed() > Duration::from_secs(20) {
             return Err(format!("gateway did not start:\n{}", tail(&gw_log)));
@@ -166,7 +166,7 @@ fn demo(cjdroute: &Path, hold: bool) -> Result<(), String> {
     step(t, "subscriber daemon up on sub: walking the cjdns mesh");
     let status = loop {
         interrupted()?;
-        if let Some(s) = status(&lab, &mnigs, &sub.ns, &sub_conf)
+        if let Some(s) = status(&lab, mnigs, &sub.ns, &sub_conf)
             && s["subscriber"]["state"] == "connected"
         {
             break s;
@@ -226,7 +226,7 @@ fn demo(cjdroute: &Path, hold: bool) -> Result<(), String> {
         Duration::from_secs(30),
     )
     .map_err(|e| e.to_string())?;
-    let after = crate::demo::network_state(|argv| lab.exec(&sub.ns, argv).unwrap_or_default());
+    let after = crate::scenario::network_state(|argv| lab.exec(&sub.ns, argv).unwrap_or_default());
     step(
         t,
         &format!(

@@ -1,32 +1,49 @@
-//! Free-form namespace labs for benchmarks and end-to-end tests whose shape the fixed
-//! [`crate::testbed::Testbed`] (sub — relay — gw — inet) does not fit: any number of namespaces,
-//! veth links between them, programs started inside them. Everything is removed on drop, also
-//! when a test fails half-way.
+//! The lab: network namespaces owned by this process, programs started inside them, and their
+//! removal. [`Lab`] is every lab's core: the free-form labs of benchmarks and end-to-end tests
+//! (any number of namespaces, veth links, programs; [`Lab::new`]) and the fixed mesh
+//! [`crate::testbed::Testbed`] (sub — relay — gw — inet), which is built on one. Everything a
+//! lab created is removed on drop, also when a test fails half-way: the processes it started
+//! and every process still living in its namespaces (SIGTERM, then SIGKILL), the namespaces,
+//! wireguard-go sockets named after it and its directory.
 //!
-//! Namespace names are `m4l<pid><label>-<name>`, so labs of concurrent test processes never meet.
-//! Interfaces are created directly inside their namespace, so their names cannot clash with
-//! the host's.
+//! Free-form namespace names are `m4l<pid><label>-<name>`, so labs of concurrent test processes
+//! never meet. Interfaces are created directly inside their namespace, so their names cannot
+//! clash with the host's.
 
-use crate::sys::cmd::{self, CmdError};
+use mnigs::sys::cmd::{self, CmdError};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+/// Where wireguard-go puts its control sockets, shared by all namespaces.
+const WG_SOCKET_DIR: &str = "/var/run/wireguard";
+/// How long processes get between SIGTERM and SIGKILL on teardown.
+const TERM_GRACE: Duration = Duration::from_secs(2);
 
 /// A set of namespaces owned by this process.
 pub struct Lab {
-    tag: String,
+    /// Unique to this lab; part of the names it creates.
+    pub tag: String,
     /// A scratch directory for configs, logs and databases, removed on drop.
     pub dir: PathBuf,
     namespaces: Mutex<Vec<String>>,
     children: Mutex<Vec<Child>>,
-    /// Names handed out by [`Lab::unique_ifname`]: only their wireguard-go sockets are ours to
-    /// remove (another lab of this process may be using the same prefix at the same time).
+    /// Prefixes of interface names that are ours ([`Lab::unique_ifname`], a testbed's prefix):
+    /// only their wireguard-go sockets are ours to remove (another lab of this process may be
+    /// using a name of its own at the same time).
     ifnames: Mutex<Vec<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Locks `mutex` even if a panicking thread poisoned it: teardown must still run.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Lab {
@@ -41,7 +58,13 @@ impl Lab {
         }
         let tag = format!("m4l{}{label}", std::process::id());
         let dir = std::env::temp_dir().join(format!("mnigs-lab-{tag}"));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("netlab: {}: {e}", dir.display()))?;
+        Lab::with_tag(tag, dir)
+    }
+
+    /// An empty lab named `tag` whose directory `dir` is created here (the caller checked the
+    /// prerequisites and chose names no other lab uses).
+    pub(crate) fn with_tag(tag: String, dir: PathBuf) -> Result<Lab, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("lab: {}: {e}", dir.display()))?;
         Ok(Lab {
             tag,
             dir,
@@ -62,11 +85,17 @@ impl Lab {
             return Err(format!("netlab: bad namespace name {name:?}"));
         }
         let ns = format!("{}-{name}", self.tag);
-        cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
-        lock(&self.namespaces).push(ns.clone());
+        self.create_ns(&ns)?;
         self.exec(&ns, &["ip", "link", "set", "lo", "up"])
             .map_err(|e| e.to_string())?;
         Ok(ns)
+    }
+
+    /// Creates the namespace named `ns` exactly so; it is this lab's from now on.
+    pub(crate) fn create_ns(&self, ns: &str) -> Result<(), String> {
+        cmd::run(&["ip", "netns", "add", ns]).map_err(|e| e.to_string())?;
+        lock(&self.namespaces).push(ns.to_string());
+        Ok(())
     }
 
     /// Creates namespace `name` like [`Lab::add_ns`], with IPv6 duplicate address detection off
@@ -135,14 +164,14 @@ redistribute deny
         input: Option<&str>,
         timeout: Duration,
     ) -> Result<String, CmdError> {
-        crate::testbed::exec_in_ns(ns, argv, input, timeout)
+        exec_in_ns(ns, argv, input, timeout)
     }
 
     /// Starts `argv` in the background inside `ns`, output appended to `log`; returns its PID.
-    /// (`ip netns exec` execs the program, so the PID is the program's own.)
+    /// (`ip netns exec` execs the program, so the PID is the program's own.) The process stays
+    /// a child of this process until [`Lab::stop`] or drop reaps it.
     pub fn spawn(&self, ns: &str, argv: &[&str], log: &Path) -> Result<u32, String> {
-        let child =
-            crate::testbed::spawn_in_ns(ns, argv, log).map_err(|e| format!("netlab: {e}"))?;
+        let child = spawn_in_ns(ns, argv, log).map_err(|e| format!("lab {}: {e}", self.tag))?;
         let pid = child.id();
         lock(&self.children).push(child);
         Ok(pid)
@@ -176,59 +205,225 @@ redistribute deny
     pub fn unique_ifname(&self, role: &str) -> String {
         let mut name = format!("w{}{role}", std::process::id());
         name.truncate(15);
-        lock(&self.ifnames).push(name.clone());
+        self.own_ifnames(&name);
         name
+    }
+
+    /// Interface names starting with `prefix` are this lab's: drop removes their wireguard-go
+    /// sockets.
+    pub fn own_ifnames(&self, prefix: &str) {
+        lock(&self.ifnames).push(prefix.to_string());
     }
 
     /// Stops a process this lab started: SIGTERM, then SIGKILL after `wait`. False if `pid` is
     /// not ours.
     pub fn stop(&self, pid: u32, wait: Duration) -> bool {
-        let child = {
-            let mut children = lock(&self.children);
-            let Some(i) = children.iter().position(|c| c.id() == pid) else {
-                return false;
-            };
-            children.swap_remove(i)
-        };
-        end(child, wait);
+        if !self.children().contains(&pid) {
+            return false;
+        }
+        if !self.signal(pid, libc::SIGTERM, wait) {
+            self.signal(pid, libc::SIGKILL, TERM_GRACE);
+        }
         true
     }
-}
 
-fn end(mut child: Child, wait: Duration) {
-    if matches!(child.try_wait(), Ok(None)) {
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to `pid` and waits up to `wait` until it ended;
+    /// true if it did.
+    ///
+    /// `pid` must be a child started by [`Lab::spawn`] (it is reaped) or a process living in
+    /// one of this lab's namespaces (e.g. a daemon that forked itself); any other PID is left
+    /// alone and false returned.
+    pub fn signal(&self, pid: u32, signal: i32, wait: Duration) -> bool {
+        let Ok(signal) = Signal::try_from(signal) else {
+            return false;
+        };
+        let child = {
+            let mut children = lock(&self.children);
+            children
+                .iter()
+                .position(|c| c.id() == pid)
+                .map(|i| children.swap_remove(i))
+        };
         let deadline = Instant::now() + wait;
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(mut child) = child {
+            // Not holding the lock while waiting keeps `spawn` usable from other threads.
+            if !child_ended(&mut child) {
+                let _ = kill(to_pid(pid), signal);
+            }
+            loop {
+                if child_ended(&mut child) {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    lock(&self.children).push(child);
+                    return false;
+                }
+                sleep(Duration::from_millis(10));
+            }
         }
-        let _ = child.kill();
+        if !self.netns_pids().contains(&pid) {
+            return false;
+        }
+        let _ = kill(to_pid(pid), signal);
+        loop {
+            if crate::testbed::process_ended(pid) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(10));
+        }
     }
-    let _ = child.wait();
+
+    /// How the child `pid` (started by [`Lab::spawn`]) ended, if it did; `None` also when it is
+    /// not (or no longer) ours.
+    pub fn exit_status(&self, pid: u32) -> Option<ExitStatus> {
+        let mut children = lock(&self.children);
+        let child = children.iter_mut().find(|c| c.id() == pid)?;
+        child.try_wait().ok().flatten()
+    }
+
+    /// PIDs of the processes started by [`Lab::spawn`] that have not been reaped yet.
+    pub fn children(&self) -> Vec<u32> {
+        lock(&self.children).iter().map(Child::id).collect()
+    }
+
+    /// PIDs of all processes currently living in this lab's namespaces.
+    pub fn netns_pids(&self) -> Vec<u32> {
+        lock(&self.namespaces)
+            .iter()
+            .flat_map(|ns| pids_in(ns))
+            .collect()
+    }
+
+    fn teardown(&mut self) {
+        let mut children = std::mem::take(&mut *lock(&self.children));
+        children.retain_mut(|c| !child_ended(c));
+        for child in &children {
+            let _ = kill(to_pid(child.id()), Signal::SIGTERM);
+        }
+        for pid in self.netns_pids() {
+            let _ = kill(to_pid(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + TERM_GRACE;
+        loop {
+            children.retain_mut(|c| !child_ended(c));
+            // Listed afresh every time, so no PID that already ended gets signalled again.
+            let others = self.netns_pids();
+            if children.is_empty() && others.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for child in &children {
+                    let _ = kill(to_pid(child.id()), Signal::SIGKILL);
+                }
+                for pid in others {
+                    let _ = kill(to_pid(pid), Signal::SIGKILL);
+                }
+                let reap_deadline = Instant::now() + Duration::from_secs(1);
+                while !children.is_empty() && Instant::now() < reap_deadline {
+                    children.retain_mut(|c| !child_ended(c));
+                    sleep(Duration::from_millis(10));
+                }
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        for ns in lock(&self.namespaces).drain(..).rev() {
+            if let Err(e) = cmd::run(&["ip", "netns", "delete", &ns]) {
+                mnigs::log::warn(&format!("lab: cannot delete namespace {ns}: {e}"));
+            }
+        }
+        // wireguard-go sockets of our interfaces (or those names with a suffix, as configs
+        // derive a second interface from one), left if a daemon was killed.
+        for prefix in lock(&self.ifnames).drain(..) {
+            remove_wg_sockets(&prefix);
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            mnigs::log::warn(&format!("lab: cannot remove {}: {e}", self.dir.display()));
+        }
+    }
 }
 
 impl Drop for Lab {
+    /// Stops every process we spawned and every process in our namespaces (SIGTERM, then
+    /// SIGKILL after about 2 s), deletes the namespaces, stale wireguard-go sockets of our
+    /// interfaces and the directory.
     fn drop(&mut self) {
-        for child in lock(&self.children).drain(..) {
-            end(child, Duration::from_secs(2));
-        }
-        for ns in lock(&self.namespaces).drain(..).rev() {
-            if let Err(e) = cmd::run(&["ip", "netns", "del", &ns]) {
-                crate::log::warn(&format!("netlab: removing {ns}: {e}"));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        // wireguard-go sockets of interfaces named by `unique_ifname` (or that name with a suffix,
-        // as configs derive a second interface from it), left if a daemon was killed.
-        let ours: Vec<String> = lock(&self.ifnames).drain(..).collect();
-        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.ends_with(".sock") && ours.iter().any(|o| name.starts_with(o.as_str())) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+        self.teardown();
+    }
+}
+
+/// Runs `argv` inside namespace `ns` (`ip netns exec NS argv…`) with `input` on stdin.
+pub fn exec_in_ns(
+    ns: &str,
+    argv: &[&str],
+    input: Option<&str>,
+    timeout: Duration,
+) -> Result<String, CmdError> {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(argv);
+    cmd::run_full(&full, input, timeout)
+}
+
+/// Starts `argv` in the background inside namespace `ns`, stdout and stderr appended to `log`.
+/// `ip netns exec` replaces itself with the program, so the child's PID is the program's own;
+/// the caller keeps the child to reap it.
+pub fn spawn_in_ns(ns: &str, argv: &[&str], log: &Path) -> Result<Child, String> {
+    if argv.is_empty() {
+        return Err("spawn needs a program".to_string());
+    }
+    let open_log = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("cannot open log {}: {e}", log.display()))
+    };
+    let (out, err) = (open_log()?, open_log()?);
+    mnigs::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start `{}` in {ns}: {e}", argv.join(" ")))
+}
+
+/// PIDs of the processes living in namespace `ns` (but this one).
+pub(crate) fn pids_in(ns: &str) -> Vec<u32> {
+    cmd::run(&["ip", "netns", "pids", ns])
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| *p != std::process::id())
+        .collect()
+}
+
+pub(crate) fn to_pid(pid: u32) -> Pid {
+    Pid::from_raw(pid as i32)
+}
+
+/// Whether our child ended (and is now reaped).
+fn child_ended(child: &mut Child) -> bool {
+    // An error means it cannot be waited for any more, i.e. it is gone.
+    !matches!(child.try_wait(), Ok(None))
+}
+
+/// Removes wireguard-go control sockets whose interface name starts with `prefix`.
+pub(crate) fn remove_wg_sockets(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(WG_SOCKET_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && name.ends_with(".sock") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -321,12 +516,12 @@ impl Lab {
             let pid = self.spawn(&nss[i], &["yggdrasil", "-useconffile", &path_s], &log)?;
             // Its listener is up once its admin socket answers; only then may the next node
             // dial it (a refused first dial is retried only after a back-off).
-            let mut probe = crate::discovery::yggdrasil::SocketAdmin::new(
-                crate::discovery::yggdrasil::Endpoint::parse(&admin)?,
+            let mut probe = mnigs::discovery::yggdrasil::SocketAdmin::new(
+                mnigs::discovery::yggdrasil::Endpoint::parse(&admin)?,
                 Duration::from_secs(1),
             );
             let up = Instant::now();
-            while crate::discovery::yggdrasil::Admin::call(
+            while mnigs::discovery::yggdrasil::Admin::call(
                 &mut probe,
                 "getSelf",
                 serde_json::json!({}),
@@ -347,7 +542,7 @@ impl Lab {
             });
         }
         nodes.reverse();
-        use crate::discovery::yggdrasil::{Admin, Endpoint, SocketAdmin};
+        use mnigs::discovery::yggdrasil::{Admin, Endpoint, SocketAdmin};
         let deadline = Instant::now() + Duration::from_secs(20);
         for (i, n) in nodes.iter_mut().enumerate() {
             let want = usize::from(i > 0) + usize::from(i + 1 < names.len());

@@ -1,4 +1,4 @@
-//! `mnigs demo` and the end-to-end tests share this: a [`Scenario`] puts a gateway daemon and a
+//! The demo and the end-to-end tests share this: a [`Scenario`] puts a gateway daemon and a
 //! subscriber daemon on the [`Testbed`] mesh (sub — relay — gw — inet), from UCI files, and offers
 //! the checks both need (status, ping through the tunnel, what the daemons left on the system).
 
@@ -180,7 +180,7 @@ impl Scenario {
         // ping exits non-zero only when no reply came at all (no deadline given).
         let out = match self.bed.exec_full(Node::Sub, &argv, None, limit) {
             Ok(out) => out,
-            Err(crate::sys::cmd::CmdError::Failed { .. }) => return Ok((1..=count).collect()),
+            Err(mnigs::sys::cmd::CmdError::Failed { .. }) => return Ok((1..=count).collect()),
             Err(e) => return Err(e.to_string()),
         };
         let answered: std::collections::HashSet<u32> = out
@@ -667,161 +667,4 @@ pub fn nft_packet_counts(listing: &str) -> Vec<u64> {
                 .ok()
         })
         .collect()
-}
-
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-fn step(started: Instant, what: &str) {
-    println!("[{:6.2}s] {what}", started.elapsed().as_secs_f64());
-}
-
-/// Runs the demo; returns the exit code. Ctrl-C at any point tears everything down.
-pub fn run(hold: bool) -> i32 {
-    let handler = nix::sys::signal::SigHandler::Handler(on_signal);
-    for sig in [
-        nix::sys::signal::Signal::SIGINT,
-        nix::sys::signal::Signal::SIGTERM,
-    ] {
-        // SAFETY: the handler only stores to an atomic.
-        let _ = unsafe { nix::sys::signal::signal(sig, handler) };
-    }
-    match demo(hold) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("demo failed: {e}");
-            1
-        }
-    }
-}
-
-fn demo(hold: bool) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
-    let t = Instant::now();
-    let interrupted = || {
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            Err("interrupted".to_string())
-        } else {
-            Ok(())
-        }
-    };
-    println!(
-        "mnigs demo: sub — relay — gw — inet in network namespaces; Babel on the mesh, WireGuard to the gateway"
-    );
-    let mut s = Scenario::new(&exe, 60)?;
-    step(
-        t,
-        &format!(
-            "namespaces {}-* built, babeld started on sub, relay and gw",
-            s.bed.ns(Node::Sub).trim_end_matches("-sub")
-        ),
-    );
-    let converged = s.bed.wait_converged(Duration::from_secs(20))?;
-    step(
-        t,
-        &format!("Babel routes converged in {:.2}s", converged.as_secs_f64()),
-    );
-    interrupted()?;
-    s.watch_inet()?;
-    let before = s.ping_inet("1");
-    step(
-        t,
-        &format!(
-            "before mnigs: ping sub → Internet host {} {}",
-            Testbed::INET_HOST,
-            if before {
-                "WORKS (unexpected)"
-            } else {
-                "fails, as it should"
-            }
-        ),
-    );
-    s.start(Node::Gw)?;
-    step(
-        t,
-        &format!(
-            "gateway daemon up on gw ({}), WireGuard {} listening, NAT out of {}",
-            Testbed::mesh_v6(Node::Gw),
-            s.gw_wg,
-            s.bed.wan_ifname()
-        ),
-    );
-    interrupted()?;
-    let sub_started = Instant::now();
-    s.start(Node::Sub)?;
-    step(t, "subscriber daemon up on sub: scanning Babel routes");
-    let status = s.wait_connected(Duration::from_secs(30), &INTERRUPTED)?;
-    let sub = &status["subscriber"];
-    step(
-        t,
-        &format!(
-            "gateway found and registered: {} at {} via {}, tunnel {} with {}",
-            text(&sub["gateway"]["name"]),
-            text(&sub["gateway"]["address"]),
-            text(&sub["method"]),
-            text(&sub["interface"]),
-            text(&sub["ipv4"])
-        ),
-    );
-    let mut reached = false;
-    while sub_started.elapsed() < Duration::from_secs(10) && !reached {
-        interrupted()?;
-        reached = s.ping_inet("1");
-    }
-    if !reached {
-        return Err(format!(
-            "Internet host not reachable through the tunnel; subscriber log:\n{}",
-            s.tail(Node::Sub)
-        ));
-    }
-    let (from_gw, all) = s.inet_counts()?;
-    step(
-        t,
-        &format!(
-            "Internet reachable: ping sub → {} works, {:.2}s after the subscriber started; inet saw {from_gw} of {all} echo request(s) from the gateway's uplink address {}",
-            Testbed::INET_HOST,
-            sub_started.elapsed().as_secs_f64(),
-            Testbed::GW_UPLINK
-        ),
-    );
-    if hold {
-        println!(
-            "holding; press Ctrl-C to tear down (status: ip netns exec {} {} status -c {})",
-            s.bed.ns(Node::Sub),
-            exe.display(),
-            s.config(Node::Sub).display()
-        );
-        println!(
-            "built-in page: http://127.0.0.1:65533/ inside namespace {} (a browser started with `ip netns exec` shows it)",
-            s.bed.ns(Node::Sub)
-        );
-        while !INTERRUPTED.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    s.cli(Node::Sub, &["disconnect"])?;
-    step(
-        t,
-        &format!(
-            "disconnected: ping now {}",
-            if s.ping_inet("1") {
-                "still works (unexpected)"
-            } else {
-                "fails again"
-            }
-        ),
-    );
-    s.stop(Node::Sub, libc::SIGTERM);
-    s.stop(Node::Gw, libc::SIGTERM);
-    step(t, "daemons stopped; removing namespaces");
-    drop(s);
-    step(t, "done");
-    Ok(())
 }

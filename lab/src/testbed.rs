@@ -33,20 +33,19 @@
 //! - [`require_root`], [`e2e_gate`]: prerequisites of the end-to-end tests.
 //! - [`cleanup_stale`]: leftovers of crashed runs.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
-use crate::sys::cmd::{self, CmdError};
+use crate::netlab::{Lab, pids_in, remove_wg_sockets, to_pid};
+use mnigs::sys::cmd::{self, CmdError};
 
 /// Prefix of every namespace a testbed creates: `mnigs-<tag>-<node>`.
 pub const NS_PREFIX: &str = "mnigs-";
@@ -56,8 +55,6 @@ pub const E2E_PROGRAMS: [&str; 6] = ["ip", "babeld", "wg", "wireguard-go", "nft"
 
 /// Where `ip netns add` mounts named namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
-/// Where wireguard-go puts its control sockets, shared by all namespaces.
-const WG_SOCKET_DIR: &str = "/var/run/wireguard";
 /// How long processes get between SIGTERM and SIGKILL on teardown.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// Kernel routing protocol number of Babel routes (`proto babel`).
@@ -122,22 +119,26 @@ impl Node {
     }
 }
 
-/// A running namespace mesh; dropping it removes everything it created.
+/// A running namespace mesh, built on a [`Lab`] (its `tag`, `dir`, processes and namespaces,
+/// reached through `Deref`); dropping it removes everything it created.
+///
+/// The lab's tag is a short hex tag unique to this testbed (owner PID + nonce), part of every
+/// name it creates; its directory holds configs, logs, pid/state files and sockets.
 pub struct Testbed {
-    /// Short hex tag unique to this testbed (owner PID + nonce); part of every name it creates.
-    pub tag: String,
-    /// Working directory for configs, logs, pid/state files and sockets; removed on drop.
-    pub dir: PathBuf,
-    /// Namespaces created so far (all four once `build` succeeded).
-    namespaces: Vec<String>,
-    /// Every process started by [`Testbed::spawn`] that was not yet reaped.
-    children: Mutex<Vec<Child>>,
+    lab: Lab,
     /// babeld's PID per mesh node.
     babeld: Vec<(Node, u32)>,
     /// The nodes of this testbed's topology.
     nodes: Vec<Node>,
     /// Leaf subscriber names (`l00` …), also the relay's interface to each.
     leaves: Vec<String>,
+}
+
+impl std::ops::Deref for Testbed {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
 }
 
 impl Testbed {
@@ -235,8 +236,7 @@ impl Testbed {
         let relay = self.ns(Node::Relay);
         for i in 0..self.leaves.len() as u8 {
             let ns = self.leaf_ns(i);
-            cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
-            self.namespaces.push(ns.clone());
+            self.lab.create_ns(&ns)?;
             self.sysctls_in(&ns, true)?;
             let relay_if = self.leaves[usize::from(i)].clone();
             self.veth_ns(&ns, "mesh0", &relay, &relay_if)?;
@@ -296,13 +296,10 @@ impl Testbed {
             }
         };
         let dir = std::env::temp_dir().join(format!("mnigs-testbed-{tag}"));
-        fs::create_dir_all(&dir)
-            .map_err(|e| format!("testbed: cannot create {}: {e}", dir.display()))?;
+        let lab = Lab::with_tag(tag, dir).map_err(|e| format!("testbed: {e}"))?;
+        lab.own_ifnames(&ifname_prefix(&lab.tag));
         let mut testbed = Testbed {
-            tag,
-            dir,
-            namespaces: Vec::new(),
-            children: Mutex::new(Vec::new()),
+            lab,
             babeld: Vec::new(),
             nodes,
             leaves: (0..leaves).map(|i| format!("l{i:02}")).collect(),
@@ -367,7 +364,7 @@ impl Testbed {
         input: Option<&str>,
         timeout: Duration,
     ) -> Result<String, CmdError> {
-        exec_in_ns(ns, argv, input, timeout)
+        self.lab.exec_full(ns, argv, input, timeout)
     }
 
     /// Starts `argv` in the background inside `node`'s namespace, stdout and stderr appended to
@@ -381,10 +378,7 @@ impl Testbed {
 
     /// Like [`Testbed::spawn`], in the namespace named `ns` (e.g. a [`Testbed::leaf_ns`]).
     pub fn spawn_in(&self, ns: &str, argv: &[&str], log: &Path) -> Result<u32, String> {
-        let child = spawn_in_ns(ns, argv, log)?;
-        let pid = child.id();
-        lock(&self.children).push(child);
-        Ok(pid)
+        self.lab.spawn(ns, argv, log)
     }
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to `pid` and waits up to `wait` until it ended;
@@ -394,56 +388,7 @@ impl Testbed {
     /// one of this testbed's namespaces (e.g. a daemon that forked itself); any other PID is
     /// left alone and false returned.
     pub fn stop(&self, pid: u32, signal: i32, wait: Duration) -> bool {
-        let Ok(signal) = Signal::try_from(signal) else {
-            return false;
-        };
-        let child = {
-            let mut children = lock(&self.children);
-            children
-                .iter()
-                .position(|c| c.id() == pid)
-                .map(|i| children.swap_remove(i))
-        };
-        let deadline = Instant::now() + wait;
-        if let Some(mut child) = child {
-            // Not holding the lock while waiting keeps `spawn` usable from other threads.
-            if !child_ended(&mut child) {
-                let _ = kill(to_pid(pid), signal);
-            }
-            loop {
-                if child_ended(&mut child) {
-                    return true;
-                }
-                if Instant::now() >= deadline {
-                    lock(&self.children).push(child);
-                    return false;
-                }
-                sleep(Duration::from_millis(10));
-            }
-        }
-        if !self.netns_pids().contains(&pid) {
-            return false;
-        }
-        let _ = kill(to_pid(pid), signal);
-        loop {
-            if process_ended(pid) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// PIDs of the processes started by [`Testbed::spawn`] that have not been reaped yet.
-    pub fn children(&self) -> Vec<u32> {
-        lock(&self.children).iter().map(Child::id).collect()
-    }
-
-    /// PIDs of all processes currently living in this testbed's namespaces.
-    pub fn netns_pids(&self) -> Vec<u32> {
-        self.namespaces.iter().flat_map(|ns| pids_in(ns)).collect()
+        self.lab.signal(pid, signal, wait)
     }
 
     /// PID of the babeld running on `node`, if `node` runs one.
@@ -503,17 +448,7 @@ impl Testbed {
     /// `mnw<tag><role>`; a role longer than 4 characters or not lower-case alphanumeric is
     /// replaced by a 4-digit hash of itself.
     pub fn unique_ifname(&self, role: &str) -> String {
-        let plain = !role.is_empty()
-            && role.len() <= 4
-            && role
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let role = if plain {
-            role.to_string()
-        } else {
-            format!("{:04x}", fnv1a(role.as_bytes()) & 0xffff)
-        };
-        format!("{}{role}", ifname_prefix(&self.tag))
+        unique_ifname(&self.tag, role)
     }
 
     fn setup(&mut self) -> Result<(), String> {
@@ -524,9 +459,7 @@ impl Testbed {
         );
         write_file(&self.dir.join("owner"), &owner)?;
         for node in self.nodes.clone() {
-            let ns = self.ns(node);
-            cmd::run(&["ip", "netns", "add", &ns]).map_err(|e| e.to_string())?;
-            self.namespaces.push(ns);
+            self.lab.create_ns(&self.ns(node))?;
         }
         for node in self.nodes.clone() {
             self.set_sysctls(node)?;
@@ -724,12 +657,9 @@ impl Testbed {
     }
 
     fn check_babeld_alive(&self) -> Result<(), String> {
-        let mut children = lock(&self.children);
         for (node, pid) in &self.babeld {
-            let Some(child) = children.iter_mut().find(|c| c.id() == *pid) else {
-                continue; // stopped on purpose through `stop`
-            };
-            if let Ok(Some(status)) = child.try_wait() {
+            // None also for a babeld stopped on purpose through `stop`.
+            if let Some(status) = self.lab.exit_status(*pid) {
                 return Err(format!(
                     "babeld in {} exited ({status}); log {}:\n{}",
                     self.ns(*node),
@@ -765,102 +695,6 @@ impl Testbed {
         }
         text
     }
-
-    fn teardown(&mut self) {
-        let mut children = std::mem::take(&mut *lock(&self.children));
-        children.retain_mut(|c| !child_ended(c));
-        for child in &children {
-            let _ = kill(to_pid(child.id()), Signal::SIGTERM);
-        }
-        for pid in self.netns_pids() {
-            let _ = kill(to_pid(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + TERM_GRACE;
-        loop {
-            children.retain_mut(|c| !child_ended(c));
-            // Listed afresh every time, so no PID that already ended gets signalled again.
-            let others = self.netns_pids();
-            if children.is_empty() && others.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                for child in &children {
-                    let _ = kill(to_pid(child.id()), Signal::SIGKILL);
-                }
-                for pid in others {
-                    let _ = kill(to_pid(pid), Signal::SIGKILL);
-                }
-                let reap_deadline = Instant::now() + Duration::from_secs(1);
-                while !children.is_empty() && Instant::now() < reap_deadline {
-                    children.retain_mut(|c| !child_ended(c));
-                    sleep(Duration::from_millis(10));
-                }
-                break;
-            }
-            sleep(Duration::from_millis(20));
-        }
-        for ns in self.namespaces.drain(..) {
-            if let Err(e) = cmd::run(&["ip", "netns", "delete", &ns]) {
-                crate::log::warn(&format!("testbed: cannot delete namespace {ns}: {e}"));
-            }
-        }
-        remove_wg_sockets(&self.tag);
-        if let Err(e) = fs::remove_dir_all(&self.dir)
-            && e.kind() != ErrorKind::NotFound
-        {
-            crate::log::warn(&format!(
-                "testbed: cannot remove {}: {e}",
-                self.dir.display()
-            ));
-        }
-    }
-}
-
-impl Drop for Testbed {
-    /// Stops every process we spawned and every process in our namespaces (SIGTERM, then
-    /// SIGKILL after about 2 s), deletes the namespaces, stale wireguard-go sockets named after
-    /// our tag and the working directory.
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// Runs `argv` inside namespace `ns` (`ip netns exec NS argv…`) with `input` on stdin.
-pub fn exec_in_ns(
-    ns: &str,
-    argv: &[&str],
-    input: Option<&str>,
-    timeout: Duration,
-) -> Result<String, CmdError> {
-    let mut full = vec!["ip", "netns", "exec", ns];
-    full.extend_from_slice(argv);
-    cmd::run_full(&full, input, timeout)
-}
-
-/// Starts `argv` in the background inside namespace `ns`, stdout and stderr appended to `log`.
-/// `ip netns exec` replaces itself with the program, so the child's PID is the program's own;
-/// the caller keeps the child to reap it.
-pub fn spawn_in_ns(ns: &str, argv: &[&str], log: &Path) -> Result<Child, String> {
-    if argv.is_empty() {
-        return Err("spawn needs a program".to_string());
-    }
-    let open_log = || {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("cannot open log {}: {e}", log.display()))
-    };
-    let (out, err) = (open_log()?, open_log()?);
-    crate::log::debug(&format!("spawn in {ns}: {}", argv.join(" ")));
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start `{}` in {ns}: {e}", argv.join(" ")))
 }
 
 /// Fails unless the effective user is root (namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN).
@@ -955,7 +789,7 @@ pub fn cleanup_stale(prefix: &str) -> Vec<String> {
         if cmd::run(&["ip", "netns", "delete", ns]).is_ok() {
             removed.push(ns.clone());
         }
-        remove_wg_sockets(tag);
+        remove_wg_sockets(&ifname_prefix(tag));
         let _ = fs::remove_dir_all(std::env::temp_dir().join(format!("mnigs-testbed-{tag}")));
     }
     removed
@@ -963,6 +797,21 @@ pub fn cleanup_stale(prefix: &str) -> Vec<String> {
 
 fn ns_name(tag: &str, node: Node) -> String {
     format!("{NS_PREFIX}{tag}-{}", node.name())
+}
+
+/// [`Testbed::unique_ifname`] of the testbed tagged `tag`.
+fn unique_ifname(tag: &str, role: &str) -> String {
+    let plain = !role.is_empty()
+        && role.len() <= 4
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let role = if plain {
+        role.to_string()
+    } else {
+        format!("{:04x}", fnv1a(role.as_bytes()) & 0xffff)
+    };
+    format!("{}{role}", ifname_prefix(tag))
 }
 
 fn ifname_prefix(tag: &str) -> String {
@@ -1020,25 +869,6 @@ fn netns_exists(name: &str) -> bool {
     Path::new(NETNS_DIR).join(name).exists()
 }
 
-fn pids_in(ns: &str) -> Vec<u32> {
-    cmd::run(&["ip", "netns", "pids", ns])
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .filter(|p| *p != std::process::id())
-        .collect()
-}
-
-fn to_pid(pid: u32) -> Pid {
-    Pid::from_raw(pid as i32)
-}
-
-/// Whether our child ended (and is now reaped).
-fn child_ended(child: &mut Child) -> bool {
-    // An error means it cannot be waited for any more, i.e. it is gone.
-    !matches!(child.try_wait(), Ok(None))
-}
-
 /// Whether `pid` is gone or a zombie (reaping orphans can be slow; a zombie no longer runs).
 pub fn process_ended(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -1090,19 +920,6 @@ fn host_routes_in(ns: &str, family: &str) -> Vec<IpAddr> {
     out.lines().filter_map(host_route_destination).collect()
 }
 
-fn remove_wg_sockets(tag: &str) {
-    let prefix = ifname_prefix(tag);
-    let Ok(entries) = fs::read_dir(WG_SOCKET_DIR) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && name.ends_with(".sock") {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -1117,11 +934,6 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
-}
-
-/// Locks `mutex` even if a panicking thread poisoned it: teardown must still run.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -1158,20 +970,12 @@ mod tests {
 
     #[test]
     fn ifnames_fit_and_differ() {
-        let testbed = Testbed {
-            tag: "0012ab34".to_string(),
-            dir: PathBuf::new(),
-            namespaces: Vec::new(),
-            children: Mutex::new(Vec::new()),
-            babeld: Vec::new(),
-            nodes: Node::ALL.to_vec(),
-            leaves: Vec::new(),
-        };
-        assert_eq!(testbed.unique_ifname("g"), "mnw0012ab34g");
-        let long = testbed.unique_ifname("gateway-side");
+        let ifname = |role| unique_ifname("0012ab34", role);
+        assert_eq!(ifname("g"), "mnw0012ab34g");
+        let long = ifname("gateway-side");
         assert_eq!(long.len(), 15);
-        assert_ne!(long, testbed.unique_ifname("subscriber-side"));
-        assert!(testbed.unique_ifname("Ab c").len() <= 15);
+        assert_ne!(long, ifname("subscriber-side"));
+        assert!(ifname("Ab c").len() <= 15);
     }
 
     #[test]
