@@ -13,7 +13,7 @@
 //! - `gateway_scale_bench` / `gateway_scale_short` (ignored; `bench/gateway-scale.sh`): the
 //!   figures, each against its target.
 
-use mnigs::netlab::Lab;
+use mnigs_lab::netlab::Lab;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -614,7 +614,7 @@ fn bench(f: Figures) {
     let db = gw.lab.dir.join("gw.db");
     let ends = {
         let store = mnigs::store::Store::open(&db).expect("store");
-        let ends = mnigs::gateway::service::now() + 4;
+        let ends = mnigs::clock::now() + 4;
         for row in store.sessions().unwrap() {
             store.set_session_expiry(&row.sid, ends).unwrap();
         }
