@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(
             batch_input(&lines),
             "qdisc replace dev wg0 root handle 7e: htb default 1\n\
-             class replace dev wg0 parent 7e:2 classid 7e:103 htb rate 100kbit ceil 1000kbit quantum 1514\n"
+             class replace dev wg0 parent 7e:2 classid 7e:103 htb rate 100kbit ceil 1000kbit quantum 67050\n"
         );
         assert!(only_absent(
             "RTNETLINK answers: No such file or directory\nCommand failed -:2\n"
