@@ -473,11 +473,16 @@ fn running_pid(pidfile: &Path) -> Option<i32> {
 
 /// Stops the openvpn of `pidfile` (SIGTERM, then SIGKILL after 3 s) and removes the file.
 fn stop(pidfile: &Path) {
+    stop_within(pidfile, Duration::from_secs(3));
+}
+
+/// [`stop`] with `grace` between SIGTERM and SIGKILL.
+fn stop_within(pidfile: &Path, grace: Duration) {
     if let Some(pid) = running_pid(pidfile) {
         use nix::sys::signal::{Signal, kill};
         let pid = nix::unistd::Pid::from_raw(pid);
         let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + grace;
         while kill(pid, None).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -500,8 +505,10 @@ fn log_tail(path: &Path) -> String {
 fn manage(socket: &Path, command: &str) -> Result<String, TunnelError> {
     let err = |e: std::io::Error| io("management socket", socket, e);
     let stream = UnixStream::connect(socket).map_err(err)?;
+    // The server is local and answers in milliseconds; one that hangs must not hold a release
+    // (and the subscriber waiting for it, falling back to its next method) for long.
     stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
+        .set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(err)?;
     let mut writer = stream.try_clone().map_err(err)?;
     let mut reader = BufReader::new(stream);
@@ -795,6 +802,9 @@ impl Method for Openvpn {
             let silent = !text.contains(SERVER_HEARD) && started.elapsed() >= SILENCE_TIMEOUT;
             if died || refused || silent || Instant::now() >= deadline {
                 let why = log_tail(&log);
+                // A client that never got through has nobody to say goodbye to: no grace
+                // period (openvpn may take seconds to exit on SIGTERM before a handshake).
+                stop_within(&self.dir.join("openvpn.pid"), Duration::ZERO);
                 self.disconnect()?;
                 let what = if died {
                     "exited".to_string()
