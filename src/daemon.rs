@@ -27,9 +27,7 @@ fn reload(node: &Services, path: &Path) {
     let new = match load_config(path) {
         Ok(new) => new,
         Err(e) => {
-            log::error(&format!(
-                "reload refused, keeping the running configuration: {e}"
-            ));
+            crate::error!("reload refused, keeping the running configuration: {e}");
             return;
         }
     };
@@ -51,12 +49,12 @@ fn reload(node: &Services, path: &Path) {
     } else {
         format!("applied {}", plan.applied.join(", "))
     };
-    log::info(&format!("configuration reloaded: {applied}"));
+    crate::info!("configuration reloaded: {applied}");
     if !plan.need_restart.is_empty() {
-        log::warn(&format!(
+        crate::warn!(
             "changed in the file but kept until the daemon restarts: {}",
             plan.need_restart.join(", ")
-        ));
+        );
     }
 }
 
@@ -239,7 +237,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let (store, restored) =
         persist::open(&cfg.main.database, persist_path.as_deref()).map_err(|e| e.to_string())?;
     match (&restored, &persist_path) {
-        (Ok(true), Some(p)) => log::info(&format!("state restored from {}", p.display())),
+        (Ok(true), Some(p)) => crate::info!("state restored from {}", p.display()),
         (Err(e), _) => log::warn(e),
         _ => {}
     }
@@ -304,7 +302,7 @@ pub fn run(path: &Path) -> Result<(), String> {
             return Err(e);
         }
     };
-    log::info(&format!(
+    crate::info!(
         "{} listening on port {} ({})",
         cfg.main.name,
         server.port(),
@@ -313,7 +311,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         } else {
             format!("interfaces {}", devices.join(", "))
         }
-    ));
+    );
 
     let (uplink_stop, uplink_rx) = mpsc::channel::<()>();
     let checks_uplink = node.gateway.is_some() && cfg.gateway.uplink_check;
@@ -365,7 +363,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         match signals.wait() {
             Ok(Signal::SIGHUP) => reload(&node, path),
             Ok(s) => {
-                log::info(&format!("{s}: stopping"));
+                crate::info!("{s}: stopping");
                 break;
             }
             Err(e) => return Err(format!("waiting for signals: {e}")),
@@ -386,17 +384,14 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some(mut p) = persister {
         // After the roles' teardown, so the copy holds what must survive: keys and gateways.
         if let Err(e) = p.save(&persist_store.lock().expect("not poisoned")) {
-            log::error(&format!(
-                "cannot copy the state to {}: {e}",
-                p.path().display()
-            ));
+            crate::error!("cannot copy the state to {}: {e}", p.path().display());
         }
-        log::info(&format!(
+        crate::info!(
             "state copied to {} {} time(s) this run, {} bytes",
             p.path().display(),
             p.writes,
             p.bytes
-        ));
+        );
     }
     Ok(())
 }
@@ -419,15 +414,15 @@ fn persist_loop(mut p: Persister, node: &Services, stop: &mpsc::Receiver<()>) ->
             match p.save(&store) {
                 Ok(true) => {
                     publish(&p);
-                    log::debug(&format!(
+                    crate::debug!(
                         "state copied to {} ({} copies, {} bytes this run)",
                         p.path().display(),
                         p.writes,
                         p.bytes
-                    ));
+                    );
                 }
                 Ok(false) => {}
-                Err(e) => log::error(&format!("cannot copy the state: {e}")),
+                Err(e) => crate::error!("cannot copy the state: {e}"),
             }
             continue;
         }

@@ -270,9 +270,7 @@ pub fn fire<'a>(
         Ok(h) => Some(h),
         Err(e) => {
             running_add(-1);
-            log::error(&format!(
-                "cannot start a thread for the {event:?} hook: {e}"
-            ));
+            crate::error!("cannot start a thread for the {event:?} hook: {e}");
             None
         }
     }
@@ -284,10 +282,10 @@ fn run(path: &Path, vars: &[(String, String)], timeout: Duration) {
         Ok(out) => {
             let out = out.trim();
             if !out.is_empty() {
-                log::debug(&format!("hook {}: {out}", argv[0]));
+                crate::debug!("hook {}: {out}", argv[0]);
             }
         }
-        Err(e) => log::warn(&format!("hook failed (ignored): {e}")),
+        Err(e) => crate::warn!("hook failed (ignored): {e}"),
     }
 }
 

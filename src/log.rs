@@ -36,7 +36,7 @@ pub fn set_level(level: Level) {
 }
 
 fn emit(level: Level, msg: &str) {
-    if level as u8 >= LEVEL.load(Ordering::Relaxed) {
+    if enabled(level) {
         let tag = match level {
             Level::Debug => "debug",
             Level::Info => "info",
@@ -65,6 +65,52 @@ pub fn escape(msg: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether lines of `level` are printed now: the logging macros format their message only then.
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Logs a `format!` message at debug level; the message is formatted only when debug lines are
+/// printed (most runs: every command run is logged at debug level).
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Debug) {
+            $crate::log::debug(&format!($($arg)*))
+        }
+    };
+}
+
+/// Logs a `format!` message at info level, formatted only when info lines are printed.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Info) {
+            $crate::log::info(&format!($($arg)*))
+        }
+    };
+}
+
+/// Logs a `format!` message at warn level, formatted only when warnings are printed.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Warn) {
+            $crate::log::warn(&format!($($arg)*))
+        }
+    };
+}
+
+/// Logs a `format!` message at error level, formatted only when errors are printed.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => {
+        if $crate::log::enabled($crate::log::Level::Error) {
+            $crate::log::error(&format!($($arg)*))
+        }
+    };
+}
+
 /// Logs at debug level.
 pub fn debug(msg: &str) {
     emit(Level::Debug, msg);
@@ -85,6 +131,27 @@ pub fn error(msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_below_the_level_is_never_formatted() {
+        struct Counted<'a>(&'a std::cell::Cell<u32>);
+        impl std::fmt::Display for Counted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.set(self.0.get() + 1);
+                f.write_str("x")
+            }
+        }
+        let formatted = std::cell::Cell::new(0);
+        set_level(Level::Info);
+        crate::debug!("{}", Counted(&formatted));
+        assert_eq!(formatted.get(), 0, "a debug line was formatted at level info");
+        set_level(Level::Error);
+        crate::warn!("{}", Counted(&formatted));
+        assert_eq!(formatted.get(), 0);
+        crate::error!("{}", Counted(&formatted));
+        assert_eq!(formatted.get(), 1, "an error line is formatted");
+        set_level(Level::Info);
+    }
 
     #[test]
     fn control_characters_cannot_forge_lines_or_escape_sequences() {

@@ -139,7 +139,7 @@ pub fn walk(admin: &mut dyn Admin, caps: Caps) -> Result<Walk, String> {
             let v = match answer {
                 Ok(v) => v,
                 Err(e) => {
-                    crate::log::debug(&format!("cjdns: {path}: {e}"));
+                    crate::debug!("cjdns: {path}: {e}");
                     w.failures += 1;
                     break;
                 }
@@ -236,13 +236,13 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
         max_nodes: cfg.max_nodes,
     };
     let w = walk(&mut client, caps)?;
-    crate::log::info(&format!(
+    crate::info!(
         "cjdns: {} node(s), {} link(s), {} query(ies), {} failure(s)",
         w.nodes.len().saturating_sub(1),
         w.links.len(),
         w.queries,
         w.failures
-    ));
+    );
     Ok(super::Found {
         candidates: candidates(&w, &cfg.ports),
         graph: Some(super::Graph::of_walk(

@@ -249,11 +249,11 @@ pub fn gate(
                 None => Some("no source"),
             });
             if let Some(why) = why {
-                crate::log::debug(&format!(
+                crate::debug!(
                     "gossip entry {} from {}: not followed, {why}",
                     c.socket(),
                     c.how
-                ));
+                );
             }
             why.is_none()
         })

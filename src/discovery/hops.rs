@@ -42,7 +42,7 @@ fn hops_to(at: std::net::IpAddr, timeout: Duration) -> Option<u32> {
     match icmp::echo_reply(at, None, timeout) {
         Ok(r) => r.ttl.map(icmp::hops_from_ttl),
         Err(e) => {
-            crate::log::debug(&format!("hops to {at}: {e}"));
+            crate::debug!("hops to {at}: {e}");
             None
         }
     }

@@ -176,7 +176,7 @@ async fn probe_one(c: &Candidate, timeout: Duration) -> Heard {
             rtt: started.elapsed(),
         })),
         Err(e) => {
-            crate::log::debug(&format!("{}: {e}", c.socket()));
+            crate::debug!("{}: {e}", c.socket());
             Heard::Nothing
         }
     }
@@ -206,7 +206,7 @@ pub fn gather(sections: &[DiscoveryConfig]) -> (Vec<Candidate>, Limits) {
             .max(Duration::from_millis(u64::from(d.timeout_ms)));
         match run_method(d) {
             Ok(f) => candidates.extend(f.candidates),
-            Err(e) => crate::log::warn(&format!("discovery {}: {e}", d.section)),
+            Err(e) => crate::warn!("discovery {}: {e}", d.section),
         }
     }
     (dedup(candidates), limits)

@@ -241,7 +241,7 @@ impl Scanner {
                     (f.candidates, None)
                 }
                 Err(e) => {
-                    crate::log::warn(&format!("discovery {}: {e}", d.section));
+                    crate::warn!("discovery {}: {e}", d.section);
                     (Vec::new(), Some(e))
                 }
             };

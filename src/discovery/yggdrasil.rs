@@ -414,7 +414,7 @@ pub fn walk_with(fan: &mut dyn Fanout, caps: Caps) -> Result<Walk, String> {
             let found = match answer {
                 Ok(v) => remote_keys(&v),
                 Err(e) => {
-                    crate::log::debug(&format!("yggdrasil: peers of {}: {e}", w.nodes[i].key));
+                    crate::debug!("yggdrasil: peers of {}: {e}", w.nodes[i].key);
                     w.failures += 1;
                     continue;
                 }
@@ -524,12 +524,12 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<super::Found, String> {
         max_nodes: cfg.max_nodes,
     };
     let w = walk_with(&mut fan, caps)?;
-    crate::log::info(&format!(
+    crate::info!(
         "yggdrasil: {} node(s), {} advertising mnigs, {} failure(s)",
         w.nodes.len().saturating_sub(1),
         w.nodes.iter().filter(|n| n.advert.is_some()).count(),
         w.failures
-    ));
+    );
     Ok(super::Found {
         candidates: candidates(&w, &cfg.ports, cfg.nodeinfo_only),
         graph: Some(super::Graph::of_walk(

@@ -188,14 +188,14 @@ impl Gateway {
     pub fn set_uplink_report(&self, report: Report) {
         let mut u = self.uplink.lock().expect("not poisoned");
         if u.0.healthy != report.healthy {
-            log::warn(&format!(
+            crate::warn!(
                 "uplink {}",
                 if report.healthy {
                     "healthy again"
                 } else {
                     "unhealthy: no new leases"
                 }
-            ));
+            );
         }
         if u.0.state.name() != report.state.name()
             && let Some(p) = report.state.problem()
@@ -245,19 +245,16 @@ impl Gateway {
         drop(inner);
         for (sid, r) in self.wait(restored) {
             if let Err(e) = r {
-                log::warn(&format!(
-                    "restoring saved session {}: {e}",
-                    &sid[..8.min(sid.len())]
-                ));
+                crate::warn!("restoring saved session {}: {e}", &sid[..8.min(sid.len())]);
             }
         }
         let inner = self.inner.lock().expect("not poisoned");
         let backend = inner.nat.as_ref().map(|n| format!("{:?}", n.backend));
-        log::info(&format!(
+        crate::info!(
             "gateway up: {} live session(s) restored, NAT via {}",
             inner.book.len(),
             backend.unwrap_or("nothing".into())
-        ));
+        );
         Ok(())
     }
 
@@ -265,7 +262,7 @@ impl Gateway {
         let rows = match self.store.lock().expect("not poisoned").sessions() {
             Ok(rows) => rows,
             Err(e) => {
-                log::error(&format!("cannot read saved sessions: {e}"));
+                crate::error!("cannot read saved sessions: {e}");
                 return vec![];
             }
         };
@@ -361,10 +358,7 @@ impl Gateway {
                 let mut inner = self.inner.lock().expect("not poisoned");
                 self.apply_jobs(&mut inner, jobs);
                 drop(inner);
-                log::debug(&format!(
-                    "batch of {n} job(s) applied in {:?}",
-                    started.elapsed()
-                ));
+                crate::debug!("batch of {n} job(s) applied in {:?}", started.elapsed());
             }
         }
         outcome.recv().unwrap_or_default()
@@ -455,12 +449,12 @@ impl Gateway {
                 let builder = std::thread::Builder::new().name("firewall".into());
                 let work = move || {
                     if let Err(e) = nat.dismiss_many(batch) {
-                        log::warn(&format!("firewall: {e}"));
+                        crate::warn!("firewall: {e}");
                         if batch.len() > 1 {
                             // One at a time, so that one that cannot go keeps no other.
                             for (sid, a) in batch {
                                 if let Err(e) = nat.dismiss(sid, a) {
-                                    log::warn(&format!("firewall: {e}"));
+                                    crate::warn!("firewall: {e}");
                                 }
                             }
                         }
@@ -481,7 +475,7 @@ impl Gateway {
                 if !group.is_empty()
                     && let Err(e) = m.remove_many(&group)
                 {
-                    log::warn(&format!("removing {} tunnel end(s): {e}", m.name()));
+                    crate::warn!("removing {} tunnel end(s): {e}", m.name());
                 }
             }
             if let Some(h) = firewall {
@@ -495,15 +489,15 @@ impl Gateway {
             .expect("not poisoned")
             .delete_sessions(&sids)
         {
-            log::warn(&format!("cannot delete released sessions: {e}"));
+            crate::warn!("cannot delete released sessions: {e}");
         }
-        log::debug(&format!(
+        crate::debug!(
             "{} session(s) removed in {:?}",
             leases.len(),
             started.elapsed()
-        ));
+        );
         for l in leases {
-            log::info(&format!("session of {} ({}) removed", l.name, l.owner));
+            crate::info!("session of {} ({}) removed", l.name, l.owner);
         }
     }
 
@@ -517,10 +511,10 @@ impl Gateway {
         match self.accept_batch(inner, items) {
             Ok(fields) => fields.into_iter().map(Ok).collect(),
             Err(e) if items.len() > 1 => {
-                log::warn(&format!(
+                crate::warn!(
                     "a batch of {} session(s) failed, configuring them one by one: {e}",
                     items.len()
-                ));
+                );
                 items
                     .iter()
                     .map(|item| {
@@ -729,7 +723,7 @@ impl Gateway {
                     public: e.public().map(str::to_string),
                     detail: e.to_string(),
                 };
-                log::error(&format!("cannot configure session of {}: {e}", req.name));
+                crate::error!("cannot configure session of {}: {e}", req.name);
                 Failure::temporary(e.answer(&req.method))
             })?),
         };
@@ -789,7 +783,7 @@ impl Gateway {
             // An idempotent repeat: the tunnel is in place; answer with the same fields again.
             self.repeat(&mut inner, &lease, caller.host.as_deref())
                 .map_err(|e| {
-                    log::error(&format!("cannot repeat session of {}: {e}", lease.name));
+                    crate::error!("cannot repeat session of {}: {e}", lease.name);
                     Failure::temporary(e.answer(&lease.method))
                 })?
         } else {
@@ -802,7 +796,7 @@ impl Gateway {
             match outcome.into_iter().find(|(sid, _)| *sid == lease.sid) {
                 Some((_, Ok(f))) => f,
                 Some((_, Err(e))) => {
-                    log::error(&format!("cannot configure session of {}: {e}", lease.name));
+                    crate::error!("cannot configure session of {}: {e}", lease.name);
                     // The details (command lines, paths, program output) go to the log only.
                     return Err(Failure::temporary(e.answer(&lease.method)));
                 }
@@ -815,10 +809,12 @@ impl Gateway {
             }
         };
         if !actions.is_empty() {
-            log::info(&format!(
+            crate::info!(
                 "session granted to {} ({}) via {}",
-                lease.name, lease.owner, lease.method
-            ));
+                lease.name,
+                lease.owner,
+                lease.method
+            );
         }
         let (ipv4, ipv6) = self.pools.subscriber(lease.slot);
         let net = self.pools.gateway();
@@ -849,7 +845,7 @@ impl Gateway {
                     .expect("not poisoned")
                     .set_session_expiry(sid, expires_at)
                 {
-                    log::warn(&format!("cannot save renewal: {e}"));
+                    crate::warn!("cannot save renewal: {e}");
                 }
                 let r = Renewal {
                     success: true,
@@ -883,7 +879,7 @@ impl Gateway {
         let actions = inner.book.expire(now());
         for action in &actions {
             if let Action::Remove(l) = action {
-                log::info(&format!("lease of {} ({}) expired", l.name, l.owner));
+                crate::info!("lease of {} ({}) expired", l.name, l.owner);
             }
         }
         if !actions.is_empty() {
@@ -928,19 +924,19 @@ impl Gateway {
             drop(inner);
             self.wait(queued);
             inner = self.inner.lock().expect("not poisoned");
-            log::info(&format!(
+            crate::info!(
                 "released {} session(s) at shutdown (keep_sessions 0)",
                 sids.len()
-            ));
+            );
         }
         let Inner { methods, nat, .. } = &mut *inner;
         for m in methods.iter_mut() {
             if let Err(e) = m.shutdown() {
-                log::warn(&format!("{} shutdown: {e}", m.name()));
+                crate::warn!("{} shutdown: {e}", m.name());
             }
         }
         if let Some(Err(e)) = nat.as_mut().map(Firewall::teardown) {
-            log::warn(&format!("firewall and NAT teardown: {e}"));
+            crate::warn!("firewall and NAT teardown: {e}");
         }
         log::info("gateway stopped");
     }

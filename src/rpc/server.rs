@@ -191,9 +191,9 @@ impl Server {
             server.acceptors.push(acceptor);
         }
         for (ip, dev) in waiting {
-            crate::log::warn(&format!(
+            crate::warn!(
                 "rpc: interface {dev} does not exist yet; the RPC server answers there once it does"
-            ));
+            );
             let addr = SocketAddr::new(ip, server.port);
             let acceptor = serve(&server, addr, Arc::new(Mutex::new(None)), Some(dev))?;
             server.acceptors.push(acceptor);
@@ -260,12 +260,12 @@ fn wait_for_device(
                     }
                     let copy = l.try_clone().ok()?;
                     *s = Some(copy);
-                    crate::log::info(&format!("rpc: interface {dev} is there, answering on it"));
+                    crate::info!("rpc: interface {dev} is there, answering on it");
                     return Some(l);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
                 Err(e) => {
-                    crate::log::warn(&format!("rpc: cannot listen on {addr} on {dev}: {e}"));
+                    crate::warn!("rpc: cannot listen on {addr} on {dev}: {e}");
                     return None;
                 }
             }

@@ -358,7 +358,7 @@ impl Supervisor {
                     updated: now(),
                 };
                 if let Err(e) = self.store.lock().expect("not poisoned").save_quality(&row) {
-                    log::warn(&format!("cannot save quality: {e}"));
+                    crate::warn!("cannot save quality: {e}");
                 }
             }
             Effect::SaveConnection(link) => self.save_connection(&link),
@@ -378,11 +378,11 @@ impl Supervisor {
                 duration,
             } => {
                 let ms = duration.as_secs_f64() * 1000.0;
-                log::info(&format!(
+                crate::info!(
                     "{kind}: {} → {} in {ms:.0} ms ({reason})",
                     from.as_deref().unwrap_or("-"),
                     to.as_deref().unwrap_or("-"),
-                ));
+                );
                 self.last_failover = Some(json!({
                     "kind": kind, "from": from, "to": to, "reason": reason, "at": now(),
                     "durationMs": ms, "hot": self.core.hot(),
@@ -416,7 +416,7 @@ impl Supervisor {
     fn routing_teardown(&mut self) {
         for pref in [policy::RULE_MESH, policy::RULE_TUNNEL, policy::RULE_CLOSED] {
             if let Err(e) = policy::rule_del_all(pref) {
-                log::warn(&format!("cannot remove rule {pref}: {e}"));
+                crate::warn!("cannot remove rule {pref}: {e}");
             }
         }
         for slot in 1..=2 {
@@ -465,11 +465,11 @@ impl Supervisor {
                 failures: 0,
             };
             if let Err(e) = store.upsert_gateway(&row) {
-                log::warn(&format!("cannot store gateway: {e}"));
+                crate::warn!("cannot store gateway: {e}");
             }
         }
         if let Err(e) = store.trim_gateways(MAX_STORED_GATEWAYS) {
-            log::warn(&format!("cannot trim the stored gateways: {e}"));
+            crate::warn!("cannot trim the stored gateways: {e}");
         }
     }
 
@@ -510,7 +510,7 @@ impl Supervisor {
             Ok(Some(row)) => row,
             Ok(None) => return,
             Err(e) => {
-                log::error(&format!("cannot read the saved connection: {e}"));
+                crate::error!("cannot read the saved connection: {e}");
                 return;
             }
         };
@@ -523,7 +523,7 @@ impl Supervisor {
             return;
         };
         if let Err(why) = self.check_grant(&grant, &grant.method.clone()) {
-            log::warn(&format!("saved session not resumed: {why}"));
+            crate::warn!("saved session not resumed: {why}");
             self.forget_connection();
             return;
         }
@@ -538,10 +538,7 @@ impl Supervisor {
         {
             Ok(Ok(Ok(r))) => match self.tunnel_up(0, ip, &grant) {
                 Ok(interface) => {
-                    log::info(&format!(
-                        "resumed session with {} after restart",
-                        saved.gateway_name
-                    ));
+                    crate::info!("resumed session with {} after restart", saved.gateway_name);
                     hooks::fire(
                         &self.cfg,
                         Hook::Connect,
@@ -564,10 +561,10 @@ impl Supervisor {
                 }
             },
             other => {
-                log::info(&format!(
+                crate::info!(
                     "saved session with {} is gone ({other:?}); scanning",
                     saved.gateway_name
-                ));
+                );
                 self.forget_connection();
             }
         }
@@ -575,7 +572,7 @@ impl Supervisor {
 
     fn forget_connection(&mut self) {
         if let Err(e) = self.store.lock().expect("not poisoned").clear_connection() {
-            log::warn(&format!("cannot clear the saved connection: {e}"));
+            crate::warn!("cannot clear the saved connection: {e}");
         }
     }
 
@@ -701,7 +698,7 @@ impl Supervisor {
     fn disconnect_slot(&mut self, slot: usize) {
         for m in self.slots[slot].methods.iter_mut() {
             if let Err(e) = m.disconnect() {
-                log::warn(&format!("{} teardown: {e}", m.name()));
+                crate::warn!("{} teardown: {e}", m.name());
             }
         }
         let _ = policy::flush_table(self.slots[slot].table);
@@ -786,10 +783,13 @@ impl Supervisor {
             );
             return Err(format!("unacceptable grant: {why}").into());
         }
-        log::info(&format!(
+        crate::info!(
             "registered with {} at {gateway}: {} {}/{}",
-            a.info.name, grant.method, grant.ipv4, grant.cidr4
-        ));
+            a.info.name,
+            grant.method,
+            grant.ipv4,
+            grant.cidr4
+        );
         hooks::fire(
             &self.cfg,
             Hook::Register,
@@ -814,18 +814,14 @@ impl Supervisor {
                 return Err(format!("tunnel setup failed: {e}").into());
             }
         };
-        log::info(&format!("tunnel {interface} up to {}", a.info.name));
+        crate::info!("tunnel {interface} up to {}", a.info.name);
         if let Some(key) = &pin {
             let setting = trust::pin_setting(gateway.ip(), method);
             let store = self.store.lock().expect("not poisoned");
             if store.get_kv(&setting).ok().flatten().as_deref() != Some(key.as_str()) {
-                log::info(&format!(
-                    "pinned {key} for {} at {}",
-                    a.info.name,
-                    gateway.ip()
-                ));
+                crate::info!("pinned {key} for {} at {}", a.info.name, gateway.ip());
                 if let Err(e) = store.set_kv(&setting, key) {
-                    log::warn(&format!("cannot pin the gateway's key: {e}"));
+                    crate::warn!("cannot pin the gateway's key: {e}");
                 }
             }
         }
@@ -871,7 +867,7 @@ impl Supervisor {
             .expect("not poisoned")
             .save_connection(&row)
         {
-            log::warn(&format!("cannot save the connection: {e}"));
+            crate::warn!("cannot save the connection: {e}");
         }
     }
 
@@ -970,16 +966,16 @@ fn scan(cfg: &Config, scanner: &Scanner, remembered: &[Candidate]) -> Option<Vec
                 let found = crate::discovery::probe(missing, n, timeout);
                 gateways.extend(found.into_iter().filter(|a| a.info.gateway));
             }
-            log::debug(&format!(
+            crate::debug!(
                 "scan: {} candidate(s), {} gateway(s) in {:?}",
                 report.candidates,
                 gateways.len(),
                 report.elapsed
-            ));
+            );
             Some(gateways)
         }
         Err(e) => {
-            log::debug(&format!("scan skipped: {e}"));
+            crate::debug!("scan skipped: {e}");
             None
         }
     }

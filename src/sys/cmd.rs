@@ -194,7 +194,7 @@ fn run_with<S: AsRef<str>>(
 }
 
 fn record(line: &str) {
-    crate::log::debug(&format!("run: {line}"));
+    crate::debug!("run: {line}");
     if !KEEP_LOG.load(Ordering::Relaxed) {
         return;
     }

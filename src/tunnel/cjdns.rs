@@ -371,7 +371,7 @@ impl Cjdns {
         match serde_json::from_str(&text) {
             Ok(d) => Some(d),
             Err(e) => {
-                crate::log::warn(&format!("cjdns: ignoring {}: {e}", path.display()));
+                crate::warn!("cjdns: ignoring {}: {e}", path.display());
                 None
             }
         }
@@ -691,7 +691,7 @@ impl Method for Cjdns {
                 options.insert(KEY_FIELD.into(), json!(key));
             }
             // The gateway refuses a request without a key, and the next method is tried.
-            Err(e) => crate::log::warn(&format!("cjdns: cannot find our own key: {e}")),
+            Err(e) => crate::warn!("cjdns: cannot find our own key: {e}"),
         }
         options
     }
@@ -733,7 +733,7 @@ impl Method for Cjdns {
             Err(e) => {
                 // Nothing half-up stays behind; the caller tries the next method.
                 if let Err(c) = self.disconnect() {
-                    crate::log::warn(&format!("cjdns: cleaning up after a failed connect: {c}"));
+                    crate::warn!("cjdns: cleaning up after a failed connect: {c}");
                 }
                 Err(e)
             }
