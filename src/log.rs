@@ -144,7 +144,11 @@ mod tests {
         let formatted = std::cell::Cell::new(0);
         set_level(Level::Info);
         crate::debug!("{}", Counted(&formatted));
-        assert_eq!(formatted.get(), 0, "a debug line was formatted at level info");
+        assert_eq!(
+            formatted.get(),
+            0,
+            "a debug line was formatted at level info"
+        );
         set_level(Level::Error);
         crate::warn!("{}", Counted(&formatted));
         assert_eq!(formatted.get(), 0);
