@@ -24,7 +24,7 @@
 mod daemon_common;
 
 use daemon_common::free_port;
-use mnigs::rpc::client;
+use mnigs::client;
 use mnigs_lab::scenario::Scenario;
 use mnigs_lab::testbed::{Node, require_root};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -282,7 +282,7 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("probe-child") {
         let to: std::net::SocketAddr = args[1].parse().expect("address");
-        let ok = mnigs::rpc::client::call(
+        let ok = mnigs::client::call(
             to,
             "nodeInfo",
             serde_json::json!({}),

@@ -2,9 +2,9 @@
 //!
 //! Exit codes: 0 success, 1 the action failed or the config is invalid, 3 the daemon is not running.
 
+use crate::client::{self, ClientError};
 use crate::config::{Config, model};
 use crate::daemon;
-use crate::rpc::client::{self, ClientError};
 use argh::FromArgs;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -168,7 +168,7 @@ impl HookEnv {
     }
 
     /// Sets `MNIGS_<key>` (replacing an earlier value). What a gateway sent reaches here only
-    /// after `subscriber::trust` checked it; as a second line of defence a control character
+    /// after `trust` checked it; as a second line of defence a control character
     /// (newline, escape) in any value is written escaped, so no value spans lines.
     pub fn set(mut self, key: &str, value: impl ToString) -> HookEnv {
         let key = format!("MNIGS_{key}");

@@ -8,13 +8,15 @@
 //! - [`validate`]: type checks for every string that may reach a program's argv.
 //! - [`prefix`]: the IPv4/IPv6 prefix type every layer shares (a leaf).
 //! - [`protocol`]: JSON-RPC 2.0 (and 1.0) envelopes and every method's parameters and results; pure.
-//! - [`rpc`]: the HTTP JSON-RPC server and the client used for probes and the CLI, and
-//!   `dispatch`: the one map from a method name to its handler, and who may call it.
+//! - [`client`]: the JSON-RPC client (the CLI, registration, probes); uses only `protocol`.
+//! - [`rpc`]: the HTTP JSON-RPC server, and `dispatch`: the one map from a method name to its
+//!   handler, and who may call it. The top of the house: it knows the roles, nothing below
+//!   imports it.
 //! - [`store`]: SQLite state (gateways seen, gateway sessions, our current connection).
 //! - [`persist`]: the flash copy of the store (RAM database, periodic and shutdown copies).
 //! - [`gateway`]: the sans-IO lease book and the RPC handlers of the gateway role.
-//! - [`subscriber`]: gateway selection, the supervisor state machine of the subscriber role, and
-//!   `trust`: the checks of everything a gateway sends.
+//! - [`subscriber`]: gateway selection, the sans-IO core and the supervisor of the subscriber role.
+//! - [`trust`]: the checks of everything a gateway sends (used by discovery and the subscriber).
 //! - [`cjdns`]: cjdroute's admin API, keys and addresses, bencode, SHA-2: shared by discovery and
 //!   the cjdns tunnel method.
 //! - [`discovery`]: ways of finding candidate gateways, and the concurrent `nodeInfo` prober.
@@ -34,6 +36,7 @@
 
 pub mod cjdns;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -49,6 +52,7 @@ pub mod rpc;
 pub mod store;
 pub mod subscriber;
 pub mod sys;
+pub mod trust;
 pub mod tunnel;
 pub mod validate;
 pub mod web;

@@ -91,6 +91,18 @@ impl fmt::Display for Prefix {
     }
 }
 
+/// The address a limit counts against: IPv4 addresses as they are, IPv6 addresses by their /64
+/// (one host usually owns a whole /64, so changing the low bits must not buy a fresh budget).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

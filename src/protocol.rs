@@ -569,6 +569,53 @@ pub fn outcome<T: for<'de> Deserialize<'de>>(v: Value) -> Result<Result<T, Failu
     }
 }
 
+// --- Who may call what (shared by the server, its guard and the client) -----------------
+
+/// The header carrying the page token.
+pub const TOKEN_HEADER: &str = "X-Mnigs-Token";
+
+/// Methods other nodes call by address (the wire protocol between nodes).
+pub const MESH_METHODS: &[&str] = &[
+    "nodeInfo",
+    "requestConnection",
+    "renewConnection",
+    "releaseConnection",
+];
+
+/// Local control methods that only read.
+pub const READ_METHODS: &[&str] = &["status", "listGateways", "listSessions", "meshGraph"];
+
+/// What a method does, as far as cross-site rules go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Called by other nodes by address.
+    Mesh,
+    /// Reads the node's state.
+    Read,
+    /// Changes something (and every method not known to be one of the others).
+    Action,
+}
+
+/// The kind of `method`.
+pub fn method_kind(method: &str) -> Kind {
+    if MESH_METHODS.contains(&method) {
+        Kind::Mesh
+    } else if READ_METHODS.contains(&method) {
+        Kind::Read
+    } else {
+        Kind::Action
+    }
+}
+
+/// Who sent a request and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Source address (IPv4-mapped IPv6 addresses are turned back into IPv4).
+    pub addr: IpAddr,
+    /// The server address the caller wrote in its `Host` header, without port or brackets.
+    pub host: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,10 @@
 
 use mnigs::config::Config;
 use mnigs::rpc::dispatch::Services;
-use mnigs::rpc::guard::token_in_page;
 use mnigs::rpc::server::Server;
 use mnigs::store::Store;
 use mnigs::sys::cmd;
+use mnigs::web::token_in_page;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};

@@ -9,7 +9,7 @@
 //! pushes (7, a real mnigs gateway whose OpenVPN server pushes more than the grant), gossip (8);
 //! the built-in page's text-only rendering (2) is checked without root.
 
-use mnigs::rpc::client;
+use mnigs::client;
 use mnigs_lab::netlab::Lab;
 use mnigs_lab::testbed::e2e_gate;
 use serde_json::{Value, json};

@@ -336,7 +336,7 @@ fn a_silent_caller_past_the_cap_is_answered_and_let_go() {
 /// server named (the subscriber does not ask that gateway again before it has passed).
 #[test]
 fn the_client_surfaces_the_wait_the_server_names() {
-    use mnigs::rpc::client::{ClientError, call};
+    use mnigs::client::{ClientError, call};
     let (server, gw) = gateway(Limits {
         rate: 0.25,
         burst: 1.0,

@@ -4,9 +4,9 @@
 //! the list nor treated as a silent node: it keeps its last known answer and is asked again after
 //! its `Retry-After`.
 
+use mnigs::client::{self, ClientError};
 use mnigs::config::Config;
 use mnigs::discovery::{Candidate, Limits as ScanLimits, Scanner};
-use mnigs::rpc::client::{self, ClientError};
 use mnigs::rpc::limits::Limits;
 use mnigs::rpc::server::Server;
 #[path = "common/gateway.rs"]

@@ -95,7 +95,7 @@ fn rpc_with(port: u16, method: &str, headers: &str) -> Value {
 /// An action as the page sends it: JSON, with the token from the page just served.
 fn act(port: u16, method: &str) -> Value {
     let (_, _, page) = get(port, "/");
-    let token = mnigs::rpc::guard::token_in_page(&page).expect("the page carries a token");
+    let token = mnigs::web::token_in_page(&page).expect("the page carries a token");
     rpc_with(
         port,
         method,
@@ -136,7 +136,7 @@ fn page_and_methods_follow_option_web() {
     assert_eq!(graph["result"]["nodes"][0]["name"], "page-test");
     let (_, _, page) = get(d.1, "/");
     assert_eq!(
-        mnigs::rpc::guard::token_in_page(&page),
+        mnigs::web::token_in_page(&page),
         None,
         "a read-only caller gets no token"
     );

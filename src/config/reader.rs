@@ -411,7 +411,7 @@ impl<'f> Builder<'f> {
             }
         });
         r.single("hub", &mut o.hub, |v| {
-            crate::tunnel::softether::check_name("hub", v).map(|()| v.to_string())
+            crate::validate::check_credential("hub", v).map(|()| v.to_string())
         });
         r.single("port", &mut o.port, port);
         r.single("device", &mut o.device, short_name);

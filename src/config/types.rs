@@ -222,7 +222,7 @@ pub struct SubscriberConfig {
     /// Gateways never used (`list exclude`): mesh addresses or node names.
     pub exclude: Vec<String>,
     /// Where a grant's tunnel addresses may lie (`list grant_allow`, default 100.64.0.0/10 and
-    /// fc00::/7); see `subscriber::trust`.
+    /// fc00::/7); see `trust`.
     pub grant_allow: Vec<Prefix>,
     /// Seconds a better gateway must have been free of failures before we move (back) to it
     /// (`option failback_after`, 0-86400, default 60).
@@ -254,7 +254,7 @@ impl Default for SubscriberConfig {
             probe_targets: Vec::new(),
             prefer: None,
             exclude: Vec::new(),
-            grant_allow: crate::subscriber::trust::default_allow(),
+            grant_allow: crate::trust::default_allow(),
             failback_after: 60,
             hot_standby: false,
             fail_closed: false,

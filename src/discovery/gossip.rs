@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 /// Gateways one `nodeInfo` advertises at most.
 pub const MAX_ADVERTISED: usize = 16;
-/// Entries taken from one answer at most: what [`crate::subscriber::trust`] keeps of one.
-pub const MAX_PER_NODE: usize = crate::subscriber::trust::MAX_GOSSIP;
+/// Entries taken from one answer at most: what [`crate::trust`] keeps of one.
+pub const MAX_PER_NODE: usize = crate::trust::MAX_GOSSIP;
 /// Entries taken in one scan at most.
 pub const MAX_PER_SCAN: usize = 256;
 /// Oldest sighting advertised or followed, in seconds.

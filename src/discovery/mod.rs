@@ -17,9 +17,9 @@ pub mod routes;
 pub mod scanner;
 pub mod yggdrasil;
 
+use crate::client;
 use crate::config::DiscoveryConfig;
 use crate::protocol::NodeInfo;
-use crate::rpc::client;
 pub use scanner::{ScanError, ScanReport, Scanner};
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
@@ -156,7 +156,7 @@ async fn probe_one(c: &Candidate, timeout: Duration) -> Heard {
         "nodeInfo",
         serde_json::json!({}),
         timeout,
-        crate::subscriber::trust::MAX_NODE_INFO,
+        crate::trust::MAX_NODE_INFO,
     )
     .await
     {
@@ -169,7 +169,7 @@ async fn probe_one(c: &Candidate, timeout: Duration) -> Heard {
     };
     // Checked where it enters: a name that is no node name, or lists over their bounds, and the
     // answer is dropped as nonsense.
-    match crate::subscriber::trust::check_node_info(info) {
+    match crate::trust::check_node_info(info) {
         Ok(info) => Heard::Answer(Box::new(Answer {
             candidate: c.clone(),
             info,

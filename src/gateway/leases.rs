@@ -4,7 +4,7 @@
 //! (configure or remove a subscriber's tunnel end); the book itself never touches the system, so
 //! each rule is unit-tested here and only execution is tested end to end.
 
-use crate::rpc::limits::source_key;
+use crate::prefix::source_key;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;

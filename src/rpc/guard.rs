@@ -19,41 +19,7 @@ use std::net::IpAddr;
 /// JSON-RPC error code for a call the node refuses to answer to this caller.
 pub const FORBIDDEN: i64 = -32001;
 
-/// The header carrying the page token.
-pub const TOKEN_HEADER: &str = "X-Mnigs-Token";
-
-/// Methods other nodes call by address (the wire protocol between nodes).
-pub const MESH_METHODS: &[&str] = &[
-    "nodeInfo",
-    "requestConnection",
-    "renewConnection",
-    "releaseConnection",
-];
-
-/// Local control methods that only read.
-pub const READ_METHODS: &[&str] = &["status", "listGateways", "listSessions", "meshGraph"];
-
-/// What a method does, as far as cross-site rules go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Called by other nodes by address.
-    Mesh,
-    /// Reads the node's state.
-    Read,
-    /// Changes something (and every method not known to be one of the others).
-    Action,
-}
-
-/// The kind of `method`.
-pub fn kind(method: &str) -> Kind {
-    if MESH_METHODS.contains(&method) {
-        Kind::Mesh
-    } else if READ_METHODS.contains(&method) {
-        Kind::Read
-    } else {
-        Kind::Action
-    }
-}
+pub use crate::protocol::{Kind, MESH_METHODS, READ_METHODS, TOKEN_HEADER, method_kind as kind};
 
 /// The headers the rules look at, as sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -241,14 +207,6 @@ pub fn new_token() -> String {
     crate::ids::new_sid()
 }
 
-/// The page token inside `html` (the `<meta name="mnigs-token">` the page is served with).
-pub fn token_in_page(html: &str) -> Option<String> {
-    let at = html.find("name=\"mnigs-token\" content=\"")?;
-    let rest = &html[at + "name=\"mnigs-token\" content=\"".len()..];
-    let token = rest.split('"').next()?;
-    (!token.is_empty()).then(|| token.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,9 +378,9 @@ mod tests {
     #[test]
     fn token_is_found_in_the_page() {
         let page = "<head><meta name=\"mnigs-token\" content=\"abc123\"></head>";
-        assert_eq!(token_in_page(page).as_deref(), Some("abc123"));
+        assert_eq!(crate::web::token_in_page(page).as_deref(), Some("abc123"));
         assert_eq!(
-            token_in_page("<meta name=\"mnigs-token\" content=\"\">"),
+            crate::web::token_in_page("<meta name=\"mnigs-token\" content=\"\">"),
             None
         );
         assert_ne!(new_token(), new_token());

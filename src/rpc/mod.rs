@@ -7,9 +7,13 @@
 //!   may call it; [`dispatch::Services`], what the handlers answer from.
 //! - `guard.rs`: cross-site rules (Host, Origin, Content-Type, page token), pure.
 //! - `limits.rs`: connection caps, per-source token bucket, header and time bounds (pure).
-//! - `client.rs`: blocking calls (CLI, registration) and async calls (smol probes), sharing one HTTP framing.
+//!
+//! The client is [`crate::client`], and the method kinds, the page token's header and [`Caller`]
+//! live in [`crate::protocol`]: the roles use those, so they never import this module, which
+//! imports them (no circle).
 
-pub mod client;
+pub use crate::protocol::Caller;
+
 pub mod dispatch;
 pub mod guard;
 pub mod limits;

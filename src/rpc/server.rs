@@ -27,14 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Who sent a request and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Source address (IPv4-mapped IPv6 addresses are turned back into IPv4).
-    pub addr: IpAddr,
-    /// The server address the caller wrote in its `Host` header, without port or brackets.
-    pub host: Option<String>,
-}
+pub use crate::protocol::Caller;
 
 /// Answers decoded requests.
 pub trait Handler: Send + Sync {

@@ -6,7 +6,8 @@
 //!   tunnel address), pure.
 //! - `quality.rs`: bounded probe windows per gateway and the down rule.
 //! - `standby.rs`: when to scan early for a missing hot standby, pure.
-//! - `trust.rs`: checks of everything a gateway sends (nodeInfo, grants) before it is used.
+//! - [`crate::trust`] (beside this module, discovery uses it too): checks of everything a gateway
+//!   sends (nodeInfo, grants) before it is used.
 //! - `core.rs`: the state machine scan → register → connect → probe → renew → (fail over) as
 //!   decisions without I/O: `Core::on(event, now)` returns the effects to carry out (unit tests
 //!   for every rule in `core_tests.rs`); the health of a path (probes, renewals) in `core_health.rs`.
@@ -21,4 +22,3 @@ pub mod quality;
 pub mod select;
 pub mod standby;
 pub mod supervisor;
-pub mod trust;

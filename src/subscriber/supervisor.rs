@@ -19,17 +19,17 @@
 
 use super::core::{Core, Effect, Event, Level, Link, NewLink, RegFailure, RenewOutcome};
 use super::select;
-use super::trust;
+use crate::client::{self, ClientError};
 use crate::clock::now;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::hooks::{self, Event as Hook, session_env};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
-use crate::rpc::client::{self, ClientError};
 use crate::store::{ConnectionRow, GatewayRow, QualityRow, Store};
 use crate::sys::icmp;
 use crate::sys::net::policy;
+use crate::trust;
 use crate::tunnel::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};

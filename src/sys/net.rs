@@ -257,7 +257,7 @@ pub fn enable_forwarding() -> std::io::Result<()> {
 /// The node's own addresses (as host prefixes) and every prefix it routes, in any table, each
 /// with what it is (`address of eth0`, `route dev mesh0 table main`). Interfaces in `skip` (our
 /// own tunnels) and the default route and its `/1` halves are left out. For
-/// `subscriber::trust::check_grant_placement`.
+/// `trust::check_grant_placement`.
 pub fn local_prefixes(skip: &[String]) -> Result<Vec<(Prefix, String)>, CmdError> {
     let addrs = cmd::run(&["ip", "-j", "addr", "show"])?;
     let r4 = routes_json(false, None)?;

@@ -112,21 +112,7 @@ pub fn grant_mtu(grant: &Grant, ours: u16) -> u16 {
         .unwrap_or(ours)
 }
 
-/// Longest user name, password or hub name accepted from a grant (ours are 10 and 32 characters).
-pub const MAX_CREDENTIAL: usize = 48;
-
-/// Checks a user name, password or hub name from a grant: 1–48 ASCII letters and digits (it goes
-/// into an argv, a URL or a vpncmd command line, so nothing that needs quoting or splits).
-pub fn check_credential(what: &str, s: &str) -> Result<(), String> {
-    if (1..=MAX_CREDENTIAL).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} must be 1-{MAX_CREDENTIAL} letters and digits, got {}",
-            crate::validate::quoted(s)
-        ))
-    }
-}
+pub use crate::validate::{MAX_CREDENTIAL, check_credential};
 
 /// The login fields of a grant, for methods that connect to a TCP port with credentials (SOCKS,
 /// SoftEther): the port (1–65535) and the text fields `keys`, each checked by

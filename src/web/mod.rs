@@ -107,6 +107,14 @@ pub fn with_token(asset: Asset, token: &str) -> String {
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The page token inside `html` (the `<meta name="mnigs-token">` the page is served with).
+pub fn token_in_page(html: &str) -> Option<String> {
+    let at = html.find("name=\"mnigs-token\" content=\"")?;
+    let rest = &html[at + "name=\"mnigs-token\" content=\"".len()..];
+    let token = rest.split('"').next()?;
+    (!token.is_empty()).then(|| token.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,14 +145,8 @@ mod tests {
     fn the_page_carries_the_token_given() {
         assert!(INDEX.body.contains(TOKEN_SLOT));
         let served = with_token(INDEX, "abc123");
-        assert_eq!(
-            crate::rpc::guard::token_in_page(&served).as_deref(),
-            Some("abc123")
-        );
-        assert_eq!(
-            crate::rpc::guard::token_in_page(&with_token(INDEX, "")),
-            None
-        );
+        assert_eq!(token_in_page(&served).as_deref(), Some("abc123"));
+        assert_eq!(token_in_page(&with_token(INDEX, "")), None);
         assert_eq!(with_token(APP, "abc123"), APP.body);
     }
 

@@ -62,7 +62,7 @@ pub fn encode(addr: SocketAddr, method: &str, params: Value) -> Vec<u8> {
 }
 
 /// Like [`encode`], with the page token the node asks for on its action methods
-/// ([`crate::rpc::guard`]).
+/// (checked by the server's guard).
 pub fn encode_with_token(
     addr: SocketAddr,
     method: &str,
@@ -71,7 +71,7 @@ pub fn encode_with_token(
 ) -> Vec<u8> {
     let body = Request::encode(1, method, params);
     let token = token.map_or(String::new(), |t| {
-        format!("{}: {t}\r\n", crate::rpc::guard::TOKEN_HEADER)
+        format!("{}: {t}\r\n", crate::protocol::TOKEN_HEADER)
     });
     let mut out = format!(
         "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{token}Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -173,7 +173,7 @@ pub fn call_local(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    if crate::rpc::guard::kind(method) != crate::rpc::guard::Kind::Action {
+    if crate::protocol::method_kind(method) != crate::protocol::Kind::Action {
         return call(addr, method, params, timeout);
     }
     let page = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -181,7 +181,7 @@ pub fn call_local(
     ended?;
     let html = String::from_utf8_lossy(&raw);
     // No token (a caller who may not act): the call itself then gets the node's reason.
-    let token = crate::rpc::guard::token_in_page(&html);
+    let token = crate::web::token_in_page(&html);
     let request = encode_with_token(addr, method, params, token.as_deref());
     let (raw, ended) = fetch(addr, &request, timeout, MAX_ANSWER)?;
     answer_despite(addr, &within(addr, raw, MAX_ANSWER)?, ended)
