@@ -294,6 +294,13 @@ pub fn pid_runs(pid: u32, program: &str) -> bool {
     !exe.is_empty() && exe.ends_with(program.as_bytes())
 }
 
+/// Whether process `pid` runs at all (not exited, not a zombie), whatever program: a child just
+/// started by [`spawn_daemon`] shows our own command line until its exec is done, so
+/// [`pid_runs`] with the new program's name is false for a moment on a busy machine.
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
 /// Stops process `pid` if it runs `program`: SIGTERM, then SIGKILL after `grace`.
 pub fn stop_pid(pid: u32, program: &str, grace: Duration) {
     if !pid_runs(pid, program) {

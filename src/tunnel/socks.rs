@@ -308,7 +308,8 @@ impl Method for Socks {
             );
             let started = Instant::now();
             while !Self::listening(self.local(port)) {
-                if !cmd::pid_runs(pid, SERVER) || started.elapsed() > SERVER_START {
+                // Not `pid_runs`: until its exec is done the child is not yet a microsocks.
+                if !cmd::pid_alive(pid) || started.elapsed() > SERVER_START {
                     let why = log_tail(&log);
                     let _ = self.remove(peer);
                     return Err(TunnelError::Invalid(format!(
@@ -389,7 +390,7 @@ impl Method for Socks {
             if net::link_exists(&self.ifname) {
                 break;
             }
-            if !cmd::pid_runs(pid, CLIENT) || started.elapsed() > CONNECT_TIMEOUT {
+            if !cmd::pid_alive(pid) || started.elapsed() > CONNECT_TIMEOUT {
                 let why = log_tail(&log);
                 self.disconnect()?;
                 return Err(TunnelError::Invalid(format!(
