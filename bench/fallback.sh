@@ -27,7 +27,7 @@ for i in $(seq "$runs"); do
 	fi
 	s=$(sed -n 's/^fallback: Internet reached after \([0-9.]*\)s$/\1/p' "$log")
 	[ -n "$s" ] || { echo "fallback.sh: FAILED: no 'Internet reached after' line"; tail -20 "$log"; exit 1; }
-	grep -E '^fallback: (connected after|gw via)' "$log" | sed "s/^/run $i: /" || true
+	grep -E '^fallback: (connected after|.* gw via )' "$log" | sed "s/^/run $i: /" || true
 	echo "run $i: start to Internet ${s} s"
 	secs+=("$s")
 done
