@@ -416,8 +416,9 @@ fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
     );
     let (Some(a), Some(b)) = (socks_at, wg_at) else {
         panic!(
-            "expected a socks then a wireguard registration:\n{}",
-            s.tail(Node::Sub)
+            "expected a socks then a wireguard registration:\n{}\n--- gateway:\n{}",
+            s.tail(Node::Sub),
+            s.tail(Node::Gw)
         );
     };
     let took = b.duration_since(a);

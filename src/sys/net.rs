@@ -344,6 +344,28 @@ pub fn parse_local_prefixes(
     out
 }
 
+/// Whether a socket of this network namespace listens on TCP `port` (any address), read from
+/// `/proc/net/tcp` and `/proc/net/tcp6`: no connection is made, so no firewall rule decides.
+pub fn tcp_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .any(|f| std::fs::read_to_string(f).is_ok_and(|t| listening_ports(&t).any(|p| p == port)))
+}
+
+/// The local ports of the LISTEN sockets in a `/proc/net/tcp{,6}` table.
+fn listening_ports(table: &str) -> impl Iterator<Item = u16> + '_ {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).filter_map(|line| {
+        let mut cols = line.split_whitespace();
+        let local = cols.nth(1)?;
+        let state = cols.nth(1)?;
+        let (_, port) = local.rsplit_once(':')?;
+        (state == LISTEN)
+            .then(|| u16::from_str_radix(port, 16).ok())
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +413,17 @@ mod tests {
             ]
         );
         assert!(parse_local_prefixes("garbage", &["[1]"], &[]).is_empty());
+    }
+
+    #[test]
+    fn listening_ports_are_read_from_the_proc_table() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:2A30 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
+   1: 0100007F:FFFD 0100007F:2A31 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n\
+   2: 00000000000000000000000000000000:FFFD 00000000000000000000000000000000:0000 0A 0 0 0 0 0 3 1\n";
+        let got: Vec<u16> = listening_ports(t).collect();
+        assert_eq!(got, [10800, 65533]);
+        assert_eq!(listening_ports("header only\n").count(), 0);
+        assert_eq!(listening_ports("h\n 0: garbage\n").count(), 0);
     }
 }

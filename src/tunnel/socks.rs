@@ -241,20 +241,6 @@ impl Socks {
             }
         }
     }
-
-    /// Whether something accepts TCP connections at `addr`.
-    fn listening(addr: SocketAddr) -> bool {
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-    }
-
-    fn local(&self, port: u16) -> SocketAddr {
-        let ip = match self.listen {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-            other => other,
-        };
-        SocketAddr::new(ip, port)
-    }
 }
 
 impl Method for Socks {
@@ -307,7 +293,9 @@ impl Method for Socks {
                 },
             );
             let started = Instant::now();
-            while !Self::listening(self.local(port)) {
+            // Read from the socket table, not by connecting: the port is the owner's only
+            // (`sys::firewall`), and a connection from here is dropped like any other.
+            while !net::tcp_listening(port) {
                 // Not `pid_runs`: until its exec is done the child is not yet a microsocks.
                 if !cmd::pid_alive(pid) || started.elapsed() > SERVER_START {
                     let why = log_tail(&log);
