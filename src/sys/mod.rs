@@ -8,12 +8,16 @@
 //! - `firewall.rs`: the gateway's forward/input policy and NAT (nftables or iptables).
 //! - `shaper.rs`: per-subscriber fair shares of the uplink (`tc` HTB classes).
 //! - `icmp.rs`: ICMP echo probes over a raw socket, optionally bound to an interface.
+//! - `no_timerfd.rs`: big-endian MIPS only, the C library's timerfd calls fail (a struct layout
+//!   fault between rustix and musl made the async reactor spin).
 
 pub mod cmd;
 pub mod firewall;
 pub mod fs;
 pub mod icmp;
 pub mod net;
+#[cfg(all(target_arch = "mips", target_endian = "big", target_env = "musl"))]
+mod no_timerfd;
 pub mod shaper;
 
 /// How many sockets a burst of probes may open: the soft open-file limit, raised to the hard
