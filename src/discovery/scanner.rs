@@ -128,6 +128,8 @@ pub struct Scanner {
     busy_until: Mutex<HashMap<(IpAddr, u16), Instant>>,
     /// Gateways' last real answers: they stand in while the gateway says busy.
     known: Mutex<HashMap<(IpAddr, u16), Known>>,
+    /// Distances measured by ICMP echo, kept a while ([`super::hops::Cache`]).
+    hops: Mutex<super::hops::Cache>,
 }
 
 /// A gateway's last real answer and when it came.
@@ -182,6 +184,7 @@ impl Scanner {
             gossip_checked: AtomicBool::new(true),
             busy_until: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            hops: Mutex::new(super::hops::Cache::default()),
         }
     }
 
@@ -316,7 +319,10 @@ impl Scanner {
             answers.extend(verified);
         }
         if !self.cancel.load(Ordering::SeqCst) {
-            super::hops::measure(&mut answers, limits.timeout);
+            let mut hops = self.hops.lock().unwrap_or_else(|e| e.into_inner());
+            hops.fill(&mut answers, Instant::now(), |at| {
+                super::hops::echo_hops(at, limits.timeout)
+            });
         }
         ScanReport {
             methods,
