@@ -58,22 +58,6 @@ fn reload(node: &Services, path: &Path) {
     }
 }
 
-/// The gateway's mesh interfaces: `list mesh_interface`, else those of the discovery sections.
-pub fn mesh_interfaces(cfg: &Config) -> Vec<String> {
-    let mut v = if cfg.gateway.mesh_interfaces.is_empty() {
-        cfg.discovery
-            .iter()
-            .flat_map(|d| d.interfaces.iter().cloned())
-            .collect()
-    } else {
-        cfg.gateway.mesh_interfaces.clone()
-    };
-    v.retain(|i| *i != cfg.gateway.wan_interface);
-    v.sort();
-    v.dedup();
-    v
-}
-
 /// The SoftEther server's ports nobody but mnigs uses, when the gateway offers softether: its
 /// admin port and the listeners a new server opens besides 443 (992, 1194, 5555), except the
 /// port subscribers connect to. (Every listener also takes admin logins, password protected.)
@@ -118,7 +102,7 @@ pub fn rpc_interfaces(cfg: &Config) -> Vec<String> {
         );
         return Vec::new();
     } else {
-        let mut v = mesh_interfaces(cfg);
+        let mut v = cfg.mesh_interfaces();
         let cjdns = cfg.gateway.methods.iter().any(|m| m == "cjdns")
             || cfg.subscriber.methods.iter().any(|m| m == "cjdns")
             || cfg.discovery.iter().any(|d| d.method == "cjdns");
@@ -149,7 +133,7 @@ fn firewall_policy(cfg: &Config) -> crate::sys::firewall::Policy {
     let g = &cfg.gateway;
     let pools = crate::gateway::service::Pools::new(g.ipv4_pool, g.ipv6_pool);
     let net = pools.gateway();
-    let mut mesh = mesh_interfaces(cfg);
+    let mut mesh = cfg.mesh_interfaces();
     // cjdroute's interface carries the cjdns mesh as well as subscribers: a mesh interface, on
     // which a subscriber's packets are still told apart by its session's address.
     if g.methods.iter().any(|m| m == "cjdns") && !mesh.contains(&cfg.cjdns.interface) {

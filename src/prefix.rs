@@ -103,6 +103,14 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `a` is link-local (169.254.0.0/16, fe80::/10): meaningless beyond one link.
+pub fn is_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_link_local(),
+        IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

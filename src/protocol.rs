@@ -464,7 +464,14 @@ pub struct NodeInfo {
     /// Gateways this node knows of.
     #[serde(default)]
     pub gateways: Vec<GossipEntry>,
+    /// The node's own mesh addresses (a gateway's; at most [`MAX_ADDRESSES`]): two answers are
+    /// one node when each lists the address the other answered at (`discovery::nodes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpAddr>,
 }
+
+/// Most addresses a node lists in `nodeInfo` (and a subscriber keeps from one answer).
+pub const MAX_ADDRESSES: usize = 8;
 
 /// `requestConnection(sid?, name, port, method, options)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -769,6 +776,7 @@ mod tests {
                 targets: vec![],
             },
             gateways: vec![],
+            addresses: vec![],
         };
         let v = serde_json::to_value(&n).unwrap();
         assert_eq!(v["terms"]["maxSubscribers"], 10);

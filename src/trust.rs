@@ -12,6 +12,9 @@
 //!   an IP address, and `uplink.targets` cut to sane unicast addresses, at most
 //!   [`crate::protocol::MAX_UPLINK_TARGETS`] ([`crate::protocol::sane_uplink_targets`]; the
 //!   grant's `uplinkTargets` get the same where they are used, `subscriber::probe::advertised`).
+//!   The node's own `addresses`: unicast, not loopback or link-local, at most
+//!   [`crate::protocol::MAX_ADDRESSES`] (they only ever join answers into one node when the
+//!   other address's own answer agrees: `discovery::nodes`).
 //!   Numbers are typed by serde already.
 //! - Grants: the method is the one asked for, the sid 1-64 characters of `A-Z a-z 0-9 - _`, the
 //!   addresses are addresses; the granted prefixes (address/`cidr`) and the gateway's tunnel
@@ -85,6 +88,15 @@ pub fn check_node_info(mut info: NodeInfo) -> Result<NodeInfo, String> {
     info.gateways
         .retain(|e| e.address.parse::<IpAddr>().is_ok());
     info.uplink.targets = crate::protocol::sane_uplink_targets(&info.uplink.targets);
+    info.addresses.retain(|a| {
+        !(a.is_unspecified()
+            || a.is_loopback()
+            || a.is_multicast()
+            || crate::prefix::is_link_local(*a))
+    });
+    info.addresses.sort();
+    info.addresses.dedup();
+    info.addresses.truncate(crate::protocol::MAX_ADDRESSES);
     Ok(info)
 }
 
@@ -290,6 +302,7 @@ mod tests {
             terms: Terms::default(),
             uplink: Uplink::default(),
             gateways: vec![],
+            addresses: vec![],
         }
     }
 

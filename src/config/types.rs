@@ -523,6 +523,25 @@ pub struct Config {
     pub softether: SoftetherConfig,
 }
 
+impl Config {
+    /// The gateway's mesh interfaces: `list mesh_interface`, else those of the discovery
+    /// sections; never the WAN interface.
+    pub fn mesh_interfaces(&self) -> Vec<String> {
+        let mut v = if self.gateway.mesh_interfaces.is_empty() {
+            self.discovery
+                .iter()
+                .flat_map(|d| d.interfaces.iter().cloned())
+                .collect()
+        } else {
+            self.gateway.mesh_interfaces.clone()
+        };
+        v.retain(|i| *i != self.gateway.wan_interface);
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 impl<'a> From<&'a Config> for crate::hooks::Hooks<'a> {
     /// The subscriber's hooks, their timeout and this node's name.
     fn from(cfg: &'a Config) -> Self {

@@ -317,6 +317,7 @@ mod tests {
                     seen_ago: *s,
                 })
                 .collect(),
+            addresses: vec![],
         };
         Answer {
             candidate: Candidate {
@@ -327,6 +328,7 @@ mod tests {
             },
             info,
             rtt: Duration::from_millis(1),
+            node: None,
         }
     }
 

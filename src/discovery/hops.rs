@@ -100,6 +100,7 @@ mod tests {
             candidate,
             info,
             rtt: Duration::from_millis(1),
+            node: None,
         }
     }
 

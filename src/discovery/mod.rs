@@ -7,12 +7,15 @@
 //! - `cjdns.rs`: breadth-first walk through cjdroute's admin API (client: [`crate::cjdns`]).
 //! - `yggdrasil.rs`: breadth-first walk through Yggdrasil's admin socket, NodeInfo adverts.
 //! - `gossip.rs`: gateways other nodes advertise in `nodeInfo`, verified by our own probe.
+//! - `nodes.rs`: answers at several addresses of one node joined into one (pure).
+//! - `hops.rs`: hop counts by ICMP echo where the method knows none, kept a while.
 //! - `scanner.rs`: [`Scanner`]: one scan at a time, cancellable, negative cache, gossip round.
 
 pub mod cjdns;
 pub mod gossip;
 pub mod hops;
 pub mod neighbours;
+pub mod nodes;
 pub mod routes;
 pub mod scanner;
 pub mod yggdrasil;
@@ -55,6 +58,9 @@ pub struct Answer {
     pub info: NodeInfo,
     /// How long the answer took.
     pub rtt: Duration,
+    /// The node it belongs to, by its smallest address ([`nodes`]); `None` until the answers of
+    /// a scan are joined (then the answer's own address, when nothing joins it).
+    pub node: Option<IpAddr>,
 }
 
 /// Asks every candidate for `nodeInfo`, at most `concurrency` at once, each within `timeout`.
@@ -174,6 +180,7 @@ async fn probe_one(c: &Candidate, timeout: Duration) -> Heard {
             candidate: c.clone(),
             info,
             rtt: started.elapsed(),
+            node: None,
         })),
         Err(e) => {
             crate::debug!("{}: {e}", c.socket());

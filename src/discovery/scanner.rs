@@ -397,6 +397,7 @@ impl Scanner {
                     candidate: (*c).clone(),
                     info: k.answer.info.clone(),
                     rtt: k.answer.rtt,
+                    node: None,
                 });
             }
         }

@@ -70,7 +70,12 @@ pub struct Services {
     pub(crate) subscriber: Option<supervisor::Handle>,
     /// The flash copy's path and counters, as `status` shows them; `None` without `persist_path`.
     pub(crate) persisted: Mutex<Option<Value>>,
+    /// The node's own mesh addresses for `nodeInfo`, and when they were read.
+    addresses: Mutex<Option<(std::time::Instant, Vec<IpAddr>)>>,
 }
+
+/// How long the node's own addresses are listed before they are read again.
+const ADDRESSES_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Services {
     /// The services of a node with the roles given.
@@ -86,7 +91,41 @@ impl Services {
             gateway,
             subscriber,
             persisted: Mutex::new(None),
+            addresses: Mutex::new(None),
         }
+    }
+
+    /// A gateway's own mesh addresses ([`crate::gateway::addresses::mesh_addresses`]), read at
+    /// most every [`ADDRESSES_FOR`]; none on a node that is no gateway, or if they cannot be read.
+    fn own_addresses(&self) -> Vec<IpAddr> {
+        if self.gateway.is_none() {
+            return Vec::new();
+        }
+        let mut cached = self.addresses.lock().expect("not poisoned");
+        if let Some((at, list)) = cached.as_ref()
+            && at.elapsed() < ADDRESSES_FOR
+        {
+            return list.clone();
+        }
+        let list = match crate::sys::net::addresses() {
+            Ok(all) => {
+                let cfg = self.cfg();
+                let g = &cfg.gateway;
+                let pools: Vec<_> = std::iter::once(g.ipv4_pool).chain(g.ipv6_pool).collect();
+                crate::gateway::addresses::mesh_addresses(
+                    &all,
+                    &cfg.mesh_interfaces(),
+                    &g.wan_interface,
+                    &pools,
+                )
+            }
+            Err(e) => {
+                crate::debug!("nodeInfo: own addresses: {e}");
+                Vec::new()
+            }
+        };
+        *cached = Some((std::time::Instant::now(), list.clone()));
+        list
     }
 
     /// The running configuration.
@@ -192,6 +231,7 @@ impl Services {
                 .gateways()
                 .map(|rows| crate::discovery::gossip::advertised(&rows, now()))
                 .unwrap_or_default(),
+            addresses: self.own_addresses(),
         };
         serde_json::to_value(info).expect("serializes")
     }

@@ -721,7 +721,13 @@ impl Core {
 
     /// Takes in a scan's results: stores the gateways, updates their history, acts on what a
     /// connected gateway says about itself, then connects, fills the standby or fails back.
-    fn absorb(&mut self, found: Vec<Answer>) {
+    fn absorb(&mut self, mut found: Vec<Answer>) {
+        crate::discovery::nodes::assign(&mut found);
+        for l in self.slots.iter_mut().flatten() {
+            if let Some(a) = found.iter().find(|a| a.candidate.address == l.gateway.ip()) {
+                l.node = a.node;
+            }
+        }
         let t = self.now_ms();
         self.out.push(Effect::StoreGateways(found.clone()));
         let answered: Vec<String> = found.iter().map(select::id).collect();
@@ -1112,11 +1118,20 @@ impl Core {
 
     fn adopt(&mut self, slot: usize, new: NewLink) {
         let lease = Duration::from_secs(u64::from(new.lease.max(3)));
-        if let Some(r) = self.records.get_mut(&new.gateway.ip().to_string()) {
+        let node = self
+            .answers
+            .iter()
+            .find(|a| a.candidate.address == new.gateway.ip())
+            .and_then(|a| a.node);
+        if let Some(r) = self
+            .records
+            .get_mut(&node.unwrap_or(new.gateway.ip()).to_string())
+        {
             r.restart_streak();
         }
         self.slots[slot] = Some(Link {
             gateway: new.gateway,
+            node,
             name: new.name,
             grant: new.grant,
             interface: new.interface,

@@ -33,8 +33,10 @@ fn answer(name: &str, addr: &str) -> Answer {
                 targets: vec![],
             },
             gateways: vec![],
+            addresses: vec![],
         },
         rtt: Duration::from_millis(10),
+        node: None,
     }
 }
 
@@ -412,6 +414,49 @@ fn other_addresses_under_the_lost_gateways_name_are_tried_last() {
     w.refusing.insert("fd00::2".into());
     let effects = w.run_until(w.t() + 1.0);
     assert_eq!(registers_with(&effects), [vec!["gw2", "gw1"]]);
+}
+
+/// gw1 answering at two addresses whose answers list each other (IPv6 and IPv4), and gw2.
+fn gw1_at_two_addresses() -> Vec<Answer> {
+    let both: Vec<IpAddr> = vec!["fd00::1".parse().unwrap(), "10.0.0.1".parse().unwrap()];
+    let mut v6 = answer("gw1", "fd00::1");
+    v6.info.addresses = both.clone();
+    let mut v4 = answer("gw1", "10.0.0.1");
+    v4.info.addresses = both;
+    vec![v6, v4, answer("gw2", "fd00::2")]
+}
+
+#[test]
+fn two_addresses_of_one_node_are_one_gateway_so_the_standby_is_another_node() {
+    let mut w = World::hot();
+    w.found = gw1_at_two_addresses();
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+    assert_eq!(
+        w.standby().as_deref(),
+        Some("gw2"),
+        "not gw1's other address"
+    );
+    assert_eq!(
+        w.core.active_link().unwrap().id(),
+        "10.0.0.1",
+        "the node's id"
+    );
+}
+
+#[test]
+fn cold_failover_never_moves_to_another_address_of_the_dead_node() {
+    let mut w = World::cold();
+    w.found = gw1_at_two_addresses();
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+    w.dead.insert("fd00::1".into());
+    w.dead.insert("10.0.0.1".into());
+    let effects = w.run_until(w.t() + 1.0);
+    assert_eq!(registers_with(&effects), [vec!["gw2"]]);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
 }
 
 #[test]

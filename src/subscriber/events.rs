@@ -54,6 +54,9 @@ impl State {
 pub struct Link {
     /// The gateway's RPC address.
     pub gateway: SocketAddr,
+    /// The node it belongs to ([`crate::discovery::nodes`]), as the last scan joined it;
+    /// `None`: known by `gateway`'s address only.
+    pub node: Option<std::net::IpAddr>,
     /// The name it reported (a label).
     pub name: String,
     /// Its grant.
@@ -71,9 +74,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// The gateway's identity ([`select::id`]): the mesh address we reach it at.
+    /// The gateway's identity ([`select::id`]): its node, else the mesh address we reach it at.
     pub fn id(&self) -> String {
-        self.gateway.ip().to_string()
+        self.node.unwrap_or(self.gateway.ip()).to_string()
     }
 
     /// The hook variables describing this session.

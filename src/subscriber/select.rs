@@ -126,14 +126,17 @@ pub fn backoff_ms(failures: u32, policy: &Policy) -> u64 {
         .min(policy.backoff_max_ms)
 }
 
-/// A gateway's identity: the mesh address it answered at.
+/// A gateway's identity: the node it belongs to, by its smallest address
+/// ([`crate::discovery::nodes`]), or the mesh address it answered at until a scan's answers
+/// are joined. Two addresses of one node are one gateway: ranked once, down together.
 pub fn id(a: &Answer) -> String {
-    a.candidate.address.to_string()
+    a.node.unwrap_or(a.candidate.address).to_string()
 }
 
-/// Whether a `prefer`/`exclude` entry names this gateway: its address, or its name.
+/// Whether a `prefer`/`exclude` entry names this gateway: the address it answered at, its
+/// node's, or its name.
 pub fn names(entry: &str, a: &Answer) -> bool {
-    entry == a.info.name || entry == id(a)
+    entry == a.info.name || entry == id(a) || entry == a.candidate.address.to_string()
 }
 
 /// Why a gateway is not a choice right now, or `None` if it is one.
@@ -423,8 +426,10 @@ mod tests {
                     targets: vec![],
                 },
                 gateways: vec![],
+                addresses: vec![],
             },
             rtt: Duration::from_millis(rtt_ms),
+            node: None,
         }
     }
 

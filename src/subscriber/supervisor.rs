@@ -609,6 +609,7 @@ impl Supervisor {
             candidate,
             info,
             rtt: Duration::ZERO,
+            node: None,
         };
         let mut wants = self.core.wants();
         wants.exclude.clear();

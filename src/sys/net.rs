@@ -344,6 +344,32 @@ pub fn parse_local_prefixes(
     out
 }
 
+/// Every address of every interface, with its interface (`ip -j addr show`).
+pub fn addresses() -> Result<Vec<(String, IpAddr)>, CmdError> {
+    Ok(parse_addresses(&cmd::run(&["ip", "-j", "addr", "show"])?))
+}
+
+/// The pure part of [`addresses`]; entries it cannot read are skipped.
+pub fn parse_addresses(json: &str) -> Vec<(String, IpAddr)> {
+    let Ok(serde_json::Value::Array(links)) = serde_json::from_str(json) else {
+        return Vec::new();
+    };
+    links
+        .iter()
+        .flat_map(|l| {
+            let ifname = l["ifname"].as_str().unwrap_or_default().to_string();
+            l["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |a| {
+                    let ip = a["local"].as_str()?.parse().ok()?;
+                    Some((ifname.clone(), ip))
+                })
+        })
+        .collect()
+}
+
 /// Whether a socket of this network namespace listens on TCP `port` (any address), read from
 /// `/proc/net/tcp` and `/proc/net/tcp6`: no connection is made, so no firewall rule decides.
 pub fn tcp_listening(port: u16) -> bool {
@@ -425,5 +451,18 @@ mod tests {
         assert_eq!(got, [10800, 65533]);
         assert_eq!(listening_ports("header only\n").count(), 0);
         assert_eq!(listening_ports("h\n 0: garbage\n").count(), 0);
+    }
+
+    #[test]
+    fn addresses_are_read_with_their_interface() {
+        let j = r#"[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1"},{"family":"inet","local":"10.77.0.3"}]},
+            {"ifname":"mesh0","addr_info":[{"family":"inet6","local":"fd77::3"},{"family":"inet6","local":"bogus"}]},
+            {"ifname":"down0"}]"#;
+        let got: Vec<String> = parse_addresses(j)
+            .into_iter()
+            .map(|(i, a)| format!("{i} {a}"))
+            .collect();
+        assert_eq!(got, ["lo 127.0.0.1", "lo 10.77.0.3", "mesh0 fd77::3"]);
+        assert!(parse_addresses("not json").is_empty());
     }
 }
