@@ -463,7 +463,7 @@ fn print_gateways(v: &Value) {
                 let t = &g["info"]["terms"];
                 vec![
                     s(&g["name"]),
-                    s(&g["address"]),
+                    addresses(g),
                     s(&g["port"]),
                     hops(&g["hops"]),
                     s(&g["how"]),
@@ -474,6 +474,14 @@ fn print_gateways(v: &Value) {
             })
             .collect(),
     );
+}
+
+/// A node's addresses (`listGateways` lists each node once), comma-separated.
+fn addresses(g: &Value) -> String {
+    match g["addresses"].as_array() {
+        Some(list) if !list.is_empty() => list.iter().map(s).collect::<Vec<_>>().join(","),
+        _ => s(&g["address"]),
+    }
 }
 
 /// A hop count, or "?" where nobody knows it (0).
@@ -511,7 +519,7 @@ fn print_scan(v: &Value) {
             .map(|g| {
                 vec![
                     s(&g["name"]),
-                    s(&g["address"]),
+                    addresses(g),
                     s(&g["port"]),
                     hops(&g["hops"]),
                     s(&g["how"]),

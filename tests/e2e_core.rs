@@ -111,24 +111,35 @@ fn subscriber_finds_gateway_over_babel_and_reaches_the_internet() {
         gateways.contains("gw") && gateways.contains("routes:babel"),
         "{gateways}"
     );
-    // Hops are measured (the reply's TTL / hop limit), not read from the kernel metric, which
-    // Babel sets to 0 for IPv4 and 1024 for IPv6: the gateway is two hops away on both.
+    // One node, one entry (issue 14): the gateway answers at its IPv4 and IPv6 mesh addresses,
+    // each listing the other, and is listed once with both.
     let listed: serde_json::Value =
         serde_json::from_str(&s.cli(Node::Sub, &["gateways", "--json"]).unwrap()).unwrap();
-    let hops: Vec<(String, u64)> = listed["gateways"]
+    let entries = listed["gateways"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "one gateway node: {listed}");
+    let found: Vec<(String, u64)> = entries[0]["found"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| {
-            let at = g["address"].as_str().unwrap_or("").to_string();
-            (at, g["hops"].as_u64().unwrap_or(0))
+        .map(|f| {
+            let at = f["address"].as_str().unwrap_or("").to_string();
+            (at, f["hops"].as_u64().unwrap_or(0))
         })
         .collect();
     assert!(
-        hops.iter().any(|(a, _)| a.contains(':')) && hops.iter().any(|(a, _)| a.contains('.')),
-        "both address families listed: {hops:?}"
+        found.iter().any(|(a, _)| a.contains(':')) && found.iter().any(|(a, _)| a.contains('.')),
+        "both address families listed: {found:?}"
     );
-    assert!(hops.iter().all(|(_, h)| *h == 2), "{hops:?}");
+    assert_eq!(entries[0]["addresses"].as_array().map(Vec::len), Some(2));
+    // Hops are measured (the reply's TTL / hop limit), not read from the kernel metric, which
+    // Babel sets to 0 for IPv4 and 1024 for IPv6: the gateway is two hops away on both.
+    assert!(found.iter().all(|(_, h)| *h == 2), "{found:?}");
+    assert_eq!(entries[0]["hops"], 2);
+    let table = s.cli(Node::Sub, &["gateways"]).unwrap();
+    assert!(
+        table.contains("10.77.0.3,fd77::3") && table.lines().count() == 2,
+        "one row with both addresses:\n{table}"
+    );
 
     // Disconnect: the lease is released and the subscriber is back as it was.
     s.cli(Node::Sub, &["disconnect"]).unwrap();
@@ -200,7 +211,9 @@ fn sessions_survive_a_gateway_restart_and_expire_when_the_subscriber_dies() {
     assert_eq!(gw_peers(&s), 1);
     assert!(
         s.ping_within(Duration::from_secs(5)),
-        "traffic flows after the gateway restart"
+        "traffic flows after the gateway restart; sub:\n{}\ngw:\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw)
     );
 
     // The subscriber dies without releasing: the gateway keeps the lease until it runs out, then

@@ -1047,7 +1047,7 @@ fn luci_live_subscriber_and_gateway() {
                 "Gateway\\s+gw \\(10\\.77\\.0\\.3\\)",
                 "Quality\\s+[0-9.]+ ms, \\d+ % lost",
                 "Score\\s+-?[0-9]+\\.[0-9]{2}",
-                "gw\\s+10\\.77\\.0\\.3:65533\\s+routes:babel\\s+\\d+/10\\s+[0-9.]+ ms, \\d+ % lost\\s+-?[0-9]+\\.[0-9]{2}\\s+\\d+ s ago\\s+in use"
+                "gw\\s+10\\.77\\.0\\.3:65533 · \\[fd77::3\\]:65533\\s+routes:babel\\s+\\d+/10\\s+[0-9.]+ ms, \\d+ % lost\\s+-?[0-9]+\\.[0-9]{2}\\s+\\d+ s ago\\s+in use"
             ],
             "chart": true,
             "screenshot": "luci-status.png",

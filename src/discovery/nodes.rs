@@ -70,6 +70,35 @@ pub fn assign(answers: &mut [Answer]) {
     }
 }
 
+/// `items` grouped by node ([`node_ids`] over what `entry` reads of each; an item whose
+/// address cannot be read is a node of its own), in the order each node first appears, the items
+/// of a node in their order.
+pub fn group<T>(
+    items: Vec<T>,
+    entry: impl Fn(&T) -> Option<(IpAddr, String, Vec<IpAddr>)>,
+) -> Vec<Vec<T>> {
+    let read: Vec<Option<(IpAddr, String, Vec<IpAddr>)>> = items.iter().map(&entry).collect();
+    let known: Vec<usize> = (0..items.len()).filter(|&i| read[i].is_some()).collect();
+    let entries: Vec<Entry<'_>> = known
+        .iter()
+        .filter_map(|&i| read[i].as_ref())
+        .map(|(at, name, list)| (*at, name.as_str(), list.as_slice()))
+        .collect();
+    let ids = node_ids(&entries);
+    let mut node_of: Vec<Option<IpAddr>> = vec![None; items.len()];
+    for (k, &i) in known.iter().enumerate() {
+        node_of[i] = Some(ids[k]);
+    }
+    let mut groups: Vec<(Option<IpAddr>, Vec<T>)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match node_of[i].and_then(|id| groups.iter().position(|(g, _)| *g == Some(id))) {
+            Some(k) => groups[k].1.push(item),
+            None => groups.push((node_of[i], vec![item])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +167,28 @@ mod tests {
         let got = ids(&[("10.77.0.5", "a", &[]), ("10.77.0.5", "b", &[])]);
         assert_eq!(got, ["10.77.0.5", "10.77.0.5"]);
         assert!(ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn items_are_grouped_by_node_in_order_of_appearance() {
+        let both = vec![ip("10.77.0.3"), ip("fd77::3")];
+        let rows = vec![
+            ("fd77::3", "gw", both.clone()),
+            ("10.77.0.9", "other", vec![]),
+            ("not an address", "x", vec![]),
+            ("10.77.0.3", "gw", both),
+        ];
+        let g = group(rows, |(at, name, list)| {
+            Some((at.parse().ok()?, name.to_string(), list.clone()))
+        });
+        let at: Vec<Vec<&str>> = g.iter().map(|n| n.iter().map(|r| r.0).collect()).collect();
+        assert_eq!(
+            at,
+            [
+                vec!["fd77::3", "10.77.0.3"],
+                vec!["10.77.0.9"],
+                vec!["not an address"]
+            ]
+        );
     }
 }

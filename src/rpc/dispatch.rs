@@ -174,10 +174,35 @@ impl Services {
             .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))
     }
 
+    /// The stored gateways, one group of rows per node ([`crate::discovery::nodes::group`]),
+    /// the most recently seen first.
+    fn gateway_nodes(&self) -> Result<Vec<Vec<crate::store::GatewayRow>>, RpcError> {
+        Ok(crate::discovery::nodes::group(
+            self.stored_gateways()?,
+            |r| {
+                let listed = r.info["addresses"].as_array().into_iter().flatten();
+                let listed = listed.filter_map(|a| a.as_str()?.parse().ok()).collect();
+                Some((r.address.parse().ok()?, r.name.clone(), listed))
+            },
+        ))
+    }
+
     fn mesh_graph(&self) -> Result<Value, RpcError> {
-        let rows = self.stored_gateways()?;
-        let seen: Vec<graph::SeenGateway> = rows
+        let current = self.subscriber.as_ref().and_then(|s| {
+            let st = s.status.lock().expect("not poisoned");
+            st["gateway"]["address"].as_str().map(str::to_string)
+        });
+        // One vertex per node: at the address in use, if it is this node, else its latest.
+        let seen: Vec<graph::SeenGateway> = self
+            .gateway_nodes()?
             .into_iter()
+            .filter_map(|mut rows| {
+                let k = rows
+                    .iter()
+                    .position(|r| Some(&r.address) == current.as_ref())
+                    .unwrap_or(0);
+                (k < rows.len()).then(|| rows.swap_remove(k))
+            })
             .map(|r| graph::SeenGateway {
                 address: r.address,
                 name: r.name,
@@ -185,10 +210,6 @@ impl Services {
                 hops: r.hops,
             })
             .collect();
-        let current = self.subscriber.as_ref().and_then(|s| {
-            let st = s.status.lock().expect("not poisoned");
-            st["gateway"]["address"].as_str().map(str::to_string)
-        });
         let subscribers: Vec<graph::SeenSubscriber> = self
             .sessions_for(Access::Readonly)
             .as_array()
@@ -254,7 +275,7 @@ impl Services {
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
-        let rows = self.stored_gateways()?;
+        let nodes = self.gateway_nodes()?;
         // Connection quality is kept per node name (subscriber side); absent for the others.
         let quality = self
             .store
@@ -263,13 +284,26 @@ impl Services {
             .quality()
             .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
         let t = now();
-        let list: Vec<Value> = rows
+        // One entry per node: its latest answer, every address it was found at, the shortest
+        // known distance and the failures at all of them.
+        let list: Vec<Value> = nodes
             .into_iter()
-            .map(|r| {
+            .filter_map(|rows| {
+                let r = rows.first()?;
                 let q = quality.iter().find(|q| q.name == r.name);
-                json!({"name": r.name, "address": r.address, "port": r.port, "how": r.how, "hops": r.hops,
-                       "seenAgo": (t - r.last_seen).max(0), "failures": r.failures, "info": r.info,
-                       "quality": q})
+                let addresses: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+                let found: Vec<Value> = rows
+                    .iter()
+                    .map(|r| json!({"address": r.address, "hops": r.hops, "how": r.how}))
+                    .collect();
+                let hops = rows.iter().map(|r| r.hops).filter(|h| *h > 0).min();
+                let failures: u32 = rows.iter().map(|r| r.failures).sum();
+                Some(
+                    json!({"name": r.name, "address": r.address, "addresses": addresses, "found": found,
+                       "port": r.port, "how": r.how, "hops": hops.unwrap_or(0),
+                       "seenAgo": (t - r.last_seen).max(0), "failures": failures, "info": r.info,
+                       "quality": q}),
+                )
             })
             .collect();
         Ok(json!({"success": true, "gateways": list}))

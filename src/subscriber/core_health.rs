@@ -140,7 +140,7 @@ impl Core {
                 let why = format!("gateway {name} refused renewal: {text}");
                 self.call(vec![Step::LinkFailed(slot, why, false)]);
             }
-            RenewOutcome::Failed(why) if now + RETRY >= c.expires => {
+            RenewOutcome::Failed(why) if now + give_up_margin(&c.grant) >= c.expires => {
                 let why = format!("gateway {name} unreachable until the lease ran out: {why}");
                 self.call(vec![Step::LinkFailed(slot, why, false)]);
             }
@@ -150,4 +150,12 @@ impl Core {
             }
         }
     }
+}
+
+/// How long before its end an unrenewable lease is given up (so that the move to another gateway
+/// comes before the tunnel stops): [`RETRY`], or a quarter of a lease shorter than 20 s, so that
+/// a short lease is still asked again for a while after its first renewal fails (a gateway
+/// restarting takes a second or two).
+fn give_up_margin(grant: &crate::protocol::Grant) -> Duration {
+    RETRY.min(Duration::from_secs(u64::from(grant.timeout.max(3))) / 4)
 }

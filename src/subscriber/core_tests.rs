@@ -821,6 +821,32 @@ fn an_unreachable_gateway_is_asked_again_until_its_lease_is_about_to_run_out() {
 }
 
 #[test]
+fn a_short_lease_is_asked_again_for_a_while_after_its_first_renewal_fails() {
+    let mut w = World::cold();
+    w.lease = 8;
+    let mut w = w.connected_to_gw1();
+    let start = w.core.active_link().unwrap().renew_at - w.t0;
+    w.renewal = RenewOutcome::Failed("connection refused".into());
+    let mut at = None;
+    while w.t() < 20.0 {
+        let t = w.t() + 0.1;
+        if w.run_until(t).iter().any(failover_hook) {
+            at = Some(w.t());
+            break;
+        }
+    }
+    let (start, at) = (start.as_secs_f64(), at.expect("given up"));
+    // Lease of 8 s: first renewal at 1/3, given up once less than 2 s (a quarter) are left,
+    // not at the first retry (RETRY, 5 s, is more than what is left then).
+    assert!(
+        at - start >= 3.0,
+        "given up {:.1} s after the first renewal",
+        at - start
+    );
+    assert!(at <= 2.0 + 8.0 - 2.0 + 0.6, "given up at {at:.1} s");
+}
+
+#[test]
 fn a_renewed_lease_is_saved_for_a_restart() {
     let mut w = World::cold().connected_to_gw1();
     let effects = w.run_until(21.0);

@@ -322,8 +322,22 @@ pub fn rank(
             .then_with(|| x.answer.info.name.cmp(&y.answer.info.name))
             .then_with(|| x.answer.candidate.cmp(&y.answer.candidate))
     });
-    let mut seen = std::collections::HashSet::new();
-    choices.retain(|c| seen.insert(id(&c.answer)));
+    // One entry per node, at its best address; addresses within the tie band of that count as
+    // equally good, and the smallest of them is taken (a stable pick between IPv4 and IPv6).
+    let mut nodes: Vec<Choice> = Vec::with_capacity(choices.len());
+    for c in choices {
+        match nodes.iter_mut().find(|n| id(&n.answer) == id(&c.answer)) {
+            Some(n) => {
+                if c.score <= n.score + policy.tie_band
+                    && c.answer.candidate.address < n.answer.candidate.address
+                {
+                    *n = c;
+                }
+            }
+            None => nodes.push(c),
+        }
+    }
+    let mut choices = nodes;
     if let Some(best) = choices.first().map(|c| c.score) {
         let tied = choices
             .iter()
@@ -941,5 +955,34 @@ mod tests {
         sick.info.uplink.healthy = false;
         let r = rank(&[real, sick, other], &w, &HashMap::new(), 0, &p, 0);
         assert!(r.iter().any(|c| id(&c.answer) == "fd77::1"));
+    }
+
+    #[test]
+    fn a_node_is_ranked_once_at_its_smallest_address_among_equally_good_ones() {
+        let node: std::net::IpAddr = "10.77.0.3".parse().unwrap();
+        let joined = |mut a: Answer| {
+            a.node = Some(node);
+            a
+        };
+        // Its IPv6 address answered a little faster: within the tie band, the IPv4 one is taken.
+        let list = [
+            joined(answer("gw", "fd77::3", 5, 0)),
+            joined(answer("gw", "10.77.0.3", 6, 0)),
+            answer("other", "10.77.0.9", 50, 5),
+        ];
+        let r = rank(&list, &wants(), &HashMap::new(), 0, &Policy::default(), 1);
+        let at: Vec<String> = r
+            .iter()
+            .map(|c| c.answer.candidate.address.to_string())
+            .collect();
+        assert_eq!(at, ["10.77.0.3", "10.77.0.9"]);
+        // Clearly faster at one address: that one.
+        let list = [
+            joined(answer("gw", "fd77::3", 5, 0)),
+            joined(answer("gw", "10.77.0.3", 900, 0)),
+        ];
+        let r = rank(&list, &wants(), &HashMap::new(), 0, &Policy::default(), 1);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].answer.candidate.address.to_string(), "fd77::3");
     }
 }

@@ -108,20 +108,26 @@ function renderUplink(gw) {
   set('gw-uplink-check', check.state ? check.state + (check.problem ? ': ' + check.problem : '') : null);
 }
 
+// A node is listed once with every address it was found at (IPv6 ones in brackets).
+function addresses(g) {
+  const list = Array.isArray(g.addresses) && g.addresses.length ? g.addresses : [g.address];
+  return list.map((a) => (String(a).includes(':') ? '[' + a + ']' : a) + ':' + g.port).join(' · ');
+}
+
 function renderGateways(list, st) {
   const current = st.subscriber && st.subscriber.gateway ? st.subscriber.gateway.address : null;
   const rows = list.map((g) => {
     const info = g.info || {};
     const terms = info.terms || {};
     let action = '';
-    if (g.address === current) {
+    if (g.address === current || (Array.isArray(g.addresses) && g.addresses.includes(current))) {
       action = el('span', 'in use');
     } else if (st.access === 'full' && st.subscriber) {
       action = el('button', 'Connect', { type: 'button', class: 'action connect', 'data-address': g.address, 'data-port': String(g.port) });
       action.addEventListener('click', () => act('connect', { address: g.address, port: g.port }, 'Connecting to ' + g.name));
     }
     const load = terms.maxSubscribers ? terms.subscribers + '/' + terms.maxSubscribers : null;
-    return [g.name, g.address + ':' + g.port, g.hops || '?', g.how, (info.methods || []).join(', '), load, ago(g.seenAgo), action];
+    return [g.name, addresses(g), g.hops || '?', g.how, (info.methods || []).join(', '), load, ago(g.seenAgo), action];
   });
   fillTable('gateways', rows, 8, 'No gateway found yet; press Scan.');
 }

@@ -37,7 +37,7 @@ async function waitText(page, sel, pred, what) {
   throw new Error('timed out: ' + what + '; ' + sel + ' was ' + JSON.stringify(last));
 }
 
-// The gateway's row by its IPv4 address (the same node may also be listed at its IPv6 one).
+// The gateway's row by its IPv4 address (the row lists every address of the node).
 function gwRow(page) {
   return page.locator('#gateways tbody tr', { hasText: gwAddr + ':' });
 }
@@ -53,6 +53,7 @@ async function full(page) {
   await waitText(page, '#sub-state', (t) => t === 'connected', 'page shows the subscriber connected');
   await waitText(page, '#sub-tunnel', (t) => t.startsWith(tunnel), 'status shows the tunnel interface');
   check((await gwRow(page).count()) === 1 && (await gwRow(page).textContent()).includes(gwName), 'gateways table lists ' + gwName + ' at ' + gwAddr);
+  check((await page.locator('#gateways tbody tr', { hasText: gwName }).count()) === 1, 'one row for ' + gwName + ', whatever its addresses');
   check((await text(page, '#access')) === 'control', 'loopback caller gets the control page');
   await page.waitForSelector('#graph svg g.kind-gateway');
   check((await page.locator('#graph svg g.kind-gateway').count()) === 1, 'mesh graph draws the gateway');

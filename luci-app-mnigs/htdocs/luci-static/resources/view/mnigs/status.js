@@ -167,13 +167,18 @@ return view.extend({
 		]);
 		var rows = (Array.isArray(list) ? list : []).map(function(g) {
 			var terms = (g.info || {}).terms || {};
-			var action = (g.address === current) ? text(_('in use')) : E('button', {
+			// A node is listed once, with every address it was found at.
+			var addrs = (Array.isArray(g.addresses) && g.addresses.length) ? g.addresses : [ g.address ];
+			var inUse = (g.address === current) || addrs.indexOf(current) >= 0;
+			var action = inUse ? text(_('in use')) : E('button', {
 				'class': 'btn cbi-button cbi-button-apply',
 				'click': ui.createHandlerFn(self, 'handleConnect', g.address, g.port)
 			}, text(_('Connect')));
 			return [
 				text(g.name),
-				text('%s:%s'.format(g.address, g.port)),
+				text(addrs.map(function(a) {
+					return (String(a).indexOf(':') >= 0 ? '[%s]:%s' : '%s:%s').format(a, g.port);
+				}).join(' · ')),
 				text(g.how),
 				text(terms.maxSubscribers ? '%s/%s'.format(terms.subscribers, terms.maxSubscribers) : null),
 				quality(g.quality),
