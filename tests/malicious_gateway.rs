@@ -698,6 +698,85 @@ fn an_impostor_cannot_hide_or_drop_the_preferred_gateway() {
     );
 }
 
+/// Issue 14, item 4: answers join into one node only when each lists the other's address. An
+/// impostor claiming the name and the addresses of the gateway in use (and reporting its uplink
+/// unhealthy) joins nothing: the gateway stays in use and both are listed. Positive control: once
+/// the real gateway lists the impostor's address too, they are one node, and the impostor's
+/// unhealthy answer then does make the subscriber leave.
+#[test]
+fn an_impostor_claiming_a_gateways_addresses_is_not_that_gateway() {
+    if !e2e_gate("an_impostor_claiming_a_gateways_addresses_is_not_that_gateway") {
+        return;
+    }
+    let mut bed = Bed::new("mggn");
+    bed.batch("gw", "addr add 10.77.0.4/24 dev mesh0\n");
+    bed.batch(
+        "sub",
+        "route add 10.77.0.3/32 dev mesh0 proto 99\nroute add 10.77.0.4/32 dev mesh0 proto 99\n",
+    );
+    let real_lists_impostor = Arc::new(AtomicBool::new(false));
+    let lists = real_lists_impostor.clone();
+    let _fake = Fake::start(
+        &bed.gw.clone(),
+        Box::new(move |to, method, _| {
+            let impostor = to.to_string() == "10.77.0.4";
+            match method {
+                "nodeInfo" => {
+                    let mut info = node_info("gwa");
+                    if impostor {
+                        info["addresses"] = json!(["10.77.0.3", "10.77.0.4"]);
+                        info["uplink"]["healthy"] = json!(false);
+                    } else if lists.load(Ordering::SeqCst) {
+                        info["addresses"] = json!(["10.77.0.3", "10.77.0.4"]);
+                    } else {
+                        info["addresses"] = json!(["10.77.0.3"]);
+                    }
+                    info
+                }
+                "requestConnection" if impostor => {
+                    json!({"success": false, "errorMsg": "go away", "temporaryError": false})
+                }
+                "requestConnection" => grant(json!({})),
+                _ => json!({"success": true, "timeout": 60}),
+            }
+        }),
+    );
+    bed.start_subscriber("\tlist probe_target '10.77.0.3'\n", "");
+    bed.wait_for("a connection to the real gwa", |b| {
+        let st = b.rpc("status", json!({})).unwrap();
+        st["subscriber"]["gateway"]["address"] == "10.77.0.3"
+    });
+    for _ in 0..3 {
+        bed.rpc("scan", json!({})).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let st = bed.rpc("status", json!({})).unwrap();
+    assert_eq!(st["subscriber"]["gateway"]["address"], "10.77.0.3", "{st}");
+    assert!(
+        !bed.log().contains("reports its uplink unhealthy"),
+        "{}",
+        bed.log()
+    );
+    let listed = bed.rpc("listGateways", json!({})).unwrap();
+    let entries = listed["gateways"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        entries.len(),
+        2,
+        "the impostor is a node of its own: {listed}"
+    );
+
+    // Positive control: the real gateway lists the other address as its own.
+    real_lists_impostor.store(true, Ordering::SeqCst);
+    bed.wait_for("the joined node's unhealthy answer to be acted on", |b| {
+        let _ = b.rpc("scan", json!({}));
+        b.log().contains("reports its uplink unhealthy")
+    });
+    let listed = bed.rpc("listGateways", json!({})).unwrap();
+    let entries = listed["gateways"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "one node now: {listed}");
+    assert_eq!(entries[0]["addresses"].as_array().map(Vec::len), Some(2));
+}
+
 /// Item 8: gossip cannot make the subscriber probe loopback, its LAN or the Internet, and a
 /// rotating list buys a node no more than its budget of targets.
 #[test]
