@@ -3,41 +3,11 @@
 //! clock is moved by hand.
 
 use super::*;
-use crate::discovery::Candidate;
-use crate::protocol::{Grant, NodeInfo, Terms, Uplink};
+use crate::protocol::Grant;
 use std::collections::{HashMap, HashSet};
 
 fn answer(name: &str, addr: &str) -> Answer {
-    Answer {
-        candidate: Candidate {
-            address: addr.parse().unwrap(),
-            port: 65533,
-            how: "t".into(),
-            hops: 0,
-        },
-        info: NodeInfo {
-            success: true,
-            name: name.into(),
-            version: "0".into(),
-            gateway: true,
-            methods: vec!["wireguard".into()],
-            terms: Terms {
-                max_subscribers: 10,
-                subscribers: 0,
-                lease_seconds: 60,
-                ..Terms::default()
-            },
-            uplink: Uplink {
-                healthy: true,
-                checked_ago: None,
-                targets: vec![],
-            },
-            gateways: vec![],
-            addresses: vec![],
-        },
-        rtt: Duration::from_millis(10),
-        node: None,
-    }
+    select::tests::answer(name, addr, 10, 0)
 }
 
 fn sick(mut a: Answer) -> Answer {

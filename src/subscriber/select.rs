@@ -408,13 +408,14 @@ pub fn decide(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::discovery::Candidate;
     use crate::protocol::{NodeInfo, Terms, Uplink};
     use std::time::Duration;
 
-    fn answer(name: &str, addr: &str, rtt_ms: u64, subs: u32) -> Answer {
+    /// A healthy WireGuard gateway answering at `addr` (also the subscriber core's tests' fixture).
+    pub(in crate::subscriber) fn answer(name: &str, addr: &str, rtt_ms: u64, subs: u32) -> Answer {
         Answer {
             candidate: Candidate {
                 address: addr.parse().unwrap(),
