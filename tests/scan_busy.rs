@@ -63,23 +63,27 @@ fn a_gateway_kept_busy_by_others_stays_listed_and_is_asked_again_after_retry_aft
     // Another program on this node keeps the gateway's budget for our address used up.
     let flooding = Arc::new(AtomicBool::new(true));
     let refused = Arc::new(AtomicBool::new(false));
-    let flooder = {
-        let (flooding, refused) = (flooding.clone(), refused.clone());
-        std::thread::spawn(move || {
-            while flooding.load(Ordering::SeqCst) {
-                let r = client::call(
-                    at,
-                    "nodeInfo",
-                    serde_json::json!({}),
-                    Duration::from_secs(2),
-                );
-                if matches!(r, Err(ClientError::Busy(..))) {
-                    refused.store(true, Ordering::SeqCst);
+    // Six callers without pause (the per-source connection cap is 8), so that a request token
+    // is taken within moments of its refill even on a loaded machine (one caller with pauses
+    // left tokens lying for the scan's retry to find: it was then served, in about 1 of 10 runs).
+    let flooders: Vec<_> = (0..6)
+        .map(|_| {
+            let (flooding, refused) = (flooding.clone(), refused.clone());
+            std::thread::spawn(move || {
+                while flooding.load(Ordering::SeqCst) {
+                    let r = client::call(
+                        at,
+                        "nodeInfo",
+                        serde_json::json!({}),
+                        Duration::from_secs(2),
+                    );
+                    if matches!(r, Err(ClientError::Busy(..))) {
+                        refused.store(true, Ordering::SeqCst);
+                    }
                 }
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            })
         })
-    };
+        .collect();
     let t = Instant::now();
     while !refused.load(Ordering::SeqCst) {
         assert!(
@@ -105,7 +109,9 @@ fn a_gateway_kept_busy_by_others_stays_listed_and_is_asked_again_after_retry_aft
         );
     }
     flooding.store(false, Ordering::SeqCst);
-    flooder.join().unwrap();
+    for f in flooders {
+        f.join().unwrap();
+    }
 
     // Quiet again: once its Retry-After has passed it is asked, and answers for itself.
     std::thread::sleep(Duration::from_millis(1100));
