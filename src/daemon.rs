@@ -231,7 +231,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     signals
         .thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+        .map_err(|e| format!("cannot block signals: {}", std::io::Error::from(e)))?;
 
     let persist_path = cfg.main.persist_path.clone();
     let (store, restored) =
@@ -366,7 +366,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 crate::info!("{s}: stopping");
                 break;
             }
-            Err(e) => return Err(format!("waiting for signals: {e}")),
+            Err(e) => return Err(format!("waiting for signals: {}", std::io::Error::from(e))),
         }
     }
     server.stop();
