@@ -189,9 +189,14 @@ mod tests {
             thread::sleep(Duration::from_millis(50));
             drop(tx);
         });
+        let start = Instant::now();
         assert_eq!(
-            rx.recv_timeout(Duration::from_secs(30)),
+            rx.recv_timeout(Duration::from_secs(60)),
             Err(RecvTimeoutError::Disconnected)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "woken by the drop, not by the timeout"
         );
         assert_eq!(
             rx.recv_timeout(Duration::MAX),
