@@ -220,8 +220,8 @@ fn stdin_config(path: &Path) -> Checked {
         .read_to_string(&mut text)
         .map_err(|e| problem(format!("cannot read stdin: {e}")))?;
     if text.trim_start().starts_with('{') {
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| problem(format!("stdin is not JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(text.as_bytes())
+            .map_err(|e| problem(format!("stdin is not JSON: {e}")))?;
         let Some(config) = v["config"].as_str() else {
             return Err(problem("the JSON on stdin has no \"config\" string".into()));
         };

@@ -6,6 +6,7 @@
 //! may call them are [`crate::rpc::dispatch`]'s; here are the threads, the interfaces the
 //! server and the firewall use, and the order of start and teardown.
 
+use crate::chan;
 use crate::clock::now;
 use crate::config::{self, Config};
 use crate::gateway::service::Gateway;
@@ -18,7 +19,6 @@ use crate::tunnel::{self, Role};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -215,7 +215,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     signals
         .thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+        .map_err(|e| format!("cannot block signals: {}", std::io::Error::from(e)))?;
 
     let persist_path = cfg.main.persist_path.clone();
     let (store, restored) =
@@ -297,7 +297,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     );
 
-    let (uplink_stop, uplink_rx) = mpsc::channel::<()>();
+    let (uplink_stop, uplink_rx) = chan::channel::<()>();
     let checks_uplink = node.gateway.is_some() && cfg.gateway.uplink_check;
     if let (Some(g), false) = (&node.gateway, cfg.gateway.uplink_check) {
         g.set_uplink_report(crate::gateway::uplink::Report {
@@ -320,7 +320,7 @@ pub fn run(path: &Path) -> Result<(), String> {
             uplink_rx,
         )
     });
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = chan::channel::<()>();
     let expiry = node.gateway.is_some().then(|| {
         let node = node.clone();
         std::thread::spawn(move || {
@@ -330,14 +330,14 @@ pub fn run(path: &Path) -> Result<(), String> {
                 match stop_rx
                     .recv_timeout(Duration::from_secs(wait).max(Duration::from_millis(200)))
                 {
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(chan::RecvTimeoutError::Timeout) => continue,
                     _ => return,
                 }
             }
         })
     });
 
-    let (persist_stop, persist_rx) = mpsc::channel::<()>();
+    let (persist_stop, persist_rx) = chan::channel::<()>();
     let persist_thread = persister.map(|p| {
         let node = node.clone();
         std::thread::spawn(move || persist_loop(p, &node, &persist_rx))
@@ -350,7 +350,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 crate::info!("{s}: stopping");
                 break;
             }
-            Err(e) => return Err(format!("waiting for signals: {e}")),
+            Err(e) => return Err(format!("waiting for signals: {}", std::io::Error::from(e))),
         }
     }
     server.stop();
@@ -382,7 +382,7 @@ pub fn run(path: &Path) -> Result<(), String> {
 
 /// Copies the store to flash every `persist_interval` seconds (read anew each time, so a reload
 /// applies) if it changed; returns the persister when `stop` is dropped.
-fn persist_loop(mut p: Persister, node: &Services, stop: &mpsc::Receiver<()>) -> Persister {
+fn persist_loop(mut p: Persister, node: &Services, stop: &chan::Receiver<()>) -> Persister {
     let mut last = std::time::Instant::now();
     let publish = |p: &Persister| {
         *node.persisted.lock().expect("not poisoned") = Some(json!({
@@ -412,7 +412,7 @@ fn persist_loop(mut p: Persister, node: &Services, stop: &mpsc::Receiver<()>) ->
         }
         // Wake at least every minute so that a shorter interval from a reload takes effect.
         match stop.recv_timeout(left.min(Duration::from_secs(60))) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(chan::RecvTimeoutError::Timeout) => {}
             _ => return p,
         }
     }

@@ -34,6 +34,7 @@
 //! The namespace lab of the tests, the benches and the single-host demo (`mnigs-demo`) is the
 //! workspace member `lab/` (package `mnigs-lab`), a dev-dependency: none of it ships.
 
+pub mod chan;
 pub mod cjdns;
 pub mod cli;
 pub mod client;

@@ -955,7 +955,7 @@ fn u32_from(value: i64, column: &str) -> std::result::Result<u32, String> {
 }
 
 fn json_from(text: String, column: &str) -> std::result::Result<Value, String> {
-    serde_json::from_str(&text).map_err(|e| format!("{column} is not valid JSON ({e})"))
+    serde_json::from_slice(text.as_bytes()).map_err(|e| format!("{column} is not valid JSON ({e})"))
 }
 
 /// `address:port`, bracketing IPv6 addresses.

@@ -240,7 +240,7 @@ pub fn open_admin(
 
 /// The admin password and bind address from cjdroute.conf (JSON with comments).
 pub fn read_cjdroute_conf(text: &str) -> Result<(Option<String>, Option<String>), String> {
-    let v: serde_json::Value = serde_json::from_str(&strip_comments(text))
+    let v: serde_json::Value = serde_json::from_slice(strip_comments(text).as_bytes())
         .map_err(|e| format!("cjdroute.conf is not JSON: {e}"))?;
     let admin = &v["admin"];
     Ok((
@@ -251,7 +251,7 @@ pub fn read_cjdroute_conf(text: &str) -> Result<(Option<String>, Option<String>)
 
 /// The node's public key (`….k`) from cjdroute.conf, if it has one.
 pub fn read_cjdroute_public_key(text: &str) -> Result<Option<String>, String> {
-    let v: serde_json::Value = serde_json::from_str(&strip_comments(text))
+    let v: serde_json::Value = serde_json::from_slice(strip_comments(text).as_bytes())
         .map_err(|e| format!("cjdroute.conf is not JSON: {e}"))?;
     Ok(v["publicKey"].as_str().map(str::to_string))
 }

@@ -126,7 +126,8 @@ impl View {
             }
         }
         for text in routes {
-            let list: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+            let list: Vec<serde_json::Value> =
+                serde_json::from_slice(text.as_bytes()).unwrap_or_default();
             for r in list {
                 let kind = r["type"].as_str().unwrap_or("unicast");
                 let (Some(dst), Some(dev)) = (r["dst"].as_str(), r["dev"].as_str()) else {

@@ -38,8 +38,8 @@ pub fn discover(cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
 /// Link-local IPv6 neighbours are left out (a candidate carries no zone); their global
 /// addresses appear in the table too once we talk to them.
 pub fn candidates(json: &str, cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, String> {
-    let entries: Vec<Value> =
-        serde_json::from_str(json).map_err(|e| format!("unexpected `ip -j neigh` output: {e}"))?;
+    let entries: Vec<Value> = serde_json::from_slice(json.as_bytes())
+        .map_err(|e| format!("unexpected `ip -j neigh` output: {e}"))?;
     let mut out = Vec::new();
     for e in &entries {
         let Some(address) = e

@@ -76,7 +76,7 @@ pub fn candidates(json: &str, cfg: &DiscoveryConfig) -> Result<Vec<Candidate>, S
     let how = format!("routes:{}", cfg.protocol.as_deref().unwrap_or("any"));
     let mut out = Vec::new();
     let bad = |e: serde_json::Error| format!("unexpected `ip -j route` output: {e}");
-    let mut de = serde_json::Deserializer::from_str(json);
+    let mut de = serde_json::Deserializer::from_slice(json.as_bytes());
     de.deserialize_seq(EachRoute(|r: Route| take(&r, cfg, &how, &mut out)))
         .map_err(bad)?;
     de.end().map_err(bad)?;

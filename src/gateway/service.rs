@@ -3,6 +3,7 @@
 
 use super::leases::{Action, Ask, Lease, LeaseBook};
 use super::uplink::{CheckState, Report};
+use crate::chan;
 use crate::clock::now;
 use crate::config::GatewayConfig;
 use crate::ids::new_sid;
@@ -15,7 +16,7 @@ use crate::tunnel::{GatewayNet, Ingress, Method, Peer};
 use crate::{log, validate};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the thread applying batches waits before taking the queue, each time: the requests
@@ -119,7 +120,7 @@ struct Job {
     actions: Vec<Action>,
     /// The gateway address the caller contacted (for endpoints in the grant).
     via: Option<String>,
-    reply: mpsc::Sender<Vec<Applied>>,
+    reply: chan::Sender<Vec<Applied>>,
 }
 
 /// The outcome of one `Accept`: its sid, and the method's grant fields or why it failed (the
@@ -318,8 +319,8 @@ impl Gateway {
         _decided_under: &Inner,
         actions: Vec<Action>,
         via: Option<String>,
-    ) -> (mpsc::Receiver<Vec<Applied>>, bool) {
-        let (reply, outcome) = mpsc::channel();
+    ) -> (chan::Receiver<Vec<Applied>>, bool) {
+        let (reply, outcome) = chan::channel();
         let mut q = self.queue.lock().expect("not poisoned");
         q.jobs.push(Job {
             actions,
@@ -334,7 +335,7 @@ impl Gateway {
     /// Waits for queued actions to be applied (without holding `inner`). The first caller of a
     /// burst applies them, with everything queued meanwhile, batch after batch until the queue
     /// is empty; the others wait for their answer.
-    fn wait(&self, (outcome, lead): (mpsc::Receiver<Vec<Applied>>, bool)) -> Vec<Applied> {
+    fn wait(&self, (outcome, lead): (chan::Receiver<Vec<Applied>>, bool)) -> Vec<Applied> {
         if lead {
             loop {
                 // Callers that waited for the lock during the last batch decide and queue now.

@@ -24,10 +24,10 @@
 //! - [`Tracker`]: the pure state (results in, health / advertised targets / check state out).
 //! - [`spawn`]: the thread that sends the echoes and feeds the tracker.
 
+use crate::chan::{Receiver, RecvTimeoutError};
 use crate::sys::icmp;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

@@ -12,6 +12,7 @@
 //! one line in [`METHODS`], and its name in [`guard::MESH_METHODS`] or [`guard::READ_METHODS`]
 //! unless it is an action.
 
+use crate::chan;
 use crate::clock::now;
 use crate::config::Config;
 use crate::gateway::service::Gateway;
@@ -23,7 +24,6 @@ use crate::subscriber::supervisor::{self, Command};
 use crate::web::{Access, graph};
 use serde_json::{Value, json};
 use std::net::IpAddr;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// JSON-RPC error code for a local control method called from outside `authorized_network`
@@ -309,7 +309,7 @@ impl Services {
         Ok(json!({"success": true, "gateways": list}))
     }
 
-    fn subscriber_call(&self, make: impl FnOnce(mpsc::Sender<Value>) -> Command) -> Value {
+    fn subscriber_call(&self, make: impl FnOnce(chan::Sender<Value>) -> Command) -> Value {
         match &self.subscriber {
             Some(s) => s.ask(make),
             None => Failure::permanent("the subscriber role is disabled on this node").to_value(),

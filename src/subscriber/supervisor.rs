@@ -19,6 +19,7 @@
 
 use super::core::{Core, Effect, Event, Level, Link, NewLink, RegFailure, RenewOutcome};
 use super::select;
+use crate::chan::{self, Receiver, RecvTimeoutError, Sender};
 use crate::client::{self, ClientError};
 use crate::clock::now;
 use crate::config::Config;
@@ -34,7 +35,6 @@ use crate::tunnel::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ pub struct Handle {
 impl Handle {
     /// Sends a command built around a reply channel and waits for the answer.
     pub fn ask(&self, make: impl FnOnce(Sender<Value>) -> Command) -> Value {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = chan::channel();
         if self.tx.send(make(tx)).is_err() {
             return json!({"success": false, "errorMsg": "subscriber is not running"});
         }
@@ -142,7 +142,7 @@ impl Supervisor {
         standby: Option<Vec<Box<dyn Method>>>,
     ) -> Handle {
         let status = Arc::new(Mutex::new(json!({"state": "starting"})));
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = chan::channel();
         let mut slots = vec![Slot {
             methods,
             table: policy::TABLE_BASE + 1,

@@ -273,7 +273,8 @@ pub fn parse_local_prefixes(
     skip: &[String],
 ) -> Vec<(Prefix, String)> {
     use serde_json::Value;
-    let list = |text: &str| -> Vec<Value> { serde_json::from_str(text).unwrap_or_default() };
+    let list =
+        |text: &str| -> Vec<Value> { serde_json::from_slice(text.as_bytes()).unwrap_or_default() };
     let skipped = |dev: Option<&str>| dev.is_some_and(|d| skip.iter().any(|s| s == d));
     let mut out = Vec::new();
     for link in list(addrs) {

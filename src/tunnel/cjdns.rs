@@ -290,7 +290,7 @@ pub fn tun_addresses(ifname: &str) -> Result<Vec<(IpAddr, u8)>, TunnelError> {
 
 /// `ip -j addr show`'s addresses.
 pub fn parse_addresses(json_text: &str) -> Vec<(IpAddr, u8)> {
-    let v: serde_json::Value = serde_json::from_str(json_text).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(json_text.as_bytes()).unwrap_or_default();
     let mut out = Vec::new();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
@@ -309,7 +309,7 @@ pub fn parse_addresses(json_text: &str) -> Vec<(IpAddr, u8)> {
 fn tun_has_routes(ifname: &str, v6: bool) -> Result<bool, TunnelError> {
     let fam = if v6 { "-6" } else { "-4" };
     let text = cmd::run(&["ip", "-j", fam, "route", "show", "dev", ifname])?;
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(text.as_bytes()).unwrap_or_default();
     Ok(v.as_array().into_iter().flatten().any(|r| {
         r["protocol"].as_str() != Some("kernel") && r["dst"].as_str() != Some("fe80::/64")
     }))
@@ -368,7 +368,7 @@ impl Cjdns {
     fn read_ledger(&self) -> Option<Dialled> {
         let path = self.ledger.as_ref()?;
         let text = std::fs::read_to_string(path).ok()?;
-        match serde_json::from_str(&text) {
+        match serde_json::from_slice(text.as_bytes()) {
             Ok(d) => Some(d),
             Err(e) => {
                 crate::warn!("cjdns: ignoring {}: {e}", path.display());

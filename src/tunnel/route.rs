@@ -102,7 +102,7 @@ fn hop_towards(dst: IpAddr) -> Result<(String, IpAddr), TunnelError> {
 
 /// The MAC address in `ip -j neigh show ADDR` output, if the entry has one.
 fn neighbour_mac(json: &str) -> Option<String> {
-    let v: Vec<Value> = serde_json::from_str(json).ok()?;
+    let v: Vec<Value> = serde_json::from_slice(json.as_bytes()).ok()?;
     let mac = v.first()?.get("lladdr")?.as_str()?;
     let ok = mac.len() == 17
         && mac
