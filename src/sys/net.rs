@@ -352,7 +352,7 @@ pub fn addresses() -> Result<Vec<(String, IpAddr)>, CmdError> {
 
 /// The pure part of [`addresses`]; entries it cannot read are skipped.
 pub fn parse_addresses(json: &str) -> Vec<(String, IpAddr)> {
-    let Ok(serde_json::Value::Array(links)) = serde_json::from_str(json) else {
+    let Ok(serde_json::Value::Array(links)) = serde_json::from_slice(json.as_bytes()) else {
         return Vec::new();
     };
     links
