@@ -333,11 +333,13 @@ impl Bed {
         out
     }
 
+    /// Waits until `ok`, at most 60 s (the OpenVPN test's server and client take most of 30 s on
+    /// a loaded machine: it once timed out there at 30 s).
     fn wait_for(&self, what: &str, mut ok: impl FnMut(&Bed) -> bool) {
         let start = Instant::now();
         while !ok(self) {
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < Duration::from_secs(60),
                 "timed out waiting for {what}\n{}",
                 self.log()
             );

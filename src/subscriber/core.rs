@@ -787,7 +787,7 @@ impl Core {
         let answers = select::without_us(&self.answers, &ours);
         rank(
             &answers,
-            &self.wants(),
+            &select::for_nodes(&self.wants(), &answers),
             &self.history,
             self.now_ms(),
             &self.policy,

@@ -139,6 +139,29 @@ pub fn names(entry: &str, a: &Answer) -> bool {
     entry == a.info.name || entry == id(a) || entry == a.candidate.address.to_string()
 }
 
+/// `wants` with a `prefer`/`exclude` entry that is the address of a joined node's answer
+/// ([`crate::discovery::nodes`]) turned into that node's identity, so that it names the node at
+/// every address: excluding a gateway by its IPv6 address does not leave it usable by IPv4. Only
+/// joins count (both answers list each other), so a node cannot draw a preference to itself by
+/// listing someone else's address.
+pub fn for_nodes(wants: &Wants, answers: &[Answer]) -> Wants {
+    let node_of = |entry: &str| {
+        answers
+            .iter()
+            .find(|a| a.candidate.address.to_string() == entry)
+            .map_or_else(|| entry.to_string(), id)
+    };
+    let mut out = wants.clone();
+    out.prefer = wants.prefer.as_deref().map(node_of);
+    for e in &wants.exclude {
+        let node = node_of(e);
+        if !out.exclude.contains(&node) {
+            out.exclude.push(node);
+        }
+    }
+    out
+}
+
 /// Why a gateway is not a choice right now, or `None` if it is one.
 pub fn unusable(
     a: &Answer,
@@ -985,5 +1008,37 @@ pub(super) mod tests {
         let r = rank(&list, &wants(), &HashMap::new(), 0, &Policy::default(), 1);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].answer.candidate.address.to_string(), "fd77::3");
+    }
+
+    #[test]
+    fn prefer_and_exclude_by_one_address_name_the_whole_node() {
+        let node: std::net::IpAddr = "10.77.0.3".parse().unwrap();
+        let joined = |mut a: Answer| {
+            a.node = Some(node);
+            a
+        };
+        let list = [
+            joined(answer("gw", "fd77::3", 5, 0)),
+            joined(answer("gw", "10.77.0.3", 5, 0)),
+            answer("other", "10.77.0.9", 5, 0),
+        ];
+        let mut w = wants();
+        w.exclude = vec!["fd77::3".into()];
+        let w = for_nodes(&w, &list);
+        let r = rank(&list, &w, &HashMap::new(), 0, &Policy::default(), 1);
+        assert_eq!(
+            names(&r),
+            ["other"],
+            "excluded at its IPv6 address, not usable by IPv4"
+        );
+        let mut w = wants();
+        w.prefer = Some("fd77::3".into());
+        let w = for_nodes(&w, &list);
+        let r = rank(&list, &w, &HashMap::new(), 0, &Policy::default(), 1);
+        assert_eq!(names(&r)[0], "gw");
+        // An address nobody answered at, or a name, stays as it was.
+        let mut w = wants();
+        w.exclude = vec!["10.77.0.50".into(), "gwname".into()];
+        assert_eq!(for_nodes(&w, &list).exclude, ["10.77.0.50", "gwname"]);
     }
 }
