@@ -419,7 +419,13 @@ fn openvpn_carries_two_subscribers_and_expiry_cuts_one() {
         "openvpn: s1 cut off {:?} after its daemon died (lease 6 s)",
         cut.unwrap()
     );
-    assert_eq!(std::fs::read_dir(&ccd).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(&ccd).unwrap().count(),
+        1,
+        "only s1's client config goes\n--- gw\n{}\n--- s2\n{}",
+        bed.tail("gw"),
+        bed.tail("s2")
+    );
     let daemon_log = std::fs::read_to_string(bed.log("gw")).unwrap();
     assert!(
         !daemon_log.contains("left something behind"),
