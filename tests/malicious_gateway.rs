@@ -943,7 +943,8 @@ fn an_openvpn_server_pushes_nothing_beyond_the_grant() {
     );
     bed.batch("sub", "route add 10.77.0.3/32 dev mesh0 proto 99\n");
     // The gateway's openvpn: pushes of its own, and for 60 s every per-client file it is given
-    // rewritten to hand out fd50::80/121 (in the subscriber's LAN) instead of the grant.
+    // rewritten to hand out fd50::80/121 (in the subscriber's LAN) instead of the grant, every 5 ms
+    // (every 50 ms a fast client sometimes connected before the rewrite, 1 run in 4).
     let evil = bed.path("evilbin");
     std::fs::create_dir_all(&evil).unwrap();
     let real = ["/usr/sbin/openvpn", "/usr/bin/openvpn", "/sbin/openvpn"]
@@ -955,9 +956,9 @@ fn an_openvpn_server_pushes_nothing_beyond_the_grant() {
         evil.join("openvpn"),
         format!(
             "#!/bin/sh\ncase \" $* \" in *\" --mode server \"*)\n\
-             (for i in $(seq 1200); do for f in {ccd}/*; do [ -f \"$f\" ] && \\\n\
+             (for i in $(seq 12000); do for f in {ccd}/*; do [ -f \"$f\" ] && \\\n\
              sed -i 's|^ifconfig-ipv6-push .*|ifconfig-ipv6-push fd50::80/121 fd50::1|' \"$f\"; \\\n\
-             done; sleep 0.05; done) >/dev/null 2>&1 </dev/null &\n\
+             done; sleep 0.005; done) >/dev/null 2>&1 </dev/null &\n\
              exec {real} \"$@\" --push 'route 192.168.50.0 255.255.255.0' --push 'route-ipv6 fd77::/64' \\\n\
              --push 'redirect-gateway def1' --push 'ping-restart 3600' ;;\nesac\nexec {real} \"$@\"\n",
             ccd = ccd.display(),
