@@ -103,6 +103,12 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `a` can name no node beyond this one link or host: unspecified, loopback, multicast
+/// or link-local.
+pub fn is_special(a: IpAddr) -> bool {
+    a.is_unspecified() || a.is_loopback() || a.is_multicast() || is_link_local(a)
+}
+
 /// Whether `a` is link-local (169.254.0.0/16, fe80::/10): meaningless beyond one link.
 pub fn is_link_local(a: IpAddr) -> bool {
     match a {

@@ -88,12 +88,7 @@ pub fn check_node_info(mut info: NodeInfo) -> Result<NodeInfo, String> {
     info.gateways
         .retain(|e| e.address.parse::<IpAddr>().is_ok());
     info.uplink.targets = crate::protocol::sane_uplink_targets(&info.uplink.targets);
-    info.addresses.retain(|a| {
-        !(a.is_unspecified()
-            || a.is_loopback()
-            || a.is_multicast()
-            || crate::prefix::is_link_local(*a))
-    });
+    info.addresses.retain(|a| !crate::prefix::is_special(*a));
     info.addresses.sort();
     info.addresses.dedup();
     info.addresses.truncate(crate::protocol::MAX_ADDRESSES);
@@ -519,5 +514,38 @@ mod tests {
             "203.0.113.7".parse::<IpAddr>().unwrap()
         );
         assert!(checked.uplink.targets.iter().all(|a| !a.is_loopback()));
+    }
+
+    #[test]
+    fn listed_addresses_are_unicast_sorted_and_bounded() {
+        let mut i = info("gw");
+        i.addresses = [
+            "fd77::3",
+            "127.0.0.1",
+            "fe80::1",
+            "ff02::1",
+            "0.0.0.0",
+            "169.254.1.1",
+            "10.77.0.3",
+            "fd77::3",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let got: Vec<String> = check_node_info(i)
+            .unwrap()
+            .addresses
+            .iter()
+            .map(IpAddr::to_string)
+            .collect();
+        assert_eq!(got, ["10.77.0.3", "fd77::3"]);
+        let mut i = info("gw");
+        i.addresses = (1..=40)
+            .map(|n| format!("10.77.1.{n}").parse().unwrap())
+            .collect();
+        assert_eq!(
+            check_node_info(i).unwrap().addresses.len(),
+            crate::protocol::MAX_ADDRESSES
+        );
     }
 }

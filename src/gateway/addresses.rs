@@ -2,7 +2,7 @@
 //! that reaches the gateway at several of them (IPv4 and IPv6, several mesh protocols) then
 //! counts one node, not one gateway per address (`discovery::nodes`).
 
-use crate::prefix::{Prefix, is_link_local};
+use crate::prefix::{Prefix, is_special};
 use crate::protocol::MAX_ADDRESSES;
 use std::net::IpAddr;
 
@@ -29,9 +29,7 @@ pub fn mesh_addresses(
     let mut out: Vec<IpAddr> = all
         .iter()
         .filter(|(ifname, a)| {
-            let special =
-                a.is_loopback() || a.is_unspecified() || a.is_multicast() || is_link_local(*a);
-            on_mesh(ifname) && !special && !pools.iter().any(|p| p.contains(*a))
+            on_mesh(ifname) && !is_special(*a) && !pools.iter().any(|p| p.contains(*a))
         })
         .map(|(_, a)| *a)
         .collect();
