@@ -11,8 +11,9 @@
 //! as a queue of steps, so a decision taken after a registration sees its outcome exactly as the
 //! code that used to call the RPC inline did.
 //!
-//! The rules (README, "Staying online"): a path is down after `down_after` probe intervals in a
-//! row without an answer (failures in the first [`GRACE`] of a tunnel do not count), when its
+//! The rules (README, "Staying online"): a path is down after `down_after` probes in a row
+//! without an answer, the ones after a miss sent at once (failures in the first [`GRACE`] of a
+//! tunnel do not count), when its
 //! lease cannot be renewed, or when the gateway says its uplink is unhealthy. Cold failover
 //! releases the dead lease in the background and registers with the next best gateway of the
 //! last scan; with nobody else usable the tunnel is kept (`degraded`). Hot standby switches the
@@ -24,7 +25,7 @@
 pub use super::events::{Effect, Event, Level, Link, NewLink, RegFailure, RenewOutcome, State};
 use super::quality::Record;
 use super::select::{self, Decision, History, Policy, Wants};
-use super::standby;
+use super::{probe, standby};
 use crate::config::SubscriberConfig;
 use crate::discovery::Answer;
 use crate::hooks;
@@ -155,6 +156,11 @@ pub struct Core {
     standby_rescan: Option<Duration>,
     /// Probe rounds so far (advertised uplink targets take turns, [`probe::plan`]).
     probe_rounds: u64,
+    /// Probe packets sent per gateway identity in the last second.
+    budgets: HashMap<String, probe::Budget>,
+    /// Gateway identities whose last probe went unanswered: probed again as soon as their
+    /// budget allows, not at the next round.
+    confirm: Vec<String>,
     epoch: Instant,
     now: Instant,
     steps: VecDeque<Step>,
@@ -187,6 +193,8 @@ impl Core {
             seed: select::seed_for(name),
             standby_rescan: None,
             probe_rounds: 0,
+            budgets: HashMap::new(),
+            confirm: Vec::new(),
             epoch: now,
             now,
             steps: VecDeque::new(),
@@ -262,6 +270,7 @@ impl Core {
         if self.links().next().is_some() {
             next.push(self.next_probe);
         }
+        next.extend(self.confirmations_due());
         if self.auto && !self.scanning {
             next.push(self.next_scan);
         }
@@ -579,21 +588,25 @@ impl Core {
                 }
             }
             Step::ProbeRoundIfDue => {
-                if self.links().next().is_some() && self.now >= self.next_probe {
+                let regular = self.links().next().is_some() && self.now >= self.next_probe;
+                if regular {
                     self.next_probe = self.now + self.probe_interval();
-                    self.probe_round();
                 }
+                self.probe_round(regular);
             }
             Step::Probe(p) => {
-                let interval = self.probe_interval();
-                let per_target = (interval.mul_f64(0.9) / p.targets.len().max(1) as u32)
-                    .max(Duration::from_millis(20));
+                let timeout = probe::timeout(
+                    self.records.get(&p.id).and_then(Record::slowest_recent),
+                    self.probe_interval(),
+                );
+                let per_target =
+                    (timeout / p.targets.len().max(1) as u32).max(Duration::from_millis(20));
                 self.out.push(Effect::Probe {
                     slot: p.slot,
                     method: self.link(p.slot).map(|l| l.grant.method.clone()),
                     interface: p.interface.clone(),
                     targets: p.targets.clone(),
-                    timeout: interval.mul_f64(0.9),
+                    timeout,
                     per_target,
                 });
                 self.pending = Some(Wait::Probe(p));

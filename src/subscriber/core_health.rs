@@ -25,23 +25,61 @@ impl Core {
         .addresses()
     }
 
-    /// One probe per link; a link whose probes failed `down_after` intervals in a row is down.
-    pub(super) fn probe_round(&mut self) {
-        self.probe_rounds = self.probe_rounds.wrapping_add(1);
-        let steps: Vec<Step> = self
+    /// One probe per link: every link in a `regular` round, else only the links whose last
+    /// probe went unanswered; each only while its [`probe::Budget`] allows. A link whose probes
+    /// failed `down_after` times in a row is down.
+    pub(super) fn probe_round(&mut self, regular: bool) {
+        let ids: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
+        self.confirm.retain(|id| ids.contains(id));
+        self.budgets.retain(|id, _| ids.contains(id));
+        let now = self.now;
+        let probes: Vec<Probing> = self
             .links()
-            .map(|(i, l)| {
-                Step::Probe(Box::new(Probing {
-                    slot: i,
-                    id: l.id(),
-                    name: l.name.clone(),
-                    interface: l.interface.clone(),
-                    targets: self.probe_targets(l),
-                    up_for: self.now.saturating_duration_since(l.up_since),
-                }))
+            .filter(|(_, l)| regular || self.confirm.contains(&l.id()))
+            .map(|(i, l)| Probing {
+                slot: i,
+                id: l.id(),
+                name: l.name.clone(),
+                interface: l.interface.clone(),
+                targets: self.probe_targets(l),
+                up_for: now.saturating_duration_since(l.up_since),
+            })
+            .filter(|p| {
+                let b = self.budgets.get(&p.id);
+                b.is_none_or(|b| b.free_at(p.targets.len(), now) <= now)
             })
             .collect();
-        self.call(steps);
+        if probes.is_empty() {
+            return;
+        }
+        self.probe_rounds = self.probe_rounds.wrapping_add(1);
+        for p in &probes {
+            self.confirm.retain(|id| *id != p.id);
+            let packets = p.targets.len();
+            self.budgets
+                .entry(p.id.clone())
+                .or_default()
+                .spend(packets, now);
+        }
+        self.call(
+            probes
+                .into_iter()
+                .map(|p| Step::Probe(Box::new(p)))
+                .collect(),
+        );
+    }
+
+    /// When the links waiting to confirm a miss may be probed ([`probe::Budget`]).
+    pub(super) fn confirmations_due(&self) -> Vec<std::time::Instant> {
+        self.links()
+            .filter(|(_, l)| self.confirm.contains(&l.id()))
+            .map(|(_, l)| {
+                let n = self.probe_targets(l).len();
+                self.budgets
+                    .get(&l.id())
+                    .map_or(self.now, |b| b.free_at(n, self.now))
+            })
+            .collect()
     }
 
     pub(super) fn probed(&mut self, p: Probing, rtt: Option<Duration>) {
@@ -62,6 +100,10 @@ impl Core {
         }
         record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
         let down = record.is_down(self.cfg.down_after);
+        if rtt.is_none() && !down && !self.confirm.contains(&id) {
+            // One miss: ask again at once rather than at the next round.
+            self.confirm.push(id.clone());
+        }
         if rtt.is_some() && self.history.get(&id).is_some_and(|h| h.down) {
             // A kept tunnel answers again: the gateway is back (its back-off still counts).
             self.log(

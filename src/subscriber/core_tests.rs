@@ -47,6 +47,10 @@ struct World {
     busy: HashMap<String, Duration>,
     /// Gateways (by address) whose tunnel no longer answers probes.
     dead: HashSet<String>,
+    /// Every how many probes of a tunnel one is lost (0: none), and the probes so far per
+    /// gateway.
+    lose_every: u32,
+    probes: HashMap<String, u32>,
     /// What renewals come to.
     renewal: RenewOutcome,
     /// Lease length granted.
@@ -65,6 +69,8 @@ impl World {
             absent: HashSet::new(),
             busy: HashMap::new(),
             dead: HashSet::new(),
+            lose_every: 0,
+            probes: HashMap::new(),
             renewal: RenewOutcome::Renewed(60),
             lease: 60,
         }
@@ -76,7 +82,7 @@ impl World {
 
     fn hot() -> World {
         let mut cfg = prefer_gw1();
-        cfg.probe_interval_ms = 100;
+        cfg.probe_interval_ms = crate::config::HOT_STANDBY_PROBE_INTERVAL_MS;
         World::new(cfg, true)
     }
 
@@ -93,6 +99,10 @@ impl World {
         while let Some(e) = todo.pop_front() {
             background |= e == Effect::Scan { background: true };
             let reply = self.answer(&e);
+            if let (Effect::Probe { timeout, .. }, Some(Event::Probed(rtt))) = (&e, &reply) {
+                // A probe takes its answer's time, or its whole timeout.
+                self.now += rtt.unwrap_or(*timeout);
+            }
             all.push(e);
             if let Some(reply) = reply {
                 for e in self.core.on(reply, self.now).into_iter().rev() {
@@ -110,7 +120,7 @@ impl World {
         all
     }
 
-    fn answer(&self, e: &Effect) -> Option<Event> {
+    fn answer(&mut self, e: &Effect) -> Option<Event> {
         Some(match e {
             Effect::Register { slot, choices, .. } => {
                 let mut failures = vec![];
@@ -157,7 +167,12 @@ impl World {
             Effect::Renew { .. } => Event::Renewed(self.renewal.clone()),
             Effect::Probe { slot, .. } => {
                 let id = self.core.link(*slot).map(Link::id).unwrap_or_default();
-                Event::Probed((!self.dead.contains(&id)).then(|| Duration::from_millis(10)))
+                let n = self.probes.entry(id.clone()).or_default();
+                *n += 1;
+                let lost = self.lose_every > 0 && (*n).is_multiple_of(self.lose_every);
+                Event::Probed(
+                    (!self.dead.contains(&id) && !lost).then(|| Duration::from_millis(10)),
+                )
             }
             Effect::Scan { background: false } => Event::Scanned {
                 found: Some(self.found.clone()),
@@ -254,17 +269,46 @@ fn registers_with(effects: &[Effect]) -> Vec<Vec<&str>> {
 
 // --- down ---
 
+/// Runs up to `secs` after the start; when each probe was sent (s since the start) and through
+/// which slot.
+fn probes_sent(w: &mut World, secs: f64) -> Vec<(f64, usize)> {
+    let mut times = vec![];
+    let end = w.t0 + Duration::from_secs_f64(secs);
+    while let Some(next) = w.core.next_deadline() {
+        if next > end {
+            break;
+        }
+        w.now = next.max(w.now);
+        let at = w.t();
+        for e in w.drive(Event::Tick) {
+            if let Effect::Probe { slot, .. } = e {
+                times.push((at, slot));
+            }
+        }
+    }
+    times
+}
+
+/// The times of the probes through `slot`.
+fn through(sent: &[(f64, usize)], slot: usize) -> Vec<f64> {
+    sent.iter()
+        .filter(|(_, s)| *s == slot)
+        .map(|(t, _)| *t)
+        .collect()
+}
+
 #[test]
-fn a_gateway_is_down_after_three_probe_intervals_in_a_row_without_an_answer() {
+fn a_gateway_is_down_after_three_probes_in_a_row_without_an_answer_the_last_two_asked_at_once() {
     let mut w = World::cold().connected_to_gw1();
     w.dead.insert("fd00::1".into());
     let cut = w.t();
     let at = w.when(10.0, failover_hook).expect("a failover");
-    // Probes every 200 ms: the third missed one (0.6 s after the cut, within one interval)
-    // makes the path down, not the second.
+    // A regular probe within 200 ms of the cut; it and the two confirmations sent right after
+    // each miss wait 30 ms each (three times the 10 ms answers, at least 30 ms): down 90 ms
+    // after the first probe that crossed the cut, not three intervals later.
     let after = at - cut;
     assert!(
-        after > 0.4 && after <= 0.6 + 1e-6,
+        (0.09 - 1e-6..=0.2 + 0.09 + 1e-6).contains(&after),
         "down {after:.3} s after the cut"
     );
     assert_eq!(w.on_gateway().as_deref(), Some("gw2"));
@@ -280,7 +324,7 @@ fn down_after_sets_how_many_missed_probes_make_a_path_down() {
     let at = w.when(10.0, failover_hook).expect("a failover");
     let after = at - cut;
     assert!(
-        after > 0.8 && after <= 1.0 + 1e-6,
+        (0.15 - 1e-6..=0.2 + 0.15 + 1e-6).contains(&after),
         "down {after:.3} s after the cut"
     );
 }
@@ -292,22 +336,62 @@ fn probe_failures_in_the_first_second_of_a_tunnel_do_not_count() {
     w.dead.insert("fd00::1".into());
     w.drive(Event::Start);
     let at = w.when(10.0, failover_hook).expect("a failover");
-    // Up at 0 s; the misses at 0.2–0.8 s are forgiven, those at 1.0, 1.2, 1.4 s count.
-    assert!((1.3..=1.5).contains(&at), "failed over at {at:.3} s");
+    // Up at 0 s; the misses of the probes sent at 0–0.8 s are forgiven (and not confirmed).
+    // The probe sent at 1.0 s counts; no answer was ever seen, so each waits 180 ms (0.9 of
+    // the interval): misses at 1.18, 1.36 and 1.54 s.
+    assert!((1.5..=1.6).contains(&at), "failed over at {at:.3} s");
 }
 
 #[test]
-fn a_path_that_answers_again_in_time_is_not_down() {
-    let mut w = World::cold().connected_to_gw1();
-    for _ in 0..5 {
-        w.dead.insert("fd00::1".into());
-        let t = w.t() + 0.4;
-        let effects = w.run_until(t);
-        assert!(!effects.iter().any(failover_hook));
-        w.dead.clear();
-        let t = w.t() + 0.2;
-        w.run_until(t);
+fn a_path_that_loses_every_other_probe_is_not_down_and_no_tunnel_gets_more_than_ten_probes_a_second()
+ {
+    for hot in [false, true] {
+        let mut w = if hot { World::hot() } else { World::cold() }.connected_to_gw1();
+        let start = w.t();
+        w.lose_every = 2;
+        let sent = probes_sent(&mut w, start + 10.0);
+        assert!(sent.len() > 40, "{} probes", sent.len());
+        assert!(
+            !w.core
+                .links()
+                .any(|(_, l)| w.core.history(&l.id()).is_some_and(|h| h.down)),
+            "hot {hot}: a path losing every other probe was called down"
+        );
+        assert_eq!(w.on_gateway().as_deref(), Some("gw1"), "hot {hot}");
+        for slot in 0..if hot { 2 } else { 1 } {
+            let times = through(&sent, slot);
+            assert!(
+                times.len() > 40,
+                "hot {hot}, slot {slot}: {} probes",
+                times.len()
+            );
+            for (i, t) in times.iter().enumerate() {
+                let in_second = times[i..].iter().filter(|u| **u - t < 1.0 - 1e-9).count();
+                assert!(
+                    in_second <= probe::MAX_PER_SECOND,
+                    "hot {hot}, slot {slot}: {in_second} probes in the second from {t:.3} s"
+                );
+            }
+        }
     }
+}
+
+#[test]
+fn a_miss_is_asked_again_at_once_and_an_answer_ends_the_confirmations() {
+    let mut w = World::cold().connected_to_gw1();
+    // Lose exactly the next probe.
+    w.lose_every = w.probes["fd00::1"] + 1;
+    let t = w.t();
+    let times = through(&probes_sent(&mut w, t + 0.45), 0);
+    // The regular probe, its confirmation 30 ms later (the miss's timeout), then regular
+    // probes again every 200 ms.
+    let gaps: Vec<f64> = times.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        (gaps[0] - 0.03).abs() < 1e-3,
+        "confirmation {:.3} s after the miss's probe: {times:?}",
+        gaps[0]
+    );
+    assert!(gaps[1] > 0.15, "{times:?}");
     assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
 }
 

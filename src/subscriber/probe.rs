@@ -16,13 +16,24 @@
 //!
 //! One target per round, in turn: the probe rate stays one echo per `probe_interval_ms`
 //! (300 a minute at the default 200 ms, about 12 KB/min of echo requests and as much in
-//! replies, plus tunnel overhead), spread over the advertised targets, and the whole
-//! `probe_interval_ms` is left for the answer. One target that does not answer costs loss, not
-//! the gateway: the path is down only after `down_after` failed rounds in a row, and with
-//! several targets those are several different targets.
+//! replies, plus tunnel overhead), spread over the advertised targets. A probe waits a few RTTs
+//! of its path ([`timeout`]); an unanswered one is followed at once by another (to the next
+//! target), within [`MAX_PER_SECOND`] packets per tunnel ([`Budget`]). One target that does not
+//! answer costs loss, not the gateway: the path is down only after `down_after` unanswered
+//! probes in a row, and with several targets those are several different targets.
 
 use crate::protocol::{Grant, sane_uplink_targets};
+use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// At most this many probe packets go through one tunnel in any second, whatever the interval
+/// and however many confirmations a miss asks for (issue 14).
+pub const MAX_PER_SECOND: usize = 10;
+/// The shortest wait for a probe's answer.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(30);
+/// A probe waits this many times the slowest recent answer of its path.
+const TIMEOUT_PER_RTT: f64 = 3.0;
 
 /// Where the round's probes go and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +90,111 @@ pub fn plan(own: &[IpAddr], advertised: &[IpAddr], tunnel_gateway: &str, round: 
     }
 }
 
+/// How long a probe waits for its answer: three times the slowest of the path's recent answers
+/// (`slowest_ms`), at least [`MIN_TIMEOUT`], at most nine tenths of the interval (never less
+/// than the minimum). A path with no answer yet gets the whole nine tenths.
+///
+/// Why not always the whole interval: a path that stops answering is then known dead after
+/// `down_after` timeouts of a few RTTs, not after `down_after` intervals; the misses after the
+/// first go out at once ([`Budget`] keeps them within [`MAX_PER_SECOND`]).
+pub fn timeout(slowest_ms: Option<f64>, interval: Duration) -> Duration {
+    let cap = interval.mul_f64(0.9).max(MIN_TIMEOUT);
+    match slowest_ms {
+        Some(ms) if ms.is_finite() && ms >= 0.0 => {
+            Duration::from_secs_f64(ms * TIMEOUT_PER_RTT / 1000.0).clamp(MIN_TIMEOUT, cap)
+        }
+        _ => cap,
+    }
+}
+
+/// The probe packets sent through one tunnel in the last second.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    sent: VecDeque<Instant>,
+}
+
+impl Budget {
+    /// When `n` more packets may go without more than [`MAX_PER_SECOND`] in any second: `now`
+    /// or later.
+    pub fn free_at(&self, n: usize, now: Instant) -> Instant {
+        let n = n.clamp(1, MAX_PER_SECOND);
+        let recent: Vec<Instant> = self
+            .sent
+            .iter()
+            .copied()
+            .filter(|t| now.saturating_duration_since(*t) < Duration::from_secs(1))
+            .collect();
+        match (recent.len() + n).checked_sub(MAX_PER_SECOND) {
+            Some(over) if over > 0 => (recent[over - 1] + Duration::from_secs(1)).max(now),
+            _ => now,
+        }
+    }
+
+    /// Notes `n` packets sent at `now`.
+    pub fn spend(&mut self, n: usize, now: Instant) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.sent.pop_front();
+        }
+        self.sent.extend(std::iter::repeat_n(now, n.max(1)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_timeout_follows_the_slowest_recent_answer_within_bounds() {
+        let i = Duration::from_millis(200);
+        assert_eq!(timeout(None, i), Duration::from_millis(180));
+        assert_eq!(timeout(Some(1.0), i), MIN_TIMEOUT);
+        assert_eq!(timeout(Some(20.0), i), Duration::from_millis(60));
+        assert_eq!(timeout(Some(500.0), i), Duration::from_millis(180));
+        assert_eq!(timeout(Some(f64::NAN), i), Duration::from_millis(180));
+        // An interval shorter than the minimum still leaves the minimum.
+        assert_eq!(timeout(Some(20.0), Duration::from_millis(20)), MIN_TIMEOUT);
+    }
+
+    #[test]
+    fn no_second_carries_more_than_ten_probe_packets() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut b = Budget::default();
+        // Probes every 50 ms, each sent as soon as the budget allows.
+        let mut at = t0;
+        let mut sent = Vec::new();
+        for k in 0..40 {
+            let want = ms(k * 50).max(at);
+            at = b.free_at(1, want);
+            b.spend(1, at);
+            sent.push(at);
+        }
+        for (i, t) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .filter(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= MAX_PER_SECOND,
+                "{in_window} in the second from probe {i}"
+            );
+        }
+        // Ten in the first half second, then a pause until the first leaves the window.
+        assert_eq!(sent[9], ms(450));
+        assert_eq!(sent[10], ms(1000));
+        assert_eq!(sent[39], ms(3450));
+        // Several packets at once count as several.
+        let mut b = Budget::default();
+        b.spend(8, t0);
+        assert_eq!(b.free_at(2, t0), t0);
+        assert_eq!(b.free_at(3, t0), ms(1000));
+        assert_eq!(b.free_at(1, ms(1000)), ms(1000));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -60,6 +60,17 @@ impl Record {
         self.consecutive_failures >= down_after.max(1)
     }
 
+    /// The slowest of the last 16 answers in the window, in ms (for the probe's timeout).
+    pub fn slowest_recent(&self) -> Option<f64> {
+        self.results
+            .iter()
+            .rev()
+            .flatten()
+            .take(16)
+            .copied()
+            .reduce(f64::max)
+    }
+
     /// RTT, loss and window size.
     pub fn summary(&self) -> Summary {
         let ok: Vec<f64> = self.results.iter().flatten().copied().collect();
@@ -111,5 +122,19 @@ mod tests {
         r.push(Some(1.0));
         assert!(!r.is_down(1));
         assert_eq!(Record::default().summary().rtt_ms, None);
+        assert_eq!(Record::default().slowest_recent(), None);
+    }
+
+    #[test]
+    fn the_slowest_of_the_last_sixteen_answers() {
+        let mut r = Record::default();
+        r.push(Some(90.0));
+        for _ in 0..16 {
+            r.push(Some(5.0));
+            r.push(None);
+        }
+        assert_eq!(r.slowest_recent(), Some(5.0), "90 ms is 16 answers ago");
+        r.push(Some(7.5));
+        assert_eq!(r.slowest_recent(), Some(7.5));
     }
 }
