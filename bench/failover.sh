@@ -1,7 +1,8 @@
 #!/bin/sh
 # Failover benchmark: runs the two-gateway E2E tests (as root, in network namespaces) RUNS times
 # (default 3) and prints each case's outage — lost pings × 100 ms while the subscriber pings the
-# fake Internet host — next to the reference figures measured on the same kind of mesh (issue 5):
+# fake Internet host — and the probe packets the subscriber sent through each tunnel meanwhile
+# (nftables counters in its namespace), next to the reference figures measured on the same kind of mesh (issue 5):
 #   naive shell watchdog (3 failed pings, then switch to a running WireGuard server): 2.2–2.4 s
 #   Babel withdrawing a dead gateway's route (1 s hellos): 3–4 s
 # The *_with_shipped_defaults cases run with the shipped defaults (only the roles, the gateways'
@@ -57,6 +58,8 @@ grep -o 'OUTAGE .*' "$log" | sed 's/^OUTAGE //' |
 			printf "%-32s %4.1f s %4.1f s %4.1f s   %-25s %s\n", c, x[1], med, x[m], r1, r2
 		}
 	}'
+echo "probe packets sub sent per tunnel during each case's ping series (sampled every 100 ms; at most 10 in any second is the rule):"
+grep -o 'PROBES .*' "$log" | grep -v 'no samples' | sed 's/^PROBES /  /' || true
 grep -o 'FAILBACK .*' "$log" || true
 grep -o 'SHIPPED .*' "$log" || true
 [ -n "$cases" ] || exit 0

@@ -14,7 +14,8 @@
 
 use mnigs_lab::scenario::Scenario;
 use mnigs_lab::testbed::{Node, Testbed, e2e_gate};
-use std::sync::atomic::AtomicBool;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mnigs");
@@ -40,6 +41,7 @@ fn ready(hot: bool, extra: &str) -> Scenario {
         .expect("Babel converges");
     s.start(Node::Gw).unwrap();
     s.start(Node::Gw2).unwrap();
+    s.watch_probes().expect("probe counters on sub");
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     s.wait_gateway("gw1", Duration::from_secs(10)).unwrap();
@@ -52,14 +54,29 @@ fn ready(hot: bool, extra: &str) -> Scenario {
 }
 
 /// Runs `count` pings at 100 ms while `event` happens 1 s in; returns the outage in seconds
-/// and what `event` returned.
+/// and what `event` returned. Prints the probe packets sub sent through each tunnel meanwhile
+/// (issue 14: at most 10 a second per tunnel), sampled every 100 ms.
 fn outage_during<T>(s: &Scenario, count: u32, label: &str, event: impl FnOnce() -> T) -> (f64, T) {
-    let (lost, value) = std::thread::scope(|scope| {
+    let done = AtomicBool::new(false);
+    let (lost, value, samples) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut samples = vec![];
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(c) = s.probe_counts() {
+                    samples.push((Instant::now(), c));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
         let pinger = scope.spawn(|| s.ping_series(count, PING_INTERVAL));
         std::thread::sleep(Duration::from_secs(1));
         let value = event();
-        (pinger.join().expect("pinger").expect("ping series"), value)
+        let lost = pinger.join().expect("pinger").expect("ping series");
+        done.store(true, Ordering::Relaxed);
+        (lost, value, sampler.join().expect("probe sampler"))
     });
+    println!("PROBES {label}: {}", probe_traffic(&samples));
     let outage = lost.len() as f64 * PING_INTERVAL.as_secs_f64();
     println!(
         "OUTAGE {label}: {:.1} s ({} of {count} pings lost at 100 ms: {lost:?})",
@@ -67,6 +84,35 @@ fn outage_during<T>(s: &Scenario, count: u32, label: &str, event: impl FnOnce() 
         lost.len()
     );
     (outage, value)
+}
+
+/// Per interface that carried any (the tunnels): the probe packets sent between the first and the
+/// last sample, and the most sent within any stretch of samples at most 1 s apart.
+fn probe_traffic(samples: &[(Instant, BTreeMap<String, u64>)]) -> String {
+    let (Some((t0, first)), Some((t1, last))) = (samples.first(), samples.last()) else {
+        return "no samples".into();
+    };
+    let secs = t1.duration_since(*t0).as_secs_f64();
+    let at = |i: usize, name: &str| samples[i].1.get(name).copied().unwrap_or(0);
+    let sent = |name: &str| last[name] - first.get(name).copied().unwrap_or(0);
+    last.keys()
+        .filter(|name| sent(name) > 0)
+        .map(|name| {
+            let sent = sent(name);
+            let mut most = 0;
+            for i in 0..samples.len() {
+                let j = (i..samples.len())
+                    .take_while(|j| {
+                        samples[*j].0.duration_since(samples[i].0) <= Duration::from_secs(1)
+                    })
+                    .last()
+                    .unwrap_or(i);
+                most = most.max(at(j, name) - at(i, name));
+            }
+            format!("{name} {sent} in {secs:.1} s (most in 1 s: {most})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn gw(s: &Scenario, argv: &[&str]) {
@@ -350,6 +396,7 @@ fn shipped_defaults(hot: bool) -> Scenario {
         .expect("Babel converges");
     s.start(Node::Gw).unwrap();
     s.start(Node::Gw2).unwrap();
+    s.watch_probes().expect("probe counters on sub");
     s.start(Node::Sub).unwrap();
     s.wait_connected(Duration::from_secs(30), &NEVER).unwrap();
     assert!(

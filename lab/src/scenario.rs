@@ -487,6 +487,36 @@ impl Scenario {
         }
     }
 
+    /// Counts, on sub, the probe packets mnigs sends, per outgoing interface: ICMP echo requests
+    /// of its size (19 bytes of ICMP: `ping`'s are 64). Installs the counters once.
+    pub fn watch_probes(&self) -> Result<(), String> {
+        let script = "table inet mnprobes {\n set sent { type ifname; flags dynamic; counter; }\n\
+                      chain out { type filter hook output priority 0; policy accept;\n\
+                      ip length 39 icmp type echo-request add @sent { oifname }\n\
+                      ip6 length 19 icmpv6 type echo-request add @sent { oifname }\n }\n}\n";
+        self.bed
+            .exec_full(
+                Node::Sub,
+                &["nft", "-f", "-"],
+                Some(script),
+                Duration::from_secs(5),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Probe packets sent by sub so far, per interface ([`Scenario::watch_probes`]).
+    pub fn probe_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, String> {
+        let out = self
+            .bed
+            .exec(
+                Node::Sub,
+                &["nft", "list", "set", "inet", "mnprobes", "sent"],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(nft_element_counts(&out))
+    }
+
     /// What mnigs may leave on `node`: links, addresses, routes of all tables, rules, WireGuard
     /// peers and nftables rules, as text to compare before and after.
     pub fn system_state(&self, node: Node) -> String {
@@ -654,6 +684,22 @@ pub fn network_state(run: impl Fn(&[&str]) -> String) -> String {
     out
 }
 
+/// The packet count of each element of an `nft list set` listing of a set with counters:
+/// `"wg0" counter packets 12 bytes 468, ...`.
+pub fn nft_element_counts(listing: &str) -> std::collections::BTreeMap<String, u64> {
+    listing
+        .split('"')
+        .skip(1)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .filter_map(|pair| {
+            let [name, rest] = pair else { return None };
+            let n = rest.trim_start().strip_prefix("counter packets ")?;
+            Some((name.to_string(), n.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The packet counts of an `nft list chain` listing's `counter` rules, in order.
 pub fn nft_packet_counts(listing: &str) -> Vec<u64> {
     listing
@@ -667,4 +713,20 @@ pub fn nft_packet_counts(listing: &str) -> Vec<u64> {
                 .ok()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn set_element_counters_are_read() {
+        let listing = "table inet mnprobes {\n\tset sent {\n\t\ttype ifname\n\t\tflags dynamic\n\
+                       \t\tcounter\n\t\telements = { \"mnigs0\" counter packets 12 bytes 468,\n\
+                       \t\t\t     \"mnigs1\" counter packets 3 bytes 117 }\n\t}\n}\n";
+        let counts = super::nft_element_counts(listing);
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            [("mnigs0".to_string(), 12), ("mnigs1".to_string(), 3)]
+        );
+        assert!(super::nft_element_counts("set sent { }").is_empty());
+    }
 }
