@@ -595,10 +595,9 @@ impl Core {
                 self.probe_round(regular);
             }
             Step::Probe(p) => {
-                let timeout = probe::timeout(
-                    self.records.get(&p.id).and_then(Record::slowest_recent),
-                    self.probe_interval(),
-                );
+                let answered = self.link(p.slot).is_some_and(|l| l.answered);
+                let slowest = self.records.get(&p.id).and_then(Record::slowest_recent);
+                let timeout = probe::timeout(slowest.filter(|_| answered), self.probe_interval());
                 let per_target =
                     (timeout / p.targets.len().max(1) as u32).max(Duration::from_millis(20));
                 self.out.push(Effect::Probe {
@@ -1152,6 +1151,7 @@ impl Core {
             up_since: self.now,
             expires: self.now + lease,
             renew_at: self.now + lease / 3,
+            answered: false,
         });
         self.next_probe = self.next_probe.min(self.now + self.probe_interval());
         self.last_error = None;

@@ -92,6 +92,12 @@ impl Core {
             up_for,
         } = p;
         let in_grace = up_for < GRACE;
+        if rtt.is_some()
+            && let Some(l) = self.slots.get_mut(i).and_then(Option::as_mut)
+            && l.id() == id
+        {
+            l.answered = true;
+        }
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);
         let record = self.records.entry(id.clone()).or_default();

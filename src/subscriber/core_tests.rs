@@ -377,6 +377,44 @@ fn a_path_that_loses_every_other_probe_is_not_down_and_no_tunnel_gets_more_than_
 }
 
 #[test]
+fn a_new_tunnel_waits_the_whole_time_until_it_first_answers_whatever_earlier_ones_did() {
+    let timeouts = |effects: &[Effect]| -> Vec<u128> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Probe { timeout, .. } => Some(timeout.as_millis()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut w = World::cold().connected_to_gw1();
+    let t = w.t();
+    assert!(
+        timeouts(&w.run_until(t + 1.0)).iter().all(|ms| *ms == 30),
+        "an answering tunnel: three times its 10 ms answers, at least 30 ms"
+    );
+    // A new tunnel to the same gateway that does not answer (yet): 180 ms, 0.9 of the interval.
+    w.drive(Event::DisconnectAsked);
+    w.dead.insert("fd00::1".into());
+    w.drive(Event::ConnectAsked {
+        answer: answer("gw1", "fd00::1"),
+        methods: vec!["wireguard".into()],
+    });
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+    let t = w.t();
+    let fresh = timeouts(&w.run_until(t + 0.9));
+    assert!(
+        !fresh.is_empty() && fresh.iter().all(|ms| *ms == 180),
+        "{fresh:?}"
+    );
+    w.dead.clear();
+    let t = w.t();
+    let later = timeouts(&w.run_until(t + 1.0));
+    assert_eq!(later.first(), Some(&180), "{later:?}");
+    assert!(later[1..].iter().all(|ms| *ms == 30), "{later:?}");
+}
+
+#[test]
 fn a_miss_is_asked_again_at_once_and_an_answer_ends_the_confirmations() {
     let mut w = World::cold().connected_to_gw1();
     // Lose exactly the next probe.

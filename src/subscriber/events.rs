@@ -71,6 +71,10 @@ pub struct Link {
     pub expires: Instant,
     /// When to renew it.
     pub renew_at: Instant,
+    /// Whether a probe through this tunnel was answered yet: until then a probe waits its
+    /// whole time (a new tunnel may need a while for its first packets, e.g. address
+    /// resolution on a layer-2 method), whatever the gateway's earlier tunnels answered in.
+    pub answered: bool,
 }
 
 impl Link {
