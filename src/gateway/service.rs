@@ -100,8 +100,10 @@ fn v6(a: Option<IpAddr>) -> Ipv6Addr {
     }
 }
 
-struct Inner {
-    book: LeaseBook,
+/// What configures the kernel: the methods and the firewall. Held while a batch is applied, so
+/// never by the lease book's users (renewals, nodeInfo, listSessions), which must not wait for
+/// other sessions' kernel work.
+struct Kernel {
     methods: Vec<Box<dyn Method>>,
     /// Forward/input policy and NAT; `None` only in tests that must not touch the system.
     nat: Option<Firewall>,
@@ -133,10 +135,15 @@ pub struct Gateway {
     cfg: Mutex<GatewayConfig>,
     pools: Pools,
     store: Arc<Mutex<Store>>,
-    inner: Mutex<Inner>,
-    /// Kernel work waiting to be applied; locked after `inner`, never before it.
+    /// Every decision about leases. Locks are taken in the order book, queue, kernel (a caller
+    /// may hold the book while it takes the kernel, never the other way round).
+    book: Mutex<LeaseBook>,
+    /// The methods' names, as offered in nodeInfo.
+    offered: Vec<String>,
+    kernel: Mutex<Kernel>,
+    /// Kernel work waiting to be applied; locked after `book`, never before it.
     queue: Mutex<Queue>,
-    /// Callers between asking for `inner` and queueing their actions: the thread applying
+    /// Callers between asking for `book` and queueing their actions: the thread applying
     /// batches waits for them (a little) so that they join the next batch.
     deciding: std::sync::atomic::AtomicUsize,
     /// The last uplink check, and when (`None`: never checked, assumed healthy).
@@ -157,7 +164,9 @@ impl Gateway {
         let mut book = LeaseBook::new(capacity, cfg.lease_seconds);
         book.set_per_source(cfg.max_sessions_per_source);
         Gateway {
-            inner: Mutex::new(Inner { book, methods, nat }),
+            book: Mutex::new(book),
+            offered: methods.iter().map(|m| m.name().to_string()).collect(),
+            kernel: Mutex::new(Kernel { methods, nat }),
             queue: Mutex::new(Queue::default()),
             deciding: Default::default(),
             cfg: Mutex::new(cfg),
@@ -230,30 +239,32 @@ impl Gateway {
     pub fn start(&self) -> Result<(), String> {
         crate::sys::net::enable_forwarding()
             .map_err(|e| format!("cannot enable forwarding: {e}"))?;
-        let mut inner = self.inner.lock().expect("not poisoned");
-        if let Some(nat) = &mut inner.nat {
-            nat.setup()
-                .map_err(|e| format!("cannot set up the firewall and NAT: {e}"))?;
-        }
-        let net = self.pools.gateway();
-        for m in inner.methods.iter_mut() {
-            m.prepare(&net)
-                .map_err(|e| format!("cannot prepare {}: {e}", m.name()))?;
-        }
+        let backend = {
+            let mut kernel = self.kernel.lock().expect("not poisoned");
+            if let Some(nat) = &mut kernel.nat {
+                nat.setup()
+                    .map_err(|e| format!("cannot set up the firewall and NAT: {e}"))?;
+            }
+            let net = self.pools.gateway();
+            for m in kernel.methods.iter_mut() {
+                m.prepare(&net)
+                    .map_err(|e| format!("cannot prepare {}: {e}", m.name()))?;
+            }
+            kernel.nat.as_ref().map(|n| format!("{:?}", n.backend))
+        };
         let saved = self.saved_leases();
-        let actions = inner.book.restore(now(), saved);
-        let restored = self.enqueue(&inner, actions, None);
-        drop(inner);
+        let mut book = self.book.lock().expect("not poisoned");
+        let actions = book.restore(now(), saved);
+        let restored = self.enqueue(&book, actions, None);
+        drop(book);
         for (sid, r) in self.wait(restored) {
             if let Err(e) = r {
                 crate::warn!("restoring saved session {}: {e}", &sid[..8.min(sid.len())]);
             }
         }
-        let inner = self.inner.lock().expect("not poisoned");
-        let backend = inner.nat.as_ref().map(|n| format!("{:?}", n.backend));
         crate::info!(
             "gateway up: {} live session(s) restored, NAT via {}",
-            inner.book.len(),
+            self.book.lock().expect("not poisoned").len(),
             backend.unwrap_or("nothing".into())
         );
         Ok(())
@@ -287,7 +298,7 @@ impl Gateway {
     /// method's grant fields. Nothing is taken back on an error: the lease stays as it was.
     fn repeat(
         &self,
-        inner: &mut Inner,
+        kernel: &mut Kernel,
         lease: &Lease,
         via: Option<&str>,
     ) -> Result<serde_json::Map<String, Value>, ExecError> {
@@ -299,7 +310,7 @@ impl Gateway {
             options: &lease.options,
             via,
         };
-        let Inner { methods, nat, .. } = inner;
+        let Kernel { methods, nat } = kernel;
         let method = methods
             .iter_mut()
             .find(|m| m.name() == lease.method)
@@ -312,11 +323,11 @@ impl Gateway {
         Ok(fields)
     }
 
-    /// Queues the actions the book just decided (the caller holds `inner`, so the queue keeps
+    /// Queues the actions the book just decided (the caller holds `book`, so the queue keeps
     /// the order of decisions); [`Gateway::wait`] applies them and returns their outcome.
     fn enqueue(
         &self,
-        _decided_under: &Inner,
+        _decided_under: &LeaseBook,
         actions: Vec<Action>,
         via: Option<String>,
     ) -> (chan::Receiver<Vec<Applied>>, bool) {
@@ -332,7 +343,7 @@ impl Gateway {
         (outcome, lead)
     }
 
-    /// Waits for queued actions to be applied (without holding `inner`). The first caller of a
+    /// Waits for queued actions to be applied (without holding `book`). The first caller of a
     /// burst applies them, with everything queued meanwhile, batch after batch until the queue
     /// is empty; the others wait for their answer.
     fn wait(&self, (outcome, lead): (chan::Receiver<Vec<Applied>>, bool)) -> Vec<Applied> {
@@ -356,9 +367,7 @@ impl Gateway {
                 };
                 let started = std::time::Instant::now();
                 let n = jobs.len();
-                let mut inner = self.inner.lock().expect("not poisoned");
-                self.apply_jobs(&mut inner, jobs);
-                drop(inner);
+                self.apply_jobs(jobs);
                 crate::debug!("batch of {n} job(s) applied in {:?}", started.elapsed());
             }
         }
@@ -367,8 +376,10 @@ impl Gateway {
 
     /// Applies queued jobs: their actions, in order, cut into batches in which no session
     /// appears twice; in each batch the removals first, then the accepts. A failed accept's
-    /// lease is revoked (the kernel and the store hold nothing of it).
-    fn apply_jobs(&self, inner: &mut Inner, jobs: Vec<Job>) {
+    /// lease is revoked (the kernel and the store hold nothing of it) once the kernel work is
+    /// done, before anyone is answered.
+    fn apply_jobs(&self, jobs: Vec<Job>) {
+        let mut kernel = self.kernel.lock().expect("not poisoned");
         let mut flat = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
             for a in &job.actions {
@@ -376,6 +387,7 @@ impl Gateway {
             }
         }
         let mut outcomes: Vec<Vec<Applied>> = jobs.iter().map(|_| Vec::new()).collect();
+        let mut failed = Vec::new();
         for range in super::batch::split(flat.iter().map(|(_, a, _)| action_sid(a))) {
             let part = &flat[range];
             let removes: Vec<&Lease> = part
@@ -385,7 +397,7 @@ impl Gateway {
                     Action::Accept(_) => None,
                 })
                 .collect();
-            self.remove_all(inner, &removes);
+            self.remove_all(&mut kernel, &removes);
             let accepts: Vec<(usize, &Lease, Option<&str>)> = part
                 .iter()
                 .filter_map(|(j, a, via)| match a {
@@ -395,18 +407,21 @@ impl Gateway {
                 .collect();
             let items: Vec<(&Lease, Option<&str>)> =
                 accepts.iter().map(|(_, l, via)| (*l, *via)).collect();
-            let results = self.accept_all(inner, &items);
+            let results = self.accept_all(&mut kernel, &items);
             for ((j, lease, _), r) in accepts.into_iter().zip(results) {
                 if r.is_err() {
-                    inner.book.revoke(&lease.sid);
-                    // A restored lease's row from the last run goes too.
-                    let _ = self
-                        .store
-                        .lock()
-                        .expect("not poisoned")
-                        .delete_session(&lease.sid);
+                    failed.push(lease.sid.clone());
                 }
                 outcomes[j].push((lease.sid.clone(), r));
+            }
+        }
+        drop(kernel);
+        if !failed.is_empty() {
+            let mut book = self.book.lock().expect("not poisoned");
+            for sid in &failed {
+                book.revoke(sid);
+                // A restored lease's row from the last run goes too.
+                let _ = self.store.lock().expect("not poisoned").delete_session(sid);
             }
         }
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -417,7 +432,7 @@ impl Gateway {
     /// Removes leases from the kernel and the store, as many as possible in one step per
     /// method and one firewall change; problems are logged (what the firewall could not
     /// withdraw stays listed there).
-    fn remove_all(&self, inner: &mut Inner, leases: &[&Lease]) {
+    fn remove_all(&self, kernel: &mut Kernel, leases: &[&Lease]) {
         if leases.is_empty() {
             return;
         }
@@ -437,7 +452,7 @@ impl Gateway {
             })
             .collect();
         let started = std::time::Instant::now();
-        let Inner { methods, nat, .. } = inner;
+        let Kernel { methods, nat } = kernel;
         let batch: Vec<(String, Vec<IpAddr>)> = leases
             .iter()
             .zip(&addrs)
@@ -506,10 +521,10 @@ impl Gateway {
     /// be configured fails alone). Each result is all or nothing.
     fn accept_all(
         &self,
-        inner: &mut Inner,
+        kernel: &mut Kernel,
         items: &[(&Lease, Option<&str>)],
     ) -> Vec<Result<serde_json::Map<String, Value>, ExecError>> {
-        match self.accept_batch(inner, items) {
+        match self.accept_batch(kernel, items) {
             Ok(fields) => fields.into_iter().map(Ok).collect(),
             Err(e) if items.len() > 1 => {
                 crate::warn!(
@@ -519,7 +534,7 @@ impl Gateway {
                 items
                     .iter()
                     .map(|item| {
-                        self.accept_batch(inner, std::slice::from_ref(item))
+                        self.accept_batch(kernel, std::slice::from_ref(item))
                             .map(|mut f| f.pop().unwrap_or_default())
                     })
                     .collect()
@@ -532,7 +547,7 @@ impl Gateway {
     /// transaction), all or nothing: on an error each step done is undone.
     fn accept_batch(
         &self,
-        inner: &mut Inner,
+        kernel: &mut Kernel,
         items: &[(&Lease, Option<&str>)],
     ) -> Result<Vec<serde_json::Map<String, Value>>, ExecError> {
         let addrs: Vec<_> = items
@@ -550,7 +565,7 @@ impl Gateway {
                 via: *via,
             })
             .collect();
-        let Inner { methods, nat, .. } = inner;
+        let Kernel { methods, nat } = kernel;
         if let Some((l, _)) = items
             .iter()
             .find(|(l, _)| !methods.iter().any(|m| m.name() == l.method))
@@ -662,31 +677,30 @@ impl Gateway {
     /// (`max_subscribers` lowered below it), which ends them. The options that shape what is set
     /// up (pools, uplink, methods, NAT) are left alone; [`crate::config::reload`] keeps them.
     pub fn reconfigure(&self, new: &GatewayConfig) {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let mut book = self.book.lock().expect("not poisoned");
         *self.cfg.lock().expect("not poisoned") = new.clone();
         let capacity = new.max_subscribers.min(self.pools.slots());
-        let actions = inner.book.retune(capacity, new.lease_seconds);
-        inner.book.set_per_source(new.max_sessions_per_source);
-        let queued = self.enqueue(&inner, actions, None);
-        drop(inner);
+        let actions = book.retune(capacity, new.lease_seconds);
+        book.set_per_source(new.max_sessions_per_source);
+        let queued = self.enqueue(&book, actions, None);
+        drop(book);
         self.wait(queued);
     }
 
     /// The methods offered and the current terms.
     pub fn offer(&self) -> (Vec<String>, Terms, Uplink) {
-        let inner = self.inner.lock().expect("not poisoned");
+        let book = self.book.lock().expect("not poisoned");
         let cfg = self.cfg.lock().expect("not poisoned");
         let terms = Terms {
-            max_subscribers: inner.book.capacity(),
-            subscribers: inner.book.len() as u32,
-            lease_seconds: inner.book.lease_seconds(),
+            max_subscribers: book.capacity(),
+            subscribers: book.len() as u32,
+            lease_seconds: book.lease_seconds(),
             price: cfg.price,
             bandwidth_down: cfg.bandwidth_down,
             bandwidth_up: cfg.bandwidth_up,
         };
-        let methods = inner.methods.iter().map(|m| m.name().to_string()).collect();
-        drop(inner);
-        (methods, terms, self.uplink())
+        drop((cfg, book));
+        (self.offered.clone(), terms, self.uplink())
     }
 
     /// `requestConnection`: checks every value, then grants (or repeats) a lease and configures it.
@@ -714,8 +728,8 @@ impl Gateway {
         let slow = {
             // Counted as deciding already: a batch being applied holds the lock we wait for.
             let _deciding = Deciding::new(&self.deciding);
-            let inner = self.inner.lock().expect("not poisoned");
-            Self::checked_method(&inner, caller, &req)?.slow_part(&req.options)
+            let kernel = self.kernel.lock().expect("not poisoned");
+            Self::checked_method(&kernel, caller, &req)?.slow_part(&req.options)
         };
         let undo = match slow {
             None => None,
@@ -739,12 +753,12 @@ impl Gateway {
 
     /// The offered method `req` asks for, once its options passed its checks.
     fn checked_method<'a>(
-        inner: &'a Inner,
+        kernel: &'a Kernel,
         caller: &Caller,
         req: &ConnectionRequest,
     ) -> Result<&'a dyn Method, Failure> {
-        let offered: Vec<&str> = inner.methods.iter().map(|m| m.name()).collect();
-        let Some(method) = inner.methods.iter().find(|m| m.name() == req.method) else {
+        let offered: Vec<&str> = kernel.methods.iter().map(|m| m.name()).collect();
+        let Some(method) = kernel.methods.iter().find(|m| m.name() == req.method) else {
             return Err(Failure::permanent(format!(
                 "method '{}' is not offered by this gateway (offers: {})",
                 req.method.escape_debug(),
@@ -760,11 +774,11 @@ impl Gateway {
         Ok(method.as_ref())
     }
 
-    /// The locked part of `requestConnection`: the book's decision and its actions.
+    /// The locked part of `requestConnection` (its method and options checked): the book's
+    /// decision and its actions.
     fn grant(&self, caller: &Caller, req: ConnectionRequest) -> Result<Grant, Failure> {
         let deciding = Deciding::new(&self.deciding);
-        let mut inner = self.inner.lock().expect("not poisoned");
-        Self::checked_method(&inner, caller, &req)?;
+        let mut book = self.book.lock().expect("not poisoned");
         let ask = Ask {
             owner: caller.addr,
             sid: req.sid,
@@ -772,17 +786,19 @@ impl Gateway {
             method: req.method,
             options: req.options,
         };
-        let (lease, actions) = inner.book.grant(now(), ask, new_sid).map_err(|r| {
+        let (lease, actions) = book.grant(now(), ask, new_sid).map_err(|r| {
             if r.temporary() {
                 Failure::temporary(r.message())
             } else {
                 Failure::permanent(r.message())
             }
         })?;
-        let lease_seconds = inner.book.lease_seconds();
+        let lease_seconds = book.lease_seconds();
         let fields = if actions.is_empty() {
-            // An idempotent repeat: the tunnel is in place; answer with the same fields again.
-            self.repeat(&mut inner, &lease, caller.host.as_deref())
+            // An idempotent repeat: the tunnel is in place; answer with the same fields again
+            // (the book stays locked, so that the lease cannot end meanwhile).
+            let mut kernel = self.kernel.lock().expect("not poisoned");
+            self.repeat(&mut kernel, &lease, caller.host.as_deref())
                 .map_err(|e| {
                     crate::error!("cannot repeat session of {}: {e}", lease.name);
                     Failure::temporary(e.answer(&lease.method))
@@ -790,8 +806,8 @@ impl Gateway {
         } else {
             // Configured in a batch with whatever else is due now (the lock is not held
             // meanwhile); a failure has revoked the lease.
-            let queued = self.enqueue(&inner, actions.clone(), caller.host.clone());
-            drop(inner);
+            let queued = self.enqueue(&book, actions.clone(), caller.host.clone());
+            drop(book);
             drop(deciding);
             let outcome = self.wait(queued);
             match outcome.into_iter().find(|(sid, _)| *sid == lease.sid) {
@@ -837,8 +853,8 @@ impl Gateway {
 
     /// `renewConnection`.
     pub fn renew(&self, caller: &Caller, sid: &str) -> Value {
-        let mut inner = self.inner.lock().expect("not poisoned");
-        match inner.book.renew(now(), caller.addr, sid) {
+        let mut book = self.book.lock().expect("not poisoned");
+        match book.renew(now(), caller.addr, sid) {
             Ok(expires_at) => {
                 if let Err(e) = self
                     .store
@@ -850,7 +866,7 @@ impl Gateway {
                 }
                 let r = Renewal {
                     success: true,
-                    timeout: inner.book.lease_seconds(),
+                    timeout: book.lease_seconds(),
                 };
                 serde_json::to_value(r).expect("serializes")
             }
@@ -861,11 +877,11 @@ impl Gateway {
     /// `releaseConnection`.
     pub fn release(&self, caller: &Caller, sid: &str) -> Value {
         let deciding = Deciding::new(&self.deciding);
-        let mut inner = self.inner.lock().expect("not poisoned");
-        match inner.book.release(now(), caller.addr, sid) {
+        let mut book = self.book.lock().expect("not poisoned");
+        match book.release(now(), caller.addr, sid) {
             Ok(actions) => {
-                let queued = self.enqueue(&inner, actions, None);
-                drop(inner);
+                let queued = self.enqueue(&book, actions, None);
+                drop(book);
                 drop(deciding);
                 self.wait(queued);
                 json!({"success": true})
@@ -876,28 +892,27 @@ impl Gateway {
 
     /// Removes expired leases; returns when the next one ends.
     pub fn expire(&self) -> Option<i64> {
-        let mut inner = self.inner.lock().expect("not poisoned");
-        let actions = inner.book.expire(now());
+        let mut book = self.book.lock().expect("not poisoned");
+        let actions = book.expire(now());
         for action in &actions {
             if let Action::Remove(l) = action {
                 crate::info!("lease of {} ({}) expired", l.name, l.owner);
             }
         }
         if !actions.is_empty() {
-            let queued = self.enqueue(&inner, actions, None);
-            drop(inner);
+            let queued = self.enqueue(&book, actions, None);
+            drop(book);
             self.wait(queued);
-            inner = self.inner.lock().expect("not poisoned");
+            book = self.book.lock().expect("not poisoned");
         }
-        inner.book.next_expiry()
+        book.next_expiry()
     }
 
     /// Live sessions, for `listSessions`.
     pub fn sessions(&self) -> Value {
-        let inner = self.inner.lock().expect("not poisoned");
+        let book = self.book.lock().expect("not poisoned");
         let t = now();
-        let list: Vec<Value> = inner
-            .book
+        let list: Vec<Value> = book
             .leases()
             .map(|l| {
                 let (ipv4, ipv6) = self.pools.subscriber(l.slot);
@@ -914,23 +929,23 @@ impl Gateway {
     /// are released first, rows and all.
     pub fn shutdown(&self) {
         let keep = self.cfg.lock().expect("not poisoned").keep_sessions;
-        let mut inner = self.inner.lock().expect("not poisoned");
         if !keep {
-            let sids: Vec<String> = inner.book.leases().map(|l| l.sid.clone()).collect();
+            let mut book = self.book.lock().expect("not poisoned");
+            let sids: Vec<String> = book.leases().map(|l| l.sid.clone()).collect();
             let actions: Vec<Action> = sids
                 .iter()
-                .filter_map(|sid| inner.book.revoke_at(now(), sid))
+                .filter_map(|sid| book.revoke_at(now(), sid))
                 .collect();
-            let queued = self.enqueue(&inner, actions, None);
-            drop(inner);
+            let queued = self.enqueue(&book, actions, None);
+            drop(book);
             self.wait(queued);
-            inner = self.inner.lock().expect("not poisoned");
             crate::info!(
                 "released {} session(s) at shutdown (keep_sessions 0)",
                 sids.len()
             );
         }
-        let Inner { methods, nat, .. } = &mut *inner;
+        let mut kernel = self.kernel.lock().expect("not poisoned");
+        let Kernel { methods, nat } = &mut *kernel;
         for m in methods.iter_mut() {
             if let Err(e) = m.shutdown() {
                 crate::warn!("{} shutdown: {e}", m.name());
@@ -1281,6 +1296,89 @@ mod tests {
         assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(gw.sessions().as_array().unwrap().len(), 1);
     }
+    /// A `wireguard` method whose removals wait for the test's go.
+    struct HeldRemoval {
+        started: std::sync::mpsc::Sender<()>,
+        go: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Method for HeldRemoval {
+        fn name(&self) -> &'static str {
+            "wireguard"
+        }
+        fn accept(
+            &mut self,
+            _: &Peer<'_>,
+        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            Ok(Default::default())
+        }
+        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            let _ = self.started.send(());
+            let _ = self.go.lock().unwrap().recv();
+            Ok(())
+        }
+        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
+            Ok(String::new())
+        }
+        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn renewals_and_node_info_do_not_wait_for_kernel_work() {
+        use std::sync::mpsc::channel;
+        let (started_tx, started) = channel();
+        let (go, go_rx) = channel();
+        let m = HeldRemoval {
+            started: started_tx,
+            go: Arc::new(Mutex::new(go_rx)),
+        };
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let gw = Arc::new(Gateway::new(
+            GatewayConfig::default(),
+            vec![Box::new(m)],
+            store,
+            None,
+        ));
+        let caller = |last: u8| Caller {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+            host: None,
+        };
+        let sid = |last: u8| {
+            let req = ConnectionRequest {
+                sid: None,
+                name: format!("sub{last}"),
+                port: None,
+                method: "wireguard".into(),
+                options: Default::default(),
+            };
+            let g = gw.request_connection(&caller(last), req);
+            assert_eq!(g["success"], true, "{g}");
+            g["sid"].as_str().unwrap().to_string()
+        };
+        let (a, b) = (sid(1), sid(2));
+        // A's release is applied; its kernel work (the method's removal) hangs.
+        let g = gw.clone();
+        let releasing = std::thread::spawn(move || g.release(&caller(1), &a));
+        started.recv().unwrap();
+        // Meanwhile B renews and a scan asks for nodeInfo: the lease book answers at once.
+        let (done, answered) = channel();
+        let g = gw.clone();
+        std::thread::spawn(move || {
+            let renewed = g.renew(&caller(2), &b);
+            let offered = g.offer().1.subscribers;
+            done.send((renewed, offered)).unwrap();
+        });
+        let got = answered.recv_timeout(std::time::Duration::from_secs(10));
+        go.send(()).unwrap();
+        let (renewed, offered) =
+            got.expect("a renewal waited for another session's kernel work to finish");
+        assert_eq!(renewed["success"], true, "{renewed}");
+        assert_eq!(offered, 1, "A is out of the book, B in it");
+        assert_eq!(releasing.join().unwrap()["success"], true);
+    }
+
     /// A `wireguard` method that takes a while per call (as a program would), records the size
     /// of every batch it gets, keeps its peers, and refuses every batch holding `poison`.
     struct Batching {
