@@ -96,16 +96,19 @@ pub fn check_node_info(mut info: NodeInfo) -> Result<NodeInfo, String> {
 }
 
 /// The key a grant proves the gateway holds, if its method has one: WireGuard's public key (the
-/// handshake only succeeds with its private key), or the SHA-256 of OpenVPN's CA (the server
-/// must present a certificate it signed). Pinned per mesh address at first contact.
+/// handshake only succeeds with its private key), the SHA-256 of OpenVPN's CA (the server must
+/// present a certificate it signed) or of SoftEther's server certificate (the client checks
+/// it). Pinned per mesh address at first contact.
 pub fn grant_key(g: &Grant) -> Option<String> {
     let field = |k: &str| g.extra.get(k).and_then(serde_json::Value::as_str);
+    let digest = |kind: &str, pem: &str| {
+        let digest = crate::cjdns::sha2::sha256(pem.trim().as_bytes());
+        format!("{kind} sha256:{}", crate::cjdns::sha2::hex(&digest))
+    };
     match g.method.as_str() {
         "wireguard" => field("publicKey").map(|k| format!("wireguard {k}")),
-        "openvpn" => field("ca").map(|ca| {
-            let digest = crate::cjdns::sha2::sha256(ca.trim().as_bytes());
-            format!("openvpn-ca sha256:{}", crate::cjdns::sha2::hex(&digest))
-        }),
+        "openvpn" => field("ca").map(|ca| digest("openvpn-ca", ca)),
+        "softether" => field("serverCert").map(|c| digest("softether-cert", c)),
         _ => None,
     }
 }
@@ -383,6 +386,13 @@ mod tests {
             k.starts_with("openvpn-ca sha256:") && k.len() == 18 + 64,
             "{k}"
         );
+        let se = |c: &str| grant(json!({"method": "softether", "serverCert": c}));
+        let k = grant_key(&se("-----BEGIN CERTIFICATE-----\nx\n")).unwrap();
+        assert!(
+            k.starts_with("softether-cert sha256:") && k.len() == 22 + 64,
+            "{k}"
+        );
+        assert_ne!(Some(k), grant_key(&se("-----BEGIN CERTIFICATE-----\ny\n")));
         assert_eq!(grant_key(&grant(json!({"method": "gre"}))), None);
         assert_eq!(
             pin_setting("fd77::3".parse().unwrap(), "wireguard"),

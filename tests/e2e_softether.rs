@@ -227,7 +227,12 @@ fn softether_over_a_babel_mesh_release_expiry_and_sigterm() {
     // Again, then the subscriber is killed: the lease runs out, the user and its session go.
     s.cli(Node::Sub, &["scan"]).unwrap();
     s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
-    assert!(s.ping_within(Duration::from_secs(10)));
+    assert!(
+        s.ping_within(Duration::from_secs(10)),
+        "no ping after the second connection\n{}\n--- gw\n{}",
+        s.tail(Node::Sub),
+        s.tail(Node::Gw)
+    );
     // The released address rests (the gateway's quarantine): this session has another one, so
     // look for any pool user (`mn647f…`), not the first one's name.
     let users = server_cmd(&s, &["UserList"]).unwrap();
@@ -318,6 +323,81 @@ fn softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
             .exec(Node::Sub, &["ip", "link", "show", "dev", "vpn_mnse"])
             .is_err(),
         "nothing left of softether on sub"
+    );
+    assert!(s.stop(Node::Sub, libc::SIGTERM));
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    drop(s);
+    clear_state();
+}
+
+/// A SoftEther server at the gateway's address that is not the one the grant names gets no
+/// session: here the gateway's own server takes another certificate while the daemon still hands
+/// out the old one (as an attacker's server on the path would). The client checks the grant's
+/// certificate, so it never logs in again and no traffic flows (without the check it would
+/// reconnect at once). When the gateway daemon restarts with the new certificate, that is a
+/// changed key at a pinned address: refused, until the operator connects to it by address.
+#[test]
+fn a_softether_server_with_another_certificate_gets_no_session() {
+    if !gate("a_softether_server_with_another_certificate_gets_no_session") {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = with_softether(&["softether"], 60);
+    s.start(Node::Gw).unwrap();
+    s.start(Node::Sub).unwrap();
+    let st = s.wait_connected(Duration::from_secs(40), &NEVER).unwrap();
+    assert_eq!(st["subscriber"]["method"], "softether", "{st}");
+    assert!(
+        s.ping_within(Duration::from_secs(10)),
+        "ping through SoftEther\n{}",
+        s.tail(Node::Sub)
+    );
+    let gw = st["subscriber"]["gateway"]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    server_cmd(&s, &["ServerCertRegenerate", "impostor"]).expect("new server certificate");
+    let listing = server_cmd(&s, &["SessionList"]).unwrap();
+    let user = mnigs::tunnel::softether::user_name(std::net::Ipv4Addr::new(100, 127, 0, 2));
+    let sessions = mnigs::tunnel::softether::sessions_of(&listing, &user);
+    assert!(!sessions.is_empty(), "{listing}");
+    for session in &sessions {
+        server_cmd(&s, &["SessionDisconnect", session]).unwrap();
+    }
+    // For 15 s the client tries again (the lease is still good), with the grant's certificate.
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let listing = server_cmd(&s, &["SessionList"]).unwrap_or_default();
+        assert!(
+            !listing.to_lowercase().contains("mn647f"),
+            "a session with a server of another certificate: {listing}\n{}",
+            s.tail(Node::Sub)
+        );
+        assert!(!s.ping_inet("1"), "traffic through the other server");
+    }
+
+    // The gateway itself now presents the new certificate: a changed key at a pinned address.
+    assert!(s.stop(Node::Gw, libc::SIGTERM));
+    s.start(Node::Gw).unwrap();
+    s.cli(Node::Sub, &["disconnect"]).unwrap();
+    s.cli(Node::Sub, &["scan"]).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(40), || std::fs::read_to_string(
+            s.log(Node::Sub)
+        )
+        .is_ok_and(|l| l.contains("pinned at first contact"))),
+        "the new certificate was not refused as a changed key\n{}",
+        s.tail(Node::Sub)
+    );
+    assert!(!s.ping_inet("1"));
+    // The operator accepts it by connecting to the gateway by address.
+    assert!(!gw.is_empty(), "{st}");
+    s.cli(Node::Sub, &["connect", &gw]).expect("mnigs connect");
+    assert!(
+        s.ping_within(Duration::from_secs(20)),
+        "no traffic after the operator accepted the new certificate\n{}",
+        s.tail(Node::Sub)
     );
     assert!(s.stop(Node::Sub, libc::SIGTERM));
     assert!(s.stop(Node::Gw, libc::SIGTERM));

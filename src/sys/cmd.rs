@@ -91,7 +91,18 @@ pub fn run_full<S: AsRef<str>>(
     input: Option<&str>,
     timeout: Duration,
 ) -> Result<String, CmdError> {
-    run_with(argv, input, &[], false, timeout)
+    run_with(argv, input, &[], false, None, timeout)
+}
+
+/// [`run_full`] in the working directory `dir` (for programs that take some file names only
+/// relative to it).
+pub fn run_in<S: AsRef<str>>(
+    argv: &[S],
+    input: Option<&str>,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> Result<String, CmdError> {
+    run_with(argv, input, &[], false, Some(dir), timeout)
 }
 
 /// Runs `argv` with `env` added to our environment, in a process group of its own that is
@@ -102,7 +113,7 @@ pub fn run_env<S: AsRef<str>>(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<String, CmdError> {
-    run_with(argv, None, env, true, timeout)
+    run_with(argv, None, env, true, None, timeout)
 }
 
 fn run_with<S: AsRef<str>>(
@@ -110,6 +121,7 @@ fn run_with<S: AsRef<str>>(
     input: Option<&str>,
     env: &[(String, String)],
     own_group: bool,
+    dir: Option<&std::path::Path>,
     timeout: Duration,
 ) -> Result<String, CmdError> {
     use std::os::unix::process::CommandExt;
@@ -121,6 +133,9 @@ fn run_with<S: AsRef<str>>(
     command.envs(env.iter().map(|(k, v)| (k, v)));
     if own_group {
         command.process_group(0);
+    }
+    if let Some(dir) = dir {
+        command.current_dir(dir);
     }
     let mut child = command
         .args(args)

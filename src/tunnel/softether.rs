@@ -8,6 +8,13 @@
 //! and expiry delete the user and disconnect its sessions. The subscriber puts its pool address
 //! on the client's virtual NIC (`vpn_NIC`) and routes the Internet via the gateway's address.
 //!
+//! # Which server
+//! The grant carries the server's SSL certificate (`serverCert`, read with `ServerCertGet` when
+//! the method is prepared); the subscriber gives it to its client account and turns on the
+//! client's server certificate check, so a server presenting any other certificate is refused
+//! before the password is sent. The certificate's SHA-256 is pinned per mesh address at first
+//! contact, like WireGuard's key and OpenVPN's CA ([`crate::trust::grant_key`]).
+//!
 //! # Secrets
 //! No password ever is in an argv: the admin password goes to vpncmd's stdin (its prompt), the
 //! commands (which carry user passwords) go through a file of mode 0600 (`/IN:`), removed at once.
@@ -37,10 +44,37 @@ pub use super::MAX_CREDENTIAL as MAX_NAME;
 /// command line would split or quote).
 pub use super::check_credential as check_name;
 
-/// The SoftEther fields of a grant: TCP port, hub, user name, password, all checked.
-pub fn grant_fields(grant: &Grant) -> Result<(u16, String, String, String), TunnelError> {
+/// The file the server's certificate is saved to, in the method's directory.
+const SERVER_CERT: &str = "server.crt";
+
+/// What a grant tells the subscriber's client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub port: u16,
+    pub hub: String,
+    pub user: String,
+    pub password: String,
+    /// The server's SSL certificate (PEM); the client accepts no other.
+    pub server_cert: String,
+}
+
+/// The SoftEther fields of a grant, all checked.
+pub fn grant_fields(grant: &Grant) -> Result<Login, TunnelError> {
     let (port, [hub, user, password]) = super::grant_login(grant, ["hub", "username", "password"])?;
-    Ok((port, hub, user, password))
+    let server_cert = grant
+        .extra
+        .get("serverCert")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TunnelError::Invalid("gateway's answer: serverCert is missing".into()))?;
+    super::openvpn::check_pem(server_cert, "CERTIFICATE")
+        .map_err(|e| TunnelError::Invalid(format!("gateway's answer: serverCert {e}")))?;
+    Ok(Login {
+        port,
+        hub,
+        user,
+        password,
+        server_cert: server_cert.to_string(),
+    })
 }
 
 /// The hub user of the subscriber at `ipv4`.
@@ -104,6 +138,8 @@ pub struct Softether {
     net: Option<GatewayNet>,
     /// Gateway: the password of each subscriber's user.
     users: HashMap<Ipv4Addr, String>,
+    /// Gateway: the server's SSL certificate (PEM), for the grants.
+    cert: Option<String>,
 }
 
 impl Softether {
@@ -116,6 +152,7 @@ impl Softether {
             setup,
             net: None,
             users: HashMap::new(),
+            cert: None,
         })
     }
 
@@ -152,7 +189,14 @@ impl Softether {
                 }
                 argv.push(&input);
                 let pw = format!("{}\n", self.setup.admin_password);
-                cmd::run_full(&argv, Some(&pw), Duration::from_secs(10))
+                // In the method's directory: ServerCertGet takes only a relative file name
+                // (vpncmd reads one starting with '/' as an option).
+                cmd::run_in(
+                    &argv,
+                    Some(&pw),
+                    &self.setup.directory,
+                    Duration::from_secs(10),
+                )
             }
             Side::Client => {
                 let argv = [self.setup.vpncmd.as_str(), "localhost", "/CLIENT", &input];
@@ -164,6 +208,24 @@ impl Softether {
             cmd::CmdError::Failed { code, stderr, .. } => (code, stderr),
             other => (None, other.to_string()),
         })
+    }
+
+    /// Gateway: the server's SSL certificate, as PEM.
+    fn server_cert(&self) -> Result<String, TunnelError> {
+        let path = self.setup.directory.join(SERVER_CERT);
+        let _ = fs::remove_file(&path);
+        self.one(format!("ServerCertGet {SERVER_CERT}"), &[])?;
+        let read = std::fs::read_to_string(&path);
+        let _ = fs::remove_file(&path);
+        let pem = read
+            .map_err(|e| {
+                TunnelError::Invalid(format!("vpncmd ServerCertGet wrote no certificate: {e}"))
+            })?
+            .replace('\r', "");
+        super::openvpn::check_pem(&pem, "CERTIFICATE").map_err(|e| {
+            TunnelError::Invalid(format!("the SoftEther server's certificate: {e}"))
+        })?;
+        Ok(pem)
     }
 
     /// Runs one command; an exit code in `fine` counts as success.
@@ -276,14 +338,15 @@ impl Method for Softether {
             net::addr_replace(&tap, IpAddr::V6(v6), len)?;
         }
         cmd::run(&["ip", "link", "set", "dev", &tap, "up"])?;
+        self.cert = Some(self.server_cert()?);
         self.net = Some(gw.clone());
         Ok(())
     }
 
     fn accept(&mut self, peer: &Peer<'_>) -> Result<Map<String, Value>, TunnelError> {
-        if self.net.is_none() {
+        let (Some(_), Some(cert)) = (&self.net, self.cert.clone()) else {
             return Err(TunnelError::Invalid("softether is not prepared".into()));
-        }
+        };
         let user = user_name(peer.ipv4);
         if !self.users.contains_key(&peer.ipv4) {
             // A user a crashed daemon left goes first: its password is unknown to us.
@@ -303,6 +366,7 @@ impl Method for Softether {
         fields.insert("hub".into(), json!(self.setup.hub));
         fields.insert("username".into(), json!(user));
         fields.insert("password".into(), json!(self.users[&peer.ipv4]));
+        fields.insert("serverCert".into(), json!(cert));
         Ok(fields)
     }
 
@@ -351,7 +415,13 @@ impl Method for Softether {
 
     fn connect(&mut self, gateway: IpAddr, grant: &Grant) -> Result<String, TunnelError> {
         let started = Instant::now();
-        let (port, hub, user, password) = grant_fields(grant)?;
+        let Login {
+            port,
+            hub,
+            user,
+            password,
+            server_cert,
+        } = grant_fields(grant)?;
         let ((ipv4, cidr4), _) = super::wireguard::grant_addresses(grant)?;
         let gw4: Ipv4Addr = grant.ipv4gateway.parse().map_err(|_| {
             TunnelError::Invalid("gateway's answer: ipv4gateway is not an IPv4 address".into())
@@ -362,17 +432,27 @@ impl Method for Softether {
             IpAddr::V6(a) => format!("[{a}]:{port}"),
         };
         let nic = &self.setup.device;
-        // One vpncmd run for all four (each run costs a connection to the client service);
-        // disconnect() above removed NIC and account, so none of them exists yet.
+        let cert = self.setup.directory.join(SERVER_CERT);
+        fs::write(&cert, &server_cert).map_err(fs_error)?;
+        // One vpncmd run for all (each run costs a connection to the client service);
+        // disconnect() above removed NIC and account, so none of them exists yet. The server
+        // certificate check is on before the account first connects.
         let commands = [
             format!("NicCreate {nic}"),
             format!(
                 "AccountCreate {ACCOUNT} /SERVER:{server} /HUB:{hub} /USERNAME:{user} /NICNAME:{nic}"
             ),
             format!("AccountPasswordSet {ACCOUNT} /PASSWORD:{password} /TYPE:standard"),
+            format!(
+                "AccountServerCertSet {ACCOUNT} /LOADCERT:{}",
+                cert.display()
+            ),
+            format!("AccountServerCertEnable {ACCOUNT}"),
             format!("AccountConnect {ACCOUNT}"),
         ];
-        if let Err((code, out)) = self.vpncmd(&commands) {
+        let set_up = self.vpncmd(&commands);
+        let _ = fs::remove_file(&cert);
+        if let Err((code, out)) = set_up {
             self.disconnect()?;
             return Err(TunnelError::Invalid(format!(
                 "vpncmd account setup failed ({}): {}",
@@ -473,17 +553,32 @@ mod tests {
             }
             serde_json::from_value(v).unwrap()
         };
-        let ok = json!({"port": 443, "hub": "mnigs", "username": "u", "password": "p"});
-        assert!(grant_fields(&g(ok.clone())).is_ok());
+        let cert = "-----BEGIN CERTIFICATE-----\nQUJD+/==\n-----END CERTIFICATE-----\n";
+        let ok = json!({"port": 443, "hub": "mnigs", "username": "u", "password": "p",
+                        "serverCert": cert});
+        assert_eq!(grant_fields(&g(ok.clone())).unwrap().server_cert, cert);
         for (k, bad) in [
             ("port", json!(0)),
             ("hub", json!("a /SERVER:x")),
             ("username", json!("u\nUserDelete x")),
             ("password", json!("p /TYPE:radius")),
+            (
+                "serverCert",
+                json!(cert.replace("QUJD+/==", "QUJD\nAccountDelete x")),
+            ),
+            (
+                "serverCert",
+                json!("-----BEGIN PRIVATE KEY-----\nQUJD\n-----END PRIVATE KEY-----"),
+            ),
+            ("serverCert", json!(7)),
         ] {
             let mut v = ok.clone();
             v[k] = bad;
             assert!(grant_fields(&g(v)).is_err(), "{k}");
         }
+        // Without a certificate the client could not check the server: refused.
+        let mut v = ok.clone();
+        v.as_object_mut().unwrap().remove("serverCert");
+        assert!(grant_fields(&g(v)).is_err());
     }
 }
