@@ -414,9 +414,10 @@ fn hostile_requests_get_clear_errors_and_run_nothing() {
         },
     )
     .unwrap();
-    let good = json!({"port": 443, "hub": "mnigs", "username": "mn1", "password": "abc"});
+    let good = json!({"port": 443, "hub": "mnigs", "username": "mn1", "password": "abc",
+        "serverCert": "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"});
     for bad in &values {
-        for field in ["hub", "username", "password", "port"] {
+        for field in ["hub", "username", "password", "port", "serverCert"] {
             let mut grant = json!({"success": true, "sid": "0".repeat(32), "timeout": 60,
                 "method": "softether", "ipv4": "100.127.0.2", "cidr4": 24,
                 "ipv4gateway": "100.127.0.1"});
