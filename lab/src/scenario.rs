@@ -461,11 +461,16 @@ impl Scenario {
              ip saddr {} icmp type echo-request counter\n icmp type echo-request counter\n }}\n}}\n",
             Testbed::GW_UPLINK
         );
+        self.load_nft(Node::Inet, &script)
+    }
+
+    /// Loads the nftables `script` on `node` (`nft -f -`).
+    pub fn load_nft(&self, node: Node, script: &str) -> Result<(), String> {
         self.bed
             .exec_full(
-                Node::Inet,
+                node,
                 &["nft", "-f", "-"],
-                Some(&script),
+                Some(script),
                 Duration::from_secs(5),
             )
             .map(drop)
@@ -494,15 +499,7 @@ impl Scenario {
                       chain out { type filter hook output priority 0; policy accept;\n\
                       ip length 39 icmp type echo-request add @sent { oifname }\n\
                       ip6 length 19 icmpv6 type echo-request add @sent { oifname }\n }\n}\n";
-        self.bed
-            .exec_full(
-                Node::Sub,
-                &["nft", "-f", "-"],
-                Some(script),
-                Duration::from_secs(5),
-            )
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.load_nft(Node::Sub, script)
     }
 
     /// Probe packets sent by sub so far, per interface ([`Scenario::watch_probes`]).

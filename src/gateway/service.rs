@@ -1045,6 +1045,25 @@ fn session_row(l: &Lease, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> SessionRow 
 mod tests {
     use super::*;
 
+    /// A caller at 10.77.0.`last`.
+    fn caller(last: u8) -> Caller {
+        Caller {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
+            host: None,
+        }
+    }
+
+    /// A first `requestConnection` of node `name` for `method`, without options.
+    fn request(name: &str, method: &str) -> ConnectionRequest {
+        ConnectionRequest {
+            sid: None,
+            name: name.into(),
+            port: None,
+            method: method.into(),
+            options: Default::default(),
+        }
+    }
+
     #[test]
     fn sids_are_128_bit_hex_and_distinct() {
         let a = new_sid();
@@ -1131,18 +1150,7 @@ mod tests {
                 ..GatewayConfig::default()
             };
             let gw = Gateway::new(cfg, vec![Box::new(m)], store, None);
-            let caller = Caller {
-                addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
-                host: None,
-            };
-            let req = ConnectionRequest {
-                sid: None,
-                name: "sub".into(),
-                port: None,
-                method: "openvpn".into(),
-                options: Default::default(),
-            };
-            let answer = gw.request_connection(&caller, req);
+            let answer = gw.request_connection(&caller(1), request("sub", "openvpn"));
             assert_eq!(answer["success"], false);
             assert_eq!(gw.sessions().as_array().unwrap().len(), 0, "nothing kept");
             answer["errorMsg"].as_str().unwrap().to_string()
@@ -1166,17 +1174,7 @@ mod tests {
     fn no_new_leases_while_the_uplink_is_unhealthy() {
         let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
         let gw = Gateway::new(GatewayConfig::default(), vec![Box::new(Inert)], store, None);
-        let caller = |last: u8| Caller {
-            addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
-            host: None,
-        };
-        let request = || ConnectionRequest {
-            sid: None,
-            name: "sub".into(),
-            port: None,
-            method: "wireguard".into(),
-            options: Default::default(),
-        };
+        let request = || request("sub", "wireguard");
         assert_eq!(gw.offer().2.checked_ago, None, "never checked");
         assert!(gw.offer().2.healthy, "assumed healthy until checked");
         assert_eq!(
@@ -1200,23 +1198,61 @@ mod tests {
         );
     }
 
-    /// A method whose slow part waits for the test's go, and counts its undos.
-    struct Slow {
-        started: std::sync::mpsc::Sender<()>,
-        go: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
-        undone: Arc<std::sync::atomic::AtomicUsize>,
+    /// What a [`Gated`] method holds until the test's go.
+    enum Hold {
+        /// Its slow part (an `openvpn` method); its undos are counted.
+        SlowPart(Arc<std::sync::atomic::AtomicUsize>),
+        /// Its removals (a `wireguard` method).
+        Removal,
     }
 
-    impl Method for Slow {
+    /// A method that says when it reaches what it holds, then waits for the test's go.
+    struct Gated {
+        hold: Hold,
+        started: std::sync::mpsc::Sender<()>,
+        go: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Gated {
+        /// The method, the receiver of its "started" and the sender of the go.
+        fn new(
+            hold: Hold,
+        ) -> (
+            Gated,
+            std::sync::mpsc::Receiver<()>,
+            std::sync::mpsc::Sender<()>,
+        ) {
+            let (started, started_rx) = std::sync::mpsc::channel();
+            let (go, go_rx) = std::sync::mpsc::channel();
+            let go_rx = Arc::new(Mutex::new(go_rx));
+            let m = Gated {
+                hold,
+                started,
+                go: go_rx,
+            };
+            (m, started_rx, go)
+        }
+
+        fn wait(started: &std::sync::mpsc::Sender<()>, go: &Mutex<std::sync::mpsc::Receiver<()>>) {
+            let _ = started.send(());
+            let _ = go.lock().unwrap().recv();
+        }
+    }
+
+    impl Method for Gated {
         fn name(&self) -> &'static str {
-            "openvpn"
+            match self.hold {
+                Hold::SlowPart(_) => "openvpn",
+                Hold::Removal => "wireguard",
+            }
         }
         fn slow_part(&self, _: &serde_json::Map<String, Value>) -> Option<crate::tunnel::SlowPart> {
-            let (started, go, undone) =
-                (self.started.clone(), self.go.clone(), self.undone.clone());
+            let Hold::SlowPart(undone) = &self.hold else {
+                return None;
+            };
+            let (started, go, undone) = (self.started.clone(), self.go.clone(), undone.clone());
             Some(Box::new(move || {
-                let _ = started.send(());
-                let _ = go.lock().unwrap().recv();
+                Gated::wait(&started, &go);
                 Ok(Box::new(move || {
                     undone.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }) as Box<dyn FnOnce() + Send>)
@@ -1229,6 +1265,9 @@ mod tests {
             Ok(Default::default())
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
+            if let Hold::Removal = self.hold {
+                Gated::wait(&self.started, &self.go);
+            }
             Ok(())
         }
         fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
@@ -1242,14 +1281,8 @@ mod tests {
     #[test]
     fn the_slow_part_runs_without_the_lock_and_is_undone_when_refused() {
         use std::sync::mpsc::channel;
-        let (started_tx, started) = channel();
-        let (go, go_rx) = channel();
         let undone = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let m = Slow {
-            started: started_tx,
-            go: Arc::new(Mutex::new(go_rx)),
-            undone: undone.clone(),
-        };
+        let (m, started, go) = Gated::new(Hold::SlowPart(undone.clone()));
         let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
         let cfg = GatewayConfig {
             methods: vec!["openvpn".into()],
@@ -1260,18 +1293,7 @@ mod tests {
         let ask = |last: u8| {
             let gw = gw.clone();
             std::thread::spawn(move || {
-                let caller = Caller {
-                    addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
-                    host: None,
-                };
-                let req = ConnectionRequest {
-                    sid: None,
-                    name: "sub".into(),
-                    port: None,
-                    method: "openvpn".into(),
-                    options: Default::default(),
-                };
-                gw.request_connection(&caller, req)
+                gw.request_connection(&caller(last), request("sub", "openvpn"))
             })
         };
         let first = ask(1);
@@ -1296,44 +1318,10 @@ mod tests {
         assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(gw.sessions().as_array().unwrap().len(), 1);
     }
-    /// A `wireguard` method whose removals wait for the test's go.
-    struct HeldRemoval {
-        started: std::sync::mpsc::Sender<()>,
-        go: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
-    }
-
-    impl Method for HeldRemoval {
-        fn name(&self) -> &'static str {
-            "wireguard"
-        }
-        fn accept(
-            &mut self,
-            _: &Peer<'_>,
-        ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
-            Ok(Default::default())
-        }
-        fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
-            let _ = self.started.send(());
-            let _ = self.go.lock().unwrap().recv();
-            Ok(())
-        }
-        fn connect(&mut self, _: IpAddr, _: &Grant) -> Result<String, crate::tunnel::TunnelError> {
-            Ok(String::new())
-        }
-        fn disconnect(&mut self) -> Result<(), crate::tunnel::TunnelError> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn renewals_and_node_info_do_not_wait_for_kernel_work() {
         use std::sync::mpsc::channel;
-        let (started_tx, started) = channel();
-        let (go, go_rx) = channel();
-        let m = HeldRemoval {
-            started: started_tx,
-            go: Arc::new(Mutex::new(go_rx)),
-        };
+        let (m, started, go) = Gated::new(Hold::Removal);
         let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
         let gw = Arc::new(Gateway::new(
             GatewayConfig::default(),
@@ -1341,19 +1329,9 @@ mod tests {
             store,
             None,
         ));
-        let caller = |last: u8| Caller {
-            addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
-            host: None,
-        };
         let sid = |last: u8| {
-            let req = ConnectionRequest {
-                sid: None,
-                name: format!("sub{last}"),
-                port: None,
-                method: "wireguard".into(),
-                options: Default::default(),
-            };
-            let g = gw.request_connection(&caller(last), req);
+            let g =
+                gw.request_connection(&caller(last), request(&format!("sub{last}"), "wireguard"));
             assert_eq!(g["success"], true, "{g}");
             g["sid"].as_str().unwrap().to_string()
         };
@@ -1443,19 +1421,9 @@ mod tests {
             .map(|last| {
                 let (gw, start) = (gw.clone(), start.clone());
                 std::thread::spawn(move || {
-                    let caller = Caller {
-                        addr: IpAddr::V4(Ipv4Addr::new(10, 77, 0, last)),
-                        host: None,
-                    };
-                    let req = ConnectionRequest {
-                        sid: None,
-                        name: format!("sub{last}"),
-                        port: None,
-                        method: "wireguard".into(),
-                        options: Default::default(),
-                    };
+                    let req = request(&format!("sub{last}"), "wireguard");
                     start.wait();
-                    gw.request_connection(&caller, req)
+                    gw.request_connection(&caller(last), req)
                 })
             })
             .collect();
