@@ -364,10 +364,6 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn scenario(lease: u32) -> Scenario {
-    scenario_with(lease, "")
-}
-
 /// [`scenario`] with `more` (`\toption …\n` lines) in the socks section.
 fn scenario_with(lease: u32, more: &str) -> Scenario {
     let extra = format!(
@@ -594,8 +590,25 @@ fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
     if !gate("socks_lease_expiry_after_sigkill_cleans_the_gateway") {
         return;
     }
+    lease_expiry_after_sigkill(Client::Tun2proxy, "");
+}
+
+/// The same with hev-socks5-tunnel: the one the killed subscriber daemon left (with its TUN)
+/// is stopped by the next daemon.
+#[test]
+fn socks_with_hev_socks5_tunnel_leftover_after_sigkill_is_cleaned() {
+    let test = "socks_with_hev_socks5_tunnel_leftover_after_sigkill_is_cleaned";
+    let Some(hev) = gate_hev(test) else {
+        return;
+    };
+    lease_expiry_after_sigkill(Client::Hev, &format!("\toption client '{hev}'\n"));
+}
+
+/// Sub connects with `client` and is killed: the lease expires and the gateway's server goes;
+/// the next subscriber daemon removes the client the killed one left.
+fn lease_expiry_after_sigkill(client: Client, more: &str) {
     let lease = 8;
-    let mut s = scenario(lease);
+    let mut s = scenario_with(lease, more);
     let (port, _) = serve_inet(&s);
     let sub_before = s.system_state(Node::Sub);
     s.start(Node::Gw).unwrap();
@@ -624,7 +637,12 @@ fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
     );
     assert_eq!(sessions(&s), 0);
     mnigs_lab::scenario::assert_same_config(&s.configured(Node::Gw), &idle, "gw after the expiry");
-    // The subscriber's tun2proxy outlived its daemon; the next daemon removes it.
+    // The subscriber's tun2socks outlived its daemon; the next daemon removes it.
+    assert_eq!(
+        count(&s, Node::Sub, client.comm()),
+        1,
+        "left by the killed daemon"
+    );
     s.start(Node::Sub).unwrap();
     assert!(s.stop(Node::Sub, libc::SIGTERM));
     assert_eq!(
@@ -632,7 +650,8 @@ fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
         sub_before,
         "sub after a restart and SIGTERM"
     );
-    assert_eq!(count(&s, Node::Sub, "tun2proxy-bin"), 0);
+    assert_eq!(count(&s, Node::Sub, client.comm()), 0);
+    assert!(!client_yml(&s).exists());
     assert!(s.stop(Node::Gw, libc::SIGTERM));
 }
 
