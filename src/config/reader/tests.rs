@@ -167,6 +167,12 @@ fn shipped_file_states_the_tunnel_method_defaults() {
     assert_eq!(c.openvpn, OpenvpnConfig::default());
     assert_eq!(c.iptunnel, IptunnelConfig::default());
     assert_eq!(c.cjdns, CjdnsConfig::default());
+    // socks: the defaults but the client, OpenWrt's tun2socks.
+    let socks = crate::config::types::SocksConfig {
+        client: "hev-socks5-tunnel".into(),
+        ..Default::default()
+    };
+    assert_eq!(c.socks, socks);
 }
 
 #[test]
