@@ -663,9 +663,31 @@ fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
     if !gate("socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s") {
         return;
     }
-    let extra = "config socks 'socks'\n\toption interface 'mnsocks'\n\
-                 \toption directory '@DIR@/@NODE@-socks'\n";
-    let mut s = Scenario::with_methods(EXE.as_ref(), 60, "auto", &["socks", "wireguard"], extra)
+    falls_back_within_5_s("", true);
+}
+
+/// The subscriber names a hev-socks5-tunnel that is not there (the package not installed): the
+/// proxy takes the login, the client cannot start, and the subscriber connects by wireguard
+/// within 5 s, with no YAML file left behind.
+#[test]
+fn socks_with_a_missing_client_falls_back_within_5_s() {
+    if !e2e_common::gate_with(
+        "socks_with_a_missing_client_falls_back_within_5_s",
+        &["microsocks"],
+    ) {
+        return;
+    }
+    falls_back_within_5_s("\toption client '/nonexistent/hev-socks5-tunnel'\n", false);
+}
+
+/// Gateway and subscriber with socks and wireguard (`more` in the socks section), the gateway's
+/// SOCKS ports dropped if `drop_ports`: socks fails and wireguard is registered within 5 s.
+fn falls_back_within_5_s(more: &str, drop_ports: bool) {
+    let extra = format!(
+        "config socks 'socks'\n\toption interface 'mnsocks'\n\
+         \toption directory '@DIR@/@NODE@-socks'\n{more}"
+    );
+    let mut s = Scenario::with_methods(EXE.as_ref(), 60, "auto", &["socks", "wireguard"], &extra)
         .expect("testbed");
     s.bed
         .wait_converged(Duration::from_secs(20))
@@ -673,14 +695,16 @@ fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
     let script = "add table inet mnigs_t15\n\
                   add chain inet mnigs_t15 in { type filter hook input priority 0 ; }\n\
                   add rule inet mnigs_t15 in iifname != \"lo\" tcp dport 10800-11052 drop\n";
-    s.bed
-        .exec_in(
-            &s.bed.ns(Node::Gw),
-            &["nft", "-f", "-"],
-            Some(script),
-            Duration::from_secs(10),
-        )
-        .expect("firewall");
+    if drop_ports {
+        s.bed
+            .exec_in(
+                &s.bed.ns(Node::Gw),
+                &["nft", "-f", "-"],
+                Some(script),
+                Duration::from_secs(10),
+            )
+            .expect("firewall");
+    }
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
     // Watch the subscriber's log for the two registrations.
@@ -724,6 +748,12 @@ fn socks_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
         count(&s, Node::Sub, "tun2proxy-bin"),
         0,
         "nothing left of socks"
+    );
+    assert!(!client_yml(&s).exists(), "no YAML file left");
+    assert!(
+        drop_ports || s.tail(Node::Sub).contains("/nonexistent/hev-socks5-tunnel"),
+        "the error names the program: {}",
+        s.tail(Node::Sub)
     );
     assert!(
         wait_for(Duration::from_secs(5), || count(&s, Node::Gw, "microsocks")
