@@ -17,6 +17,7 @@ const SECTION_TYPES: &[&str] = &[
     "openvpn",
     "iptunnel",
     "cjdns",
+    "socks",
     "discovery",
 ];
 

@@ -323,6 +323,7 @@ fn hostile_requests_get_clear_errors_and_run_nothing() {
             ("socks", "interface"),
             ("socks", "listen"),
             ("socks", "port"),
+            ("socks", "client"),
             ("softether", "admin"),
             ("softether", "hub"),
             ("softether", "port"),

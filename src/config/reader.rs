@@ -434,6 +434,13 @@ impl<'f> Builder<'f> {
             v.parse::<IpAddr>()
                 .map_err(|_| format!("must be an IP address, got {}", quoted(v)))
         });
+        r.single("client", &mut o.client, |v| {
+            crate::tunnel::socks::ClientKind::of(v)?;
+            if v.contains('/') {
+                validate::path(v)?;
+            }
+            Ok(v.to_string())
+        });
         r.finish();
         self.config.socks = o;
     }

@@ -401,6 +401,9 @@ pub struct SocksConfig {
     pub directory: PathBuf,
     /// Gateway: the address its SOCKS servers listen on (`option listen`), `::` for all.
     pub listen: IpAddr,
+    /// Subscriber: the tun2socks program (`option client`), a name on PATH or an absolute path
+    /// whose file name is `hev-socks5-tunnel`, `tun2proxy` or `tun2proxy-bin`.
+    pub client: String,
 }
 
 impl Default for SocksConfig {
@@ -411,6 +414,7 @@ impl Default for SocksConfig {
             mtu: 1500,
             directory: PathBuf::from("/var/run/mnigs/socks"),
             listen: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            client: crate::tunnel::socks::CLIENT.into(),
         }
     }
 }

@@ -136,6 +136,7 @@ pub fn build(
                     c.mtu,
                     c.listen,
                 )
+                .and_then(|m| m.with_client(&c.client))
                 .map_err(|e| format!("socks: {e}"))?;
                 out.push(Box::new(m));
             }

@@ -8,15 +8,25 @@
 //! server, so the credentials die with the lease. microsocks cannot filter by source address;
 //! the gateway firewall admits the session's port only from the session's owner (see README).
 //!
+//! # The subscriber's program
+//! Two tun2socks programs, told apart by the file name of `option client` ([`ClientKind`]):
+//! `tun2proxy`/`tun2proxy-bin`, started with its options in the argv, and `hev-socks5-tunnel`
+//! (OpenWrt's packages feed ships it), which reads a YAML file ([`hev_config`]) that holds the
+//! password: written 0600 in `directory`, removed once the program has read it (its TUN exists)
+//! and again on disconnect.
+//!
 //! # What passes
-//! TCP, and DNS: the client (`tun2proxy`) answers UDP queries to port 53 by asking the same
-//! server over TCP through the proxy. Other UDP and ICMP do not pass (microsocks has no UDP
-//! ASSOCIATE), so this method's health probe is a SOCKS5 login at the gateway's proxy instead of
-//! an ICMP echo.
+//! TCP, and DNS: tun2proxy answers UDP queries to port 53 by asking the same server over TCP
+//! through the proxy; hev-socks5-tunnel answers A queries sent to [`MAPDNS_ADDRESS`] itself with
+//! an address from [`MAPDNS_NETWORK`] that it turns back into the name when a connection to it
+//! goes through the proxy (the gateway resolves the name). Other UDP and ICMP do not pass
+//! (microsocks has no UDP ASSOCIATE), so this method's health probe is a SOCKS5 login at the
+//! gateway's proxy instead of an ICMP echo.
 //!
 //! # Files
 //! Below `directory` (UCI): the gateway's `server-PORT.pid`/`.log` and the subscriber's
-//! `client.pid`/`.log`, so a daemon restarted after a crash stops what the last one left.
+//! `client.pid`/`.log` (and, while hev-socks5-tunnel starts, `client.yml`), so a daemon
+//! restarted after a crash stops what the last one left.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
 use crate::protocol::Grant;
@@ -30,8 +40,73 @@ use std::time::{Duration, Instant};
 
 /// The gateway's SOCKS5 server program.
 pub const SERVER: &str = "microsocks";
-/// The subscriber's tun2socks program.
+/// The subscriber's tun2socks program when `option client` is not set.
 pub const CLIENT: &str = "tun2proxy-bin";
+/// The address hev-socks5-tunnel answers DNS queries at (RFC 2544's benchmarking range, never
+/// on the Internet; routed into the TUN like the rest of it).
+pub const MAPDNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The addresses hev-socks5-tunnel hands out for names, `/16`, in the same range.
+pub const MAPDNS_NETWORK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
+
+/// The tun2socks programs the subscriber side can run, by the file name of `option client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// `tun2proxy` / `tun2proxy-bin` (crates.io): options in the argv.
+    Tun2proxy,
+    /// `hev-socks5-tunnel` (OpenWrt's packages feed): a YAML configuration file.
+    Hev,
+}
+
+impl ClientKind {
+    /// The kind of `program` (a name on PATH or an absolute path), or why it is none.
+    pub fn of(program: &str) -> Result<ClientKind, String> {
+        let name = program.rsplit('/').next().unwrap_or_default();
+        match name {
+            "tun2proxy" | "tun2proxy-bin" => Ok(ClientKind::Tun2proxy),
+            "hev-socks5-tunnel" => Ok(ClientKind::Hev),
+            _ => Err(format!(
+                "must be hev-socks5-tunnel, tun2proxy or tun2proxy-bin (a name on PATH or an \
+                 absolute path), got {}",
+                crate::validate::quoted(program)
+            )),
+        }
+    }
+}
+
+/// A YAML scalar in single quotes (a quote inside is doubled). The values mnigs puts there are
+/// checked already (credentials of letters and digits, interface names, addresses).
+fn yaml_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// hev-socks5-tunnel's configuration: the TUN `ifname` (hev creates it, puts `ipv4`/32 on it
+/// and brings it up), the proxy at `gateway` with the session's login, and its DNS mapping at
+/// [`MAPDNS_ADDRESS`]. UDP goes to the proxy as standard SOCKS5 UDP ASSOCIATE (a proxy without
+/// it, like microsocks, refuses it); the log goes to stderr, which is our log file.
+pub fn hev_config(
+    ifname: &str,
+    mtu: u16,
+    ipv4: Ipv4Addr,
+    gateway: SocketAddr,
+    user: &str,
+    password: &str,
+) -> String {
+    let q = |v: &str| yaml_quote(v);
+    format!(
+        "tunnel:\n  name: {}\n  mtu: {mtu}\n  ipv4: {}\n\
+         socks5:\n  port: {}\n  address: {}\n  udp: 'udp'\n  username: {}\n  password: {}\n\
+         mapdns:\n  address: {}\n  port: 53\n  network: {}\n  netmask: '255.255.0.0'\n  cache-size: 10000\n\
+         misc:\n  log-file: 'stderr'\n  log-level: 'warn'\n",
+        q(ifname),
+        q(&ipv4.to_string()),
+        gateway.port(),
+        q(&gateway.ip().to_string()),
+        q(user),
+        q(password),
+        q(&MAPDNS_ADDRESS.to_string()),
+        q(&MAPDNS_NETWORK.to_string()),
+    )
+}
 /// Longest bring-up of the subscriber's side (login, then tun2proxy): after this the next
 /// method is tried, which with the release of this lease comes within 5 s.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
@@ -178,6 +253,9 @@ pub struct Socks {
     servers: HashMap<Ipv4Addr, Server>,
     /// Subscriber: the proxy and credentials of the tunnel that is up, for probes.
     proxy: Option<(SocketAddr, String, String)>,
+    /// Subscriber: the tun2socks program (name on PATH or absolute path) and its kind.
+    client: String,
+    kind: ClientKind,
 }
 
 /// A failed write, rename or removal of one of our files.
@@ -218,7 +296,28 @@ impl Socks {
             net: None,
             servers: HashMap::new(),
             proxy: None,
+            client: CLIENT.to_string(),
+            kind: ClientKind::Tun2proxy,
         })
+    }
+
+    /// Runs `program` (`option client`) as the subscriber's tun2socks; its file name says how
+    /// ([`ClientKind`]).
+    pub fn with_client(mut self, program: &str) -> Result<Socks, TunnelError> {
+        self.kind =
+            ClientKind::of(program).map_err(|e| TunnelError::Invalid(format!("client {e}")))?;
+        self.client = program.to_string();
+        Ok(self)
+    }
+
+    /// The client's file name: what its command line ends with, whichever way a (maybe
+    /// earlier) configuration named it.
+    fn client_name(&self) -> &str {
+        self.client.rsplit('/').next().unwrap_or(&self.client)
+    }
+
+    fn client_conf(&self) -> PathBuf {
+        self.dir.join("client.yml")
     }
 
     fn server_pidfile(&self, port: u16) -> PathBuf {
@@ -367,13 +466,37 @@ impl Method for Socks {
         self.disconnect()?;
         let log = self.dir.join("client.log");
         let _ = fs::remove_file(&log);
-        let argv = client_argv(&self.ifname, proxy, &user, &password, mtu);
-        let pid = cmd::spawn_daemon(&argv, &[4], &log)?;
+        let (argv, secret) = match self.kind {
+            ClientKind::Tun2proxy => {
+                let mut argv = client_argv(&self.ifname, proxy, &user, &password, mtu);
+                argv[0] = self.client.clone();
+                (argv, vec![4])
+            }
+            ClientKind::Hev => {
+                // The password goes into a 0600 file, never into an argv.
+                let conf = self.client_conf();
+                let text = hev_config(&self.ifname, mtu, ipv4, proxy, &user, &password);
+                fs::write_new_private(&conf, text).map_err(fs_error)?;
+                (
+                    vec![self.client.clone(), conf.display().to_string()],
+                    vec![],
+                )
+            }
+        };
+        let pid = match cmd::spawn_daemon(&argv, &secret, &log) {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.disconnect()?;
+                return Err(e.into());
+            }
+        };
         let pidfile = self.dir.join("client.pid");
         fs::write(&pidfile, format!("{pid}\n")).map_err(fs_error)?;
         // Without `--setup` tun2proxy only creates the interface (down, no address); it may
         // bring its own 10.0.0.33/24 in other versions, so the interface's addresses are
         // replaced by our pool address (a 10.0.0.0/24 route could shadow part of a mesh).
+        // hev-socks5-tunnel puts the same /32 on it and brings it up; it has read its file
+        // before it creates the interface.
         loop {
             if net::link_exists(&self.ifname) {
                 break;
@@ -382,12 +505,13 @@ impl Method for Socks {
                 let why = log_tail(&log);
                 self.disconnect()?;
                 return Err(TunnelError::Invalid(format!(
-                    "{CLIENT} did not bring {} up within {CONNECT_TIMEOUT:?}: {why}",
-                    self.ifname
+                    "{} did not bring {} up within {CONNECT_TIMEOUT:?}: {why}",
+                    self.client, self.ifname
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = fs::remove_file(&self.client_conf());
         let setup = || -> Result<(), TunnelError> {
             cmd::run(&["ip", "addr", "flush", "dev", &self.ifname])?;
             net::addr_replace(&self.ifname, IpAddr::V4(ipv4), 32)?;
@@ -407,10 +531,19 @@ impl Method for Socks {
         self.proxy = None;
         let pidfile = self.dir.join("client.pid");
         if let Some(pid) = read_pid(&pidfile) {
-            cmd::stop_pid(pid, CLIENT, Duration::from_secs(2));
+            // The program an earlier configuration named may be another one.
+            for name in [
+                self.client_name(),
+                "tun2proxy-bin",
+                "tun2proxy",
+                "hev-socks5-tunnel",
+            ] {
+                cmd::stop_pid(pid, name, Duration::from_secs(2));
+            }
         }
         let _ = fs::remove_file(&pidfile);
-        // tun2proxy deletes its TUN device on exit; one killed hard may leave it.
+        let _ = fs::remove_file(&self.client_conf());
+        // Both programs' TUN devices go with them; one that outlived its program goes here.
         Ok(net::link_delete(&self.ifname)?)
     }
 
@@ -525,5 +658,65 @@ mod tests {
         let e = login(addr, "mn1", "pw1", Duration::from_secs(2)).unwrap_err();
         assert!(e.contains("refused our credentials"), "{e}");
         server.join().unwrap();
+    }
+
+    #[test]
+    fn the_client_kind_is_its_file_name() {
+        assert_eq!(ClientKind::of("tun2proxy-bin"), Ok(ClientKind::Tun2proxy));
+        assert_eq!(
+            ClientKind::of("/usr/bin/tun2proxy"),
+            Ok(ClientKind::Tun2proxy)
+        );
+        assert_eq!(
+            ClientKind::of("/usr/bin/hev-socks5-tunnel"),
+            Ok(ClientKind::Hev)
+        );
+        assert_eq!(ClientKind::of("hev-socks5-tunnel"), Ok(ClientKind::Hev));
+        for bad in [
+            "",
+            "/",
+            "tun2socks",
+            "/usr/bin/hev-socks5-tunnel/",
+            "hev-socks5-tunnel.sh",
+            "sh",
+        ] {
+            let e = ClientKind::of(bad).unwrap_err();
+            assert!(e.contains("must be hev-socks5-tunnel"), "{bad:?}: {e}");
+        }
+        let dir = std::env::temp_dir().join(format!("mnigs-socks-kind-{}", std::process::id()));
+        let m = Socks::new(Side::Client, &dir, "t0", 1080, 1500, "::".parse().unwrap()).unwrap();
+        let e = m.with_client("/bin/sh").err().expect("refused");
+        assert!(e.to_string().contains("client must be"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hev_config_carries_the_session_quoted() {
+        let c = hev_config(
+            "mnsocks",
+            1400,
+            Ipv4Addr::new(100, 127, 0, 2),
+            "[fd77::3]:10801".parse().unwrap(),
+            "mn647f0002",
+            "0a1b2c",
+        );
+        let expect = "tunnel:\n  name: 'mnsocks'\n  mtu: 1400\n  ipv4: '100.127.0.2'\n\
+                      socks5:\n  port: 10801\n  address: 'fd77::3'\n  udp: 'udp'\n  \
+                      username: 'mn647f0002'\n  password: '0a1b2c'\n\
+                      mapdns:\n  address: '198.18.0.2'\n  port: 53\n  network: '198.19.0.0'\n  \
+                      netmask: '255.255.0.0'\n  cache-size: 10000\n\
+                      misc:\n  log-file: 'stderr'\n  log-level: 'warn'\n";
+        assert_eq!(c, expect);
+        // A quote cannot end the scalar early, whatever reached it.
+        assert_eq!(yaml_quote("a'b"), "'a''b'");
+        let c = hev_config(
+            "t",
+            1500,
+            Ipv4Addr::LOCALHOST,
+            "10.0.0.1:1".parse().unwrap(),
+            "u",
+            "p'\nx: y",
+        );
+        assert!(c.contains("password: 'p''\nx: y'"), "{c}");
     }
 }

@@ -167,6 +167,12 @@ fn shipped_file_states_the_tunnel_method_defaults() {
     assert_eq!(c.openvpn, OpenvpnConfig::default());
     assert_eq!(c.iptunnel, IptunnelConfig::default());
     assert_eq!(c.cjdns, CjdnsConfig::default());
+    // socks: the defaults but the client, OpenWrt's tun2socks.
+    let socks = crate::config::types::SocksConfig {
+        client: "hev-socks5-tunnel".into(),
+        ..Default::default()
+    };
+    assert_eq!(c.socks, socks);
 }
 
 #[test]
@@ -466,6 +472,9 @@ socks x | option mtu 100 | x.mtu | must be a whole number 1280-9000, got '100'
 socks x | option directory 'run/x' | x.directory | must be an absolute path, got 'run/x'
 socks x | option listen '10.0.0.1 -b 1.2.3.4' | x.listen | must be an IP address, got '10.0.0.1 -b 1.2.3.4'
 socks x | option interface '-x' | x.interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got '-x'
+socks x | option client 'tun2socks' | x.client | must be hev-socks5-tunnel, tun2proxy or tun2proxy-bin (a name on PATH or an absolute path), got 'tun2socks'
+socks x | option client '/usr/bin/hev-socks5-tunnel -x' | x.client | must be hev-socks5-tunnel, tun2proxy or tun2proxy-bin (a name on PATH or an absolute path), got '/usr/bin/hev-socks5-tunnel -x'
+socks x | option client 'bin/hev-socks5-tunnel' | x.client | path must be absolute (start with '/'), got 'bin/hev-socks5-tunnel'
 openvpn o | option client_interface 'a b' | o.client_interface | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a b'
 iptunnel t | option interface_prefix 'mnigsgre' | t.interface_prefix | must be at most 7 characters, got 'mnigsgre'
 iptunnel t | option interface_prefix 'a;b' | t.interface_prefix | interface name must be 1-15 characters of A-Z a-z 0-9 . _ -, not starting with '-' and not '.' or '..', got 'a;b'
@@ -485,7 +494,7 @@ fn invalid_values_name_line_place_and_problem() {
         assert_eq!(one(&text), p(2, place, message), "{text}");
         rows += 1;
     }
-    assert_eq!(rows, 71);
+    assert_eq!(rows, 74);
 }
 
 #[test]
@@ -907,4 +916,20 @@ fn hook_options_parse_and_must_be_absolute() {
         "{}",
         problems[0]
     );
+}
+
+#[test]
+fn the_socks_client_is_named_by_its_program() {
+    let (c, _) = check("config socks 'socks'\n").unwrap();
+    assert_eq!(c.socks.client, "tun2proxy-bin", "today's default");
+    for v in [
+        "/usr/bin/hev-socks5-tunnel",
+        "hev-socks5-tunnel",
+        "/opt/x/tun2proxy",
+    ] {
+        let (c, warnings) =
+            check(&format!("config socks 'socks'\n\toption client '{v}'\n")).unwrap();
+        assert_eq!(c.socks.client, v);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
 }

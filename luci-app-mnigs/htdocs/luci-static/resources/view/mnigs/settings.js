@@ -531,6 +531,11 @@ return view.extend({
 				o = add(s, null, form.Value, 'directory', _('Directory'), _('PID files and logs of the SOCKS servers and of tun2socks.'));
 				o.validate = absolutePath;
 				o.placeholder = '/var/run/mnigs/socks';
+				o = add(s, null, form.Value, 'client', _('Subscriber tun2socks program'), _('hev-socks5-tunnel (OpenWrt\'s package) or tun2proxy-bin: a name on PATH or an absolute path ending in one of them.'));
+				o.validate = function(section_id, value) {
+					return (value == null || value === '' || /^(\/[^\s]*\/)?(hev-socks5-tunnel|tun2proxy|tun2proxy-bin)$/.test(value)) ? true : _('hev-socks5-tunnel, tun2proxy or tun2proxy-bin, as a name or an absolute path');
+				};
+				o.placeholder = 'tun2proxy-bin';
 			} ],
 			[ 'softether', _('SoftEther VPN'), function(s) {
 				var shortName = function(section_id, value) {
