@@ -277,37 +277,27 @@ pub fn parse_local_prefixes(
         |text: &str| -> Vec<Value> { serde_json::from_slice(text.as_bytes()).unwrap_or_default() };
     let skipped = |dev: Option<&str>| dev.is_some_and(|d| skip.iter().any(|s| s == d));
     let mut out = Vec::new();
-    for link in list(addrs) {
-        let dev = link["ifname"].as_str();
-        if skipped(dev) {
+    for (dev, ip, prefixlen) in address_entries(addrs) {
+        if skipped(Some(&dev)) {
             continue;
         }
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) else {
-                continue;
-            };
-            let host = if ip.is_ipv4() { 32 } else { 128 };
-            let why = format!("address of {}", dev.unwrap_or("?"));
+        let host = if ip.is_ipv4() { 32 } else { 128 };
+        out.push((
+            Prefix {
+                addr: ip,
+                len: host,
+            },
+            format!("address of {dev}"),
+        ));
+        if let Some(len) = prefixlen.filter(|l| *l <= host) {
+            let p = Prefix { addr: ip, len };
             out.push((
                 Prefix {
-                    addr: ip,
-                    len: host,
+                    addr: p.network(),
+                    len,
                 },
-                why.clone(),
+                format!("connected prefix of {dev}"),
             ));
-            if let Some(len) = a["prefixlen"].as_u64().filter(|l| *l <= u64::from(host)) {
-                let p = Prefix {
-                    addr: ip,
-                    len: len as u8,
-                };
-                out.push((
-                    Prefix {
-                        addr: p.network(),
-                        len: len as u8,
-                    },
-                    format!("connected prefix of {}", dev.unwrap_or("?")),
-                ));
-            }
         }
     }
     for text in routes {
@@ -352,20 +342,30 @@ pub fn addresses() -> Result<Vec<(String, IpAddr)>, CmdError> {
 
 /// The pure part of [`addresses`]; entries it cannot read are skipped.
 pub fn parse_addresses(json: &str) -> Vec<(String, IpAddr)> {
+    address_entries(json)
+        .into_iter()
+        .map(|(ifname, ip, _)| (ifname, ip))
+        .collect()
+}
+
+/// Each address of `ip -j addr show` with its interface and prefix length (if given and a
+/// number); entries it cannot read are skipped.
+fn address_entries(json: &str) -> Vec<(String, IpAddr, Option<u8>)> {
     let Ok(serde_json::Value::Array(links)) = serde_json::from_slice(json.as_bytes()) else {
         return Vec::new();
     };
     links
         .iter()
         .flat_map(|l| {
-            let ifname = l["ifname"].as_str().unwrap_or_default().to_string();
+            let ifname = l["ifname"].as_str().unwrap_or("?").to_string();
             l["addr_info"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(move |a| {
                     let ip = a["local"].as_str()?.parse().ok()?;
-                    Some((ifname.clone(), ip))
+                    let len = a["prefixlen"].as_u64().and_then(|l| u8::try_from(l).ok());
+                    Some((ifname.clone(), ip, len))
                 })
         })
         .collect()
