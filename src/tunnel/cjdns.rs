@@ -327,7 +327,9 @@ pub struct Cjdns {
     /// Gateway: our key, once known.
     own_key: Option<String>,
     /// Gateway: subscribers admitted by key.
-    admitted: BTreeMap<String, Admitted>,
+    /// Boxed: a map of one-pointer values shares its code with the other maps of boxed values
+    /// (leases, the firewall's sessions): smaller on a router.
+    admitted: BTreeMap<String, Box<Admitted>>,
     /// Subscriber: what we dialled.
     dialled: Option<Dialled>,
     /// Subscriber: where what we dialled is remembered across a crash.
@@ -608,10 +610,10 @@ impl Method for Cjdns {
         }
         self.admitted.insert(
             key,
-            Admitted {
+            Box::new(Admitted {
                 ipv4: peer.ipv4,
                 ipv6: peer.ipv6,
-            },
+            }),
         );
         for (fam, addr) in Self::own_addresses(&net) {
             cmd::run(&["ip", fam, "addr", "replace", &addr, "dev", &self.tun])?;
