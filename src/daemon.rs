@@ -323,7 +323,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let (stop_tx, stop_rx) = chan::channel::<()>();
     let expiry = node.gateway.is_some().then(|| {
         let node = node.clone();
-        std::thread::spawn(move || {
+        crate::threads::spawn(move || {
             loop {
                 let next = node.gateway.as_ref().and_then(Gateway::expire);
                 let wait = next.map_or(1, |t| (t - now()).clamp(0, 1)) as u64;

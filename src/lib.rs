@@ -30,6 +30,7 @@
 //! - [`clock`]: Unix time in seconds; [`ids`]: session ids and random tokens (leaves).
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
+//! - [`chan`], [`threads`]: the queue between the daemon's threads, and starting them.
 //!
 //! The namespace lab of the tests, the benches and the single-host demo (`mnigs-demo`) is the
 //! workspace member `lab/` (package `mnigs-lab`), a dev-dependency: none of it ships.
@@ -53,6 +54,7 @@ pub mod rpc;
 pub mod store;
 pub mod subscriber;
 pub mod sys;
+pub mod threads;
 pub mod trust;
 pub mod tunnel;
 pub mod validate;

@@ -177,7 +177,7 @@ impl Supervisor {
             operator_asked: None,
             cfg,
         };
-        let thread = std::thread::spawn(move || sup.run(rx));
+        let thread = crate::threads::spawn(move || sup.run(rx));
         Handle { tx, status, thread }
     }
 
@@ -444,7 +444,7 @@ impl Supervisor {
         let tx = self.tx.clone();
         let scanner = self.scanner.clone();
         let remembered = self.remembered.clone();
-        std::thread::spawn(move || {
+        crate::threads::spawn(move || {
             let _ = tx.send(Command::Scanned(scan(&cfg, &scanner, &remembered)));
         });
     }
@@ -889,7 +889,7 @@ impl Supervisor {
                 hooks::fire(&self.cfg, Hook::Release, &env);
             }
             Some(c) => {
-                std::thread::spawn(move || {
+                crate::threads::spawn(move || {
                     let _ = call_gateway(
                         c.gateway,
                         "releaseConnection",
