@@ -7,6 +7,7 @@ use crate::chan;
 use crate::clock::now;
 use crate::config::GatewayConfig;
 use crate::ids::new_sid;
+use crate::json::object;
 use crate::prefix::Prefix;
 use crate::protocol::Caller;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
@@ -14,7 +15,7 @@ use crate::store::{SessionRow, Store};
 use crate::sys::firewall::{Firewall, Session};
 use crate::tunnel::{GatewayNet, Ingress, Method, Peer};
 use crate::{log, validate};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -219,7 +220,7 @@ impl Gateway {
     /// working, unverified, broken; `problem` a sentence when it does not work).
     pub fn uplink_check(&self) -> Value {
         let u = self.uplink.lock().expect("not poisoned");
-        let mut v = json!({"state": u.0.state.name()});
+        let mut v = object!({"state": u.0.state.name()});
         if let Some(p) = u.0.state.problem() {
             v["problem"] = p.into();
         }
@@ -868,7 +869,7 @@ impl Gateway {
                 drop(inner);
                 drop(deciding);
                 self.wait(queued);
-                json!({"success": true})
+                object!({"success": true})
             }
             Err(r) => Failure::permanent(r.message()).to_value(),
         }
@@ -901,9 +902,9 @@ impl Gateway {
             .leases()
             .map(|l| {
                 let (ipv4, ipv6) = self.pools.subscriber(l.slot);
-                json!({"sid": l.sid, "name": l.name, "address": l.owner.to_string(), "method": l.method,
-                       "ipv4": ipv4.to_string(), "ipv6": ipv6.map(|a| a.to_string()),
-                       "expiresIn": (l.expires_at - t).max(0), "grantedAt": l.granted_at})
+                object!({"sid": l.sid, "name": l.name, "address": l.owner.to_string(), "method": l.method,
+                         "ipv4": ipv4.to_string(), "ipv6": ipv6.map(|a| a.to_string()),
+                         "expiresIn": (l.expires_at - t).max(0), "grantedAt": l.granted_at})
             })
             .collect();
         Value::Array(list)
