@@ -29,10 +29,11 @@ use super::{GatewayNet, Method, Peer, TunnelError, host_routes};
 use crate::cjdns::admin::{Admin, AdminTarget, UdpAdmin, node_key};
 use crate::cjdns::bencode::Value;
 use crate::cjdns::keys::check_key;
+use crate::json;
 use crate::protocol::Grant;
 use crate::sys::cmd::{self, CmdError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, json};
+use serde_json::Map;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -620,7 +621,7 @@ impl Method for Cjdns {
         }
         host_routes(&self.tun, peer, true)?;
         let mut fields = Map::new();
-        fields.insert(KEY_FIELD.into(), json!(own_key));
+        json::put(&mut fields, KEY_FIELD, &own_key);
         Ok(fields)
     }
 
@@ -690,7 +691,7 @@ impl Method for Cjdns {
         let mut options = Map::new();
         match self.target.own_key() {
             Ok(key) => {
-                options.insert(KEY_FIELD.into(), json!(key));
+                json::put(&mut options, KEY_FIELD, &key);
             }
             // The gateway refuses a request without a key, and the next method is tried.
             Err(e) => crate::warn!("cjdns: cannot find our own key: {e}"),
@@ -757,6 +758,7 @@ impl Method for Cjdns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const KEY: &str = "u2jf87mgqlxfzdnywp60z3tx6tkulvgh2nyc2jk1zc69zzt2s8u0.k";
     const ADDR: &str = "fcff:a215:1e7b:a4e9:c00d:813:93b3:7c87";
