@@ -5,7 +5,7 @@
 use crate::client::{self, ClientError};
 use crate::config::{Config, model};
 use crate::daemon;
-use crate::json::object;
+use crate::json::{self, object};
 use argh::FromArgs;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -191,10 +191,10 @@ pub fn main(args: Args) -> i32 {
             }
             let mut params = object!({"address": a.address});
             if let Some(p) = a.port {
-                params["port"] = json!(p);
+                json::set(&mut params, "port", &p);
             }
             if let Some(m) = a.method {
-                params["method"] = json!(m);
+                json::set(&mut params, "method", &m);
             }
             client_cmd(&a.config, a.json, "connect", params, print_connected)
         }

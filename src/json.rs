@@ -27,6 +27,12 @@ pub fn put<T: Serialize + ?Sized>(members: &mut Map<String, Value>, key: &str, v
     members.insert(key.to_string(), serde_json::to_value(value).unwrap());
 }
 
+/// `value[key] = json!(x)`: sets member `key` of the object `value` (a null `value` becomes an
+/// object first; anything else that is not an object panics, as indexing does).
+pub fn set<T: Serialize + ?Sized>(value: &mut Value, key: &str, x: &T) {
+    value[key] = serde_json::to_value(x).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

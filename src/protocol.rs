@@ -5,7 +5,7 @@
 //! original Lua clients sent (no `jsonrpc` member, positional `params`) are understood; an answer uses
 //! the style of its request.
 
-use crate::json::object;
+use crate::json::{self, object};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
@@ -505,10 +505,10 @@ impl ConnectionRequest {
     pub fn to_params(&self) -> Value {
         let mut m = object!({"name": self.name, "method": self.method, "options": self.options});
         if let Some(sid) = &self.sid {
-            m["sid"] = json!(sid);
+            json::set(&mut m, "sid", &sid);
         }
         if let Some(port) = self.port {
-            m["port"] = json!(port);
+            json::set(&mut m, "port", &port);
         }
         m
     }

@@ -29,9 +29,9 @@ use super::{probe, standby};
 use crate::config::SubscriberConfig;
 use crate::discovery::Answer;
 use crate::hooks;
-use crate::json::object;
+use crate::json::{self, object};
 use crate::protocol::Failure;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -290,12 +290,16 @@ impl Core {
         let ranked = self.ranked();
         if let Some(c) = self.active_link() {
             v["gateway"] = self.link_json(c, &ranked, now);
-            v["method"] = json!(c.grant.method);
-            v["interface"] = json!(c.interface);
-            v["ipv4"] = json!(c.grant.ipv4);
-            v["ipv6"] = json!(c.grant.ipv6);
-            v["connectedAt"] = json!(c.connected_at);
-            v["leaseLeft"] = json!(c.expires.saturating_duration_since(now).as_secs());
+            json::set(&mut v, "method", &c.grant.method);
+            json::set(&mut v, "interface", &c.interface);
+            json::set(&mut v, "ipv4", &c.grant.ipv4);
+            json::set(&mut v, "ipv6", &c.grant.ipv6);
+            json::set(&mut v, "connectedAt", &c.connected_at);
+            json::set(
+                &mut v,
+                "leaseLeft",
+                &c.expires.saturating_duration_since(now).as_secs(),
+            );
         }
         if let Some((_, l)) = self.links().find(|(i, _)| Some(*i) != self.active) {
             v["standby"] = self.link_json(l, &ranked, now);
@@ -307,7 +311,7 @@ impl Core {
                               "score": c.score})
             })
             .collect();
-        v["ranking"] = json!(ranked);
+        json::set(&mut v, "ranking", &ranked);
         v
     }
 

@@ -25,7 +25,7 @@ use crate::clock::now;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::hooks::{self, Event as Hook, session_env};
-use crate::json::object;
+use crate::json::{self, object};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
 use crate::store::{ConnectionRow, GatewayRow, QualityRow, Store};
@@ -496,7 +496,7 @@ impl Supervisor {
 
     fn publish(&self) {
         let mut v = self.core.status(Instant::now());
-        v["lastFailover"] = json!(self.last_failover);
+        json::set(&mut v, "lastFailover", &self.last_failover);
         *self.status.lock().expect("not poisoned") = v;
     }
 
