@@ -246,7 +246,10 @@ pub fn find_connections(
 }
 
 /// What the gateway side set up for one subscriber, for shutdown.
+/// Aligned like a lease so that its map shares its code with the others (see
+/// [`crate::sys::firewall::Session`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(align(8))]
 struct Admitted {
     ipv4: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
@@ -759,6 +762,12 @@ impl Method for Cjdns {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn admitted_keys_are_aligned_like_leases() {
+        let lease = std::mem::align_of::<crate::gateway::leases::Lease>();
+        assert_eq!(std::mem::align_of::<Admitted>(), lease);
+    }
 
     const KEY: &str = "u2jf87mgqlxfzdnywp60z3tx6tkulvgh2nyc2jk1zc69zzt2s8u0.k";
     const ADDR: &str = "fcff:a215:1e7b:a4e9:c00d:813:93b3:7c87";
