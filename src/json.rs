@@ -27,6 +27,12 @@ pub fn put<T: Serialize + ?Sized>(members: &mut Map<String, Value>, key: &str, v
     members.insert(key.to_string(), serde_json::to_value(value).unwrap());
 }
 
+/// `value.to_string()`: the same compact text, made by the serializer that `serde_json::to_vec`
+/// uses anyway (`Value`'s `Display` is a second copy of it).
+pub fn text(value: &Value) -> String {
+    serde_json::to_string(value).expect("a JSON value always serializes")
+}
+
 /// `value[key] = json!(x)`: sets member `key` of the object `value` (a null `value` becomes an
 /// object first; anything else that is not an object panics, as indexing does).
 pub fn set<T: Serialize + ?Sized>(value: &mut Value, key: &str, x: &T) {
@@ -49,6 +55,20 @@ mod tests {
                           "nested": {"on": true}, "rtt": 1.5, "name": "again"});
         assert_eq!(made, want);
         assert_eq!(made.to_string(), want.to_string());
-        assert_eq!(json!({}), json!({}));
+    }
+
+    #[test]
+    fn text_is_what_display_writes() {
+        let v = json!({"a": [1, "x\n\u{1}", null, 1.5], "b": {"c": true}});
+        assert_eq!(text(&v), v.to_string());
+    }
+
+    #[test]
+    fn sets_what_indexing_sets() {
+        let mut v = Value::Null;
+        set(&mut v, "a", &1);
+        set(&mut v, "b", "x");
+        set(&mut v, "a", &vec!["y"]);
+        assert_eq!(v, json!({"a": ["y"], "b": "x"}));
     }
 }

@@ -207,7 +207,7 @@ impl SocketAdmin {
         let (stream, decoder) = self.conn.as_mut().expect("just opened");
         let body = object!({"request": request, "arguments": arguments, "keepalive": true});
         stream
-            .write_all(body.to_string().as_bytes())
+            .write_all(crate::json::text(&body).as_bytes())
             .map_err(|e| format!("yggdrasil admin: {e}"))?;
         let deadline = Instant::now() + self.timeout;
         let mut buf = [0u8; 8192];
