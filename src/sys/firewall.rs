@@ -847,7 +847,8 @@ impl Firewall {
             for (key, old) in olds.into_iter().rev() {
                 match old {
                     Some(o) => self.sessions.insert(key, o),
-                    None => self.sessions.remove(&key),
+                    // Removed by `&str`, as the lease book does: one copy of `remove`.
+                    None => self.sessions.remove(key.as_str()),
                 };
             }
             let unused = self.unused(&classes);
@@ -882,7 +883,7 @@ impl Firewall {
     pub fn dismiss_many(&mut self, batch: &[(String, Vec<IpAddr>)]) -> Result<(), CmdError> {
         let gone: Vec<(String, Box<Session>)> = batch
             .iter()
-            .filter_map(|(key, _)| self.sessions.remove(key).map(|s| (key.clone(), s)))
+            .filter_map(|(key, _)| self.sessions.remove(key.as_str()).map(|s| (key.clone(), s)))
             .collect();
         if !gone.is_empty() {
             let removed: Vec<Session> = gone.iter().map(|(_, s)| Session::clone(s)).collect();
