@@ -350,7 +350,7 @@ impl Fanout for Parallel {
             keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..self.workers.min(keys.len()) {
-                scope.spawn(|| {
+                crate::threads::spawn_scoped(scope, || {
                     let mut admin = SocketAdmin::new(self.endpoint.clone(), self.timeout);
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -448,7 +448,6 @@ impl Gateway {
         std::thread::scope(|scope| {
             let firewall = nat.as_mut().map(|nat| {
                 let batch = &batch;
-                let builder = std::thread::Builder::new().name("firewall".into());
                 let work = move || {
                     if let Err(e) = nat.dismiss_many(batch) {
                         crate::warn!("firewall: {e}");
@@ -462,7 +461,7 @@ impl Gateway {
                         }
                     }
                 };
-                match builder.spawn_scoped(scope, work) {
+                match crate::threads::spawn_scoped_named(scope, "firewall", work) {
                     Ok(h) => h,
                     Err(e) => panic!("cannot start a thread: {e}"),
                 }
@@ -584,8 +583,8 @@ impl Gateway {
         };
         let (tunnels, firewall) = std::thread::scope(|scope| {
             let firewall = nat.as_mut().map(|nat| {
-                let builder = std::thread::Builder::new().name("firewall".into());
-                match builder.spawn_scoped(scope, move || nat.admit_many(sessions)) {
+                let work = move || nat.admit_many(sessions);
+                match crate::threads::spawn_scoped_named(scope, "firewall", work) {
                     Ok(h) => h,
                     Err(e) => panic!("cannot start a thread: {e}"),
                 }

@@ -223,7 +223,8 @@ impl Method for Wireguard {
         // The peers and their routes are independent: both programs run at once.
         let ifname = &self.ifname;
         let (set, routes) = std::thread::scope(|scope| {
-            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, true));
+            let work = || super::host_routes_many(ifname, peers, true);
+            let routes = crate::threads::spawn_scoped(scope, work);
             let set = cmd::run(&argv);
             (set, routes.join().expect("route thread"))
         });
@@ -258,7 +259,8 @@ impl Method for Wireguard {
         }
         let ifname = &self.ifname;
         let (set, routes) = std::thread::scope(|scope| {
-            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, false));
+            let work = || super::host_routes_many(ifname, peers, false);
+            let routes = crate::threads::spawn_scoped(scope, work);
             let set = cmd::run(&argv);
             (set, routes.join().expect("route thread"))
         });
