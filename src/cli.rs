@@ -5,6 +5,7 @@
 use crate::client::{self, ClientError};
 use crate::config::{Config, model};
 use crate::daemon;
+use crate::json::{self, object};
 use argh::FromArgs;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -188,12 +189,12 @@ pub fn main(args: Args) -> i32 {
                 );
                 return fail(a.json, &msg, 1);
             }
-            let mut params = json!({"address": a.address});
+            let mut params = object!({"address": a.address});
             if let Some(p) = a.port {
-                params["port"] = json!(p);
+                json::set(&mut params, "port", &p);
             }
             if let Some(m) = a.method {
-                params["method"] = json!(m);
+                json::set(&mut params, "method", &m);
             }
             client_cmd(&a.config, a.json, "connect", params, print_connected)
         }
@@ -239,12 +240,12 @@ fn check_config(path: &Path, as_json: bool, checked: Checked) -> i32 {
         let list: Vec<Value> = problems
             .iter()
             .map(|p| {
-                json!({"file": p.file.display().to_string(), "line": p.line, "place": p.place,
-                       "severity": if p.is_error() { "error" } else { "warning" },
-                       "message": p.message, "text": p.to_string()})
+                object!({"file": p.file.display().to_string(), "line": p.line, "place": p.place,
+                         "severity": if p.is_error() { "error" } else { "warning" },
+                         "message": p.message, "text": p.to_string()})
             })
             .collect();
-        let v = json!({"success": ok, "file": path.display().to_string(), "problems": list});
+        let v = object!({"success": ok, "file": path.display().to_string(), "problems": list});
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
         return i32::from(!ok);
     }
@@ -316,8 +317,8 @@ fn client_cmd(path: &Path, as_json: bool, method: &str, params: Value, human: fn
 fn fail(as_json: bool, message: &str, code: i32) -> i32 {
     eprintln!("mnigs: {message}");
     if as_json {
-        let v = json!({"success": false, "errorMsg": message, "exitCode": code,
-                       "notRunning": code == EXIT_NOT_RUNNING});
+        let v = object!({"success": false, "errorMsg": message, "exitCode": code,
+                         "notRunning": code == EXIT_NOT_RUNNING});
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
     code
@@ -327,7 +328,7 @@ fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => json::text(other),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::chan;
 use crate::clock::now;
 use crate::config::{self, Config};
 use crate::gateway::service::Gateway;
+use crate::json::object;
 use crate::log;
 use crate::persist::{self, Persister};
 use crate::rpc::dispatch::Services;
@@ -17,7 +18,6 @@ use crate::rpc::server::Server;
 use crate::subscriber::supervisor::{Command, Supervisor};
 use crate::tunnel::{self, Role};
 use nix::sys::signal::{SigSet, Signal};
-use serde_json::json;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -323,7 +323,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let (stop_tx, stop_rx) = chan::channel::<()>();
     let expiry = node.gateway.is_some().then(|| {
         let node = node.clone();
-        std::thread::spawn(move || {
+        crate::threads::spawn(move || {
             loop {
                 let next = node.gateway.as_ref().and_then(Gateway::expire);
                 let wait = next.map_or(1, |t| (t - now()).clamp(0, 1)) as u64;
@@ -385,8 +385,8 @@ pub fn run(path: &Path) -> Result<(), String> {
 fn persist_loop(mut p: Persister, node: &Services, stop: &chan::Receiver<()>) -> Persister {
     let mut last = std::time::Instant::now();
     let publish = |p: &Persister| {
-        *node.persisted.lock().expect("not poisoned") = Some(json!({
-            "path": p.path().display().to_string(), "writes": p.writes, "bytes": p.bytes}));
+        *node.persisted.lock().expect("not poisoned") = Some(object!({
+              "path": p.path().display().to_string(), "writes": p.writes, "bytes": p.bytes}));
     };
     publish(&p);
     loop {

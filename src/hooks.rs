@@ -260,12 +260,10 @@ pub fn fire<'a>(
         .vars
         .clone();
     running_add(1);
-    let spawned = std::thread::Builder::new()
-        .name(format!("hook-{}", event.name()))
-        .spawn(move || {
-            run(&path, &vars, timeout);
-            running_add(-1);
-        });
+    let spawned = crate::threads::spawn_named(&format!("hook-{}", event.name()), move || {
+        run(&path, &vars, timeout);
+        running_add(-1);
+    });
     match spawned {
         Ok(h) => Some(h),
         Err(e) => {

@@ -28,8 +28,10 @@
 //! - [`cli`]: the command-line client of the daemon's local control methods.
 //! - [`log`]: a small leveled logger to stderr.
 //! - [`clock`]: Unix time in seconds; [`ids`]: session ids and random tokens (leaves).
+//! - [`json`]: JSON objects built member by member (`json::object!`, smaller than `json!`).
 //! - [`web`]: the built-in page on the RPC port and the mesh graph it draws.
 //! - [`hooks`]: the owner's executables run on subscriber events (`option on_connect` …).
+//! - [`chan`], [`threads`]: the queue between the daemon's threads, and starting them.
 //!
 //! The namespace lab of the tests, the benches and the single-host demo (`mnigs-demo`) is the
 //! workspace member `lab/` (package `mnigs-lab`), a dev-dependency: none of it ships.
@@ -45,6 +47,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod hooks;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod persist;
 pub mod prefix;
@@ -53,6 +56,7 @@ pub mod rpc;
 pub mod store;
 pub mod subscriber;
 pub mod sys;
+pub mod threads;
 pub mod trust;
 pub mod tunnel;
 pub mod validate;

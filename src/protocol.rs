@@ -5,6 +5,7 @@
 //! original Lua clients sent (no `jsonrpc` member, positional `params`) are understood; an answer uses
 //! the style of its request.
 
+use crate::json::{self, object};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
@@ -275,7 +276,7 @@ impl Request {
 
     /// Encodes a request (as the client sends it: JSON-RPC 2.0, named params).
     pub fn encode(id: u64, method: &str, params: Value) -> Vec<u8> {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let body = object!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         serde_json::to_vec(&body).expect("a JSON value always serializes")
     }
 }
@@ -283,17 +284,17 @@ impl Request {
 /// The answer to a request with `result`.
 pub fn answer(id: &Value, version: Version, result: Value) -> Value {
     match version {
-        Version::V2 => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Version::V1 => json!({"id": id, "result": result, "error": null}),
+        Version::V2 => object!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Version::V1 => object!({"id": id, "result": result, "error": Value::Null}),
     }
 }
 
 /// The answer to a request that failed at the protocol level.
 pub fn answer_error(id: &Value, version: Version, error: &RpcError) -> Value {
-    let err = json!({"code": error.code, "message": error.message});
+    let err = object!({"code": error.code, "message": error.message});
     match version {
-        Version::V2 => json!({"jsonrpc": "2.0", "id": id, "error": err}),
-        Version::V1 => json!({"id": id, "result": null, "error": err}),
+        Version::V2 => object!({"jsonrpc": "2.0", "id": id, "error": err}),
+        Version::V1 => object!({"id": id, "result": Value::Null, "error": err}),
     }
 }
 
@@ -502,12 +503,12 @@ impl ConnectionRequest {
 
     /// As named parameters.
     pub fn to_params(&self) -> Value {
-        let mut m = json!({"name": self.name, "method": self.method, "options": self.options});
+        let mut m = object!({"name": self.name, "method": self.method, "options": self.options});
         if let Some(sid) = &self.sid {
-            m["sid"] = json!(sid);
+            json::set(&mut m, "sid", &sid);
         }
         if let Some(port) = self.port {
-            m["port"] = json!(port);
+            json::set(&mut m, "port", &port);
         }
         m
     }

@@ -22,6 +22,7 @@ pub mod yggdrasil;
 
 use crate::client;
 use crate::config::DiscoveryConfig;
+use crate::json::object;
 use crate::protocol::NodeInfo;
 pub use scanner::{ScanError, ScanReport, Scanner};
 use std::cell::{Cell, RefCell};
@@ -272,9 +273,9 @@ impl Graph {
         let nodes: Vec<serde_json::Value> = self
             .nodes
             .iter()
-            .map(|(a, h)| serde_json::json!({"address": a.to_string(), "hops": h}))
+            .map(|(a, h)| object!({"address": a.to_string(), "hops": h}))
             .collect();
-        serde_json::json!({"nodes": nodes, "links": self.links})
+        object!({"nodes": nodes, "links": self.links})
     }
 }
 

@@ -14,7 +14,8 @@
 
 use super::{Answer, Candidate, Graph, Limits, dedup, gossip, probe_each, run_method};
 use crate::config::DiscoveryConfig;
-use serde_json::{Value, json};
+use crate::json::object;
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -87,17 +88,17 @@ impl ScanReport {
             .methods
             .iter()
             .map(|m| {
-                json!({"section": m.section, "method": m.method, "found": m.found,
-                       "gateways": m.gateways, "ms": m.elapsed.as_millis() as u64, "error": m.error})
+                object!({"section": m.section, "method": m.method, "found": m.found,
+                         "gateways": m.gateways, "ms": m.elapsed.as_millis() as u64, "error": m.error})
             })
             .collect();
         let gateways: Vec<Value> = self
             .gateways()
             .iter()
             .map(|a| {
-                json!({"address": a.candidate.address.to_string(), "port": a.candidate.port,
-                       "name": a.info.name, "how": a.candidate.how, "hops": a.candidate.hops,
-                       "rttMs": a.rtt.as_millis() as u64})
+                object!({"address": a.candidate.address.to_string(), "port": a.candidate.port,
+                         "name": a.info.name, "how": a.candidate.how, "hops": a.candidate.hops,
+                         "rttMs": a.rtt.as_millis() as u64})
             })
             .collect();
         let graphs: serde_json::Map<String, Value> = self
@@ -105,11 +106,11 @@ impl ScanReport {
             .iter()
             .map(|(section, g)| (section.clone(), g.to_json()))
             .collect();
-        json!({"methods": methods, "candidates": self.candidates, "skipped": self.skipped,
-               "busy": self.busy,
-               "graphs": graphs,
-               "answers": self.answers.len(), "gateways": gateways,
-               "ms": self.elapsed.as_millis() as u64, "cancelled": self.cancelled})
+        object!({"methods": methods, "candidates": self.candidates, "skipped": self.skipped,
+                 "busy": self.busy,
+                 "graphs": graphs,
+                 "answers": self.answers.len(), "gateways": gateways,
+                 "ms": self.elapsed.as_millis() as u64, "cancelled": self.cancelled})
     }
 }
 
@@ -467,6 +468,7 @@ fn how_section(how: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener};
     use std::sync::Arc;

@@ -19,6 +19,7 @@
 
 use super::Candidate;
 use crate::config::DiscoveryConfig;
+use crate::json::object;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -204,9 +205,9 @@ impl SocketAdmin {
             self.conn = Some((self.open()?, JsonStream::default()));
         }
         let (stream, decoder) = self.conn.as_mut().expect("just opened");
-        let body = json!({"request": request, "arguments": arguments, "keepalive": true});
+        let body = object!({"request": request, "arguments": arguments, "keepalive": true});
         stream
-            .write_all(body.to_string().as_bytes())
+            .write_all(crate::json::text(&body).as_bytes())
             .map_err(|e| format!("yggdrasil admin: {e}"))?;
         let deadline = Instant::now() + self.timeout;
         let mut buf = [0u8; 8192];
@@ -312,7 +313,7 @@ impl Fanout for Sequential<'_> {
 
     fn each(&mut self, request: &str, keys: &[String]) -> Vec<Result<Value, String>> {
         keys.iter()
-            .map(|k| self.0.call(request, json!({ "key": k })))
+            .map(|k| self.0.call(request, object!({ "key": k })))
             .collect()
     }
 }
@@ -349,12 +350,12 @@ impl Fanout for Parallel {
             keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..self.workers.min(keys.len()) {
-                scope.spawn(|| {
+                crate::threads::spawn_scoped(scope, || {
                     let mut admin = SocketAdmin::new(self.endpoint.clone(), self.timeout);
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(k) = keys.get(i) else { break };
-                        let r = admin.call(request, json!({ "key": k }));
+                        let r = admin.call(request, object!({ "key": k }));
                         *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                     }
                 });

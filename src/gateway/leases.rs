@@ -127,7 +127,9 @@ pub struct LeaseBook {
     lease_seconds: u32,
     /// Most leases one source ([`source_key`]) may hold.
     per_source: u32,
-    leases: BTreeMap<String, Lease>,
+    /// Boxed: a map whose values are one pointer shares its code with the other maps of
+    /// boxed values (the firewall's sessions, cjdns's admitted): smaller on a router.
+    leases: BTreeMap<String, Box<Lease>>,
     /// When each slot was last freed: a freed address rests for a lease length (quarantine)
     /// before it is handed out again, unless no other slot is free.
     freed: BTreeMap<u32, i64>,
@@ -163,7 +165,7 @@ impl LeaseBook {
 
     /// Live leases, by sid.
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.values()
+        self.leases.values().map(Box::as_ref)
     }
 
     /// Number of live leases.
@@ -178,7 +180,7 @@ impl LeaseBook {
 
     /// The lease with this sid.
     pub fn get(&self, sid: &str) -> Option<&Lease> {
-        self.leases.get(sid)
+        self.leases.get(sid).map(Box::as_ref)
     }
 
     /// Grants a lease, or returns the caller's live one (idempotent repeat).
@@ -210,7 +212,8 @@ impl LeaseBook {
             }
         }
         let expires_at = now + i64::from(self.lease_seconds);
-        if let Some(existing) = self.leases.values_mut().find(|l| l.owner == ask.owner) {
+        let mut live = self.leases.values_mut().map(Box::as_mut);
+        if let Some(existing) = live.find(|l| l.owner == ask.owner) {
             existing.expires_at = expires_at;
             if existing.method == ask.method && existing.options == ask.options {
                 existing.name = ask.name;
@@ -243,7 +246,8 @@ impl LeaseBook {
             granted_at: now,
             expires_at,
         };
-        self.leases.insert(lease.sid.clone(), lease.clone());
+        self.leases
+            .insert(lease.sid.clone(), Box::new(lease.clone()));
         Ok((lease.clone(), vec![Action::Accept(lease)]))
     }
 
@@ -258,7 +262,7 @@ impl LeaseBook {
     /// Ends a lease at its owner's request.
     pub fn release(&mut self, now: i64, owner: IpAddr, sid: &str) -> Result<Vec<Action>, Refusal> {
         self.owned_mut(now, owner, sid)?;
-        let lease = self.leases.remove(sid).expect("checked above");
+        let lease = *self.leases.remove(sid).expect("checked above");
         self.freed.insert(lease.slot, now);
         Ok(vec![Action::Remove(lease)])
     }
@@ -266,12 +270,12 @@ impl LeaseBook {
     /// Ends a lease whatever its owner (undoing a grant whose execution failed; shutdown).
     /// Its slot is not quarantined: use [`LeaseBook::revoke_at`] when the lease was used.
     pub fn revoke(&mut self, sid: &str) -> Option<Action> {
-        self.leases.remove(sid).map(Action::Remove)
+        self.leases.remove(sid).map(|l| Action::Remove(*l))
     }
 
     /// Ends a lease whatever its owner, at `now`: its address rests in quarantine.
     pub fn revoke_at(&mut self, now: i64, sid: &str) -> Option<Action> {
-        let lease = self.leases.remove(sid)?;
+        let lease = *self.leases.remove(sid)?;
         self.freed.insert(lease.slot, now);
         Some(Action::Remove(lease))
     }
@@ -334,7 +338,8 @@ impl LeaseBook {
             {
                 actions.push(Action::Remove(lease));
             } else {
-                self.leases.insert(lease.sid.clone(), lease.clone());
+                self.leases
+                    .insert(lease.sid.clone(), Box::new(lease.clone()));
                 actions.push(Action::Accept(lease));
             }
         }

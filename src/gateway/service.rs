@@ -7,6 +7,7 @@ use crate::chan;
 use crate::clock::now;
 use crate::config::GatewayConfig;
 use crate::ids::new_sid;
+use crate::json::object;
 use crate::prefix::Prefix;
 use crate::protocol::Caller;
 use crate::protocol::{ConnectionRequest, Failure, Grant, Renewal, Terms, Uplink};
@@ -14,7 +15,7 @@ use crate::store::{SessionRow, Store};
 use crate::sys::firewall::{Firewall, Session};
 use crate::tunnel::{GatewayNet, Ingress, Method, Peer};
 use crate::{log, validate};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -228,7 +229,7 @@ impl Gateway {
     /// working, unverified, broken; `problem` a sentence when it does not work).
     pub fn uplink_check(&self) -> Value {
         let u = self.uplink.lock().expect("not poisoned");
-        let mut v = json!({"state": u.0.state.name()});
+        let mut v = object!({"state": u.0.state.name()});
         if let Some(p) = u.0.state.problem() {
             v["problem"] = p.into();
         }
@@ -462,7 +463,6 @@ impl Gateway {
         std::thread::scope(|scope| {
             let firewall = nat.as_mut().map(|nat| {
                 let batch = &batch;
-                let builder = std::thread::Builder::new().name("firewall".into());
                 let work = move || {
                     if let Err(e) = nat.dismiss_many(batch) {
                         crate::warn!("firewall: {e}");
@@ -476,7 +476,7 @@ impl Gateway {
                         }
                     }
                 };
-                match builder.spawn_scoped(scope, work) {
+                match crate::threads::spawn_scoped_named(scope, "firewall", work) {
                     Ok(h) => h,
                     Err(e) => panic!("cannot start a thread: {e}"),
                 }
@@ -598,8 +598,8 @@ impl Gateway {
         };
         let (tunnels, firewall) = std::thread::scope(|scope| {
             let firewall = nat.as_mut().map(|nat| {
-                let builder = std::thread::Builder::new().name("firewall".into());
-                match builder.spawn_scoped(scope, move || nat.admit_many(sessions)) {
+                let work = move || nat.admit_many(sessions);
+                match crate::threads::spawn_scoped_named(scope, "firewall", work) {
                     Ok(h) => h,
                     Err(e) => panic!("cannot start a thread: {e}"),
                 }
@@ -884,7 +884,7 @@ impl Gateway {
                 drop(book);
                 drop(deciding);
                 self.wait(queued);
-                json!({"success": true})
+                object!({"success": true})
             }
             Err(r) => Failure::permanent(r.message()).to_value(),
         }
@@ -916,9 +916,9 @@ impl Gateway {
             .leases()
             .map(|l| {
                 let (ipv4, ipv6) = self.pools.subscriber(l.slot);
-                json!({"sid": l.sid, "name": l.name, "address": l.owner.to_string(), "method": l.method,
-                       "ipv4": ipv4.to_string(), "ipv6": ipv6.map(|a| a.to_string()),
-                       "expiresIn": (l.expires_at - t).max(0), "grantedAt": l.granted_at})
+                object!({"sid": l.sid, "name": l.name, "address": l.owner.to_string(), "method": l.method,
+                         "ipv4": ipv4.to_string(), "ipv6": ipv6.map(|a| a.to_string()),
+                         "expiresIn": (l.expires_at - t).max(0), "grantedAt": l.granted_at})
             })
             .collect();
         Value::Array(list)

@@ -270,7 +270,7 @@ pub fn spawn(
     report: impl Fn(Report) + Send + 'static,
     stop: Receiver<()>,
 ) -> JoinHandle<()> {
-    std::thread::spawn(move || {
+    crate::threads::spawn(move || {
         let timeout = interval.min(Duration::from_secs(1));
         loop {
             let started = Instant::now();

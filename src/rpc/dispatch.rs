@@ -16,13 +16,14 @@ use crate::chan;
 use crate::clock::now;
 use crate::config::Config;
 use crate::gateway::service::Gateway;
+use crate::json::object;
 use crate::protocol::{ConnectionRequest, Failure, NodeInfo, Request, RpcError, code};
 use crate::rpc::guard::{self, Kind};
 use crate::rpc::server::{Caller, Handler};
 use crate::store::Store;
 use crate::subscriber::supervisor::{self, Command};
 use crate::web::{Access, graph};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -260,18 +261,18 @@ impl Services {
     fn status(&self, access: Access) -> Value {
         let gateway = self.gateway.as_ref().map(|g| {
             let (methods, terms, uplink) = g.offer();
-            json!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
-                   "uplinkCheck": g.uplink_check(),
-                   "sessions": self.sessions_for(access)})
+            object!({"enabled": true, "methods": methods, "terms": terms, "uplink": uplink,
+                     "uplinkCheck": g.uplink_check(),
+                     "sessions": self.sessions_for(access)})
         });
         let subscriber = self
             .subscriber
             .as_ref()
             .map(|s| s.status.lock().expect("not poisoned").clone());
         let persist = self.persisted.lock().expect("not poisoned").clone();
-        json!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
-               "gateway": gateway, "subscriber": subscriber, "access": access.name(),
-               "persist": persist})
+        object!({"success": true, "name": self.cfg().main.name, "version": env!("CARGO_PKG_VERSION"),
+                 "gateway": gateway, "subscriber": subscriber, "access": access.name(),
+                 "persist": persist})
     }
 
     fn gateways(&self) -> Result<Value, RpcError> {
@@ -294,19 +295,19 @@ impl Services {
                 let addresses: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
                 let found: Vec<Value> = rows
                     .iter()
-                    .map(|r| json!({"address": r.address, "hops": r.hops, "how": r.how}))
+                    .map(|r| object!({"address": r.address, "hops": r.hops, "how": r.how}))
                     .collect();
                 let hops = rows.iter().map(|r| r.hops).filter(|h| *h > 0).min();
                 let failures: u32 = rows.iter().map(|r| r.failures).sum();
                 Some(
-                    json!({"name": r.name, "address": r.address, "addresses": addresses, "found": found,
-                       "port": r.port, "how": r.how, "hops": hops.unwrap_or(0),
-                       "seenAgo": (t - r.last_seen).max(0), "failures": failures, "info": r.info,
-                       "quality": q}),
+                    object!({"name": r.name, "address": r.address, "addresses": addresses, "found": found,
+                         "port": r.port, "how": r.how, "hops": hops.unwrap_or(0),
+                         "seenAgo": (t - r.last_seen).max(0), "failures": failures, "info": r.info,
+                         "quality": q}),
                 )
             })
             .collect();
-        Ok(json!({"success": true, "gateways": list}))
+        Ok(object!({"success": true, "gateways": list}))
     }
 
     fn subscriber_call(&self, make: impl FnOnce(chan::Sender<Value>) -> Command) -> Value {
@@ -374,7 +375,7 @@ fn list_gateways(s: &Services, _: &Caller, _: &Request, _: Access) -> Result<Val
 }
 
 fn list_sessions(s: &Services, _: &Caller, _: &Request, access: Access) -> Result<Value, RpcError> {
-    Ok(json!({"success": true, "sessions": s.sessions_for(access)}))
+    Ok(object!({"success": true, "sessions": s.sessions_for(access)}))
 }
 
 fn scan(s: &Services, _: &Caller, _: &Request, _: Access) -> Result<Value, RpcError> {

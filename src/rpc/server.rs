@@ -151,32 +151,30 @@ impl Server {
                 server.linger.clone(),
             );
             let slot2 = slot.clone();
-            std::thread::Builder::new()
-                .name("rpc-accept".into())
-                .spawn(move || {
-                    let listener = match waits_for {
-                        None => slot2
-                            .lock()
-                            .expect("listener slot")
-                            .as_ref()
-                            .and_then(|l| l.try_clone().ok()),
-                        Some(dev) => wait_for_device(addr, &dev, &slot2, &stopping),
+            crate::threads::spawn_named("rpc-accept", move || {
+                let listener = match waits_for {
+                    None => slot2
+                        .lock()
+                        .expect("listener slot")
+                        .as_ref()
+                        .and_then(|l| l.try_clone().ok()),
+                    Some(dev) => wait_for_device(addr, &dev, &slot2, &stopping),
+                };
+                if let Some(listener) = listener {
+                    let shared = Shared {
+                        handler,
+                        admission,
+                        token,
+                        linger,
                     };
-                    if let Some(listener) = listener {
-                        let shared = Shared {
-                            handler,
-                            admission,
-                            token,
-                            linger,
-                        };
-                        accept_loop(&listener, &shared, &stopping);
-                    }
-                })
-                .map_err(|e| format!("cannot start the RPC server thread: {e}"))
-                .map(|thread| Acceptor {
-                    thread,
-                    listener: slot,
-                })
+                    accept_loop(&listener, &shared, &stopping);
+                }
+            })
+            .map_err(|e| format!("cannot start the RPC server thread: {e}"))
+            .map(|thread| Acceptor {
+                thread,
+                listener: slot,
+            })
         };
         for (addr, _dev, listener) in bound {
             let slot = Arc::new(Mutex::new(Some(listener)));
@@ -381,11 +379,9 @@ fn accept_loop(listener: &TcpListener, shared: &Shared, stopping: &AtomicBool) {
         };
         let shared = shared.clone();
         // If the thread cannot start, the closure (and the slot in it) is dropped: freed.
-        let _ = std::thread::Builder::new()
-            .name("rpc-conn".into())
-            .spawn(move || {
-                serve_connection(stream, slot, &limits, &shared);
-            });
+        let _ = crate::threads::spawn_named("rpc-conn", move || {
+            serve_connection(stream, slot, &limits, &shared);
+        });
     }
 }
 
@@ -492,9 +488,7 @@ impl Linger {
             stopping: AtomicBool::new(false),
         });
         let l = linger.clone();
-        let thread = std::thread::Builder::new()
-            .name("rpc-linger".into())
-            .spawn(move || l.run(woken))?;
+        let thread = crate::threads::spawn_named("rpc-linger", move || l.run(woken))?;
         Ok((linger, thread))
     }
 

@@ -29,8 +29,9 @@ use super::{probe, standby};
 use crate::config::SubscriberConfig;
 use crate::discovery::Answer;
 use crate::hooks;
+use crate::json::{self, object};
 use crate::protocol::Failure;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -280,21 +281,25 @@ impl Core {
     /// The status as `mnigs status --json` shows it under `subscriber` (without
     /// `lastFailover`, which the caller keeps).
     pub fn status(&self, now: Instant) -> Value {
-        let mut v = json!({"enabled": true, "state": self.state.as_str(),
-                           "lastError": self.last_error,
-                           "gateway": null, "standby": null, "hotStandby": self.hot(),
-                           "failClosed": self.cfg.fail_closed,
-                           "scanInterval": self.cfg.scan_interval,
-                           "maxPrice": self.cfg.max_price});
+        let mut v = object!({"enabled": true, "state": self.state.as_str(),
+                             "lastError": self.last_error,
+                             "gateway": Value::Null, "standby": Value::Null, "hotStandby": self.hot(),
+                             "failClosed": self.cfg.fail_closed,
+                             "scanInterval": self.cfg.scan_interval,
+                             "maxPrice": self.cfg.max_price});
         let ranked = self.ranked();
         if let Some(c) = self.active_link() {
             v["gateway"] = self.link_json(c, &ranked, now);
-            v["method"] = json!(c.grant.method);
-            v["interface"] = json!(c.interface);
-            v["ipv4"] = json!(c.grant.ipv4);
-            v["ipv6"] = json!(c.grant.ipv6);
-            v["connectedAt"] = json!(c.connected_at);
-            v["leaseLeft"] = json!(c.expires.saturating_duration_since(now).as_secs());
+            json::set(&mut v, "method", &c.grant.method);
+            json::set(&mut v, "interface", &c.interface);
+            json::set(&mut v, "ipv4", &c.grant.ipv4);
+            json::set(&mut v, "ipv6", &c.grant.ipv6);
+            json::set(&mut v, "connectedAt", &c.connected_at);
+            json::set(
+                &mut v,
+                "leaseLeft",
+                &c.expires.saturating_duration_since(now).as_secs(),
+            );
         }
         if let Some((_, l)) = self.links().find(|(i, _)| Some(*i) != self.active) {
             v["standby"] = self.link_json(l, &ranked, now);
@@ -302,11 +307,11 @@ impl Core {
         let ranked: Vec<Value> = ranked
             .iter()
             .map(|c| {
-                json!({"name": c.answer.info.name, "address": select::id(&c.answer),
-                            "score": c.score})
+                object!({"name": c.answer.info.name, "address": select::id(&c.answer),
+                              "score": c.score})
             })
             .collect();
-        v["ranking"] = json!(ranked);
+        json::set(&mut v, "ranking", &ranked);
         v
     }
 
@@ -315,11 +320,11 @@ impl Core {
             .iter()
             .find(|c| select::id(&c.answer) == l.id())
             .map(|c| c.score);
-        json!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
-               "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
-               "score": score,
-               "quality": self.records.get(&l.id()).map(Record::summary),
-               "leaseLeft": l.expires.saturating_duration_since(now).as_secs()})
+        object!({"name": l.name, "address": l.gateway.ip().to_string(), "port": l.gateway.port(),
+                 "method": l.grant.method, "interface": l.interface, "ipv4": l.grant.ipv4,
+                 "score": score,
+                 "quality": self.records.get(&l.id()).map(Record::summary),
+                 "leaseLeft": l.expires.saturating_duration_since(now).as_secs()})
     }
 
     // --- the machine ---
@@ -409,7 +414,7 @@ impl Core {
                 self.auto = false;
                 self.state = State::Disconnected;
                 self.out
-                    .push(Effect::Reply(json!({"success": true, "left": was})));
+                    .push(Effect::Reply(object!({"success": true, "left": was})));
             }
             Event::Stop => {
                 self.leave_all("daemon stopping");
@@ -447,7 +452,7 @@ impl Core {
                     let list: Vec<Value> = found.iter().map(answer_json).collect();
                     self.call(vec![
                         Step::Absorb(found),
-                        Step::Reply(json!({"success": true, "gateways": list})),
+                        Step::Reply(object!({"success": true, "gateways": list})),
                     ]);
                 } else if let Some(found) = found {
                     self.call(vec![Step::Absorb(found)]);
@@ -552,7 +557,7 @@ impl Core {
                 self.set_active(Some(0));
                 self.call(vec![
                     Step::FillStandby,
-                    Step::Reply(json!({"success": true, "gateway": name})),
+                    Step::Reply(object!({"success": true, "gateway": name})),
                 ]);
             }
             (Wait::Resumed, Event::Routed(r)) => {
@@ -1230,9 +1235,9 @@ type RankFn = fn(
 
 /// A found gateway as the control RPC lists it.
 pub fn answer_json(a: &Answer) -> Value {
-    json!({"name": a.info.name, "address": a.candidate.address.to_string(), "port": a.candidate.port,
-           "how": a.candidate.how, "rttMs": a.rtt.as_secs_f64() * 1000.0, "methods": a.info.methods,
-           "terms": a.info.terms, "uplink": a.info.uplink})
+    object!({"name": a.info.name, "address": a.candidate.address.to_string(), "port": a.candidate.port,
+             "how": a.candidate.how, "rttMs": a.rtt.as_secs_f64() * 1000.0, "methods": a.info.methods,
+             "terms": a.info.terms, "uplink": a.info.uplink})
 }
 
 #[path = "core_health.rs"]

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::protocol::Grant;
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
 
 fn answer(name: &str, addr: &str) -> Answer {

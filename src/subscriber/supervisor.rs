@@ -25,6 +25,7 @@ use crate::clock::now;
 use crate::config::Config;
 use crate::discovery::{Answer, Candidate, Scanner};
 use crate::hooks::{self, Event as Hook, session_env};
+use crate::json::{self, object};
 use crate::log;
 use crate::protocol::{ConnectionRequest, Failure, Grant, NodeInfo, Renewal, outcome};
 use crate::store::{ConnectionRow, GatewayRow, QualityRow, Store};
@@ -114,10 +115,10 @@ impl Handle {
     pub fn ask(&self, make: impl FnOnce(Sender<Value>) -> Command) -> Value {
         let (tx, rx) = chan::channel();
         if self.tx.send(make(tx)).is_err() {
-            return json!({"success": false, "errorMsg": "subscriber is not running"});
+            return object!({"success": false, "errorMsg": "subscriber is not running"});
         }
         rx.recv()
-            .unwrap_or_else(|_| json!({"success": false, "errorMsg": "subscriber stopped"}))
+            .unwrap_or_else(|_| object!({"success": false, "errorMsg": "subscriber stopped"}))
     }
 
     /// Leaves the gateway and waits for the thread to end.
@@ -141,7 +142,7 @@ impl Supervisor {
         methods: Vec<Box<dyn Method>>,
         standby: Option<Vec<Box<dyn Method>>>,
     ) -> Handle {
-        let status = Arc::new(Mutex::new(json!({"state": "starting"})));
+        let status = Arc::new(Mutex::new(object!({"state": "starting"})));
         let (tx, rx) = chan::channel();
         let mut slots = vec![Slot {
             methods,
@@ -177,7 +178,7 @@ impl Supervisor {
             operator_asked: None,
             cfg,
         };
-        let thread = std::thread::spawn(move || sup.run(rx));
+        let thread = crate::threads::spawn(move || sup.run(rx));
         Handle { tx, status, thread }
     }
 
@@ -197,7 +198,7 @@ impl Supervisor {
             match cmd {
                 Ok(Command::Shutdown(reply)) => {
                     self.drive(Event::Stop);
-                    let _ = reply.send(json!({"success": true}));
+                    let _ = reply.send(object!({"success": true}));
                     return;
                 }
                 Ok(cmd) => self.handle(cmd),
@@ -236,7 +237,7 @@ impl Supervisor {
                     cfg: Box::new(self.cfg.subscriber.clone()),
                     prices,
                 });
-                let _ = reply.send(json!({"success": true}));
+                let _ = reply.send(object!({"success": true}));
             }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
@@ -247,7 +248,7 @@ impl Supervisor {
         self.reply = Some(reply);
         self.drive(event);
         if let Some(r) = self.reply.take() {
-            let _ = r.send(json!({"success": false, "errorMsg": "no answer"}));
+            let _ = r.send(object!({"success": false, "errorMsg": "no answer"}));
         }
     }
 
@@ -383,7 +384,7 @@ impl Supervisor {
                     from.as_deref().unwrap_or("-"),
                     to.as_deref().unwrap_or("-"),
                 );
-                self.last_failover = Some(json!({
+                self.last_failover = Some(object!({
                     "kind": kind, "from": from, "to": to, "reason": reason, "at": now(),
                     "durationMs": ms, "hot": self.core.hot(),
                 }));
@@ -444,7 +445,7 @@ impl Supervisor {
         let tx = self.tx.clone();
         let scanner = self.scanner.clone();
         let remembered = self.remembered.clone();
-        std::thread::spawn(move || {
+        crate::threads::spawn(move || {
             let _ = tx.send(Command::Scanned(scan(&cfg, &scanner, &remembered)));
         });
     }
@@ -495,7 +496,7 @@ impl Supervisor {
 
     fn publish(&self) {
         let mut v = self.core.status(Instant::now());
-        v["lastFailover"] = json!(self.last_failover);
+        json::set(&mut v, "lastFailover", &self.last_failover);
         *self.status.lock().expect("not poisoned") = v;
     }
 
@@ -531,7 +532,7 @@ impl Supervisor {
         match call_gateway(
             gateway,
             "renewConnection",
-            json!({"sid": grant.sid}),
+            object!({"sid": grant.sid}),
             CALL_TIMEOUT,
         )
         .map(outcome::<Renewal>)
@@ -779,7 +780,7 @@ impl Supervisor {
             let _ = call_gateway(
                 gateway,
                 "releaseConnection",
-                json!({"sid": grant.sid}),
+                object!({"sid": grant.sid}),
                 CALL_TIMEOUT,
             );
             return Err(format!("unacceptable grant: {why}").into());
@@ -804,7 +805,7 @@ impl Supervisor {
                 let _ = call_gateway(
                     gateway,
                     "releaseConnection",
-                    json!({"sid": grant.sid}),
+                    object!({"sid": grant.sid}),
                     CALL_TIMEOUT,
                 );
                 hooks::fire(
@@ -880,7 +881,7 @@ impl Supervisor {
                 let _ = call_gateway(
                     c.gateway,
                     "releaseConnection",
-                    json!({"sid": c.grant.sid}),
+                    object!({"sid": c.grant.sid}),
                     Duration::from_secs(2),
                 );
                 self.disconnect_slot(i);
@@ -889,11 +890,11 @@ impl Supervisor {
                 hooks::fire(&self.cfg, Hook::Release, &env);
             }
             Some(c) => {
-                std::thread::spawn(move || {
+                crate::threads::spawn(move || {
                     let _ = call_gateway(
                         c.gateway,
                         "releaseConnection",
-                        json!({"sid": c.grant.sid}),
+                        object!({"sid": c.grant.sid}),
                         Duration::from_secs(2),
                     );
                 });
@@ -909,7 +910,7 @@ fn renew(gateway: SocketAddr, sid: &str) -> RenewOutcome {
     let result = call_gateway(
         gateway,
         "renewConnection",
-        json!({ "sid": sid }),
+        object!({ "sid": sid }),
         CALL_TIMEOUT,
     );
     match result.map(outcome::<Renewal>) {

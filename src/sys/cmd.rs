@@ -158,12 +158,12 @@ fn run_with<S: AsRef<str>>(
     // Drain pipes on threads so a chatty program cannot block on a full pipe.
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
+    let out_reader = crate::threads::spawn(move || {
         let mut s = String::new();
         let _ = out.read_to_string(&mut s);
         s
     });
-    let err_reader = std::thread::spawn(move || {
+    let err_reader = crate::threads::spawn(move || {
         let mut s = String::new();
         let _ = err.read_to_string(&mut s);
         s
@@ -293,7 +293,7 @@ pub fn spawn_daemon<S: AsRef<str>>(
     }
     let mut child = command.spawn().map_err(spawn_err)?;
     let pid = child.id();
-    std::thread::spawn(move || {
+    crate::threads::spawn(move || {
         let _ = child.wait();
     });
     Ok(pid)

@@ -29,10 +29,11 @@ use super::{GatewayNet, Method, Peer, TunnelError, host_routes};
 use crate::cjdns::admin::{Admin, AdminTarget, UdpAdmin, node_key};
 use crate::cjdns::bencode::Value;
 use crate::cjdns::keys::check_key;
+use crate::json;
 use crate::protocol::Grant;
 use crate::sys::cmd::{self, CmdError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, json};
+use serde_json::Map;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -245,7 +246,10 @@ pub fn find_connections(
 }
 
 /// What the gateway side set up for one subscriber, for shutdown.
+/// Aligned like a lease so that its map shares its code with the others (see
+/// [`crate::sys::firewall::Session`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(align(8))]
 struct Admitted {
     ipv4: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
@@ -327,7 +331,9 @@ pub struct Cjdns {
     /// Gateway: our key, once known.
     own_key: Option<String>,
     /// Gateway: subscribers admitted by key.
-    admitted: BTreeMap<String, Admitted>,
+    /// Boxed: a map of one-pointer values shares its code with the other maps of boxed values
+    /// (leases, the firewall's sessions): smaller on a router.
+    admitted: BTreeMap<String, Box<Admitted>>,
     /// Subscriber: what we dialled.
     dialled: Option<Dialled>,
     /// Subscriber: where what we dialled is remembered across a crash.
@@ -608,17 +614,17 @@ impl Method for Cjdns {
         }
         self.admitted.insert(
             key,
-            Admitted {
+            Box::new(Admitted {
                 ipv4: peer.ipv4,
                 ipv6: peer.ipv6,
-            },
+            }),
         );
         for (fam, addr) in Self::own_addresses(&net) {
             cmd::run(&["ip", fam, "addr", "replace", &addr, "dev", &self.tun])?;
         }
         host_routes(&self.tun, peer, true)?;
         let mut fields = Map::new();
-        fields.insert(KEY_FIELD.into(), json!(own_key));
+        json::put(&mut fields, KEY_FIELD, &own_key);
         Ok(fields)
     }
 
@@ -688,7 +694,7 @@ impl Method for Cjdns {
         let mut options = Map::new();
         match self.target.own_key() {
             Ok(key) => {
-                options.insert(KEY_FIELD.into(), json!(key));
+                json::put(&mut options, KEY_FIELD, &key);
             }
             // The gateway refuses a request without a key, and the next method is tried.
             Err(e) => crate::warn!("cjdns: cannot find our own key: {e}"),
@@ -755,6 +761,13 @@ impl Method for Cjdns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn admitted_keys_are_aligned_like_leases() {
+        let lease = std::mem::align_of::<crate::gateway::leases::Lease>();
+        assert_eq!(std::mem::align_of::<Admitted>(), lease);
+    }
 
     const KEY: &str = "u2jf87mgqlxfzdnywp60z3tx6tkulvgh2nyc2jk1zc69zzt2s8u0.k";
     const ADDR: &str = "fcff:a215:1e7b:a4e9:c00d:813:93b3:7c87";

@@ -7,9 +7,10 @@
 //! session alone and a restarted gateway finds (and replaces) it.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::json;
 use crate::protocol::Grant;
 use crate::sys::{cmd, net};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// GRE or IPIP.
@@ -172,7 +173,7 @@ impl Method for IpTunnel {
         point_to_point(&ifname, own, peer.ipv4)?;
         net::link_up(&ifname, self.mtu)?;
         let mut fields = Map::new();
-        fields.insert("mtu".into(), json!(self.mtu));
+        json::put(&mut fields, "mtu", &self.mtu);
         Ok(fields)
     }
 

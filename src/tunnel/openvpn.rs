@@ -17,10 +17,11 @@
 //! from it at start ([`stored_keys`]), so the directory may be volatile.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::json;
 use crate::protocol::Grant;
 use crate::store::Store;
 use crate::sys::{cmd, fs, net};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixStream;
@@ -681,10 +682,10 @@ impl Method for Openvpn {
             return Err(e);
         }
         let mut fields = Map::new();
-        fields.insert("certificate".into(), json!(read(&crt)?));
-        fields.insert("ca".into(), json!(read(&self.dir.join("ca.crt"))?));
-        fields.insert("port".into(), json!(self.port));
-        fields.insert("mtu".into(), json!(self.mtu));
+        json::put(&mut fields, "certificate", &read(&crt)?);
+        json::put(&mut fields, "ca", &read(&self.dir.join("ca.crt"))?);
+        json::put(&mut fields, "port", &self.port);
+        json::put(&mut fields, "mtu", &self.mtu);
         Ok(fields)
     }
 
@@ -742,7 +743,7 @@ impl Method for Openvpn {
 
     fn request_options(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("csr".into(), json!(self.csr));
+        json::put(&mut m, "csr", &self.csr);
         m
     }
 
@@ -847,6 +848,7 @@ impl Method for Openvpn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAzCBqgIBADAbMRkwFwYDVQQD\nQUJD+/==\n-----END CERTIFICATE REQUEST-----\n";
 

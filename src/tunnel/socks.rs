@@ -29,9 +29,10 @@
 //! restarted after a crash stops what the last one left.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::json;
 use crate::protocol::Grant;
 use crate::sys::{cmd, fs, net};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -408,10 +409,10 @@ impl Method for Socks {
         }
         let s = &self.servers[&peer.ipv4];
         let mut fields = Map::new();
-        fields.insert("port".into(), json!(s.port));
-        fields.insert("username".into(), json!(s.user));
-        fields.insert("password".into(), json!(s.password));
-        fields.insert("mtu".into(), json!(self.mtu));
+        json::put(&mut fields, "port", &s.port);
+        json::put(&mut fields, "username", &s.user);
+        json::put(&mut fields, "password", &s.password);
+        json::put(&mut fields, "mtu", &self.mtu);
         Ok(fields)
     }
 
@@ -559,6 +560,7 @@ impl Method for Socks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn net() -> GatewayNet {
         GatewayNet {

@@ -20,9 +20,10 @@
 //! commands (which carry user passwords) go through a file of mode 0600 (`/IN:`), removed at once.
 
 use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::json;
 use crate::protocol::Grant;
 use crate::sys::{cmd, fs, net};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -362,11 +363,11 @@ impl Method for Softether {
         super::host_routes(&self.ifname(), peer, true)?;
         forget_neighbour(&self.ifname(), peer.ipv4);
         let mut fields = Map::new();
-        fields.insert("port".into(), json!(self.setup.port));
-        fields.insert("hub".into(), json!(self.setup.hub));
-        fields.insert("username".into(), json!(user));
-        fields.insert("password".into(), json!(self.users[&peer.ipv4]));
-        fields.insert("serverCert".into(), json!(cert));
+        json::put(&mut fields, "port", &self.setup.port);
+        json::put(&mut fields, "hub", &self.setup.hub);
+        json::put(&mut fields, "username", &user);
+        json::put(&mut fields, "password", &self.users[&peer.ipv4]);
+        json::put(&mut fields, "serverCert", &cert);
         Ok(fields)
     }
 
@@ -513,6 +514,7 @@ impl Method for Softether {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn names_are_plain() {

@@ -6,11 +6,12 @@
 //! is made once and kept in the store ([`stored_key`]).
 
 use super::{GatewayNet, Method, Peer, TunnelError};
+use crate::json;
 use crate::protocol::Grant;
 use crate::store::Store;
 use crate::sys::{cmd, net};
 use crate::validate;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
@@ -143,15 +144,15 @@ impl Wireguard {
     /// The grant fields for `peer`.
     fn fields(&self, peer: &Peer<'_>) -> Map<String, Value> {
         let mut fields = Map::new();
-        fields.insert("publicKey".into(), json!(self.public_key));
-        fields.insert("listenPort".into(), json!(self.listen_port));
-        fields.insert("mtu".into(), json!(self.mtu));
+        json::put(&mut fields, "publicKey", &self.public_key);
+        json::put(&mut fields, "listenPort", &self.listen_port);
+        json::put(&mut fields, "mtu", &self.mtu);
         if let Some(via) = peer.via {
             let host = via
                 .parse::<IpAddr>()
                 .map(|ip| SocketAddr::new(ip, self.listen_port).to_string());
             if let Ok(endpoint) = host {
-                fields.insert("endpoint".into(), json!(endpoint));
+                json::put(&mut fields, "endpoint", &endpoint);
             }
         }
         fields
@@ -222,7 +223,8 @@ impl Method for Wireguard {
         // The peers and their routes are independent: both programs run at once.
         let ifname = &self.ifname;
         let (set, routes) = std::thread::scope(|scope| {
-            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, true));
+            let work = || super::host_routes_many(ifname, peers, true);
+            let routes = crate::threads::spawn_scoped(scope, work);
             let set = cmd::run(&argv);
             (set, routes.join().expect("route thread"))
         });
@@ -257,7 +259,8 @@ impl Method for Wireguard {
         }
         let ifname = &self.ifname;
         let (set, routes) = std::thread::scope(|scope| {
-            let routes = scope.spawn(|| super::host_routes_many(ifname, peers, false));
+            let work = || super::host_routes_many(ifname, peers, false);
+            let routes = crate::threads::spawn_scoped(scope, work);
             let set = cmd::run(&argv);
             (set, routes.join().expect("route thread"))
         });
@@ -272,8 +275,8 @@ impl Method for Wireguard {
 
     fn request_options(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("publicKey".into(), json!(self.public_key));
-        m.insert("listenPort".into(), json!(self.listen_port));
+        json::put(&mut m, "publicKey", &self.public_key);
+        json::put(&mut m, "listenPort", &self.listen_port);
         m
     }
 
