@@ -45,7 +45,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const MIGRATIONS: &[&str] = &[
     // v1
     "CREATE TABLE kv (
-        key   TEXT NOT NULL PRIMARY KEY REFERENCES kv(key),
+        key   TEXT NOT NULL PRIMARY KEY,
         value TEXT NOT NULL
     ) STRICT;
 
