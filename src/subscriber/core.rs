@@ -76,6 +76,27 @@ enum Wait {
     Probe(Box<Probing>),
 }
 
+impl Wait {
+    /// The variant's name, for a log line.
+    fn name(&self) -> &'static str {
+        match self {
+            Wait::Scan { .. } => "Scan",
+            Wait::Connect { .. } => "Connect",
+            Wait::ConnectRouted { .. } => "ConnectRouted",
+            Wait::Standby { .. } => "Standby",
+            Wait::FailBackRegistered(_) => "FailBackRegistered",
+            Wait::FailBackRouted(_) => "FailBackRouted",
+            Wait::FailBackCold(_) => "FailBackCold",
+            Wait::Promote(_) => "Promote",
+            Wait::Operator { .. } => "Operator",
+            Wait::OperatorRouted { .. } => "OperatorRouted",
+            Wait::Resumed => "Resumed",
+            Wait::Renew(_) => "Renew",
+            Wait::Probe(_) => "Probe",
+        }
+    }
+}
+
 /// A failback under way.
 #[derive(Debug)]
 struct Move {
@@ -576,7 +597,11 @@ impl Core {
                 // A bug in the caller: keep waiting rather than lose the continuation.
                 self.log(
                     Level::Warn,
-                    format!("subscriber core: {event:?} while waiting for {wait:?}"),
+                    format!(
+                        "subscriber core: {} while waiting for {}",
+                        event.name(),
+                        wait.name()
+                    ),
                 );
                 self.pending = Some(wait);
             }

@@ -199,6 +199,30 @@ pub enum Event {
     Probed(Option<Duration>),
 }
 
+impl Event {
+    /// The variant's name, for a log line (its whole `Debug` would pull every type it carries
+    /// into the router build).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Start => "Start",
+            Event::Tick => "Tick",
+            Event::ScanAsked => "ScanAsked",
+            Event::ConnectAsked { .. } => "ConnectAsked",
+            Event::ConnectRefused(_) => "ConnectRefused",
+            Event::DisconnectAsked => "DisconnectAsked",
+            Event::Stop => "Stop",
+            Event::Reload { .. } => "Reload",
+            Event::Resumed(_) => "Resumed",
+            Event::Failed(_) => "Failed",
+            Event::Scanned { .. } => "Scanned",
+            Event::Registered { .. } => "Registered",
+            Event::Routed(_) => "Routed",
+            Event::Renewed(_) => "Renewed",
+            Event::Probed(_) => "Probed",
+        }
+    }
+}
+
 /// Something the caller must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
