@@ -37,6 +37,34 @@ pub const MAX_PATH: usize = 4096;
 /// Longest part of a value that [`quoted`] shows.
 const SHOWN_CHARS: usize = 64;
 
+/// The `socks` subscriber's tun2socks program when `option client` is not set.
+pub const SOCKS_CLIENT: &str = "tun2proxy-bin";
+
+/// The tun2socks programs the subscriber side can run, by the file name of `option client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// `tun2proxy` / `tun2proxy-bin` (crates.io): options in the argv.
+    Tun2proxy,
+    /// `hev-socks5-tunnel` (OpenWrt's packages feed): a YAML configuration file.
+    Hev,
+}
+
+impl ClientKind {
+    /// The kind of `program` (a name on PATH or an absolute path), or why it is none.
+    pub fn of(program: &str) -> Result<ClientKind, String> {
+        let name = program.rsplit('/').next().unwrap_or_default();
+        match name {
+            "tun2proxy" | "tun2proxy-bin" => Ok(ClientKind::Tun2proxy),
+            "hev-socks5-tunnel" => Ok(ClientKind::Hev),
+            _ => Err(format!(
+                "must be hev-socks5-tunnel, tun2proxy or tun2proxy-bin (a name on PATH or an \
+                 absolute path), got {}",
+                quoted(program)
+            )),
+        }
+    }
+}
+
 /// Renders `s` for an error message: in single quotes, at most 64 characters, with quotes,
 /// backslashes, control characters and every non-ASCII character escaped (`\n`, `\u{435}`),
 /// so lookalike letters are visible and nothing can break the line.

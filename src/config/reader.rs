@@ -435,7 +435,7 @@ impl<'f> Builder<'f> {
                 .map_err(|_| format!("must be an IP address, got {}", quoted(v)))
         });
         r.single("client", &mut o.client, |v| {
-            crate::tunnel::socks::ClientKind::of(v)?;
+            validate::ClientKind::of(v)?;
             if v.contains('/') {
                 validate::path(v)?;
             }

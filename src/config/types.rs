@@ -414,7 +414,7 @@ impl Default for SocksConfig {
             mtu: 1500,
             directory: PathBuf::from("/var/run/mnigs/socks"),
             listen: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            client: crate::tunnel::socks::CLIENT.into(),
+            client: crate::validate::SOCKS_CLIENT.into(),
         }
     }
 }

@@ -41,38 +41,12 @@ use std::time::{Duration, Instant};
 
 /// The gateway's SOCKS5 server program.
 pub const SERVER: &str = "microsocks";
-/// The subscriber's tun2socks program when `option client` is not set.
-pub const CLIENT: &str = "tun2proxy-bin";
+pub use crate::validate::{ClientKind, SOCKS_CLIENT as CLIENT};
 /// The address hev-socks5-tunnel answers DNS queries at (RFC 2544's benchmarking range, never
 /// on the Internet; routed into the TUN like the rest of it).
 pub const MAPDNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The addresses hev-socks5-tunnel hands out for names, `/16`, in the same range.
 pub const MAPDNS_NETWORK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
-
-/// The tun2socks programs the subscriber side can run, by the file name of `option client`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientKind {
-    /// `tun2proxy` / `tun2proxy-bin` (crates.io): options in the argv.
-    Tun2proxy,
-    /// `hev-socks5-tunnel` (OpenWrt's packages feed): a YAML configuration file.
-    Hev,
-}
-
-impl ClientKind {
-    /// The kind of `program` (a name on PATH or an absolute path), or why it is none.
-    pub fn of(program: &str) -> Result<ClientKind, String> {
-        let name = program.rsplit('/').next().unwrap_or_default();
-        match name {
-            "tun2proxy" | "tun2proxy-bin" => Ok(ClientKind::Tun2proxy),
-            "hev-socks5-tunnel" => Ok(ClientKind::Hev),
-            _ => Err(format!(
-                "must be hev-socks5-tunnel, tun2proxy or tun2proxy-bin (a name on PATH or an \
-                 absolute path), got {}",
-                crate::validate::quoted(program)
-            )),
-        }
-    }
-}
 
 /// A YAML scalar in single quotes (a quote inside is doubled). The values mnigs puts there are
 /// checked already (credentials of letters and digits, interface names, addresses).
