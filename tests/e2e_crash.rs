@@ -276,6 +276,38 @@ fn fail_over(s: &Scenario, from: usize) -> usize {
     to
 }
 
+/// Waits until the subscriber has been connected to the same gateway for 3 s in a row; returns
+/// its index. After a kill the subscriber may move once more: a killed and restarted gateway can
+/// miss enough probes to count as down (0.3 s), and the other one's uplink is back meanwhile.
+fn settled_gateway(s: &Scenario, what: &str) -> usize {
+    let start = Instant::now();
+    let mut last: Option<(String, Instant)> = None;
+    loop {
+        let st = s.status(Node::Sub).expect("status");
+        let now = (st["subscriber"]["state"] == "connected")
+            .then(|| {
+                st["subscriber"]["gateway"]["name"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .flatten();
+        match (&now, &last) {
+            (Some(n), Some((l, since))) if n == l => {
+                if since.elapsed() >= Duration::from_secs(3) {
+                    return current_gateway(s);
+                }
+            }
+            (Some(n), _) => last = Some((n.clone(), Instant::now())),
+            (None, _) => last = None,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: the subscriber did not settle on a gateway: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until gateway `gw` holds `count` sessions.
 fn wait_sessions(s: &Scenario, gw: Node, count: usize) {
     let start = Instant::now();
@@ -377,6 +409,11 @@ fn daemons_killed_during_failover_leave_nothing_stale() {
                 "  slow; sub log, without the scans:\n{}",
                 lines[lines.len().saturating_sub(60)..].join("\n")
             );
+        }
+        let to = settled_gateway(&s, &what);
+        let from = 1 - to;
+        if to != 1 - on {
+            eprintln!("  moved back to {} after the kill", GW_NAMES[to]);
         }
         on = to;
 
