@@ -692,18 +692,8 @@ fn falls_back_within_5_s(more: &str, drop_ports: bool) {
     s.bed
         .wait_converged(Duration::from_secs(20))
         .expect("Babel converges");
-    let script = "add table inet mnigs_t15\n\
-                  add chain inet mnigs_t15 in { type filter hook input priority 0 ; }\n\
-                  add rule inet mnigs_t15 in iifname != \"lo\" tcp dport 10800-11052 drop\n";
     if drop_ports {
-        s.bed
-            .exec_in(
-                &s.bed.ns(Node::Gw),
-                &["nft", "-f", "-"],
-                Some(script),
-                Duration::from_secs(10),
-            )
-            .expect("firewall");
+        e2e_common::drop_tcp_to_gw(&s, "10800-11052");
     }
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();

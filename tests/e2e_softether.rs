@@ -282,17 +282,7 @@ fn softether_that_cannot_come_up_falls_back_to_the_next_method_within_5_s() {
     }
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = with_softether(&["softether", "wireguard"], 60);
-    let script = "add table inet mnigs_t15\n\
-                  add chain inet mnigs_t15 in { type filter hook input priority 0 ; }\n\
-                  add rule inet mnigs_t15 in iifname != \"lo\" tcp dport 443 drop\n";
-    s.bed
-        .exec_in(
-            &s.bed.ns(Node::Gw),
-            &["nft", "-f", "-"],
-            Some(script),
-            Duration::from_secs(10),
-        )
-        .expect("firewall");
+    e2e_common::drop_tcp_to_gw(&s, "443");
     s.start(Node::Gw).unwrap();
     s.start(Node::Sub).unwrap();
     let [first, next] = e2e_common::watch_log(

@@ -1,5 +1,5 @@
 //! Helpers for end-to-end tests: a gate for tests that need programs beyond the common ones,
-//! an edit of a node's config, and a watch on a daemon's log.
+//! an edit of a node's config, a watch on a daemon's log, and a port made silent.
 //!
 //! Included with `#[path = "common/e2e.rs"] mod e2e_common;` by the tests that need it.
 
@@ -9,6 +9,18 @@ use mnigs::sys::cmd;
 use mnigs_lab::testbed::e2e_gate;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Makes TCP `ports` (`443`, `10800-11052`) on gw silently drop what comes from anywhere but
+/// `lo`: a method whose port is blocked on the way (for the fallback tests).
+pub fn drop_tcp_to_gw(s: &mnigs_lab::scenario::Scenario, ports: &str) {
+    let script = format!(
+        "add table inet mnigs_t15\n\
+         add chain inet mnigs_t15 in {{ type filter hook input priority 0 ; }}\n\
+         add rule inet mnigs_t15 in iifname != \"lo\" tcp dport {ports} drop\n"
+    );
+    s.load_nft(mnigs_lab::testbed::Node::Gw, &script)
+        .expect("firewall");
+}
 
 /// Whether `test` should run: [`e2e_gate`], then every one of `programs` (a name looked up on
 /// PATH, or an absolute path that must exist). A missing program skips the test loudly, or fails
