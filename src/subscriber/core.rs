@@ -861,11 +861,7 @@ impl Core {
             ]);
             return;
         }
-        let current = self.active_link().map(Link::id);
-        let elsewhere = ranked
-            .iter()
-            .any(|c| Some(select::id(&c.answer)) != current);
-        if self.state == State::Degraded && elsewhere {
+        if self.state == State::Degraded && !ranked.is_empty() {
             if let Some(i) = self.active {
                 let why = "still down, and another gateway is usable".to_string();
                 self.call(vec![Step::LinkFailed(i, why, false)]);
@@ -1063,13 +1059,7 @@ impl Core {
             self.save_quality(&id, &name, Some(&why));
         }
         let was_active = self.active == Some(i);
-        // Alone: no other link, and no other gateway to go to (the rescue ranking may list this
-        // very gateway again, healthy by its own word: moving "to" it would only register anew).
-        let alone = self.links().all(|(j, _)| j == i)
-            && !self
-                .ranked_or_rescue()
-                .iter()
-                .any(|c| select::id(&c.answer) != id);
+        let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
         if was_active && keep_if_alone && alone {
             if self.state != State::Degraded {
                 self.log(

@@ -416,31 +416,6 @@ fn a_new_tunnel_waits_the_whole_time_until_it_first_answers_whatever_earlier_one
 }
 
 #[test]
-fn the_only_gateway_restarting_is_kept_and_not_registered_with_again() {
-    // gw1 alone on the mesh, answering scans as healthy (its rescue ranking lists it) while its
-    // tunnel misses probes for 1.5 s, as during a restart that restores our session.
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
-    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
-    w.dead.insert("fd00::1".into());
-    let t = w.t();
-    let mut effects = w.run_until(t + 1.5);
-    assert_eq!(w.core.state(), State::Degraded);
-    w.dead.clear();
-    let t = w.t();
-    effects.extend(w.run_until(t + 3.0));
-    assert!(
-        registers_with(&effects).is_empty(),
-        "registered anew with the gateway it holds a lease with: {:?}",
-        registers_with(&effects)
-    );
-    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
-    assert_eq!(w.core.state(), State::Connected);
-}
-
-#[test]
 fn a_miss_is_asked_again_at_once_and_an_answer_ends_the_confirmations() {
     let mut w = World::cold().connected_to_gw1();
     // Lose exactly the next probe.
