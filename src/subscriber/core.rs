@@ -180,9 +180,6 @@ pub struct Core {
     probe_rounds: u64,
     /// Probe packets sent per gateway identity in the last second.
     budgets: HashMap<String, probe::Budget>,
-    /// Gateway identities whose last probe went unanswered: probed again as soon as their
-    /// budget allows, not at the next round.
-    confirm: Vec<String>,
     epoch: Instant,
     now: Instant,
     steps: VecDeque<Step>,
@@ -216,7 +213,6 @@ impl Core {
             standby_rescan: None,
             probe_rounds: 0,
             budgets: HashMap::new(),
-            confirm: Vec::new(),
             epoch: now,
             now,
             steps: VecDeque::new(),

@@ -30,12 +30,11 @@ impl Core {
     /// failed `down_after` times in a row is down.
     pub(super) fn probe_round(&mut self, regular: bool) {
         let ids: Vec<String> = self.links().map(|(_, l)| l.id()).collect();
-        self.confirm.retain(|id| ids.contains(id));
         self.budgets.retain(|id, _| ids.contains(id));
         let now = self.now;
         let probes: Vec<Probing> = self
             .links()
-            .filter(|(_, l)| regular || self.confirm.contains(&l.id()))
+            .filter(|(_, l)| regular || self.confirming(l))
             .map(|(i, l)| Probing {
                 slot: i,
                 id: l.id(),
@@ -54,7 +53,6 @@ impl Core {
         }
         self.probe_rounds = self.probe_rounds.wrapping_add(1);
         for p in &probes {
-            self.confirm.retain(|id| *id != p.id);
             let packets = p.targets.len();
             self.budgets
                 .entry(p.id.clone())
@@ -69,10 +67,19 @@ impl Core {
         );
     }
 
+    /// Whether `l`'s last probe went unanswered without making it down yet: it is probed again
+    /// as soon as its budget allows, not at the next round (misses in the grace time are not
+    /// recorded, so they ask for nothing).
+    fn confirming(&self, l: &Link) -> bool {
+        self.records
+            .get(&l.id())
+            .is_some_and(|r| (1..self.cfg.down_after.max(1)).contains(&r.missed_in_a_row()))
+    }
+
     /// When the links waiting to confirm a miss may be probed ([`probe::Budget`]).
     pub(super) fn confirmations_due(&self) -> Vec<std::time::Instant> {
         self.links()
-            .filter(|(_, l)| self.confirm.contains(&l.id()))
+            .filter(|(_, l)| self.confirming(l))
             .map(|(_, l)| {
                 let n = self.probe_targets(l).len();
                 self.budgets
@@ -106,10 +113,6 @@ impl Core {
         }
         record.push(rtt.map(|d| d.as_secs_f64() * 1000.0));
         let down = record.is_down(self.cfg.down_after);
-        if rtt.is_none() && !down && !self.confirm.contains(&id) {
-            // One miss: ask again at once rather than at the next round.
-            self.confirm.push(id.clone());
-        }
         if rtt.is_some() && self.history.get(&id).is_some_and(|h| h.down) {
             // A kept tunnel answers again: the gateway is back (its back-off still counts).
             self.log(

@@ -55,6 +55,11 @@ impl Record {
         self.consecutive_failures = 0;
     }
 
+    /// Probes unanswered in a row, up to now.
+    pub fn missed_in_a_row(&self) -> u32 {
+        self.consecutive_failures
+    }
+
     /// Whether the last `down_after` intervals all failed.
     pub fn is_down(&self, down_after: u32) -> bool {
         self.consecutive_failures >= down_after.max(1)
