@@ -118,15 +118,15 @@ impl Budget {
     /// or later.
     pub fn free_at(&self, n: usize, now: Instant) -> Instant {
         let n = n.clamp(1, MAX_PER_SECOND);
-        let recent: Vec<Instant> = self
+        let mut recent = self
             .sent
             .iter()
-            .copied()
-            .filter(|t| now.saturating_duration_since(*t) < Duration::from_secs(1))
-            .collect();
-        match (recent.len() + n).checked_sub(MAX_PER_SECOND) {
-            Some(over) if over > 0 => (recent[over - 1] + Duration::from_secs(1)).max(now),
-            _ => now,
+            .filter(|t| now.saturating_duration_since(**t) < Duration::from_secs(1));
+        // The `over`-th oldest packet of the last second has to leave it first.
+        let over = (recent.clone().count() + n).saturating_sub(MAX_PER_SECOND);
+        match over.checked_sub(1).and_then(|k| recent.nth(k)) {
+            Some(t) => (*t + Duration::from_secs(1)).max(now),
+            None => now,
         }
     }
 
