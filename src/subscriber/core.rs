@@ -36,8 +36,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Wait before scanning again after no gateway could be used.
+/// Wait before scanning again after no gateway could be used; also how often a `degraded`
+/// subscriber scans for somewhere to go.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// How long a tunnel that answered before and fell silent is kept, as the only way out, while
+/// its gateway answers scans as healthy: long enough for a restarted gateway to restore our
+/// session and for WireGuard to shake hands again (it retries every 5 s); then the gateway is
+/// asked anew, since a session it holds may still have a broken path.
+pub const KEEP_SILENT: Duration = Duration::from_secs(15);
 /// Wait before scanning again while no gateway is usable (a lost one may be back soon).
 pub const IDLE_RETRY: Duration = Duration::from_secs(2);
 /// Probe failures right after a tunnel came up do not count (handshake time).
@@ -458,10 +464,11 @@ impl Core {
         match (wait, event) {
             (Wait::Scan { reply }, Event::Scanned { found, .. }) => {
                 self.next_scan = self.now + self.scan_interval();
-                self.state = if self.active.is_some() {
-                    State::Connected
-                } else {
-                    State::Idle
+                // A degraded tunnel stays degraded until it answers or is left.
+                self.state = match self.active {
+                    None => State::Idle,
+                    Some(_) if self.state == State::Degraded => State::Degraded,
+                    Some(_) => State::Connected,
                 };
                 if reply {
                     // While a background scan holds the scanner, answer with the last results.
@@ -621,7 +628,7 @@ impl Core {
                 self.probe_round(regular);
             }
             Step::Probe(p) => {
-                let answered = self.link(p.slot).is_some_and(|l| l.answered);
+                let answered = self.link(p.slot).is_some_and(|l| l.last_answer.is_some());
                 let slowest = self.records.get(&p.id).and_then(Record::slowest_recent);
                 let timeout = probe::timeout(slowest.filter(|_| answered), self.probe_interval());
                 let per_target =
@@ -857,10 +864,12 @@ impl Core {
             ]);
             return;
         }
-        if self.state == State::Degraded && !ranked.is_empty() {
+        if self.state == State::Degraded {
             if let Some(i) = self.active {
-                let why = "still down, and another gateway is usable".to_string();
-                self.call(vec![Step::LinkFailed(i, why, false)]);
+                match self.why_leave_degraded(i, &ranked) {
+                    Some(why) => self.call(vec![Step::LinkFailed(i, why, false)]),
+                    None => self.next_scan = self.next_scan.min(self.now + RETRY),
+                }
             }
         } else if let Some(current) = self.active_link().map(Link::id) {
             let score = ranked
@@ -897,6 +906,44 @@ impl Core {
             operator,
         });
         self.pending = Some(then);
+    }
+
+    /// Whether slot `i` has somewhere else to go: another tunnel, or a usable gateway other
+    /// than its own (the rescue ranking may list its own again, healthy by its own word: moving
+    /// "to" it would only register anew).
+    fn elsewhere(&self, i: usize, ranked: &[select::Choice]) -> bool {
+        let Some(id) = self.link(i).map(Link::id) else {
+            return false;
+        };
+        self.links().any(|(j, _)| j != i) || ranked.iter().any(|c| select::id(&c.answer) != id)
+    }
+
+    /// Why the degraded tunnel in slot `i` goes now, or `None` to keep it: another gateway is
+    /// usable, or its own gateway answered a scan as healthy while the tunnel never answered
+    /// (a new session that did not come up: asking anew is its best chance), or has been
+    /// silent for [`KEEP_SILENT`] (the gateway holds our session, but its path is broken).
+    fn why_leave_degraded(&self, i: usize, ranked: &[select::Choice]) -> Option<String> {
+        if self.elsewhere(i, ranked) {
+            return Some("still down, and another gateway is usable".into());
+        }
+        let l = self.link(i)?;
+        if !ranked.iter().any(|c| select::id(&c.answer) == l.id()) {
+            return None;
+        }
+        let Some(last) = l.last_answer else {
+            return Some(format!(
+                "{} answers as healthy, but its new tunnel never did: asking it anew",
+                l.name
+            ));
+        };
+        let silent = self.now.saturating_duration_since(last);
+        (silent >= KEEP_SILENT).then(|| {
+            format!(
+                "{} answers as healthy, but its tunnel has been silent for {} s: asking it anew",
+                l.name,
+                silent.as_secs()
+            )
+        })
     }
 
     /// Registers with the first choice that works, into the active slot (slot 0 in cold mode,
@@ -1033,8 +1080,9 @@ impl Core {
     ///
     /// With `keep_if_alone` (the path is down but the lease is not lost) and no other gateway to
     /// go to, the tunnel is kept and probed on: the subscriber is `degraded` until the probes
-    /// answer again (e.g. the gateway restarted and restored our session) or another gateway
-    /// turns up — tearing down the only tunnel would win nothing.
+    /// answer again (e.g. the gateway restarted and restored our session), another gateway
+    /// turns up, or its own gateway answers a scan while the tunnel stays silent
+    /// ([`Self::why_leave_degraded`]) — tearing down the only tunnel would win nothing.
     fn link_failed(&mut self, i: usize, why: String, keep_if_alone: bool) {
         let started = self.now;
         let Some((id, name, gateway)) = self.link(i).map(|l| (l.id(), l.name.clone(), l.gateway))
@@ -1055,8 +1103,7 @@ impl Core {
             self.save_quality(&id, &name, Some(&why));
         }
         let was_active = self.active == Some(i);
-        let alone = self.links().all(|(j, _)| j == i) && self.ranked_or_rescue().is_empty();
-        if was_active && keep_if_alone && alone {
+        if was_active && keep_if_alone && !self.elsewhere(i, &self.ranked_or_rescue()) {
             if self.state != State::Degraded {
                 self.log(
                     Level::Warn,
@@ -1177,7 +1224,7 @@ impl Core {
             up_since: self.now,
             expires: self.now + lease,
             renew_at: self.now + lease / 3,
-            answered: false,
+            last_answer: None,
         });
         self.next_probe = self.next_probe.min(self.now + self.probe_interval());
         self.last_error = None;

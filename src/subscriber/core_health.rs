@@ -102,8 +102,13 @@ impl Core {
         if rtt.is_some()
             && let Some(l) = self.slots.get_mut(i).and_then(Option::as_mut)
             && l.id() == id
+            && l.last_answer.replace(self.now).is_none()
         {
-            l.answered = true;
+            let ms = self.now.saturating_duration_since(l.up_since).as_millis();
+            self.log(
+                Level::Debug,
+                format!("{name}: first answer through {interface}, {ms} ms after it came up"),
+            );
         }
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);

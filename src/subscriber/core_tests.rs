@@ -334,13 +334,19 @@ fn down_after_sets_how_many_missed_probes_make_a_path_down() {
 fn probe_failures_in_the_first_second_of_a_tunnel_do_not_count() {
     let mut w = World::cold();
     w.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
-    w.dead.insert("fd00::1".into());
     w.drive(Event::Start);
+    w.run_until(0.3);
+    assert!(
+        w.core
+            .active_link()
+            .is_some_and(|l| l.last_answer.is_some())
+    );
+    w.dead.insert("fd00::1".into());
     let at = w.when(10.0, failover_hook).expect("a failover");
-    // Up at 0 s; the misses of the probes sent at 0–0.8 s are forgiven (and not confirmed).
-    // The probe sent at 1.0 s counts; no answer was ever seen, so each waits 180 ms (0.9 of
-    // the interval): misses at 1.18, 1.36 and 1.54 s.
-    assert!((1.5..=1.6).contains(&at), "failed over at {at:.3} s");
+    // Up at 0 s and answered; the misses of the probes sent at 0.4–0.8 s are forgiven (and not
+    // confirmed). The probe sent at 1.0 s counts and waits three times the 10 ms answers seen:
+    // misses at 1.03, 1.06 and 1.09 s.
+    assert!((1.05..=1.15).contains(&at), "failed over at {at:.3} s");
 }
 
 #[test]
@@ -600,6 +606,108 @@ fn a_kept_tunnel_that_answers_again_carries_traffic_again_at_once() {
     let effects = w.run_until(w.t() + 0.2);
     assert_eq!(w.core.state(), State::Connected);
     assert!(!w.core.history("fd00::1").unwrap().down);
+    assert!(registers_with(&effects).is_empty());
+}
+
+#[test]
+fn the_only_gateway_restarting_is_kept_and_not_registered_with_again() {
+    // gw1 alone on the mesh, answering scans as healthy (so its rescue ranking lists it) while
+    // its tunnel misses probes for 1.5 s, as during a restart that restores our session.
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+    w.dead.insert("fd00::1".into());
+    let t = w.t();
+    let mut effects = w.run_until(t + 1.5);
+    assert_eq!(w.core.state(), State::Degraded);
+    w.dead.clear();
+    let t = w.t();
+    effects.extend(w.run_until(t + 3.0));
+    assert!(
+        registers_with(&effects).is_empty(),
+        "registered anew with the gateway it holds a lease with: {:?}",
+        registers_with(&effects)
+    );
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Release { .. })));
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+    assert_eq!(w.core.state(), State::Connected);
+}
+
+#[test]
+fn a_silent_tunnel_whose_gateway_answers_scans_is_asked_anew_after_keep_silent() {
+    // gw1 holds our session and answers every scan as healthy, but its tunnel is broken for good.
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.dead.insert("fd00::1".into());
+    let silent_from = w.t();
+    let register = |e: &Effect| matches!(e, Effect::Register { .. });
+    let at = w.when(60.0, register).expect("asked anew");
+    let keep = KEEP_SILENT.as_secs_f64();
+    assert!(
+        at - silent_from >= keep - 0.2 && at - silent_from <= keep + RETRY.as_secs_f64() + 0.5,
+        "asked anew {:.1} s after the tunnel fell silent",
+        at - silent_from
+    );
+    assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
+}
+
+#[test]
+fn a_degraded_subscriber_scans_every_retry_and_keeps_the_tunnel_while_its_gateway_is_silent() {
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.dead.insert("fd00::1".into());
+    w.found = vec![];
+    let effects = w.run_until(2.0 + 30.0);
+    assert_eq!(w.core.state(), State::Degraded);
+    assert!(registers_with(&effects).is_empty());
+    let scans = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Scan { .. }))
+        .count();
+    // At once, then every RETRY (5 s): about 6 in 30 s, where the regular interval gives 1.
+    assert!((5..=8).contains(&scans), "{scans} scans in 30 s");
+}
+
+#[test]
+fn a_new_tunnel_that_never_answered_is_asked_anew_as_soon_as_its_gateway_answers_a_scan() {
+    // The only gateway grants a session whose tunnel never carries a probe (a layer-2 path that
+    // did not come up): keeping it for long would keep the subscriber offline.
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.dead.insert("fd00::1".into());
+    let mut first = w.drive(Event::Start);
+    first.extend(w.run_until(1.4));
+    assert_eq!(
+        registers_with(&first).len(),
+        1,
+        "{:?}",
+        registers_with(&first)
+    );
+    let at = w
+        .when(10.0, |e| matches!(e, Effect::Register { .. }))
+        .expect("asked anew");
+    // Down at 1.54 s (three misses after the first second), then one scan.
+    assert!((1.5..=1.7).contains(&at), "asked anew at {at:.2} s");
+}
+
+#[test]
+fn a_scan_asked_by_the_operator_leaves_a_degraded_subscriber_degraded() {
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.drive(Event::Start);
+    w.run_until(2.0);
+    w.dead.insert("fd00::1".into());
+    w.run_until(3.0);
+    assert_eq!(w.core.state(), State::Degraded);
+    let effects = w.drive(Event::ScanAsked);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Reply(_))));
+    assert_eq!(w.core.state(), State::Degraded);
     assert!(registers_with(&effects).is_empty());
 }
 

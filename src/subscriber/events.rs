@@ -71,10 +71,12 @@ pub struct Link {
     pub expires: Instant,
     /// When to renew it.
     pub renew_at: Instant,
-    /// Whether a probe through this tunnel was answered yet: until then a probe waits its
-    /// whole time (a new tunnel may need a while for its first packets, e.g. address
-    /// resolution on a layer-2 method), whatever the gateway's earlier tunnels answered in.
-    pub answered: bool,
+    /// When a probe through this tunnel was last answered; `None`: never. Until its first
+    /// answer a probe waits its whole time (a new tunnel may need a while for its first packets,
+    /// e.g. address resolution on a layer-2 method), whatever the gateway's earlier tunnels
+    /// answered in; and a tunnel kept while silent is kept for at most
+    /// [`super::core::KEEP_SILENT`] after its last answer ([`super::Core`]).
+    pub last_answer: Option<Instant>,
 }
 
 impl Link {
