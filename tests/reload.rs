@@ -54,6 +54,18 @@ fn connection(s: &Scenario) -> Value {
     sub
 }
 
+/// `node`'s log once it contains `needle`, or after 5 s.
+fn log_within(s: &Scenario, node: Node, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(s.log(node)).unwrap_or_default();
+        if log.contains(needle) || Instant::now() >= deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn edit(s: &Scenario, node: Node, from: &str, to: &str) {
     let path = s.config(node);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -139,7 +151,8 @@ fn sighup_applies_new_terms_and_keeps_the_tunnel() {
     assert_eq!(terms["leaseSeconds"], 45);
     assert_eq!(terms["bandwidthDown"], 50000);
     assert_eq!(terms["subscribers"], 1);
-    let log = std::fs::read_to_string(s.log(Node::Gw)).unwrap();
+    // The new terms are live before the reload is logged: wait for its last line.
+    let log = log_within(&s, Node::Gw, "kept until the daemon restarts");
     assert!(
         log.contains(
             "configuration reloaded: applied gateway.max_subscribers, gateway.lease_seconds, \
@@ -212,16 +225,8 @@ fn sighup_applies_new_terms_and_keeps_the_tunnel() {
     // An invalid file is refused; the daemon keeps running with its last good config.
     edit(&s, Node::Gw, "option price '5'", "option price 'lots'");
     hup(s.gw_pid);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let refused = || {
-        std::fs::read_to_string(s.log(Node::Gw))
-            .unwrap()
-            .contains("reload refused")
-    };
-    while !refused() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(refused(), "{}", s.tail(Node::Gw));
+    let log = log_within(&s, Node::Gw, "reload refused");
+    assert!(log.contains("reload refused"), "{}", s.tail(Node::Gw));
     // The CLI reads the port from the same file, so make it readable again (no SIGHUP).
     edit(&s, Node::Gw, "option price 'lots'", "option price '5'");
     assert_eq!(s.status(Node::Gw).unwrap()["gateway"]["terms"]["price"], 5);
