@@ -231,6 +231,15 @@ impl World {
             .map(|(_, l)| l.name.clone())
     }
 
+    /// Connected to gw1, the only gateway the scans find, and past the probes' grace time.
+    fn connected_to_gw1_alone(mut self) -> World {
+        self.found = vec![answer("gw1", "fd00::1")];
+        self.drive(Event::Start);
+        self.run_until(2.0);
+        assert_eq!(self.on_gateway().as_deref(), Some("gw1"));
+        self
+    }
+
     /// Connected to gw1 (preferred) with gw2 usable too, and past the probes' grace time.
     fn connected_to_gw1(mut self) -> World {
         self.found = vec![answer("gw1", "fd00::1"), answer("gw2", "fd00::2")];
@@ -577,10 +586,7 @@ fn a_failed_registration_moves_on_to_the_next_gateway_and_counts_against_the_fir
 
 #[test]
 fn with_no_other_usable_gateway_the_dead_tunnel_is_kept_and_the_state_is_degraded() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.dead.insert("fd00::1".into());
     w.found = vec![]; // nor does it answer a scan
     let effects = w.run_until(w.t() + 1.0);
@@ -594,10 +600,7 @@ fn with_no_other_usable_gateway_the_dead_tunnel_is_kept_and_the_state_is_degrade
 
 #[test]
 fn a_kept_tunnel_that_answers_again_carries_traffic_again_at_once() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.dead.insert("fd00::1".into());
     w.found = vec![];
     w.run_until(w.t() + 1.0);
@@ -613,10 +616,7 @@ fn a_kept_tunnel_that_answers_again_carries_traffic_again_at_once() {
 fn the_only_gateway_restarting_is_kept_and_not_registered_with_again() {
     // gw1 alone on the mesh, answering scans as healthy (so its rescue ranking lists it) while
     // its tunnel misses probes for 1.5 s, as during a restart that restores our session.
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
     w.dead.insert("fd00::1".into());
     let t = w.t();
@@ -638,10 +638,7 @@ fn the_only_gateway_restarting_is_kept_and_not_registered_with_again() {
 #[test]
 fn a_silent_tunnel_whose_gateway_answers_scans_is_asked_anew_after_keep_silent() {
     // gw1 holds our session and answers every scan as healthy, but its tunnel is broken for good.
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.dead.insert("fd00::1".into());
     let silent_from = w.t();
     let register = |e: &Effect| matches!(e, Effect::Register { .. });
@@ -657,10 +654,7 @@ fn a_silent_tunnel_whose_gateway_answers_scans_is_asked_anew_after_keep_silent()
 
 #[test]
 fn a_degraded_subscriber_scans_every_retry_and_keeps_the_tunnel_while_its_gateway_is_silent() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.dead.insert("fd00::1".into());
     w.found = vec![];
     let effects = w.run_until(2.0 + 30.0);
@@ -698,10 +692,7 @@ fn a_new_tunnel_that_never_answered_is_asked_anew_as_soon_as_its_gateway_answers
 
 #[test]
 fn a_scan_asked_by_the_operator_leaves_a_degraded_subscriber_degraded() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.dead.insert("fd00::1".into());
     w.run_until(3.0);
     assert_eq!(w.core.state(), State::Degraded);
@@ -713,10 +704,7 @@ fn a_scan_asked_by_the_operator_leaves_a_degraded_subscriber_degraded() {
 
 #[test]
 fn a_degraded_subscriber_moves_as_soon_as_another_gateway_is_usable() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.dead.insert("fd00::1".into());
     w.found = vec![];
     w.run_until(w.t() + 1.0);
@@ -732,10 +720,7 @@ fn a_degraded_subscriber_moves_as_soon_as_another_gateway_is_usable() {
 
 #[test]
 fn a_lease_that_cannot_be_renewed_is_given_up_even_when_alone() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.renewal = RenewOutcome::Refused("unknown session".into());
     w.found = vec![];
     let effects = w.run_until(20.1);
@@ -750,10 +735,7 @@ fn a_lease_that_cannot_be_renewed_is_given_up_even_when_alone() {
 
 #[test]
 fn offline_a_gateway_held_back_only_because_it_went_down_is_tried_again_when_it_answers_healthy() {
-    let mut w = World::cold();
-    w.found = vec![answer("gw1", "fd00::1")];
-    w.drive(Event::Start);
-    w.run_until(2.0);
+    let mut w = World::cold().connected_to_gw1_alone();
     w.renewal = RenewOutcome::Refused("unknown session".into());
     // It lost our session at 20 s and backs off for 2 s, but answers the scan that follows at
     // once as healthy: offline, any working gateway beats none.
