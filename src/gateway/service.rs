@@ -421,9 +421,14 @@ impl Gateway {
             let mut book = self.book.lock().expect("not poisoned");
             for sid in &failed {
                 book.revoke(sid);
-                // A restored lease's row from the last run goes too.
-                let _ = self.store.lock().expect("not poisoned").delete_session(sid);
             }
+            // A restored lease's row from the last run goes too (one transaction).
+            let sids: Vec<&str> = failed.iter().map(String::as_str).collect();
+            let _ = self
+                .store
+                .lock()
+                .expect("not poisoned")
+                .delete_sessions(&sids);
         }
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             let _ = job.reply.send(outcome);
