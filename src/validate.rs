@@ -50,13 +50,19 @@ pub enum ClientKind {
 }
 
 impl ClientKind {
+    /// The programs' file names, and their kinds.
+    pub const PROGRAMS: [(&str, ClientKind); 3] = [
+        ("tun2proxy", ClientKind::Tun2proxy),
+        ("tun2proxy-bin", ClientKind::Tun2proxy),
+        ("hev-socks5-tunnel", ClientKind::Hev),
+    ];
+
     /// The kind of `program` (a name on PATH or an absolute path), or why it is none.
     pub fn of(program: &str) -> Result<ClientKind, String> {
         let name = program.rsplit('/').next().unwrap_or_default();
-        match name {
-            "tun2proxy" | "tun2proxy-bin" => Ok(ClientKind::Tun2proxy),
-            "hev-socks5-tunnel" => Ok(ClientKind::Hev),
-            _ => Err(format!(
+        match Self::PROGRAMS.iter().find(|(n, _)| *n == name) {
+            Some((_, kind)) => Ok(*kind),
+            None => Err(format!(
                 "must be hev-socks5-tunnel, tun2proxy or tun2proxy-bin (a name on PATH or an \
                  absolute path), got {}",
                 quoted(program)

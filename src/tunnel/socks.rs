@@ -285,12 +285,6 @@ impl Socks {
         Ok(self)
     }
 
-    /// The client's file name: what its command line ends with, whichever way a (maybe
-    /// earlier) configuration named it.
-    fn client_name(&self) -> &str {
-        self.client.rsplit('/').next().unwrap_or(&self.client)
-    }
-
     fn client_conf(&self) -> PathBuf {
         self.dir.join("client.yml")
     }
@@ -506,13 +500,8 @@ impl Method for Socks {
         self.proxy = None;
         let pidfile = self.dir.join("client.pid");
         if let Some(pid) = read_pid(&pidfile) {
-            // The program an earlier configuration named may be another one.
-            for name in [
-                self.client_name(),
-                "tun2proxy-bin",
-                "tun2proxy",
-                "hev-socks5-tunnel",
-            ] {
+            // Whichever of the programs an earlier configuration named.
+            for (name, _) in ClientKind::PROGRAMS {
                 cmd::stop_pid(pid, name, Duration::from_secs(2));
             }
         }
