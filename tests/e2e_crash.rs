@@ -281,23 +281,20 @@ fn fail_over(s: &Scenario, from: usize) -> usize {
 /// miss enough probes to count as down (0.3 s), and the other one's uplink is back meanwhile.
 fn settled_gateway(s: &Scenario, what: &str) -> usize {
     let start = Instant::now();
-    let mut last: Option<(String, Instant)> = None;
+    let mut last: Option<(usize, Instant)> = None;
     loop {
         let st = s.status(Node::Sub).expect("status");
-        let now = (st["subscriber"]["state"] == "connected")
-            .then(|| {
-                st["subscriber"]["gateway"]["name"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .flatten();
-        match (&now, &last) {
+        let now = Some(&st["subscriber"])
+            .filter(|sub| sub["state"] == "connected")
+            .and_then(|sub| sub["gateway"]["name"].as_str())
+            .and_then(|name| GW_NAMES.iter().position(|n| *n == name));
+        match (now, last) {
             (Some(n), Some((l, since))) if n == l => {
                 if since.elapsed() >= Duration::from_secs(3) {
-                    return current_gateway(s);
+                    return n;
                 }
             }
-            (Some(n), _) => last = Some((n.clone(), Instant::now())),
+            (Some(n), _) => last = Some((n, Instant::now())),
             (None, _) => last = None,
         }
         assert!(

@@ -42,6 +42,15 @@ enum Client {
 }
 
 impl Client {
+    /// The config lines that select it, when `test` should run with it ([`gate`],
+    /// [`gate_hev`]); `None` skips.
+    fn gate(self, test: &str) -> Option<String> {
+        match self {
+            Client::Tun2proxy => gate(test).then(String::new),
+            Client::Hev => gate_hev(test).map(|hev| format!("\toption client '{hev}'\n")),
+        }
+    }
+
     /// Its name in /proc/PID/comm (15 bytes at most).
     fn comm(self) -> &'static str {
         match self {
@@ -229,28 +238,38 @@ fn question_name(q: &[u8]) -> Option<String> {
     Some(labels.join("."))
 }
 
+/// Asks the DNS server at `server` (UDP, port 53) for `name`'s A record, from the calling
+/// thread's namespace; the address that ends the answer.
+fn ask_a(server: std::net::Ipv4Addr, name: &str) -> Result<std::net::Ipv4Addr, String> {
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    sock.send_to(&q, (server, 53)).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).map_err(|e| e.to_string())?;
+    if n < q.len() + 16 || buf[..2] != [0x12, 0x34] {
+        return Err(format!("bad answer {:?}", &buf[..n]));
+    }
+    Ok(std::net::Ipv4Addr::new(
+        buf[n - 4],
+        buf[n - 3],
+        buf[n - 2],
+        buf[n - 1],
+    ))
+}
+
 /// From sub: asks hev-socks5-tunnel's DNS mapping for [`INET_NAME`], connects to the address
 /// it gives on `port` and reads the banner; returns the address and the banner.
 fn mapped_name_from_sub(s: &Scenario, port: u16) -> Result<(std::net::Ipv4Addr, Vec<u8>), String> {
     let ns = s.bed.ns(Node::Sub);
     in_ns(&ns, move || {
-        let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(Duration::from_secs(3)))
-            .map_err(|e| e.to_string())?;
-        let mut q = vec![0x56, 0x78, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in INET_NAME.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        sock.send_to(&q, (mnigs::tunnel::socks::MAPDNS_ADDRESS, 53))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 512];
-        let n = sock.recv(&mut buf).map_err(|e| e.to_string())?;
-        if n < q.len() + 16 || buf[..2] != [0x56, 0x78] {
-            return Err(format!("bad answer {:?}", &buf[..n]));
-        }
-        let ip = std::net::Ipv4Addr::new(buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]);
+        let ip = ask_a(mnigs::tunnel::socks::MAPDNS_ADDRESS, INET_NAME)?;
         let addr = SocketAddr::from((ip, port));
         let mut c =
             TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
@@ -307,24 +326,8 @@ fn socks_ports(s: &Scenario) -> Vec<u16> {
 /// From sub: asks the Internet host's DNS server (UDP, port 53) for an A record.
 fn dns_from_sub(s: &Scenario) -> Result<[u8; 4], String> {
     let ns = s.bed.ns(Node::Sub);
-    in_ns(&ns, move || {
-        let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(Duration::from_secs(3)))
-            .map_err(|e| e.to_string())?;
-        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in ["example", "net"] {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        sock.send_to(&q, (Testbed::INET_HOST, 53))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 512];
-        let n = sock.recv(&mut buf).map_err(|e| e.to_string())?;
-        if n < q.len() + 16 || buf[..2] != [0x12, 0x34] {
-            return Err(format!("bad answer {:?}", &buf[..n]));
-        }
-        Ok([buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]])
+    in_ns(&ns, || {
+        ask_a(Testbed::INET_HOST, "example.net").map(|ip| ip.octets())
     })
 }
 
@@ -364,6 +367,16 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// `f` until it succeeds or `limit` has passed ([`wait_for`]); its last result.
+fn ok_within<T>(limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut last = Err("not tried".to_string());
+    wait_for(limit, || {
+        last = f();
+        last.is_ok()
+    });
+    last
+}
+
 /// [`scenario`] with `more` (`\toption …\n` lines) in the socks section.
 fn scenario_with(lease: u32, more: &str) -> Scenario {
     let extra = format!(
@@ -380,10 +393,8 @@ fn scenario_with(lease: u32, more: &str) -> Scenario {
 
 #[test]
 fn socks_reaches_tcp_and_dns_over_a_babel_mesh_and_leaves_nothing() {
-    if !gate("socks_reaches_tcp_and_dns_over_a_babel_mesh_and_leaves_nothing") {
-        return;
-    }
-    reaches_tcp_and_dns_and_leaves_nothing(Client::Tun2proxy, "");
+    let test = "socks_reaches_tcp_and_dns_over_a_babel_mesh_and_leaves_nothing";
+    reaches_tcp_and_dns_and_leaves_nothing(Client::Tun2proxy, test);
 }
 
 /// The same with hev-socks5-tunnel as the subscriber's client. DNS: sub asks hev's mapping for
@@ -392,10 +403,7 @@ fn socks_reaches_tcp_and_dns_over_a_babel_mesh_and_leaves_nothing() {
 #[test]
 fn socks_with_hev_socks5_tunnel_reaches_tcp_and_dns_and_leaves_nothing() {
     let test = "socks_with_hev_socks5_tunnel_reaches_tcp_and_dns_and_leaves_nothing";
-    let Some(hev) = gate_hev(test) else {
-        return;
-    };
-    reaches_tcp_and_dns_and_leaves_nothing(Client::Hev, &format!("\toption client '{hev}'\n"));
+    reaches_tcp_and_dns_and_leaves_nothing(Client::Hev, test);
 }
 
 /// The subscriber's hev-socks5-tunnel YAML file (present only while it starts).
@@ -405,8 +413,11 @@ fn client_yml(s: &Scenario) -> std::path::PathBuf {
 
 /// Sub two hops from gw, socks with `client`: TCP and DNS reach the Internet host through the
 /// gateway's proxy; disconnect and SIGTERM leave both nodes as before.
-fn reaches_tcp_and_dns_and_leaves_nothing(client: Client, more: &str) {
-    let mut s = scenario_with(60, more);
+fn reaches_tcp_and_dns_and_leaves_nothing(client: Client, test: &str) {
+    let Some(more) = client.gate(test) else {
+        return;
+    };
+    let mut s = scenario_with(60, &more);
     // hev: the gateway resolves names at the Internet host (set before its daemon starts).
     let _resolver = (client == Client::Hev)
         .then(|| NetnsResolver::new(&s.bed.ns(Node::Gw), Testbed::INET_HOST));
@@ -434,16 +445,9 @@ fn reaches_tcp_and_dns_and_leaves_nothing(client: Client, more: &str) {
         "{:?}",
         programs(&s, Node::Gw)
     );
-    let mut got = Err(String::new());
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            got = tcp_from_sub(&s, port);
-            got.is_ok()
-        }),
-        "TCP through the proxy: {got:?}\n{}",
-        s.tail(Node::Sub)
-    );
-    assert_eq!(got.unwrap(), BANNER);
+    let got = ok_within(Duration::from_secs(10), || tcp_from_sub(&s, port));
+    let got = got.unwrap_or_else(|e| panic!("TCP through the proxy: {e}\n{}", s.tail(Node::Sub)));
+    assert_eq!(got, BANNER);
     let peers = seen.lock().unwrap().clone();
     assert!(
         !peers.is_empty()
@@ -454,27 +458,15 @@ fn reaches_tcp_and_dns_and_leaves_nothing(client: Client, more: &str) {
     );
     match client {
         Client::Tun2proxy => {
-            let mut dns = Err(String::new());
-            assert!(
-                wait_for(Duration::from_secs(10), || {
-                    dns = dns_from_sub(&s);
-                    dns.is_ok()
-                }),
-                "DNS through the proxy: {dns:?}"
-            );
-            assert_eq!(dns.unwrap(), ANSWER);
+            let dns = ok_within(Duration::from_secs(10), || dns_from_sub(&s));
+            assert_eq!(dns, Ok(ANSWER), "DNS through the proxy");
         }
         Client::Hev => {
-            let mut got = Err(String::new());
-            assert!(
-                wait_for(Duration::from_secs(10), || {
-                    got = mapped_name_from_sub(&s, port);
-                    got.is_ok()
-                }),
-                "a name through hev's DNS mapping and the proxy: {got:?}\n{}",
-                s.tail(Node::Sub)
-            );
-            let (mapped, banner) = got.unwrap();
+            let got = ok_within(Duration::from_secs(10), || mapped_name_from_sub(&s, port));
+            let (mapped, banner) = got.unwrap_or_else(|e| {
+                let tail = s.tail(Node::Sub);
+                panic!("a name through hev's DNS mapping and the proxy: {e}\n{tail}")
+            });
             assert_eq!(banner, BANNER);
             assert_eq!(
                 mapped.octets()[..2],
@@ -587,10 +579,10 @@ fn reaches_tcp_and_dns_and_leaves_nothing(client: Client, more: &str) {
 
 #[test]
 fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
-    if !gate("socks_lease_expiry_after_sigkill_cleans_the_gateway") {
-        return;
-    }
-    lease_expiry_after_sigkill(Client::Tun2proxy, "");
+    lease_expiry_after_sigkill(
+        Client::Tun2proxy,
+        "socks_lease_expiry_after_sigkill_cleans_the_gateway",
+    );
 }
 
 /// The same with hev-socks5-tunnel: the one the killed subscriber daemon left (with its TUN)
@@ -598,17 +590,17 @@ fn socks_lease_expiry_after_sigkill_cleans_the_gateway() {
 #[test]
 fn socks_with_hev_socks5_tunnel_leftover_after_sigkill_is_cleaned() {
     let test = "socks_with_hev_socks5_tunnel_leftover_after_sigkill_is_cleaned";
-    let Some(hev) = gate_hev(test) else {
-        return;
-    };
-    lease_expiry_after_sigkill(Client::Hev, &format!("\toption client '{hev}'\n"));
+    lease_expiry_after_sigkill(Client::Hev, test);
 }
 
 /// Sub connects with `client` and is killed: the lease expires and the gateway's server goes;
 /// the next subscriber daemon removes the client the killed one left.
-fn lease_expiry_after_sigkill(client: Client, more: &str) {
+fn lease_expiry_after_sigkill(client: Client, test: &str) {
+    let Some(more) = client.gate(test) else {
+        return;
+    };
     let lease = 8;
-    let mut s = scenario_with(lease, more);
+    let mut s = scenario_with(lease, &more);
     let (port, _) = serve_inet(&s);
     let sub_before = s.system_state(Node::Sub);
     s.start(Node::Gw).unwrap();

@@ -464,6 +464,12 @@ impl Scenario {
         self.load_nft(Node::Inet, &script)
     }
 
+    /// `nft list WHAT…` on `node`.
+    fn nft_list(&self, node: Node, what: &[&str]) -> Result<String, String> {
+        let argv: Vec<&str> = ["nft", "list"].iter().chain(what).copied().collect();
+        self.bed.exec(node, &argv).map_err(|e| e.to_string())
+    }
+
     /// Loads the nftables `script` on `node` (`nft -f -`).
     pub fn load_nft(&self, node: Node, script: &str) -> Result<(), String> {
         self.bed
@@ -479,13 +485,7 @@ impl Scenario {
 
     /// (echo requests from the gateway's uplink address, echo requests from anyone) seen on inet.
     pub fn inet_counts(&self) -> Result<(u64, u64), String> {
-        let out = self
-            .bed
-            .exec(
-                Node::Inet,
-                &["nft", "list", "chain", "inet", "mnwatch", "input"],
-            )
-            .map_err(|e| e.to_string())?;
+        let out = self.nft_list(Node::Inet, &["chain", "inet", "mnwatch", "input"])?;
         match nft_packet_counts(&out)[..] {
             [from_gw, all] => Ok((from_gw, all)),
             _ => Err(format!("unexpected counter listing: {out}")),
@@ -504,13 +504,7 @@ impl Scenario {
 
     /// Probe packets sent by sub so far, per interface ([`Scenario::watch_probes`]).
     pub fn probe_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, String> {
-        let out = self
-            .bed
-            .exec(
-                Node::Sub,
-                &["nft", "list", "set", "inet", "mnprobes", "sent"],
-            )
-            .map_err(|e| e.to_string())?;
+        let out = self.nft_list(Node::Sub, &["set", "inet", "mnprobes", "sent"])?;
         Ok(nft_element_counts(&out))
     }
 
