@@ -118,15 +118,34 @@ struct Queue {
     applying: bool,
 }
 
-/// The actions of one decision and who waits for them.
+/// Kernel work queued by one caller.
+enum Work {
+    /// An action the lease book decided.
+    Decided(Action),
+    /// A live lease configured again (an idempotent repeat of its request): nothing is taken
+    /// back on an error, the lease stays as it was.
+    Again(Lease),
+}
+
+impl Work {
+    /// The session this work is about.
+    fn sid(&self) -> &str {
+        match self {
+            Work::Decided(a) => action_sid(a),
+            Work::Again(l) => &l.sid,
+        }
+    }
+}
+
+/// The work of one decision and who waits for it.
 struct Job {
-    actions: Vec<Action>,
+    work: Vec<Work>,
     /// The gateway address the caller contacted (for endpoints in the grant).
     via: Option<String>,
     reply: chan::Sender<Vec<Applied>>,
 }
 
-/// The outcome of one `Accept`: its sid, and the method's grant fields or why it failed (the
+/// The outcome of one `Accept` (or repeat): its sid, and the method's grant fields or why it failed (the
 /// lease is then gone from the book, the store and the kernel).
 type Applied = (String, Result<serde_json::Map<String, Value>, ExecError>);
 
@@ -328,17 +347,24 @@ impl Gateway {
     /// the order of decisions); [`Gateway::wait`] applies them and returns their outcome.
     fn enqueue(
         &self,
-        _decided_under: &LeaseBook,
+        decided_under: &LeaseBook,
         actions: Vec<Action>,
+        via: Option<String>,
+    ) -> (chan::Receiver<Vec<Applied>>, bool) {
+        let work = actions.into_iter().map(Work::Decided).collect();
+        self.enqueue_work(decided_under, work, via)
+    }
+
+    /// Queues work in the order decided (the caller holds `book`).
+    fn enqueue_work(
+        &self,
+        _decided_under: &LeaseBook,
+        work: Vec<Work>,
         via: Option<String>,
     ) -> (chan::Receiver<Vec<Applied>>, bool) {
         let (reply, outcome) = chan::channel();
         let mut q = self.queue.lock().expect("not poisoned");
-        q.jobs.push(Job {
-            actions,
-            via,
-            reply,
-        });
+        q.jobs.push(Job { work, via, reply });
         let lead = !q.applying;
         q.applying = true;
         (outcome, lead)
@@ -375,35 +401,35 @@ impl Gateway {
         outcome.recv().unwrap_or_default()
     }
 
-    /// Applies queued jobs: their actions, in order, cut into batches in which no session
-    /// appears twice; in each batch the removals first, then the accepts. A failed accept's
-    /// lease is revoked (the kernel and the store hold nothing of it) once the kernel work is
-    /// done, before anyone is answered.
+    /// Applies queued jobs: their work, in order, cut into batches in which no session
+    /// appears twice; in each batch the removals first, then the accepts, then the repeats. A
+    /// failed accept's lease is revoked (the kernel and the store hold nothing of it) once the
+    /// kernel work is done, before anyone is answered; a failed repeat's lease stays.
     fn apply_jobs(&self, jobs: Vec<Job>) {
         let mut kernel = self.kernel.lock().expect("not poisoned");
         let mut flat = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
-            for a in &job.actions {
-                flat.push((j, a, job.via.as_deref()));
+            for w in &job.work {
+                flat.push((j, w, job.via.as_deref()));
             }
         }
         let mut outcomes: Vec<Vec<Applied>> = jobs.iter().map(|_| Vec::new()).collect();
         let mut failed = Vec::new();
-        for range in super::batch::split(flat.iter().map(|(_, a, _)| action_sid(a))) {
+        for range in super::batch::split(flat.iter().map(|(_, w, _)| w.sid())) {
             let part = &flat[range];
             let removes: Vec<&Lease> = part
                 .iter()
-                .filter_map(|(_, a, _)| match a {
-                    Action::Remove(l) => Some(l),
-                    Action::Accept(_) => None,
+                .filter_map(|(_, w, _)| match w {
+                    Work::Decided(Action::Remove(l)) => Some(l),
+                    _ => None,
                 })
                 .collect();
             self.remove_all(&mut kernel, &removes);
             let accepts: Vec<(usize, &Lease, Option<&str>)> = part
                 .iter()
-                .filter_map(|(j, a, via)| match a {
-                    Action::Accept(l) => Some((*j, l, *via)),
-                    Action::Remove(_) => None,
+                .filter_map(|(j, w, via)| match w {
+                    Work::Decided(Action::Accept(l)) => Some((*j, l, *via)),
+                    _ => None,
                 })
                 .collect();
             let items: Vec<(&Lease, Option<&str>)> =
@@ -414,6 +440,12 @@ impl Gateway {
                     failed.push(lease.sid.clone());
                 }
                 outcomes[j].push((lease.sid.clone(), r));
+            }
+            for (j, w, via) in part {
+                if let Work::Again(lease) = w {
+                    let r = self.repeat(&mut kernel, lease, *via);
+                    outcomes[*j].push((lease.sid.clone(), r));
+                }
             }
         }
         drop(kernel);
@@ -799,35 +831,34 @@ impl Gateway {
             }
         })?;
         let lease_seconds = book.lease_seconds();
-        let fields = if actions.is_empty() {
-            // An idempotent repeat: the tunnel is in place; answer with the same fields again
-            // (the book stays locked, so that the lease cannot end meanwhile).
-            let mut kernel = self.kernel.lock().expect("not poisoned");
-            self.repeat(&mut kernel, &lease, caller.host.as_deref())
-                .map_err(|e| {
-                    crate::error!("cannot repeat session of {}: {e}", lease.name);
-                    Failure::temporary(e.answer(&lease.method))
-                })?
+        // Configured in a batch with whatever else is due now (the book is not held meanwhile;
+        // the queue keeps the order of decisions, so a release decided later is applied
+        // later). A failed accept has revoked the lease; a failed repeat leaves it as it was.
+        // An idempotent repeat (no actions) configures the tunnel in place again and answers
+        // with the same fields.
+        let repeat = actions.is_empty();
+        let work = if repeat {
+            vec![Work::Again(lease.clone())]
         } else {
-            // Configured in a batch with whatever else is due now (the lock is not held
-            // meanwhile); a failure has revoked the lease.
-            let queued = self.enqueue(&book, actions.clone(), caller.host.clone());
-            drop(book);
-            drop(deciding);
-            let outcome = self.wait(queued);
-            match outcome.into_iter().find(|(sid, _)| *sid == lease.sid) {
-                Some((_, Ok(f))) => f,
-                Some((_, Err(e))) => {
-                    crate::error!("cannot configure session of {}: {e}", lease.name);
-                    // The details (command lines, paths, program output) go to the log only.
-                    return Err(Failure::temporary(e.answer(&lease.method)));
-                }
-                None => {
-                    return Err(Failure::temporary(format!(
-                        "gateway could not configure the {} tunnel",
-                        lease.method
-                    )));
-                }
+            actions.iter().cloned().map(Work::Decided).collect()
+        };
+        let queued = self.enqueue_work(&book, work, caller.host.clone());
+        drop(book);
+        drop(deciding);
+        let outcome = self.wait(queued);
+        let fields = match outcome.into_iter().find(|(sid, _)| *sid == lease.sid) {
+            Some((_, Ok(f))) => f,
+            Some((_, Err(e))) => {
+                let what = if repeat { "repeat" } else { "configure" };
+                crate::error!("cannot {what} session of {}: {e}", lease.name);
+                // The details (command lines, paths, program output) go to the log only.
+                return Err(Failure::temporary(e.answer(&lease.method)));
+            }
+            None => {
+                return Err(Failure::temporary(format!(
+                    "gateway could not configure the {} tunnel",
+                    lease.method
+                )));
             }
         };
         if !actions.is_empty() {
@@ -1209,6 +1240,9 @@ mod tests {
         SlowPart(Arc<std::sync::atomic::AtomicUsize>),
         /// Its removals (a `wireguard` method).
         Removal,
+        /// A peer's second accept, the repeat of a request (a `wireguard` method); the peers
+        /// it accepted.
+        Repeat(std::collections::HashSet<Ipv4Addr>),
     }
 
     /// A method that says when it reaches what it holds, then waits for the test's go.
@@ -1248,7 +1282,7 @@ mod tests {
         fn name(&self) -> &'static str {
             match self.hold {
                 Hold::SlowPart(_) => "openvpn",
-                Hold::Removal => "wireguard",
+                Hold::Removal | Hold::Repeat(_) => "wireguard",
             }
         }
         fn slow_part(&self, _: &serde_json::Map<String, Value>) -> Option<crate::tunnel::SlowPart> {
@@ -1265,8 +1299,13 @@ mod tests {
         }
         fn accept(
             &mut self,
-            _: &Peer<'_>,
+            p: &Peer<'_>,
         ) -> Result<serde_json::Map<String, Value>, crate::tunnel::TunnelError> {
+            if let Hold::Repeat(accepted) = &mut self.hold
+                && !accepted.insert(p.ipv4)
+            {
+                Gated::wait(&self.started, &self.go);
+            }
             Ok(Default::default())
         }
         fn remove(&mut self, _: &Peer<'_>) -> Result<(), crate::tunnel::TunnelError> {
@@ -1360,6 +1399,51 @@ mod tests {
         assert_eq!(renewed["success"], true, "{renewed}");
         assert_eq!(offered, 1, "A is out of the book, B in it");
         assert_eq!(releasing.join().unwrap()["success"], true);
+    }
+
+    #[test]
+    fn a_repeated_request_does_not_hold_the_book_while_its_tunnel_is_configured_again() {
+        use std::sync::mpsc::channel;
+        let (m, started, go) = Gated::new(Hold::Repeat(Default::default()));
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let gw = Arc::new(Gateway::new(
+            GatewayConfig::default(),
+            vec![Box::new(m)],
+            store,
+            None,
+        ));
+        let sid = |last: u8| {
+            let g =
+                gw.request_connection(&caller(last), request(&format!("sub{last}"), "wireguard"));
+            assert_eq!(g["success"], true, "{g}");
+            g["sid"].as_str().unwrap().to_string()
+        };
+        let (a, b) = (sid(1), sid(2));
+        // B asks for its session again; configuring its tunnel again hangs.
+        let g = gw.clone();
+        let again = b.clone();
+        let repeating = std::thread::spawn(move || {
+            let mut r = request("sub2", "wireguard");
+            r.sid = Some(again);
+            g.request_connection(&caller(2), r)
+        });
+        started.recv().unwrap();
+        // Meanwhile A renews and a scan asks for nodeInfo: the lease book answers at once.
+        let (done, answered) = channel();
+        let g = gw.clone();
+        std::thread::spawn(move || {
+            let renewed = g.renew(&caller(1), &a);
+            let offered = g.offer().1.subscribers;
+            done.send((renewed, offered)).unwrap();
+        });
+        let got = answered.recv_timeout(std::time::Duration::from_secs(10));
+        go.send(()).unwrap();
+        let (renewed, offered) = got.expect("a renewal waited for another session's repeat");
+        assert_eq!(renewed["success"], true, "{renewed}");
+        assert_eq!(offered, 2);
+        let repeated = repeating.join().unwrap();
+        assert_eq!(repeated["success"], true, "{repeated}");
+        assert_eq!(repeated["sid"], b.as_str(), "the same session");
     }
 
     /// A `wireguard` method that takes a while per call (as a program would), records the size
