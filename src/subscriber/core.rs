@@ -44,6 +44,13 @@ pub const RETRY: Duration = Duration::from_secs(5);
 /// session and for WireGuard to shake hands again (it retries every 5 s); then the gateway is
 /// asked anew, since a session it holds may still have a broken path.
 pub const KEEP_SILENT: Duration = Duration::from_secs(15);
+/// New tunnels in a row to one gateway that went down without ever carrying a probe's answer
+/// (its method cannot come up from here, e.g. its port is blocked) before that gateway keeps
+/// its back-off even as the only one ([`select::History::registration_failed`]): the first
+/// ones are asked anew at once (a new layer-2 session sometimes does not come up, and the next
+/// one does), later ones only as the back-off allows: 4 s, 8 s … up to `backoff_max_ms` (5 min)
+/// with the shipped policy.
+pub const FRUITLESS: u32 = 4;
 /// Wait before scanning again while no gateway is usable (a lost one may be back soon).
 pub const IDLE_RETRY: Duration = Duration::from_secs(2);
 /// Probe failures right after a tunnel came up do not count (handshake time).
@@ -1115,6 +1122,20 @@ impl Core {
                 self.next_scan = self.now;
             }
             return;
+        }
+        // Given up. Gone down while we used it, the gateway's back-off is eased when we have no
+        // other, unless its new tunnels keep carrying nothing.
+        let never = self.link(i).is_some_and(|l| l.last_answer.is_none());
+        let h = self.history.entry(id.clone()).or_default();
+        if never {
+            // (A tunnel's first answer set it back to 0.)
+            h.fruitless = h.fruitless.saturating_add(1);
+        }
+        if h.fruitless >= FRUITLESS {
+            // Its back-off doubles per fruitless tunnel from twice `backoff_base_ms` (a tunnel
+            // kept and then given up has counted two failures, which would double it twice).
+            h.registration_failed = true;
+            h.failures = h.fruitless - FRUITLESS + 2;
         }
         if let Some(l) = self.link(i).cloned() {
             // Lost, not left: no release hook (the lease is released in the background).

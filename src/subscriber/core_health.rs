@@ -109,6 +109,7 @@ impl Core {
                 Level::Debug,
                 format!("{name}: first answer through {interface}, {ms} ms after it came up"),
             );
+            self.history.entry(id.clone()).or_default().fruitless = 0;
         }
         let failures_forgiven_after =
             Duration::from_millis(self.policy.failback_after_ms).max(GRACE * 10);

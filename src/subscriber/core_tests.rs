@@ -1201,3 +1201,62 @@ fn asking_for_an_unusable_gateway_still_turns_automatic_mode_back_on() {
     w.run_until(301.0);
     assert_eq!(w.on_gateway().as_deref(), Some("gw1"));
 }
+
+/// Runs up to `secs` after the start; when each registration was asked (s since the start).
+fn registrations_at(w: &mut World, secs: f64) -> Vec<f64> {
+    let mut times = vec![];
+    let end = w.t0 + Duration::from_secs_f64(secs);
+    while let Some(next) = w.core.next_deadline() {
+        if next > end {
+            break;
+        }
+        w.now = next.max(w.now);
+        let at = w.t();
+        let effects = w.drive(Event::Tick);
+        times.extend(std::iter::repeat_n(at, registers_with(&effects).len()));
+    }
+    times
+}
+
+#[test]
+fn the_only_gateway_whose_new_tunnels_never_answer_is_asked_anew_with_a_back_off() {
+    // Its RPC answers, its tunnels never carry a packet (e.g. its WireGuard port blocked).
+    let mut w = World::cold();
+    w.found = vec![answer("gw1", "fd00::1")];
+    w.dead.insert("fd00::1".into());
+    let mut at = vec![];
+    let start = w.drive(Event::Start);
+    at.extend(std::iter::repeat_n(0.0, registers_with(&start).len()));
+    at.extend(registrations_at(&mut w, 900.0));
+    let gaps: Vec<f64> = at.windows(2).map(|p| p[1] - p[0]).collect();
+    // The first FRUITLESS tunnels are asked for at once, one after the other.
+    let quick = FRUITLESS as usize;
+    assert!(gaps[..quick - 1].iter().all(|g| *g < 2.0), "{at:?}");
+    // Then the back-off doubles (4 s, 8 s …, plus a tunnel's 1.5 s to fail) up to 5 minutes.
+    assert!((5.0..7.0).contains(&gaps[quick - 1]), "{at:?}");
+    for pair in gaps[quick - 1..].windows(2) {
+        let capped = pair[1] >= 300.0 && pair[1] <= 305.0;
+        assert!(capped || pair[1] >= 1.7 * pair[0], "{at:?}");
+    }
+    assert!(
+        at.len() <= 13,
+        "{} registrations in 15 min: {at:?}",
+        at.len()
+    );
+    // Its tunnels work again: the next one is kept, and the count starts over.
+    w.dead.clear();
+    let fixed = w.t();
+    let next = w
+        .when(fixed + 310.0, |e| matches!(e, Effect::Register { .. }))
+        .expect("asked again");
+    w.run_until(next + 30.0);
+    assert_eq!(w.core.state(), State::Connected);
+    w.dead.insert("fd00::1".into());
+    let again = registrations_at(&mut w, next + 120.0);
+    // Kept KEEP_SILENT for its restored session, then asked anew at once, several times.
+    assert!(again.len() >= quick, "{again:?}");
+    assert!(
+        again[0] - (next + 30.0) < KEEP_SILENT.as_secs_f64() + 7.0,
+        "{again:?}"
+    );
+}

@@ -62,9 +62,14 @@ pub struct History {
     /// Since when it has been answering without failure (ms, caller's clock).
     pub stable_since_ms: Option<u64>,
     /// The last failure was a registration the gateway refused or could not carry out (not one
-    /// where nobody was at its port, and not the gateway going down while we used it): such a
-    /// gateway keeps its back-off even when we have no other ([`rank_for_rescue`]).
+    /// where nobody was at its port, and not the gateway going down while we used it, unless
+    /// its new tunnels did so [`super::core::FRUITLESS`] times in a row without ever
+    /// answering): such a gateway keeps its back-off even when we have no other
+    /// ([`rank_for_rescue`]).
     pub registration_failed: bool,
+    /// New tunnels to it in a row that went down without ever carrying a probe's answer
+    /// ([`super::core::FRUITLESS`]).
+    pub fruitless: u32,
     /// The gateway answered "busy, ask again later" (HTTP 429/503) and named a `Retry-After`:
     /// not asked again before this (ms, caller's clock), whatever the back-off says.
     pub busy_until_ms: Option<u64>,
