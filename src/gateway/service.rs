@@ -1362,37 +1362,53 @@ mod tests {
         assert_eq!(undone.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(gw.sessions().as_array().unwrap().len(), 1);
     }
+    /// A gateway (default terms, no firewall) whose only method is a [`Gated`] one holding
+    /// `hold`; the receiver of its "started" and the sender of its go.
+    fn gated(
+        hold: Hold,
+    ) -> (
+        Arc<Gateway>,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (m, started, go) = Gated::new(hold);
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        let gw = Gateway::new(GatewayConfig::default(), vec![Box::new(m)], store, None);
+        (Arc::new(gw), started, go)
+    }
+
+    /// The sid granted to the `wireguard` request of the caller at 10.77.0.`last`.
+    fn granted(gw: &Gateway, last: u8) -> String {
+        let g = gw.request_connection(&caller(last), request(&format!("sub{last}"), "wireguard"));
+        assert_eq!(g["success"], true, "{g}");
+        g["sid"].as_str().unwrap().to_string()
+    }
+
+    /// The caller at 10.77.0.`last` renews `sid`, then a scan asks for nodeInfo (its number of
+    /// subscribers), from another thread: their answers, if they came within 10 s.
+    fn renew_and_offer(gw: &Arc<Gateway>, last: u8, sid: String) -> Option<(Value, u32)> {
+        let (done, answered) = std::sync::mpsc::channel();
+        let g = gw.clone();
+        std::thread::spawn(move || {
+            let renewed = g.renew(&caller(last), &sid);
+            let offered = g.offer().1.subscribers;
+            let _ = done.send((renewed, offered));
+        });
+        answered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .ok()
+    }
+
     #[test]
     fn renewals_and_node_info_do_not_wait_for_kernel_work() {
-        use std::sync::mpsc::channel;
-        let (m, started, go) = Gated::new(Hold::Removal);
-        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-        let gw = Arc::new(Gateway::new(
-            GatewayConfig::default(),
-            vec![Box::new(m)],
-            store,
-            None,
-        ));
-        let sid = |last: u8| {
-            let g =
-                gw.request_connection(&caller(last), request(&format!("sub{last}"), "wireguard"));
-            assert_eq!(g["success"], true, "{g}");
-            g["sid"].as_str().unwrap().to_string()
-        };
-        let (a, b) = (sid(1), sid(2));
+        let (gw, started, go) = gated(Hold::Removal);
+        let (a, b) = (granted(&gw, 1), granted(&gw, 2));
         // A's release is applied; its kernel work (the method's removal) hangs.
         let g = gw.clone();
         let releasing = std::thread::spawn(move || g.release(&caller(1), &a));
         started.recv().unwrap();
         // Meanwhile B renews and a scan asks for nodeInfo: the lease book answers at once.
-        let (done, answered) = channel();
-        let g = gw.clone();
-        std::thread::spawn(move || {
-            let renewed = g.renew(&caller(2), &b);
-            let offered = g.offer().1.subscribers;
-            done.send((renewed, offered)).unwrap();
-        });
-        let got = answered.recv_timeout(std::time::Duration::from_secs(10));
+        let got = renew_and_offer(&gw, 2, b);
         go.send(()).unwrap();
         let (renewed, offered) =
             got.expect("a renewal waited for another session's kernel work to finish");
@@ -1403,22 +1419,8 @@ mod tests {
 
     #[test]
     fn a_repeated_request_does_not_hold_the_book_while_its_tunnel_is_configured_again() {
-        use std::sync::mpsc::channel;
-        let (m, started, go) = Gated::new(Hold::Repeat(Default::default()));
-        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
-        let gw = Arc::new(Gateway::new(
-            GatewayConfig::default(),
-            vec![Box::new(m)],
-            store,
-            None,
-        ));
-        let sid = |last: u8| {
-            let g =
-                gw.request_connection(&caller(last), request(&format!("sub{last}"), "wireguard"));
-            assert_eq!(g["success"], true, "{g}");
-            g["sid"].as_str().unwrap().to_string()
-        };
-        let (a, b) = (sid(1), sid(2));
+        let (gw, started, go) = gated(Hold::Repeat(Default::default()));
+        let (a, b) = (granted(&gw, 1), granted(&gw, 2));
         // B asks for its session again; configuring its tunnel again hangs.
         let g = gw.clone();
         let again = b.clone();
@@ -1429,14 +1431,7 @@ mod tests {
         });
         started.recv().unwrap();
         // Meanwhile A renews and a scan asks for nodeInfo: the lease book answers at once.
-        let (done, answered) = channel();
-        let g = gw.clone();
-        std::thread::spawn(move || {
-            let renewed = g.renew(&caller(1), &a);
-            let offered = g.offer().1.subscribers;
-            done.send((renewed, offered)).unwrap();
-        });
-        let got = answered.recv_timeout(std::time::Duration::from_secs(10));
+        let got = renew_and_offer(&gw, 1, a);
         go.send(()).unwrap();
         let (renewed, offered) = got.expect("a renewal waited for another session's repeat");
         assert_eq!(renewed["success"], true, "{renewed}");

@@ -283,6 +283,19 @@ fn registers_with(effects: &[Effect]) -> Vec<Vec<&str>> {
 /// which slot.
 fn probes_sent(w: &mut World, secs: f64) -> Vec<(f64, usize)> {
     let mut times = vec![];
+    each_tick(w, secs, |at, effects| {
+        for e in effects {
+            if let Effect::Probe { slot, .. } = e {
+                times.push((at, *slot));
+            }
+        }
+    });
+    times
+}
+
+/// Runs every deadline up to `secs` after the start, giving `f` each tick's time (s since the
+/// start) and effects.
+fn each_tick(w: &mut World, secs: f64, mut f: impl FnMut(f64, &[Effect])) {
     let end = w.t0 + Duration::from_secs_f64(secs);
     while let Some(next) = w.core.next_deadline() {
         if next > end {
@@ -290,13 +303,8 @@ fn probes_sent(w: &mut World, secs: f64) -> Vec<(f64, usize)> {
         }
         w.now = next.max(w.now);
         let at = w.t();
-        for e in w.drive(Event::Tick) {
-            if let Effect::Probe { slot, .. } = e {
-                times.push((at, slot));
-            }
-        }
+        f(at, &w.drive(Event::Tick));
     }
-    times
 }
 
 /// The times of the probes through `slot`.
@@ -1205,16 +1213,9 @@ fn asking_for_an_unusable_gateway_still_turns_automatic_mode_back_on() {
 /// Runs up to `secs` after the start; when each registration was asked (s since the start).
 fn registrations_at(w: &mut World, secs: f64) -> Vec<f64> {
     let mut times = vec![];
-    let end = w.t0 + Duration::from_secs_f64(secs);
-    while let Some(next) = w.core.next_deadline() {
-        if next > end {
-            break;
-        }
-        w.now = next.max(w.now);
-        let at = w.t();
-        let effects = w.drive(Event::Tick);
-        times.extend(std::iter::repeat_n(at, registers_with(&effects).len()));
-    }
+    each_tick(w, secs, |at, effects| {
+        times.extend(std::iter::repeat_n(at, registers_with(effects).len()));
+    });
     times
 }
 
