@@ -48,8 +48,9 @@ pub const KEEP_SILENT: Duration = Duration::from_secs(15);
 /// (its method cannot come up from here, e.g. its port is blocked) before that gateway keeps
 /// its back-off even as the only one ([`select::History::registration_failed`]): the first
 /// ones are asked anew at once (a new layer-2 session sometimes does not come up, and the next
-/// one does), later ones only as the back-off allows: 4 s, 8 s … up to `backoff_max_ms` (5 min)
-/// with the shipped policy.
+/// one does), later ones only as the back-off allows (doubling per failure from
+/// `backoff_base_ms` up to `backoff_max_ms`: 16 s after the fourth, then 32 s … 5 min with the
+/// shipped policy).
 pub const FRUITLESS: u32 = 4;
 /// Wait before scanning again while no gateway is usable (a lost one may be back soon).
 pub const IDLE_RETRY: Duration = Duration::from_secs(2);
@@ -1097,12 +1098,16 @@ impl Core {
             return;
         };
         let already_down = self.history.get(&id).is_some_and(|h| h.down);
+        // A tunnel kept while degraded and now given up counted its failure when it went down.
+        let kept = self.state == State::Degraded && self.active == Some(i);
         if !already_down {
             self.fail(why.clone());
             let t = self.now_ms();
             let h = self.history.entry(id.clone()).or_default();
             h.down = true;
-            h.failures = h.failures.saturating_add(1);
+            if !kept {
+                h.failures = h.failures.saturating_add(1);
+            }
             h.last_failure_ms = Some(t);
             h.registration_failed = false;
             h.stable_since_ms = None;
@@ -1132,10 +1137,7 @@ impl Core {
             h.fruitless = h.fruitless.saturating_add(1);
         }
         if h.fruitless >= FRUITLESS {
-            // Its back-off doubles per fruitless tunnel from twice `backoff_base_ms` (a tunnel
-            // kept and then given up has counted two failures, which would double it twice).
             h.registration_failed = true;
-            h.failures = h.fruitless - FRUITLESS + 2;
         }
         if let Some(l) = self.link(i).cloned() {
             // Lost, not left: no release hook (the lease is released in the background).
