@@ -1101,7 +1101,13 @@ impl Core {
         // A tunnel kept while degraded and now given up counted its failure when it went down.
         let kept = self.state == State::Degraded && self.active == Some(i);
         if !already_down {
-            self.fail(why.clone());
+            if kept && keep_if_alone {
+                // Still down, seen again after a scan: said when it went down.
+                self.log(Level::Debug, why.clone());
+                self.last_error = Some(why.clone());
+            } else {
+                self.fail(why.clone());
+            }
             let t = self.now_ms();
             let h = self.history.entry(id.clone()).or_default();
             h.down = true;

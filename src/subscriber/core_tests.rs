@@ -650,6 +650,17 @@ fn a_silent_tunnel_whose_gateway_answers_scans_is_asked_anew_after_keep_silent()
     w.dead.insert("fd00::1".into());
     let silent_from = w.t();
     let register = |e: &Effect| matches!(e, Effect::Register { .. });
+    // While it is kept, each scan finds gw1 answering and the probes find the tunnel down again:
+    // said once (down, kept), not again after every scan.
+    let kept = w.run_until(silent_from + KEEP_SILENT.as_secs_f64() - 1.0);
+    let warnings: Vec<&String> = kept
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Log(Level::Warn, m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
     let at = w.when(60.0, register).expect("asked anew");
     let keep = KEEP_SILENT.as_secs_f64();
     assert!(
