@@ -95,15 +95,16 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Waits (30 s at most) until sub reaches the Internet through its tunnel, and says how long that
-/// took and how many new sessions sub had asked for by then because one carried nothing. (Now and
-/// then, mostly on a loaded machine, a new SoftEther session after a reconnect carries no packet
-/// while a fresh one a moment later does; the daemon then asks its gateway anew, each time within
-/// about 3–5 s, so a few such sessions in a row fit in the wait.) On failure: both logs' tails,
-/// the hub's sessions and MAC table, sub's addresses and neighbours.
+/// Waits (40 s at most) until sub reaches the Internet through its tunnel, and says how long that
+/// took and how many new sessions sub had asked for by then because one carried nothing. (After a
+/// reconnect the first one or two SoftEther sessions often carry nothing: the hub lists the session
+/// with 0 bytes and the client's TCP connection to the server is gone moments after it was
+/// established. The daemon then asks its gateway anew, about every 3.5 s; the wait covers
+/// `FRUITLESS` such sessions in a row and the first back-off after them.) On failure: both logs'
+/// tails, the hub's sessions and MAC table, sub's addresses and neighbours.
 fn online(s: &Scenario, what: &str) {
     let start = Instant::now();
-    let ok = s.ping_within(Duration::from_secs(30));
+    let ok = s.ping_within(Duration::from_secs(40));
     let log = std::fs::read_to_string(s.log(Node::Sub)).unwrap_or_default();
     let anew = log
         .lines()
