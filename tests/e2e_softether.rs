@@ -96,12 +96,14 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Waits (40 s at most) until sub reaches the Internet through its tunnel, and says how long that
-/// took and how many new sessions sub had asked for by then because one carried nothing. (After a
-/// reconnect the first one or two SoftEther sessions often carry nothing: the hub lists the session
-/// with 0 bytes and the client's TCP connection to the server is gone moments after it was
-/// established. The daemon then asks its gateway anew, about every 3.5 s; the wait covers
-/// `FRUITLESS` such sessions in a row and the first back-off after them.) On failure: both logs'
-/// tails, the hub's sessions and MAC table, sub's addresses and neighbours.
+/// took and how many new sessions sub had asked for by then because one carried nothing. (A
+/// SoftEther client stopped while it retried a session the gateway had ended makes one or two
+/// sessions that carry nothing: the hub lists them with 0 bytes and the client's TCP connection to
+/// the server is gone moments after they were established. The subscriber takes its tunnel down
+/// before releasing, so only a new daemon after a killed one meets that here. The daemon then asks
+/// its gateway anew, about every 3.5 s; the wait covers `FRUITLESS` such sessions in a row and the
+/// first back-off after them.) On failure: both logs' tails, the hub's sessions and MAC table,
+/// sub's addresses and neighbours.
 fn online(s: &Scenario, what: &str) {
     let start = Instant::now();
     let ok = s.ping_within(Duration::from_secs(40));
