@@ -131,8 +131,7 @@ impl Work {
     /// The session this work is about.
     fn sid(&self) -> &str {
         match self {
-            Work::Decided(a) => action_sid(a),
-            Work::Again(l) => &l.sid,
+            Work::Decided(Action::Accept(l) | Action::Remove(l)) | Work::Again(l) => &l.sid,
         }
     }
 }
@@ -145,8 +144,9 @@ struct Job {
     reply: chan::Sender<Vec<Applied>>,
 }
 
-/// The outcome of one `Accept` (or repeat): its sid, and the method's grant fields or why it failed (the
-/// lease is then gone from the book, the store and the kernel).
+/// The outcome of one `Accept` or repeat: its sid, and the method's grant fields or why it
+/// failed (a failed accept's lease is then gone from the book, the store and the kernel; a
+/// failed repeat's lease stays as it was).
 type Applied = (String, Result<serde_json::Map<String, Value>, ExecError>);
 
 /// The gateway role.
@@ -840,7 +840,7 @@ impl Gateway {
         let work = if repeat {
             vec![Work::Again(lease.clone())]
         } else {
-            actions.iter().cloned().map(Work::Decided).collect()
+            actions.into_iter().map(Work::Decided).collect()
         };
         let queued = self.enqueue_work(&book, work, caller.host.clone());
         drop(book);
@@ -861,7 +861,7 @@ impl Gateway {
                 )));
             }
         };
-        if !actions.is_empty() {
+        if !repeat {
             crate::info!(
                 "session granted to {} ({}) via {}",
                 lease.name,
@@ -1033,12 +1033,6 @@ impl ExecError {
             ),
         }
     }
-}
-
-/// The sid an action is about.
-fn action_sid(a: &Action) -> &str {
-    let (Action::Accept(l) | Action::Remove(l)) = a;
-    &l.sid
 }
 
 /// The firewall's view of a lease the method just accepted.

@@ -1098,7 +1098,8 @@ impl Core {
             return;
         };
         let already_down = self.history.get(&id).is_some_and(|h| h.down);
-        // A tunnel kept while degraded and now given up counted its failure when it went down.
+        // A tunnel kept while degraded counted its failure when it first went down: found down
+        // again after a scan, or given up, it counts no more.
         let kept = self.state == State::Degraded && self.active == Some(i);
         if !already_down {
             if kept && keep_if_alone {

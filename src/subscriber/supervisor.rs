@@ -878,8 +878,8 @@ impl Supervisor {
     ///
     /// Our end goes first. Released first, the gateway ends the session under a tunnel program
     /// that is still running; SoftEther's client then retries, and after being stopped in that
-    /// state the next one or two sessions it makes carry nothing (`tests/e2e_softether.rs`:
-    /// 2 such sessions after every disconnect or failover, 0 in this order).
+    /// state the next one or two sessions it makes carry nothing (`tests/e2e_softether.rs`: 1–2
+    /// such sessions after an operator's disconnect and new connection, 0 in this order).
     fn release(&mut self, i: usize, link: Option<Link>, why: &str, wait: bool) {
         self.disconnect_slot(i);
         match link {
